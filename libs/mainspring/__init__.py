@@ -1,0 +1,34 @@
+"""Mainspring: event-driven routines in Python on NATS JetStream."""
+
+from mainspring.routine import ContractError, Routine, RoutineInvocationError, RunInfo
+from mainspring.triggers import (
+    CompletionEvent,
+    DatasetEvent,
+    ManualEvent,
+    PollEvent,
+    ScheduleEvent,
+    on_complete,
+    on_dataset_append,
+    on_poll,
+    on_schedule,
+    on_workflow_failure,
+    on_workflow_success,
+)
+
+__all__ = [
+    "CompletionEvent",
+    "ContractError",
+    "DatasetEvent",
+    "ManualEvent",
+    "PollEvent",
+    "Routine",
+    "RoutineInvocationError",
+    "RunInfo",
+    "ScheduleEvent",
+    "on_complete",
+    "on_dataset_append",
+    "on_poll",
+    "on_schedule",
+    "on_workflow_failure",
+    "on_workflow_success",
+]

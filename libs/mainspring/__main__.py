@@ -1,0 +1,5 @@
+import sys
+
+from mainspring.cli import main
+
+sys.exit(main())

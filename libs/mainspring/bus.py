@@ -1,0 +1,78 @@
+"""Connecting to NATS and declaring the stream, buckets and object store idempotently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from mainspring import subjects
+
+STATE_BUCKETS = (
+    subjects.ROUTINES_BUCKET,
+    subjects.DISPATCH_BUCKET,
+    subjects.TICKER_BUCKET,
+    subjects.WATCHER_BUCKET,
+)
+
+
+class BusError(ConnectionError):
+    """The NATS server cannot be reached or used."""
+
+
+def stream_config(duplicate_window_s: float = 600.0) -> StreamConfig:
+    """The one stream every subject of the system lives in (file storage, dedup window)."""
+    return StreamConfig(
+        name=subjects.STREAM,
+        subjects=list(subjects.STREAM_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=duplicate_window_s,
+        max_age=14 * 24 * 3600.0,
+    )
+
+
+async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
+    """Connect to NATS, turning a refused connection into one clear line."""
+    try:
+        return await nats.connect(
+            url, name=name, connect_timeout=3, max_reconnect_attempts=options.pop("max_reconnect_attempts", 3),
+            allow_reconnect=True, **options,
+        )
+    except Exception as exc:
+        raise BusError(
+            f"cannot reach NATS at {url}: {type(exc).__name__}; is `mainspring up` running "
+            "or MAINSPRING_NATS_URL right?"
+        ) from None
+
+
+async def ensure_bus(js: JetStreamContext, duplicate_window_s: float = 600.0) -> None:
+    """Declare the stream, state buckets and bundle store; safe to call from every service."""
+    config = stream_config(duplicate_window_s)
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)
+    for bucket in STATE_BUCKETS:
+        try:
+            await js.key_value(bucket)
+        except (NotFoundError, BadRequestError):
+            await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE)
+            )
+    try:
+        await js.object_store(subjects.BUNDLES_BUCKET)
+    except (NotFoundError, BadRequestError):
+        await js.create_object_store(
+            subjects.BUNDLES_BUCKET, ObjectStoreConfig(storage=StorageType.FILE)
+        )

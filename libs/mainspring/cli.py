@@ -1,0 +1,454 @@
+"""The `mainspring` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mainspring.settings import ConfigError, Settings
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A one-line error for the user; exit code 2."""
+
+
+def parse_pairs(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    """`k=v` flags into a dict (values stay strings; inputs are validated later)."""
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"{flag} {pair!r} is not key=value: write e.g. {flag} size=10")
+        result[key.strip()] = value
+    return result
+
+
+def parse_json_values(pairs: dict[str, Any]) -> dict[str, Any]:
+    """Attribute values may be JSON (numbers, lists); anything else stays a string."""
+    parsed: dict[str, Any] = {}
+    for key, value in pairs.items():
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value
+    return parsed
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain text table."""
+    cells = [[str(c).upper() for c in columns]] + [
+        ["-" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def short_time(value: str | None) -> str | None:
+    """ISO time as `YYYY-MM-DD HH:MM:SS`."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(run: dict[str, Any]) -> str | None:
+    """How long a run ran."""
+    if run.get("started_at") and run.get("finished_at"):
+        seconds = (datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])).total_seconds()
+        return f"{seconds:.2f}s"
+    return None
+
+
+def with_client(action: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
+    """Run an async command with a connected client."""
+
+    def command(args: argparse.Namespace) -> int:
+        async def go() -> int:
+            from mainspring.client import Client
+
+            client = await Client.connect(Settings())
+            try:
+                return await action(client, args)
+            finally:
+                await client.close()
+
+        return asyncio.run(go())
+
+    return command
+
+
+# --- up / service / demo -------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from mainspring.up import System
+
+    system = System(Settings(), runners=args.runners, nats_port=args.nats_port)
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    system.start()
+    print(f"mainspring is up: NATS {system.nats_url}, home {system.home}, "
+          f"services {', '.join(c.name for c in system.children)}. Ctrl-C stops.", flush=True)
+    try:
+        while not stopping:
+            system.supervise_once()
+            time.sleep(0.5)
+    finally:
+        print("mainspring: stopping services...", flush=True)
+        system.stop()
+        print("mainspring: stopped", flush=True)
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    import runpy
+
+    sys.argv = [f"services.{args.name}.main"]
+    runpy.run_module(f"services.{args.name}.main", run_name="__main__")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mainspring.demo import run_demo
+
+    return run_demo(keep_up=args.keep_up)
+
+
+# --- routines ------------------------------------------------------------------------------
+
+
+async def routine_create(client: Any, args: argparse.Namespace) -> int:
+    definition = await client.create_routine(
+        Path(args.dir), args.name, args.entrypoint, parse_pairs(args.set, "--set")
+    )
+    print(f"routine {definition.name} registered: {definition.entrypoint}, version "
+          f"{definition.version[:12]}, trigger {describe_trigger(definition.trigger)}")
+    return 0
+
+
+def describe_trigger(trigger: Any) -> str:
+    """A trigger spec in one phrase."""
+    data = trigger.model_dump(exclude_none=True)
+    kind = data.pop("kind")
+    for default in (("tz", "UTC"), ("catchup", "latest"), ("overlap", "skip"), ("status", "any"), ("timeout_s", 60.0)):
+        if data.get(default[0]) == default[1]:
+            data.pop(default[0])
+    return f"{kind}(" + ", ".join(f"{k}={v!r}" for k, v in data.items()) + ")"
+
+
+async def routine_list(client: Any, args: argparse.Namespace) -> int:
+    routines = await (await client.store()).list()
+    rows = [
+        {"name": d.name, "trigger": describe_trigger(d.trigger), "enabled": "yes" if d.enabled else "no",
+         "version": d.version[:12], "entrypoint": d.entrypoint}
+        for d in routines
+    ]
+    if args.json:
+        print(json.dumps([json.loads(d.model_dump_json()) for d in routines], indent=2))
+    elif rows:
+        print(table(rows, ["name", "trigger", "enabled", "version", "entrypoint"]))
+    else:
+        print("no routines: register one with `mainspring routine create DIR --name NAME`")
+    return 0
+
+
+async def routine_show(client: Any, args: argparse.Namespace) -> int:
+    from mainspring.records import RunQuery
+
+    definition = await (await client.store()).get(args.name)
+    data = json.loads(definition.model_dump_json())
+    latest = await client.list_runs(RunQuery(routine=args.name, limit=1))
+    data["last_run_id"] = latest[0]["id"] if latest else None
+    data["last_run_at"] = latest[0]["created_at"] if latest else None
+    data["next_fire_at"] = next_fire_text(definition)
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def next_fire_text(definition: Any) -> str | None:
+    """When a timed trigger fires next (None for other triggers or when disabled)."""
+    from datetime import UTC
+
+    from mainspring.schedules import next_cron_fire, next_every_fire, parse_every, parse_tz
+    from mainspring.triggers import TimedSpec
+
+    trigger = definition.trigger
+    if not isinstance(trigger, TimedSpec) or not definition.enabled:
+        return None
+    now = datetime.now(UTC)
+    if trigger.every:
+        return next_every_fire(parse_every(trigger.every), datetime(1970, 1, 1, tzinfo=UTC), now).isoformat()
+    assert trigger.cron is not None
+    return next_cron_fire(trigger.cron, parse_tz(trigger.tz), now).isoformat()
+
+
+async def routine_enable(client: Any, args: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    await (await client.store()).set_enabled(args.name, True, None, datetime.now(UTC))
+    print(f"routine {args.name} enabled")
+    return 0
+
+
+async def routine_disable(client: Any, args: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    await (await client.store()).set_enabled(args.name, False, args.reason, datetime.now(UTC))
+    print(f"routine {args.name} disabled")
+    return 0
+
+
+async def routine_delete(client: Any, args: argparse.Namespace) -> int:
+    await (await client.store()).delete(args.name)
+    print(f"routine {args.name} deleted")
+    return 0
+
+
+async def routine_events(client: Any, args: argparse.Namespace) -> int:
+    await (await client.store()).get(args.name)
+    events = await client.trigger_events(args.name, args.limit)
+    if args.json:
+        print(json.dumps(events, indent=2))
+        return 0
+    for event in events:
+        event["fired_at"] = short_time(event["fired_at"])
+        event["scheduled_at"] = short_time(event["scheduled_at"])
+    print(table(events, ["fired_at", "scheduled_at", "kind", "status", "run_id", "reason"]) if events
+          else f"no trigger events for {args.name} yet")
+    return 0
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+async def run_routine(client: Any, args: argparse.Namespace) -> int:
+    from mainspring.units import parse_memory
+
+    try:
+        memory = parse_memory(args.memory) if args.memory else None
+    except ValueError as exc:
+        raise CliError(f"--memory: {exc}") from None
+    run_id = await client.submit(
+        args.name, parse_pairs(args.input, "--input"), labels=args.label or [],
+        attributes=parse_json_values(parse_pairs(args.attr, "--attr")), name=args.run_name,
+        description=args.description, memory_limit=memory, statistics=args.statistics,
+        previews=args.previews, store_artifacts=not args.no_store, source="manual",
+    )
+    if not args.wait:
+        print(run_id)
+        return 0
+    run = await client.wait(run_id, timeout=args.timeout)
+    print_run(run)
+    return 0 if run["status"] == "completed" else EXIT_FAILED
+
+
+def print_run(run: dict[str, Any]) -> None:
+    """A run as `key: value` lines."""
+    fields = ["id", "routine", "run_number", "status", "source", "trigger_kind", "started_by", "name",
+              "labels", "attributes", "inputs", "outputs", "error", "hop", "parent_run_id", "children",
+              "created_at", "queued_at", "started_at", "finished_at", "memory_limit", "runner", "attempt"]
+    for key in fields:
+        value = run.get(key)
+        if value in (None, [], {}) and key not in ("status",):
+            continue
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        print(f"{key:>14}: {value}")
+    if run.get("progress") is not None:
+        print(f"{'progress':>14}: {run['progress'] * 100:.0f}% {run.get('progress_message') or ''}")
+    for item in run.get("artifacts") or []:
+        print(f"{'artifact':>14}: {item['name']} ({item['kind']}, {item.get('rows') or '-'} rows) {item['uri']}")
+    for step in run.get("progress_history") or []:
+        print(f"{'':>14}  {short_time(step['at'])} {step['fraction'] * 100:5.1f}% {step['message']}")
+    if run.get("traceback"):
+        print(run["traceback"].rstrip())
+
+
+async def runs_list(client: Any, args: argparse.Namespace) -> int:
+    from mainspring.records import RunQuery
+
+    query = RunQuery(
+        routine=args.routine, status=args.status, label=args.label, source=args.source,
+        attribute=parse_json_values(parse_pairs(args.attr, "--attr")) or None,
+        since=datetime.fromisoformat(args.since) if args.since else None,
+        until=datetime.fromisoformat(args.until) if args.until else None,
+        chain=args.chain, limit=args.limit,
+    )
+    runs = await client.list_runs(query)
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    rows = [{**r, "created": short_time(r["created_at"]), "took": duration(r), "number": r["run_number"],
+             "labels": ",".join(r.get("labels") or []) or None} for r in runs]
+    print(table(rows, ["id", "routine", "number", "status", "source", "created", "took", "labels"])
+          if rows else "no runs match")
+    return 0
+
+
+async def runs_show(client: Any, args: argparse.Namespace) -> int:
+    run = await client.get_run(args.id)
+    if run is None:
+        raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+    if args.json:
+        print(json.dumps(run, indent=2))
+    else:
+        print_run(run)
+    return 0
+
+
+async def runs_cancel(client: Any, args: argparse.Namespace) -> int:
+    run = await client.get_run(args.id)
+    if run is None:
+        raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+    await client.cancel(run["id"])
+    print(f"cancel requested for run {run['id']} ({run['status']})")
+    return 0
+
+
+async def publish_event(client: Any, args: argparse.Namespace) -> int:
+    body = args.json_body.encode()
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        raise CliError(f"JSON body is not valid JSON ({exc}): quote it, e.g. '{{\"dataset\": \"photos\"}}'") from None
+    await client.publish(args.subject, body, args.msg_id)
+    print(f"published on {args.subject}")
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mainspring", description="Event-driven routines on NATS JetStream.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = commands.add_parser("up", help="start nats-server and all services on this machine (Ctrl-C stops)")
+    up.add_argument("--runners", type=int, default=1, help="runner replicas (default 1)")
+    up.add_argument("--nats-port", type=int, default=None, help="port of the embedded nats-server (default: a free one)")
+    up.set_defaults(func=cmd_up)
+
+    service = commands.add_parser("service", help="run one service alone against MAINSPRING_NATS_URL")
+    service.add_argument("name", choices=["ticker", "dataset_watcher", "dispatcher", "runner", "recorder"])
+    service.set_defaults(func=cmd_service)
+
+    demo = commands.add_parser("demo", help="bring the system up, run the example routines, show their runs")
+    demo.add_argument("--keep-up", action="store_true", help="stay up after the demo until Ctrl-C")
+    demo.set_defaults(func=cmd_demo)
+
+    routine = commands.add_parser("routine", help="register and manage routines")
+    routines = routine.add_subparsers(dest="routine_command", metavar="ACTION", required=True)
+    create = routines.add_parser("create", help="validate, bundle and register a routine folder")
+    create.add_argument("dir", help="folder holding the routine's .py files")
+    create.add_argument("--name", required=True, help="routine name")
+    create.add_argument("--entrypoint", help="path.py:Class (default: the folder's only Routine class)")
+    create.add_argument("--set", action="append", metavar="K=V", help="default for a run() input")
+    create.set_defaults(func=with_client(routine_create))
+    listing = routines.add_parser("list", help="registered routines")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=with_client(routine_list))
+    for action, handler, text in (
+        ("show", routine_show, "a routine's definition, last run and next fire time"),
+        ("enable", routine_enable, "activate a routine's trigger (re-arms a crash-looped one)"),
+        ("delete", routine_delete, "remove a routine"),
+    ):
+        sub = routines.add_parser(action, help=text)
+        sub.add_argument("name")
+        sub.set_defaults(func=with_client(handler))
+    disable = routines.add_parser("disable", help="deactivate a routine's trigger, keeping its definition")
+    disable.add_argument("name")
+    disable.add_argument("--reason", default=None)
+    disable.set_defaults(func=with_client(routine_disable))
+    events = routines.add_parser("events", help="a routine's trigger history: fired, skipped, failed, blocked")
+    events.add_argument("name")
+    events.add_argument("--limit", type=int, default=50)
+    events.add_argument("--json", action="store_true")
+    events.set_defaults(func=with_client(routine_events))
+
+    run = commands.add_parser("run", help="start a run of a routine now")
+    run.add_argument("name")
+    run.add_argument("--input", action="append", metavar="K=V", help="run() input (validated against its type)")
+    run.add_argument("--label", action="append", help="label (repeatable)")
+    run.add_argument("--attr", action="append", metavar="K=V", help="attribute (JSON values allowed)")
+    run.add_argument("--run-name", default=None, help="a name for this run")
+    run.add_argument("--description", default=None)
+    run.add_argument("--memory", default=None, help="memory limit, e.g. 512MiB, 2GiB")
+    run.add_argument("--statistics", action="store_true", help="compute artifact statistics")
+    run.add_argument("--previews", action="store_true", help="store artifact previews (first rows)")
+    run.add_argument("--no-store", action="store_true", help="keep no artifacts")
+    run.add_argument("--wait", action="store_true", help="wait for the run to finish and print it")
+    run.add_argument("--timeout", type=float, default=None, help="with --wait: give up after seconds")
+    run.set_defaults(func=with_client(run_routine))
+
+    runs = commands.add_parser("runs", help="list, show and control runs")
+    runs_actions = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    rl = runs_actions.add_parser("list", help="runs, newest first")
+    rl.add_argument("--routine")
+    rl.add_argument("--status", choices=["created", "queued", "running", "completed", "failed", "cancelled"])
+    rl.add_argument("--label")
+    rl.add_argument("--attr", action="append", metavar="K=V")
+    rl.add_argument("--source", choices=["trigger", "manual", "api"])
+    rl.add_argument("--since", help="ISO time")
+    rl.add_argument("--until", help="ISO time")
+    rl.add_argument("--chain", metavar="RUN_ID", help="every run in the chain of this run")
+    rl.add_argument("--limit", type=int, default=50)
+    rl.add_argument("--json", action="store_true")
+    rl.set_defaults(func=with_client(runs_list))
+    rs = runs_actions.add_parser("show", help="one run in full")
+    rs.add_argument("id")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(func=with_client(runs_show))
+    rc = runs_actions.add_parser("cancel", help="stop a queued or running run")
+    rc.add_argument("id")
+    rc.set_defaults(func=with_client(runs_cancel))
+
+    publish = commands.add_parser("publish", help="publish an external event, e.g. dataset.appended")
+    publish.add_argument("subject")
+    publish.add_argument("json_body", metavar="JSON")
+    publish.add_argument("--msg-id", default=None, help="Nats-Msg-Id for deduplication")
+    publish.set_defaults(func=with_client(publish_event))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mainspring` command."""
+    from mainspring.bundle import BundleError
+    from mainspring.bus import BusError
+    from mainspring.registry import RegistryError
+    from mainspring.routine import ContractError, InputError
+    from mainspring.schedules import ScheduleError
+
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except (CliError, ContractError, InputError, BundleError, RegistryError, ScheduleError, ConfigError) as exc:
+        print(f"mainspring: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (BusError, TimeoutError, ConnectionError, RuntimeError) as exc:
+        print(f"mainspring: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

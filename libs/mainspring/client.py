@@ -1,0 +1,184 @@
+"""The SDK's client: register routines, start runs, query history (what the CLI uses)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+
+from mainspring import subjects
+from mainspring.bundle import detect_entrypoint, import_entrypoint, make_bundle
+from mainspring.bus import connect, ensure_bus
+from mainspring.messages import TERMINAL_STATUSES, CancelRun, SubmitRun
+from mainspring.records import RunQuery
+from mainspring.registry import InputSchema, RoutineDefinition, RoutineOptions, RoutineStore
+from mainspring.routine import inspect_contract, validate_inputs
+from mainspring.settings import Settings
+from mainspring.units import parse_memory
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service the request needs is not running."""
+
+
+def definition_from_folder(
+    folder: Path, name: str, entrypoint: str | None, defaults: dict[str, Any], now: datetime
+) -> tuple[RoutineDefinition, bytes]:
+    """Validate a routine folder and describe it; returns the definition and its bundle."""
+    entry = entrypoint or detect_entrypoint(folder)
+    cls = import_entrypoint(folder, entry)
+    contract = inspect_contract(cls)
+    validated = validate_inputs(contract.inputs, defaults)
+    data, digest = make_bundle(folder)
+    options = RoutineOptions(
+        timeout_s=cls.timeout_s,
+        memory_limit=parse_memory(cls.memory) if cls.memory else None,
+        retries=cls.retries,
+        retry_backoff_s=cls.retry_backoff_s,
+        max_hops=cls.max_hops,
+        max_concurrent=cls.max_concurrent,
+        allow_in_memory=cls.allow_in_memory,
+    )
+    definition = RoutineDefinition(
+        name=name, version=digest, entrypoint=entry, class_name=cls.__name__,
+        trigger_param=contract.trigger_param, trigger=contract.trigger,
+        inputs={k: InputSchema(type=s.type, default=s.default, optional=s.optional)
+                for k, s in contract.inputs.items()},
+        defaults={k: validated[k] for k in defaults},
+        options=options, created_at=now, updated_at=now,
+    )
+    return definition, data
+
+
+class Client:
+    """A connection to a Mainspring deployment."""
+
+    def __init__(self, nc: NatsClient, settings: Settings) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.settings = settings
+        self._store: RoutineStore | None = None
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> Client:
+        """Connect using settings (env, or the running `mainspring up`)."""
+        settings = settings or Settings()
+        nc = await connect(settings.resolved_nats_url(), name="mainspring-client")
+        client = cls(nc, settings)
+        await ensure_bus(client.js, settings.duplicate_window_s)
+        return client
+
+    async def close(self) -> None:
+        """Flush and disconnect."""
+        await self.nc.drain()
+
+    async def store(self) -> RoutineStore:
+        """The routine registry."""
+        if self._store is None:
+            self._store = await RoutineStore.open(self.js)
+        return self._store
+
+    async def create_routine(
+        self, folder: Path, name: str, entrypoint: str | None = None, defaults: dict[str, Any] | None = None
+    ) -> RoutineDefinition:
+        """Validate, bundle and register (or update) a routine; re-arms a disabled trigger."""
+        now = datetime.now(UTC)
+        definition, data = await asyncio.to_thread(
+            definition_from_folder, folder, name, entrypoint, defaults or {}, now
+        )
+        store = await self.store()
+        existing = await store.find(name)
+        if existing is not None:
+            definition = definition.model_copy(update={"created_at": existing.created_at})
+        await store.put_bundle(definition.version, data)
+        await store.put(definition)
+        return definition
+
+    async def submit(
+        self, routine: str, inputs: dict[str, Any] | None = None, *, labels: list[str] | None = None,
+        attributes: dict[str, Any] | None = None, name: str | None = None, description: str | None = None,
+        memory_limit: int | None = None, statistics: bool = False, previews: bool = False,
+        store_artifacts: bool = True, source: str = "api",
+    ) -> str:
+        """Ask for a run; returns its run id at once (the dispatcher validates and queues it)."""
+        definition = await (await self.store()).get(routine)
+        validate_inputs(definition.input_specs(), inputs or {})
+        request = SubmitRun(
+            request_id=str(uuid.uuid4()), routine=routine, inputs=inputs or {}, labels=labels or [],
+            attributes=attributes or {}, name=name, description=description,
+            started_by=self.settings.user or _login(), source=source,  # type: ignore[arg-type]
+            memory_limit=memory_limit, statistics=statistics, previews=previews,
+            store_artifacts=store_artifacts,
+        )
+        await self.js.publish(
+            subjects.RUN_SUBMITTED, request.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": f"submit:{request.request_id}"},
+        )
+        return request.request_id
+
+    async def _request(self, subject: str, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        try:
+            reply = await self.nc.request(subject, json.dumps(payload, default=str).encode(), timeout=timeout)
+        except (NoRespondersError, NatsTimeoutError):
+            raise ServiceUnavailable(
+                "the recorder does not answer: start it (`mainspring up` or `mainspring service recorder`)"
+            ) from None
+        result: dict[str, Any] = json.loads(reply.data)
+        return result
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run with its progress history, parent and children (None if unknown)."""
+        run: dict[str, Any] | None = (await self._request(subjects.API_RUNS_GET, {"run_id": run_id}))["run"]
+        return run
+
+    async def list_runs(self, query: RunQuery | None = None) -> list[dict[str, Any]]:
+        """Runs matching a query, newest first."""
+        payload = json.loads((query or RunQuery()).model_dump_json())
+        runs: list[dict[str, Any]] = (await self._request(subjects.API_RUNS_LIST, payload))["runs"]
+        return runs
+
+    async def trigger_events(self, routine: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A routine's trigger history, newest first."""
+        events: list[dict[str, Any]] = (
+            await self._request(subjects.API_TRIGGER_EVENTS, {"routine": routine, "limit": limit})
+        )["events"]
+        return events
+
+    async def wait(self, run_id: str, timeout: float | None = None, poll_s: float = 0.2) -> dict[str, Any]:
+        """Wait until a run is terminal and return it."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            run = await self.get_run(run_id)
+            if run is not None and run["status"] in TERMINAL_STATUSES:
+                return run
+            if deadline is not None and loop.time() > deadline:
+                raise TimeoutError(f"run {run_id} not finished after {timeout}s")
+            await asyncio.sleep(poll_s)
+
+    async def cancel(self, run_id: str) -> None:
+        """Ask runners to stop a run (queued or running)."""
+        await self.js.publish(
+            subjects.RUN_CANCEL, CancelRun(run_id=run_id, requested_by=self.settings.user or _login())
+            .model_dump_json().encode(),
+        )
+
+    async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:
+        """Publish an external event on the stream."""
+        headers = {"Nats-Msg-Id": message_id} if message_id else None
+        await self.js.publish(subject, body, headers=headers)
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

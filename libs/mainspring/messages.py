@@ -1,0 +1,174 @@
+"""Message bodies on the bus: events in the past tense, commands as imperatives."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+RunStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
+TerminalStatus = Literal["completed", "failed", "cancelled"]
+RunSource = Literal["trigger", "manual", "api"]
+TriggerKind = Literal["schedule", "dataset", "completion", "poll", "manual"]
+FiringStatus = Literal["fired", "skipped", "failed", "loop_blocked", "disabled"]
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class Message(BaseModel):
+    """Base of every message: immutable, unknown fields ignored so producers can evolve."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ScheduleFired(Message):
+    """A schedule (or poll) trigger reached its nominal time."""
+
+    routine: str
+    scheduled_at: AwareDatetime
+    fired_at: AwareDatetime
+    routine_version: str = ""
+
+    def message_id(self) -> str:
+        """Deduplicates one nominal tick across tickers and restarts."""
+        return f"schedule:{self.routine}:{self.scheduled_at.isoformat()}"
+
+
+class DatasetAppended(Message):
+    """Rows were appended to a dataset in versions (from_version, to_version]."""
+
+    dataset: str = Field(min_length=1)
+    from_version: int = Field(ge=-1)
+    to_version: int = Field(ge=0)
+    added_records: int = Field(ge=0)
+    added_files: list[str] = Field(default_factory=list)
+    hop: int = Field(default=0, ge=0)
+    parent_run_id: str | None = None
+
+    def message_id(self) -> str:
+        """Deduplicates one announced version range."""
+        return f"dataset:{self.dataset}:{self.from_version}:{self.to_version}"
+
+
+class SubmitRun(Message):
+    """Ask the dispatcher to start a routine now (CLI, SDK or API)."""
+
+    request_id: str
+    routine: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    labels: list[str] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+    description: str | None = None
+    started_by: str | None = None
+    source: Literal["manual", "api"] = "manual"
+    memory_limit: int | None = None
+    statistics: bool = False
+    previews: bool = False
+    store_artifacts: bool = True
+
+
+class RequestRun(Message):
+    """A run the dispatcher decided on; one runner replica executes it."""
+
+    run_id: str
+    routine: str
+    routine_version: str
+    entrypoint: str
+    run_number: int
+    source: RunSource
+    trigger_kind: TriggerKind
+    event: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    labels: list[str] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+    description: str | None = None
+    started_by: str | None = None
+    hop: int = 0
+    parent_run_id: str | None = None
+    memory_limit: int | None = None
+    timeout_s: float | None = None
+    statistics: bool = False
+    previews: bool = False
+    store_artifacts: bool = True
+    requested_at: AwareDatetime
+
+    def message_id(self) -> str:
+        """One request per run id, however often the dispatcher retries."""
+        return f"run:{self.run_id}"
+
+
+class RunStarted(Message):
+    """A runner began executing a run."""
+
+    run_id: str
+    routine: str
+    runner: str
+    attempt: int = 1
+    started_at: AwareDatetime
+
+
+class RunProgressed(Message):
+    """A running routine reported progress."""
+
+    run_id: str
+    fraction: float = Field(ge=0.0, le=1.0)
+    message: str = ""
+    at: AwareDatetime
+
+
+class ArtifactRef(Message):
+    """Where a saved artifact lives and what it holds."""
+
+    name: str
+    uri: str
+    kind: Literal["table", "file"]
+    rows: int | None = None
+    size_bytes: int | None = None
+
+
+class RunCompleted(Message):
+    """A run reached a terminal status (published by runners, the dispatcher or external systems)."""
+
+    run_id: str
+    routine: str
+    run_number: int = 0
+    status: TerminalStatus
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[ArtifactRef] = Field(default_factory=list)
+    error: str | None = None
+    traceback: str | None = None
+    hop: int = 0
+    parent_run_id: str | None = None
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime
+
+    def message_id(self) -> str:
+        """A run completes once."""
+        return f"completed:{self.run_id}"
+
+
+class CancelRun(Message):
+    """Ask whoever holds a run to stop it."""
+
+    run_id: str
+    requested_by: str | None = None
+
+
+class TriggerRecorded(Message):
+    """A trigger of a routine fired, was skipped, failed or was blocked (trigger history)."""
+
+    routine: str
+    kind: TriggerKind
+    status: FiringStatus
+    event_key: str
+    fired_at: AwareDatetime
+    scheduled_at: datetime | None = None
+    run_id: str | None = None
+    reason: str | None = None
+
+    def message_id(self) -> str:
+        """One history row per routine and trigger event."""
+        return f"trigger:{self.routine}:{self.event_key}:{self.status}"

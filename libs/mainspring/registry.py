@@ -1,0 +1,212 @@
+"""The routine registry: definitions in JetStream KV, code bundles in the object store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from mainspring import subjects
+from mainspring.routine import InputSpec
+from mainspring.triggers import AnyTrigger
+
+
+class RegistryError(LookupError):
+    """A routine is not registered; the message says how to register it."""
+
+
+class InputSchema(BaseModel):
+    """One input of a routine as stored: type name, default, optional."""
+
+    model_config = ConfigDict(frozen=True)
+    type: str
+    default: Any = None
+    optional: bool = False
+
+    def spec(self) -> InputSpec:
+        """As an InputSpec for validation."""
+        return InputSpec(type=self.type, default=self.default, optional=self.optional)
+
+
+class RoutineOptions(BaseModel):
+    """Per-routine execution options (from class attributes)."""
+
+    model_config = ConfigDict(frozen=True)
+    timeout_s: float | None = None
+    memory_limit: int | None = None
+    retries: int = 0
+    retry_backoff_s: float = 1.0
+    max_hops: int | None = None
+    max_concurrent: int | None = None
+    allow_in_memory: bool = False
+
+
+class RoutineDefinition(BaseModel):
+    """A registered routine instance: code version, trigger, inputs, state of its trigger."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    version: str
+    entrypoint: str
+    class_name: str
+    trigger_param: str
+    trigger: AnyTrigger = Field(discriminator="kind")
+    inputs: dict[str, InputSchema] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    options: RoutineOptions = Field(default_factory=RoutineOptions)
+    enabled: bool = True
+    disabled_reason: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    def input_specs(self) -> dict[str, InputSpec]:
+        """Input specs with the instance's --set defaults applied."""
+        return {
+            name: InputSpec(
+                type=s.type, default=self.defaults.get(name, s.default), optional=s.optional
+            )
+            for name, s in self.inputs.items()
+        }
+
+
+def _key(name: str) -> str:
+    return name.replace("/", "_")
+
+
+class RoutineStore:
+    """Reads and writes routine definitions and bundles on JetStream."""
+
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
+        self._kv = kv
+        self._js = js
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> RoutineStore:
+        """Bind to the declared routines bucket."""
+        return cls(await js.key_value(subjects.ROUTINES_BUCKET), js)
+
+    async def put(self, definition: RoutineDefinition) -> None:
+        """Create or replace a definition."""
+        await self._kv.put(_key(definition.name), definition.model_dump_json().encode())
+
+    async def get(self, name: str) -> RoutineDefinition:
+        """One definition, or RegistryError naming the fix."""
+        try:
+            entry = await self._kv.get(_key(name))
+        except (KeyNotFoundError, NotFoundError):
+            entry = None
+        if entry is None or not entry.value:
+            raise RegistryError(
+                f"routine {name!r} is not registered: create it with `mainspring routine create DIR --name {name}`"
+            )
+        return RoutineDefinition.model_validate_json(entry.value)
+
+    async def find(self, name: str) -> RoutineDefinition | None:
+        """One definition, or None."""
+        try:
+            return await self.get(name)
+        except RegistryError:
+            return None
+
+    async def list(self) -> list[RoutineDefinition]:
+        """All definitions, sorted by name."""
+        try:
+            keys = await self._kv.keys()
+        except (NoKeysError, NotFoundError):
+            return []
+        found = [await self.find(k) for k in keys]
+        return sorted((d for d in found if d is not None), key=lambda d: d.name)
+
+    async def delete(self, name: str) -> None:
+        """Remove a definition (its bundle stays: runs in flight may still need it)."""
+        await self.get(name)
+        await self._kv.delete(_key(name))
+
+    async def set_enabled(
+        self, name: str, enabled: bool, reason: str | None, now: datetime
+    ) -> RoutineDefinition:
+        """Activate or deactivate a trigger, keeping the definition."""
+        for _ in range(10):
+            entry = await self._kv.get(_key(name))
+            current = RoutineDefinition.model_validate_json(entry.value or b"{}")
+            updated = current.model_copy(
+                update={"enabled": enabled, "disabled_reason": reason, "updated_at": now}
+            )
+            try:
+                await self._kv.update(_key(name), updated.model_dump_json().encode(), entry.revision)
+                return updated
+            except Exception:
+                continue
+        raise RegistryError(f"routine {name!r} changed too often concurrently; try again")
+
+    async def put_bundle(self, digest: str, data: bytes) -> None:
+        """Store code by digest (once)."""
+        store = await self._js.object_store(subjects.BUNDLES_BUCKET)
+        try:
+            await store.get_info(digest)
+            return
+        except (ObjectNotFoundError, NotFoundError):
+            pass
+        await store.put(digest, data)
+
+    async def get_bundle(self, digest: str) -> bytes:
+        """Fetch code by digest."""
+        store = await self._js.object_store(subjects.BUNDLES_BUCKET)
+        result = await store.get(digest)
+        return result.data or b""
+
+    async def watch(self) -> AsyncIterator[tuple[str, RoutineDefinition | None]]:
+        """Every current definition, then each change (None when deleted)."""
+        watcher = await self._kv.watchall()
+        async for entry in watcher:
+            if entry is None:
+                continue
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                yield entry.key, None
+            else:
+                yield entry.key, RoutineDefinition.model_validate_json(entry.value)
+
+
+class RoutineCatalog:
+    """An in-memory copy of the registry kept current by a KV watch (for fan-out lookups)."""
+
+    def __init__(self) -> None:
+        self._definitions: dict[str, RoutineDefinition] = {}
+        self._task: Any = None
+        self.changed: Any = None
+
+    async def start(self, store: RoutineStore) -> None:
+        """Load every definition, then follow changes in the background."""
+        import asyncio
+
+        self.changed = asyncio.Event()
+        loaded = asyncio.Event()
+        initial = {d.name for d in await store.list()}
+
+        async def follow() -> None:
+            async for key, definition in store.watch():
+                if definition is None:
+                    self._definitions.pop(key, None)
+                else:
+                    self._definitions[definition.name] = definition
+                self.changed.set()
+                if initial <= set(self._definitions):
+                    loaded.set()
+
+        self._task = asyncio.create_task(follow())
+        if not initial:
+            loaded.set()
+        await asyncio.wait_for(loaded.wait(), timeout=30)
+
+    def all(self) -> list[RoutineDefinition]:
+        """Every known definition."""
+        return list(self._definitions.values())
+
+    def get(self, name: str) -> RoutineDefinition | None:
+        """One definition by name."""
+        return self._definitions.get(name)

@@ -1,0 +1,136 @@
+"""What every service shares: broker construction, subscriber options, dead-lettering."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from faststream import FastStream
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import DeliverPolicy as NatsDeliverPolicy
+from nats.js.api import AckPolicy as JsAckPolicy
+from pydantic import BaseModel, ValidationError
+
+from mainspring import subjects
+from mainspring.bus import ensure_bus
+from mainspring.messages import Message
+from mainspring.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+log = logging.getLogger("mainspring")
+
+STREAM = JStream(name=subjects.STREAM, declare=False)
+
+
+def configure_logging(service: str) -> None:
+    """One line per record, naming the service."""
+    logging.basicConfig(
+        level=os.environ.get("MAINSPRING_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {service} %(levelname)s %(message)s",
+    )
+    logging.getLogger("faststream").setLevel(logging.WARNING)
+
+
+def instance_name(service: str) -> str:
+    """A name for this replica: host and pid."""
+    return f"{service}@{socket.gethostname()}:{os.getpid()}"
+
+
+def build_broker(settings: Settings, service: str) -> NatsBroker:
+    """A broker that reconnects forever: services outlive NATS restarts."""
+    return NatsBroker(
+        settings.resolved_nats_url(),
+        name=instance_name(service),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        logger=log,
+        # Per-message receive/process lines are debug detail, not service health.
+        log_level=logging.DEBUG,
+    )
+
+
+def build_app(broker: NatsBroker, settings: Settings, service: str) -> FastStream:
+    """The FastStream app with the stream and buckets declared before subscribers start."""
+    app = FastStream(broker, logger=log)
+
+    @app.on_startup
+    async def declare_bus() -> None:
+        # Connect before subscribers start so state bound in later start-up hooks is
+        # ready when the first message arrives.
+        await broker.connect()
+        await ensure_bus(broker.connection.jetstream(), settings.duplicate_window_s)
+
+    return app
+
+
+def durable(
+    name: str,
+    subject: str,
+    *,
+    ack_wait_s: float = 30.0,
+    max_ack_pending: int = 1000,
+    deliver_new_only: bool = False,
+) -> dict[str, Any]:
+    """Subscriber options for a durable pull consumer with explicit acks.
+
+    Every durable is explicit-ack: a message is acked after its handler finished and
+    nak'ed with a delay when it raised, so a crash or a transient fault redelivers it.
+    """
+    return {
+        "subject": subject,
+        "stream": STREAM,
+        "durable": name,
+        "pull_sub": PullSub(batch_size=1, timeout=1.0),
+        "config": ConsumerConfig(
+            durable_name=name,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_ack_pending=max_ack_pending,
+            max_deliver=-1,
+            filter_subject=subject,
+            deliver_policy=NatsDeliverPolicy.NEW if deliver_new_only else NatsDeliverPolicy.ALL,
+        ),
+    }
+
+
+def one_line(error: ValidationError) -> str:
+    """A pydantic error as one readable line."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]) -> M | None:
+    """Parse a message body, or park it on the dead-letter subject with the reason."""
+    subject = message.raw_message.subject
+    try:
+        return model.model_validate_json(message.body)
+    except ValidationError as exc:
+        reason = f"malformed {model.__name__} on {subject}: {one_line(exc)}; fix the producer"
+    log.error("%s; parked on %s", reason, subjects.dead_letter_subject(subject))
+    await broker.publish(
+        message.body,
+        subjects.dead_letter_subject(subject),
+        headers={"Mainspring-Error": reason[:1000]},
+        stream=subjects.STREAM,
+    )
+    return None
+
+
+async def publish_event(broker: NatsBroker, event: Message, subject: str) -> None:
+    """Publish a message on the stream with its deterministic Nats-Msg-Id when it has one."""
+    headers: dict[str, str] = {}
+    message_id: Callable[[], str] | None = getattr(event, "message_id", None)
+    if message_id is not None:
+        headers["Nats-Msg-Id"] = message_id()
+    await broker.publish(
+        event.model_dump_json().encode(), subject, headers=headers, stream=subjects.STREAM
+    )
+
+
+Handler = Callable[[NatsMessage], Awaitable[None]]

@@ -1,0 +1,67 @@
+"""Settings shared by the CLI and the services, read from MAINSPRING_* environment variables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+class Settings(BaseSettings):
+    """Where the bus, the database and the stores are."""
+
+    model_config = SettingsConfigDict(env_prefix="MAINSPRING_", extra="ignore")
+
+    home: Path = Path(".mainspring")
+    nats_url: str | None = None
+    database_url: str | None = None
+    dataset_root: str | None = None
+    artifact_root: str | None = None
+    user: str | None = None
+    max_hops: int = 8
+    crash_loop_threshold: int = 5
+    runner_slots: int = 2
+    duplicate_window_s: float = 600.0
+
+    def resolved_nats_url(self) -> str:
+        """The NATS URL from the environment, else the one `mainspring up` wrote in home."""
+        if self.nats_url:
+            return self.nats_url
+        state = self.up_state()
+        if state is not None:
+            return str(state["nats_url"])
+        raise ConfigError(
+            f"no NATS server: start one with `mainspring up` (home {self.home}) "
+            "or set MAINSPRING_NATS_URL"
+        )
+
+    def resolved_database_url(self) -> str:
+        """The run history database; SQLite under home by default."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'runs.db').resolve()}"
+
+    def resolved_dataset_root(self) -> str:
+        """Where datasets live (a local path or an object-store URI)."""
+        return self.dataset_root or str((self.home / "datasets").resolve())
+
+    def resolved_artifact_root(self) -> str:
+        """Where run artifacts live (a local path or an object-store URI)."""
+        return self.artifact_root or str((self.home / "artifacts").resolve())
+
+    def up_state_path(self) -> Path:
+        """The file `mainspring up` writes while it runs."""
+        return self.home / "up.json"
+
+    def up_state(self) -> dict[str, object] | None:
+        """What the running `mainspring up` published about itself, if one runs."""
+        try:
+            loaded = json.loads(self.up_state_path().read_text())
+        except (OSError, ValueError):
+            return None
+        return loaded if isinstance(loaded, dict) else None

@@ -1,0 +1,42 @@
+"""Subject, stream, bucket and consumer names: the bus contract in one place."""
+
+STREAM = "MAINSPRING"
+
+DATASET_APPENDED = "dataset.appended"
+SCHEDULE_FIRED = "schedule.fired"
+RUN_SUBMITTED = "run.submitted"
+RUN_REQUESTED = "run.requested"
+RUN_STARTED = "run.started"
+RUN_PROGRESS = "run.progress"
+RUN_COMPLETED = "run.completed"
+RUN_CANCEL = "run.cancel"
+TRIGGER_RECORDED = "trigger.recorded"
+DEAD_LETTER_PREFIX = "deadletter"
+
+STREAM_SUBJECTS = [
+    DATASET_APPENDED,
+    SCHEDULE_FIRED,
+    "run.>",
+    TRIGGER_RECORDED,
+    f"{DEAD_LETTER_PREFIX}.>",
+]
+
+# Request/reply subjects answered by the recorder (core NATS, not stored).
+API_RUNS_LIST = "api.runs.list"
+API_RUNS_GET = "api.runs.get"
+API_TRIGGER_EVENTS = "api.trigger.events"
+
+ROUTINES_BUCKET = "routines"
+BUNDLES_BUCKET = "bundles"
+DISPATCH_BUCKET = "dispatch"
+TICKER_BUCKET = "ticker"
+WATCHER_BUCKET = "watcher"
+
+# Durable consumer names: one per service role, shared by its replicas.
+RUNNER_CONSUMER = "runner"
+RECORDER_CONSUMER = "recorder"
+
+
+def dead_letter_subject(subject: str) -> str:
+    """Where a message that failed validation on `subject` is parked."""
+    return f"{DEAD_LETTER_PREFIX}.{subject}"

@@ -1,0 +1,220 @@
+"""Trigger specs (what users write as run() defaults) and the events a fired trigger delivers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mainspring.schedules import ScheduleError, check_cron, parse_every, parse_tz
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+CatchUp = Literal["latest", "skip", "all"]
+Overlap = Literal["allow", "skip", "buffer_one", "cancel_previous"]
+CompletionStatus = Literal["any", "completed", "failed", "cancelled"]
+
+
+class TriggerSpec(BaseModel):
+    """Base of all triggers; stored in the routine registry as JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TimedSpec(TriggerSpec):
+    """Fields shared by schedule and poll triggers."""
+
+    cron: str | None = None
+    every: str | None = None
+    tz: str = "UTC"
+    catchup: CatchUp = "latest"
+    catchup_window: str | None = None
+    overlap: Overlap = "skip"
+
+    def check_timing(self) -> None:
+        """Exactly one of cron/every, each valid; a known tz."""
+        if (self.cron is None) == (self.every is None):
+            raise ScheduleError("give exactly one of cron= and every=, e.g. every='1m'")
+        if self.cron is not None:
+            check_cron(self.cron)
+        if self.every is not None:
+            parse_every(self.every)
+        if self.catchup_window is not None:
+            parse_every(self.catchup_window)
+        parse_tz(self.tz)
+
+
+class ScheduleTrigger(TimedSpec):
+    """Fires on a cron expression or a fixed interval."""
+
+    kind: Literal["schedule"] = "schedule"
+
+
+class PollTrigger(TimedSpec):
+    """On each tick runs `fn` (module:qualname in the bundle); a dict fires, None skips."""
+
+    kind: Literal["poll"] = "poll"
+    fn: str
+    timeout_s: float = 60.0
+
+
+class DatasetAppendTrigger(TriggerSpec):
+    """Fires when rows are appended to a dataset."""
+
+    kind: Literal["dataset"] = "dataset"
+    dataset: str
+    batch_rows: int | None = Field(default=None, ge=1)
+    added_fraction: float | None = Field(default=None, gt=0.0)
+
+
+class CompletionTrigger(TriggerSpec):
+    """Fires when a run of another routine (or external workflow) finishes."""
+
+    kind: Literal["completion"] = "completion"
+    routine: str
+    status: CompletionStatus = "any"
+
+
+AnyTrigger = ScheduleTrigger | PollTrigger | DatasetAppendTrigger | CompletionTrigger
+
+
+def on_schedule(
+    cron: str | None = None,
+    every: str | None = None,
+    tz: str = "UTC",
+    catchup: CatchUp = "latest",
+    catchup_window: str | None = None,
+    overlap: Overlap = "skip",
+) -> Any:
+    """Fire on a cron expression (5 or 6 fields) or an interval like '10s', '1h30m'."""
+    spec = ScheduleTrigger(
+        cron=cron, every=every, tz=tz, catchup=catchup, catchup_window=catchup_window,
+        overlap=overlap,
+    )
+    spec.check_timing()
+    return spec
+
+
+def on_poll(
+    fn: Callable[[], dict[str, Any] | None],
+    cron: str | None = None,
+    every: str | None = None,
+    tz: str = "UTC",
+    timeout_s: float = 60.0,
+    overlap: Overlap = "skip",
+) -> Any:
+    """Run `fn()` on each tick: a dict fires the routine with its keys as inputs, None skips."""
+    qualname = getattr(fn, "__qualname__", "")
+    if "<" in qualname or not getattr(fn, "__module__", None):
+        raise ScheduleError("on_poll(fn): fn must be a module-level function, not a lambda")
+    spec = PollTrigger(
+        fn=f"{fn.__module__}:{qualname}", cron=cron, every=every, tz=tz, timeout_s=timeout_s,
+        overlap=overlap,
+    )
+    spec.check_timing()
+    return spec
+
+
+def on_dataset_append(
+    dataset: str, batch_rows: int | None = None, added_fraction: float | None = None
+) -> Any:
+    """Fire when rows are appended to `dataset` (optionally only past a threshold)."""
+    return DatasetAppendTrigger(
+        dataset=dataset, batch_rows=batch_rows, added_fraction=added_fraction
+    )
+
+
+def on_complete(name: str, status: CompletionStatus = "any") -> Any:
+    """Fire when a run of routine or workflow `name` ends with `status`."""
+    return CompletionTrigger(routine=name, status=status)
+
+
+def on_workflow_success(name: str) -> Any:
+    """Fire when a run of `name` completes."""
+    return CompletionTrigger(routine=name, status="completed")
+
+
+def on_workflow_failure(name: str) -> Any:
+    """Fire when a run of `name` fails."""
+    return CompletionTrigger(routine=name, status="failed")
+
+
+class ScheduleEvent(BaseModel):
+    """Delivered to a schedule-triggered run."""
+
+    model_config = ConfigDict(frozen=True)
+    scheduled_at: datetime
+    fired_at: datetime
+
+
+class CompletionEvent(BaseModel):
+    """Delivered to a completion-triggered run: the upstream run's result."""
+
+    model_config = ConfigDict(frozen=True)
+    routine: str
+    run_id: str
+    run_number: int
+    status: str
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PollEvent(BaseModel):
+    """Delivered to a poll-triggered run: what the poll function returned."""
+
+    model_config = ConfigDict(frozen=True)
+    scheduled_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class ManualEvent(BaseModel):
+    """Delivered to the trigger parameter of a run started by hand (CLI, SDK, API)."""
+
+    model_config = ConfigDict(frozen=True)
+    requested_by: str | None = None
+    request_id: str = ""
+
+
+class DatasetEvent:
+    """The rows appended to a dataset in versions (from_version, to_version].
+
+    Iterating yields pyarrow RecordBatches of only those rows, streamed from the added
+    files so memory stays bounded however large the range.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        from_version: int,
+        to_version: int,
+        added_records: int,
+        batches: Callable[[int], Iterator[pa.RecordBatch]],
+        batch_size: int = 1024,
+    ) -> None:
+        self.dataset = dataset
+        self.from_version = from_version
+        self.to_version = to_version
+        self.added_records = added_records
+        self.batch_size = batch_size
+        self._batches = batches
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self._batches(self.batch_size)
+
+    def added_rows(self) -> pa.Table:
+        """All appended rows as one table (loads them into memory)."""
+        import pyarrow as pa
+
+        batches = list(self)
+        if not batches:
+            return pa.table({})
+        return pa.Table.from_batches(batches)
+
+    def __repr__(self) -> str:
+        return (
+            f"DatasetEvent({self.dataset!r}, versions ({self.from_version}, {self.to_version}], "
+            f"{self.added_records} rows)"
+        )

@@ -1,0 +1,3 @@
+from services.dataset_watcher.main import main
+
+main()

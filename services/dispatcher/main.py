@@ -1,0 +1,42 @@
+"""Dispatcher: turns triggers (ticks, appends, completions, manual requests) into run requests."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faststream import FastStream
+
+from mainspring import subjects
+from mainspring.registry import RoutineCatalog, RoutineStore
+from mainspring.service import build_app as build_service_app
+from mainspring.service import build_broker, configure_logging
+from services.dispatcher.handlers import Dispatcher, RunNumbers, register
+from services.dispatcher.settings import DispatcherSettings
+
+
+def build_app(settings: DispatcherSettings) -> FastStream:
+    """Wire broker, registry, state and handlers; the registry binds after the bus is declared."""
+    broker = build_broker(settings, "dispatcher")
+    app = build_service_app(broker, settings, "dispatcher")
+    catalog = RoutineCatalog()
+    dispatcher = Dispatcher(broker, None, catalog, None, settings)  # type: ignore[arg-type]
+    register(broker, dispatcher)
+
+    @app.on_startup
+    async def bind_state() -> None:
+        js = broker.connection.jetstream()
+        dispatcher.store = await RoutineStore.open(js)
+        dispatcher.numbers = RunNumbers(await js.key_value(subjects.DISPATCH_BUCKET))
+        await catalog.start(dispatcher.store)
+
+    return app
+
+
+def main() -> None:
+    """Run the dispatcher until stopped."""
+    configure_logging("dispatcher")
+    asyncio.run(build_app(DispatcherSettings()).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Pure decisions of the recorder: how each run event changes a run row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from mainspring.messages import (
+    TERMINAL_STATUSES,
+    RequestRun,
+    RunCompleted,
+    RunProgressed,
+    RunStarted,
+    SubmitRun,
+)
+
+_RANK = {"created": 0, "queued": 1, "running": 2}
+
+
+def status_rank(status: str) -> int:
+    """Later lifecycle steps rank higher; terminal statuses rank highest."""
+    return 3 if status in TERMINAL_STATUSES else _RANK.get(status, 0)
+
+
+def next_status(current: str | None, incoming: str) -> str:
+    """Events may arrive out of order or twice: a run never moves back in its lifecycle."""
+    if current is None or status_rank(incoming) > status_rank(current):
+        return incoming
+    return current
+
+
+def changes_for_submitted(event: SubmitRun, now: datetime) -> dict[str, Any]:
+    """A manual request makes a `created` row."""
+    return {
+        "routine": event.routine,
+        "status": "created",
+        "source": event.source,
+        "trigger_kind": "manual",
+        "inputs": event.inputs,
+        "labels": event.labels,
+        "attributes": event.attributes,
+        "name": event.name,
+        "description": event.description,
+        "started_by": event.started_by,
+        "memory_limit": event.memory_limit,
+        "created_at": now,
+    }
+
+
+def changes_for_requested(event: RequestRun) -> dict[str, Any]:
+    """The dispatcher's decision fills the run's definition and queues it."""
+    return {
+        "routine": event.routine,
+        "routine_version": event.routine_version,
+        "run_number": event.run_number,
+        "status": "queued",
+        "source": event.source,
+        "trigger_kind": event.trigger_kind,
+        "trigger_event": event.event,
+        "inputs": event.inputs,
+        "labels": event.labels,
+        "attributes": event.attributes,
+        "name": event.name,
+        "description": event.description,
+        "started_by": event.started_by,
+        "hop": event.hop,
+        "parent_run_id": event.parent_run_id,
+        "memory_limit": event.memory_limit,
+        "timeout_s": event.timeout_s,
+        "created_at": event.requested_at,
+        "queued_at": event.requested_at,
+    }
+
+
+def changes_for_started(event: RunStarted) -> dict[str, Any]:
+    """A runner picked the run up."""
+    return {
+        "routine": event.routine,
+        "status": "running",
+        "started_at": event.started_at,
+        "runner": event.runner,
+        "attempt": event.attempt,
+        "queue_reason": None,
+    }
+
+
+def changes_for_progress(event: RunProgressed) -> dict[str, Any]:
+    """Latest progress shown on the run row."""
+    return {"progress": event.fraction, "progress_message": event.message}
+
+
+def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
+    """The terminal record: status, outputs, artifacts, error."""
+    changes: dict[str, Any] = {
+        "routine": event.routine,
+        "status": event.status,
+        "outputs": event.outputs,
+        "artifacts": [a.model_dump() for a in event.artifacts],
+        "error": event.error,
+        "traceback": event.traceback,
+        "finished_at": event.finished_at,
+        "hop": event.hop,
+        "parent_run_id": event.parent_run_id,
+    }
+    if event.run_number:
+        changes["run_number"] = event.run_number
+    if event.started_at is not None:
+        changes["started_at"] = event.started_at
+    if event.status == "completed":
+        changes["progress"] = 1.0
+    return changes
+
+
+def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply changes to a row snapshot: status never regresses, a terminal row keeps its result."""
+    row = dict(current or {})
+    current_status = row.get("status")
+    new_status = next_status(current_status, changes.get("status", current_status or "created"))
+    terminal_already = current_status in TERMINAL_STATUSES
+    for key, value in changes.items():
+        if key == "status":
+            continue
+        if terminal_already and key in ("outputs", "error", "traceback", "finished_at", "artifacts"):
+            continue
+        if value is None and row.get(key) is not None:
+            continue
+        if key in ("created_at", "queued_at", "started_at") and row.get(key) is not None:
+            continue
+        row[key] = value
+    row["status"] = new_status
+    return row

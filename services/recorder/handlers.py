@@ -1,0 +1,194 @@
+"""Recorder handlers: load the row, merge the event (core), persist; answer run queries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from faststream.nats import NatsBroker, NatsMessage
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from mainspring import subjects
+from mainspring.messages import (
+    RequestRun,
+    RunCompleted,
+    RunProgressed,
+    RunStarted,
+    SubmitRun,
+    TriggerRecorded,
+)
+from mainspring.records import (
+    ProgressRecord,
+    RunQuery,
+    RunRecord,
+    TriggerEventRecord,
+    as_utc,
+    list_runs,
+)
+from mainspring.service import durable, parse_or_park
+from services.recorder import core
+
+_DATETIME_FIELDS = ("created_at", "queued_at", "started_at", "finished_at", "updated_at")
+
+
+def run_as_dict(record: RunRecord) -> dict[str, Any]:
+    """A run row as JSON-ready data (UTC ISO times)."""
+    data = record.model_dump()
+    for key in _DATETIME_FIELDS:
+        value = as_utc(data.get(key))
+        data[key] = value.isoformat() if value else None
+    return data
+
+
+class RunHistory:
+    """The recorder's writes, one short transaction per event."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def apply(self, run_id: str, changes: dict[str, Any], now: datetime) -> None:
+        """Merge changes into the run row (insert when new)."""
+        with Session(self.engine) as session:
+            record = session.get(RunRecord, run_id)
+            current = record.model_dump() if record else None
+            merged = core.merge(current, changes)
+            merged["updated_at"] = now
+            if record is None:
+                session.add(RunRecord(id=run_id, **{k: v for k, v in merged.items() if k != "id"}))
+            else:
+                for key, value in merged.items():
+                    setattr(record, key, value)
+            session.commit()
+
+    def add_progress(self, event: RunProgressed) -> None:
+        """Keep each progress message in the run's history."""
+        with Session(self.engine) as session:
+            session.add(
+                ProgressRecord(run_id=event.run_id, fraction=event.fraction, message=event.message, at=event.at)
+            )
+            session.commit()
+
+    def add_trigger_event(self, event: TriggerRecorded) -> None:
+        """One history row per firing (redeliveries overwrite the same row)."""
+        with Session(self.engine) as session:
+            session.merge(
+                TriggerEventRecord(
+                    id=event.message_id(), routine=event.routine, kind=event.kind, status=event.status,
+                    event_key=event.event_key, fired_at=event.fired_at, scheduled_at=event.scheduled_at,
+                    run_id=event.run_id, reason=event.reason,
+                )
+            )
+            session.commit()
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        """A run with its progress history, parent and children."""
+        with Session(self.engine) as session:
+            record = session.get(RunRecord, run_id)
+            if record is None:
+                matches = session.exec(
+                    select(RunRecord).where(col(RunRecord.id).startswith(run_id)).limit(2)
+                ).all()
+                record = matches[0] if len(matches) == 1 else None
+            if record is None:
+                return None
+            data = run_as_dict(record)
+            history = session.exec(
+                select(ProgressRecord).where(ProgressRecord.run_id == record.id).order_by(col(ProgressRecord.id))
+            ).all()
+            data["progress_history"] = [
+                {"fraction": p.fraction, "message": p.message, "at": _iso(p.at)} for p in history
+            ]
+            children = session.exec(select(RunRecord.id).where(RunRecord.parent_run_id == record.id)).all()
+            data["children"] = list(children)
+            return data
+
+    def list(self, query: RunQuery) -> list[dict[str, Any]]:
+        """Runs matching a query, newest first."""
+        with Session(self.engine) as session:
+            return [run_as_dict(r) for r in list_runs(session, query)]
+
+    def trigger_events(self, routine: str, limit: int) -> list[dict[str, Any]]:
+        """Latest firings of a routine's trigger."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(TriggerEventRecord)
+                .where(TriggerEventRecord.routine == routine)
+                .order_by(col(TriggerEventRecord.fired_at).desc())
+                .limit(limit)
+            ).all()
+            return [
+                {
+                    "fired_at": _iso(r.fired_at), "scheduled_at": _iso(r.scheduled_at), "kind": r.kind,
+                    "status": r.status, "run_id": r.run_id, "reason": r.reason, "event_key": r.event_key,
+                }
+                for r in rows
+            ]
+
+
+def _iso(value: datetime | None) -> str | None:
+    utc = as_utc(value)
+    return utc.isoformat() if utc else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def register(broker: NatsBroker, history: RunHistory) -> None:
+    """Subscribe the recorder to every run subject and answer queries."""
+
+    @broker.subscriber(**durable("recorder-runs", "run.>"))
+    async def on_run_event(message: NatsMessage) -> None:
+        subject = message.raw_message.subject
+        if subject == subjects.RUN_SUBMITTED:
+            submitted = await parse_or_park(broker, message, SubmitRun)
+            if submitted:
+                await asyncio.to_thread(
+                    history.apply, submitted.request_id, core.changes_for_submitted(submitted, _now()), _now()
+                )
+        elif subject == subjects.RUN_REQUESTED:
+            requested = await parse_or_park(broker, message, RequestRun)
+            if requested:
+                await asyncio.to_thread(history.apply, requested.run_id, core.changes_for_requested(requested), _now())
+        elif subject == subjects.RUN_STARTED:
+            started = await parse_or_park(broker, message, RunStarted)
+            if started:
+                await asyncio.to_thread(history.apply, started.run_id, core.changes_for_started(started), _now())
+        elif subject == subjects.RUN_PROGRESS:
+            progressed = await parse_or_park(broker, message, RunProgressed)
+            if progressed:
+                await asyncio.to_thread(history.add_progress, progressed)
+                await asyncio.to_thread(
+                    history.apply, progressed.run_id, core.changes_for_progress(progressed), _now()
+                )
+        elif subject == subjects.RUN_COMPLETED:
+            completed = await parse_or_park(broker, message, RunCompleted)
+            if completed:
+                await asyncio.to_thread(
+                    history.apply, completed.run_id, core.changes_for_completed(completed), _now()
+                )
+
+    @broker.subscriber(**durable("recorder-triggers", subjects.TRIGGER_RECORDED))
+    async def on_trigger_recorded(message: NatsMessage) -> None:
+        recorded = await parse_or_park(broker, message, TriggerRecorded)
+        if recorded:
+            await asyncio.to_thread(history.add_trigger_event, recorded)
+
+    @broker.subscriber(subjects.API_RUNS_GET)
+    async def on_runs_get(message: NatsMessage) -> bytes:
+        run_id = json.loads(message.body or b"{}").get("run_id", "")
+        return json.dumps({"run": await asyncio.to_thread(history.get, run_id)}).encode()
+
+    @broker.subscriber(subjects.API_RUNS_LIST)
+    async def on_runs_list(message: NatsMessage) -> bytes:
+        query = RunQuery.model_validate_json(message.body or b"{}")
+        return json.dumps({"runs": await asyncio.to_thread(history.list, query)}).encode()
+
+    @broker.subscriber(subjects.API_TRIGGER_EVENTS)
+    async def on_trigger_events(message: NatsMessage) -> bytes:
+        request = json.loads(message.body or b"{}")
+        rows = await asyncio.to_thread(history.trigger_events, request.get("routine", ""), int(request.get("limit", 50)))
+        return json.dumps({"events": rows}).encode()

@@ -1,0 +1,3 @@
+from services.runner.main import main
+
+main()

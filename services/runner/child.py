@@ -1,0 +1,128 @@
+"""The process a run executes in: import the routine, build its event, call setup/run/cleanup.
+
+The runner talks to it over a pipe (fd given in MAINSPRING_CONTROL_FD): the request comes
+in on stdin; progress, artifacts and the result go out as JSON lines. Routine output on
+stdout/stderr goes to the run's log and never mixes with the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mainspring.bundle import BundleError, import_entrypoint
+from mainspring.messages import RequestRun
+from mainspring.routine import ContractError, InputError, RunInfo, inspect_contract, validate_inputs
+from mainspring.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
+from services.runner.core import outputs_as_json
+
+
+class Control:
+    """The pipe back to the runner; also the RunContext a routine instance sees."""
+
+    def __init__(self, fd: int, request: RequestRun, artifact_root: str) -> None:
+        self._pipe = os.fdopen(fd, "w", buffering=1)
+        self._request = request
+        self._artifact_root = artifact_root
+        self.artifacts: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        """One JSON line to the runner."""
+        self._pipe.write(json.dumps(message, default=str) + "\n")
+        self._pipe.flush()
+
+    def progress(self, fraction: float, message: str) -> None:
+        """Forward progress to the runner."""
+        self.send({"type": "progress", "fraction": fraction, "message": message})
+
+    def save_artifact(self, name: str, data: Any) -> str:
+        """Write an artifact to the store and tell the runner at once (kept if cancelled later)."""
+        from mainspring.artifacts import save_artifact
+
+        ref = save_artifact(
+            self._artifact_root, self._request.run_id, name, data,
+            statistics=self._request.statistics, previews=self._request.previews,
+            store=self._request.store_artifacts,
+        )
+        payload = ref.model_dump()
+        self.artifacts.append(payload)
+        self.send({"type": "artifact", "artifact": payload})
+        return ref.uri
+
+
+def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:
+    """The typed event the trigger parameter receives."""
+    data = request.event
+    if request.trigger_kind == "schedule":
+        return ScheduleEvent(
+            scheduled_at=datetime.fromisoformat(data["scheduled_at"]),
+            fired_at=datetime.fromisoformat(data["fired_at"]),
+        )
+    if request.trigger_kind == "completion":
+        return CompletionEvent.model_validate(data)
+    if request.trigger_kind == "poll":
+        return PollEvent(scheduled_at=datetime.fromisoformat(data["scheduled_at"]), payload=data.get("payload", {}))
+    if request.trigger_kind == "dataset":
+        from mainspring.datasets import dataset_event
+
+        return dataset_event(dataset_root, data, batch_size)
+    return ManualEvent(requested_by=data.get("requested_by"), request_id=data.get("request_id", ""))
+
+
+def execute(request: RequestRun, bundle_dir: Path, control: Control, dataset_root: str) -> dict[str, Any]:
+    """Run one request to a result dict (never raises for routine faults)."""
+    try:
+        cls = import_entrypoint(bundle_dir, request.entrypoint)
+        contract = inspect_contract(cls)
+        inputs = validate_inputs(contract.inputs, request.inputs)
+    except (BundleError, ContractError, InputError) as exc:
+        return {"status": "failed", "error": str(exc)}
+    batch_size = int(inputs.get("batch_size", 1024) or 1024)
+    event = build_event(request, batch_size, dataset_root)
+    instance = cls()
+    instance._context = control
+    instance._run_info = RunInfo(
+        id=request.run_id, number=request.run_number, routine=request.routine, source=request.source,
+        labels=request.labels, attributes=request.attributes, hop=request.hop,
+        parent_run_id=request.parent_run_id,
+    )
+    os.environ["MAINSPRING_RUN_ID"] = request.run_id
+    os.environ["MAINSPRING_RUN_HOP"] = str(request.hop)
+    try:
+        instance.setup()
+        try:
+            value = instance.run(**{contract.trigger_param: event}, **inputs)
+        finally:
+            instance.cleanup()
+        return {"status": "completed", "outputs": outputs_as_json(value)}
+    except SystemExit as exc:
+        return {"status": "failed", "error": f"routine called sys.exit({exc.code!r})"}
+    except MemoryError:
+        return {"status": "failed", "error": "memory limit exceeded"}
+    except BaseException as exc:
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
+
+
+def main() -> None:
+    """Entry point: `python -m services.runner.child BUNDLE_DIR`."""
+    request = RequestRun.model_validate_json(sys.stdin.buffer.read())
+    control = Control(
+        int(os.environ["MAINSPRING_CONTROL_FD"]), request,
+        os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts"),
+    )
+    result = execute(request, Path(sys.argv[1]), control, os.environ.get("MAINSPRING_DATASET_ROOT", ""))
+    result["artifacts"] = control.artifacts
+    control.send({"type": "result", **result})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Runner: executes requested runs in child processes; scale it by starting more replicas."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faststream import FastStream
+
+from mainspring.registry import RoutineStore
+from mainspring.service import build_app as build_service_app
+from mainspring.service import build_broker, configure_logging
+from services.runner.handlers import Runner, register
+from services.runner.settings import RunnerSettings
+
+
+def build_app(settings: RunnerSettings) -> FastStream:
+    """Wire broker, bundle store and handlers."""
+    broker = build_broker(settings, "runner")
+    app = build_service_app(broker, settings, "runner")
+    runner = Runner(broker, settings)
+    register(broker, runner)
+
+    @app.on_startup
+    async def bind_store() -> None:
+        runner.store = await RoutineStore.open(broker.connection.jetstream())
+
+    return app
+
+
+def main() -> None:
+    """Run a runner replica until stopped."""
+    configure_logging("runner")
+    asyncio.run(build_app(RunnerSettings()).run())
+
+
+if __name__ == "__main__":
+    main()

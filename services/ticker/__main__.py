@@ -1,0 +1,3 @@
+from services.ticker.main import main
+
+main()

@@ -1,0 +1,47 @@
+"""Ticker: fires schedule and poll triggers on time, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faststream import FastStream
+
+from mainspring import subjects
+from mainspring.registry import RoutineStore
+from mainspring.service import build_app as build_service_app
+from mainspring.service import build_broker, configure_logging
+from services.ticker.handlers import Ticker
+from services.ticker.settings import TickerSettings
+
+
+def build_app(settings: TickerSettings) -> FastStream:
+    """Wire the broker, the state bucket and the tick loop."""
+    broker = build_broker(settings, "ticker")
+    app = build_service_app(broker, settings, "ticker")
+    ticker = Ticker(broker, settings)
+    tasks: list[asyncio.Task[None]] = []
+
+    @app.after_startup
+    async def start_ticking() -> None:
+        js = broker.connection.jetstream()
+        ticker.kv = await js.key_value(subjects.TICKER_BUCKET)
+        store = await RoutineStore.open(js)
+        tasks.append(asyncio.create_task(ticker.follow_registry(store)))
+        tasks.append(asyncio.create_task(ticker.loop()))
+
+    @app.on_shutdown
+    async def stop_ticking() -> None:
+        for task in tasks:
+            task.cancel()
+
+    return app
+
+
+def main() -> None:
+    """Run the ticker until stopped."""
+    configure_logging("ticker")
+    asyncio.run(build_app(TickerSettings()).run())
+
+
+if __name__ == "__main__":
+    main()
