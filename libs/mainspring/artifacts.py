@@ -35,9 +35,17 @@ def column_statistics(table: pa.Table) -> dict[str, dict[str, Any]]:
     stats: dict[str, dict[str, Any]] = {}
     for name in table.column_names:
         column = table.column(name)
-        entry: dict[str, Any] = {"count": len(column) - column.null_count, "nulls": column.null_count}
+        entry: dict[str, Any] = {
+            "count": len(column) - column.null_count,
+            "nulls": column.null_count,
+        }
         kind = column.type
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind) or pa.types.is_string(kind):
+        if (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_temporal(kind)
+            or pa.types.is_string(kind)
+        ):
             min_max = pc.min_max(column)
             entry["min"] = min_max["min"].as_py()
             entry["max"] = min_max["max"].as_py()
@@ -57,8 +65,14 @@ def _write_json(fs: pafs.FileSystem, path: str, data: Any) -> None:
 
 
 def save_artifact(
-    root: str, run_id: str, name: str, data: Any, *, statistics: bool = False,
-    previews: bool = False, store: bool = True,
+    root: str,
+    run_id: str,
+    name: str,
+    data: Any,
+    *,
+    statistics: bool = False,
+    previews: bool = False,
+    store: bool = True,
 ) -> ArtifactRef:
     """Save a pyarrow Table/RecordBatch or a file path as an artifact of a run."""
     if not name or "/" in name or name.startswith("."):
@@ -66,16 +80,24 @@ def save_artifact(
     fs, folder = artifact_dir(root, run_id, name)
     if isinstance(data, pa.RecordBatch):
         data = pa.Table.from_batches([data])
-    metadata: dict[str, Any] = {"name": name, "run_id": run_id, "saved_at": datetime.now(UTC).isoformat()}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "run_id": run_id,
+        "saved_at": datetime.now(UTC).isoformat(),
+    }
     if isinstance(data, pa.Table):
-        metadata.update(kind="table", rows=data.num_rows, schema=[f"{f.name}: {f.type}" for f in data.schema])
+        metadata.update(
+            kind="table", rows=data.num_rows, schema=[f"{f.name}: {f.type}" for f in data.schema]
+        )
         data_path, kind, rows = f"{folder}/data.parquet", "table", data.num_rows
     elif isinstance(data, (str, Path)) and Path(data).is_file():
         source = Path(data)
         metadata.update(kind="file", filename=source.name, size_bytes=source.stat().st_size)
         data_path, kind, rows = f"{folder}/{source.name}", "file", None
     else:
-        raise TypeError(f"artifact {name!r}: save a pyarrow Table or a path to an existing file, not {type(data).__name__}")
+        raise TypeError(
+            f"artifact {name!r}: save a pyarrow Table or a path to an existing file, not {type(data).__name__}"
+        )
     if not store:
         return ArtifactRef(name=name, uri="", kind=kind, rows=rows)
     fs.create_dir(folder, recursive=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -25,10 +26,14 @@ class BundleError(ValueError):
 def bundle_files(folder: Path) -> list[Path]:
     """The files that go into a bundle, in a stable order."""
     if not folder.is_dir():
-        raise BundleError(f"routine folder {folder} does not exist: pass the folder holding your .py files")
+        raise BundleError(
+            f"routine folder {folder} does not exist: pass the folder holding your .py files"
+        )
     files = [
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part in _SKIPPED_DIRS for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part in _SKIPPED_DIRS for part in p.relative_to(folder).parts)
         and p.suffix not in (".pyc",)
     ]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
@@ -57,11 +62,9 @@ def extract_bundle(data: bytes, target: Path) -> Path:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         archive.extractall(partial)
     (partial / ".complete").touch()
-    try:
+    # Another process may have won the race and extracted the same digest already.
+    with contextlib.suppress(OSError):
         partial.rename(target)
-    except OSError:
-        # Another process won the race and already extracted the same digest.
-        pass
     return target
 
 
@@ -94,8 +97,11 @@ def routine_classes(module: Any) -> list[type[Routine]]:
     from mainspring.routine import Routine
 
     return [
-        obj for obj in vars(module).values()
-        if inspect.isclass(obj) and issubclass(obj, Routine) and obj is not Routine
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, Routine)
+        and obj is not Routine
         and obj.__module__ == module.__name__
     ]
 
@@ -112,7 +118,11 @@ def detect_entrypoint(folder: Path) -> str:
         module = _import_module(folder, relative)
         found += [f"{relative}:{cls.__name__}" for cls in routine_classes(module)]
     if len(found) != 1:
-        what = "no Routine class" if not found else f"{len(found)} Routine classes ({', '.join(found)})"
+        what = (
+            "no Routine class"
+            if not found
+            else f"{len(found)} Routine classes ({', '.join(found)})"
+        )
         raise BundleError(f"{folder} holds {what}: pass --entrypoint path.py:Class")
     return found[0]
 
@@ -123,7 +133,9 @@ def import_entrypoint(folder: Path, entrypoint: str) -> type[Routine]:
 
     relative, sep, class_name = entrypoint.partition(":")
     if not sep or not relative.endswith(".py") or not class_name:
-        raise BundleError(f"entrypoint {entrypoint!r} is not path.py:Class: write e.g. routine.py:MyRoutine")
+        raise BundleError(
+            f"entrypoint {entrypoint!r} is not path.py:Class: write e.g. routine.py:MyRoutine"
+        )
     if not (folder / relative).is_file():
         raise BundleError(f"entrypoint file {relative} is not in {folder}: check --entrypoint")
     module = _import_module(folder, relative)

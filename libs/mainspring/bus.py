@@ -46,8 +46,12 @@ async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
     """Connect to NATS, turning a refused connection into one clear line."""
     try:
         return await nats.connect(
-            url, name=name, connect_timeout=3, max_reconnect_attempts=options.pop("max_reconnect_attempts", 3),
-            allow_reconnect=True, **options,
+            url,
+            name=name,
+            connect_timeout=3,
+            max_reconnect_attempts=options.pop("max_reconnect_attempts", 3),
+            allow_reconnect=True,
+            **options,
         )
     except Exception as exc:
         raise BusError(

@@ -51,7 +51,9 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
         ["-" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
 
 
 def short_time(value: str | None) -> str | None:
@@ -64,12 +66,16 @@ def short_time(value: str | None) -> str | None:
 def duration(run: dict[str, Any]) -> str | None:
     """How long a run ran."""
     if run.get("started_at") and run.get("finished_at"):
-        seconds = (datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])).total_seconds()
+        seconds = (
+            datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
+        ).total_seconds()
         return f"{seconds:.2f}s"
     return None
 
 
-def with_client(action: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
+def with_client(
+    action: Callable[[Any, argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
     """Run an async command with a connected client."""
 
     def command(args: argparse.Namespace) -> int:
@@ -91,7 +97,7 @@ def with_client(action: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> 
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from mainspring.up import System
+    from mainspring.up import AlreadyUp, System
 
     system = System(Settings(), runners=args.runners, nats_port=args.nats_port)
     stopping = False
@@ -102,9 +108,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    system.start()
-    print(f"mainspring is up: NATS {system.nats_url}, home {system.home}, "
-          f"services {', '.join(c.name for c in system.children)}. Ctrl-C stops.", flush=True)
+    try:
+        system.start()
+    except AlreadyUp as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"mainspring is up: NATS {system.nats_url}, home {system.home}, "
+        f"services {', '.join(c.name for c in system.children)}. Ctrl-C stops.",
+        flush=True,
+    )
     try:
         while not stopping:
             system.supervise_once()
@@ -137,8 +149,10 @@ async def routine_create(client: Any, args: argparse.Namespace) -> int:
     definition = await client.create_routine(
         Path(args.dir), args.name, args.entrypoint, parse_pairs(args.set, "--set")
     )
-    print(f"routine {definition.name} registered: {definition.entrypoint}, version "
-          f"{definition.version[:12]}, trigger {describe_trigger(definition.trigger)}")
+    print(
+        f"routine {definition.name} registered: {definition.entrypoint}, version "
+        f"{definition.version[:12]}, trigger {describe_trigger(definition.trigger)}"
+    )
     return 0
 
 
@@ -146,7 +160,13 @@ def describe_trigger(trigger: Any) -> str:
     """A trigger spec in one phrase."""
     data = trigger.model_dump(exclude_none=True)
     kind = data.pop("kind")
-    for default in (("tz", "UTC"), ("catchup", "latest"), ("overlap", "skip"), ("status", "any"), ("timeout_s", 60.0)):
+    for default in (
+        ("tz", "UTC"),
+        ("catchup", "latest"),
+        ("overlap", "skip"),
+        ("status", "any"),
+        ("timeout_s", 60.0),
+    ):
         if data.get(default[0]) == default[1]:
             data.pop(default[0])
     return f"{kind}(" + ", ".join(f"{k}={v!r}" for k, v in data.items()) + ")"
@@ -155,8 +175,13 @@ def describe_trigger(trigger: Any) -> str:
 async def routine_list(client: Any, args: argparse.Namespace) -> int:
     routines = await (await client.store()).list()
     rows = [
-        {"name": d.name, "trigger": describe_trigger(d.trigger), "enabled": "yes" if d.enabled else "no",
-         "version": d.version[:12], "entrypoint": d.entrypoint}
+        {
+            "name": d.name,
+            "trigger": describe_trigger(d.trigger),
+            "enabled": "yes" if d.enabled else "no",
+            "version": d.version[:12],
+            "entrypoint": d.entrypoint,
+        }
         for d in routines
     ]
     if args.json:
@@ -193,7 +218,9 @@ def next_fire_text(definition: Any) -> str | None:
         return None
     now = datetime.now(UTC)
     if trigger.every:
-        return next_every_fire(parse_every(trigger.every), datetime(1970, 1, 1, tzinfo=UTC), now).isoformat()
+        return next_every_fire(
+            parse_every(trigger.every), datetime(1970, 1, 1, tzinfo=UTC), now
+        ).isoformat()
     assert trigger.cron is not None
     return next_cron_fire(trigger.cron, parse_tz(trigger.tz), now).isoformat()
 
@@ -229,8 +256,11 @@ async def routine_events(client: Any, args: argparse.Namespace) -> int:
     for event in events:
         event["fired_at"] = short_time(event["fired_at"])
         event["scheduled_at"] = short_time(event["scheduled_at"])
-    print(table(events, ["fired_at", "scheduled_at", "kind", "status", "run_id", "reason"]) if events
-          else f"no trigger events for {args.name} yet")
+    print(
+        table(events, ["fired_at", "scheduled_at", "kind", "status", "run_id", "reason"])
+        if events
+        else f"no trigger events for {args.name} yet"
+    )
     return 0
 
 
@@ -245,10 +275,17 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--memory: {exc}") from None
     run_id = await client.submit(
-        args.name, parse_pairs(args.input, "--input"), labels=args.label or [],
-        attributes=parse_json_values(parse_pairs(args.attr, "--attr")), name=args.run_name,
-        description=args.description, memory_limit=memory, statistics=args.statistics,
-        previews=args.previews, store_artifacts=not args.no_store, source="manual",
+        args.name,
+        parse_pairs(args.input, "--input"),
+        labels=args.label or [],
+        attributes=parse_json_values(parse_pairs(args.attr, "--attr")),
+        name=args.run_name,
+        description=args.description,
+        memory_limit=memory,
+        statistics=args.statistics,
+        previews=args.previews,
+        store_artifacts=not args.no_store,
+        source="manual",
     )
     if not args.wait:
         print(run_id)
@@ -260,9 +297,31 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
 
 def print_run(run: dict[str, Any]) -> None:
     """A run as `key: value` lines."""
-    fields = ["id", "routine", "run_number", "status", "source", "trigger_kind", "started_by", "name",
-              "labels", "attributes", "inputs", "outputs", "error", "hop", "parent_run_id", "children",
-              "created_at", "queued_at", "started_at", "finished_at", "memory_limit", "runner", "attempt"]
+    fields = [
+        "id",
+        "routine",
+        "run_number",
+        "status",
+        "source",
+        "trigger_kind",
+        "started_by",
+        "name",
+        "labels",
+        "attributes",
+        "inputs",
+        "outputs",
+        "error",
+        "hop",
+        "parent_run_id",
+        "children",
+        "created_at",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "memory_limit",
+        "runner",
+        "attempt",
+    ]
     for key in fields:
         value = run.get(key)
         if value in (None, [], {}) and key not in ("status",):
@@ -273,9 +332,13 @@ def print_run(run: dict[str, Any]) -> None:
     if run.get("progress") is not None:
         print(f"{'progress':>14}: {run['progress'] * 100:.0f}% {run.get('progress_message') or ''}")
     for item in run.get("artifacts") or []:
-        print(f"{'artifact':>14}: {item['name']} ({item['kind']}, {item.get('rows') or '-'} rows) {item['uri']}")
+        print(
+            f"{'artifact':>14}: {item['name']} ({item['kind']}, {item.get('rows') or '-'} rows) {item['uri']}"
+        )
     for step in run.get("progress_history") or []:
-        print(f"{'':>14}  {short_time(step['at'])} {step['fraction'] * 100:5.1f}% {step['message']}")
+        print(
+            f"{'':>14}  {short_time(step['at'])} {step['fraction'] * 100:5.1f}% {step['message']}"
+        )
     if run.get("traceback"):
         print(run["traceback"].rstrip())
 
@@ -284,20 +347,35 @@ async def runs_list(client: Any, args: argparse.Namespace) -> int:
     from mainspring.records import RunQuery
 
     query = RunQuery(
-        routine=args.routine, status=args.status, label=args.label, source=args.source,
+        routine=args.routine,
+        status=args.status,
+        label=args.label,
+        source=args.source,
         attribute=parse_json_values(parse_pairs(args.attr, "--attr")) or None,
         since=datetime.fromisoformat(args.since) if args.since else None,
         until=datetime.fromisoformat(args.until) if args.until else None,
-        chain=args.chain, limit=args.limit,
+        chain=args.chain,
+        limit=args.limit,
     )
     runs = await client.list_runs(query)
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
-    rows = [{**r, "created": short_time(r["created_at"]), "took": duration(r), "number": r["run_number"],
-             "labels": ",".join(r.get("labels") or []) or None} for r in runs]
-    print(table(rows, ["id", "routine", "number", "status", "source", "created", "took", "labels"])
-          if rows else "no runs match")
+    rows = [
+        {
+            **r,
+            "created": short_time(r["created_at"]),
+            "took": duration(r),
+            "number": r["run_number"],
+            "labels": ",".join(r.get("labels") or []) or None,
+        }
+        for r in runs
+    ]
+    print(
+        table(rows, ["id", "routine", "number", "status", "source", "created", "took", "labels"])
+        if rows
+        else "no runs match"
+    )
     return 0
 
 
@@ -326,7 +404,9 @@ async def publish_event(client: Any, args: argparse.Namespace) -> int:
     try:
         json.loads(body)
     except ValueError as exc:
-        raise CliError(f"JSON body is not valid JSON ({exc}): quote it, e.g. '{{\"dataset\": \"photos\"}}'") from None
+        raise CliError(
+            f'JSON body is not valid JSON ({exc}): quote it, e.g. \'{{"dataset": "photos"}}\''
+        ) from None
     await client.publish(args.subject, body, args.msg_id)
     print(f"published on {args.subject}")
     return 0
@@ -337,20 +417,34 @@ async def publish_event(client: Any, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mainspring", description="Event-driven routines on NATS JetStream.",
+        prog="mainspring",
+        description="Event-driven routines on NATS JetStream.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    up = commands.add_parser("up", help="start nats-server and all services on this machine (Ctrl-C stops)")
+    up = commands.add_parser(
+        "up", help="start nats-server and all services on this machine (Ctrl-C stops)"
+    )
     up.add_argument("--runners", type=int, default=1, help="runner replicas (default 1)")
-    up.add_argument("--nats-port", type=int, default=None, help="port of the embedded nats-server (default: a free one)")
+    up.add_argument(
+        "--nats-port",
+        type=int,
+        default=None,
+        help="port of the embedded nats-server (default: a free one)",
+    )
     up.set_defaults(func=cmd_up)
 
-    service = commands.add_parser("service", help="run one service alone against MAINSPRING_NATS_URL")
-    service.add_argument("name", choices=["ticker", "dataset_watcher", "dispatcher", "runner", "recorder"])
+    service = commands.add_parser(
+        "service", help="run one service alone against MAINSPRING_NATS_URL"
+    )
+    service.add_argument(
+        "name", choices=["ticker", "dataset_watcher", "dispatcher", "runner", "recorder"]
+    )
     service.set_defaults(func=cmd_service)
 
-    demo = commands.add_parser("demo", help="bring the system up, run the example routines, show their runs")
+    demo = commands.add_parser(
+        "demo", help="bring the system up, run the example routines, show their runs"
+    )
     demo.add_argument("--keep-up", action="store_true", help="stay up after the demo until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
 
@@ -359,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = routines.add_parser("create", help="validate, bundle and register a routine folder")
     create.add_argument("dir", help="folder holding the routine's .py files")
     create.add_argument("--name", required=True, help="routine name")
-    create.add_argument("--entrypoint", help="path.py:Class (default: the folder's only Routine class)")
+    create.add_argument(
+        "--entrypoint", help="path.py:Class (default: the folder's only Routine class)"
+    )
     create.add_argument("--set", action="append", metavar="K=V", help="default for a run() input")
     create.set_defaults(func=with_client(routine_create))
     listing = routines.add_parser("list", help="registered routines")
@@ -373,11 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub = routines.add_parser(action, help=text)
         sub.add_argument("name")
         sub.set_defaults(func=with_client(handler))
-    disable = routines.add_parser("disable", help="deactivate a routine's trigger, keeping its definition")
+    disable = routines.add_parser(
+        "disable", help="deactivate a routine's trigger, keeping its definition"
+    )
     disable.add_argument("name")
     disable.add_argument("--reason", default=None)
     disable.set_defaults(func=with_client(routine_disable))
-    events = routines.add_parser("events", help="a routine's trigger history: fired, skipped, failed, blocked")
+    events = routines.add_parser(
+        "events", help="a routine's trigger history: fired, skipped, failed, blocked"
+    )
     events.add_argument("name")
     events.add_argument("--limit", type=int, default=50)
     events.add_argument("--json", action="store_true")
@@ -385,9 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start a run of a routine now")
     run.add_argument("name")
-    run.add_argument("--input", action="append", metavar="K=V", help="run() input (validated against its type)")
+    run.add_argument(
+        "--input", action="append", metavar="K=V", help="run() input (validated against its type)"
+    )
     run.add_argument("--label", action="append", help="label (repeatable)")
-    run.add_argument("--attr", action="append", metavar="K=V", help="attribute (JSON values allowed)")
+    run.add_argument(
+        "--attr", action="append", metavar="K=V", help="attribute (JSON values allowed)"
+    )
     run.add_argument("--run-name", default=None, help="a name for this run")
     run.add_argument("--description", default=None)
     run.add_argument("--memory", default=None, help="memory limit, e.g. 512MiB, 2GiB")
@@ -395,14 +499,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--previews", action="store_true", help="store artifact previews (first rows)")
     run.add_argument("--no-store", action="store_true", help="keep no artifacts")
     run.add_argument("--wait", action="store_true", help="wait for the run to finish and print it")
-    run.add_argument("--timeout", type=float, default=None, help="with --wait: give up after seconds")
+    run.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up after seconds"
+    )
     run.set_defaults(func=with_client(run_routine))
 
     runs = commands.add_parser("runs", help="list, show and control runs")
     runs_actions = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     rl = runs_actions.add_parser("list", help="runs, newest first")
     rl.add_argument("--routine")
-    rl.add_argument("--status", choices=["created", "queued", "running", "completed", "failed", "cancelled"])
+    rl.add_argument(
+        "--status", choices=["created", "queued", "running", "completed", "failed", "cancelled"]
+    )
     rl.add_argument("--label")
     rl.add_argument("--attr", action="append", metavar="K=V")
     rl.add_argument("--source", choices=["trigger", "manual", "api"])
@@ -420,7 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("id")
     rc.set_defaults(func=with_client(runs_cancel))
 
-    publish = commands.add_parser("publish", help="publish an external event, e.g. dataset.appended")
+    publish = commands.add_parser(
+        "publish", help="publish an external event, e.g. dataset.appended"
+    )
     publish.add_argument("subject")
     publish.add_argument("json_body", metavar="JSON")
     publish.add_argument("--msg-id", default=None, help="Nats-Msg-Id for deduplication")
@@ -440,7 +550,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (CliError, ContractError, InputError, BundleError, RegistryError, ScheduleError, ConfigError) as exc:
+    except (
+        CliError,
+        ContractError,
+        InputError,
+        BundleError,
+        RegistryError,
+        ScheduleError,
+        ConfigError,
+    ) as exc:
         print(f"mainspring: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (BusError, TimeoutError, ConnectionError, RuntimeError) as exc:

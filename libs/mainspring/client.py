@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from mainspring import subjects
 from mainspring.bundle import detect_entrypoint, import_entrypoint, make_bundle
@@ -46,12 +47,20 @@ def definition_from_folder(
         allow_in_memory=cls.allow_in_memory,
     )
     definition = RoutineDefinition(
-        name=name, version=digest, entrypoint=entry, class_name=cls.__name__,
-        trigger_param=contract.trigger_param, trigger=contract.trigger,
-        inputs={k: InputSchema(type=s.type, default=s.default, optional=s.optional)
-                for k, s in contract.inputs.items()},
+        name=name,
+        version=digest,
+        entrypoint=entry,
+        class_name=cls.__name__,
+        trigger_param=contract.trigger_param,
+        trigger=contract.trigger,
+        inputs={
+            k: InputSchema(type=s.type, default=s.default, optional=s.optional)
+            for k, s in contract.inputs.items()
+        },
         defaults={k: validated[k] for k in defaults},
-        options=options, created_at=now, updated_at=now,
+        options=options,
+        created_at=now,
+        updated_at=now,
     )
     return definition, data
 
@@ -85,7 +94,11 @@ class Client:
         return self._store
 
     async def create_routine(
-        self, folder: Path, name: str, entrypoint: str | None = None, defaults: dict[str, Any] | None = None
+        self,
+        folder: Path,
+        name: str,
+        entrypoint: str | None = None,
+        defaults: dict[str, Any] | None = None,
     ) -> RoutineDefinition:
         """Validate, bundle and register (or update) a routine; re-arms a disabled trigger."""
         now = datetime.now(UTC)
@@ -101,30 +114,52 @@ class Client:
         return definition
 
     async def submit(
-        self, routine: str, inputs: dict[str, Any] | None = None, *, labels: list[str] | None = None,
-        attributes: dict[str, Any] | None = None, name: str | None = None, description: str | None = None,
-        memory_limit: int | None = None, statistics: bool = False, previews: bool = False,
-        store_artifacts: bool = True, source: str = "api",
+        self,
+        routine: str,
+        inputs: dict[str, Any] | None = None,
+        *,
+        labels: list[str] | None = None,
+        attributes: dict[str, Any] | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        memory_limit: int | None = None,
+        statistics: bool = False,
+        previews: bool = False,
+        store_artifacts: bool = True,
+        source: str = "api",
     ) -> str:
         """Ask for a run; returns its run id at once (the dispatcher validates and queues it)."""
         definition = await (await self.store()).get(routine)
         validate_inputs(definition.input_specs(), inputs or {})
         request = SubmitRun(
-            request_id=str(uuid.uuid4()), routine=routine, inputs=inputs or {}, labels=labels or [],
-            attributes=attributes or {}, name=name, description=description,
-            started_by=self.settings.user or _login(), source=source,  # type: ignore[arg-type]
-            memory_limit=memory_limit, statistics=statistics, previews=previews,
+            request_id=str(uuid.uuid4()),
+            routine=routine,
+            inputs=inputs or {},
+            labels=labels or [],
+            attributes=attributes or {},
+            name=name,
+            description=description,
+            started_by=self.settings.user or _login(),
+            source=source,
+            memory_limit=memory_limit,
+            statistics=statistics,
+            previews=previews,
             store_artifacts=store_artifacts,
         )
         await self.js.publish(
-            subjects.RUN_SUBMITTED, request.model_dump_json().encode(),
+            subjects.RUN_SUBMITTED,
+            request.model_dump_json().encode(),
             headers={"Nats-Msg-Id": f"submit:{request.request_id}"},
         )
         return request.request_id
 
-    async def _request(self, subject: str, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    async def _request(
+        self, subject: str, payload: dict[str, Any], timeout: float = 5.0
+    ) -> dict[str, Any]:
         try:
-            reply = await self.nc.request(subject, json.dumps(payload, default=str).encode(), timeout=timeout)
+            reply = await self.nc.request(
+                subject, json.dumps(payload, default=str).encode(), timeout=timeout
+            )
         except (NoRespondersError, NatsTimeoutError):
             raise ServiceUnavailable(
                 "the recorder does not answer: start it (`mainspring up` or `mainspring service recorder`)"
@@ -134,7 +169,9 @@ class Client:
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run with its progress history, parent and children (None if unknown)."""
-        run: dict[str, Any] | None = (await self._request(subjects.API_RUNS_GET, {"run_id": run_id}))["run"]
+        run: dict[str, Any] | None = (
+            await self._request(subjects.API_RUNS_GET, {"run_id": run_id})
+        )["run"]
         return run
 
     async def list_runs(self, query: RunQuery | None = None) -> list[dict[str, Any]]:
@@ -150,23 +187,44 @@ class Client:
         )["events"]
         return events
 
-    async def wait(self, run_id: str, timeout: float | None = None, poll_s: float = 0.2) -> dict[str, Any]:
+    async def wait(
+        self, run_id: str, timeout: float | None = None, poll_s: float = 0.2
+    ) -> dict[str, Any]:
         """Wait until a run is terminal and return it."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            run = await self.get_run(run_id)
+            try:
+                run = await self.get_run(run_id)
+            except ServiceUnavailable:
+                # The recorder may be restarting; the run record waits for it on the stream.
+                run = None
             if run is not None and run["status"] in TERMINAL_STATUSES:
                 return run
             if deadline is not None and loop.time() > deadline:
                 raise TimeoutError(f"run {run_id} not finished after {timeout}s")
             await asyncio.sleep(poll_s)
 
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the recorder answers (right after `mainspring up`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self._request(subjects.API_RUNS_LIST, {"limit": 1}, timeout=1.0)
+                return
+            except ServiceUnavailable:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
     async def cancel(self, run_id: str) -> None:
         """Ask runners to stop a run (queued or running)."""
         await self.js.publish(
-            subjects.RUN_CANCEL, CancelRun(run_id=run_id, requested_by=self.settings.user or _login())
-            .model_dump_json().encode(),
+            subjects.RUN_CANCEL,
+            CancelRun(run_id=run_id, requested_by=self.settings.user or _login())
+            .model_dump_json()
+            .encode(),
         )
 
     async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:

@@ -96,7 +96,7 @@ def normalise_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL URLs written the common way."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -123,7 +123,9 @@ def _add_missing_columns(engine: Engine) -> None:
             if column.name not in existing:
                 kind = column.type.compile(dialect=engine.dialect)
                 with engine.begin() as conn:
-                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                    conn.execute(
+                        text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )
 
 
 class RunQuery(SQLModel):
@@ -160,7 +162,8 @@ def list_runs(session: Session, query: RunQuery) -> list[RunRecord]:
         rows = [r for r in rows if query.label in (r.labels or [])]
     if query.attribute:
         rows = [
-            r for r in rows
+            r
+            for r in rows
             if all((r.attributes or {}).get(k) == v for k, v in query.attribute.items())
         ]
     if query.chain:

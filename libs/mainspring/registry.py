@@ -138,7 +138,9 @@ class RoutineStore:
                 update={"enabled": enabled, "disabled_reason": reason, "updated_at": now}
             )
             try:
-                await self._kv.update(_key(name), updated.model_dump_json().encode(), entry.revision)
+                await self._kv.update(
+                    _key(name), updated.model_dump_json().encode(), entry.revision
+                )
                 return updated
             except Exception:
                 continue

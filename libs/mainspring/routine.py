@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -51,7 +52,12 @@ class RunInfo(BaseModel):
 
 
 _SUPPORTED_TYPES: dict[str, Any] = {
-    "int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict,
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "list": list,
+    "dict": dict,
 }
 
 
@@ -100,7 +106,7 @@ class Routine:
         super().__init_subclass__(**kwargs)
         run = cls.__dict__.get("run")
         if run is not None and not getattr(run, "_mainspring_guarded", False):
-            cls.run = _guard_run(run)  # type: ignore[method-assign]
+            setattr(cls, "run", _guard_run(run))  # noqa: B010 - run() is defined by subclasses only
 
     def setup(self) -> None:
         """Called once per process before the first run."""
@@ -123,7 +129,9 @@ class Routine:
     def save_artifact(self, name: str, data: Any) -> str:
         """Save a pyarrow table or a file path as an artifact of this run; returns its URI."""
         if self._context is None:
-            raise RoutineInvocationError("save_artifact works only inside a run started by Mainspring")
+            raise RoutineInvocationError(
+                "save_artifact works only inside a run started by Mainspring"
+            )
         return self._context.save_artifact(name, data)
 
 
@@ -150,7 +158,9 @@ def _guard_run(run: Any) -> Any:
     return guarded
 
 
-def _input_spec(cls_name: str, name: str, param: inspect.Parameter, hints: dict[str, Any]) -> InputSpec:
+def _input_spec(
+    cls_name: str, name: str, param: inspect.Parameter, hints: dict[str, Any]
+) -> InputSpec:
     if param.default is inspect.Parameter.empty:
         raise ContractError(
             f"parameter {name!r} of {cls_name}.run() has no default: give it one, "
@@ -212,11 +222,11 @@ def inspect_contract(cls: type) -> RoutineContract:
         )
     bad_kinds = [p.name for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if bad_kinds:
-        raise ContractError(f"{name}.run() takes *args/**kwargs ({', '.join(bad_kinds)}): name each input")
+        raise ContractError(
+            f"{name}.run() takes *args/**kwargs ({', '.join(bad_kinds)}): name each input"
+        )
     trigger_param = trigger_params[0]
-    inputs = {
-        p.name: _input_spec(name, p.name, p, hints) for p in params if p is not trigger_param
-    }
+    inputs = {p.name: _input_spec(name, p.name, p, hints) for p in params if p is not trigger_param}
     return RoutineContract(
         trigger_param=trigger_param.name,
         trigger=trigger_param.default,
@@ -227,10 +237,8 @@ def inspect_contract(cls: type) -> RoutineContract:
 def coerce_input(spec: InputSpec, value: Any) -> Any:
     """Validate (and convert CLI strings for) one input value against its spec."""
     if isinstance(value, str) and spec.type in ("list", "dict", "int", "float", "bool"):
-        try:
+        with contextlib.suppress(ValueError):
             value = json.loads(value)
-        except ValueError:
-            pass
     try:
         return TypeAdapter(spec.python_type()).validate_python(value)
     except ValidationError as exc:

@@ -46,7 +46,7 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
         settings.resolved_nats_url(),
         name=instance_name(service),
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=1,
         logger=log,
         # Per-message receive/process lines are debug detail, not service health.
         log_level=logging.DEBUG,

@@ -91,7 +91,11 @@ def on_schedule(
 ) -> Any:
     """Fire on a cron expression (5 or 6 fields) or an interval like '10s', '1h30m'."""
     spec = ScheduleTrigger(
-        cron=cron, every=every, tz=tz, catchup=catchup, catchup_window=catchup_window,
+        cron=cron,
+        every=every,
+        tz=tz,
+        catchup=catchup,
+        catchup_window=catchup_window,
         overlap=overlap,
     )
     spec.check_timing()
@@ -111,7 +115,11 @@ def on_poll(
     if "<" in qualname or not getattr(fn, "__module__", None):
         raise ScheduleError("on_poll(fn): fn must be a module-level function, not a lambda")
     spec = PollTrigger(
-        fn=f"{fn.__module__}:{qualname}", cron=cron, every=every, tz=tz, timeout_s=timeout_s,
+        fn=f"{fn.__module__}:{qualname}",
+        cron=cron,
+        every=every,
+        tz=tz,
+        timeout_s=timeout_s,
         overlap=overlap,
     )
     spec.check_timing()

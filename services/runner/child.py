@@ -45,8 +45,12 @@ class Control:
         from mainspring.artifacts import save_artifact
 
         ref = save_artifact(
-            self._artifact_root, self._request.run_id, name, data,
-            statistics=self._request.statistics, previews=self._request.previews,
+            self._artifact_root,
+            self._request.run_id,
+            name,
+            data,
+            statistics=self._request.statistics,
+            previews=self._request.previews,
             store=self._request.store_artifacts,
         )
         payload = ref.model_dump()
@@ -66,7 +70,10 @@ def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:
     if request.trigger_kind == "completion":
         return CompletionEvent.model_validate(data)
     if request.trigger_kind == "poll":
-        return PollEvent(scheduled_at=datetime.fromisoformat(data["scheduled_at"]), payload=data.get("payload", {}))
+        return PollEvent(
+            scheduled_at=datetime.fromisoformat(data["scheduled_at"]),
+            payload=data.get("payload", {}),
+        )
     if request.trigger_kind == "dataset":
         from mainspring.datasets import dataset_event
 
@@ -74,7 +81,9 @@ def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:
     return ManualEvent(requested_by=data.get("requested_by"), request_id=data.get("request_id", ""))
 
 
-def execute(request: RequestRun, bundle_dir: Path, control: Control, dataset_root: str) -> dict[str, Any]:
+def execute(
+    request: RequestRun, bundle_dir: Path, control: Control, dataset_root: str
+) -> dict[str, Any]:
     """Run one request to a result dict (never raises for routine faults)."""
     try:
         cls = import_entrypoint(bundle_dir, request.entrypoint)
@@ -87,8 +96,13 @@ def execute(request: RequestRun, bundle_dir: Path, control: Control, dataset_roo
     instance = cls()
     instance._context = control
     instance._run_info = RunInfo(
-        id=request.run_id, number=request.run_number, routine=request.routine, source=request.source,
-        labels=request.labels, attributes=request.attributes, hop=request.hop,
+        id=request.run_id,
+        number=request.run_number,
+        routine=request.routine,
+        source=request.source,
+        labels=request.labels,
+        attributes=request.attributes,
+        hop=request.hop,
         parent_run_id=request.parent_run_id,
     )
     os.environ["MAINSPRING_RUN_ID"] = request.run_id
@@ -96,7 +110,8 @@ def execute(request: RequestRun, bundle_dir: Path, control: Control, dataset_roo
     try:
         instance.setup()
         try:
-            value = instance.run(**{contract.trigger_param: event}, **inputs)
+            arguments = {contract.trigger_param: event, **inputs}
+            value = instance.run(**arguments)  # type: ignore[attr-defined]
         finally:
             instance.cleanup()
         return {"status": "completed", "outputs": outputs_as_json(value)}
@@ -116,10 +131,13 @@ def main() -> None:
     """Entry point: `python -m services.runner.child BUNDLE_DIR`."""
     request = RequestRun.model_validate_json(sys.stdin.buffer.read())
     control = Control(
-        int(os.environ["MAINSPRING_CONTROL_FD"]), request,
+        int(os.environ["MAINSPRING_CONTROL_FD"]),
+        request,
         os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts"),
     )
-    result = execute(request, Path(sys.argv[1]), control, os.environ.get("MAINSPRING_DATASET_ROOT", ""))
+    result = execute(
+        request, Path(sys.argv[1]), control, os.environ.get("MAINSPRING_DATASET_ROOT", "")
+    )
     result["artifacts"] = control.artifacts
     control.send({"type": "result", **result})
 

@@ -35,7 +35,11 @@ def describe_exit(returncode: int) -> str:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        crash = " (the routine crashed the interpreter)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL") else ""
+        crash = (
+            " (the routine crashed the interpreter)"
+            if name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL")
+            else ""
+        )
         return f"routine process killed by {name}{crash}"
     return f"routine process exited with code {returncode} without a result (os._exit?)"
 

@@ -11,9 +11,16 @@ from typing import Any
 from faststream.nats import NatsBroker, NatsMessage
 
 from mainspring import subjects
-from mainspring.messages import ArtifactRef, CancelRun, RequestRun, RunCompleted, RunProgressed, RunStarted
-from mainspring.registry import RoutineStore
 from mainspring.bundle import extract_bundle
+from mainspring.messages import (
+    ArtifactRef,
+    CancelRun,
+    RequestRun,
+    RunCompleted,
+    RunProgressed,
+    RunStarted,
+)
+from mainspring.registry import RoutineStore
 from mainspring.service import durable, instance_name, parse_or_park, publish_event
 from services.runner.core import Outcome
 from services.runner.process import ChildRun
@@ -50,22 +57,33 @@ class Runner:
         attempt = message.raw_message.metadata.num_delivered or 1
         started_at = _now()
         if request.run_id in self.cancelled:
-            await self.complete(request, Outcome("cancelled", {}, "cancelled before it started"), started_at, [])
+            await self.complete(
+                request, Outcome("cancelled", {}, "cancelled before it started"), started_at, []
+            )
             return
         try:
             bundle = await self.bundle_dir(request.routine_version)
         except Exception as exc:
-            outcome = Outcome("failed", {}, f"cannot fetch code {request.routine_version[:12]}: {exc}")
+            outcome = Outcome(
+                "failed", {}, f"cannot fetch code {request.routine_version[:12]}: {exc}"
+            )
             await self.complete(request, outcome, started_at, [])
             return
         await publish_event(
             self.broker,
-            RunStarted(run_id=request.run_id, routine=request.routine, runner=self.name,
-                       attempt=attempt, started_at=started_at),
+            RunStarted(
+                run_id=request.run_id,
+                routine=request.routine,
+                runner=self.name,
+                attempt=attempt,
+                started_at=started_at,
+            ),
             subjects.RUN_STARTED,
         )
         child = ChildRun(
-            request, bundle, self.settings.home.resolve() / "logs" / f"{request.run_id}.log",
+            request,
+            bundle,
+            self.settings.home.resolve() / "logs" / f"{request.run_id}.log",
             {
                 "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
                 "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
@@ -77,8 +95,12 @@ class Runner:
             if payload.get("type") == "progress":
                 await publish_event(
                     self.broker,
-                    RunProgressed(run_id=request.run_id, fraction=payload["fraction"],
-                                  message=payload.get("message", ""), at=_now()),
+                    RunProgressed(
+                        run_id=request.run_id,
+                        fraction=payload["fraction"],
+                        message=payload.get("message", ""),
+                        at=_now(),
+                    ),
                     subjects.RUN_PROGRESS,
                 )
 
@@ -99,20 +121,35 @@ class Runner:
                 await message.in_progress()
 
     async def complete(
-        self, request: RequestRun, outcome: Outcome, started_at: datetime, artifacts: list[dict[str, Any]]
+        self,
+        request: RequestRun,
+        outcome: Outcome,
+        started_at: datetime,
+        artifacts: list[dict[str, Any]],
     ) -> None:
         """Publish the terminal event of a run."""
-        log.info("run %s of %s %s%s", request.run_id, request.routine, outcome.status,
-                 f": {outcome.error}" if outcome.error else "")
+        log.info(
+            "run %s of %s %s%s",
+            request.run_id,
+            request.routine,
+            outcome.status,
+            f": {outcome.error}" if outcome.error else "",
+        )
         await publish_event(
             self.broker,
             RunCompleted(
-                run_id=request.run_id, routine=request.routine, run_number=request.run_number,
-                status=outcome.status,  # type: ignore[arg-type]
-                outputs=outcome.outputs, error=outcome.error, traceback=outcome.traceback,
+                run_id=request.run_id,
+                routine=request.routine,
+                run_number=request.run_number,
+                status=outcome.status,
+                outputs=outcome.outputs,
+                error=outcome.error,
+                traceback=outcome.traceback,
                 artifacts=[ArtifactRef.model_validate(a) for a in artifacts],
-                hop=request.hop, parent_run_id=request.parent_run_id,
-                started_at=started_at, finished_at=_now(),
+                hop=request.hop,
+                parent_run_id=request.parent_run_id,
+                started_at=started_at,
+                finished_at=_now(),
             ),
             subjects.RUN_COMPLETED,
         )
@@ -129,8 +166,12 @@ def register(broker: NatsBroker, runner: Runner) -> None:
     """Subscribe to the shared run queue and to cancel requests."""
 
     @broker.subscriber(
-        **durable(subjects.RUNNER_CONSUMER, subjects.RUN_REQUESTED, ack_wait_s=30.0,
-                  max_ack_pending=10_000),
+        **durable(
+            subjects.RUNNER_CONSUMER,
+            subjects.RUN_REQUESTED,
+            ack_wait_s=30.0,
+            max_ack_pending=10_000,
+        ),
         max_workers=runner.settings.runner_slots,
     )
     async def on_run_requested(message: NatsMessage) -> None:

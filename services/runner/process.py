@@ -34,7 +34,9 @@ def rss_bytes(pid: int) -> int:
 class ChildRun:
     """One execution attempt of a run in its own process."""
 
-    def __init__(self, request: RequestRun, bundle_dir: Path, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, request: RequestRun, bundle_dir: Path, log_path: Path, env: dict[str, str]
+    ) -> None:
         self.request = request
         self.bundle_dir = bundle_dir
         self.log_path = log_path
@@ -51,8 +53,13 @@ class ChildRun:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.runner.child", str(self.bundle_dir),
-                stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log,
+                sys.executable,
+                "-m",
+                "services.runner.child",
+                str(self.bundle_dir),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=log,
+                stderr=log,
                 pass_fds=(write_fd,),
                 env={**os.environ, **self.env, "MAINSPRING_CONTROL_FD": str(write_fd)},
                 start_new_session=True,
@@ -84,16 +91,22 @@ class ChildRun:
             finally:
                 transport.close()
 
-        watchers = [asyncio.create_task(read_pipe()), asyncio.create_task(self._limits(memory_poll_s))]
+        watchers = [
+            asyncio.create_task(read_pipe()),
+            asyncio.create_task(self._limits(memory_poll_s)),
+        ]
         await self.process.wait()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(watchers[0], timeout=5)
         for task in watchers:
             task.cancel()
         return outcome_of(
-            result, self.process.returncode or 0,
-            cancelled=self.cancelled, timed_out_after=self.timed_out_after,
-            memory_exceeded=self.memory_exceeded, log_tail=self.log_tail(),
+            result,
+            self.process.returncode or 0,
+            cancelled=self.cancelled,
+            timed_out_after=self.timed_out_after,
+            memory_exceeded=self.memory_exceeded,
+            log_tail=self.log_tail(),
         )
 
     async def _limits(self, poll_s: float) -> None:
@@ -124,7 +137,7 @@ class ChildRun:
         assert self.process is not None
         try:
             await asyncio.wait_for(self.process.wait(), timeout=grace_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._signal(signal.SIGKILL)
 
     async def cancel(self, grace_s: float) -> None:

