@@ -1,0 +1,147 @@
+"""Handler wiring checked on FastStream's TestNatsBroker (no acks, redelivery or dedup here)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
+
+from mainspring import subjects
+from mainspring.messages import RequestRun, RunCompleted, SubmitRun
+from mainspring.records import RunRecord, open_engine
+from mainspring.registry import InputSchema, RoutineCatalog, RoutineDefinition
+from mainspring.service import STREAM
+from mainspring.settings import Settings
+from mainspring.triggers import ScheduleTrigger
+from services.dispatcher.handlers import Dispatcher
+from services.dispatcher.handlers import register as register_dispatcher
+from services.recorder.handlers import RunHistory
+from services.recorder.handlers import register as register_recorder
+
+NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
+DEFINITION = RoutineDefinition(
+    name="hello",
+    version="d1",
+    entrypoint="hello.py:Hello",
+    class_name="Hello",
+    trigger_param="tick",
+    trigger=ScheduleTrigger(every="1m"),
+    inputs={"steps": InputSchema(type="int", default=3)},
+    created_at=NOW,
+    updated_at=NOW,
+)
+
+
+class OneRoutineStore:
+    """The registry reduced to one definition."""
+
+    async def find(self, name: str) -> RoutineDefinition | None:
+        return DEFINITION if name == DEFINITION.name else None
+
+
+class CountingNumbers:
+    """Run numbers without KV."""
+
+    def __init__(self) -> None:
+        self.issued = 0
+
+    async def next(self, routine: str) -> int:
+        self.issued += 1
+        return self.issued
+
+
+def _dispatcher_broker() -> NatsBroker:
+    broker = NatsBroker()
+    dispatcher = Dispatcher(
+        broker, OneRoutineStore(), RoutineCatalog(), CountingNumbers(), Settings()
+    )  # type: ignore[arg-type]
+    register_dispatcher(broker, dispatcher)
+    return broker
+
+
+async def test_manual_request_becomes_a_numbered_run_request() -> None:
+    broker = _dispatcher_broker()
+    seen: list[dict[str, Any]] = []
+
+    @broker.subscriber(subjects.RUN_REQUESTED, stream=STREAM)
+    async def capture(body: dict[str, Any]) -> None:
+        seen.append(body)
+
+    async with TestNatsBroker(broker) as test_broker:
+        submit = SubmitRun(request_id="r-1", routine="hello", inputs={"steps": "5"}, labels=["x"])
+        await test_broker.publish(submit.model_dump_json().encode(), subjects.RUN_SUBMITTED)
+
+    request = RequestRun.model_validate(seen[0])
+    assert (request.run_id, request.run_number, request.inputs, request.labels) == (
+        "r-1",
+        1,
+        {"steps": 5},
+        ["x"],
+    )
+
+
+async def test_bad_input_is_refused_as_a_failed_run() -> None:
+    broker = _dispatcher_broker()
+    completed: list[dict[str, Any]] = []
+
+    @broker.subscriber("run.*", stream=STREAM)
+    async def capture(body: dict[str, Any], message: NatsMessage) -> None:
+        if message.raw_message.subject == subjects.RUN_COMPLETED:
+            completed.append(body)
+
+    async with TestNatsBroker(broker) as test_broker:
+        submit = SubmitRun(request_id="r-2", routine="hello", inputs={"steps": "many"})
+        await test_broker.publish(submit.model_dump_json().encode(), subjects.RUN_SUBMITTED)
+
+    refused = RunCompleted.model_validate(completed[0])
+    assert (
+        refused.status == "failed"
+        and refused.error is not None
+        and "input 'steps'" in refused.error
+    )
+
+
+async def test_malformed_message_goes_to_dead_letter() -> None:
+    broker = _dispatcher_broker()
+    parked: list[dict[str, Any]] = []
+
+    @broker.subscriber(subjects.dead_letter_subject(subjects.RUN_SUBMITTED), stream=STREAM)
+    async def capture(body: dict[str, Any]) -> None:
+        parked.append(body)
+
+    async with TestNatsBroker(broker) as test_broker:
+        await test_broker.publish(b'{"routine": 5}', subjects.RUN_SUBMITTED)
+
+    assert parked == [{"routine": 5}]
+
+
+async def test_recorder_writes_requested_and_completed(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'runs.db'}")
+    broker = NatsBroker()
+    register_recorder(broker, RunHistory(engine))
+    request = RequestRun(
+        run_id="run-1",
+        routine="hello",
+        routine_version="d1",
+        entrypoint="hello.py:Hello",
+        run_number=2,
+        source="manual",
+        trigger_kind="manual",
+        requested_at=NOW,
+    )
+    completed = RunCompleted(
+        run_id="run-1", routine="hello", status="completed", outputs={"ok": True}, finished_at=NOW
+    )
+
+    async with TestNatsBroker(broker) as test_broker:
+        await test_broker.publish(completed.model_dump_json().encode(), subjects.RUN_COMPLETED)
+        await test_broker.publish(request.model_dump_json().encode(), subjects.RUN_REQUESTED)
+
+    from sqlmodel import Session
+
+    with Session(engine) as session:
+        row = session.get(RunRecord, "run-1")
+    assert row is not None
+    assert (row.status, row.run_number, row.outputs) == ("completed", 2, {"ok": True})
