@@ -27,9 +27,13 @@ POSTGRES_ADMIN_URL = os.environ.get(
 class NatsServer:
     """A JetStream nats-server on a free loopback port with its own store dir."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(
+        self, store_dir: Path, config: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.store_dir = store_dir
         self.port = free_port()
+        self.config = config
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,19 +44,22 @@ class NatsServer:
     def start(self) -> None:
         """Start (or restart on the same port and store)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            nats_server_binary(),
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-sd",
+            str(self.store_dir),
+        ]
+        if self.config is not None:
+            config_file = self.store_dir / "nats.conf"
+            config_file.write_text(self.config)
+            command += ["-c", str(config_file)]
         self.process = subprocess.Popen(
-            [
-                nats_server_binary(),
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-sd",
-                str(self.store_dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env
         )
         wait_for_port(self.port)
 
@@ -130,10 +137,14 @@ class Deployment:
             **self.extra_env,
         }
 
-    def start(self, name: str, label: str | None = None) -> ServiceProcess:
-        """Start a service process (label lets a test run two of one kind)."""
+    def start(
+        self, name: str, label: str | None = None, env: dict[str, str] | None = None
+    ) -> ServiceProcess:
+        """Start a service process (label lets a test run two of one kind; env adds to the shared one)."""
         label = label or name
-        service = ServiceProcess(name, self.env(), self.home / "logs" / f"{label}.log")
+        service = ServiceProcess(
+            name, {**self.env(), **(env or {})}, self.home / "logs" / f"{label}.log"
+        )
         service.start()
         self.services[label] = service
         return service

@@ -30,7 +30,7 @@ class BusError(ConnectionError):
     """The NATS server cannot be reached or used."""
 
 
-def stream_config(duplicate_window_s: float = 600.0) -> StreamConfig:
+def stream_config(duplicate_window_s: float = 600.0, replicas: int = 1) -> StreamConfig:
     """The one stream every subject of the system lives in (file storage, dedup window)."""
     return StreamConfig(
         name=subjects.STREAM,
@@ -39,6 +39,7 @@ def stream_config(duplicate_window_s: float = 600.0) -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=duplicate_window_s,
         max_age=14 * 24 * 3600.0,
+        num_replicas=replicas,
     )
 
 
@@ -60,9 +61,11 @@ async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
         ) from None
 
 
-async def ensure_bus(js: JetStreamContext, duplicate_window_s: float = 600.0) -> None:
+async def ensure_bus(
+    js: JetStreamContext, duplicate_window_s: float = 600.0, replicas: int = 1
+) -> None:
     """Declare the stream, state buckets and bundle store; safe to call from every service."""
-    config = stream_config(duplicate_window_s)
+    config = stream_config(duplicate_window_s, replicas)
     try:
         await js.add_stream(config)
     except BadRequestError:
@@ -72,11 +75,11 @@ async def ensure_bus(js: JetStreamContext, duplicate_window_s: float = 600.0) ->
             await js.key_value(bucket)
         except (NotFoundError, BadRequestError):
             await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE)
+                KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE, replicas=replicas)
             )
     try:
         await js.object_store(subjects.BUNDLES_BUCKET)
     except (NotFoundError, BadRequestError):
         await js.create_object_store(
-            subjects.BUNDLES_BUCKET, ObjectStoreConfig(storage=StorageType.FILE)
+            subjects.BUNDLES_BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas)
         )

@@ -80,7 +80,7 @@ class Client:
         settings = settings or Settings()
         nc = await connect(settings.resolved_nats_url(), name="mainspring-client")
         client = cls(nc, settings)
-        await ensure_bus(client.js, settings.duplicate_window_s)
+        await ensure_bus(client.js, settings.duplicate_window_s, settings.stream_replicas)
         return client
 
     async def close(self) -> None:

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     crash_loop_threshold: int = 5
     runner_slots: int = 2
     duplicate_window_s: float = 600.0
+    stream_replicas: int = 1
 
     def resolved_nats_url(self) -> str:
         """The NATS URL from the environment, else the one `mainspring up` wrote in home."""
