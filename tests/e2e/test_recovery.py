@@ -1,0 +1,62 @@
+"""Nothing lost: runs survive a SIGKILLed recorder and a SIGKILLed nats-server."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from mainspring.client import Client
+from mainspring.records import RunQuery
+from tests.harness import Deployment, copy_example, eventually
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_runs_finished_while_the_recorder_was_dead_are_recorded(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    await client.create_routine(copy_example("hello", tmp_path), "hello")
+    first = await client.submit("hello", {"steps": 1})
+    await client.wait(first, timeout=60)
+
+    system.services["recorder"].kill(signal.SIGKILL)
+    submitted = [await client.submit("hello", {"steps": 1, "name": f"n{i}"}) for i in range(5)]
+    completed = await client.nc.subscribe("run.completed")
+    finished: set[str] = set()
+    while not set(submitted) <= finished:
+        message = await completed.next_msg(timeout=60)
+        finished.add(json.loads(message.data)["run_id"])
+    system.start("recorder")
+
+    async def all_recorded() -> bool:
+        runs = await client.list_runs(RunQuery(routine="hello", source="api", limit=100))
+        return {r["id"] for r in runs if r["status"] == "completed"} >= {first, *submitted}
+
+    await eventually(all_recorded, timeout=60, what="every run recorded after the recorder restart")
+    runs = await client.list_runs(RunQuery(routine="hello", source="api", limit=100))
+    assert len(runs) == 6
+    assert len({r["run_number"] for r in runs}) == 6
+
+
+async def test_system_recovers_from_a_killed_nats_server(
+    system: Deployment, tmp_path: Path
+) -> None:
+    system.cli("routine", "create", str(copy_example("hello", tmp_path)), "--name", "hello")
+    before = system.cli("run", "hello", "--input", "steps=1", "--wait", "--timeout", "60")
+    assert "status: completed" in before.stdout
+
+    system.nats.kill(signal.SIGKILL)
+    system.nats.start()
+
+    after = system.cli(
+        "run", "hello", "--input", "steps=1", "--wait", "--timeout", "90", timeout=120
+    )
+    assert "status: completed" in after.stdout, system.logs()
+    listed = system.cli(
+        "runs", "list", "--routine", "hello", "--status", "completed", "--source", "manual"
+    )
+    assert listed.stdout.count("hello") == 2
+    assert all(service.alive() for service in system.services.values())
