@@ -75,7 +75,9 @@ async def ensure_bus(
             await js.key_value(bucket)
         except (NotFoundError, BadRequestError):
             await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE, replicas=replicas)
+                KeyValueConfig(
+                    bucket=bucket, history=5, storage=StorageType.FILE, replicas=replicas
+                )
             )
     try:
         await js.object_store(subjects.BUNDLES_BUCKET)

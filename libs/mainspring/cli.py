@@ -99,7 +99,8 @@ def with_client(
 def cmd_up(args: argparse.Namespace) -> int:
     from mainspring.up import AlreadyUp, System
 
-    system = System(Settings(), runners=args.runners, nats_port=args.nats_port)
+    web_port = None if args.web_port == 0 else args.web_port
+    system = System(Settings(), runners=args.runners, nats_port=args.nats_port, web_port=web_port)
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -112,8 +113,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         system.start()
     except AlreadyUp as exc:
         raise CliError(str(exc)) from None
+    page = f", web page http://127.0.0.1:{system.web_port}" if system.web_port else ""
     print(
-        f"mainspring is up: NATS {system.nats_url}, home {system.home}, "
+        f"mainspring is up: NATS {system.nats_url}{page}, home {system.home}, "
         f"services {', '.join(c.name for c in system.children)}. Ctrl-C stops.",
         flush=True,
     )
@@ -133,6 +135,18 @@ def cmd_service(args: argparse.Namespace) -> int:
 
     sys.argv = [f"services.{args.name}.main"]
     runpy.run_module(f"services.{args.name}.main", run_name="__main__")
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from mainspring.web import serve
+
+    server = serve(Settings(), args.host, args.port)
+    print(f"mainspring web page on http://{args.host}:{args.port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
     return 0
 
 
@@ -432,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="port of the embedded nats-server (default: a free one)",
     )
+    up.add_argument(
+        "--web-port", type=int, default=8765, help="port of the web page (0: no web page)"
+    )
     up.set_defaults(func=cmd_up)
 
     service = commands.add_parser(
@@ -441,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
         "name", choices=["ticker", "dataset_watcher", "dispatcher", "runner", "recorder"]
     )
     service.set_defaults(func=cmd_service)
+
+    web = commands.add_parser(
+        "web", help="serve the web page: routines and runs, live, with run/cancel buttons"
+    )
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8765)
+    web.set_defaults(func=cmd_web)
 
     demo = commands.add_parser(
         "demo", help="bring the system up, run the example routines, show their runs"

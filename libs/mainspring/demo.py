@@ -69,6 +69,7 @@ def run_demo(keep_up: bool = False) -> int:
     print(
         f"mainspring is up: NATS {system.nats_url}, home {system.home}, logs in {system.home / 'logs'}"
     )
+    print(f"watch it live on the web page: http://127.0.0.1:{system.web_port}", flush=True)
     try:
         asyncio.run(_demo(settings.model_copy(update={"nats_url": system.nats_url})))
         if keep_up:

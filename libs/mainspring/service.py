@@ -62,7 +62,9 @@ def build_app(broker: NatsBroker, settings: Settings, service: str) -> FastStrea
         # Connect before subscribers start so state bound in later start-up hooks is
         # ready when the first message arrives.
         await broker.connect()
-        await ensure_bus(broker.connection.jetstream(), settings.duplicate_window_s, settings.stream_replicas)
+        await ensure_bus(
+            broker.connection.jetstream(), settings.duplicate_window_s, settings.stream_replicas
+        )
 
     return app
 

@@ -45,6 +45,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Can we listen on 127.0.0.1:port?"""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
     """Block until something accepts connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout
@@ -121,11 +131,13 @@ class System:
         runners: int = 1,
         nats_port: int | None = None,
         echo: IO[str] | None = None,
+        web_port: int | None = 8765,
     ) -> None:
         self.settings = settings
         self.home = settings.home.resolve()
         self.runners = runners
         self.nats_port = nats_port or free_port()
+        self.web_port = web_port
         self.echo = echo or sys.stderr
         self.nats: subprocess.Popen[bytes] | None = None
         self.children: list[Child] = []
@@ -169,6 +181,13 @@ class System:
             child = Child(label, service_command(name), env, (logs / f"{label}.log").open("ab"))
             child.start()
             self.children.append(child)
+        if self.web_port is not None:
+            if not port_is_free(self.web_port):
+                self.web_port = free_port()
+            command = [sys.executable, "-m", "mainspring", "web", "--port", str(self.web_port)]
+            web = Child("web", command, env, (logs / "web.log").open("ab"))
+            web.start()
+            self.children.append(web)
         self.settings.up_state_path().write_text(
             json.dumps({"pid": os.getpid(), "nats_url": self.nats_url, "home": str(self.home)})
         )

@@ -1,0 +1,160 @@
+"""`mainspring web`: a small web page to watch and control runs and routines.
+
+Stdlib HTTP server in threads; each request is answered through one SDK client whose event
+loop runs in a background thread, so the page sees exactly what the CLI sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlparse
+
+from mainspring.client import Client
+from mainspring.records import RunQuery
+from mainspring.registry import RegistryError
+from mainspring.routine import InputError
+from mainspring.settings import Settings
+
+T = TypeVar("T")
+
+
+class ClientThread:
+    """An SDK client living on its own event loop thread, callable from request threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="mainspring-web-loop"
+        )
+        self.thread.start()
+        self.client: Client = self.call(Client.connect(settings))
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:
+        """Run a coroutine on the client's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+def routine_summary(definition: Any) -> dict[str, Any]:
+    """What the page shows for a routine."""
+    from mainspring.cli import describe_trigger, next_fire_text
+
+    return {
+        "name": definition.name,
+        "trigger": describe_trigger(definition.trigger),
+        "enabled": definition.enabled,
+        "disabled_reason": definition.disabled_reason,
+        "version": definition.version[:12],
+        "entrypoint": definition.entrypoint,
+        "inputs": {k: v.model_dump() for k, v in definition.inputs.items()},
+        "next_fire_at": next_fire_text(definition),
+    }
+
+
+def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
+    """The request handler bound to one client."""
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "mainspring-web"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def send_json(self, status: int, payload: Any) -> None:
+            body = json.dumps(payload, default=str).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            parts = [p for p in url.path.split("/") if p]
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            try:
+                if not parts:
+                    page = resources.files("mainspring").joinpath("webpage.html").read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                elif parts == ["api", "runs"]:
+                    run_query = RunQuery(
+                        routine=query.get("routine") or None,
+                        status=query.get("status") or None,
+                        label=query.get("label") or None,
+                        limit=int(query.get("limit", 100)),
+                    )
+                    self.send_json(200, {"runs": bridge.call(bridge.client.list_runs(run_query))})
+                elif len(parts) == 3 and parts[:2] == ["api", "runs"]:
+                    run = bridge.call(bridge.client.get_run(parts[2]))
+                    self.send_json(200 if run else 404, {"run": run})
+                elif parts == ["api", "routines"]:
+                    store = bridge.call(bridge.client.store())
+                    routines = bridge.call(store.list())
+                    self.send_json(200, {"routines": [routine_summary(d) for d in routines]})
+                elif len(parts) == 4 and parts[:2] == ["api", "routines"] and parts[3] == "events":
+                    events = bridge.call(bridge.client.trigger_events(parts[2], 50))
+                    self.send_json(200, {"events": events})
+                else:
+                    self.send_json(404, {"error": f"no such page {url.path}"})
+            except Exception as exc:
+                self.send_json(503, {"error": str(exc)})
+
+        def do_POST(self) -> None:
+            parts = [p for p in urlparse(self.path).path.split("/") if p]
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                self.send_json(400, {"error": "body is not JSON"})
+                return
+            client = bridge.client
+            try:
+                if len(parts) == 4 and parts[:2] == ["api", "routines"] and parts[3] == "run":
+                    run_id = bridge.call(
+                        client.submit(
+                            parts[2],
+                            body.get("inputs") or {},
+                            labels=body.get("labels") or [],
+                            source="api",
+                        )
+                    )
+                    self.send_json(202, {"run_id": run_id})
+                elif (
+                    len(parts) == 4
+                    and parts[:2] == ["api", "routines"]
+                    and parts[3] in ("enable", "disable")
+                ):
+                    store = bridge.call(client.store())
+                    bridge.call(
+                        store.set_enabled(
+                            parts[2], parts[3] == "enable", body.get("reason"), datetime.now(UTC)
+                        )
+                    )
+                    self.send_json(200, {"ok": True})
+                elif len(parts) == 4 and parts[:2] == ["api", "runs"] and parts[3] == "cancel":
+                    bridge.call(client.cancel(parts[2]))
+                    self.send_json(202, {"ok": True})
+                else:
+                    self.send_json(404, {"error": "no such action"})
+            except (RegistryError, InputError) as exc:
+                self.send_json(400, {"error": str(exc)})
+            except Exception as exc:
+                self.send_json(503, {"error": str(exc)})
+
+    return Handler
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    """Build the web server (call serve_forever on it)."""
+    bridge = ClientThread(settings)
+    return ThreadingHTTPServer((host, port), make_handler(bridge))
