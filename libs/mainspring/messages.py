@@ -45,6 +45,8 @@ class DatasetAppended(Message):
     added_files: list[str] = Field(default_factory=list)
     hop: int = Field(default=0, ge=0)
     parent_run_id: str | None = None
+    # Rows in the table at to_version (from the commit log's stats); the base of added_fraction.
+    table_records: int | None = Field(default=None, ge=0)
 
     def message_id(self) -> str:
         """Deduplicates one announced version range."""
