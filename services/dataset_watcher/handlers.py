@@ -149,18 +149,24 @@ class Watcher:
         def commit_files(_change: Any, path: str) -> bool:
             return core.is_commit_file(path)
 
-        async for changes in awatch(
-            self.base,
-            watch_filter=commit_files,
-            debounce=1000,
-            step=self.settings.watcher_notify_step_ms,
-            recursive=True,
-        ):
-            for name in core.datasets_in((path for _, path in changes), self.base):
-                try:
-                    await self.catch_up(name)
-                except Exception:
-                    log.exception("catching up %s failed; the next scan retries", name)
+        while True:
+            try:
+                async for changes in awatch(
+                    self.base,
+                    watch_filter=commit_files,
+                    debounce=1000,
+                    step=self.settings.watcher_notify_step_ms,
+                    recursive=True,
+                ):
+                    for name in core.datasets_in((path for _, path in changes), self.base):
+                        try:
+                            await self.catch_up(name)
+                        except Exception:
+                            log.exception("catching up %s failed; the next scan retries", name)
+            except Exception:
+                # The root vanished or the watch limit was hit: the scans carry on meanwhile.
+                log.exception("file notifications on %s stopped; restarting them", self.base)
+            await asyncio.sleep(1.0)
 
     def loops(self) -> list[Any]:
         """The coroutines that keep the watcher going."""
