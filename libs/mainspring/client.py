@@ -126,9 +126,14 @@ class Client:
         trigger = definition.trigger
         if not isinstance(trigger, DatasetAppendTrigger):
             return
-        state = await asyncio.to_thread(
-            current_state, trigger.dataset, self.settings.resolved_dataset_root()
-        )
+        try:
+            state = await asyncio.to_thread(
+                current_state, trigger.dataset, self.settings.resolved_dataset_root()
+            )
+        except Exception:
+            # The store is out of this client's reach: the dispatcher then starts the
+            # cursor at the first append it is told about.
+            return
         version, records = state if state is not None else (-1, 0)
         kv = await self.js.key_value(subjects.DISPATCH_BUCKET)
         await seed_cursor(kv, definition.name, trigger.dataset, version, records)

@@ -176,8 +176,12 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
     """Subscribe the dispatcher to dataset appends (from the watcher or external systems)."""
     datasets = DatasetDispatch(broker, dispatcher)
 
+    # One message in flight keeps appends in stream order; since a message held by a killed
+    # dispatcher blocks the ones after it until ack_wait, ack_wait is short (handling takes ms).
     @broker.subscriber(
-        **durable("dispatcher-dataset", subjects.DATASET_APPENDED, max_ack_pending=1)
+        **durable(
+            "dispatcher-dataset", subjects.DATASET_APPENDED, ack_wait_s=5.0, max_ack_pending=1
+        )
     )
     async def on_dataset_appended(message: NatsMessage) -> None:
         appended = await parse_or_park(broker, message, DatasetAppended)

@@ -101,25 +101,54 @@ async def test_killing_watcher_and_dispatcher_mid_stream_loses_and_doubles_nothi
     system.cli(
         "routine", "create", str(copy_example("embed_new_rows", tmp_path)), "--name", "embed"
     )
+    committed = 0
 
-    kills = {6: "dataset_watcher", 12: "dispatcher", 18: "both", 24: "dispatcher"}
-    for commit in range(30):
-        datasets.append("photos", rows(commit * 10, 10), root=root)
-        victim = kills.get(commit)
-        if victim is not None:
-            for name in ("dataset_watcher", "dispatcher") if victim == "both" else (victim,):
-                system.services[name].kill(signal.SIGKILL)
-                system.start(name)
+    def append(commits: int) -> None:
+        nonlocal committed
+        for _ in range(commits):
+            datasets.append("photos", rows(committed * 10, 10), root=root)
+            committed += 1
+
+    async def logged(name: str, text: str, times: int = 1) -> None:
+        async def check() -> bool:
+            return system.services[name].log().count(text) >= times
+
+        await eventually(check, timeout=60, what=f"{text!r} x{times} in the {name} log")
+
+    def kill_and_restart(*names: str) -> None:
+        for name in names:
+            system.services[name].kill(signal.SIGKILL)
+        append(3)  # committed while they are down
+        for name in names:
+            system.start(name)
+
+    await logged("dataset_watcher", "started successfully")
+    await logged("dispatcher", "started successfully")
+    append(4)
+    await logged("dataset_watcher", "photos version 2: append")
+    append(4)  # the watcher is busy announcing these when it dies
+    kill_and_restart("dataset_watcher")
+    await logged("dataset_watcher", "started successfully", 2)
+    append(2)  # 13 commits: the first firing (100 rows) is being decided
+    await logged("dispatcher", "requested run")
+    append(2)
+    kill_and_restart("dispatcher")
+    await logged("dispatcher", "started successfully", 2)
+    append(3)
+    kill_and_restart("dataset_watcher", "dispatcher")  # mid-stream, both at once
+    await logged("dispatcher", "started successfully", 3)
+    append(30 - committed)
     runs = await completed_runs(client, "embed", 3)
 
+    assert committed == 30
     assert [seen_ids(r) for r in runs] == [
         list(range(0, 100)),
         list(range(100, 200)),
         list(range(200, 300)),
     ]
-    assert len({r["id"] for r in runs}) == 3
-    runs_again = await client.list_runs(RunQuery(routine="embed", limit=100))
-    assert len(runs_again) == 3
+    assert len(await client.list_runs(RunQuery(routine="embed", limit=100))) == 3
+    events = await client.trigger_events("embed", 100)
+    assert len([e for e in events if e["status"] == "fired"]) == 3
 
 
 WATCH_ALL = """
