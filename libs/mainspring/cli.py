@@ -447,6 +447,7 @@ def dataset_create(args: argparse.Namespace) -> int:
 def dataset_append(args: argparse.Namespace) -> int:
     from mainspring import datasets
 
+    datasets.info(args.name)  # a missing dataset is the first thing to say
     rows = datasets.read_file(args.file)
     version = datasets.append(args.name, rows)
     print(f"appended {rows.num_rows} rows to {args.name}: version {version}")

@@ -204,6 +204,16 @@ async def test_external_dataset_appended_fires_and_malformed_is_dead_lettered(
     assert "to_version" in parked.headers["Mainspring-Error"]
     (run,) = await completed_runs(client, "collect", 1)
     assert run["outputs"] == {"ids": list(range(10)), "batches": [4, 4, 2], "added": 10}
+
+    # The same range announced again, past any deduplication (another Nats-Msg-Id): the
+    # cursor has already counted it, so no second run.
+    deployment.cli("publish", "dataset.appended", json.dumps(body), "--msg-id", "again")
+    deployment.cli("publish", "dataset.appended", json.dumps({**body, "from_version": 3}))
+    parked = await dead.next_msg(timeout=30)
+    assert "must be below to_version" in parked.headers["Mainspring-Error"]
+    # Appends are handled in stream order: the repeat was decided before the malformed one.
+    assert deployment.services["dispatcher"].log().count("requested run") == 1
+    assert len(await client.list_runs(RunQuery(routine="collect"))) == 1
     assert all(s.alive() for s in deployment.services.values())
 
 
@@ -211,6 +221,9 @@ async def test_a_routine_appending_to_its_own_dataset_is_stopped_by_max_hops(
     deployment: Deployment, client: Client, tmp_path: Path
 ) -> None:
     deployment.extra_env["MAINSPRING_MAX_HOPS"] = "2"
+    # The watcher polls here, as it does on an object store.
+    deployment.extra_env["MAINSPRING_WATCHER_NOTIFY"] = "false"
+    deployment.extra_env["MAINSPRING_WATCHER_POLL_S"] = "0.2"
     deployment.start_all()
     root = str(deployment.home / "datasets")
     datasets.create("echo", SCHEMA, root=root)

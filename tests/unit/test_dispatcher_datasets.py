@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from mainspring.cursors import DatasetCursor
 from mainspring.messages import DatasetAppended
@@ -201,3 +202,11 @@ def test_dataset_routines_picks_the_watchers_of_that_dataset() -> None:
         [timed, other, definition(name="b"), definition(name="a")], "photos"
     )
     assert [d.name for d in found] == ["a", "b"]
+
+
+@pytest.mark.parametrize(("from_version", "to_version"), [(3, 3), (5, 4)])
+def test_an_empty_or_reversed_range_is_malformed(from_version: int, to_version: int) -> None:
+    with pytest.raises(ValidationError, match="must be below to_version"):
+        DatasetAppended(
+            dataset="photos", from_version=from_version, to_version=to_version, added_records=1
+        )
