@@ -134,7 +134,11 @@ class Client:
             # The store is out of this client's reach: the dispatcher then starts the
             # cursor at the first append it is told about.
             return
-        version, records = state if state is not None else (-1, 0)
+        if state is None:
+            # Not created yet (or under another root than this client's): the dispatcher
+            # starts the cursor at the first append announced for it.
+            return
+        version, records = state
         kv = await self.js.key_value(subjects.DISPATCH_BUCKET)
         await seed_cursor(kv, definition.name, trigger.dataset, version, records)
 
