@@ -202,8 +202,19 @@ async def routine_show(client: Any, args: argparse.Namespace) -> int:
     data["last_run_id"] = latest[0]["id"] if latest else None
     data["last_run_at"] = latest[0]["created_at"] if latest else None
     data["next_fire_at"] = next_fire_text(definition)
+    if definition.trigger.kind == "dataset":
+        data["dataset_cursor"] = await dataset_cursor(client, args.name)
     print(json.dumps(data, indent=2))
     return 0
+
+
+async def dataset_cursor(client: Any, routine: str) -> dict[str, Any] | None:
+    """Where a dataset routine last fired and what is pending since."""
+    from mainspring import subjects
+    from mainspring.cursors import load_cursor
+
+    cursor, _ = await load_cursor(await client.js.key_value(subjects.DISPATCH_BUCKET), routine)
+    return cursor.model_dump() if cursor else None
 
 
 def next_fire_text(definition: Any) -> str | None:

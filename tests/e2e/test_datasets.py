@@ -75,6 +75,13 @@ async def test_appends_fire_per_100_rows_with_exactly_the_new_rows_and_updates_n
     ]
     assert all(r["source"] == "trigger" and r["trigger_kind"] == "dataset" for r in runs)
 
+    async def pending() -> dict[str, Any] | None:
+        shown = json.loads(system.cli("routine", "show", "embed").stdout)["dataset_cursor"]
+        return shown if shown["seen_version"] == 6 else None
+
+    cursor = await eventually(pending, what="the cursor to count version 6")
+    assert (cursor["fired_version"], cursor["pending_records"]) == (5, 40)
+
     datasets.update("photos", {"text": "upper(text)"}, root=root)  # version 7: must not fire
     system.cli("dataset", "update", "photos", "--set", "text=lower(text)", "--where", "id < 50")
     datasets.append("photos", rows(250, 60), root=root)  # 40 pending + 60 = 100: fires
@@ -89,6 +96,8 @@ async def test_appends_fire_per_100_rows_with_exactly_the_new_rows_and_updates_n
     assert sorted(e["status"] for e in events).count("fired") == 3
     skipped = [e["reason"] for e in events if e["status"] == "skipped"]
     assert any("of batch_rows=100 rows accumulated" in (reason or "") for reason in skipped)
+    cursor = json.loads(system.cli("routine", "show", "embed").stdout)["dataset_cursor"]
+    assert (cursor["fired_version"], cursor["pending_records"]) == (9, 0)
     shown = json.loads(system.cli("dataset", "show", "photos", "--json").stdout)
     assert [v["kind"] for v in shown["versions"][:3]] == ["append", "update", "update"]
 
