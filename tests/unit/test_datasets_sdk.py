@@ -135,3 +135,21 @@ def test_errors_are_one_line_naming_the_fix(root: str, tmp_path: Path) -> None:
         with pytest.raises(DatasetError) as raised:
             action()
         assert fix in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_event_rows_stream_file_by_file(root: str) -> None:
+    datasets.create("photos", "id:int64,text:string", root=root)
+    for first in (0, 10, 20):
+        datasets.append("photos", rows(first, 10), root=root)
+    event = datasets.dataset_event(
+        root, {"dataset": "photos", "from_version": 0, "to_version": 3}, 10
+    )
+    batches = iter(event)
+
+    assert next(batches).column("id").to_pylist() == list(range(10))
+    # The last file has not been opened yet: removing it now only fails when it is reached.
+    last = datasets.appended_files(root, "photos", 2, 3)[0]
+    (Path(root) / "photos" / last.path).unlink()
+    assert next(batches).column("id").to_pylist() == list(range(10, 20))
+    with pytest.raises(FileNotFoundError):
+        next(batches)
