@@ -216,8 +216,19 @@ async def routine_show(client: Any, args: argparse.Namespace) -> int:
     data["last_run_id"] = latest[0]["id"] if latest else None
     data["last_run_at"] = latest[0]["created_at"] if latest else None
     data["next_fire_at"] = next_fire_text(definition)
+    if definition.trigger.kind == "dataset":
+        data["dataset_cursor"] = await dataset_cursor(client, args.name)
     print(json.dumps(data, indent=2))
     return 0
+
+
+async def dataset_cursor(client: Any, routine: str) -> dict[str, Any] | None:
+    """Where a dataset routine last fired and what is pending since."""
+    from mainspring import subjects
+    from mainspring.cursors import load_cursor
+
+    cursor, _ = await load_cursor(await client.js.key_value(subjects.DISPATCH_BUCKET), routine)
+    return cursor.model_dump() if cursor else None
 
 
 def next_fire_text(definition: Any) -> str | None:
@@ -426,6 +437,117 @@ async def publish_event(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- datasets ------------------------------------------------------------------------------
+
+
+def dataset_command(
+    action: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Run a dataset command (it works on the store directly; no services needed)."""
+
+    def command(args: argparse.Namespace) -> int:
+        from mainspring.datasets import DatasetError
+
+        try:
+            return action(args)
+        except DatasetError as exc:
+            raise CliError(str(exc)) from None
+
+    return command
+
+
+def dataset_create(args: argparse.Namespace) -> int:
+    from mainspring import datasets
+
+    if (args.schema is None) == (args.from_file is None):
+        raise CliError("give exactly one of --schema 'id:int64,text:string' and --from FILE")
+    created = datasets.create(args.name, schema=args.schema, data=args.from_file)
+    print(
+        f"dataset {created.name} created at {created.uri}: version {created.version}, "
+        f"{created.rows} rows, columns {', '.join(created.columns)}"
+    )
+    return 0
+
+
+def dataset_append(args: argparse.Namespace) -> int:
+    from mainspring import datasets
+
+    datasets.info(args.name)  # a missing dataset is the first thing to say
+    rows = datasets.read_file(args.file)
+    version = datasets.append(args.name, rows)
+    print(f"appended {rows.num_rows} rows to {args.name}: version {version}")
+    return 0
+
+
+def dataset_update(args: argparse.Namespace) -> int:
+    from mainspring import datasets
+
+    if args.column:
+        if not args.from_file or args.set:
+            raise CliError(
+                "--column COL needs --from FILE (one column, one value per row) and no --set"
+            )
+        version = datasets.overwrite_column(
+            args.name, args.column, datasets.read_file(args.from_file)
+        )
+        print(f"overwrote column {args.column} of {args.name}: version {version}")
+        return 0
+    if not args.set:
+        raise CliError("give --set column=expression (repeatable) or --column COL --from FILE")
+    version = datasets.update(args.name, parse_pairs(args.set, "--set"), args.where)
+    print(f"updated {args.name}: version {version}")
+    return 0
+
+
+def dataset_list(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from mainspring import datasets
+
+    found = datasets.list_datasets()
+    if args.json:
+        print(json.dumps([asdict(d) for d in found], indent=2))
+    elif found:
+        rows = [{**asdict(d), "columns": ", ".join(d.columns)} for d in found]
+        print(table(rows, ["name", "version", "rows", "columns", "uri"]))
+    else:
+        print(
+            "no datasets: create one with `mainspring dataset create NAME --schema 'id:int64,text:string'`"
+        )
+    return 0
+
+
+def dataset_show(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from mainspring import datasets
+
+    about = datasets.info(args.name)
+    versions = datasets.history(args.name)[: args.limit]
+    if args.json:
+        print(
+            json.dumps(
+                {**asdict(about), "versions": [asdict(v) for v in versions]}, indent=2, default=str
+            )
+        )
+        return 0
+    print(f"dataset {about.name}: {about.uri}")
+    print(f"version {about.version}, {about.rows} rows, columns {', '.join(about.columns)}\n")
+    rows = [
+        {
+            **asdict(v),
+            "at": v.at.strftime("%Y-%m-%d %H:%M:%S") if v.at else None,
+            "files": f"+{v.added_files} -{v.removed_files}",
+            "run_id": v.run_id,
+        }
+        for v in versions
+    ]
+    print(
+        table(rows, ["version", "at", "operation", "kind", "added_rows", "files", "hop", "run_id"])
+    )
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
@@ -552,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("id")
     rc.set_defaults(func=with_client(runs_cancel))
 
+    add_dataset_commands(commands)
+
     publish = commands.add_parser(
         "publish", help="publish an external event, e.g. dataset.appended"
     )
@@ -560,6 +684,44 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--msg-id", default=None, help="Nats-Msg-Id for deduplication")
     publish.set_defaults(func=with_client(publish_event))
     return parser
+
+
+def add_dataset_commands(commands: Any) -> None:
+    """`mainspring dataset create|append|update|list|show`."""
+    dataset = commands.add_parser("dataset", help="create, append to, update and inspect datasets")
+    actions = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create a dataset (a Delta Lake table)")
+    create.add_argument("name")
+    create.add_argument("--schema", help="columns as name:type, e.g. 'id:int64,text:string'")
+    create.add_argument(
+        "--from", dest="from_file", metavar="FILE", help="initial rows (.parquet, .csv, .jsonl)"
+    )
+    create.set_defaults(func=dataset_command(dataset_create))
+    append = actions.add_parser("append", help="append the rows of a .parquet, .csv or .jsonl file")
+    append.add_argument("name")
+    append.add_argument("file")
+    append.set_defaults(func=dataset_command(dataset_append))
+    update = actions.add_parser(
+        "update", help="update rows (SQL expressions) or overwrite a column; never fires routines"
+    )
+    update.add_argument("name")
+    update.add_argument(
+        "--set", action="append", metavar="COL=EXPR", help="e.g. --set 'text=upper(text)'"
+    )
+    update.add_argument("--where", default=None, help="SQL predicate, e.g. 'id > 10'")
+    update.add_argument("--column", default=None, help="overwrite this column with --from FILE")
+    update.add_argument(
+        "--from", dest="from_file", metavar="FILE", help="one column, one value per row"
+    )
+    update.set_defaults(func=dataset_command(dataset_update))
+    listing = actions.add_parser("list", help="datasets under the dataset root")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=dataset_command(dataset_list))
+    show = actions.add_parser("show", help="a dataset's versions: operation, kind, rows added")
+    show.add_argument("name")
+    show.add_argument("--limit", type=int, default=50)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=dataset_command(dataset_show))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -110,8 +110,37 @@ class Client:
         if existing is not None:
             definition = definition.model_copy(update={"created_at": existing.created_at})
         await store.put_bundle(definition.version, data)
+        await self.seed_dataset_cursor(definition)
         await store.put(definition)
         return definition
+
+    async def seed_dataset_cursor(self, definition: RoutineDefinition) -> None:
+        """A new dataset routine starts at the dataset's current version: old rows never fire.
+
+        Written before the definition, so no append can reach the dispatcher in between.
+        """
+        from mainspring.cursors import seed_cursor
+        from mainspring.datasets import current_state
+        from mainspring.triggers import DatasetAppendTrigger
+
+        trigger = definition.trigger
+        if not isinstance(trigger, DatasetAppendTrigger):
+            return
+        try:
+            state = await asyncio.to_thread(
+                current_state, trigger.dataset, self.settings.resolved_dataset_root()
+            )
+        except Exception:
+            # The store is out of this client's reach: the dispatcher then starts the
+            # cursor at the first append it is told about.
+            return
+        if state is None:
+            # Not created yet (or under another root than this client's): the dispatcher
+            # starts the cursor at the first append announced for it.
+            return
+        version, records = state
+        kv = await self.js.key_value(subjects.DISPATCH_BUCKET)
+        await seed_cursor(kv, definition.name, trigger.dataset, version, records)
 
     async def submit(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 RunStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
 TerminalStatus = Literal["completed", "failed", "cancelled"]
@@ -45,6 +45,17 @@ class DatasetAppended(Message):
     added_files: list[str] = Field(default_factory=list)
     hop: int = Field(default=0, ge=0)
     parent_run_id: str | None = None
+    # Rows in the table at to_version (from the commit log's stats); the base of added_fraction.
+    table_records: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _range_not_empty(self) -> DatasetAppended:
+        if self.from_version >= self.to_version:
+            raise ValueError(
+                f"from_version {self.from_version} must be below to_version {self.to_version}: "
+                "the range (from_version, to_version] holds the appended versions"
+            )
+        return self
 
     def message_id(self) -> str:
         """Deduplicates one announced version range."""

@@ -1,4 +1,4 @@
-"""Dataset watcher: announces appended versions of registered datasets."""
+"""Dataset watcher: announces appended versions of every dataset under the dataset root."""
 
 from __future__ import annotations
 
@@ -6,21 +6,36 @@ import asyncio
 
 from faststream import FastStream
 
+from mainspring import subjects
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
-from mainspring.settings import Settings
+from services.dataset_watcher.handlers import Watcher, cancel_all
+from services.dataset_watcher.settings import WatcherSettings
 
 
-def build_app(settings: Settings) -> FastStream:
-    """Wire the broker."""
+def build_app(settings: WatcherSettings) -> FastStream:
+    """Wire the broker, the state bucket and the watch loops."""
     broker = build_broker(settings, "dataset_watcher")
-    return build_service_app(broker, settings, "dataset_watcher")
+    app = build_service_app(broker, settings, "dataset_watcher")
+    watcher = Watcher(broker, settings)
+    tasks: list[asyncio.Task[None]] = []
+
+    @app.after_startup
+    async def start_watching() -> None:
+        watcher.kv = await broker.connection.jetstream().key_value(subjects.WATCHER_BUCKET)
+        tasks.extend(asyncio.create_task(loop) for loop in watcher.loops())
+
+    @app.on_shutdown
+    async def stop_watching() -> None:
+        await cancel_all(tasks)
+
+    return app
 
 
 def main() -> None:
     """Run the watcher until stopped."""
     configure_logging("dataset_watcher")
-    asyncio.run(build_app(Settings()).run())
+    asyncio.run(build_app(WatcherSettings()).run())
 
 
 if __name__ == "__main__":

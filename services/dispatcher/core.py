@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mainspring.cursors import DatasetCursor
 from mainspring.messages import (
+    DatasetAppended,
     RequestRun,
     RunCompleted,
     RunSource,
@@ -18,7 +20,7 @@ from mainspring.messages import (
 )
 from mainspring.registry import RoutineDefinition
 from mainspring.routine import InputError, validate_inputs
-from mainspring.triggers import CompletionTrigger
+from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger
 
 _RUN_NAMESPACE = uuid.UUID("6f1c8f52-2a5e-4d7e-9a38-6f0d1d3b9c11")
 
@@ -259,4 +261,144 @@ def _history(
         scheduled_at=scheduled_at,
         run_id=run_id,
         reason=reason,
+    )
+
+
+# --- dataset appends ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetDecision:
+    """For one routine and one append event: what to publish and the cursor to store after."""
+
+    cursor: DatasetCursor | None
+    requests: list[RequestRun] = field(default_factory=list)
+    history: list[TriggerRecorded] = field(default_factory=list)
+
+
+def dataset_routines(definitions: list[RoutineDefinition], dataset: str) -> list[RoutineDefinition]:
+    """The routines whose trigger watches this dataset."""
+    return sorted(
+        (
+            d
+            for d in definitions
+            if isinstance(d.trigger, DatasetAppendTrigger) and d.trigger.dataset == dataset
+        ),
+        key=lambda d: d.name,
+    )
+
+
+def threshold_shortfall(
+    trigger: DatasetAppendTrigger, pending_records: int, base_records: int | None
+) -> str | None:
+    """Why the pending rows do not fire yet (None: every given threshold is met)."""
+    if pending_records <= 0:
+        return "no rows added"
+    if trigger.batch_rows is not None and pending_records < trigger.batch_rows:
+        return f"{pending_records} of batch_rows={trigger.batch_rows} rows accumulated"
+    if trigger.added_fraction is not None and base_records:
+        needed = trigger.added_fraction * base_records
+        if pending_records < needed:
+            return (
+                f"{pending_records} rows are {pending_records / base_records:.1%} of "
+                f"{base_records}, below added_fraction={trigger.added_fraction:g}"
+            )
+    return None
+
+
+def decide_dataset_append(
+    definition: RoutineDefinition,
+    cursor: DatasetCursor | None,
+    appended: DatasetAppended,
+    now: datetime,
+    max_hops: int,
+) -> DatasetDecision:
+    """Accumulate an append into a routine's pending range; fire the range once it meets the
+    thresholds. The run covers (cursor, to_version] and its id is derived from that range, so
+    deciding again from the same cursor gives the same run."""
+    trigger = definition.trigger
+    assert isinstance(trigger, DatasetAppendTrigger)
+    if cursor is None or cursor.dataset != trigger.dataset:
+        # No seeded cursor (a definition not written by `routine create`): start at this event.
+        base = None
+        if appended.table_records is not None:
+            base = max(0, appended.table_records - appended.added_records)
+        cursor = DatasetCursor(
+            dataset=trigger.dataset,
+            fired_version=appended.from_version,
+            seen_version=appended.from_version,
+            base_records=base,
+        )
+    if appended.to_version <= cursor.seen_version:
+        # Already counted: a redelivery, or an announcement repeated past the dedup window.
+        return DatasetDecision(cursor=None)
+    takes_parent = appended.hop >= cursor.pending_hop
+    accumulated = cursor.model_copy(
+        update={
+            "seen_version": appended.to_version,
+            "pending_records": cursor.pending_records + appended.added_records,
+            "pending_hop": max(cursor.pending_hop, appended.hop),
+            "pending_parent_run_id": (
+                appended.parent_run_id if takes_parent else cursor.pending_parent_run_id
+            ),
+        }
+    )
+    event_key = f"dataset:{trigger.dataset}:{appended.from_version}:{appended.to_version}"
+    if not definition.enabled:
+        reason = (
+            f"trigger disabled: {definition.disabled_reason or 'by user'}; "
+            f"{accumulated.pending_records} rows wait since version {cursor.fired_version}"
+        )
+        return DatasetDecision(
+            cursor=accumulated,
+            history=[_history(definition, "dataset", event_key, "skipped", now, reason=reason)],
+        )
+    shortfall = threshold_shortfall(trigger, accumulated.pending_records, accumulated.base_records)
+    if shortfall is not None:
+        reason = f"threshold not met: {shortfall} since version {cursor.fired_version}"
+        return DatasetDecision(
+            cursor=accumulated,
+            history=[_history(definition, "dataset", event_key, "skipped", now, reason=reason)],
+        )
+    fired = DatasetCursor(
+        dataset=trigger.dataset,
+        fired_version=appended.to_version,
+        seen_version=appended.to_version,
+        base_records=appended.table_records,
+    )
+    range_key = f"dataset:{trigger.dataset}:{cursor.fired_version}:{appended.to_version}"
+    hop = accumulated.pending_hop + 1
+    limit = definition.options.max_hops or max_hops
+    if hop > limit:
+        # The rows are consumed without a run: leaving them pending would restart the loop
+        # with the next append.
+        reason = (
+            f"hop {hop} exceeds max_hops {limit}: the rows in versions "
+            f"({cursor.fired_version}, {appended.to_version}] were appended by run "
+            f"{accumulated.pending_parent_run_id} at hop {accumulated.pending_hop}"
+        )
+        return DatasetDecision(
+            cursor=fired,
+            history=[
+                _history(definition, "dataset", range_key, "loop_blocked", now, reason=reason)
+            ],
+        )
+    run_id = run_id_for(definition.name, range_key)
+    draft = RunDraft(
+        run_id=run_id,
+        source="trigger",
+        trigger_kind="dataset",
+        event={
+            "dataset": trigger.dataset,
+            "from_version": cursor.fired_version,
+            "to_version": appended.to_version,
+            "added_records": accumulated.pending_records,
+        },
+        hop=hop,
+        parent_run_id=accumulated.pending_parent_run_id,
+    )
+    return DatasetDecision(
+        cursor=fired,
+        requests=[build_request(definition, draft, now)],
+        history=[_history(definition, "dataset", range_key, "fired", now, run_id=run_id)],
     )

@@ -11,8 +11,9 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
-from mainspring.messages import RunCompleted, ScheduleFired, SubmitRun
-from mainspring.registry import RoutineCatalog, RoutineStore
+from mainspring.cursors import load_cursor, save_cursor
+from mainspring.messages import DatasetAppended, RunCompleted, ScheduleFired, SubmitRun
+from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import durable, parse_or_park, publish_event
 from services.dispatcher import core
 from services.dispatcher.settings import DispatcherSettings
@@ -115,3 +116,82 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
                 dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
             )
             await dispatcher.publish(decision)
+
+
+class DatasetDispatch:
+    """Turns `dataset.appended` into runs through per-routine cursors in the dispatch bucket."""
+
+    def __init__(self, broker: NatsBroker, dispatcher: Dispatcher) -> None:
+        self.broker = broker
+        self.dispatcher = dispatcher
+        self._kv: KeyValue | None = None
+
+    async def kv(self) -> KeyValue:
+        """The dispatch bucket (bound on first use, after the bus is declared)."""
+        if self._kv is None:
+            self._kv = await self.broker.connection.jetstream().key_value(subjects.DISPATCH_BUCKET)
+        return self._kv
+
+    async def on_appended(self, appended: DatasetAppended) -> None:
+        """Apply one append to every routine watching its dataset."""
+        # Read the registry, not the catalog copy: a routine registered a moment before the
+        # append must not miss it while the catalog's watch catches up.
+        definitions = core.dataset_routines(await self.dispatcher.store.list(), appended.dataset)
+        for definition in definitions:
+            await self.apply(definition, appended)
+
+    async def apply(self, definition: RoutineDefinition, appended: DatasetAppended) -> None:
+        """Publish what the core decided, then move the cursor with compare-and-set.
+
+        Exactly once across a SIGKILL at any point, because the cursor write is the commit:
+        - killed before publishing: nothing happened; the message is redelivered (never
+          acked) and decided again from the same cursor.
+        - killed after publishing, before the cursor write: the redelivery decides again from
+          the same cursor, so the same range, the same run id and the same Nats-Msg-Ids; the
+          stream's duplicate window drops the second copies. (The window, 10 minutes by
+          default, must outlast a dispatcher outage: MAINSPRING_DUPLICATE_WINDOW_S.)
+        - killed after the cursor write, before the ack: the redelivery finds
+          to_version <= seen_version and publishes nothing.
+        The consumer has max_ack_pending=1, so appends are applied in stream order and a
+        redelivered message is applied before any later one.
+        """
+        kv = await self.kv()
+        for _ in range(10):
+            cursor, revision = await load_cursor(kv, definition.name)
+            decision = core.decide_dataset_append(
+                definition, cursor, appended, _now(), self.dispatcher.settings.max_hops
+            )
+            if decision.cursor is None:
+                return
+            await self.dispatcher.publish(
+                core.Decision(requests=decision.requests, history=decision.history)
+            )
+            if await save_cursor(kv, definition.name, decision.cursor, revision):
+                return
+            log.warning("cursor of %s moved concurrently; deciding again", definition.name)
+        raise RuntimeError(f"cursor of {definition.name} keeps moving; retrying the message")
+
+
+def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDispatch:
+    """Subscribe the dispatcher to dataset appends (from the watcher or external systems)."""
+    datasets = DatasetDispatch(broker, dispatcher)
+
+    # One message in flight keeps appends in stream order; since a message held by a killed
+    # dispatcher blocks the ones after it until ack_wait, ack_wait is short (handling takes ms).
+    @broker.subscriber(
+        **durable(
+            "dispatcher-dataset", subjects.DATASET_APPENDED, ack_wait_s=5.0, max_ack_pending=1
+        )
+    )
+    async def on_dataset_appended(message: NatsMessage) -> None:
+        appended = await parse_or_park(broker, message, DatasetAppended)
+        if appended is None:
+            return
+        try:
+            await datasets.on_appended(appended)
+        except Exception:
+            # Not terminated (FastStream's default on error): retried in order after a pause.
+            log.exception("dataset.appended %s failed; retrying", appended.message_id())
+            await message.nack(delay=1.0)
+
+    return datasets

@@ -10,7 +10,7 @@ from mainspring import subjects
 from mainspring.registry import RoutineCatalog, RoutineStore
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
-from services.dispatcher.handlers import Dispatcher, RunNumbers, register
+from services.dispatcher.handlers import Dispatcher, RunNumbers, register, register_datasets
 from services.dispatcher.settings import DispatcherSettings
 
 
@@ -21,6 +21,7 @@ def build_app(settings: DispatcherSettings) -> FastStream:
     catalog = RoutineCatalog()
     dispatcher = Dispatcher(broker, None, catalog, None, settings)  # type: ignore[arg-type]
     register(broker, dispatcher)
+    register_datasets(broker, dispatcher)
 
     @app.on_startup
     async def bind_state() -> None:

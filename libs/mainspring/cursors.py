@@ -1,0 +1,72 @@
+"""Per-routine dataset cursors in the dispatch bucket: where a dataset routine last fired.
+
+The dispatcher owns them; `routine create` only seeds one for a new routine at the dataset's
+current version, so rows that existed before the routine do not fire it.
+"""
+
+from __future__ import annotations
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatasetCursor(BaseModel):
+    """Rows in (fired_version, seen_version] are announced but not yet fired (the pending range)."""
+
+    model_config = ConfigDict(frozen=True)
+    dataset: str
+    fired_version: int = Field(ge=-1)
+    seen_version: int = Field(ge=-1)
+    pending_records: int = Field(default=0, ge=0)
+    pending_hop: int = Field(default=0, ge=0)
+    pending_parent_run_id: str | None = None
+    # Table rows at fired_version (from the commit log), the base of added_fraction.
+    base_records: int | None = None
+
+
+def cursor_key(routine: str) -> str:
+    """The dispatch-bucket key of a routine's cursor."""
+    return f"cursor.{routine.replace('/', '_')}"
+
+
+async def load_cursor(kv: KeyValue, routine: str) -> tuple[DatasetCursor | None, int]:
+    """A routine's cursor and its KV revision (0 when there is none)."""
+    try:
+        entry = await kv.get(cursor_key(routine))
+    except (KeyNotFoundError, NotFoundError):
+        return None, 0
+    if not entry.value:
+        return None, 0
+    return DatasetCursor.model_validate_json(entry.value), entry.revision or 0
+
+
+async def save_cursor(kv: KeyValue, routine: str, cursor: DatasetCursor, revision: int) -> bool:
+    """Compare-and-set: True when written, False when someone else wrote first."""
+    data = cursor.model_dump_json().encode()
+    try:
+        if revision:
+            await kv.update(cursor_key(routine), data, revision)
+        else:
+            await kv.create(cursor_key(routine), data)
+    except KeyWrongLastSequenceError:
+        return False
+    except Exception as exc:
+        # nats-py reports a lost create race as a generic API error.
+        if "wrong last sequence" in str(exc) or "key exists" in str(exc):
+            return False
+        raise
+    return True
+
+
+async def seed_cursor(
+    kv: KeyValue, routine: str, dataset: str, version: int, records: int | None
+) -> bool:
+    """Start a new routine's cursor at a dataset version, unless it already has one for it."""
+    current, revision = await load_cursor(kv, routine)
+    if current is not None and current.dataset == dataset:
+        return False
+    cursor = DatasetCursor(
+        dataset=dataset, fired_version=version, seen_version=version, base_records=records
+    )
+    return await save_cursor(kv, routine, cursor, revision)

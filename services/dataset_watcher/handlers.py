@@ -1,0 +1,184 @@
+"""Dataset watcher: notice each committed version, classify it, announce the appends once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from deltalake import DeltaTable
+from faststream.nats import NatsBroker
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from mainspring import deltalog, subjects
+from mainspring.service import publish_event
+from services.dataset_watcher import core
+from services.dataset_watcher.settings import WatcherSettings
+
+log = logging.getLogger("mainspring.dataset_watcher")
+
+
+def seen_key(dataset: str) -> str:
+    """The watcher-bucket key of a dataset's last processed version."""
+    return f"seen.{dataset}"
+
+
+class Watcher:
+    """Follows every dataset's commit log and publishes `dataset.appended` for appends."""
+
+    def __init__(self, broker: NatsBroker, settings: WatcherSettings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.root = settings.resolved_dataset_root()
+        self.fs, self.base = deltalog.filesystem(self.root)
+        self.kv: KeyValue | None = None
+        self.seen: dict[str, int] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.tables: dict[str, DeltaTable] = {}
+
+    async def last_seen(self, dataset: str) -> int:
+        """The last version processed (survives restarts); -1 for a dataset never seen, so
+        every version committed before the watcher first looked is still announced."""
+        if dataset not in self.seen:
+            assert self.kv is not None
+            try:
+                entry = await self.kv.get(seen_key(dataset))
+                self.seen[dataset] = int(entry.value or b"-1")
+            except (KeyNotFoundError, NotFoundError):
+                self.seen[dataset] = -1
+        return self.seen[dataset]
+
+    async def mark_seen(self, dataset: str, version: int) -> None:
+        """Remember a processed version (after its announcement is on the stream)."""
+        assert self.kv is not None
+        await self.kv.put(seen_key(dataset), str(version).encode())
+        self.seen[dataset] = version
+
+    def table_records(self, dataset: str, version: int) -> int | None:
+        """Rows in the table at a version, from the log's stats (no data is read)."""
+        try:
+            table = self.tables.get(dataset)
+            if table is None:
+                table = DeltaTable(deltalog.table_uri(self.root, dataset), version=version)
+                self.tables[dataset] = table
+            else:
+                table.load_as_version(version)
+            return table.count()
+        except Exception as exc:
+            self.tables.pop(dataset, None)
+            log.warning("row count of %s at version %s unavailable: %s", dataset, version, exc)
+            return None
+
+    async def catch_up(self, dataset: str) -> None:
+        """Process every version after the last seen one, in order, one announcement each."""
+        lock = self.locks.setdefault(dataset, asyncio.Lock())
+        async with lock:
+            seen = await self.last_seen(dataset)
+            while True:
+                version = seen + 1
+                commit = await asyncio.to_thread(
+                    deltalog.read_commit, self.fs, self.base, dataset, version
+                )
+                if commit is None:
+                    return
+                records = None
+                if commit.kind == "append":
+                    records = await asyncio.to_thread(self.table_records, dataset, version)
+                appended = core.announcement(dataset, commit, records)
+                if appended is not None:
+                    # Published before the version is marked seen: a crash in between
+                    # republishes it with the same Nats-Msg-Id, which the stream drops.
+                    await publish_event(self.broker, appended, subjects.DATASET_APPENDED)
+                    log.info(
+                        "%s version %s: append of %s rows (hop %s)",
+                        dataset,
+                        version,
+                        appended.added_records,
+                        appended.hop,
+                    )
+                else:
+                    log.info("%s version %s: %s, not announced", dataset, version, commit.kind)
+                await self.mark_seen(dataset, version)
+                seen = version
+
+    async def skip_cleaned_gap(self, dataset: str) -> None:
+        """Resume past versions whose commit files were cleaned out of the log."""
+        seen = await self.last_seen(dataset)
+        if await asyncio.to_thread(deltalog.read_commit, self.fs, self.base, dataset, seen + 1):
+            return
+        available = await asyncio.to_thread(deltalog.log_versions, self.fs, self.base, dataset)
+        resume = core.resume_after_gap(seen, available)
+        if resume is not None:
+            log.warning(
+                "%s: versions %s..%s are no longer in the log; resuming at %s",
+                dataset,
+                seen + 1,
+                resume,
+                resume + 1,
+            )
+            await self.mark_seen(dataset, resume)
+
+    async def scan(self) -> None:
+        """Check every dataset under the root once."""
+        names = await asyncio.to_thread(deltalog.dataset_names, self.fs, self.base)
+        for name in names:
+            try:
+                await self.skip_cleaned_gap(name)
+                await self.catch_up(name)
+            except Exception:
+                log.exception("checking dataset %s failed; next scan retries", name)
+
+    async def poll(self, interval_s: float) -> None:
+        """Scan every interval (the only source of news for an object-store root)."""
+        while True:
+            try:
+                await self.scan()
+            except Exception:
+                log.exception("scanning %s failed; retrying", self.root)
+            await asyncio.sleep(interval_s)
+
+    async def notified(self) -> None:
+        """Catch up a dataset as soon as a commit file appears in its log (inotify)."""
+        from watchfiles import awatch
+
+        await asyncio.to_thread(Path(self.base).mkdir, parents=True, exist_ok=True)
+
+        def commit_files(_change: Any, path: str) -> bool:
+            return core.is_commit_file(path)
+
+        while True:
+            try:
+                async for changes in awatch(
+                    self.base,
+                    watch_filter=commit_files,
+                    debounce=1000,
+                    step=self.settings.watcher_notify_step_ms,
+                    recursive=True,
+                ):
+                    for name in core.datasets_in((path for _, path in changes), self.base):
+                        try:
+                            await self.catch_up(name)
+                        except Exception:
+                            log.exception("catching up %s failed; the next scan retries", name)
+            except Exception:
+                # The root vanished or the watch limit was hit: the scans carry on meanwhile.
+                log.exception("file notifications on %s stopped; restarting them", self.base)
+            await asyncio.sleep(1.0)
+
+    def loops(self) -> list[Any]:
+        """The coroutines that keep the watcher going."""
+        if deltalog.is_local(self.root) and self.settings.watcher_notify:
+            return [self.notified(), self.poll(self.settings.watcher_backstop_s)]
+        return [self.poll(self.settings.watcher_poll_s)]
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Stop the watcher's loops."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

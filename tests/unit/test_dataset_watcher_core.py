@@ -1,0 +1,81 @@
+"""The watcher's pure decisions: what to announce, which datasets a notification touches."""
+
+from __future__ import annotations
+
+import pytest
+
+from mainspring.deltalog import HOP_KEY, RUN_ID_KEY, parse_commit
+from services.dataset_watcher import core
+from tests.unit.test_deltalog import commit_text
+
+
+def test_an_append_is_announced_alone_with_its_rows_files_and_hop() -> None:
+    commit = parse_commit(
+        5,
+        commit_text(
+            "WRITE", {"mode": "Append"}, adds=[30, 12], custom={HOP_KEY: "2", RUN_ID_KEY: "run-9"}
+        ),
+    )
+
+    announced = core.announcement("photos", commit, table_records=140)
+
+    assert announced is not None
+    assert (announced.from_version, announced.to_version) == (4, 5)
+    assert announced.added_records == 42
+    assert announced.added_files == ["part-0.parquet", "part-1.parquet"]
+    assert (announced.hop, announced.parent_run_id) == (2, "run-9")
+    assert announced.table_records == 140
+    assert announced.message_id() == "dataset:photos:4:5"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        commit_text("UPDATE", {"predicate": "id = 1"}, adds=[3], removes=1),
+        commit_text("WRITE", {"mode": "Overwrite"}, adds=[3], removes=1),
+        commit_text("DELETE", {}, removes=1),
+        commit_text("MERGE", {}, adds=[3], removes=1),
+        commit_text("CREATE TABLE", {"mode": "ErrorIfExists"}),
+    ],
+)
+def test_other_versions_are_not_announced(text: str) -> None:
+    assert core.announcement("photos", parse_commit(3, text), table_records=10) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "is_commit"),
+    [
+        ("/data/photos/_delta_log/00000000000000000007.json", True),
+        ("/data/photos/_delta_log/_commit_1234.json.tmp", False),
+        ("/data/photos/_delta_log/00000000000000000010.checkpoint.parquet", False),
+        ("/data/photos/part-0001.parquet", False),
+        ("/data/photos/_delta_log/_last_checkpoint", False),
+    ],
+)
+def test_is_commit_file(path: str, is_commit: bool) -> None:
+    assert core.is_commit_file(path) is is_commit
+
+
+def test_datasets_in_names_the_top_folders_under_the_root() -> None:
+    paths = [
+        "/data/photos/_delta_log/00000000000000000001.json",
+        "/data/photos/_delta_log/00000000000000000002.json",
+        "/data/notes/_delta_log/00000000000000000000.json",
+        "/elsewhere/x/_delta_log/00000000000000000000.json",
+        "/data/.hidden/_delta_log/00000000000000000000.json",
+    ]
+    assert core.datasets_in(paths, "/data") == {"photos", "notes"}
+
+
+@pytest.mark.parametrize(
+    ("seen", "available", "resume"),
+    [
+        (4, [0, 1, 2, 3, 4, 5], None),  # next version is there
+        (5, [0, 1, 2, 3, 4, 5], None),  # nothing new
+        (-1, [30, 31, 32], 29),  # versions 0..29 cleaned up before the watcher looked
+        (10, [20, 21], 19),
+        (10, [], None),
+    ],
+)
+def test_resume_after_gap(seen: int, available: list[int], resume: int | None) -> None:
+    assert core.resume_after_gap(seen, available) == resume
