@@ -8,7 +8,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from faststream import FastStream
+from faststream import BaseMiddleware, FastStream
+from faststream.exceptions import HandlerException, NackMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import DeliverPolicy as NatsDeliverPolicy
 from nats.js.api import AckPolicy as JsAckPolicy
@@ -40,6 +41,32 @@ def instance_name(service: str) -> str:
     return f"{service}@{socket.gethostname()}:{os.getpid()}"
 
 
+RETRY_DELAY_S = 2.0
+
+
+class RetryLaterMiddleware(BaseMiddleware):
+    """A stream message whose handler raised is nak'ed with a delay, never dropped.
+
+    FastStream's default terminates such a message; for us a raised handler means a
+    transient fault (database or bus briefly away), so the message must come back, but
+    not in a tight loop.
+    """
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        try:
+            return await call_next(msg)
+        except HandlerException:
+            raise
+        except Exception as exc:
+            raw = getattr(msg, "raw_message", None)
+            if not str(getattr(raw, "reply", "") or "").startswith("$JS.ACK"):
+                raise
+            log.exception(
+                "handling %s failed; retrying in %.0fs", getattr(raw, "subject", "?"), RETRY_DELAY_S
+            )
+            raise NackMessage(delay=RETRY_DELAY_S) from exc
+
+
 def build_broker(settings: Settings, service: str) -> NatsBroker:
     """A broker that reconnects forever: services outlive NATS restarts."""
     return NatsBroker(
@@ -48,6 +75,7 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         logger=log,
+        middlewares=[RetryLaterMiddleware],
         # Per-message receive/process lines are debug detail, not service health.
         log_level=logging.DEBUG,
     )

@@ -43,9 +43,7 @@ def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, A
         return error.code, json.loads(error.read())
 
 
-def test_page_lists_starts_and_refuses_runs(
-    system: Deployment, web: str, tmp_path: Path
-) -> None:
+def test_page_lists_starts_and_refuses_runs(system: Deployment, web: str, tmp_path: Path) -> None:
     system.cli("routine", "create", str(copy_example("hello", tmp_path)), "--name", "hello")
 
     with urllib.request.urlopen(web + "/", timeout=30) as page:
