@@ -392,9 +392,14 @@ def start_outcome(completed: RunCompleted) -> StartOutcome:
     return "ignored"
 
 
-def trigger_outcome(recorded: TriggerRecorded) -> StartOutcome:
-    """A trigger that failed before any run existed (a poll function raising) is a start failure."""
-    return "start_failed" if recorded.status == "failed" and recorded.run_id is None else "ignored"
+def trigger_outcome(recorded: TriggerRecorded) -> tuple[StartOutcome, str]:
+    """A failed firing (a poll function raising) is a start failure, keyed like its run.
+
+    A firing that names its run is keyed by the run id, so the run's own failed
+    RunCompleted and the failed firing count once between them.
+    """
+    outcome: StartOutcome = "start_failed" if recorded.status == "failed" else "ignored"
+    return outcome, recorded.run_id or recorded.message_id()
 
 
 def decide_crash_loop(

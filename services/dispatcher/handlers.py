@@ -195,9 +195,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     async def on_trigger_recorded(message: NatsMessage) -> None:
         recorded = await parse_or_park(broker, message, TriggerRecorded)
         if recorded:
+            outcome, failure_key = core.trigger_outcome(recorded)
             await dispatcher.check_crash_loop(
-                recorded.routine,
-                core.trigger_outcome(recorded),
-                recorded.message_id(),
-                recorded.reason,
+                recorded.routine, outcome, failure_key, recorded.reason, recorded.run_id
             )

@@ -209,20 +209,21 @@ def test_start_outcome(status: str, phase: str, source: str | None, outcome: str
 
 
 @pytest.mark.parametrize(
-    ("status", "run_id", "outcome"),
+    ("status", "run_id", "outcome", "key"),
     [
-        ("failed", None, "start_failed"),  # a poll function raised
-        ("failed", "r-1", "ignored"),  # a refused run: counted from its RunCompleted instead
-        ("fired", None, "ignored"),
-        ("loop_blocked", None, "ignored"),
-        ("skipped", None, "ignored"),
+        ("failed", None, "start_failed", "trigger:r:k:failed"),  # a poll function raised
+        # a refused run: keyed by its run id, like its failed RunCompleted, so counted once
+        ("failed", "r-1", "start_failed", "r-1"),
+        ("fired", None, "ignored", "trigger:r:k:fired"),
+        ("loop_blocked", None, "ignored", "trigger:r:k:loop_blocked"),
+        ("skipped", None, "ignored", "trigger:r:k:skipped"),
     ],
 )
-def test_trigger_outcome(status: str, run_id: str | None, outcome: str) -> None:
+def test_trigger_outcome(status: str, run_id: str | None, outcome: str, key: str) -> None:
     recorded = TriggerRecorded(
         routine="r", kind="poll", status=status, event_key="k", fired_at=NOW, run_id=run_id
     )
-    assert core.trigger_outcome(recorded) == outcome
+    assert core.trigger_outcome(recorded) == (outcome, key)
 
 
 def replay(
