@@ -225,6 +225,7 @@ class Client:
             CancelRun(run_id=run_id, requested_by=self.settings.user or _login())
             .model_dump_json()
             .encode(),
+            headers=dict(tracing.inject({})),
         )
 
     async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:

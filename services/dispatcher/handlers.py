@@ -129,8 +129,10 @@ class Dispatcher:
         if outcome == "ignored" or self.crashes is None:
             return
         for _ in range(20):
-            definition = await self.store.find(routine)
             state, revision = await self.crashes.load(routine)
+            if outcome == "started" and not state.failures:
+                return  # the common case: a healthy routine, nothing to reset
+            definition = await self.store.find(routine)
             verdict = core.decide_crash_loop(
                 definition,
                 state,
