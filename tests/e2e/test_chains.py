@@ -30,14 +30,16 @@ class Extract(Routine):
 """
 
 TRANSFORM = """
+import pyarrow.parquet as pq
 from mainspring import Routine, on_workflow_success
 
 
 class Transform(Routine):
     def run(self, done=on_workflow_success("extract")) -> dict:
+        [artifact] = done.artifacts
         return {
             "count": done.outputs["count"] * 10,
-            "artifact_rows": done.artifacts[0]["rows"],
+            "artifact_rows": pq.read_table(artifact["uri"]).num_rows,
             "upstream": f"{done.routine}#{done.run_number}:{done.status}",
             "hop": self.run_info.hop,
         }
@@ -79,6 +81,9 @@ async def stored_count(client: Client, subject: str) -> int:
     return int((info.state.subjects or {}).get(subject, 0))
 
 
+@pytest.mark.parametrize(
+    "deployment", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 async def test_three_step_chain_passes_outputs_along_in_one_trace(
     system: Deployment, client: Client, tmp_path: Path
 ) -> None:
@@ -230,6 +235,13 @@ async def test_crash_looping_routine_is_disabled_then_rearmed_by_an_update(
     assert skip["reason"].startswith("trigger disabled: crash loop")
     assert len(await runs_of(client, "broken")) == 4
 
+    # `routine enable` re-arms: one more start failure does not disable it again at once.
+    deployment.cli("routine", "enable", "broken")
+    deployment.cli("run", "tick", "--wait", "--timeout", "60")
+    await eventually(lambda: finished_runs(client, "broken", 5), timeout=60)
+    await eventually(lambda: drained(client, "dispatcher-completed"), what="dispatcher idle")
+    assert (await (await client.store()).get("broken")).enabled
+
     register(deployment, tmp_path / "v2", "broken", FIXED)
     deployment.cli("run", "tick", "--wait", "--timeout", "60")
 
@@ -275,6 +287,7 @@ async def test_external_workflow_completion_fires_routines_and_bad_ones_are_park
     assert run["outputs"] == {"rows": 1200, "upstream": "etl-2026-11-25"}
     assert run["parent_run_id"] == "etl-2026-11-25" and run["hop"] == 1
     parked = await dead.next_msg(timeout=30)
+    await dead.unsubscribe()
     assert parked.subject == "deadletter.run.completed"
     assert "malformed RunCompleted" in parked.headers["Mainspring-Error"]
     assert "run_id: Field required" in parked.headers["Mainspring-Error"]
