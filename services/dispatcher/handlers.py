@@ -193,7 +193,11 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             )
             await dispatcher.publish(decision)
 
-    @broker.subscriber(**durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED))
+    # New messages only: firings that failed before this consumer first existed must not
+    # disable a trigger when a deployment is upgraded.
+    @broker.subscriber(
+        **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True)
+    )
     async def on_trigger_recorded(message: NatsMessage) -> None:
         recorded = await parse_or_park(broker, message, TriggerRecorded)
         if recorded:

@@ -341,3 +341,45 @@ async def test_chain_fires_exactly_once_per_completion_across_dispatcher_kills(
     assert await stored_count(client, subjects.RUN_REQUESTED) == 3 * upstream_runs
     assert await stored_count(client, subjects.RUN_COMPLETED) == 3 * upstream_runs
     assert len(await runs_of(client, "load")) == upstream_runs
+
+
+async def test_failed_firings_count_once_each_toward_the_crash_loop(
+    deployment: Deployment, client: Client, tmp_path: Path
+) -> None:
+    # A poll function that raises is recorded by the ticker as a failed firing; here the
+    # failures are published the way any producer of trigger.recorded would.
+    deployment.extra_env["MAINSPRING_CRASH_LOOP_THRESHOLD"] = "3"
+    deployment.start_all()
+    register(deployment, tmp_path, "tick", TICK)
+
+    def fail(key: str) -> None:
+        deployment.cli(
+            "publish",
+            "trigger.recorded",
+            json.dumps(
+                {
+                    "routine": "tick",
+                    "kind": "poll",
+                    "status": "failed",
+                    "event_key": key,
+                    "fired_at": "2026-11-25T10:00:00+00:00",
+                    "reason": "poll function raised ConnectionError: upstream API down",
+                }
+            ),
+        )
+
+    for key in ("poll:1", "poll:1", "poll:2"):  # the same firing twice counts once
+        fail(key)
+    await eventually(lambda: drained(client, "dispatcher-trigger-failures"), what="dispatcher idle")
+    assert (await (await client.store()).get("tick")).enabled
+
+    fail("poll:3")
+
+    async def disabled() -> Any:
+        definition = await (await client.store()).get("tick")
+        return None if definition.enabled else definition
+
+    definition = await eventually(disabled, timeout=60, what="the trigger to be disabled")
+    assert "upstream API down" in definition.disabled_reason
+    events = await client.trigger_events("tick")
+    assert [e["status"] for e in events].count("disabled") == 1
