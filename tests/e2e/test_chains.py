@@ -309,7 +309,7 @@ async def test_chain_fires_exactly_once_per_completion_across_dispatcher_kills(
     upstream_runs = 10
 
     run_ids = [await client.submit("extract") for _ in range(upstream_runs)]
-    kills = caught = 0
+    caught = 0
     for _ in range(2):
         # Kill while a completion is being handled (fetched, not yet acknowledged), when we
         # can catch it; otherwise anywhere in the flow.
@@ -320,17 +320,17 @@ async def test_chain_fires_exactly_once_per_completion_across_dispatcher_kills(
                 break
             await asyncio.sleep(0.005)
         system.services["dispatcher"].kill(signal.SIGKILL)
-        kills += 1
         await asyncio.sleep(0.5)
         system.start("dispatcher")
 
-    print("kills with a completion in flight:", caught)
+    # Thirty runs take seconds to flow through: at least one kill must have landed while the
+    # dispatcher held a completion it had not acknowledged, or the test proves too little.
+    assert caught >= 1, "no kill landed while a completion was being handled"
     loads = await eventually(
         lambda: finished_runs(client, "load", upstream_runs), timeout=150, what="every load run"
     )
     transforms = await runs_of(client, "transform")
     extracts = await runs_of(client, "extract")
-    assert kills == 2
     assert sorted(r["id"] for r in extracts) == sorted(run_ids)
     assert sorted(r["parent_run_id"] for r in transforms) == sorted(run_ids)
     assert sorted(r["parent_run_id"] for r in loads) == sorted(r["id"] for r in transforms)
