@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mainspring import subjects
+from mainspring import subjects, tracing
 from mainspring.client import Client
 from mainspring.records import RunQuery
 from tests.harness import Deployment, eventually, write_routine
@@ -76,6 +76,20 @@ async def drained(client: Client, consumer: str) -> bool:
     return info.num_pending == 0 and info.num_ack_pending == 0
 
 
+async def trace_ids_on_the_bus(client: Client) -> dict[str, str | None]:
+    """Subject -> trace id of every message stored in the stream (one per subject, or a clash)."""
+    info = await client.js.stream_info(subjects.STREAM)
+    found: dict[str, set[str | None]] = {}
+    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+        stored = await client.js.get_msg(subjects.STREAM, sequence)
+        headers = stored.headers or {}
+        found.setdefault(stored.subject or "", set()).add(tracing.trace_id_of(headers))
+    return {
+        subject: ids.pop() if len(ids) == 1 else f"{len(ids)} traces"
+        for subject, ids in found.items()
+    }
+
+
 async def stored_count(client: Client, subject: str) -> int:
     info = await client.js.stream_info(subjects.STREAM, subjects_filter=subject)
     return int((info.state.subjects or {}).get(subject, 0))
@@ -111,6 +125,11 @@ async def test_three_step_chain_passes_outputs_along_in_one_trace(
     assert transform["trigger_kind"] == "completion" and transform["source"] == "trigger"
     trace_ids = {extract["trace_id"], transform["trace_id"], load["trace_id"]}
     assert len(trace_ids) == 1 and len(next(iter(trace_ids)) or "") == 32
+    # Every message of the chain, in every service, carries that one trace.
+    await eventually(lambda: drained(client, "recorder-runs"), what="recorder idle")
+    carried = await trace_ids_on_the_bus(client)
+    assert {"run.submitted", "run.requested", "run.started", "run.completed"} <= set(carried)
+    assert set(carried.values()) == {trace_ids.pop()}
 
     shown = system.cli("runs", "show", transform["id"]).stdout
     assert f"parent: extract #1 completed (manual) {extract['id']}" in shown
