@@ -219,6 +219,11 @@ async def routine_show(client: Any, args: argparse.Namespace) -> int:
     if definition.trigger.kind == "dataset":
         data["dataset_cursor"] = await dataset_cursor(client, args.name)
     print(json.dumps(data, indent=2))
+    if not definition.enabled:
+        print(
+            f"trigger disabled: {definition.disabled_reason or 'by user'}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -337,8 +342,7 @@ def print_run(run: dict[str, Any]) -> None:
         "outputs",
         "error",
         "hop",
-        "parent_run_id",
-        "children",
+        "trace_id",
         "created_at",
         "queued_at",
         "started_at",
@@ -364,8 +368,36 @@ def print_run(run: dict[str, Any]) -> None:
         print(
             f"{'':>14}  {short_time(step['at'])} {step['fraction'] * 100:5.1f}% {step['message']}"
         )
+    print_lineage(run)
     if run.get("traceback"):
         print(run["traceback"].rstrip())
+
+
+def describe_run(brief: dict[str, Any]) -> str:
+    """A run in one phrase: `routine #number status (trigger) id`."""
+    return (
+        f"{brief['routine']} #{brief.get('run_number') or '?'} {brief.get('status', '')} "
+        f"({brief.get('trigger_kind') or '-'}) {brief['id']}"
+    )
+
+
+def print_lineage(run: dict[str, Any]) -> None:
+    """The run's parent and children: where it came from and what it started."""
+    lineage = run.get("lineage") or {}
+    parent = lineage.get("parent")
+    if parent:
+        print(f"{'parent':>14}: {describe_run(parent)}")
+    elif run.get("parent_run_id"):
+        print(f"{'parent':>14}: {run['parent_run_id']} (not recorded here: an external workflow?)")
+    children = lineage.get("children")
+    if children is None:
+        children = [{"id": c, "routine": "?"} for c in run.get("children") or []]
+    for index, child in enumerate(children):
+        print(
+            f"{'children' if index == 0 else '':>14}{':' if index == 0 else ' '} {describe_run(child)}"
+        )
+    if run.get("parent_run_id") or children:
+        print(f"{'':>14}  whole chain: mainspring runs list --chain {run['id']}")
 
 
 async def runs_list(client: Any, args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from mainspring import subjects
+from mainspring import subjects, tracing
 from mainspring.bundle import detect_entrypoint, import_entrypoint, make_bundle
 from mainspring.bus import connect, ensure_bus
 from mainspring.messages import TERMINAL_STATUSES, CancelRun, SubmitRun
@@ -178,7 +178,7 @@ class Client:
         await self.js.publish(
             subjects.RUN_SUBMITTED,
             request.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": f"submit:{request.request_id}"},
+            headers=dict(tracing.inject({"Nats-Msg-Id": f"submit:{request.request_id}"})),
         )
         return request.request_id
 
@@ -254,12 +254,13 @@ class Client:
             CancelRun(run_id=run_id, requested_by=self.settings.user or _login())
             .model_dump_json()
             .encode(),
+            headers=dict(tracing.inject({})),
         )
 
     async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:
         """Publish an external event on the stream."""
-        headers = {"Nats-Msg-Id": message_id} if message_id else None
-        await self.js.publish(subject, body, headers=headers)
+        headers = {"Nats-Msg-Id": message_id} if message_id else {}
+        await self.js.publish(subject, body, headers=dict(tracing.inject(headers)))
 
 
 def _login() -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -14,6 +14,15 @@ TriggerKind = Literal["schedule", "dataset", "completion", "poll", "manual"]
 FiringStatus = Literal["fired", "skipped", "failed", "loop_blocked", "disabled"]
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+# "start": the run failed before run() was called (code, entrypoint, contract, inputs);
+# "run": run() was reached. Crash-loop protection counts only start failures.
+RunPhase = Literal["start", "run"]
+# A run's chain names its ancestors as "routine:run_id", oldest first, at most this many.
+CHAIN_LIMIT = 32
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Message(BaseModel):
@@ -105,10 +114,16 @@ class RequestRun(Message):
     previews: bool = False
     store_artifacts: bool = True
     requested_at: AwareDatetime
+    chain: list[str] = Field(default_factory=list)
+    trace_id: str | None = None
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""
         return f"run:{self.run_id}"
+
+    def carried_forward(self) -> dict[str, Any]:
+        """What the run's RunCompleted carries back to the dispatcher besides hop and parent."""
+        return {"chain": self.chain, "source": self.source}
 
 
 class RunStarted(Message):
@@ -143,8 +158,8 @@ class ArtifactRef(Message):
 class RunCompleted(Message):
     """A run reached a terminal status (published by runners, the dispatcher or external systems)."""
 
-    run_id: str
-    routine: str
+    run_id: str = Field(min_length=1)
+    routine: str = Field(min_length=1)
     run_number: int = 0
     status: TerminalStatus
     outputs: dict[str, Any] = Field(default_factory=dict)
@@ -154,7 +169,10 @@ class RunCompleted(Message):
     hop: int = 0
     parent_run_id: str | None = None
     started_at: AwareDatetime | None = None
-    finished_at: AwareDatetime
+    finished_at: AwareDatetime = Field(default_factory=_utcnow)
+    chain: list[str] = Field(default_factory=list)
+    phase: RunPhase = "run"
+    source: RunSource | None = None
 
     def message_id(self) -> str:
         """A run completes once."""
@@ -179,6 +197,7 @@ class TriggerRecorded(Message):
     scheduled_at: datetime | None = None
     run_id: str | None = None
     reason: str | None = None
+    chain: list[str] = Field(default_factory=list)
 
     def message_id(self) -> str:
         """One history row per routine and trigger event."""

@@ -83,6 +83,7 @@ class TriggerEventRecord(SQLModel, table=True):
     scheduled_at: datetime | None = _when()
     run_id: str | None = None
     reason: str | None = Field(default=None, sa_column=Column(Text))
+    chain: list[str] | None = _json()
 
 
 def as_utc(value: datetime | None) -> datetime | None:

@@ -19,6 +19,7 @@ from mainspring import subjects
 from mainspring.bus import ensure_bus
 from mainspring.messages import Message
 from mainspring.settings import Settings
+from mainspring.tracing import TraceContextMiddleware
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -75,9 +76,9 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         logger=log,
-        middlewares=[RetryLaterMiddleware],
         # Per-message receive/process lines are debug detail, not service health.
         log_level=logging.DEBUG,
+        middlewares=[TraceContextMiddleware, RetryLaterMiddleware],
     )
 
 
@@ -143,13 +144,26 @@ async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]
     except ValidationError as exc:
         reason = f"malformed {model.__name__} on {subject}: {one_line(exc)}; fix the producer"
     log.error("%s; parked on %s", reason, subjects.dead_letter_subject(subject))
+    headers = {"Mainspring-Error": reason[:1000]}
+    sequence = _stream_sequence(message)
+    if sequence is not None:
+        # Several services parse one subject (run.completed): park each stored message once.
+        headers["Nats-Msg-Id"] = f"deadletter:{sequence}"
     await broker.publish(
         message.body,
         subjects.dead_letter_subject(subject),
-        headers={"Mainspring-Error": reason[:1000]},
+        headers=headers,
         stream=subjects.STREAM,
     )
     return None
+
+
+def _stream_sequence(message: NatsMessage) -> int | None:
+    """The stream sequence of a message consumed from JetStream (None for core NATS)."""
+    try:
+        return int(message.raw_message.metadata.sequence.stream)
+    except Exception:
+        return None
 
 
 async def publish_event(broker: NatsBroker, event: Message, subject: str) -> None:

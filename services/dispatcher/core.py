@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from mainspring.cursors import DatasetCursor
 from mainspring.messages import (
+    CHAIN_LIMIT,
     DatasetAppended,
     RequestRun,
     RunCompleted,
+    RunPhase,
     RunSource,
     ScheduleFired,
     SubmitRun,
@@ -59,6 +62,7 @@ class RunDraft:
     statistics: bool = False
     previews: bool = False
     store_artifacts: bool = True
+    chain: list[str] = field(default_factory=list)
 
 
 def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime) -> RequestRun:
@@ -87,13 +91,34 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         previews=draft.previews,
         store_artifacts=draft.store_artifacts,
         requested_at=now,
+        chain=draft.chain,
     )
 
 
-def refuse(run_id: str, routine: str, reason: str, now: datetime, hop: int = 0) -> RunCompleted:
+def refuse(
+    run_id: str,
+    routine: str,
+    reason: str,
+    now: datetime,
+    hop: int = 0,
+    *,
+    source: RunSource | None = None,
+    parent_run_id: str | None = None,
+    chain: list[str] | None = None,
+    phase: RunPhase = "start",
+) -> RunCompleted:
     """A run that cannot start: recorded as failed with the reason."""
     return RunCompleted(
-        run_id=run_id, routine=routine, status="failed", error=reason, finished_at=now, hop=hop
+        run_id=run_id,
+        routine=routine,
+        status="failed",
+        error=reason,
+        finished_at=now,
+        hop=hop,
+        source=source,
+        parent_run_id=parent_run_id,
+        chain=chain or [],
+        phase=phase,
     )
 
 
@@ -188,8 +213,10 @@ def decide_completion(
     """Each enabled routine waiting on this completion starts one run, unless the chain is too long."""
     requests: list[RequestRun] = []
     history: list[TriggerRecorded] = []
+    refused: list[RunCompleted] = []
     key = f"completion:{completed.run_id}"
     hop = completed.hop + 1
+    chain = extend_chain(completed.chain, completed.routine, completed.run_id)
     for definition in definitions:
         trigger = definition.trigger
         if not isinstance(trigger, CompletionTrigger) or not completion_matches(trigger, completed):
@@ -206,7 +233,7 @@ def decide_completion(
                 )
             )
             continue
-        limit = definition.options.max_hops or max_hops
+        limit = hop_limit(definition, max_hops)
         if hop > limit:
             history.append(
                 _history(
@@ -216,7 +243,10 @@ def decide_completion(
                     "loop_blocked",
                     now,
                     reason=f"hop {hop} exceeds max_hops {limit}: run {completed.run_id} of "
-                    f"{completed.routine} is already {completed.hop} hops down its chain",
+                    f"{completed.routine} is already {completed.hop} hops down its chain "
+                    f"({describe_chain(chain)}); raise max_hops on the routine or "
+                    "MAINSPRING_MAX_HOPS if the chain is meant to be this long",
+                    chain=chain,
                 )
             )
             continue
@@ -235,10 +265,52 @@ def decide_completion(
             },
             hop=hop,
             parent_run_id=completed.run_id,
+            chain=chain,
         )
-        requests.append(build_request(definition, draft, now))
-        history.append(_history(definition, "completion", key, "fired", now, run_id=run_id))
-    return Decision(requests=requests, history=history)
+        try:
+            requests.append(build_request(definition, draft, now))
+        except InputError as exc:
+            # A run that cannot be built is a start failure: it counts toward the crash loop.
+            refused.append(
+                refuse(
+                    run_id,
+                    definition.name,
+                    str(exc),
+                    now,
+                    hop,
+                    source="trigger",
+                    parent_run_id=completed.run_id,
+                    chain=chain,
+                )
+            )
+            history.append(
+                _history(
+                    definition, "completion", key, "failed", now, run_id=run_id, reason=str(exc)
+                )
+            )
+            continue
+        history.append(
+            _history(definition, "completion", key, "fired", now, run_id=run_id, chain=chain)
+        )
+    return Decision(requests=requests, history=history, refused=refused)
+
+
+def extend_chain(chain: list[str], routine: str, run_id: str) -> list[str]:
+    """A downstream run's ancestry: its parent's chain plus the parent, newest CHAIN_LIMIT kept."""
+    return [*chain, f"{routine}:{run_id}"][-CHAIN_LIMIT:]
+
+
+def describe_chain(chain: list[str]) -> str:
+    """A chain as `a:1f2e... -> b:9c3d...` with shortened run ids."""
+    return " -> ".join(
+        f"{routine}:{run_id[:8]}" for routine, _, run_id in (e.rpartition(":") for e in chain)
+    )
+
+
+def hop_limit(definition: RoutineDefinition, default: int) -> int:
+    """The routine's own max_hops when it sets one (0 included), else the deployment's."""
+    own = definition.options.max_hops
+    return default if own is None else own
 
 
 def _history(
@@ -251,6 +323,7 @@ def _history(
     run_id: str | None = None,
     reason: str | None = None,
     scheduled_at: datetime | None = None,
+    chain: list[str] | None = None,
 ) -> TriggerRecorded:
     return TriggerRecorded(
         routine=definition.name,
@@ -261,6 +334,7 @@ def _history(
         scheduled_at=scheduled_at,
         run_id=run_id,
         reason=reason,
+        chain=chain or [],
     )
 
 
@@ -402,3 +476,110 @@ def decide_dataset_append(
         requests=[build_request(definition, draft, now)],
         history=[_history(definition, "dataset", range_key, "fired", now, run_id=run_id)],
     )
+
+
+# --- crash-loop protection ------------------------------------------------------------------
+
+StartOutcome = Literal["start_failed", "started", "ignored"]
+_ERROR_IN_REASON = 300
+
+
+@dataclass(frozen=True)
+class CrashLoopState:
+    """Consecutive start failures of a routine's triggered runs since it was last (re)armed.
+
+    `epoch` is the definition's updated_at when counting began: `routine create` and
+    `routine enable` change it, so a new version or a re-enable starts from zero.
+    `failures` holds the keys (run ids, trigger event ids) already counted, so a
+    redelivered event is not counted twice.
+    """
+
+    epoch: str = ""
+    failures: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        """As stored in the dispatch bucket."""
+        return json.dumps({"epoch": self.epoch, "failures": list(self.failures)}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | None) -> CrashLoopState:
+        """From the dispatch bucket (empty or unreadable means never failed)."""
+        try:
+            loaded = json.loads(data or b"{}")
+            return cls(str(loaded.get("epoch", "")), tuple(loaded.get("failures", ())))
+        except (ValueError, AttributeError, TypeError):
+            return cls()
+
+
+@dataclass(frozen=True)
+class CrashVerdict:
+    """The counter to store, and whether to disable the trigger (with its history row)."""
+
+    state: CrashLoopState
+    disable_reason: str | None = None
+    history: list[TriggerRecorded] = field(default_factory=list)
+
+
+def start_outcome(completed: RunCompleted) -> StartOutcome:
+    """What a finished run says about whether the routine can start.
+
+    Only triggered runs count as failures: a person starting a broken routine by hand sees
+    the error at once, and switching off the schedule because of it would surprise them.
+    Any run that reached run() proves the code starts, so it resets the count.
+    """
+    if completed.phase == "run":
+        return "started"
+    if completed.status == "failed" and completed.source == "trigger":
+        return "start_failed"
+    return "ignored"
+
+
+def trigger_outcome(recorded: TriggerRecorded) -> tuple[StartOutcome, str]:
+    """A failed firing (a poll function raising) is a start failure, keyed like its run.
+
+    A firing that names its run is keyed by the run id, so the run's own failed
+    RunCompleted and the failed firing count once between them.
+    """
+    outcome: StartOutcome = "start_failed" if recorded.status == "failed" else "ignored"
+    return outcome, recorded.run_id or recorded.message_id()
+
+
+def decide_crash_loop(
+    definition: RoutineDefinition | None,
+    state: CrashLoopState,
+    outcome: StartOutcome,
+    failure_key: str,
+    error: str | None,
+    threshold: int,
+    now: datetime,
+    run_id: str | None = None,
+) -> CrashVerdict:
+    """Count a start failure (or reset on a start); disable the trigger at the threshold."""
+    if definition is None or outcome == "ignored":
+        return CrashVerdict(state)
+    epoch = definition.updated_at.isoformat()
+    current = state if state.epoch == epoch else CrashLoopState(epoch)
+    if outcome == "started":
+        return CrashVerdict(CrashLoopState(epoch) if state.failures else state)
+    failures = current.failures
+    if failure_key not in failures:
+        failures = (*failures, failure_key)[-max(threshold, 1) :]
+    counted = CrashLoopState(epoch, failures)
+    if len(failures) < threshold or not definition.enabled:
+        return CrashVerdict(counted)
+    detail = (error or "no error given")[:_ERROR_IN_REASON]
+    reason = (
+        f"crash loop: {len(failures)} triggered runs in a row failed to start (last: {detail}); "
+        f"fix the code and register it again with `mainspring routine create`, or "
+        f"`mainspring routine enable {definition.name}`"
+    )
+    recorded = _history(
+        definition,
+        definition.trigger.kind,
+        f"crash-loop:{failure_key}",
+        "disabled",
+        now,
+        run_id=run_id,
+        reason=reason,
+    )
+    return CrashVerdict(counted, reason, [recorded])

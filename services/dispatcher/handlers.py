@@ -10,9 +10,15 @@ from faststream.nats import NatsBroker, NatsMessage
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from mainspring import subjects
+from mainspring import subjects, tracing
 from mainspring.cursors import load_cursor, save_cursor
-from mainspring.messages import DatasetAppended, RunCompleted, ScheduleFired, SubmitRun
+from mainspring.messages import (
+    DatasetAppended,
+    RunCompleted,
+    ScheduleFired,
+    SubmitRun,
+    TriggerRecorded,
+)
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import durable, parse_or_park, publish_event
 from services.dispatcher import core
@@ -50,6 +56,34 @@ class RunNumbers:
                 await asyncio.sleep(0)
 
 
+class CrashLoopCounts:
+    """Per-routine consecutive start failures in the dispatch bucket, written with compare-and-set."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def load(self, routine: str) -> tuple[core.CrashLoopState, int]:
+        """The stored state and its revision (0 when never written)."""
+        try:
+            entry = await self._kv.get(f"crashloop.{routine}")
+        except (KeyNotFoundError, NotFoundError):
+            return core.CrashLoopState(), 0
+        return core.CrashLoopState.from_json(entry.value), entry.revision or 0
+
+    async def save(self, routine: str, state: core.CrashLoopState, revision: int) -> bool:
+        """Store the state unless another replica changed it first (then False: decide again)."""
+        try:
+            if revision:
+                await self._kv.update(f"crashloop.{routine}", state.to_json(), revision)
+            else:
+                await self._kv.create(f"crashloop.{routine}", state.to_json())
+            return True
+        except Exception as exc:
+            if isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc):
+                return False
+            raise
+
+
 class Dispatcher:
     """Publishes what the core decided."""
 
@@ -66,12 +100,16 @@ class Dispatcher:
         self.catalog = catalog
         self.numbers = numbers
         self.settings = settings
+        self.crashes: CrashLoopCounts | None = None
 
     async def publish(self, decision: core.Decision) -> None:
         """Requests first (deduplicated by run id), then history and refusals."""
         for request in decision.requests:
             numbered = request.model_copy(
-                update={"run_number": await self.numbers.next(request.routine)}
+                update={
+                    "run_number": await self.numbers.next(request.routine),
+                    "trace_id": tracing.current_trace_id(),
+                }
             )
             await publish_event(self.broker, numbered, subjects.RUN_REQUESTED)
             log.info(
@@ -85,6 +123,44 @@ class Dispatcher:
         for refused in decision.refused:
             log.warning("refused run %s of %s: %s", refused.run_id, refused.routine, refused.error)
             await publish_event(self.broker, refused, subjects.RUN_COMPLETED)
+
+    async def check_crash_loop(
+        self,
+        routine: str,
+        outcome: core.StartOutcome,
+        failure_key: str,
+        error: str | None,
+        run_id: str | None = None,
+    ) -> None:
+        """Count a start failure or reset on a start; disable the trigger at the threshold."""
+        if outcome == "ignored" or self.crashes is None:
+            return
+        for _ in range(20):
+            state, revision = await self.crashes.load(routine)
+            if outcome == "started" and not state.failures:
+                return  # the common case: a healthy routine, nothing to reset
+            definition = await self.store.find(routine)
+            verdict = core.decide_crash_loop(
+                definition,
+                state,
+                outcome,
+                failure_key,
+                error,
+                self.settings.crash_loop_threshold,
+                _now(),
+                run_id,
+            )
+            if verdict.state != state and not await self.crashes.save(
+                routine, verdict.state, revision
+            ):
+                continue
+            if verdict.disable_reason is not None:
+                # History first: a crash before set_enabled redoes both (the record is deduplicated).
+                await self.publish(core.Decision(history=verdict.history))
+                await self.store.set_enabled(routine, False, verdict.disable_reason, _now())
+                log.warning("disabled the trigger of %s: %s", routine, verdict.disable_reason)
+            return
+        raise RuntimeError(f"crash-loop count of {routine} kept changing concurrently")
 
 
 def _now() -> datetime:
@@ -112,6 +188,13 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     async def on_run_completed(message: NatsMessage) -> None:
         completed = await parse_or_park(broker, message, RunCompleted)
         if completed:
+            await dispatcher.check_crash_loop(
+                completed.routine,
+                core.start_outcome(completed),
+                completed.run_id,
+                completed.error,
+                completed.run_id,
+            )
             decision = core.decide_completion(
                 dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
             )
@@ -195,3 +278,16 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
             await message.nack(delay=1.0)
 
     return datasets
+
+    # New messages only: firings that failed before this consumer first existed must not
+    # disable a trigger when a deployment is upgraded.
+    @broker.subscriber(
+        **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True)
+    )
+    async def on_trigger_recorded(message: NatsMessage) -> None:
+        recorded = await parse_or_park(broker, message, TriggerRecorded)
+        if recorded:
+            outcome, failure_key = core.trigger_outcome(recorded)
+            await dispatcher.check_crash_loop(
+                recorded.routine, outcome, failure_key, recorded.reason, recorded.run_id
+            )

@@ -10,7 +10,13 @@ from mainspring import subjects
 from mainspring.registry import RoutineCatalog, RoutineStore
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
-from services.dispatcher.handlers import Dispatcher, RunNumbers, register, register_datasets
+from services.dispatcher.handlers import (
+    CrashLoopCounts,
+    Dispatcher,
+    RunNumbers,
+    register,
+    register_datasets,
+)
 from services.dispatcher.settings import DispatcherSettings
 
 
@@ -28,6 +34,7 @@ def build_app(settings: DispatcherSettings) -> FastStream:
         js = broker.connection.jetstream()
         dispatcher.store = await RoutineStore.open(js)
         dispatcher.numbers = RunNumbers(await js.key_value(subjects.DISPATCH_BUCKET))
+        dispatcher.crashes = CrashLoopCounts(await js.key_value(subjects.DISPATCH_BUCKET))
         await catalog.start(dispatcher.store)
 
     return app

@@ -65,6 +65,7 @@ def changes_for_requested(event: RequestRun) -> dict[str, Any]:
         "started_by": event.started_by,
         "hop": event.hop,
         "parent_run_id": event.parent_run_id,
+        "trace_id": event.trace_id,
         "memory_limit": event.memory_limit,
         "timeout_s": event.timeout_s,
         "created_at": event.requested_at,

@@ -87,6 +87,7 @@ class RunHistory:
                     scheduled_at=event.scheduled_at,
                     run_id=event.run_id,
                     reason=event.reason,
+                    chain=event.chain or None,
                 )
             )
             session.commit()
@@ -115,6 +116,7 @@ class RunHistory:
                 select(RunRecord.id).where(RunRecord.parent_run_id == record.id)
             ).all()
             data["children"] = list(children)
+            data["lineage"] = lineage_of(session, record)
             return data
 
     def runs(self, query: RunQuery) -> list[dict[str, Any]]:
@@ -140,9 +142,34 @@ class RunHistory:
                     "run_id": r.run_id,
                     "reason": r.reason,
                     "event_key": r.event_key,
+                    "chain": r.chain or [],
                 }
                 for r in rows
             ]
+
+
+def lineage_of(session: Session, record: RunRecord) -> dict[str, Any]:
+    """A run's parent and children in brief (routine, number, status), for `runs show`."""
+
+    def brief(run: RunRecord) -> dict[str, Any]:
+        return {
+            "id": run.id,
+            "routine": run.routine,
+            "run_number": run.run_number,
+            "status": run.status,
+            "trigger_kind": run.trigger_kind,
+        }
+
+    parent = session.get(RunRecord, record.parent_run_id) if record.parent_run_id else None
+    children = session.exec(
+        select(RunRecord)
+        .where(RunRecord.parent_run_id == record.id)
+        .order_by(col(RunRecord.created_at))
+    ).all()
+    return {
+        "parent": brief(parent) if parent else None,
+        "children": [brief(c) for c in children],
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -90,7 +90,7 @@ def execute(
         contract = inspect_contract(cls)
         inputs = validate_inputs(contract.inputs, request.inputs)
     except (BundleError, ContractError, InputError) as exc:
-        return {"status": "failed", "error": str(exc)}
+        return {"status": "failed", "error": str(exc), "phase": "start"}
     batch_size = int(inputs.get("batch_size", 1024) or 1024)
     event = build_event(request, batch_size, dataset_root)
     instance = cls()

@@ -7,6 +7,8 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from mainspring.messages import RunPhase
+
 MEMORY_EXCEEDED = "memory limit exceeded"
 
 
@@ -18,6 +20,7 @@ class Outcome:
     outputs: dict[str, Any]
     error: str | None = None
     traceback: str | None = None
+    phase: RunPhase = "run"
 
 
 def outputs_as_json(value: Any) -> dict[str, Any]:
@@ -66,6 +69,7 @@ def outcome_of(
             dict(result.get("outputs") or {}),
             result.get("error"),
             result.get("traceback"),
+            "start" if result.get("phase") == "start" else "run",
         )
     reason = describe_exit(returncode)
     return Outcome("failed", {}, reason, log_tail or None)

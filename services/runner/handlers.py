@@ -65,7 +65,10 @@ class Runner:
             bundle = await self.bundle_dir(request.routine_version)
         except Exception as exc:
             outcome = Outcome(
-                "failed", {}, f"cannot fetch code {request.routine_version[:12]}: {exc}"
+                "failed",
+                {},
+                f"cannot fetch code {request.routine_version[:12]}: {exc}",
+                phase="start",
             )
             await self.complete(request, outcome, started_at, [])
             return
@@ -150,6 +153,8 @@ class Runner:
                 parent_run_id=request.parent_run_id,
                 started_at=started_at,
                 finished_at=_now(),
+                phase=outcome.phase,
+                **request.carried_forward(),
             ),
             subjects.RUN_COMPLETED,
         )
