@@ -85,6 +85,7 @@ def due_ticks(
     grace: timedelta,
     default_window: timedelta,
     limit: int = 1000,
+    armed: datetime | None = None,
 ) -> TickPlan:
     """The ticks in (cursor, now] to fire now, by the routine's catch-up policy.
 
@@ -93,7 +94,12 @@ def due_ticks(
     fires none of them, `all` fires each missed tick inside the catch-up window (oldest
     first, at most `limit` per call; `more` says to call again). Ticks after `now` are
     untouched either way, so the schedule continues with the future ones.
+
+    `armed` is next_fire(spec, cursor) when the caller already knows it: on time, it is
+    the whole plan, without searching (the hot path of a ticker holding many schedules).
     """
+    if armed is not None and cursor < armed <= now and now - armed <= grace:
+        return TickPlan(fire=[armed], cursor=armed)
     window = parse_every(spec.catchup_window) if spec.catchup_window else default_window
     reach = max(window, grace) if spec.catchup == "all" else grace
     start = max(cursor, now - reach)

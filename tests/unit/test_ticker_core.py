@@ -194,3 +194,23 @@ def test_same_timing(old: dict[str, str], new: dict[str, str], same: bool) -> No
     first: TimedSpec = on_schedule(**old)
     second: TimedSpec = on_schedule(**new)
     assert same_timing(first, second) is same
+
+
+@pytest.mark.parametrize(
+    ("armed", "now", "fire", "new_cursor"),
+    [
+        ("10:01:00", "10:01:00.2", ["10:01:00"], "10:01:00"),  # on time: the armed tick alone
+        ("10:01:00", "10:00:59", [], "10:00:00"),  # not yet due
+        ("10:01:00", "10:05:30", ["10:05:00"], "10:05:00"),  # late: the policy decides
+    ],
+)
+def test_armed_tick_fast_path_agrees_with_the_search(
+    armed: str, now: str, fire: list[str], new_cursor: str
+) -> None:
+    spec = on_schedule(every="1m")
+    plan = due_ticks(
+        spec, at("10:00:00"), at(now), grace=GRACE, default_window=WINDOW, armed=at(armed)
+    )
+    searched = due_ticks(spec, at("10:00:00"), at(now), grace=GRACE, default_window=WINDOW)
+    assert plan.fire == clocks(*fire) == searched.fire
+    assert plan.cursor == at(new_cursor) == searched.cursor
