@@ -1,0 +1,140 @@
+"""Schedules end to end: one run per tick across two tickers, SIGKILL, disable and enable."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mainspring.client import Client
+from mainspring.messages import ScheduleFired
+from mainspring.records import RunQuery
+from tests.harness import Deployment, eventually, write_routine
+
+pytestmark = pytest.mark.e2e
+
+EVERY_SECOND = """
+from mainspring import Routine, on_schedule
+
+class Tick(Routine):
+    def run(self, tick=on_schedule(every="1s", catchup="all", catchup_window="1m", overlap="allow")):
+        return {"scheduled_at": tick.scheduled_at.isoformat()}
+"""
+
+
+async def fired_ticks(client: Client, routine: str) -> list[dict[str, Any]]:
+    """The routine's `fired` trigger events, oldest tick first."""
+    events = await client.trigger_events(routine, limit=10_000)
+    fired = [e for e in events if e["status"] == "fired"]
+    return sorted(fired, key=lambda e: e["scheduled_at"])
+
+
+def tick_times(events: list[dict[str, Any]]) -> list[datetime]:
+    return [datetime.fromisoformat(e["scheduled_at"]) for e in events]
+
+
+def assert_contiguous(ticks: list[datetime]) -> None:
+    """Unique, one second apart, nothing missing between the first and the last."""
+    assert len(set(ticks)) == len(ticks), "a tick fired twice"
+    gaps = [(a, b) for a, b in itertools.pairwise(ticks) if b - a != timedelta(seconds=1)]
+    assert not gaps, f"ticks missing between {gaps[:3]}"
+
+
+async def test_every_second_fires_once_per_tick_across_two_tickers_and_sigkill(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    second = system.start("ticker", "ticker-2")
+    folder = write_routine(tmp_path / "tick", EVERY_SECOND)
+    system.cli("routine", "create", str(folder), "--name", "tick")
+
+    await eventually(
+        lambda: _at_least(client, "tick", 6), timeout=60, what="six ticks with two tickers"
+    )
+    # No ticker at all for a few seconds: catchup="all" must fill the gap after restart.
+    system.services["ticker"].kill(signal.SIGKILL)
+    second.kill(signal.SIGKILL)
+    before_restart = len(await fired_ticks(client, "tick"))
+    await asyncio.sleep(4)
+    system.start("ticker")
+    await eventually(
+        lambda: _at_least(client, "tick", before_restart + 8),
+        timeout=60,
+        what="ticks after the restart",
+    )
+    system.cli("routine", "disable", "tick")
+    await asyncio.sleep(3)  # ticks in flight settle
+
+    events = await fired_ticks(client, "tick")
+    ticks = tick_times(events)
+    assert_contiguous(ticks)
+    runs = await eventually(
+        lambda: _runs_for(client, "tick", len(events)), timeout=60, what="one run per tick"
+    )
+    assert len({r["id"] for r in runs}) == len(events)
+    assert sorted(r["trigger_event"]["scheduled_at"] for r in runs) == sorted(
+        e["scheduled_at"] for e in events
+    )
+    assert {e["run_id"] for e in events} == {r["id"] for r in runs}
+    # A tick handled twice would take a second run number (the duplicate request is dropped).
+    assert sorted(r["run_number"] for r in runs) == list(range(1, len(runs) + 1))
+    published = await stream_ticks(client, "tick")
+    assert sorted(published) == sorted(set(published)) == ticks, "schedule.fired doubled"
+
+
+async def stream_ticks(client: Client, routine: str) -> list[datetime]:
+    """Every schedule.fired message of a routine stored on the stream."""
+    subscription = await client.js.subscribe("schedule.fired", ordered_consumer=True)
+    found: list[datetime] = []
+    try:
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=2)
+            except Exception:
+                return found
+            body = ScheduleFired.model_validate_json(message.data)
+            if body.routine == routine:
+                found.append(body.scheduled_at)
+    finally:
+        await subscription.unsubscribe()
+
+
+async def test_disabled_routine_stops_and_resumes_without_backfill(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    folder = write_routine(tmp_path / "tick", EVERY_SECOND)
+    system.cli("routine", "create", str(folder), "--name", "tick")
+    await eventually(lambda: _at_least(client, "tick", 3), timeout=60, what="first ticks")
+
+    system.cli("routine", "disable", "tick")
+    await asyncio.sleep(2)
+    stopped = len(await fired_ticks(client, "tick"))
+    await asyncio.sleep(4)
+    assert len(await fired_ticks(client, "tick")) == stopped, "fired while disabled"
+    shown = system.cli("routine", "show", "tick").stdout
+    assert '"enabled": false' in shown and '"next_fire_at": null' in shown
+
+    system.cli("routine", "enable", "tick")
+    await eventually(
+        lambda: _at_least(client, "tick", stopped + 3), timeout=60, what="ticks after enable"
+    )
+    ticks = tick_times(await fired_ticks(client, "tick"))
+    assert len(set(ticks)) == len(ticks)
+    # The disabled seconds are not caught up: exactly one gap, of at least the pause.
+    gaps = [b - a for a, b in itertools.pairwise(ticks) if b - a != timedelta(seconds=1)]
+    assert len(gaps) == 1 and gaps[0] >= timedelta(seconds=4)
+    shown = system.cli("routine", "show", "tick").stdout
+    assert '"next_fire_at": "' in shown and '"last_run_id": "' in shown
+
+
+async def _at_least(client: Client, routine: str, count: int) -> bool:
+    return len(await fired_ticks(client, routine)) >= count
+
+
+async def _runs_for(client: Client, routine: str, count: int) -> list[dict[str, Any]] | None:
+    runs = await client.list_runs(RunQuery(routine=routine, limit=10_000))
+    return runs if len(runs) >= count else None
