@@ -10,7 +10,13 @@ from mainspring import subjects
 from mainspring.registry import RoutineCatalog, RoutineStore
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
-from services.dispatcher.handlers import Dispatcher, RunNumbers, register
+from services.dispatcher.handlers import (
+    Dispatcher,
+    OverlapGate,
+    RunNumbers,
+    register,
+    register_timed,
+)
 from services.dispatcher.settings import DispatcherSettings
 
 
@@ -21,12 +27,14 @@ def build_app(settings: DispatcherSettings) -> FastStream:
     catalog = RoutineCatalog()
     dispatcher = Dispatcher(broker, None, catalog, None, settings)  # type: ignore[arg-type]
     register(broker, dispatcher)
+    register_timed(broker, dispatcher)
 
     @app.on_startup
     async def bind_state() -> None:
         js = broker.connection.jetstream()
         dispatcher.store = await RoutineStore.open(js)
         dispatcher.numbers = RunNumbers(await js.key_value(subjects.DISPATCH_BUCKET))
+        dispatcher.overlap = OverlapGate(await js.key_value(subjects.DISPATCH_BUCKET))
         await catalog.start(dispatcher.store)
 
     return app

@@ -138,3 +138,117 @@ async def _at_least(client: Client, routine: str, count: int) -> bool:
 async def _runs_for(client: Client, routine: str, count: int) -> list[dict[str, Any]] | None:
     runs = await client.list_runs(RunQuery(routine=routine, limit=10_000))
     return runs if len(runs) >= count else None
+
+
+POLLING = """
+from pathlib import Path
+import time
+from mainspring import Routine, on_poll
+
+MODE = Path({mode_file!r})
+
+def check():
+    mode = MODE.read_text().strip()
+    if mode == "dict":
+        return {{"count": 3, "note": "extra keys stay in the payload"}}
+    if mode == "raise":
+        raise ValueError("feed unreachable")
+    if mode == "sleep":
+        time.sleep(30)
+    return None
+
+class Poller(Routine):
+    def run(self, event=on_poll(check, every="2s", timeout_s=2, overlap="allow"), count: int = 0):
+        return {{"count": count, "payload": event.payload}}
+"""
+
+
+async def test_poll_fires_on_dict_skips_on_none_fails_on_exception_and_timeout(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    mode = tmp_path / "mode"
+    mode.write_text("dict")
+    folder = write_routine(tmp_path / "poller", POLLING.format(mode_file=str(mode)))
+    system.cli("routine", "create", str(folder), "--name", "poller")
+
+    fired = await eventually(
+        lambda: _event_with(client, "poller", "fired"), timeout=60, what="a fired poll"
+    )
+    run = await client.wait(fired["run_id"], timeout=60)
+    assert run["status"] == "completed" and run["trigger_kind"] == "poll"
+    assert run["inputs"] == {"count": 3}
+    assert run["outputs"]["payload"] == {"count": 3, "note": "extra keys stay in the payload"}
+    assert run["trigger_event"]["scheduled_at"] == fired["scheduled_at"]
+
+    mode.write_text("none")
+    skipped = await eventually(
+        lambda: _event_with(client, "poller", "skipped"), timeout=60, what="a skipped poll"
+    )
+    assert skipped["reason"] == "poll function returned None" and skipped["run_id"] is None
+
+    mode.write_text("raise")
+    failed = await eventually(
+        lambda: _event_with(client, "poller", "failed", "ValueError"), timeout=60, what="failed"
+    )
+    assert failed["reason"] == "ValueError: feed unreachable"
+
+    mode.write_text("sleep")
+    timed_out = await eventually(
+        lambda: _event_with(client, "poller", "failed", "timed out"), timeout=60, what="timeout"
+    )
+    assert timed_out["reason"] == "poll function routine:check timed out after 2s"
+    events = system.cli("routine", "events", "poller").stdout
+    assert "fired" in events and "skipped" in events and "failed" in events
+
+
+SLOW = """
+import time
+from mainspring import Routine, on_schedule
+
+class Slow(Routine):
+    def run(self, tick=on_schedule(every="1s")):
+        time.sleep(4)
+        return {}
+"""
+
+
+async def test_overlap_skip_records_skipped_ticks_and_runs_never_overlap(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    folder = write_routine(tmp_path / "slow", SLOW)
+    system.cli("routine", "create", str(folder), "--name", "slow")
+
+    skipped = await eventually(
+        lambda: _event_with(client, "slow", "skipped", "overlap=skip"), timeout=60, what="skip"
+    )
+    assert skipped["reason"].startswith("run ") and "still active" in skipped["reason"]
+    await eventually(
+        lambda: _runs_for_status(client, "slow", "completed", 2), timeout=60, what="two runs"
+    )
+    system.cli("routine", "disable", "slow")
+    runs = await eventually(
+        lambda: _settled_runs(client, "slow"), timeout=60, what="runs to settle"
+    )
+    spans = sorted((r["started_at"], r["finished_at"]) for r in runs if r["started_at"])
+    for (_, finished), (started, _) in itertools.pairwise(spans):
+        assert finished <= started, f"runs overlapped: {spans}"
+
+
+async def _event_with(
+    client: Client, routine: str, status: str, reason_part: str = ""
+) -> dict[str, Any] | None:
+    for event in await client.trigger_events(routine, limit=500):
+        if event["status"] == status and reason_part in (event["reason"] or ""):
+            return event
+    return None
+
+
+async def _runs_for_status(client: Client, routine: str, status: str, count: int) -> bool:
+    runs = await client.list_runs(RunQuery(routine=routine, status=status, limit=100))
+    return len(runs) >= count
+
+
+async def _settled_runs(client: Client, routine: str) -> list[dict[str, Any]] | None:
+    runs = await client.list_runs(RunQuery(routine=routine, limit=100))
+    done = all(r["status"] in ("completed", "failed", "cancelled") for r in runs)
+    return runs if runs and done else None
