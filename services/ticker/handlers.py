@@ -61,6 +61,7 @@ class Ticker:
         self.kv = kv
         self.lag_observer = lag_observer
         self.armed: dict[str, Armed] = {}
+        self.names_by_key: dict[str, str] = {}
         self.cursors: dict[str, datetime] = {}
         self.dirty: set[str] = set()
         # (when, generation, routine, whether `when` is the routine's next nominal tick)
@@ -84,7 +85,10 @@ class Ticker:
 
     def on_definition(self, key: str, definition: RoutineDefinition | None, now: datetime) -> None:
         """A routine was created, changed, disabled or deleted: (re)arm or drop it."""
-        name = definition.name if definition else key
+        # A deletion names only the KV key, which may differ from the routine's name.
+        name = definition.name if definition else self.names_by_key.get(key, key)
+        if definition is not None:
+            self.names_by_key[key] = definition.name
         trigger = definition.trigger if definition else None
         if definition is None or not definition.enabled or not isinstance(trigger, TimedSpec):
             self.armed.pop(name, None)
