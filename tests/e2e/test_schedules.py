@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +252,32 @@ async def _settled_runs(client: Client, routine: str) -> list[dict[str, Any]] | 
     runs = await client.list_runs(RunQuery(routine=routine, limit=100))
     done = all(r["status"] in ("completed", "failed", "cancelled") for r in runs)
     return runs if runs and done else None
+
+
+async def test_schedule_update_and_delete_take_effect_without_restart(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    folder = write_routine(tmp_path / "tick", EVERY_SECOND)
+    system.cli("routine", "create", str(folder), "--name", "tick")
+    await eventually(lambda: _at_least(client, "tick", 3), timeout=60, what="first ticks")
+
+    write_routine(folder, EVERY_SECOND.replace('every="1s"', 'every="3s"'))
+    system.cli("routine", "create", str(folder), "--name", "tick")
+    # A margin past the update: the ticker applies it a moment after the CLI returns.
+    updated_at = datetime.now(UTC) + timedelta(seconds=1)
+    await eventually(
+        lambda: _ticks_after(client, "tick", updated_at, 3), timeout=60, what="3s ticks"
+    )
+    later = [t for t in tick_times(await fired_ticks(client, "tick")) if t > updated_at]
+    assert all(int(t.timestamp()) % 3 == 0 for t in later), later
+    assert all(b - a == timedelta(seconds=3) for a, b in itertools.pairwise(later)), later
+
+    system.cli("routine", "delete", "tick")
+    await asyncio.sleep(2)
+    settled = len(await fired_ticks(client, "tick"))
+    await asyncio.sleep(5)
+    assert len(await fired_ticks(client, "tick")) == settled, "a deleted routine fired"
+
+
+async def _ticks_after(client: Client, routine: str, after: datetime, count: int) -> bool:
+    return sum(t > after for t in tick_times(await fired_ticks(client, routine))) >= count
