@@ -89,7 +89,7 @@ def on_schedule(
     catchup_window: str | None = None,
     overlap: Overlap = "skip",
 ) -> Any:
-    """Fire on a cron expression (5 or 6 fields) or an interval like '10s', '1h30m'."""
+    """Fire on a cron (5 fields, or 6 with seconds first) or an interval like '10s', '1h30m'."""
     spec = ScheduleTrigger(
         cron=cron,
         every=every,
