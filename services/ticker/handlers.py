@@ -68,6 +68,7 @@ class Ticker:
         self.heap: list[tuple[datetime, int, str, bool]] = []
         self.generation = 0
         self.wakeup = asyncio.Event()
+        self.in_flight = asyncio.Semaphore(settings.max_publishes_in_flight)
 
     async def load_cursors(self) -> None:
         """Read every persisted cursor once at start (no per-tick KV reads afterwards)."""
@@ -179,19 +180,23 @@ class Ticker:
     async def fire_plan(self, name: str, armed: Armed, plan: core.TickPlan) -> bool:
         """Publish one routine's due ticks, oldest first; False if the bus refused."""
         try:
-            for due in plan.fire:
-                await self.publish(
-                    ScheduleFired(
-                        routine=name,
-                        scheduled_at=due,
-                        fired_at=_now(),
-                        routine_version=armed.definition.version,
-                    )
-                )
+            async with self.in_flight:
+                await self._publish_ticks(name, armed, plan)
         except Exception as exc:
             log.error("publishing ticks of %s failed (%s); retrying", name, exc)
             return False
         return True
+
+    async def _publish_ticks(self, name: str, armed: Armed, plan: core.TickPlan) -> None:
+        for due in plan.fire:
+            await self.publish(
+                ScheduleFired(
+                    routine=name,
+                    scheduled_at=due,
+                    fired_at=_now(),
+                    routine_version=armed.definition.version,
+                )
+            )
 
     async def publish(self, fired: ScheduleFired) -> None:
         """Publish one tick with its deterministic Nats-Msg-Id (routine + nominal time).

@@ -12,3 +12,5 @@ class TickerSettings(Settings):
     misfire_grace_s: float = 1.0
     # Cursors are saved in batches; must stay well inside the stream's duplicate window.
     persist_interval_s: float = 1.0
+    # Ticks due at the same instant publish concurrently, at most this many at a time.
+    max_publishes_in_flight: int = 512
