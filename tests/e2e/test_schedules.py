@@ -281,3 +281,51 @@ async def test_schedule_update_and_delete_take_effect_without_restart(
 
 async def _ticks_after(client: Client, routine: str, after: datetime, count: int) -> bool:
     return sum(t > after for t in tick_times(await fired_ticks(client, routine))) >= count
+
+
+async def test_overlap_cancel_previous_cancels_the_active_run(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    source = SLOW.replace('every="1s"', 'every="3s", overlap="cancel_previous"')
+    folder = write_routine(tmp_path / "slow", source.replace("time.sleep(4)", "time.sleep(60)"))
+    system.cli("routine", "create", str(folder), "--name", "slow")
+
+    cancelled = await eventually(
+        lambda: _runs_with(client, "slow", "cancelled"), timeout=90, what="a cancelled run"
+    )
+    assert cancelled[0]["error"] == "cancelled by request"
+    system.cli("routine", "disable", "slow")
+    # Each cancelled run was replaced by the next tick's run: never two running at once.
+    running = await client.list_runs(RunQuery(routine="slow", status="running", limit=100))
+    assert len(running) <= 1
+
+
+async def test_overlap_buffer_one_runs_one_buffered_tick_after_the_active_run(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    source = SLOW.replace('every="1s"', 'every="1s", overlap="buffer_one"')
+    folder = write_routine(tmp_path / "slow", source.replace("time.sleep(4)", "time.sleep(3)"))
+    system.cli("routine", "create", str(folder), "--name", "slow")
+
+    await eventually(
+        lambda: _event_with(client, "slow", "skipped", "already buffered"), timeout=60, what="drop"
+    )
+    await eventually(
+        lambda: _runs_for_status(client, "slow", "completed", 2), timeout=60, what="two runs"
+    )
+    system.cli("routine", "disable", "slow")
+    runs = await eventually(lambda: _settled_runs(client, "slow"), timeout=60, what="settled")
+    spans = sorted((r["started_at"], r["finished_at"]) for r in runs if r["started_at"])
+    for (_, finished), (started, _) in itertools.pairwise(spans):
+        assert finished <= started, f"runs overlapped: {spans}"
+    # The second run is the buffered tick: it was fired one second after the first.
+    first, second = sorted(runs, key=lambda r: r["trigger_event"]["scheduled_at"])[:2]
+    gap = datetime.fromisoformat(second["trigger_event"]["scheduled_at"]) - datetime.fromisoformat(
+        first["trigger_event"]["scheduled_at"]
+    )
+    assert gap == timedelta(seconds=1)
+
+
+async def _runs_with(client: Client, routine: str, status: str) -> list[dict[str, Any]] | None:
+    runs = await client.list_runs(RunQuery(routine=routine, status=status, limit=100))
+    return runs or None
