@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import logging
 import time
@@ -69,6 +70,8 @@ class Ticker:
         self.generation = 0
         self.wakeup = asyncio.Event()
         self.in_flight = asyncio.Semaphore(settings.max_publishes_in_flight)
+        self.changes_since_freeze = 0
+        self.last_change = time.monotonic()
 
     async def load_cursors(self) -> None:
         """Read every persisted cursor once at start (no per-tick KV reads afterwards)."""
@@ -86,6 +89,8 @@ class Ticker:
 
     def on_definition(self, key: str, definition: RoutineDefinition | None, now: datetime) -> None:
         """A routine was created, changed, disabled or deleted: (re)arm or drop it."""
+        self.changes_since_freeze += 1
+        self.last_change = time.monotonic()
         # A deletion names only the KV key, which may differ from the routine's name.
         name = definition.name if definition else self.names_by_key.get(key, key)
         if definition is not None:
@@ -232,6 +237,24 @@ class Ticker:
             self.dirty |= names  # try again next round
             log.warning("saving tick cursors failed; retrying")
 
+    def freeze_loaded(self, quiet_s: float = 2.0, min_changes: int = 1000) -> bool:
+        """Move the loaded schedules out of the garbage collector's sight, once loading is quiet.
+
+        With 100k schedules the full collections CPython runs now and then walk millions of
+        long-lived objects and stall the loop for hundreds of milliseconds, which is tick
+        lag. After a bulk of registry changes has settled, one collection then gc.freeze()
+        leaves only new objects for later collections.
+        """
+        if self.changes_since_freeze < min_changes:
+            return False
+        if time.monotonic() - self.last_change < quiet_s:
+            return False
+        gc.collect()
+        gc.freeze()
+        self.changes_since_freeze = 0
+        log.info("%d schedules armed; loaded state frozen for the collector", len(self.armed))
+        return True
+
     async def persist_loop(self) -> None:
         """Save cursors every persist_interval_s.
 
@@ -243,6 +266,7 @@ class Ticker:
             while True:
                 await asyncio.sleep(self.settings.persist_interval_s)
                 await self.persist()
+                self.freeze_loaded()
         finally:
             with contextlib.suppress(Exception):
                 await self.persist()
