@@ -125,7 +125,11 @@ class Dispatcher:
             return
         while True:
             state, revision = await self.overlap.read(completed.routine)
-            decision, changed = timed.release_run(state, completed.run_id, now)
+            enabled = True
+            if state.pending is not None and completed.run_id in state.active:
+                definition = await self.store.find(completed.routine)
+                enabled = definition is not None and definition.enabled
+            decision, changed = timed.release_run(state, completed.run_id, now, enabled)
             if changed == state:
                 return
             # The buffered run is published before the slot is saved: a crash in between

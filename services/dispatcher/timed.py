@@ -170,14 +170,26 @@ def gate_run(
     return Decision(history=skipped), state, []
 
 
-def release_run(state: OverlapState, run_id: str, now: datetime) -> tuple[Decision, OverlapState]:
-    """A run finished: free its slot and start the buffered tick, if any."""
+def release_run(
+    state: OverlapState, run_id: str, now: datetime, still_enabled: bool = True
+) -> tuple[Decision, OverlapState]:
+    """A run finished: free its slot and start the buffered tick, if any.
+
+    A buffered tick of a routine disabled or deleted meanwhile is recorded as skipped.
+    """
     if run_id not in state.active:
         return Decision(), state
     active = tuple(a for a in state.active if a != run_id)
     if active or state.pending is None:
         return Decision(), state.model_copy(update={"active": active})
     pending = state.pending
+    if not still_enabled:
+        reason = "trigger disabled before the buffered tick could start (overlap=buffer_one)"
+        dropped = [
+            h.model_copy(update={"status": "skipped", "run_id": None, "reason": reason})
+            for h in pending.history
+        ]
+        return Decision(history=dropped), OverlapState()
     request = pending.request.model_copy(update={"requested_at": now})
     history = [h.model_copy(update={"fired_at": now}) for h in pending.history]
     started = OverlapState(active=(request.run_id,), pending=None)

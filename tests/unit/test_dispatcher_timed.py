@@ -153,3 +153,16 @@ def test_poll_tick_asks_a_runner_only_for_enabled_poll_routines() -> None:
     assert asked.message_id() == f"poll:r:{tick(0).isoformat()}"
     assert timed.poll_request(routine(POLL, enabled=False), fired) is None
     assert timed.poll_request(routine(ScheduleTrigger(every="1s")), fired) is None
+
+
+def test_buffered_tick_of_a_disabled_routine_is_recorded_skipped_not_started() -> None:
+    state = timed.OverlapState()
+    for second in (0, 1):
+        _, state, _ = timed.gate_run("buffer_one", state, scheduled("buffer_one", second), NOW)
+
+    decision, state = timed.release_run(state, run_of(0), NOW, still_enabled=False)
+
+    assert decision.requests == [] and state == timed.OverlapState()
+    [history] = decision.history
+    assert history.status == "skipped" and history.scheduled_at == tick(1)
+    assert history.reason is not None and "trigger disabled" in history.reason
