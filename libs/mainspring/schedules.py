@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 _EVERY_PART = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -54,6 +54,12 @@ def check_cron(expr: str) -> str:
             f"cron={expr!r} is not a valid cron expression: write e.g. '*/5 * * * *', "
             "'0 9 * * MON-FRI', '30 */2 * * * *' or '@daily'"
         )
+    try:
+        croniter(expr, datetime(2000, 1, 1), second_at_beginning=True).get_next(datetime)
+    except CroniterBadDateError:
+        raise ScheduleError(
+            f"cron={expr!r} never fires (no such date): check day and month"
+        ) from None
     return expr
 
 

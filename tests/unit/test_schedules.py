@@ -72,6 +72,7 @@ def test_cron_forms_accepted(expr: str) -> None:
         ("61 * * * *", "not a valid cron"),
         ("* * * * FUNDAY", "not a valid cron"),
         ("@fortnightly", "not a valid cron"),
+        ("0 0 30 2 *", "never fires"),
     ],
 )
 def test_cron_errors_name_the_fix(expr: str, message: str) -> None:
