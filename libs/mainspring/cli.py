@@ -240,19 +240,15 @@ def next_fire_text(definition: Any) -> str | None:
     """When a timed trigger fires next (None for other triggers or when disabled)."""
     from datetime import UTC
 
-    from mainspring.schedules import next_cron_fire, next_every_fire, parse_every, parse_tz
+    from mainspring.schedules import next_timed_fire
     from mainspring.triggers import TimedSpec
 
     trigger = definition.trigger
     if not isinstance(trigger, TimedSpec) or not definition.enabled:
         return None
+    # The same arithmetic the ticker uses, so `show` names the tick that will fire.
     now = datetime.now(UTC)
-    if trigger.every:
-        return next_every_fire(
-            parse_every(trigger.every), datetime(1970, 1, 1, tzinfo=UTC), now
-        ).isoformat()
-    assert trigger.cron is not None
-    return next_cron_fire(trigger.cron, parse_tz(trigger.tz), now).isoformat()
+    return next_timed_fire(trigger.cron, trigger.every, trigger.tz, now).isoformat()
 
 
 async def routine_enable(client: Any, args: argparse.Namespace) -> int:

@@ -202,3 +202,31 @@ class TriggerRecorded(Message):
     def message_id(self) -> str:
         """One history row per routine and trigger event."""
         return f"trigger:{self.routine}:{self.event_key}:{self.status}"
+
+
+class PollRequested(Message):
+    """A poll trigger ticked: a runner must call the routine's poll function."""
+
+    routine: str
+    routine_version: str
+    fn: str
+    scheduled_at: AwareDatetime
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    def message_id(self) -> str:
+        """One poll per routine and nominal tick."""
+        return f"poll:{self.routine}:{self.scheduled_at.isoformat()}"
+
+
+class PollCompleted(Message):
+    """A poll function returned a payload (fire), None (skip), or failed (error)."""
+
+    routine: str
+    scheduled_at: AwareDatetime
+    payload: dict[str, Any] | None = None
+    error: str | None = None
+    finished_at: AwareDatetime
+
+    def message_id(self) -> str:
+        """One result per routine and nominal tick."""
+        return f"polled:{self.routine}:{self.scheduled_at.isoformat()}"

@@ -6,10 +6,11 @@ import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 _EVERY_PART = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ScheduleError(ValueError):
@@ -41,15 +42,24 @@ def parse_tz(name: str) -> ZoneInfo:
 
 
 def check_cron(expr: str) -> str:
-    """Validate a 5-field (or 6-field with seconds) cron expression or macro."""
+    """Validate a 5-field cron, a 6-field cron with seconds first, or a macro like @daily."""
     fields = expr.split()
     if not expr.strip().startswith("@") and len(fields) not in (5, 6):
         raise ScheduleError(
-            f"cron={expr!r} has {len(fields)} fields: use 5 (min hour day month weekday) "
-            "or 6 with seconds last"
+            f"cron={expr!r} has {len(fields)} fields: use 5 (minute hour day month weekday) "
+            "or 6 with seconds first (second minute hour day month weekday)"
         )
-    if not croniter.is_valid(expr):
-        raise ScheduleError(f"cron={expr!r} is not a valid cron expression")
+    if not croniter.is_valid(expr, second_at_beginning=True):
+        raise ScheduleError(
+            f"cron={expr!r} is not a valid cron expression: write e.g. '*/5 * * * *', "
+            "'0 9 * * MON-FRI', '30 */2 * * * *' or '@daily'"
+        )
+    try:
+        croniter(expr, datetime(2000, 1, 1), second_at_beginning=True).get_next(datetime)
+    except CroniterBadDateError:
+        raise ScheduleError(
+            f"cron={expr!r} never fires (no such date): check day and month"
+        ) from None
     return expr
 
 
@@ -57,12 +67,16 @@ def next_cron_fire(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
     """The first fire time strictly after `after` (aware), in UTC.
 
     Iterates naive wall-clock times, so DST keeps two rules croniter alone does not:
-    a wall time the clock skips fires once, at the jump; a repeated wall time fires
-    once, at its first occurrence.
+    a wall time the clock skips fires once, at the jump (several skipped wall times
+    collapse into that one instant); a repeated wall time fires once, at its first
+    occurrence.
     """
-    wall_after = after.astimezone(tz).replace(tzinfo=None)
-    # Start one hour back so a repeated hour's first occurrence is not stepped over.
-    it = croniter(expr, wall_after - timedelta(hours=3), ret_type=datetime)
+    # No look-back is needed: a wall time at or before `after`'s wall reading resolves to
+    # an instant at or before `after` (first occurrences and jump instants are monotonic).
+    wall_after = after.astimezone(tz).replace(tzinfo=None, microsecond=0)
+    # croniter reads 6 fields with seconds last by default; Mainspring documents the
+    # common seconds-first form (Quartz, Spring), so say so explicitly.
+    it = croniter(expr, wall_after, ret_type=datetime, second_at_beginning=True)
     for _ in range(1_000_000):
         wall: datetime = it.get_next(datetime)
         fire = resolve_wall_time(wall, tz)
@@ -103,3 +117,16 @@ def next_every_fire(interval: timedelta, anchor: datetime, after: datetime) -> d
     elapsed = after - anchor
     steps = elapsed // interval + 1
     return (anchor + steps * interval).astimezone(UTC)
+
+
+def next_timed_fire(cron: str | None, every: str | None, tz: str, after: datetime) -> datetime:
+    """The first tick strictly after `after` of a cron or an interval schedule, in UTC.
+
+    Interval schedules sit on a grid anchored at the Unix epoch, so they stay fixed in
+    absolute time across restarts and DST changes.
+    """
+    if every is not None:
+        return next_every_fire(parse_every(every), EPOCH, after)
+    if cron is None:
+        raise ScheduleError("give exactly one of cron= and every=, e.g. every='1m'")
+    return next_cron_fire(cron, parse_tz(tz), after)

@@ -11,6 +11,8 @@ RUN_PROGRESS = "run.progress"
 RUN_COMPLETED = "run.completed"
 RUN_CANCEL = "run.cancel"
 TRIGGER_RECORDED = "trigger.recorded"
+POLL_REQUESTED = "poll.requested"
+POLL_COMPLETED = "poll.completed"
 DEAD_LETTER_PREFIX = "deadletter"
 
 STREAM_SUBJECTS = [
@@ -19,6 +21,7 @@ STREAM_SUBJECTS = [
     "run.>",
     TRIGGER_RECORDED,
     f"{DEAD_LETTER_PREFIX}.>",
+    "poll.>",
 ]
 
 # Request/reply subjects answered by the recorder (core NATS, not stored).
@@ -35,6 +38,7 @@ WATCHER_BUCKET = "watcher"
 # Durable consumer names: one per service role, shared by its replicas.
 RUNNER_CONSUMER = "runner"
 RECORDER_CONSUMER = "recorder"
+RUNNER_POLL_CONSUMER = "runner-poll"
 
 
 def dead_letter_subject(subject: str) -> str:

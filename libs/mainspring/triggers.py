@@ -89,7 +89,7 @@ def on_schedule(
     catchup_window: str | None = None,
     overlap: Overlap = "skip",
 ) -> Any:
-    """Fire on a cron expression (5 or 6 fields) or an interval like '10s', '1h30m'."""
+    """Fire on a cron (5 fields, or 6 with seconds first) or an interval like '10s', '1h30m'."""
     spec = ScheduleTrigger(
         cron=cron,
         every=every,
@@ -109,6 +109,8 @@ def on_poll(
     tz: str = "UTC",
     timeout_s: float = 60.0,
     overlap: Overlap = "skip",
+    catchup: CatchUp = "latest",
+    catchup_window: str | None = None,
 ) -> Any:
     """Run `fn()` on each tick: a dict fires the routine with its keys as inputs, None skips."""
     qualname = getattr(fn, "__qualname__", "")
@@ -121,6 +123,8 @@ def on_poll(
         tz=tz,
         timeout_s=timeout_s,
         overlap=overlap,
+        catchup=catchup,
+        catchup_window=catchup_window,
     )
     spec.check_timing()
     return spec

@@ -14,6 +14,7 @@ from mainspring import subjects, tracing
 from mainspring.cursors import load_cursor, save_cursor
 from mainspring.messages import (
     DatasetAppended,
+    PollCompleted,
     RunCompleted,
     ScheduleFired,
     SubmitRun,
@@ -21,7 +22,7 @@ from mainspring.messages import (
 )
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import durable, parse_or_park, publish_event
-from services.dispatcher import core
+from services.dispatcher import core, timed
 from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger("mainspring.dispatcher")
@@ -101,6 +102,7 @@ class Dispatcher:
         self.numbers = numbers
         self.settings = settings
         self.crashes: CrashLoopCounts | None = None
+        self.overlap: OverlapGate | None = None
 
     async def publish(self, decision: core.Decision) -> None:
         """Requests first (deduplicated by run id), then history and refusals."""
@@ -162,6 +164,104 @@ class Dispatcher:
             return
         raise RuntimeError(f"crash-loop count of {routine} kept changing concurrently")
 
+    async def on_tick(
+        self, definition: RoutineDefinition | None, fired: ScheduleFired, now: datetime
+    ) -> None:
+        """A schedule tick: poll routines ask a runner to poll, the others start a run."""
+        poll = timed.poll_request(definition, fired)
+        if poll is not None:
+            await publish_event(self.broker, poll, subjects.POLL_REQUESTED)
+            return
+        await self.start_timed(definition, core.decide_schedule(definition, fired, now), now)
+
+    async def start_timed(
+        self, definition: RoutineDefinition | None, decision: core.Decision, now: datetime
+    ) -> None:
+        """Publish a timed trigger's decision through the routine's overlap policy."""
+        policy = timed.overlap_policy(definition)
+        if definition is None or policy == "allow" or not decision.requests or not self.overlap:
+            await self.publish(decision)
+            return
+        while True:
+            state, revision = await self.overlap.read(definition.name)
+            gated, changed, cancels = timed.gate_run(policy, state, decision, now)
+            if changed == state or await self.overlap.write(definition.name, changed, revision):
+                break
+        # The slot is taken before the request goes out: a crash from here on redelivers
+        # the tick, which finds its run active and republishes (deduplicated by run id)
+        # instead of starting a second one.
+        for cancel in cancels:
+            log.info(
+                "cancelling run %s of %s (overlap=cancel_previous)", cancel.run_id, definition.name
+            )
+            await publish_event(self.broker, cancel, subjects.RUN_CANCEL)
+        await self.publish(gated)
+
+    async def release_timed(self, completed: RunCompleted, now: datetime) -> None:
+        """A run ended: free its overlap slot and start the buffered tick, if any."""
+        if self.overlap is None:
+            return
+        while True:
+            state, revision = await self.overlap.read(completed.routine)
+            enabled = True
+            if state.pending is not None and completed.run_id in state.active:
+                definition = await self.store.find(completed.routine)
+                enabled = definition is not None and definition.enabled
+            decision, changed = timed.release_run(state, completed.run_id, now, enabled)
+            if changed == state:
+                return
+            # The buffered run is published before the slot is saved: a crash in between
+            # redelivers the completion, which finds the same state and republishes the
+            # same (deduplicated) request, so the buffered tick is never lost.
+            await self.publish(decision)
+            if await self.overlap.write(completed.routine, changed, revision):
+                return
+
+    async def on_polled(self, polled: PollCompleted, now: datetime) -> None:
+        """A poll function's result: a run (through the overlap policy) or a history row."""
+        definition = await self.store.find(polled.routine)
+        await self.start_timed(definition, timed.decide_poll_result(definition, polled, now), now)
+
+
+class OverlapGate:
+    """Active trigger runs and the buffered tick of each routine, in the dispatch bucket.
+
+    The dispatcher records a run as active at the moment it decides to start it, in the
+    same compare-and-set that checks the policy, and frees it on run.completed (which it
+    consumes anyway). Asking the recorder (api.runs.list) would race with the recorder's
+    consumer lag: a run requested a moment ago may not be recorded yet, so two quick ticks
+    could both start. Following run.requested would race with our own publish the same
+    way. The KV bucket survives dispatcher restarts; the revision check keeps concurrent
+    handlers (ticks, completions, replicas) from overwriting each other.
+    """
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def read(self, routine: str) -> tuple[timed.OverlapState, int]:
+        """The state and its revision (0 when none is stored)."""
+        try:
+            entry = await self._kv.get(f"overlap.{routine}")
+        except (KeyNotFoundError, NotFoundError):
+            return timed.OverlapState(), 0
+        if not entry.value:
+            return timed.OverlapState(), entry.revision or 0
+        return timed.OverlapState.model_validate_json(entry.value), entry.revision or 0
+
+    async def write(self, routine: str, state: timed.OverlapState, revision: int) -> bool:
+        """Save if nobody changed it since `revision`; False means read again."""
+        value = state.model_dump_json().encode()
+        try:
+            if revision:
+                await self._kv.update(f"overlap.{routine}", value, revision)
+            else:
+                await self._kv.create(f"overlap.{routine}", value)
+        except Exception as exc:
+            if isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc):
+                return False
+            raise
+        return True
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -182,7 +282,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         fired = await parse_or_park(broker, message, ScheduleFired)
         if fired:
             definition = await dispatcher.store.find(fired.routine)
-            await dispatcher.publish(core.decide_schedule(definition, fired, _now()))
+            await dispatcher.on_tick(definition, fired, _now())
 
     @broker.subscriber(**durable("dispatcher-completed", subjects.RUN_COMPLETED))
     async def on_run_completed(message: NatsMessage) -> None:
@@ -199,6 +299,20 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
                 dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
             )
             await dispatcher.publish(decision)
+            await dispatcher.release_timed(completed, _now())
+
+    # New messages only: firings that failed before this consumer first existed must not
+    # disable a trigger when a deployment is upgraded.
+    @broker.subscriber(
+        **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True)
+    )
+    async def on_trigger_recorded(message: NatsMessage) -> None:
+        recorded = await parse_or_park(broker, message, TriggerRecorded)
+        if recorded:
+            outcome, failure_key = core.trigger_outcome(recorded)
+            await dispatcher.check_crash_loop(
+                recorded.routine, outcome, failure_key, recorded.reason, recorded.run_id
+            )
 
 
 class DatasetDispatch:
@@ -279,15 +393,12 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
 
     return datasets
 
-    # New messages only: firings that failed before this consumer first existed must not
-    # disable a trigger when a deployment is upgraded.
-    @broker.subscriber(
-        **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True)
-    )
-    async def on_trigger_recorded(message: NatsMessage) -> None:
-        recorded = await parse_or_park(broker, message, TriggerRecorded)
-        if recorded:
-            outcome, failure_key = core.trigger_outcome(recorded)
-            await dispatcher.check_crash_loop(
-                recorded.routine, outcome, failure_key, recorded.reason, recorded.run_id
-            )
+
+def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
+    """Subscribe the dispatcher to poll results."""
+
+    @broker.subscriber(**durable("dispatcher-poll", subjects.POLL_COMPLETED))
+    async def on_poll_completed(message: NatsMessage) -> None:
+        polled = await parse_or_park(broker, message, PollCompleted)
+        if polled:
+            await dispatcher.on_polled(polled, _now())

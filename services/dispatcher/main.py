@@ -13,9 +13,11 @@ from mainspring.service import build_broker, configure_logging
 from services.dispatcher.handlers import (
     CrashLoopCounts,
     Dispatcher,
+    OverlapGate,
     RunNumbers,
     register,
     register_datasets,
+    register_timed,
 )
 from services.dispatcher.settings import DispatcherSettings
 
@@ -28,6 +30,7 @@ def build_app(settings: DispatcherSettings) -> FastStream:
     dispatcher = Dispatcher(broker, None, catalog, None, settings)  # type: ignore[arg-type]
     register(broker, dispatcher)
     register_datasets(broker, dispatcher)
+    register_timed(broker, dispatcher)
 
     @app.on_startup
     async def bind_state() -> None:
@@ -35,6 +38,7 @@ def build_app(settings: DispatcherSettings) -> FastStream:
         dispatcher.store = await RoutineStore.open(js)
         dispatcher.numbers = RunNumbers(await js.key_value(subjects.DISPATCH_BUCKET))
         dispatcher.crashes = CrashLoopCounts(await js.key_value(subjects.DISPATCH_BUCKET))
+        dispatcher.overlap = OverlapGate(await js.key_value(subjects.DISPATCH_BUCKET))
         await catalog.start(dispatcher.store)
 
     return app

@@ -10,6 +10,7 @@ from mainspring.registry import RoutineStore
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
 from services.runner.handlers import Runner, register
+from services.runner.poll import register_poll
 from services.runner.settings import RunnerSettings
 
 
@@ -19,6 +20,7 @@ def build_app(settings: RunnerSettings) -> FastStream:
     app = build_service_app(broker, settings, "runner")
     runner = Runner(broker, settings)
     register(broker, runner)
+    register_poll(broker, runner)
 
     @app.on_startup
     async def bind_store() -> None:

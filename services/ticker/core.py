@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from mainspring.schedules import next_cron_fire, next_every_fire, parse_every, parse_tz
+from mainspring.schedules import EPOCH, next_timed_fire, parse_every
 from mainspring.triggers import TimedSpec
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["EPOCH", "TickPlan", "due_ticks", "next_fire", "same_timing", "start_cursor"]
+
+# How far back the search for the most recent missed tick may look at first; it doubles
+# until it finds one, so a per-second cron after a week of downtime stays cheap.
+_FIRST_LOOKBACK = timedelta(minutes=1)
 
 
 def next_fire(spec: TimedSpec, after: datetime) -> datetime:
@@ -16,41 +21,93 @@ def next_fire(spec: TimedSpec, after: datetime) -> datetime:
     Interval schedules sit on a grid anchored at the Unix epoch, so they stay fixed in
     absolute time across restarts and DST changes.
     """
-    if spec.every is not None:
-        return next_every_fire(parse_every(spec.every), EPOCH, after)
-    assert spec.cron is not None
-    return next_cron_fire(spec.cron, parse_tz(spec.tz), after)
+    return next_timed_fire(spec.cron, spec.every, spec.tz, after)
+
+
+def same_timing(old: TimedSpec, new: TimedSpec) -> bool:
+    """Do two specs tick at the same instants? (Then an update keeps the armed tick.)"""
+    return (old.cron, old.every, old.tz) == (new.cron, new.every, new.tz)
+
+
+def start_cursor(last_fired: datetime | None, defined_at: datetime) -> datetime:
+    """Where a schedule's tick history starts: the last tick fired, never before its definition.
+
+    A tick before the definition's last change belongs to an older schedule or to a time
+    the trigger was disabled: it is never caught up.
+    """
+    return defined_at if last_fired is None else max(last_fired, defined_at)
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    """What to do with the ticks after `cursor`: fire some, drop the missed rest."""
+
+    fire: list[datetime] = field(default_factory=list)
+    missed: int = 0
+    cursor: datetime | None = None  # the newest tick handled (fired or dropped)
+    more: bool = False  # the catch-up limit was hit: call again for the rest
+
+
+def _ticks_between(
+    spec: TimedSpec, after: datetime, until: datetime, limit: int
+) -> tuple[list[datetime], bool]:
+    ticks: list[datetime] = []
+    cursor = after
+    while len(ticks) < limit:
+        tick = next_fire(spec, cursor)
+        if tick > until:
+            return ticks, False
+        ticks.append(tick)
+        cursor = tick
+    return ticks, next_fire(spec, cursor) <= until
+
+
+def _latest_tick(spec: TimedSpec, after: datetime, until: datetime) -> datetime | None:
+    """The most recent tick in (after, until], found without walking the whole range."""
+    lookback = _FIRST_LOOKBACK
+    while True:
+        start = max(after, until - lookback)
+        latest = None
+        cursor = start
+        while (tick := next_fire(spec, cursor)) <= until:
+            latest = tick
+            cursor = tick
+        if latest is not None or start == after:
+            return latest
+        lookback *= 2
 
 
 def due_ticks(
     spec: TimedSpec,
-    last_fired: datetime | None,
+    cursor: datetime,
     now: datetime,
+    *,
+    grace: timedelta,
     default_window: timedelta,
     limit: int = 1000,
-) -> list[datetime]:
-    """Ticks to fire now, given the last tick fired, by the routine's catch-up policy.
+    armed: datetime | None = None,
+) -> TickPlan:
+    """The ticks in (cursor, now] to fire now, by the routine's catch-up policy.
 
-    A tick is due when its nominal time has passed. After downtime more than one may be
-    due: `latest` fires only the most recent, `skip` fires none of the missed ones, `all`
-    fires each one inside the catch-up window.
+    A tick at most `grace` old is on time and always fires. Older ones were missed (the
+    ticker was down or stalled): `latest` fires the most recent missed tick once, `skip`
+    fires none of them, `all` fires each missed tick inside the catch-up window (oldest
+    first, at most `limit` per call; `more` says to call again). Ticks after `now` are
+    untouched either way, so the schedule continues with the future ones.
+
+    `armed` is next_fire(spec, cursor) when the caller already knows it: on time, it is
+    the whole plan, without searching (the hot path of a ticker holding many schedules).
     """
-    if last_fired is None:
-        return []
+    if armed is not None and cursor < armed <= now and now - armed <= grace:
+        return TickPlan(fire=[armed], cursor=armed)
     window = parse_every(spec.catchup_window) if spec.catchup_window else default_window
-    ticks: list[datetime] = []
-    cursor = last_fired
-    while len(ticks) < limit:
-        tick = next_fire(spec, cursor)
-        if tick > now:
-            break
-        ticks.append(tick)
-        cursor = tick
-    if len(ticks) <= 1:
-        return ticks
-    # More than one tick passed: the ticker was down (or stalled) for a while.
-    if spec.catchup == "skip":
-        return ticks[-1:] if now - ticks[-1] < timedelta(seconds=1) else []
-    if spec.catchup == "latest":
-        return ticks[-1:]
-    return [t for t in ticks if now - t <= window]
+    reach = max(window, grace) if spec.catchup == "all" else grace
+    start = max(cursor, now - reach)
+    dropped_newest = _latest_tick(spec, cursor, start) if start > cursor else None
+    dropped = _ticks_between(spec, cursor, start, limit)[0] if dropped_newest else []
+    fire, more = _ticks_between(spec, start, now, limit)
+    if spec.catchup == "latest" and dropped_newest is not None:
+        fire = [dropped_newest, *fire]
+        dropped = dropped[:-1]
+    newest = fire[-1] if fire else (dropped_newest or cursor)
+    return TickPlan(fire=fire, missed=len(dropped), cursor=newest, more=more)

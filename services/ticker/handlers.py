@@ -3,109 +3,284 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import heapq
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
 from mainspring.messages import ScheduleFired
 from mainspring.registry import RoutineDefinition, RoutineStore
-from mainspring.service import publish_event
 from mainspring.triggers import TimedSpec
 from services.ticker import core
 from services.ticker.settings import TickerSettings
 
 log = logging.getLogger("mainspring.ticker")
 
+CURSOR_PREFIX = "last."
+LagObserver = Callable[[ScheduleFired, float], None]
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Ticker:
-    """Keeps every enabled schedule's next tick and fires it on time, once."""
+@dataclass
+class Armed:
+    """One enabled timed routine as the ticker holds it."""
 
-    def __init__(self, broker: NatsBroker, settings: TickerSettings) -> None:
-        self.broker = broker
+    definition: RoutineDefinition
+    spec: TimedSpec
+    generation: int
+
+
+class Ticker:
+    """Keeps every enabled schedule's next tick and fires it on time, once.
+
+    The heap holds (when to look next, generation, routine); an entry whose generation
+    is not the routine's current one is stale and skipped, so a registry change never
+    needs a heap search. What was fired is the per-routine cursor, kept in memory and
+    written to the TICKER bucket in batches.
+    """
+
+    def __init__(
+        self,
+        settings: TickerSettings,
+        js: JetStreamContext | None = None,
+        kv: KeyValue | None = None,
+        lag_observer: LagObserver | None = None,
+    ) -> None:
         self.settings = settings
-        self.kv: KeyValue | None = None
-        self.schedules: dict[str, tuple[RoutineDefinition, int]] = {}
-        self.heap: list[tuple[datetime, int, str]] = []
+        self.js = js
+        self.kv = kv
+        self.lag_observer = lag_observer
+        self.armed: dict[str, Armed] = {}
+        self.names_by_key: dict[str, str] = {}
+        self.cursors: dict[str, datetime] = {}
+        self.dirty: set[str] = set()
+        # (when, generation, routine, whether `when` is the routine's next nominal tick)
+        self.heap: list[tuple[datetime, int, str, bool]] = []
         self.generation = 0
         self.wakeup = asyncio.Event()
+        self.in_flight = asyncio.Semaphore(settings.max_publishes_in_flight)
+        self.changes_since_freeze = 0
+        self.last_change = time.monotonic()
 
-    async def last_fired(self, routine: str) -> datetime | None:
-        """The last tick fired for a routine (survives restarts)."""
+    async def load_cursors(self) -> None:
+        """Read every persisted cursor once at start (no per-tick KV reads afterwards)."""
         assert self.kv is not None
+        watcher = await self.kv.watch(f"{CURSOR_PREFIX}>", ignore_deletes=True)
         try:
-            entry = await self.kv.get(f"last.{routine}")
-        except (KeyNotFoundError, NotFoundError):
-            return None
-        return datetime.fromisoformat(entry.value.decode()) if entry.value else None
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.value:
+                    name = entry.key.removeprefix(CURSOR_PREFIX)
+                    self.cursors[name] = datetime.fromisoformat(entry.value.decode())
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
-    async def on_definition(self, key: str, definition: RoutineDefinition | None) -> None:
-        """A routine was created, changed or deleted: reschedule it."""
-        self.generation += 1
-        if (
-            definition is None
-            or not definition.enabled
-            or not isinstance(definition.trigger, TimedSpec)
-        ):
-            self.schedules.pop(definition.name if definition else key, None)
+    def on_definition(self, key: str, definition: RoutineDefinition | None, now: datetime) -> None:
+        """A routine was created, changed, disabled or deleted: (re)arm or drop it."""
+        self.changes_since_freeze += 1
+        self.last_change = time.monotonic()
+        # A deletion names only the KV key, which may differ from the routine's name.
+        name = definition.name if definition else self.names_by_key.get(key, key)
+        if definition is not None:
+            self.names_by_key[key] = definition.name
+        trigger = definition.trigger if definition else None
+        if definition is None or not definition.enabled or not isinstance(trigger, TimedSpec):
+            self.armed.pop(name, None)
             return
-        self.schedules[definition.name] = (definition, self.generation)
-        now = _now()
-        last = await self.last_fired(definition.name)
-        next_tick = core.next_fire(definition.trigger, last or now)
-        heapq.heappush(self.heap, (next_tick, self.generation, definition.name))
-        self.wakeup.set()
+        current = self.armed.get(name)
+        if current is not None and core.same_timing(current.spec, trigger):
+            # Same instants: keep the armed tick and cursor, so an update neither resets
+            # nor doubles ticks; only the definition (version, policies) is refreshed.
+            current.definition, current.spec = definition, trigger
+            return
+        self.generation += 1
+        self.armed[name] = Armed(definition, trigger, self.generation)
+        cursor = core.start_cursor(self.cursors.get(name), definition.updated_at)
+        if current is not None:
+            cursor = max(cursor, now)  # a changed schedule starts now, not in the past
+        self.cursors[name] = cursor
+        self.arm(name, core.next_fire(trigger, cursor), self.generation)
 
-    async def fire_due(self, now: datetime) -> None:
-        """Fire every tick whose time has come, with the routine's catch-up policy."""
+    def arm(self, name: str, when: datetime, generation: int, nominal: bool = True) -> None:
+        """Look at a routine again at `when` (its next tick, or a retry when not nominal)."""
+        if not self.heap or when < self.heap[0][0]:
+            self.wakeup.set()
+        heapq.heappush(self.heap, (when, generation, name, nominal))
+
+    def next_due(self) -> datetime | None:
+        """When the earliest armed routine needs a look."""
+        while self.heap:
+            when, generation, name, _ = self.heap[0]
+            current = self.armed.get(name)
+            if current is not None and current.generation == generation:
+                return when
+            heapq.heappop(self.heap)  # stale: superseded, disabled or deleted
+        return None
+
+    def plan_due(self, now: datetime) -> list[tuple[str, Armed, core.TickPlan]]:
+        """Pop every routine whose look is due and decide its ticks by catch-up policy."""
+        grace = timedelta(seconds=self.settings.misfire_grace_s)
+        window = timedelta(seconds=self.settings.default_catchup_window_s)
+        plans = []
         while self.heap and self.heap[0][0] <= now:
-            tick, generation, name = heapq.heappop(self.heap)
-            current = self.schedules.get(name)
-            if current is None or current[1] != generation:
-                continue  # superseded by a newer definition
-            definition = current[0]
-            spec = definition.trigger
-            assert isinstance(spec, TimedSpec)
-            last = await self.last_fired(name)
-            window = timedelta(seconds=self.settings.default_catchup_window_s)
-            ticks = core.due_ticks(spec, last, now, window) if last else [tick]
-            for due in ticks:
-                await publish_event(
-                    self.broker,
-                    ScheduleFired(
-                        routine=name,
-                        scheduled_at=due,
-                        fired_at=_now(),
-                        routine_version=definition.version,
-                    ),
-                    subjects.SCHEDULE_FIRED,
-                )
-            assert self.kv is not None
-            fired_up_to = max([tick, *ticks])
-            await self.kv.put(f"last.{name}", fired_up_to.isoformat().encode())
-            heapq.heappush(
-                self.heap, (core.next_fire(spec, max(fired_up_to, now)), generation, name)
+            when, generation, name, nominal = heapq.heappop(self.heap)
+            armed = self.armed.get(name)
+            if armed is None or armed.generation != generation:
+                continue
+            plan = core.due_ticks(
+                armed.spec,
+                self.cursors[name],
+                now,
+                grace=grace,
+                default_window=window,
+                armed=when if nominal else None,
             )
+            if plan.missed:
+                log.warning(
+                    "%s: %d missed tick(s) dropped by catchup=%s",
+                    name,
+                    plan.missed,
+                    armed.spec.catchup,
+                )
+            plans.append((name, armed, plan))
+        return plans
+
+    async def fire_due(self, now: datetime) -> int:
+        """Fire every due tick; returns how many were published."""
+        plans = self.plan_due(now)
+        if not plans:
+            return 0
+        outcomes = await asyncio.gather(
+            *(self.fire_plan(name, armed, plan) for name, armed, plan in plans)
+        )
+        retry_at = now + timedelta(seconds=1)
+        for (name, armed, plan), published in zip(plans, outcomes, strict=True):
+            if armed is not self.armed.get(name):
+                continue  # changed while publishing; on_definition re-armed it
+            if published and plan.cursor is not None:
+                if plan.cursor != self.cursors[name]:
+                    self.cursors[name] = plan.cursor
+                    self.dirty.add(name)
+                if plan.more:
+                    self.arm(name, now, armed.generation, nominal=False)
+                else:
+                    self.arm(name, core.next_fire(armed.spec, plan.cursor), armed.generation)
+            else:
+                # The bus refused: keep the cursor so the same ticks go out on retry.
+                self.arm(name, retry_at, armed.generation, nominal=False)
+        return sum(len(plan.fire) for _, _, plan in plans)
+
+    async def fire_plan(self, name: str, armed: Armed, plan: core.TickPlan) -> bool:
+        """Publish one routine's due ticks, oldest first; False if the bus refused."""
+        try:
+            async with self.in_flight:
+                await self._publish_ticks(name, armed, plan)
+        except Exception as exc:
+            log.error("publishing ticks of %s failed (%s); retrying", name, exc)
+            return False
+        return True
+
+    async def _publish_ticks(self, name: str, armed: Armed, plan: core.TickPlan) -> None:
+        for due in plan.fire:
+            await self.publish(
+                ScheduleFired(
+                    routine=name,
+                    scheduled_at=due,
+                    fired_at=_now(),
+                    routine_version=armed.definition.version,
+                )
+            )
+
+    async def publish(self, fired: ScheduleFired) -> None:
+        """Publish one tick with its deterministic Nats-Msg-Id (routine + nominal time).
+
+        Two tickers, or a restart that re-fires a tick whose cursor was not yet saved,
+        publish the same id, and JetStream keeps only the first inside its duplicate window.
+        """
+        assert self.js is not None
+        await self.js.publish(
+            subjects.SCHEDULE_FIRED,
+            fired.model_dump_json().encode(),
+            stream=subjects.STREAM,
+            headers={"Nats-Msg-Id": fired.message_id()},
+        )
+        if self.lag_observer is not None:
+            self.lag_observer(fired, time.time())
+
+    async def persist(self) -> None:
+        """Write the cursors that moved since the last call (one put per routine)."""
+        if not self.dirty or self.kv is None:
+            return
+        names, self.dirty = self.dirty, set()
+        kv = self.kv
+        results = await asyncio.gather(
+            *(
+                kv.put(f"{CURSOR_PREFIX}{name}", self.cursors[name].isoformat().encode())
+                for name in names
+                if name in self.cursors
+            ),
+            return_exceptions=True,
+        )
+        if any(isinstance(r, BaseException) for r in results):
+            self.dirty |= names  # try again next round
+            log.warning("saving tick cursors failed; retrying")
+
+    def freeze_loaded(self, quiet_s: float = 2.0, min_changes: int = 1000) -> bool:
+        """Move the loaded schedules out of the garbage collector's sight, once loading is quiet.
+
+        With 100k schedules the full collections CPython runs now and then walk millions of
+        long-lived objects and stall the loop for hundreds of milliseconds, which is tick
+        lag. After a bulk of registry changes has settled, one collection then gc.freeze()
+        leaves only new objects for later collections.
+        """
+        if self.changes_since_freeze < min_changes:
+            return False
+        if time.monotonic() - self.last_change < quiet_s:
+            return False
+        gc.collect()
+        gc.freeze()
+        self.changes_since_freeze = 0
+        log.info("%d schedules armed; loaded state frozen for the collector", len(self.armed))
+        return True
+
+    async def persist_loop(self) -> None:
+        """Save cursors every persist_interval_s.
+
+        Batching is safe: a crash loses at most one interval of cursor progress, and the
+        ticks re-fired after restart carry the same Nats-Msg-Id, which the stream's
+        duplicate window (minutes) drops.
+        """
+        try:
+            while True:
+                await asyncio.sleep(self.settings.persist_interval_s)
+                await self.persist()
+                self.freeze_loaded()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.persist()
 
     async def loop(self) -> None:
         """Sleep until the next tick or a registry change, then fire what is due."""
         while True:
             self.wakeup.clear()
-            delay = (self.heap[0][0] - _now()).total_seconds() if self.heap else 3600.0
+            due = self.next_due()
+            delay = (due - _now()).total_seconds() if due is not None else 3600.0
             if delay > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
-                    continue
-                except TimeoutError:
-                    pass
+                continue
             try:
                 await self.fire_due(_now())
             except Exception:
@@ -115,4 +290,7 @@ class Ticker:
     async def follow_registry(self, store: RoutineStore) -> None:
         """Apply registry changes as they happen."""
         async for key, definition in store.watch():
-            await self.on_definition(key, definition)
+            try:
+                self.on_definition(key, definition, _now())
+            except Exception:
+                log.exception("cannot schedule routine %s; left unarmed", key)

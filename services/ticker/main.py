@@ -18,21 +18,25 @@ def build_app(settings: TickerSettings) -> FastStream:
     """Wire the broker, the state bucket and the tick loop."""
     broker = build_broker(settings, "ticker")
     app = build_service_app(broker, settings, "ticker")
-    ticker = Ticker(broker, settings)
+    ticker = Ticker(settings)
     tasks: list[asyncio.Task[None]] = []
 
     @app.after_startup
     async def start_ticking() -> None:
         js = broker.connection.jetstream()
+        ticker.js = js
         ticker.kv = await js.key_value(subjects.TICKER_BUCKET)
+        await ticker.load_cursors()
         store = await RoutineStore.open(js)
         tasks.append(asyncio.create_task(ticker.follow_registry(store)))
         tasks.append(asyncio.create_task(ticker.loop()))
+        tasks.append(asyncio.create_task(ticker.persist_loop()))
 
     @app.on_shutdown
     async def stop_ticking() -> None:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     return app
 

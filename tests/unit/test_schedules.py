@@ -1,0 +1,212 @@
+"""Schedule arithmetic: `every` grammar, cron forms, and the DST rules, as tables."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mainspring.schedules import (
+    ScheduleError,
+    check_cron,
+    next_cron_fire,
+    next_timed_fire,
+    parse_every,
+    parse_tz,
+)
+from mainspring.triggers import on_poll, on_schedule
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("10s", 10),
+        ("30m", 1800),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1w", 604800),
+        ("1w2d3h4m5s", 604800 + 2 * 86400 + 3 * 3600 + 4 * 60 + 5),
+        (" 5M ", 300),
+        ("90s", 90),
+    ],
+)
+def test_every_grammar(text: str, seconds: int) -> None:
+    assert parse_every(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "10", "1.5h", "0s", "0h0m", "h", "10x", "1h 30m", "-5s"])
+def test_every_rejects_what_is_not_an_interval(text: str) -> None:
+    with pytest.raises(ScheduleError, match="every="):
+        parse_every(text)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "*/5 * * * *",
+        "0 9 * * MON-FRI",
+        "0 0 1 JAN,JUL *",
+        "@hourly",
+        "@daily",
+        "@weekly",
+        "30 */2 * * * *",
+        "0 0 0 * * *",  # seconds first: midnight, to the second
+        "*/10 * * * * *",
+    ],
+)
+def test_cron_forms_accepted(expr: str) -> None:
+    assert check_cron(expr) == expr
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("* * * *", "has 4 fields"),
+        ("0 0 0 * * * 2030", "has 7 fields"),
+        ("61 * * * *", "not a valid cron"),
+        ("* * * * FUNDAY", "not a valid cron"),
+        ("@fortnightly", "not a valid cron"),
+        ("0 0 30 2 *", "never fires"),
+    ],
+)
+def test_cron_errors_name_the_fix(expr: str, message: str) -> None:
+    with pytest.raises(ScheduleError, match=message):
+        check_cron(expr)
+
+
+@pytest.mark.parametrize(
+    ("expr", "after", "expected"),
+    [
+        # 6 fields read seconds first: second minute hour day month weekday.
+        ("30 */2 * * * *", "2025-01-01T00:00:00", "2025-01-01T00:00:30"),
+        ("30 */2 * * * *", "2025-01-01T00:00:30", "2025-01-01T00:02:30"),
+        ("*/10 * * * * *", "2025-01-01T00:00:05.5", "2025-01-01T00:00:10"),
+        ("0 0 12 * * *", "2025-01-01T00:00:00", "2025-01-01T12:00:00"),
+        ("@hourly", "2025-01-01T00:00:00", "2025-01-01T01:00:00"),
+        ("@daily", "2025-01-01T00:00:01", "2025-01-02T00:00:00"),
+        ("0 9 * * MON-FRI", "2025-01-03T09:00:00", "2025-01-06T09:00:00"),  # Fri -> Mon
+        ("0 0 1 JAN *", "2025-01-01T00:00:00", "2026-01-01T00:00:00"),
+    ],
+)
+def test_cron_next_fire_in_utc(expr: str, after: str, expected: str) -> None:
+    assert next_cron_fire(expr, ZoneInfo("UTC"), utc(after)) == utc(expected)
+
+
+# (tz, cron, after in UTC, expected next fire in UTC, what the row shows)
+DST_TABLE = [
+    # Europe/Berlin: 2025-03-30 02:00 CET -> 03:00 CEST; 2025-10-26 03:00 CEST -> 02:00 CET.
+    ("Europe/Berlin", "30 2 * * *", "2025-03-29T12:00", "2025-03-30T01:00", "skipped: at the jump"),
+    ("Europe/Berlin", "30 2 * * *", "2025-03-30T01:00", "2025-03-31T00:30", "then next day"),
+    ("Europe/Berlin", "*/15 * * * *", "2025-03-30T00:45", "2025-03-30T01:00", "gap collapses"),
+    ("Europe/Berlin", "*/15 * * * *", "2025-03-30T01:00", "2025-03-30T01:15", "03:15 CEST"),
+    ("Europe/Berlin", "30 2 * * *", "2025-10-25T12:00", "2025-10-26T00:30", "repeated: first"),
+    ("Europe/Berlin", "30 2 * * *", "2025-10-26T00:30", "2025-10-27T01:30", "not twice"),
+    ("Europe/Berlin", "0 * * * *", "2025-10-26T00:00", "2025-10-26T02:00", "02:00 once, 03:00"),
+    ("Europe/Berlin", "0 0 9 * * *", "2025-03-29T12:00", "2025-03-30T07:00", "6 fields, CEST"),
+    # America/New_York: 2025-03-09 02:00 EST -> 03:00 EDT; 2025-11-02 02:00 EDT -> 01:00 EST.
+    ("America/New_York", "30 2 * * *", "2025-03-08T12:00", "2025-03-09T07:00", "skipped"),
+    ("America/New_York", "30 2 * * *", "2025-03-09T07:00", "2025-03-10T06:30", "next day"),
+    ("America/New_York", "30 1 * * *", "2025-11-01T12:00", "2025-11-02T05:30", "first 01:30"),
+    ("America/New_York", "30 1 * * *", "2025-11-02T05:30", "2025-11-03T06:30", "not 06:30Z"),
+    ("America/New_York", "0 9 * * MON-FRI", "2025-03-07T15:00", "2025-03-10T13:00", "EDT Mon"),
+    ("America/New_York", "@daily", "2025-11-01T05:00", "2025-11-02T04:00", "midnight EDT"),
+    # Australia/Lord_Howe shifts by 30 minutes: 2025-04-06 02:00 (+11) -> 01:30 (+10:30);
+    # 2025-10-05 02:00 (+10:30) -> 02:30 (+11).
+    ("Australia/Lord_Howe", "15 2 * * *", "2025-10-04T00:00", "2025-10-04T15:30", "skipped"),
+    ("Australia/Lord_Howe", "15 2 * * *", "2025-10-04T15:30", "2025-10-05T15:15", "next day"),
+    ("Australia/Lord_Howe", "45 1 * * *", "2025-04-05T00:00", "2025-04-05T14:45", "first"),
+    ("Australia/Lord_Howe", "45 1 * * *", "2025-04-05T14:45", "2025-04-06T15:15", "not twice"),
+    ("Australia/Lord_Howe", "*/20 * * * *", "2025-04-05T14:40", "2025-04-05T15:30", "01:40 once"),
+]
+
+
+@pytest.mark.parametrize(("tz", "expr", "after", "expected", "why"), DST_TABLE)
+def test_dst_rules(tz: str, expr: str, after: str, expected: str, why: str) -> None:
+    assert next_cron_fire(expr, ZoneInfo(tz), utc(after)) == utc(expected), why
+
+
+def fires_between(expr: str, tz: str, start: str, end: str) -> list[datetime]:
+    fires, cursor = [], utc(start) - timedelta(seconds=1)
+    while (cursor := next_cron_fire(expr, ZoneInfo(tz), cursor)) < utc(end):
+        fires.append(cursor)
+    return fires
+
+
+@pytest.mark.parametrize(
+    ("tz", "day_start_utc", "day_end_utc", "half_hours"),
+    [
+        # A 23-hour day: the skipped 02:00 and 02:30 collapse into the 03:00 fire.
+        ("Europe/Berlin", "2025-03-29T23:00", "2025-03-30T22:00", 46),
+        # A 25-hour day: the repeated 02:00 and 02:30 fire once each.
+        ("Europe/Berlin", "2025-10-25T22:00", "2025-10-26T23:00", 48),
+        ("America/New_York", "2025-03-09T05:00", "2025-03-10T04:00", 46),
+        ("America/New_York", "2025-11-02T04:00", "2025-11-03T05:00", 48),
+        # Lord Howe skips 02:00-02:29 (02:00 folds into 02:30) and repeats 01:30-01:59.
+        ("Australia/Lord_Howe", "2025-10-04T13:30", "2025-10-05T13:00", 47),
+        ("Australia/Lord_Howe", "2025-04-05T13:00", "2025-04-06T13:30", 48),
+    ],
+)
+def test_dst_days_fire_each_wall_time_once(
+    tz: str, day_start_utc: str, day_end_utc: str, half_hours: int
+) -> None:
+    fires = fires_between("*/30 * * * *", tz, day_start_utc, day_end_utc)
+    walls = [f.astimezone(ZoneInfo(tz)).strftime("%H:%M") for f in fires]
+    assert len(fires) == half_hours
+    assert len(set(fires)) == len(fires) and fires == sorted(fires)
+    assert len(set(walls)) == len(walls), "a repeated wall time fired twice"
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+@pytest.mark.parametrize(
+    ("every", "start"),
+    [("1h", "2025-03-29T20:00"), ("30m", "2025-10-25T20:00"), ("45m", "2025-04-05T10:00")],
+)
+def test_intervals_stay_fixed_in_absolute_time(tz: str, every: str, start: str) -> None:
+    step = parse_every(every)
+    fires, cursor = [], utc(start)
+    for _ in range(100):
+        cursor = next_timed_fire(None, every, tz, cursor)
+        fires.append(cursor)
+    assert {b - a for a, b in itertools.pairwise(fires)} == {step}
+    assert all(f.timestamp() % step.total_seconds() == 0 for f in fires)
+
+
+def test_bad_tz_names_the_fix() -> None:
+    with pytest.raises(ScheduleError, match="IANA time zone"):
+        parse_tz("Mars/Olympus")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"cron": "* * * * *", "every": "1m"}],
+)
+def test_exactly_one_of_cron_and_every(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ScheduleError, match="exactly one of cron= and every="):
+        on_schedule(**kwargs)
+
+
+def test_on_schedule_checks_every_field() -> None:
+    assert on_schedule(cron="0 9 * * MON-FRI", tz="Australia/Lord_Howe").tz == (
+        "Australia/Lord_Howe"
+    )
+    with pytest.raises(ScheduleError, match="IANA"):
+        on_schedule(every="1m", tz="Nowhere/Town")
+    with pytest.raises(ScheduleError, match="'soon' is not an interval"):
+        on_schedule(every="1m", catchup="all", catchup_window="soon")
+
+
+def poll_source() -> dict[str, int] | None:
+    return None
+
+
+def test_on_poll_names_its_function() -> None:
+    spec = on_poll(poll_source, every="10s", catchup="skip")
+    assert spec.fn == f"{__name__}:poll_source" and spec.catchup == "skip"
+    with pytest.raises(ScheduleError, match="module-level"):
+        on_poll(lambda: None, every="10s")
