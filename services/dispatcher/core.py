@@ -442,7 +442,7 @@ def decide_dataset_append(
     )
     range_key = f"dataset:{trigger.dataset}:{cursor.fired_version}:{appended.to_version}"
     hop = accumulated.pending_hop + 1
-    limit = definition.options.max_hops or max_hops
+    limit = hop_limit(definition, max_hops)
     if hop > limit:
         # The rows are consumed without a run: leaving them pending would restart the loop
         # with the next append.
