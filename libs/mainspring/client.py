@@ -145,6 +145,7 @@ class Client:
             statistics=statistics,
             previews=previews,
             store_artifacts=store_artifacts,
+            submitted_at=datetime.now(UTC),
         )
         await self.js.publish(
             subjects.RUN_SUBMITTED,

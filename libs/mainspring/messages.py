@@ -67,6 +67,7 @@ class SubmitRun(Message):
     statistics: bool = False
     previews: bool = False
     store_artifacts: bool = True
+    submitted_at: AwareDatetime | None = None
 
 
 class RequestRun(Message):
@@ -94,6 +95,10 @@ class RequestRun(Message):
     previews: bool = False
     store_artifacts: bool = True
     requested_at: AwareDatetime
+    submitted_at: AwareDatetime | None = None
+    retries: int = 0
+    retry_backoff_s: float = 1.0
+    max_concurrent: int | None = None
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""
@@ -108,6 +113,15 @@ class RunStarted(Message):
     runner: str
     attempt: int = 1
     started_at: AwareDatetime
+
+
+class RunQueued(Message):
+    """A runner holds a run back (concurrency limit, memory, retry backoff) and says why."""
+
+    run_id: str
+    routine: str
+    reason: str
+    at: AwareDatetime
 
 
 class RunProgressed(Message):

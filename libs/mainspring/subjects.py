@@ -10,6 +10,9 @@ RUN_STARTED = "run.started"
 RUN_PROGRESS = "run.progress"
 RUN_COMPLETED = "run.completed"
 RUN_CANCEL = "run.cancel"
+RUN_QUEUED = "run.queued"
+# In-memory runs execute in the caller's process: recorded like run.requested, never executed by runners.
+RUN_IN_MEMORY = "run.in_memory"
 TRIGGER_RECORDED = "trigger.recorded"
 DEAD_LETTER_PREFIX = "deadletter"
 
@@ -31,6 +34,10 @@ BUNDLES_BUCKET = "bundles"
 DISPATCH_BUCKET = "dispatch"
 TICKER_BUCKET = "ticker"
 WATCHER_BUCKET = "watcher"
+# Per-routine concurrency leases; entries expire (bucket TTL) unless their runner refreshes them.
+LEASES_BUCKET = "leases"
+# Instance state of stateful routines: key `state.<routine>`, written with compare-and-set.
+STATE_BUCKET = "state"
 
 # Durable consumer names: one per service role, shared by its replicas.
 RUNNER_CONSUMER = "runner"

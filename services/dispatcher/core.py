@@ -57,6 +57,7 @@ class RunDraft:
     statistics: bool = False
     previews: bool = False
     store_artifacts: bool = True
+    submitted_at: datetime | None = None
 
 
 def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime) -> RequestRun:
@@ -85,6 +86,10 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         previews=draft.previews,
         store_artifacts=draft.store_artifacts,
         requested_at=now,
+        submitted_at=draft.submitted_at,
+        retries=options.retries,
+        retry_backoff_s=options.retry_backoff_s,
+        max_concurrent=options.max_concurrent,
     )
 
 
@@ -120,6 +125,7 @@ def decide_manual(
         statistics=submitted.statistics,
         previews=submitted.previews,
         store_artifacts=submitted.store_artifacts,
+        submitted_at=submitted.submitted_at,
     )
     try:
         return Decision(requests=[build_request(definition, draft, now)])

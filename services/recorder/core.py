@@ -10,11 +10,14 @@ from mainspring.messages import (
     RequestRun,
     RunCompleted,
     RunProgressed,
+    RunQueued,
     RunStarted,
     SubmitRun,
 )
 
 _RANK = {"created": 0, "queued": 1, "running": 2}
+# Fields an event may clear by sending None (a started run has no queue reason any more).
+_CLEARABLE = frozenset({"queue_reason"})
 
 
 def status_rank(status: str) -> int:
@@ -43,7 +46,8 @@ def changes_for_submitted(event: SubmitRun, now: datetime) -> dict[str, Any]:
         "description": event.description,
         "started_by": event.started_by,
         "memory_limit": event.memory_limit,
-        "created_at": now,
+        # The submit time, not when the recorder got to it (it may lag or restart).
+        "created_at": event.submitted_at or now,
     }
 
 
@@ -67,8 +71,10 @@ def changes_for_requested(event: RequestRun) -> dict[str, Any]:
         "parent_run_id": event.parent_run_id,
         "memory_limit": event.memory_limit,
         "timeout_s": event.timeout_s,
-        "created_at": event.requested_at,
+        "created_at": event.submitted_at or event.requested_at,
         "queued_at": event.requested_at,
+        # Until a runner takes it, a queued run waits for one (all slots busy or none running).
+        "queue_reason": "waiting for a free runner slot",
     }
 
 
@@ -82,6 +88,11 @@ def changes_for_started(event: RunStarted) -> dict[str, Any]:
         "attempt": event.attempt,
         "queue_reason": None,
     }
+
+
+def changes_for_queued(event: RunQueued) -> dict[str, Any]:
+    """A runner holds the run back and says why (never moves a running run back)."""
+    return {"routine": event.routine, "status": "queued", "queue_reason": event.reason}
 
 
 def changes_for_progress(event: RunProgressed) -> dict[str, Any]:
@@ -99,6 +110,7 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
         "error": event.error,
         "traceback": event.traceback,
         "finished_at": event.finished_at,
+        "queue_reason": None,
         "hop": event.hop,
         "parent_run_id": event.parent_run_id,
     }
@@ -128,7 +140,7 @@ def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, 
             "artifacts",
         ):
             continue
-        if value is None and row.get(key) is not None:
+        if value is None and row.get(key) is not None and key not in _CLEARABLE:
             continue
         if key in ("created_at", "queued_at", "started_at") and row.get(key) is not None:
             continue

@@ -16,6 +16,7 @@ from mainspring.messages import (
     RequestRun,
     RunCompleted,
     RunProgressed,
+    RunQueued,
     RunStarted,
     SubmitRun,
     TriggerRecorded,
@@ -169,7 +170,7 @@ def register(broker: NatsBroker, history: RunHistory) -> None:
                     core.changes_for_submitted(submitted, _now()),
                     _now(),
                 )
-        elif subject == subjects.RUN_REQUESTED:
+        elif subject in (subjects.RUN_REQUESTED, subjects.RUN_IN_MEMORY):
             requested = await parse_or_park(broker, message, RequestRun)
             if requested:
                 await asyncio.to_thread(
@@ -180,6 +181,12 @@ def register(broker: NatsBroker, history: RunHistory) -> None:
             if started:
                 await asyncio.to_thread(
                     history.apply, started.run_id, core.changes_for_started(started), _now()
+                )
+        elif subject == subjects.RUN_QUEUED:
+            queued = await parse_or_park(broker, message, RunQueued)
+            if queued:
+                await asyncio.to_thread(
+                    history.apply, queued.run_id, core.changes_for_queued(queued), _now()
                 )
         elif subject == subjects.RUN_PROGRESS:
             progressed = await parse_or_park(broker, message, RunProgressed)

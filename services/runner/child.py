@@ -7,8 +7,11 @@ stdout/stderr goes to the run's log and never mixes with the protocol.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 from datetime import datetime
@@ -127,16 +130,50 @@ def execute(
         }
 
 
+def _die_with_parent() -> None:
+    # A runner killed with SIGKILL cannot stop its children; the kernel does it for us
+    # (PR_SET_PDEATHSIG), so a redelivered run never executes twice at once.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+        if os.getppid() == 1:
+            os._exit(1)
+
+
+def _preload() -> None:
+    # The point of a warm worker: pay for heavy imports before the request arrives.
+    for module in ("pyarrow", "pyarrow.parquet", "pyarrow.compute", "mainspring.artifacts"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+
+
+def _redirect_output(log_path: str) -> None:
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
 def main() -> None:
-    """Entry point: `python -m services.runner.child BUNDLE_DIR`."""
-    request = RequestRun.model_validate_json(sys.stdin.buffer.read())
+    """Entry point of a warm worker: `python -m services.runner.child`, one job line on stdin."""
+    _die_with_parent()
+    _preload()
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return  # the runner stopped before handing this worker a run
+    job = json.loads(line)
+    _redirect_output(job["log_path"])
+    request = RequestRun.model_validate(job["request"])
     control = Control(
         int(os.environ["MAINSPRING_CONTROL_FD"]),
         request,
         os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts"),
     )
+    control.send({"type": "begun", "pid": os.getpid()})
     result = execute(
-        request, Path(sys.argv[1]), control, os.environ.get("MAINSPRING_DATASET_ROOT", "")
+        request, Path(job["bundle_dir"]), control, os.environ.get("MAINSPRING_DATASET_ROOT", "")
     )
     result["artifacts"] = control.artifacts
     control.send({"type": "result", **result})

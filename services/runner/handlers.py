@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
@@ -18,11 +19,15 @@ from mainspring.messages import (
     RequestRun,
     RunCompleted,
     RunProgressed,
+    RunQueued,
     RunStarted,
 )
 from mainspring.registry import RoutineStore
 from mainspring.service import durable, instance_name, parse_or_park, publish_event
+from services.runner import core
+from services.runner.coordination import ConcurrencyLeases, RunLedger
 from services.runner.core import Outcome
+from services.runner.pool import WarmPool
 from services.runner.process import ChildRun
 from services.runner.settings import RunnerSettings
 
@@ -33,6 +38,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def memory_info() -> tuple[int, int]:
+    """(available, total) bytes of this machine, from /proc/meminfo."""
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            values[key] = int(rest.split()[0]) * 1024
+    total = values.get("MemTotal", 0)
+    return values.get("MemAvailable", total), total
+
+
 class Runner:
     """Executes runs, one child process each, at most `runner_slots` at a time."""
 
@@ -41,8 +57,32 @@ class Runner:
         self.settings = settings
         self.name = instance_name("runner")
         self.store: RoutineStore | None = None
+        self.ledger: RunLedger | None = None
+        self.leases: ConcurrencyLeases | None = None
+        self.pool = WarmPool(
+            settings.runner_slots if settings.warm_workers else 0, self.child_env()
+        )
         self.active: dict[str, ChildRun] = {}
         self.cancelled: set[str] = set()
+        self.handed_back: set[str] = set()
+        self.announced_holds: dict[str, str] = {}
+        self.draining = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def child_env(self) -> dict[str, str]:
+        """Environment of every run's process."""
+        return {
+            "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
+            "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
+        }
+
+    async def bind(self, js: Any) -> None:
+        """Open the shared KV state and start the warm workers."""
+        self.store = await RoutineStore.open(js)
+        self.ledger = await RunLedger.open(js)
+        self.leases = await ConcurrencyLeases.open(js, self.settings.lease_ttl_s)
+        await self.pool.fill()
 
     async def bundle_dir(self, digest: str) -> Any:
         """The unpacked code of a routine version (fetched once per runner)."""
@@ -52,15 +92,64 @@ class Runner:
             extract_bundle(await self.store.get_bundle(digest), target)
         return target
 
+    async def hold(self, request: RequestRun, message: NatsMessage, reason: str) -> None:
+        """Leave the run in the queue for later, saying why (once per reason)."""
+        if self.announced_holds.get(request.run_id) != reason:
+            self.announced_holds[request.run_id] = reason
+            await publish_event(
+                self.broker,
+                RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
+                subjects.RUN_QUEUED,
+            )
+        await message.nack(delay=self.settings.hold_retry_s)
+
     async def execute(self, request: RequestRun, message: NatsMessage) -> None:
-        """Run one request to its terminal event; the message is acked by the caller."""
-        attempt = message.raw_message.metadata.num_delivered or 1
+        """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
+        assert self.ledger is not None and self.leases is not None
+        if self.draining:
+            # Stopping: hand the run back at once for another replica.
+            await message.nack()
+            return
         started_at = _now()
-        if request.run_id in self.cancelled:
+        if request.run_id in self.cancelled or await self.ledger.cancel_requested(request.run_id):
             await self.complete(
                 request, Outcome("cancelled", {}, "cancelled before it started"), started_at, []
             )
             return
+        if request.memory_limit:
+            available, total = memory_info()
+            waiting = core.memory_reason(request.memory_limit, available, total)
+            if waiting:
+                await self.hold(request, message, waiting)
+                return
+        lease: str | None = None
+        if request.max_concurrent:
+            lease = await self.leases.acquire(
+                request.routine, request.max_concurrent, request.run_id
+            )
+            if lease is None:
+                holders = await self.leases.holders(request.routine, request.max_concurrent)
+                reason = core.concurrency_reason(request.routine, request.max_concurrent, holders)
+                await self.hold(request, message, reason)
+                return
+        self.announced_holds.pop(request.run_id, None)
+        try:
+            await self.attempt(request, message, started_at, lease)
+        finally:
+            if lease is not None:
+                await self.leases.release(lease)
+
+    async def attempt(
+        self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
+    ) -> None:
+        """Start one attempt of a run and report how it ended (or schedule its retry)."""
+        assert self.ledger is not None
+        attempt = await self.ledger.started_attempts(request.run_id) + 1
+        lost = core.lost_run_outcome(attempt, request.retries, self.settings.run_ack_wait_s)
+        if lost is not None:
+            await self.complete(request, lost, started_at, [])
+            return
+        await self.ledger.set_attempts(request.run_id, attempt)
         try:
             bundle = await self.bundle_dir(request.routine_version)
         except Exception as exc:
@@ -84,12 +173,10 @@ class Runner:
             request,
             bundle,
             self.settings.home.resolve() / "logs" / f"{request.run_id}.log",
-            {
-                "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
-                "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
-            },
+            self.child_env(),
         )
         self.active[request.run_id] = child
+        self.idle.clear()
 
         async def on_child_message(payload: dict[str, Any]) -> None:
             if payload.get("type") == "progress":
@@ -104,21 +191,57 @@ class Runner:
                     subjects.RUN_PROGRESS,
                 )
 
-        heartbeat = asyncio.create_task(self._heartbeat(message))
+        heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id, lease))
         try:
-            outcome = await child.run(on_child_message, self.settings.memory_poll_s)
+            worker = await self.pool.take()
+            outcome = await child.run(on_child_message, self.settings.memory_poll_s, worker)
         finally:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
+            if not self.active:
+                self.idle.set()
+        if request.run_id in self.handed_back:
+            # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
+            self.handed_back.discard(request.run_id)
+            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await message.nack()
+            return
+        if core.should_retry(outcome, attempt, request.retries):
+            delay = core.retry_delay(attempt, request.retry_backoff_s)
+            reason = core.retry_reason(outcome, attempt, request.retries, delay)
+            log.info("run %s of %s: %s", request.run_id, request.routine, reason)
+            await publish_event(
+                self.broker,
+                RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
+                subjects.RUN_QUEUED,
+            )
+            await message.nack(delay=delay)
+            return
         await self.complete(request, outcome, started_at, child.artifacts)
 
-    async def _heartbeat(self, message: NatsMessage) -> None:
+    async def _heartbeat(self, message: NatsMessage, run_id: str, lease: str | None) -> None:
         # in_progress resets the ack timer: a live runner keeps its run, a dead one loses
-        # it to redelivery within ack_wait.
+        # it to redelivery within ack_wait. The lease is refreshed on the same beat.
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             with contextlib.suppress(Exception):
                 await message.in_progress()
+            if lease is not None and self.leases is not None:
+                with contextlib.suppress(Exception):
+                    await self.leases.refresh(lease, run_id)
+
+    async def drain(self) -> None:
+        """Stop taking runs; let running ones finish for a while, then hand the rest back."""
+        self.draining = True
+        log.info("draining: %d run(s) in progress", len(self.active))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), self.settings.drain_timeout_s)
+        for run_id, child in list(self.active.items()):
+            self.handed_back.add(run_id)
+            await child.stop(self.settings.cancel_grace_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), 5.0)
+        await self.pool.close()
 
     async def complete(
         self,
@@ -169,7 +292,7 @@ def register(broker: NatsBroker, runner: Runner) -> None:
         **durable(
             subjects.RUNNER_CONSUMER,
             subjects.RUN_REQUESTED,
-            ack_wait_s=30.0,
+            ack_wait_s=runner.settings.run_ack_wait_s,
             max_ack_pending=10_000,
         ),
         max_workers=runner.settings.runner_slots,
