@@ -85,7 +85,11 @@ def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:
 
 
 def execute(
-    request: RequestRun, bundle_dir: Path, control: Control, dataset_root: str
+    request: RequestRun,
+    bundle_dir: Path,
+    control: Control,
+    dataset_root: str,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one request to a result dict (never raises for routine faults)."""
     try:
@@ -98,6 +102,8 @@ def execute(
     event = build_event(request, batch_size, dataset_root)
     instance = cls()
     instance._context = control
+    initial_state = json.dumps(state or {}, sort_keys=True, default=str)
+    instance._state = json.loads(initial_state)
     instance._run_info = RunInfo(
         id=request.run_id,
         number=request.run_number,
@@ -117,7 +123,11 @@ def execute(
             value = instance.run(**arguments)  # type: ignore[attr-defined]
         finally:
             instance.cleanup()
-        return {"status": "completed", "outputs": outputs_as_json(value)}
+        result: dict[str, Any] = {"status": "completed", "outputs": outputs_as_json(value)}
+        final_state = json.dumps(instance.state, sort_keys=True, default=str)
+        if final_state != initial_state:
+            result["state"] = json.loads(final_state)
+        return result
     except SystemExit as exc:
         return {"status": "failed", "error": f"routine called sys.exit({exc.code!r})"}
     except MemoryError:
@@ -171,9 +181,12 @@ def main() -> None:
         request,
         os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts"),
     )
-    control.send({"type": "begun", "pid": os.getpid()})
     result = execute(
-        request, Path(job["bundle_dir"]), control, os.environ.get("MAINSPRING_DATASET_ROOT", "")
+        request,
+        Path(job["bundle_dir"]),
+        control,
+        os.environ.get("MAINSPRING_DATASET_ROOT", ""),
+        job.get("state"),
     )
     result["artifacts"] = control.artifacts
     control.send({"type": "result", **result})

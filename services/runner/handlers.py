@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.js.kv import KeyValue
 
 from mainspring import subjects
 from mainspring.bundle import extract_bundle
@@ -24,6 +25,7 @@ from mainspring.messages import (
 )
 from mainspring.registry import RoutineStore
 from mainspring.service import durable, instance_name, parse_or_park, publish_event
+from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
 from services.runner import core
 from services.runner.coordination import ConcurrencyLeases, RunLedger
 from services.runner.core import Outcome
@@ -59,6 +61,7 @@ class Runner:
         self.store: RoutineStore | None = None
         self.ledger: RunLedger | None = None
         self.leases: ConcurrencyLeases | None = None
+        self.state_kv: KeyValue | None = None
         self.pool = WarmPool(
             settings.runner_slots if settings.warm_workers else 0, self.child_env()
         )
@@ -82,6 +85,7 @@ class Runner:
         self.store = await RoutineStore.open(js)
         self.ledger = await RunLedger.open(js)
         self.leases = await ConcurrencyLeases.open(js, self.settings.lease_ttl_s)
+        self.state_kv = await state_bucket(js)
         await self.pool.fill()
 
     async def bundle_dir(self, digest: str) -> Any:
@@ -175,6 +179,8 @@ class Runner:
             self.settings.home.resolve() / "logs" / f"{request.run_id}.log",
             self.child_env(),
         )
+        assert self.state_kv is not None
+        child.state, state_revision = await load_state(self.state_kv, request.routine)
         self.active[request.run_id] = child
         self.idle.clear()
 
@@ -217,6 +223,11 @@ class Runner:
             )
             await message.nack(delay=delay)
             return
+        if outcome.status == "completed" and child.final_state is not None:
+            try:
+                await save_state(self.state_kv, request.routine, child.final_state, state_revision)
+            except (StateConflict, StateTooLarge) as exc:
+                outcome = Outcome("failed", outcome.outputs, str(exc))
         await self.complete(request, outcome, started_at, child.artifacts)
 
     async def _heartbeat(self, message: NatsMessage, run_id: str, lease: str | None) -> None:

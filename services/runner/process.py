@@ -74,6 +74,9 @@ class ChildRun:
         self.memory_exceeded = False
         self.timed_out_after: float | None = None
         self.artifacts: list[dict[str, Any]] = []
+        # Instance state handed to the run, and what it ended with (None: unchanged).
+        self.state: dict[str, Any] = {}
+        self.final_state: dict[str, Any] | None = None
 
     async def run(
         self, on_message: OnMessage, memory_poll_s: float, worker: Worker | None = None
@@ -89,6 +92,7 @@ class ChildRun:
             "bundle_dir": str(self.bundle_dir),
             "log_path": str(self.log_path),
             "request": json.loads(self.request.model_dump_json()),
+            "state": self.state,
         }
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.process.stdin.write(json.dumps(job).encode() + b"\n")
@@ -111,6 +115,7 @@ class ChildRun:
                         continue
                     if message.get("type") == "result":
                         result = message
+                        self.final_state = message.get("state")
                     elif message.get("type") == "artifact":
                         self.artifacts.append(message["artifact"])
                     await on_message(message)
