@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -200,7 +201,7 @@ async def test_cancel_running_and_queued_with_queue_reason(
     assert cancelled["error"] == "cancelled by request"
     assert [a["name"] for a in cancelled["artifacts"]] == ["partial"]
     # The queued run never starts later, although its slot is free now.
-    time.sleep(3)
+    await asyncio.sleep(3)
     assert (await _run(client, second))["status"] == "cancelled"
     assert all(s.alive() for s in deployment.services.values())
 
@@ -353,7 +354,8 @@ async def test_in_memory_run_is_recorded_and_refused_when_not_allowed(
     )
 
     direct = deployment.cli("run", "local", "--in-memory", "--input", "factor=1")
-    prompted = subprocess.run(
+    prompted = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "mainspring", "run", "local", "--in-memory", "--interactive"],
         input="lots\n3\n",
         env=deployment.env(),
