@@ -111,8 +111,8 @@ class Runner:
         """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
         assert self.ledger is not None and self.leases is not None
         if self.draining:
-            # Stopping: hand the run back at once for another replica.
-            await message.nack()
+            # Stopping: hand the run back, a little later so another replica gets it first.
+            await message.nack(delay=self.settings.hold_retry_s)
             return
         started_at = _now()
         if request.run_id in self.cancelled or await self.ledger.cancel_requested(request.run_id):

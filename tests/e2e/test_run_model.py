@@ -383,3 +383,28 @@ async def test_in_memory_run_is_recorded_and_refused_when_not_allowed(
 async def _all_completed(client: Client) -> list[dict[str, Any]] | None:
     runs = await client.list_runs(RunQuery(routine="local", source="manual"))
     return runs if len(runs) == 2 and all(r["status"] == "completed" for r in runs) else None
+
+
+async def test_a_stopping_runner_hands_its_run_back(
+    deployment: Deployment, client: Client, tmp_path: Path
+) -> None:
+    deployment.extra_env.update(
+        {"MAINSPRING_DRAIN_TIMEOUT_S": "1", "MAINSPRING_RUN_ACK_WAIT_S": "20"}
+    )
+    deployment.start_all(runners=1)
+    deployment.cli(
+        "routine", "create", str(write_routine(tmp_path / "s", SLEEPER)), "--name", "sleeper"
+    )
+    run_id = await client.submit("sleeper", {"seconds": 5.0})
+    running = await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
+    deployment.start("runner", "runner-1")
+    stopping = deployment.services["runner-0"]
+
+    await asyncio.to_thread(stopping.kill, signal.SIGTERM)
+    finished = await client.wait(run_id, timeout=60)
+
+    assert stopping.process is not None and stopping.process.returncode == 0
+    assert finished["status"] == "completed" and finished["runner"] != running["runner"]
+    # Handed back by a clean stop, the interrupted attempt is not charged to the run.
+    assert finished["attempt"] == 1
+    assert "draining: 1 run(s) in progress" in stopping.log()
