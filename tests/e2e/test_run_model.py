@@ -353,7 +353,9 @@ async def test_in_memory_run_is_recorded_and_refused_when_not_allowed(
         "routine", "create", str(write_routine(tmp_path / "s", SLEEPER)), "--name", "sleeper"
     )
 
-    direct = deployment.cli("run", "local", "--in-memory", "--input", "factor=1")
+    direct = deployment.cli(
+        "run", "local", "--in-memory", "--input", "factor=1", "--attr", "team=ml", "--label", "a"
+    )
     prompted = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "mainspring", "run", "local", "--in-memory", "--interactive"],
@@ -378,6 +380,19 @@ async def test_in_memory_run_is_recorded_and_refused_when_not_allowed(
     assert {r["source"] for r in recorded} == {"manual"}
     shown = json.loads(deployment.cli("runs", "show", recorded[0]["id"], "--json").stdout)
     assert [p["message"] for p in shown["progress_history"]] == ["half way"]
+    first = min(recorded, key=lambda r: r["run_number"])
+    for flags, expected in [
+        (["--attr", "team=ml"], [first["id"]]),
+        (["--label", "a", "--status", "completed"], [first["id"]]),
+        (["--source", "api"], []),
+        (["--since", first["created_at"]], [r["id"] for r in recorded]),
+        (["--until", first["created_at"]], []),
+    ]:
+        found = json.loads(
+            deployment.cli("runs", "list", "--routine", "local", "--json", *flags).stdout
+        )
+        assert sorted(r["id"] for r in found) == sorted(expected), flags
+    assert "local" in deployment.cli("runs", "list", "--routine", "local").stdout
 
 
 async def _all_completed(client: Client) -> list[dict[str, Any]] | None:
@@ -408,3 +423,32 @@ async def test_a_stopping_runner_hands_its_run_back(
     # Handed back by a clean stop, the interrupted attempt is not charged to the run.
     assert finished["attempt"] == 1
     assert "draining: 1 run(s) in progress" in stopping.log()
+
+
+async def test_a_run_whose_runners_keep_dying_fails_with_the_reason(
+    deployment: Deployment, client: Client, tmp_path: Path
+) -> None:
+    deployment.extra_env.update({"MAINSPRING_RUN_ACK_WAIT_S": "3", "MAINSPRING_HEARTBEAT_S": "1"})
+    deployment.start_all(runners=3)
+    deployment.cli(
+        "routine", "create", str(write_routine(tmp_path / "s", SLEEPER)), "--name", "sleeper"
+    )
+    run_id = await client.submit("sleeper", {"seconds": 60.0})
+
+    for attempt in (1, 2):
+        running = await eventually(
+            lambda n=attempt: _attempt(client, run_id, n), 60, what=f"attempt {attempt} running"
+        )
+        pid = int(running["runner"].rsplit(":", 1)[1])
+        holder = next(s for s in deployment.services.values() if s.process and s.process.pid == pid)
+        await asyncio.to_thread(holder.kill, signal.SIGKILL)
+    failed = await client.wait(run_id, timeout=60)
+
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("runner lost: 2 attempt(s) ended without a result")
+
+
+async def _attempt(client: Client, run_id: str, attempt: int) -> dict[str, Any] | None:
+    run = await client.get_run(run_id)
+    ok = run is not None and run["status"] == "running" and run["attempt"] == attempt
+    return run if ok else None
