@@ -9,6 +9,7 @@ process, so no memory limit, timeout or crash isolation. The run is recorded lik
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import traceback
@@ -22,7 +23,14 @@ from nats.js.kv import KeyValue
 from mainspring import subjects
 from mainspring.artifacts import save_artifact
 from mainspring.bundle import extract_bundle, import_entrypoint
-from mainspring.messages import Message, RequestRun, RunCompleted, RunProgressed, RunStarted
+from mainspring.messages import (
+    Message,
+    RequestRun,
+    RunCompleted,
+    RunHeartbeat,
+    RunProgressed,
+    RunStarted,
+)
 from mainspring.routine import RunInfo, inspect_contract, validate_inputs
 from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
 from mainspring.triggers import ManualEvent
@@ -88,6 +96,15 @@ class _Context:
         )
         self.artifacts.append(ref.model_dump())
         return ref.uri
+
+
+async def _heartbeat(client: Client, run_id: str, runner: str, every_s: float = 5.0) -> None:
+    # The recorder fails runs nobody heartbeats; this process is the run's runner.
+    while True:
+        await asyncio.sleep(every_s)
+        beat = RunHeartbeat(run_id=run_id, runner=runner, at=datetime.now(UTC))
+        with contextlib.suppress(Exception):
+            await client.nc.publish(subjects.RUN_HEARTBEAT, beat.model_dump_json().encode())
 
 
 async def _publish(client: Client, event: Message, subject: str) -> None:
@@ -161,9 +178,14 @@ async def run_in_memory(
     state_kv = await state_bucket(client.js)
     state, revision = await load_state(state_kv, routine)
     context = _Context(client, asyncio.get_running_loop(), request)
-    status, outputs, error, trace, final_state = await asyncio.to_thread(
-        _execute, folder, definition.entrypoint, request, context, state
-    )
+    runner = f"in-memory@{socket.gethostname()}:{os.getpid()}"
+    beating = asyncio.create_task(_heartbeat(client, run_id, runner))
+    try:
+        status, outputs, error, trace, final_state = await asyncio.to_thread(
+            _execute, folder, definition.entrypoint, request, context, state
+        )
+    finally:
+        beating.cancel()
     if status == "completed" and final_state is not None:
         try:
             await save_state(state_kv, routine, final_state, revision)

@@ -124,6 +124,14 @@ class RunQueued(Message):
     at: AwareDatetime
 
 
+class RunHeartbeat(Message):
+    """A runner still holds a run (core NATS, not stored: only the latest one matters)."""
+
+    run_id: str
+    runner: str
+    at: AwareDatetime
+
+
 class RunProgressed(Message):
     """A running routine reported progress."""
 

@@ -11,6 +11,8 @@ RUN_PROGRESS = "run.progress"
 RUN_COMPLETED = "run.completed"
 RUN_CANCEL = "run.cancel"
 RUN_QUEUED = "run.queued"
+# Outside the stream's `run.>` on purpose: heartbeats are core NATS, never stored.
+RUN_HEARTBEAT = "heartbeat.run"
 # In-memory runs execute in the caller's process: recorded like run.requested, never executed by runners.
 RUN_IN_MEMORY = "run.in_memory"
 TRIGGER_RECORDED = "trigger.recorded"

@@ -147,3 +147,40 @@ def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, 
         row[key] = value
     row["status"] = new_status
     return row
+
+
+def stale_runs(
+    running: list[tuple[str, datetime | None, str | None]],
+    last_beats: dict[str, datetime],
+    watching_since: datetime,
+    now: datetime,
+    stale_after_s: float,
+) -> list[str]:
+    """Running runs no runner has heartbeated for stale_after_s (every runner gone).
+
+    `running` holds (run id, started_at, queue_reason). A run waiting for its retry has a
+    queue reason and no heartbeat on purpose; it is not stale. Silence is counted from the
+    latest of the last heartbeat, the start, and when this recorder began listening, so a
+    restarted recorder does not fail runs it simply has not heard about yet.
+    """
+    stale: list[str] = []
+    for run_id, started_at, queue_reason in running:
+        if queue_reason:
+            continue
+        heard = [t for t in (last_beats.get(run_id), started_at, watching_since) if t is not None]
+        if (now - max(heard)).total_seconds() > stale_after_s:
+            stale.append(run_id)
+    return stale
+
+
+def changes_for_stale(stale_after_s: float, now: datetime) -> dict[str, Any]:
+    """A run no runner holds any more ends failed, with the reason."""
+    return {
+        "status": "failed",
+        "error": (
+            f"no runner heartbeat for {stale_after_s:g}s: every runner holding or able to take "
+            "this run stopped; it will not be run later"
+        ),
+        "finished_at": now,
+        "queue_reason": None,
+    }

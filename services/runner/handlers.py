@@ -19,6 +19,7 @@ from mainspring.messages import (
     CancelRun,
     RequestRun,
     RunCompleted,
+    RunHeartbeat,
     RunProgressed,
     RunQueued,
     RunStarted,
@@ -237,6 +238,8 @@ class Runner:
             await asyncio.sleep(self.settings.heartbeat_s)
             with contextlib.suppress(Exception):
                 await message.in_progress()
+                beat = RunHeartbeat(run_id=run_id, runner=self.name, at=_now())
+                await self.broker.publish(beat.model_dump_json().encode(), subjects.RUN_HEARTBEAT)
             if lease is not None and self.leases is not None:
                 with contextlib.suppress(Exception):
                     await self.leases.refresh(lease, run_id)

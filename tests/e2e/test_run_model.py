@@ -452,3 +452,34 @@ async def _attempt(client: Client, run_id: str, attempt: int) -> dict[str, Any] 
     run = await client.get_run(run_id)
     ok = run is not None and run["status"] == "running" and run["attempt"] == attempt
     return run if ok else None
+
+
+async def test_a_running_run_with_no_runner_left_is_failed_by_the_sweep(
+    deployment: Deployment, client: Client, tmp_path: Path
+) -> None:
+    deployment.extra_env.update(
+        {
+            "MAINSPRING_HEARTBEAT_S": "1",
+            "MAINSPRING_STALE_RUN_AFTER_S": "4",
+            "MAINSPRING_STALE_SWEEP_EVERY_S": "1",
+            "MAINSPRING_RUN_ACK_WAIT_S": "3",
+        }
+    )
+    deployment.start_all(runners=1)
+    deployment.cli(
+        "routine", "create", str(write_routine(tmp_path / "s", SLEEPER)), "--name", "sleeper"
+    )
+    run_id = await client.submit("sleeper", {"seconds": 60.0})
+    await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
+
+    await asyncio.to_thread(deployment.services["runner-0"].kill, signal.SIGKILL)
+    failed = await eventually(
+        lambda: _status(client, run_id, "failed"), 30, what="stale run failed"
+    )
+
+    assert failed["error"].startswith("no runner heartbeat for 4s")
+    # A runner that comes back does not run it behind the record's back.
+    deployment.start("runner", "runner-1")
+    await asyncio.sleep(6)
+    after = await _run(client, run_id)
+    assert after["status"] == "failed" and after["attempt"] == 1

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from mainspring.messages import RunQueued, RunStarted
+from mainspring.messages import RunCompleted, RunQueued, RunStarted
 from mainspring.state import StateTooLarge, encode_state
 from services.recorder import core as recorder
 from services.runner import core as runner
@@ -110,3 +110,46 @@ def test_state_over_budget_is_refused_with_the_fix() -> None:
     assert encode_state({"cursor": 12}) == b'{"cursor": 12}'
     with pytest.raises(StateTooLarge, match="save data as artifacts"):
         encode_state({"blob": "x" * 70_000})
+
+
+def _at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("started", "beat", "queue_reason", "watching_since", "stale"),
+    [
+        (0, 95, None, 0, False),  # heartbeats keep coming
+        (0, 10, None, 0, True),  # heartbeats stopped 90s ago
+        (0, None, None, 0, True),  # never heartbeated
+        (95, None, None, 0, False),  # just started
+        (0, None, None, 50, False),  # this recorder has listened for 50s only
+        (0, None, "attempt 1 failed; retry 1 of 2 in 600s", 0, False),  # backing off
+    ],
+)
+def test_stale_runs(
+    started: float,
+    beat: float | None,
+    queue_reason: str | None,
+    watching_since: float,
+    stale: bool,
+) -> None:
+    beats = {} if beat is None else {"r": _at(beat)}
+
+    found = recorder.stale_runs(
+        [("r", _at(started), queue_reason)], beats, _at(watching_since), _at(100), 60
+    )
+
+    assert found == (["r"] if stale else [])
+
+
+def test_a_stale_run_fails_with_the_reason_and_stays_failed() -> None:
+    stale = recorder.merge({"status": "running"}, recorder.changes_for_stale(60, _at(100)))
+    late = recorder.changes_for_completed(
+        RunCompleted(run_id="r", routine="x", status="cancelled", finished_at=_at(200))
+    )
+
+    merged = recorder.merge(stale, late)
+
+    assert merged["status"] == "failed" and merged["finished_at"] == _at(100)
+    assert merged["error"].startswith("no runner heartbeat for 60s")
