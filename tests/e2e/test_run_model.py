@@ -273,11 +273,23 @@ async def test_broken_routines_fail_clearly_and_the_runner_lives(
         "routine", "create", str(write_routine(tmp_path / "flaky", RETRIED)), "--name", "flaky"
     )
     flaky = await client.submit("flaky", {"marker": str(tmp_path / "flaky.count")})
+    hungry = write_routine(
+        tmp_path / "hungry",
+        _broken_routine(
+            "hungry", "block = bytearray(200 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n"
+        ),
+    )
+    deployment.cli("routine", "create", str(hungry), "--name", "hungry")
+    # The class allows 300MiB; this run's own --memory is lower and wins.
+    over_own_limit = deployment.cli("run", "hungry", "--memory", "150MiB").stdout.strip()
 
     for kind, (_, reason) in BROKEN.items():
         run = await client.wait(runs[kind], timeout=120)
         assert run["status"] == "failed", (kind, run)
         assert reason in (run["error"] or "") + (run["traceback"] or ""), (kind, run["error"])
+    limited = await client.wait(over_own_limit, timeout=60)
+    assert limited["status"] == "failed" and limited["error"] == "memory limit exceeded"
+    assert limited["memory_limit"] == 150 * 2**20
     retried = await client.wait(flaky, timeout=60)
     assert retried["status"] == "completed" and retried["attempt"] == 2
     assert retried["outputs"] == {"attempts": 2}
