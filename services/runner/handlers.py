@@ -252,7 +252,7 @@ class Runner:
             await asyncio.wait_for(self.idle.wait(), self.settings.drain_timeout_s)
         for run_id, child in list(self.active.items()):
             self.handed_back.add(run_id)
-            await child.stop(self.settings.cancel_grace_s)
+            await child.stop(self.settings.hand_back_grace_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.idle.wait(), 5.0)
         await self.pool.close()

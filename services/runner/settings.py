@@ -17,7 +17,10 @@ class RunnerSettings(Settings):
     lease_ttl_s: float = 30.0
     # How soon a run held back (concurrency, memory) is offered again.
     hold_retry_s: float = 1.0
-    drain_timeout_s: float = 10.0
+    # On SIGTERM: how long running runs may finish before they are handed back; with the
+    # hand-back's own grace this stays inside `mainspring up`'s 10s stop window.
+    drain_timeout_s: float = 5.0
+    hand_back_grace_s: float = 2.0
     warm_workers: bool = True
 
     def bundle_cache(self) -> Path:

@@ -495,3 +495,38 @@ async def test_a_running_run_with_no_runner_left_is_failed_by_the_sweep(
     await asyncio.sleep(6)
     after = await _run(client, run_id)
     assert after["status"] == "failed" and after["attempt"] == 1
+
+
+COUNTER = f"""
+import time
+from mainspring import Routine, on_complete
+
+
+class Counter(Routine):
+    def run(self, event={NEVER}, pause: float = 0.0) -> dict:
+        seen = self.state.get("n", 0)
+        time.sleep(pause)
+        self.state["n"] = seen + 1
+        return {{"n": seen + 1}}
+"""
+
+
+async def test_concurrent_state_writes_conflict_loudly(
+    deployment: Deployment, client: Client, tmp_path: Path
+) -> None:
+    deployment.start_all()
+    deployment.cli(
+        "routine", "create", str(write_routine(tmp_path / "c", COUNTER)), "--name", "counter"
+    )
+    slow = await client.submit("counter", {"pause": 4.0})
+    await eventually(lambda: _status(client, slow, "running"), 60, what="slow run started")
+    fast = await client.submit("counter", {"pause": 0.0})
+
+    fast_run = await client.wait(fast, timeout=60)
+    slow_run = await client.wait(slow, timeout=60)
+    after = await client.wait(await client.submit("counter"), timeout=60)
+
+    assert fast_run["status"] == "completed" and fast_run["outputs"] == {"n": 1}
+    assert slow_run["status"] == "failed"
+    assert slow_run["error"].startswith("state conflict: another run of counter changed its state")
+    assert after["outputs"] == {"n": 2}, "the conflicting run did not overwrite the state"
