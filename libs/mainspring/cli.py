@@ -508,11 +508,10 @@ async def runs_list(client: Any, args: argparse.Namespace) -> int:
         }
         for r in runs
     ]
-    print(
-        table(rows, ["id", "routine", "number", "status", "source", "created", "took", "labels"])
-        if rows
-        else "no runs match"
-    )
+    columns = ["id", "routine", "number", "status", "source", "created", "took", "labels"]
+    if any(r.get("queue_reason") for r in rows):
+        columns.append("queue_reason")
+    print(table(rows, columns) if rows else "no runs match")
     return 0
 
 

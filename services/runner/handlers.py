@@ -118,7 +118,7 @@ class Runner:
         started_at = _now()
         if request.run_id in self.cancelled or await self.ledger.cancel_requested(request.run_id):
             await self.complete(
-                request, Outcome("cancelled", {}, "cancelled before it started"), started_at, []
+                request, Outcome("cancelled", {}, "cancelled before it started"), None, []
             )
             return
         if request.memory_limit:
@@ -261,10 +261,11 @@ class Runner:
         self,
         request: RequestRun,
         outcome: Outcome,
-        started_at: datetime,
+        started_at: datetime | None,
         artifacts: list[dict[str, Any]],
     ) -> None:
         """Publish the terminal event of a run."""
+        self.announced_holds.pop(request.run_id, None)
         log.info(
             "run %s of %s %s%s",
             request.run_id,

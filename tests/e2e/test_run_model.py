@@ -187,6 +187,8 @@ async def test_cancel_running_and_queued_with_queue_reason(
         lambda: _reason(client, second, "concurrency limit"), 30, what="concurrency queue reason"
     )
     assert "slow allows 1 at a time" in held["queue_reason"]
+    listed = deployment.cli("runs", "list", "--routine", "slow", "--status", "queued").stdout
+    assert "QUEUE_REASON" in listed and "concurrency limit" in listed
 
     deployment.cli("runs", "cancel", second)
     cancelled_queued = await eventually(
