@@ -296,7 +296,14 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
     if not args.wait:
         print(run_id)
         return 0
-    run = await client.wait(run_id, timeout=args.timeout)
+    if sys.stdout.isatty():
+        # A person is watching: draw the live bar while waiting.
+        try:
+            run = await asyncio.wait_for(draw_progress(client, run_id, 0.25), args.timeout)
+        except TimeoutError:
+            raise TimeoutError(f"run {run_id} not finished after {args.timeout}s") from None
+    else:
+        run = await client.wait(run_id, timeout=args.timeout)
     print_run(run)
     return 0 if run["status"] == "completed" else EXIT_FAILED
 
@@ -368,14 +375,11 @@ def watch_line(run: dict[str, Any]) -> str:
     return f"{run['status']:<9} {progress_bar(run.get('progress'))} {detail}{attempt}".rstrip()
 
 
-async def runs_watch(client: Any, args: argparse.Namespace) -> int:
-    run = await client.get_run(args.id)
-    if run is None:
-        raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+async def draw_progress(client: Any, run_id: str, interval: float) -> dict[str, Any]:
+    """Show a run's progress until it ends (a redrawn bar on a terminal, lines otherwise)."""
     live = sys.stdout.isatty()
-    print(f"run {run['id']} of {run['routine']} #{run.get('run_number') or '-'}", flush=True)
-    final = run
-    async for final in client.follow(run["id"], poll_s=args.interval):
+    final: dict[str, Any] = {}
+    async for final in client.follow(run_id, poll_s=interval):
         line = watch_line(final)
         if live:
             width = shutil.get_terminal_size((100, 20)).columns - 1
@@ -385,6 +389,15 @@ async def runs_watch(client: Any, args: argparse.Namespace) -> int:
             print(line, flush=True)
     if live:
         sys.stdout.write("\n")
+    return final
+
+
+async def runs_watch(client: Any, args: argparse.Namespace) -> int:
+    run = await client.get_run(args.id)
+    if run is None:
+        raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+    print(f"run {run['id']} of {run['routine']} #{run.get('run_number') or '-'}", flush=True)
+    final = await draw_progress(client, run["id"], args.interval)
     took = f" in {duration(final)}" if duration(final) else ""
     print(f"run {final['id']} {final['status']}{took}", flush=True)
     if final.get("error"):

@@ -73,11 +73,11 @@ async def _status(client: Client, run_id: str, *statuses: str) -> dict[str, Any]
     return run if run is not None and run["status"] in statuses else None
 
 
-def _watch_in_pty(deployment: Deployment, run_id: str, timeout: float = 60) -> str:
-    """Run `mainspring runs watch` on a pseudo-terminal and return what it drew."""
+def _in_pty(deployment: Deployment, *args: str, timeout: float = 60) -> str:
+    """Run `mainspring ARGS` on a pseudo-terminal and return what it drew."""
     master, slave = os.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mainspring", "runs", "watch", run_id],
+        [sys.executable, "-m", "mainspring", *args],
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -120,7 +120,7 @@ async def test_lifecycle_watch_artifacts_and_state(
         "run", "steps", "--input", "steps=8", "--statistics", "--previews", "--label", "nightly"
     ).stdout.strip()
     await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
-    drawn = _watch_in_pty(deployment, run_id)
+    drawn = _in_pty(deployment, "runs", "watch", run_id)
 
     assert "[" in drawn and "%" in drawn and "step " in drawn
     assert "\r" in drawn, "a terminal gets a redrawn line, not a scroll of lines"
@@ -162,10 +162,18 @@ async def test_lifecycle_watch_artifacts_and_state(
     assert missing.returncode == 2 and "has no artifact 'nope'" in missing.stderr
 
     # Instance state carries over: the second run starts from the first one's state.
-    second = deployment.cli(
-        "run", "steps", "--input", "steps=1", "--input", "pause=0", "--no-store", "--wait"
-    ).stdout
-    assert 'outputs: {"count": 2}' in second
+    second = _in_pty(
+        deployment,
+        "run",
+        "steps",
+        "--input",
+        "steps=1",
+        "--input",
+        "pause=0",
+        "--no-store",
+        "--wait",
+    )
+    assert "completed [" in second and 'outputs: {"count": 2}' in second
     listed = await client.list_runs(RunQuery(routine="steps", label="nightly"))
     assert [r["id"] for r in listed] == [run_id]
 
