@@ -540,3 +540,42 @@ async def test_concurrent_state_writes_conflict_loudly(
     assert slow_run["status"] == "failed"
     assert slow_run["error"].startswith("state conflict: another run of counter changed its state")
     assert after["outputs"] == {"n": 2}, "the conflicting run did not overwrite the state"
+
+
+COUNTED = f"""
+import time
+from pathlib import Path
+from mainspring import Routine, on_complete
+
+
+class Counted(Routine):
+    def run(self, event={NEVER}, log: str = "", seconds: float = 1.0) -> dict:
+        with Path(log).open("a") as out:
+            out.write(self.run_info.id + "\\n")
+        time.sleep(seconds)
+        return {{}}
+"""
+
+
+async def test_runs_waiting_for_a_slot_longer_than_the_ack_wait_run_once(
+    deployment: Deployment, client: Client, tmp_path: Path
+) -> None:
+    deployment.extra_env.update(
+        {
+            "MAINSPRING_RUNNER_SLOTS": "1",
+            "MAINSPRING_RUN_ACK_WAIT_S": "2",
+            "MAINSPRING_HEARTBEAT_S": "0.5",
+        }
+    )
+    deployment.start_all()
+    deployment.cli(
+        "routine", "create", str(write_routine(tmp_path / "c", COUNTED)), "--name", "counted"
+    )
+    log = tmp_path / "executions.log"
+    run_ids = [await client.submit("counted", {"log": str(log), "seconds": 5.0}) for _ in range(3)]
+
+    finished = [await client.wait(run_id, timeout=90) for run_id in run_ids]
+
+    assert [r["status"] for r in finished] == ["completed"] * 3
+    assert [r["attempt"] for r in finished] == [1, 1, 1]
+    assert sorted(log.read_text().split()) == sorted(run_ids), "each run executed exactly once"
