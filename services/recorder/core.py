@@ -138,6 +138,7 @@ def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, 
             "traceback",
             "finished_at",
             "artifacts",
+            "queue_reason",
         ):
             continue
         if value is None and row.get(key) is not None and key not in _CLEARABLE:

@@ -41,7 +41,10 @@ async def test_manual_run_is_recorded_completed(system: Deployment, tmp_path: Pa
     )
 
     assert "status: completed" in result.stdout
-    listed = json.loads(system.cli("runs", "list", "--routine", "hello", "--json").stdout)
+    # --source manual: hello also runs on its 10s schedule while the test runs.
+    listed = json.loads(
+        system.cli("runs", "list", "--routine", "hello", "--source", "manual", "--json").stdout
+    )
     assert [r["status"] for r in listed] == ["completed"]
     run = listed[0]
     assert run["outputs"] == {"greeting": "hello, Ada", "run_number": 1}

@@ -84,11 +84,11 @@ def _queued(reason: str) -> dict[str, Any]:
     [
         ({"status": "queued", "queue_reason": "waiting for a free runner slot"}, "queued", "limit"),
         ({"status": "running", "queue_reason": None}, "running", "limit"),
-        ({"status": "completed", "queue_reason": None}, "completed", "limit"),
+        ({"status": "completed", "queue_reason": None}, "completed", None),
     ],
 )
 def test_a_queue_reason_never_moves_a_run_back(
-    current: dict[str, Any], expected_status: str, expected_reason: str
+    current: dict[str, Any], expected_status: str, expected_reason: str | None
 ) -> None:
     merged = recorder.merge(current, _queued("limit"))
 
