@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from faststream import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage
 from nats.js.kv import KeyValue
 
@@ -71,8 +72,8 @@ class Runner:
         self.handed_back: set[str] = set()
         self.announced_holds: dict[str, str] = {}
         self.draining = False
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.slots = asyncio.Semaphore(max(1, settings.runner_slots))
+        self.admitted: set[asyncio.Task[None]] = set()
 
     def child_env(self) -> dict[str, str]:
         """Environment of every run's process."""
@@ -108,13 +109,50 @@ class Runner:
             )
         await message.nack(delay=self.settings.hold_retry_s)
 
+    async def admit(self, request: RequestRun, message: NatsMessage) -> None:
+        """Wait for a free slot (heartbeating the run meanwhile), then execute it in the background.
+
+        The run's own task acks or naks its message when it ends. Waiting here also stops the
+        subscriber from fetching more: at most one run waits per replica, and it is kept alive.
+        """
+        if not self.draining:
+            waiting = asyncio.create_task(self._keep_alive(message))
+            try:
+                await self.slots.acquire()
+            finally:
+                waiting.cancel()
+            if not self.draining:
+                task = asyncio.create_task(self._run_admitted(request, message))
+                self.admitted.add(task)
+                task.add_done_callback(self.admitted.discard)
+                return
+            self.slots.release()
+        # Stopping: hand the run back, a little later so another replica gets it first.
+        await message.nack(delay=self.settings.hold_retry_s)
+
+    async def _keep_alive(self, message: NatsMessage) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            with contextlib.suppress(Exception):
+                await message.in_progress()
+
+    async def _run_admitted(self, request: RequestRun, message: NatsMessage) -> None:
+        try:
+            await self.execute(request, message)
+            if message.committed is None:
+                await message.ack()
+        except Exception:
+            log.exception(
+                "run %s of %s: runner fault; redelivering", request.run_id, request.routine
+            )
+            with contextlib.suppress(Exception):
+                await message.nack(delay=5.0)
+        finally:
+            self.slots.release()
+
     async def execute(self, request: RequestRun, message: NatsMessage) -> None:
         """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
         assert self.ledger is not None and self.leases is not None
-        if self.draining:
-            # Stopping: hand the run back, a little later so another replica gets it first.
-            await message.nack(delay=self.settings.hold_retry_s)
-            return
         started_at = _now()
         if request.run_id in self.cancelled or await self.ledger.cancel_requested(request.run_id):
             await self.complete(
@@ -183,7 +221,6 @@ class Runner:
         assert self.state_kv is not None
         child.state, state_revision = await load_state(self.state_kv, request.routine)
         self.active[request.run_id] = child
-        self.idle.clear()
 
         async def on_child_message(payload: dict[str, Any]) -> None:
             if payload.get("type") == "progress":
@@ -205,8 +242,6 @@ class Runner:
         finally:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
-            if not self.active:
-                self.idle.set()
         if request.run_id in self.handed_back:
             # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
             self.handed_back.discard(request.run_id)
@@ -248,14 +283,18 @@ class Runner:
         """Stop taking runs; let running ones finish for a while, then hand the rest back."""
         self.draining = True
         log.info("draining: %d run(s) in progress", len(self.active))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.idle.wait(), self.settings.drain_timeout_s)
+        if self.admitted:
+            await asyncio.wait(set(self.admitted), timeout=self.settings.drain_timeout_s)
         for run_id, child in list(self.active.items()):
             self.handed_back.add(run_id)
             await child.stop(self.settings.hand_back_grace_s)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.idle.wait(), 5.0)
+        if self.admitted:
+            await asyncio.wait(set(self.admitted), timeout=5.0)
         await self.pool.close()
+        # The hand-back naks must reach the server before the connection closes, or the
+        # runs would wait out the ack wait instead of moving to another replica at once.
+        with contextlib.suppress(Exception):
+            await self.broker.connection.flush(timeout=5)
 
     async def complete(
         self,
@@ -310,12 +349,18 @@ def register(broker: NatsBroker, runner: Runner) -> None:
             ack_wait_s=runner.settings.run_ack_wait_s,
             max_ack_pending=10_000,
         ),
-        max_workers=runner.settings.runner_slots,
+        # Acks are the run's own: the handler only admits a run and its task acks or naks it
+        # when it ends. FastStream's max_workers would instead fetch a run ahead and let it
+        # wait for a slot without heartbeats, so JetStream could hand it to another replica
+        # meanwhile and it would run twice.
+        ack_policy=AckPolicy.MANUAL,
     )
     async def on_run_requested(message: NatsMessage) -> None:
         request = await parse_or_park(broker, message, RequestRun)
-        if request:
-            await runner.execute(request, message)
+        if request is None:
+            await message.ack()  # parked on the dead-letter subject
+            return
+        await runner.admit(request, message)
 
     @broker.subscriber(subjects.RUN_CANCEL)
     async def on_run_cancel(message: NatsMessage) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -28,10 +29,14 @@ class Worker:
         """Still waiting for its request?"""
         return self.process.returncode is None
 
-    def discard(self) -> None:
-        """Stop an unused worker (it leads its own session, so signal the group)."""
+    async def discard(self) -> None:
+        """Stop an unused worker and reap it (it leads its own session: signal the group)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, 9)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.process.wait(), 5.0)
         with contextlib.suppress(OSError):
             os.close(self.control_fd)
 
@@ -81,7 +86,7 @@ class WarmPool:
     async def _add_one(self) -> None:
         worker = await start_worker(self.env)
         if self._closed:
-            worker.discard()
+            await worker.discard()
         else:
             self._idle.append(worker)
 
@@ -93,7 +98,7 @@ class WarmPool:
             if candidate.alive():
                 worker = candidate
             else:
-                candidate.discard()
+                await candidate.discard()
         if worker is None:
             worker = await start_worker(self.env)
         await self.fill()
@@ -108,6 +113,5 @@ class WarmPool:
         self._closed = True
         for task in list(self._refilling):
             task.cancel()
-        for worker in self._idle:
-            worker.discard()
-        self._idle.clear()
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(worker.discard() for worker in idle))

@@ -426,7 +426,7 @@ async def test_a_stopping_runner_hands_its_run_back(
     deployment: Deployment, client: Client, tmp_path: Path
 ) -> None:
     deployment.extra_env.update(
-        {"MAINSPRING_DRAIN_TIMEOUT_S": "1", "MAINSPRING_RUN_ACK_WAIT_S": "20"}
+        {"MAINSPRING_DRAIN_TIMEOUT_S": "1", "MAINSPRING_RUN_ACK_WAIT_S": "60"}
     )
     deployment.start_all(runners=1)
     deployment.cli(
@@ -438,13 +438,16 @@ async def test_a_stopping_runner_hands_its_run_back(
     stopping = deployment.services["runner-0"]
 
     await asyncio.to_thread(stopping.kill, signal.SIGTERM)
-    finished = await client.wait(run_id, timeout=60)
+    stopped_at = time.monotonic()
+    finished = await client.wait(run_id, timeout=90)
 
     assert stopping.process is not None and stopping.process.returncode == 0
     assert finished["status"] == "completed" and finished["runner"] != running["runner"]
     # Handed back by a clean stop, the interrupted attempt is not charged to the run.
     assert finished["attempt"] == 1
     assert "draining: 1 run(s) in progress" in stopping.log()
+    # Handed back at once, not left to the 60s ack wait.
+    assert time.monotonic() - stopped_at < 45
 
 
 async def test_a_run_whose_runners_keep_dying_fails_with_the_reason(
