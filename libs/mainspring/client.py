@@ -17,6 +17,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from mainspring import subjects
 from mainspring.bundle import detect_entrypoint, import_entrypoint, make_bundle
 from mainspring.bus import connect, ensure_bus
+from mainspring.ledger import mark_cancelled
 from mainspring.messages import TERMINAL_STATUSES, CancelRun, RunCompleted, SubmitRun
 from mainspring.records import RunQuery
 from mainspring.registry import InputSchema, RoutineDefinition, RoutineOptions, RoutineStore
@@ -257,8 +258,7 @@ class Client:
         """Stop a run: runners holding it stop it; a run still queued never starts."""
         by = self.settings.user or _login()
         # The mark outlives this call: a runner that picks the run up later sees it.
-        dispatch = await self.js.key_value(subjects.DISPATCH_BUCKET)
-        await dispatch.put(f"cancel.{run_id}", by.encode())
+        await mark_cancelled(self.js, run_id, by)
         await self.js.publish(
             subjects.RUN_CANCEL,
             CancelRun(run_id=run_id, requested_by=by).model_dump_json().encode(),

@@ -36,6 +36,8 @@ BUNDLES_BUCKET = "bundles"
 DISPATCH_BUCKET = "dispatch"
 TICKER_BUCKET = "ticker"
 WATCHER_BUCKET = "watcher"
+# Per-run attempts and cancel marks shared by runners (entries expire with the stream's max age).
+LEDGER_BUCKET = "run_ledger"
 # Per-routine concurrency leases; entries expire (bucket TTL) unless their runner refreshes them.
 LEASES_BUCKET = "leases"
 # Instance state of stateful routines: key `state.<routine>`, written with compare-and-set.

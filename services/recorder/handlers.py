@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
-from nats.js.kv import KeyValue
+from nats.js import JetStreamContext
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from mainspring import subjects
+from mainspring.ledger import mark_cancelled
 from mainspring.messages import (
     RequestRun,
     RunCompleted,
@@ -255,7 +256,7 @@ class StaleRunSweep:
         self.settings = settings
         self.last_beats: dict[str, datetime] = {}
         self.watching_since = _now()
-        self.dispatch: KeyValue | None = None
+        self.js: JetStreamContext | None = None
 
     def beat(self, heartbeat: RunHeartbeat) -> None:
         """Remember the latest heartbeat of a run."""
@@ -269,8 +270,8 @@ class StaleRunSweep:
             running, self.last_beats, self.watching_since, now, self.settings.stale_run_after_s
         )
         for run_id in stale:
-            if self.dispatch is not None:
-                await self.dispatch.put(f"cancel.{run_id}", b"stale")
+            if self.js is not None:
+                await mark_cancelled(self.js, run_id, "stale run sweep")
             changes = core.changes_for_stale(self.settings.stale_run_after_s, now)
             await asyncio.to_thread(self.history.apply, run_id, changes, now)
             log.warning("run %s failed: no runner heartbeat", run_id)

@@ -6,7 +6,6 @@ import asyncio
 
 from faststream import FastStream
 
-from mainspring import subjects
 from mainspring.records import open_engine
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
@@ -26,7 +25,7 @@ def build_app(settings: RecorderSettings) -> FastStream:
 
     @app.after_startup
     async def start_sweep() -> None:
-        sweep.dispatch = await broker.connection.jetstream().key_value(subjects.DISPATCH_BUCKET)
+        sweep.js = broker.connection.jetstream()
         tasks.append(asyncio.create_task(sweep.run_forever()))
 
     @app.on_shutdown

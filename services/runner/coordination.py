@@ -24,6 +24,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
+from mainspring.ledger import attempts_key, cancel_key, ledger_bucket
 
 _MISSING = (KeyNotFoundError, NotFoundError)
 
@@ -33,32 +34,32 @@ def _is_cas_conflict(exc: Exception) -> bool:
 
 
 class RunLedger:
-    """Attempts and cancel marks per run id, in the dispatch bucket."""
+    """Attempts and cancel marks per run id, in the run ledger bucket."""
 
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> RunLedger:
-        """The ledger on the dispatch bucket (declared by ensure_bus)."""
-        return cls(await js.key_value(subjects.DISPATCH_BUCKET))
+        """The ledger on its own bucket (created when missing)."""
+        return cls(await ledger_bucket(js))
 
     async def started_attempts(self, run_id: str) -> int:
         """How many attempts of a run any runner started."""
         try:
-            entry = await self._kv.get(f"attempt.{run_id}")
+            entry = await self._kv.get(attempts_key(run_id))
         except _MISSING:
             return 0
         return int(entry.value or b"0")
 
     async def set_attempts(self, run_id: str, attempts: int) -> None:
         """Record the number of started attempts (before the attempt runs)."""
-        await self._kv.put(f"attempt.{run_id}", str(attempts).encode())
+        await self._kv.put(attempts_key(run_id), str(attempts).encode())
 
     async def cancel_requested(self, run_id: str) -> bool:
         """Was the run cancelled while it waited in the queue?"""
         try:
-            await self._kv.get(f"cancel.{run_id}")
+            await self._kv.get(cancel_key(run_id))
         except _MISSING:
             return False
         return True
