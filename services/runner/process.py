@@ -87,6 +87,9 @@ class ChildRun:
             worker = await start_worker(self.env)
         self.process = worker.process
         read_fd = worker.control_fd
+        if self.cancelled:
+            # Cancelled while the worker was being handed over: it never starts the routine.
+            self._signal(signal.SIGKILL)
         assert self.process.stdin is not None
         job = {
             "bundle_dir": str(self.bundle_dir),
@@ -168,7 +171,8 @@ class ChildRun:
     async def stop(self, grace_s: float) -> None:
         """SIGTERM, then SIGKILL after the grace period."""
         self._signal(signal.SIGTERM)
-        assert self.process is not None
+        if self.process is None:
+            return  # not started yet: run() sees the cancel before it hands over the job
         try:
             await asyncio.wait_for(self.process.wait(), timeout=grace_s)
         except TimeoutError:
