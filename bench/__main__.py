@@ -1,34 +1,29 @@
-"""Run the benchmarks: `python -m bench [NAME ...]` (all when no name is given).
-
-Each benchmark is a module of this package with a `main()` that prints its figures, each
-beside a raw baseline measured in the same run (the machines are noisy, ratios travel).
-"""
+"""`python -m bench [NAME ...]`: run each benchmark module's main() (all when none is named)."""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 import time
-
-BENCHMARKS = {
-    "ticker": "bench.ticker",
-}
+from pathlib import Path
 
 
-def main(argv: list[str]) -> int:
-    """Run the named benchmarks in order."""
-    names = argv or list(BENCHMARKS)
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown:
-        print(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(BENCHMARKS)}")
-        return 2
-    for name in names:
-        print(f"== {name} ==", flush=True)
+def main(names: list[str]) -> None:
+    """Import bench modules by name and run their main()."""
+    available = sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        if not m.name.startswith("_")
+    )
+    for name in names or available:
+        if name not in available:
+            raise SystemExit(f"no benchmark {name!r}: choose from {', '.join(available)}")
+        print(f"== bench.{name}", flush=True)
         started = time.monotonic()
-        importlib.import_module(BENCHMARKS[name]).main()
-        print(f"({name} took {time.monotonic() - started:.0f}s)", flush=True)
-    return 0
+        importlib.import_module(f"bench.{name}").main()
+        print(f"(bench.{name} took {time.monotonic() - started:.0f}s)", flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -109,7 +109,7 @@ def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--appends", type=int, default=50)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # names given to `python -m bench` pass through
     with tempfile.TemporaryDirectory(prefix="mainspring-bench-") as tmp:
         home = Path(tmp)
         port = free_port()

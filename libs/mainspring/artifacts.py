@@ -113,3 +113,30 @@ def save_artifact(
     _write_json(fs, f"{folder}/metadata.json", metadata)
     size = fs.get_file_info(data_path).size
     return ArtifactRef(name=name, uri=data_path, kind=kind, rows=rows, size_bytes=size)
+
+
+def artifact_files(root: str, run_id: str, name: str) -> list[tuple[str, int]]:
+    """The files stored for one artifact: (file name, size), data first."""
+    fs, folder = artifact_dir(root, run_id, name)
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    files = [(Path(i.path).name, int(i.size or 0)) for i in infos if i.type == pafs.FileType.File]
+    return sorted(files, key=lambda f: (f[0].endswith(".json"), f[0]))
+
+
+def download_artifact(root: str, run_id: str, name: str, target: Path) -> Path:
+    """Copy one artifact's folder (data, metadata, statistics, preview) to target/name."""
+    fs, folder = artifact_dir(root, run_id, name)
+    if fs.get_file_info(folder).type != pafs.FileType.Directory:
+        raise FileNotFoundError(
+            f"run {run_id} has no stored artifact {name!r}: list them with "
+            f"`mainspring runs artifacts {run_id}`"
+        )
+    destination = (target / name).resolve()
+    destination.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(
+        folder,
+        str(destination),
+        source_filesystem=fs,
+        destination_filesystem=pafs.LocalFileSystem(),
+    )
+    return destination

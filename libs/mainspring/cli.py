@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import sys
 import time
@@ -300,9 +301,14 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         memory = parse_memory(args.memory) if args.memory else None
     except ValueError as exc:
         raise CliError(f"--memory: {exc}") from None
+    inputs: dict[str, Any] = parse_pairs(args.input, "--input")
+    if args.interactive:
+        inputs = await prompt_inputs(client, args.name, inputs)
+    if args.in_memory:
+        return await run_routine_in_memory(client, args, inputs)
     run_id = await client.submit(
         args.name,
-        parse_pairs(args.input, "--input"),
+        inputs,
         labels=args.label or [],
         attributes=parse_json_values(parse_pairs(args.attr, "--attr")),
         name=args.run_name,
@@ -316,9 +322,151 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
     if not args.wait:
         print(run_id)
         return 0
-    run = await client.wait(run_id, timeout=args.timeout)
+    if sys.stdout.isatty():
+        # A person is watching: draw the live bar while waiting.
+        try:
+            run = await asyncio.wait_for(draw_progress(client, run_id, 0.25), args.timeout)
+        except TimeoutError:
+            raise TimeoutError(f"run {run_id} not finished after {args.timeout}s") from None
+    else:
+        run = await client.wait(run_id, timeout=args.timeout)
     print_run(run)
     return 0 if run["status"] == "completed" else EXIT_FAILED
+
+
+async def prompt_inputs(client: Any, routine: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Ask for each input not given on the command line, showing its type and default."""
+    from mainspring.routine import InputError, coerce_input
+
+    definition = await (await client.store()).get(routine)
+    inputs = dict(given)
+    for name, spec in definition.input_specs().items():
+        if name in inputs:
+            continue
+        kind = f"{spec.type} or empty" if spec.optional else spec.type
+        while True:
+            answer = await asyncio.to_thread(
+                input, f"{name} ({kind}, default {json.dumps(spec.default)}): "
+            )
+            if not answer.strip():
+                break
+            try:
+                coerce_input(spec, answer)
+            except InputError as exc:
+                print(f"  {name}: {exc}; try again")
+                continue
+            inputs[name] = answer
+            break
+    return inputs
+
+
+async def run_routine_in_memory(
+    client: Any, args: argparse.Namespace, inputs: dict[str, Any]
+) -> int:
+    """`run --in-memory`: execute here, print the recorded run."""
+    from mainspring.inmemory import InMemoryRefused
+
+    try:
+        run = await client.run_in_memory(
+            args.name,
+            inputs,
+            labels=args.label or [],
+            attributes=parse_json_values(parse_pairs(args.attr, "--attr")),
+            name=args.run_name,
+            description=args.description,
+            statistics=args.statistics,
+            previews=args.previews,
+            store_artifacts=not args.no_store,
+        )
+    except InMemoryRefused as exc:
+        raise CliError(str(exc)) from None
+    print_run(run)
+    return 0 if run["status"] == "completed" else EXIT_FAILED
+
+
+def progress_bar(fraction: float | None, width: int = 30) -> str:
+    """`[#########---------]  45%` for a fraction 0..1."""
+    value = max(0.0, min(1.0, fraction or 0.0))
+    filled = round(value * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {value * 100:3.0f}%"
+
+
+def watch_line(run: dict[str, Any]) -> str:
+    """One line describing a run as it goes."""
+    if run["status"] in ("created", "queued"):
+        detail = run.get("queue_reason") or ""
+    else:
+        detail = run.get("progress_message") or ""
+    attempt = f" attempt {run['attempt']}" if (run.get("attempt") or 0) > 1 else ""
+    return f"{run['status']:<9} {progress_bar(run.get('progress'))} {detail}{attempt}".rstrip()
+
+
+async def draw_progress(client: Any, run_id: str, interval: float) -> dict[str, Any]:
+    """Show a run's progress until it ends (a redrawn bar on a terminal, lines otherwise)."""
+    live = sys.stdout.isatty()
+    final: dict[str, Any] = {}
+    async for final in client.follow(run_id, poll_s=interval):
+        line = watch_line(final)
+        if live:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            sys.stdout.write("\r\x1b[2K" + line[:width])
+            sys.stdout.flush()
+        else:
+            print(line, flush=True)
+    if live:
+        sys.stdout.write("\n")
+    return final
+
+
+async def runs_watch(client: Any, args: argparse.Namespace) -> int:
+    run = await client.get_run(args.id)
+    if run is None:
+        raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+    print(f"run {run['id']} of {run['routine']} #{run.get('run_number') or '-'}", flush=True)
+    final = await draw_progress(client, run["id"], args.interval)
+    took = f" in {duration(final)}" if duration(final) else ""
+    print(f"run {final['id']} {final['status']}{took}", flush=True)
+    if final.get("error"):
+        print(f"error: {final['error']}", flush=True)
+    return 0 if final["status"] == "completed" else EXIT_FAILED
+
+
+async def runs_artifacts(client: Any, args: argparse.Namespace) -> int:
+    from mainspring.artifacts import artifact_files, download_artifact
+    from mainspring.units import format_bytes
+
+    run = await client.get_run(args.id)
+    if run is None:
+        raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+    root = client.settings.resolved_artifact_root()
+    artifacts = run.get("artifacts") or []
+    if args.download:
+        if args.download not in {a["name"] for a in artifacts}:
+            names = ", ".join(a["name"] for a in artifacts) or "none"
+            raise CliError(f"run {run['id']} has no artifact {args.download!r} (it has: {names})")
+        try:
+            target = download_artifact(root, run["id"], args.download, Path(args.to))
+        except FileNotFoundError as exc:
+            raise CliError(str(exc)) from None
+        print(f"artifact {args.download} of run {run['id']} downloaded to {target}")
+        return 0
+    rows = []
+    for item in artifacts:
+        files = artifact_files(root, run["id"], item["name"]) if item.get("uri") else []
+        rows.append(
+            {
+                **item,
+                "size": format_bytes(item.get("size_bytes")),
+                "files": ",".join(f for f, _ in files) or "(not stored)",
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(table(rows, ["name", "kind", "rows", "size", "files", "uri"]))
+    else:
+        print(f"run {run['id']} saved no artifacts")
+    return 0
 
 
 def print_run(run: dict[str, Any]) -> None:
@@ -346,6 +494,8 @@ def print_run(run: dict[str, Any]) -> None:
         "memory_limit",
         "runner",
         "attempt",
+        "queue_reason",
+        "updated_at",
     ]
     for key in fields:
         value = run.get(key)
@@ -424,11 +574,10 @@ async def runs_list(client: Any, args: argparse.Namespace) -> int:
         }
         for r in runs
     ]
-    print(
-        table(rows, ["id", "routine", "number", "status", "source", "created", "took", "labels"])
-        if rows
-        else "no runs match"
-    )
+    columns = ["id", "routine", "number", "status", "source", "created", "took", "labels"]
+    if any(r.get("queue_reason") for r in rows):
+        columns.append("queue_reason")
+    print(table(rows, columns) if rows else "no runs match")
     return 0
 
 
@@ -674,6 +823,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-store", action="store_true", help="keep no artifacts")
     run.add_argument("--wait", action="store_true", help="wait for the run to finish and print it")
     run.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="run in this process and print the result (routines with allow_in_memory = True)",
+    )
+    run.add_argument(
+        "--interactive", action="store_true", help="prompt for each input not given with --input"
+    )
+    run.add_argument(
         "--timeout", type=float, default=None, help="with --wait: give up after seconds"
     )
     run.set_defaults(func=with_client(run_routine))
@@ -701,6 +858,16 @@ def build_parser() -> argparse.ArgumentParser:
     rc = runs_actions.add_parser("cancel", help="stop a queued or running run")
     rc.add_argument("id")
     rc.set_defaults(func=with_client(runs_cancel))
+    rw = runs_actions.add_parser("watch", help="a live progress bar until the run ends")
+    rw.add_argument("id")
+    rw.add_argument("--interval", type=float, default=0.25, help="poll interval in seconds")
+    rw.set_defaults(func=with_client(runs_watch))
+    ra = runs_actions.add_parser("artifacts", help="a run's artifacts; --download fetches one")
+    ra.add_argument("id")
+    ra.add_argument("--download", metavar="NAME", help="copy this artifact's files locally")
+    ra.add_argument("--to", default=".", help="with --download: target folder (default .)")
+    ra.add_argument("--json", action="store_true")
+    ra.set_defaults(func=with_client(runs_artifacts))
 
     add_dataset_commands(commands)
 

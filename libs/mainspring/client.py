@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from mainspring import subjects, tracing
 from mainspring.bundle import detect_entrypoint, import_entrypoint, make_bundle
 from mainspring.bus import connect, ensure_bus
-from mainspring.messages import TERMINAL_STATUSES, CancelRun, SubmitRun
+from mainspring.ledger import mark_cancelled
+from mainspring.messages import TERMINAL_STATUSES, CancelRun, RunCompleted, SubmitRun
 from mainspring.records import RunQuery
 from mainspring.registry import InputSchema, RoutineDefinition, RoutineOptions, RoutineStore
 from mainspring.routine import inspect_contract, validate_inputs
@@ -174,6 +176,7 @@ class Client:
             statistics=statistics,
             previews=previews,
             store_artifacts=store_artifacts,
+            submitted_at=datetime.now(UTC),
         )
         await self.js.publish(
             subjects.RUN_SUBMITTED,
@@ -234,6 +237,39 @@ class Client:
                 raise TimeoutError(f"run {run_id} not finished after {timeout}s")
             await asyncio.sleep(poll_s)
 
+    async def follow(self, run_id: str, poll_s: float = 0.25) -> AsyncIterator[dict[str, Any]]:
+        """Yield a run each time its status or progress changes, until it is terminal."""
+        last: tuple[Any, ...] | None = None
+        while True:
+            try:
+                run = await self.get_run(run_id)
+            except ServiceUnavailable:
+                run = None
+            if run is not None:
+                seen = (
+                    run["status"],
+                    run.get("progress"),
+                    run.get("progress_message"),
+                    run.get("queue_reason"),
+                    run.get("attempt"),
+                )
+                if seen != last:
+                    last = seen
+                    yield run
+                if run["status"] in TERMINAL_STATUSES:
+                    return
+            await asyncio.sleep(poll_s)
+
+    async def run_in_memory(
+        self, routine: str, inputs: dict[str, Any] | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """Run an opted-in routine in this process (recorded like any run); returns its record."""
+        from mainspring.inmemory import run_in_memory
+
+        return await run_in_memory(
+            self, routine, inputs or {}, started_by=self.settings.user or _login(), **options
+        )
+
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the recorder answers (right after `mainspring up`)."""
         loop = asyncio.get_running_loop()
@@ -248,14 +284,34 @@ class Client:
                 await asyncio.sleep(0.2)
 
     async def cancel(self, run_id: str) -> None:
-        """Ask runners to stop a run (queued or running)."""
+        """Stop a run: runners holding it stop it; a run still queued never starts."""
+        by = self.settings.user or _login()
+        # The mark outlives this call: a runner that picks the run up later sees it.
+        await mark_cancelled(self.js, run_id, by)
         await self.js.publish(
             subjects.RUN_CANCEL,
-            CancelRun(run_id=run_id, requested_by=self.settings.user or _login())
-            .model_dump_json()
-            .encode(),
+            CancelRun(run_id=run_id, requested_by=by).model_dump_json().encode(),
             headers=dict(tracing.inject({})),
         )
+        run = await self.get_run(run_id)
+        if run is not None and run["status"] in ("created", "queued"):
+            # No runner holds it: record the end now (a runner that races us publishes the
+            # same deduplicated completion, and the recorder never moves a run back).
+            completed = RunCompleted(
+                run_id=run_id,
+                routine=run["routine"],
+                run_number=run.get("run_number") or 0,
+                status="cancelled",
+                error=f"cancelled by {by} while queued",
+                hop=run.get("hop") or 0,
+                parent_run_id=run.get("parent_run_id"),
+                finished_at=datetime.now(UTC),
+            )
+            await self.js.publish(
+                subjects.RUN_COMPLETED,
+                completed.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": completed.message_id()},
+            )
 
     async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:
         """Publish an external event on the stream."""

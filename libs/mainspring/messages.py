@@ -87,6 +87,7 @@ class SubmitRun(Message):
     statistics: bool = False
     previews: bool = False
     store_artifacts: bool = True
+    submitted_at: AwareDatetime | None = None
 
 
 class RequestRun(Message):
@@ -116,6 +117,10 @@ class RequestRun(Message):
     requested_at: AwareDatetime
     chain: list[str] = Field(default_factory=list)
     trace_id: str | None = None
+    submitted_at: AwareDatetime | None = None
+    retries: int = 0
+    retry_backoff_s: float = 1.0
+    max_concurrent: int | None = None
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""
@@ -134,6 +139,23 @@ class RunStarted(Message):
     runner: str
     attempt: int = 1
     started_at: AwareDatetime
+
+
+class RunQueued(Message):
+    """A runner holds a run back (concurrency limit, memory, retry backoff) and says why."""
+
+    run_id: str
+    routine: str
+    reason: str
+    at: AwareDatetime
+
+
+class RunHeartbeat(Message):
+    """A runner still holds a run (core NATS, not stored: only the latest one matters)."""
+
+    run_id: str
+    runner: str
+    at: AwareDatetime
 
 
 class RunProgressed(Message):

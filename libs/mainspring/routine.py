@@ -101,6 +101,7 @@ class Routine:
 
     _context: RunContext | None = None
     _run_info: RunInfo | None = None
+    _state: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -120,6 +121,17 @@ class Routine:
         if self._run_info is None:
             raise RoutineInvocationError("run_info exists only inside a run started by Mainspring")
         return self._run_info
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Small JSON state kept between runs of this routine instance (see mainspring.state)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self._state = dict(value)
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress (0..1) with a message; shown by `mainspring runs watch`."""

@@ -10,6 +10,11 @@ RUN_STARTED = "run.started"
 RUN_PROGRESS = "run.progress"
 RUN_COMPLETED = "run.completed"
 RUN_CANCEL = "run.cancel"
+RUN_QUEUED = "run.queued"
+# Outside the stream's `run.>` on purpose: heartbeats are core NATS, never stored.
+RUN_HEARTBEAT = "heartbeat.run"
+# In-memory runs execute in the caller's process: recorded like run.requested, never executed by runners.
+RUN_IN_MEMORY = "run.in_memory"
 TRIGGER_RECORDED = "trigger.recorded"
 POLL_REQUESTED = "poll.requested"
 POLL_COMPLETED = "poll.completed"
@@ -34,6 +39,12 @@ BUNDLES_BUCKET = "bundles"
 DISPATCH_BUCKET = "dispatch"
 TICKER_BUCKET = "ticker"
 WATCHER_BUCKET = "watcher"
+# Per-run attempts and cancel marks shared by runners (entries expire with the stream's max age).
+LEDGER_BUCKET = "run_ledger"
+# Per-routine concurrency leases; entries expire (bucket TTL) unless their runner refreshes them.
+LEASES_BUCKET = "leases"
+# Instance state of stateful routines: key `state.<routine>`, written with compare-and-set.
+STATE_BUCKET = "state"
 
 # Durable consumer names: one per service role, shared by its replicas.
 RUNNER_CONSUMER = "runner"

@@ -63,6 +63,7 @@ class RunDraft:
     previews: bool = False
     store_artifacts: bool = True
     chain: list[str] = field(default_factory=list)
+    submitted_at: datetime | None = None
 
 
 def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime) -> RequestRun:
@@ -92,6 +93,10 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         store_artifacts=draft.store_artifacts,
         requested_at=now,
         chain=draft.chain,
+        submitted_at=draft.submitted_at,
+        retries=options.retries,
+        retry_backoff_s=options.retry_backoff_s,
+        max_concurrent=options.max_concurrent,
     )
 
 
@@ -147,6 +152,7 @@ def decide_manual(
         statistics=submitted.statistics,
         previews=submitted.previews,
         store_artifacts=submitted.store_artifacts,
+        submitted_at=submitted.submitted_at,
     )
     try:
         return Decision(requests=[build_request(definition, draft, now)])

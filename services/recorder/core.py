@@ -10,11 +10,14 @@ from mainspring.messages import (
     RequestRun,
     RunCompleted,
     RunProgressed,
+    RunQueued,
     RunStarted,
     SubmitRun,
 )
 
 _RANK = {"created": 0, "queued": 1, "running": 2}
+# Fields an event may clear by sending None (a started run has no queue reason any more).
+_CLEARABLE = frozenset({"queue_reason"})
 
 
 def status_rank(status: str) -> int:
@@ -43,7 +46,8 @@ def changes_for_submitted(event: SubmitRun, now: datetime) -> dict[str, Any]:
         "description": event.description,
         "started_by": event.started_by,
         "memory_limit": event.memory_limit,
-        "created_at": now,
+        # The submit time, not when the recorder got to it (it may lag or restart).
+        "created_at": event.submitted_at or now,
     }
 
 
@@ -68,8 +72,10 @@ def changes_for_requested(event: RequestRun) -> dict[str, Any]:
         "trace_id": event.trace_id,
         "memory_limit": event.memory_limit,
         "timeout_s": event.timeout_s,
-        "created_at": event.requested_at,
+        "created_at": event.submitted_at or event.requested_at,
         "queued_at": event.requested_at,
+        # Until a runner takes it, a queued run waits for one (all slots busy or none running).
+        "queue_reason": "waiting for a free runner slot",
     }
 
 
@@ -83,6 +89,11 @@ def changes_for_started(event: RunStarted) -> dict[str, Any]:
         "attempt": event.attempt,
         "queue_reason": None,
     }
+
+
+def changes_for_queued(event: RunQueued) -> dict[str, Any]:
+    """A runner holds the run back and says why (never moves a running run back)."""
+    return {"routine": event.routine, "status": "queued", "queue_reason": event.reason}
 
 
 def changes_for_progress(event: RunProgressed) -> dict[str, Any]:
@@ -100,6 +111,7 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
         "error": event.error,
         "traceback": event.traceback,
         "finished_at": event.finished_at,
+        "queue_reason": None,
         "hop": event.hop,
         "parent_run_id": event.parent_run_id,
     }
@@ -127,12 +139,50 @@ def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, 
             "traceback",
             "finished_at",
             "artifacts",
+            "queue_reason",
         ):
             continue
-        if value is None and row.get(key) is not None:
+        if value is None and row.get(key) is not None and key not in _CLEARABLE:
             continue
         if key in ("created_at", "queued_at", "started_at") and row.get(key) is not None:
             continue
         row[key] = value
     row["status"] = new_status
     return row
+
+
+def stale_runs(
+    running: list[tuple[str, datetime | None, str | None]],
+    last_beats: dict[str, datetime],
+    watching_since: datetime,
+    now: datetime,
+    stale_after_s: float,
+) -> list[str]:
+    """Running runs no runner has heartbeated for stale_after_s (every runner gone).
+
+    `running` holds (run id, started_at, queue_reason). A run waiting for its retry has a
+    queue reason and no heartbeat on purpose; it is not stale. Silence is counted from the
+    latest of the last heartbeat, the start, and when this recorder began listening, so a
+    restarted recorder does not fail runs it simply has not heard about yet.
+    """
+    stale: list[str] = []
+    for run_id, started_at, queue_reason in running:
+        if queue_reason:
+            continue
+        heard = [t for t in (last_beats.get(run_id), started_at, watching_since) if t is not None]
+        if (now - max(heard)).total_seconds() > stale_after_s:
+            stale.append(run_id)
+    return stale
+
+
+def changes_for_stale(stale_after_s: float, now: datetime) -> dict[str, Any]:
+    """A run no runner holds any more ends failed, with the reason."""
+    return {
+        "status": "failed",
+        "error": (
+            f"no runner heartbeat for {stale_after_s:g}s: every runner holding or able to take "
+            "this run stopped; it will not be run later"
+        ),
+        "finished_at": now,
+        "queue_reason": None,
+    }

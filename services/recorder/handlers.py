@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.js import JetStreamContext
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from mainspring import subjects
+from mainspring.ledger import mark_cancelled
 from mainspring.messages import (
     RequestRun,
     RunCompleted,
+    RunHeartbeat,
     RunProgressed,
+    RunQueued,
     RunStarted,
     SubmitRun,
     TriggerRecorded,
@@ -30,6 +37,9 @@ from mainspring.records import (
 )
 from mainspring.service import durable, parse_or_park
 from services.recorder import core
+from services.recorder.settings import RecorderSettings
+
+log = logging.getLogger("mainspring.recorder")
 
 _DATETIME_FIELDS = ("created_at", "queued_at", "started_at", "finished_at", "updated_at")
 
@@ -124,6 +134,12 @@ class RunHistory:
         with Session(self.engine) as session:
             return [run_as_dict(r) for r in list_runs(session, query)]
 
+    def running(self) -> list[tuple[str, datetime | None, str | None]]:
+        """Runs recorded as running: (id, started_at, queue_reason)."""
+        with Session(self.engine) as session:
+            rows = session.exec(select(RunRecord).where(RunRecord.status == "running")).all()
+            return [(r.id, as_utc(r.started_at), r.queue_reason) for r in rows]
+
     def trigger_events(self, routine: str, limit: int) -> list[dict[str, Any]]:
         """Latest firings of a routine's trigger."""
         with Session(self.engine) as session:
@@ -196,7 +212,7 @@ def register(broker: NatsBroker, history: RunHistory) -> None:
                     core.changes_for_submitted(submitted, _now()),
                     _now(),
                 )
-        elif subject == subjects.RUN_REQUESTED:
+        elif subject in (subjects.RUN_REQUESTED, subjects.RUN_IN_MEMORY):
             requested = await parse_or_park(broker, message, RequestRun)
             if requested:
                 await asyncio.to_thread(
@@ -207,6 +223,12 @@ def register(broker: NatsBroker, history: RunHistory) -> None:
             if started:
                 await asyncio.to_thread(
                     history.apply, started.run_id, core.changes_for_started(started), _now()
+                )
+        elif subject == subjects.RUN_QUEUED:
+            queued = await parse_or_park(broker, message, RunQueued)
+            if queued:
+                await asyncio.to_thread(
+                    history.apply, queued.run_id, core.changes_for_queued(queued), _now()
                 )
         elif subject == subjects.RUN_PROGRESS:
             progressed = await parse_or_park(broker, message, RunProgressed)
@@ -245,3 +267,61 @@ def register(broker: NatsBroker, history: RunHistory) -> None:
             history.trigger_events, request.get("routine", ""), int(request.get("limit", 50))
         )
         return json.dumps({"events": rows}).encode()
+
+
+class StaleRunSweep:
+    """Fails runs that stay `running` while no runner heartbeats them (every runner gone).
+
+    While any runner lives, a lost run is redelivered within the runners' ack wait and
+    beats again; this sweep covers the case where none is left to take it over. It writes
+    the run history only (the recorder publishes nothing) and leaves a cancel mark so a
+    runner that comes back later does not start the run behind the record's back.
+    """
+
+    def __init__(self, history: RunHistory, settings: RecorderSettings) -> None:
+        self.history = history
+        self.settings = settings
+        self.last_beats: dict[str, datetime] = {}
+        self.watching_since = _now()
+        self.js: JetStreamContext | None = None
+
+    def beat(self, heartbeat: RunHeartbeat) -> None:
+        """Remember the latest heartbeat of a run."""
+        self.last_beats[heartbeat.run_id] = heartbeat.at
+
+    async def sweep_once(self) -> list[str]:
+        """Fail the stale runs now; returns their ids."""
+        now = _now()
+        running = await asyncio.to_thread(self.history.running)
+        stale = core.stale_runs(
+            running, self.last_beats, self.watching_since, now, self.settings.stale_run_after_s
+        )
+        for run_id in stale:
+            if self.js is not None:
+                await mark_cancelled(self.js, run_id, "stale run sweep")
+            changes = core.changes_for_stale(self.settings.stale_run_after_s, now)
+            await asyncio.to_thread(self.history.apply, run_id, changes, now)
+            log.warning("run %s failed: no runner heartbeat", run_id)
+        running_ids = {run_id for run_id, _, _ in running}
+        for run_id in list(self.last_beats):
+            if run_id not in running_ids:
+                del self.last_beats[run_id]
+        return stale
+
+    async def run_forever(self) -> None:
+        """Sweep every stale_sweep_every_s until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.stale_sweep_every_s)
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("stale run sweep failed; trying again")
+
+
+def register_stale_sweep(broker: NatsBroker, sweep: StaleRunSweep) -> None:
+    """Listen to runner heartbeats (core NATS) for the stale run sweep."""
+
+    @broker.subscriber(subjects.RUN_HEARTBEAT)
+    async def on_heartbeat(message: NatsMessage) -> None:
+        with contextlib.suppress(ValidationError):
+            sweep.beat(RunHeartbeat.model_validate_json(message.body))

@@ -7,8 +7,11 @@ stdout/stderr goes to the run's log and never mixes with the protocol.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 from datetime import datetime
@@ -82,7 +85,11 @@ def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:
 
 
 def execute(
-    request: RequestRun, bundle_dir: Path, control: Control, dataset_root: str
+    request: RequestRun,
+    bundle_dir: Path,
+    control: Control,
+    dataset_root: str,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one request to a result dict (never raises for routine faults)."""
     try:
@@ -95,6 +102,8 @@ def execute(
     event = build_event(request, batch_size, dataset_root)
     instance = cls()
     instance._context = control
+    initial_state = json.dumps(state or {}, sort_keys=True, default=str)
+    instance._state = json.loads(initial_state)
     instance._run_info = RunInfo(
         id=request.run_id,
         number=request.run_number,
@@ -114,7 +123,11 @@ def execute(
             value = instance.run(**arguments)  # type: ignore[attr-defined]
         finally:
             instance.cleanup()
-        return {"status": "completed", "outputs": outputs_as_json(value)}
+        result: dict[str, Any] = {"status": "completed", "outputs": outputs_as_json(value)}
+        final_state = json.dumps(instance.state, sort_keys=True, default=str)
+        if final_state != initial_state:
+            result["state"] = json.loads(final_state)
+        return result
     except SystemExit as exc:
         return {"status": "failed", "error": f"routine called sys.exit({exc.code!r})"}
     except MemoryError:
@@ -127,16 +140,53 @@ def execute(
         }
 
 
+def _die_with_parent() -> None:
+    # A runner killed with SIGKILL cannot stop its children; the kernel does it for us
+    # (PR_SET_PDEATHSIG), so a redelivered run never executes twice at once.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+        if os.getppid() == 1:
+            os._exit(1)
+
+
+def _preload() -> None:
+    # The point of a warm worker: pay for heavy imports before the request arrives.
+    for module in ("pyarrow", "pyarrow.parquet", "pyarrow.compute", "mainspring.artifacts"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+
+
+def _redirect_output(log_path: str) -> None:
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
 def main() -> None:
-    """Entry point: `python -m services.runner.child BUNDLE_DIR`."""
-    request = RequestRun.model_validate_json(sys.stdin.buffer.read())
+    """Entry point of a warm worker: `python -m services.runner.child`, one job line on stdin."""
+    _die_with_parent()
+    _preload()
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return  # the runner stopped before handing this worker a run
+    job = json.loads(line)
+    _redirect_output(job["log_path"])
+    request = RequestRun.model_validate(job["request"])
     control = Control(
         int(os.environ["MAINSPRING_CONTROL_FD"]),
         request,
         os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts"),
     )
     result = execute(
-        request, Path(sys.argv[1]), control, os.environ.get("MAINSPRING_DATASET_ROOT", "")
+        request,
+        Path(job["bundle_dir"]),
+        control,
+        os.environ.get("MAINSPRING_DATASET_ROOT", ""),
+        job.get("state"),
     )
     result["artifacts"] = control.artifacts
     control.send({"type": "result", **result})

@@ -78,3 +78,58 @@ def outcome_of(
 def retry_delay(attempt: int, backoff_s: float) -> float:
     """Exponential backoff between attempts, capped at ten minutes."""
     return float(min(backoff_s * (2 ** max(0, attempt - 1)), 600.0))
+
+
+# A runner killed mid-run loses its attempt; one spare attempt beyond `retries` lets another
+# runner finish the run instead of failing it for a fault that was not the routine's.
+LOST_RUNNER_SPARE_ATTEMPTS = 1
+
+
+def max_attempts(retries: int) -> int:
+    """Attempts a run may start: the first, its retries, and the spare for a lost runner."""
+    return max(0, retries) + 1 + LOST_RUNNER_SPARE_ATTEMPTS
+
+
+def lost_run_outcome(attempt: int, retries: int, ack_wait_s: float) -> Outcome | None:
+    """Past the attempt budget, earlier runners died holding the run: fail it, say why."""
+    if attempt <= max_attempts(retries):
+        return None
+    lost = attempt - 1
+    return Outcome(
+        "failed",
+        {},
+        f"runner lost: {lost} attempt(s) ended without a result because the runner holding "
+        f"the run stopped heartbeating for {ack_wait_s:g}s (killed or stalled); giving up",
+    )
+
+
+def should_retry(outcome: Outcome, attempt: int, retries: int) -> bool:
+    """A failed attempt is retried while attempts remain; cancelled and completed never are."""
+    return outcome.status == "failed" and attempt <= retries
+
+
+def retry_reason(outcome: Outcome, attempt: int, retries: int, delay_s: float) -> str:
+    """The queue reason shown while a failed attempt waits for its retry."""
+    return (
+        f"attempt {attempt} failed ({outcome.error}); retry {attempt} of {retries} in {delay_s:g}s"
+    )
+
+
+def concurrency_reason(routine: str, limit: int, holders: list[str]) -> str:
+    """The queue reason of a run held back by its routine's max_concurrent."""
+    running = ", ".join(h[:8] for h in holders) or "other runs"
+    return f"concurrency limit: {routine} allows {limit} at a time (running: {running})"
+
+
+def memory_reason(needed: int, available: int, total: int) -> str | None:
+    """The queue reason of a run whose memory limit does not fit this runner now (None: fits).
+
+    A limit larger than the whole machine can never fit: such a run starts and meets its
+    limit (or not) instead of waiting for ever.
+    """
+    if needed <= available or needed > total:
+        return None
+    return (
+        f"waiting for memory: needs {needed // 2**20}MiB, "
+        f"{available // 2**20}MiB available on this runner"
+    )

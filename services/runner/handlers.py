@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from faststream import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage
+from nats.js.kv import KeyValue
 
 from mainspring import subjects
 from mainspring.bundle import extract_bundle
@@ -17,12 +20,18 @@ from mainspring.messages import (
     CancelRun,
     RequestRun,
     RunCompleted,
+    RunHeartbeat,
     RunProgressed,
+    RunQueued,
     RunStarted,
 )
 from mainspring.registry import RoutineStore
 from mainspring.service import durable, instance_name, parse_or_park, publish_event
+from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
+from services.runner import core
+from services.runner.coordination import ConcurrencyLeases, RunLedger
 from services.runner.core import Outcome
+from services.runner.pool import WarmPool
 from services.runner.process import ChildRun
 from services.runner.settings import RunnerSettings
 
@@ -33,6 +42,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def memory_info() -> tuple[int, int]:
+    """(available, total) bytes of this machine, from /proc/meminfo."""
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            values[key] = int(rest.split()[0]) * 1024
+    total = values.get("MemTotal", 0)
+    return values.get("MemAvailable", total), total
+
+
 class Runner:
     """Executes runs, one child process each, at most `runner_slots` at a time."""
 
@@ -41,8 +61,34 @@ class Runner:
         self.settings = settings
         self.name = instance_name("runner")
         self.store: RoutineStore | None = None
+        self.ledger: RunLedger | None = None
+        self.leases: ConcurrencyLeases | None = None
+        self.state_kv: KeyValue | None = None
+        self.pool = WarmPool(
+            settings.runner_slots if settings.warm_workers else 0, self.child_env()
+        )
         self.active: dict[str, ChildRun] = {}
         self.cancelled: set[str] = set()
+        self.handed_back: set[str] = set()
+        self.announced_holds: dict[str, str] = {}
+        self.draining = False
+        self.slots = asyncio.Semaphore(max(1, settings.runner_slots))
+        self.admitted: set[asyncio.Task[None]] = set()
+
+    def child_env(self) -> dict[str, str]:
+        """Environment of every run's process."""
+        return {
+            "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
+            "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
+        }
+
+    async def bind(self, js: Any) -> None:
+        """Open the shared KV state and start the warm workers."""
+        self.store = await RoutineStore.open(js)
+        self.ledger = await RunLedger.open(js)
+        self.leases = await ConcurrencyLeases.open(js, self.settings.lease_ttl_s)
+        self.state_kv = await state_bucket(js)
+        await self.pool.fill()
 
     async def bundle_dir(self, digest: str) -> Any:
         """The unpacked code of a routine version (fetched once per runner)."""
@@ -52,15 +98,101 @@ class Runner:
             extract_bundle(await self.store.get_bundle(digest), target)
         return target
 
+    async def hold(self, request: RequestRun, message: NatsMessage, reason: str) -> None:
+        """Leave the run in the queue for later, saying why (once per reason)."""
+        if self.announced_holds.get(request.run_id) != reason:
+            self.announced_holds[request.run_id] = reason
+            await publish_event(
+                self.broker,
+                RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
+                subjects.RUN_QUEUED,
+            )
+        await message.nack(delay=self.settings.hold_retry_s)
+
+    async def admit(self, request: RequestRun, message: NatsMessage) -> None:
+        """Wait for a free slot (heartbeating the run meanwhile), then execute it in the background.
+
+        The run's own task acks or naks its message when it ends. Waiting here also stops the
+        subscriber from fetching more: at most one run waits per replica, and it is kept alive.
+        """
+        if not self.draining:
+            waiting = asyncio.create_task(self._keep_alive(message))
+            try:
+                await self.slots.acquire()
+            finally:
+                waiting.cancel()
+            if not self.draining:
+                task = asyncio.create_task(self._run_admitted(request, message))
+                self.admitted.add(task)
+                task.add_done_callback(self.admitted.discard)
+                return
+            self.slots.release()
+        # Stopping: hand the run back, a little later so another replica gets it first.
+        await message.nack(delay=self.settings.hold_retry_s)
+
+    async def _keep_alive(self, message: NatsMessage) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            with contextlib.suppress(Exception):
+                await message.in_progress()
+
+    async def _run_admitted(self, request: RequestRun, message: NatsMessage) -> None:
+        try:
+            await self.execute(request, message)
+            if message.committed is None:
+                await message.ack()
+        except Exception:
+            log.exception(
+                "run %s of %s: runner fault; redelivering", request.run_id, request.routine
+            )
+            with contextlib.suppress(Exception):
+                await message.nack(delay=5.0)
+        finally:
+            self.slots.release()
+
     async def execute(self, request: RequestRun, message: NatsMessage) -> None:
-        """Run one request to its terminal event; the message is acked by the caller."""
-        attempt = message.raw_message.metadata.num_delivered or 1
+        """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
+        assert self.ledger is not None and self.leases is not None
         started_at = _now()
-        if request.run_id in self.cancelled:
+        if request.run_id in self.cancelled or await self.ledger.cancel_requested(request.run_id):
             await self.complete(
-                request, Outcome("cancelled", {}, "cancelled before it started"), started_at, []
+                request, Outcome("cancelled", {}, "cancelled before it started"), None, []
             )
             return
+        if request.memory_limit:
+            available, total = memory_info()
+            waiting = core.memory_reason(request.memory_limit, available, total)
+            if waiting:
+                await self.hold(request, message, waiting)
+                return
+        lease: str | None = None
+        if request.max_concurrent:
+            lease = await self.leases.acquire(
+                request.routine, request.max_concurrent, request.run_id
+            )
+            if lease is None:
+                holders = await self.leases.holders(request.routine, request.max_concurrent)
+                reason = core.concurrency_reason(request.routine, request.max_concurrent, holders)
+                await self.hold(request, message, reason)
+                return
+        self.announced_holds.pop(request.run_id, None)
+        try:
+            await self.attempt(request, message, started_at, lease)
+        finally:
+            if lease is not None:
+                await self.leases.release(lease)
+
+    async def attempt(
+        self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
+    ) -> None:
+        """Start one attempt of a run and report how it ended (or schedule its retry)."""
+        assert self.ledger is not None
+        attempt = await self.ledger.started_attempts(request.run_id) + 1
+        lost = core.lost_run_outcome(attempt, request.retries, self.settings.run_ack_wait_s)
+        if lost is not None:
+            await self.complete(request, lost, started_at, [])
+            return
+        await self.ledger.set_attempts(request.run_id, attempt)
         try:
             bundle = await self.bundle_dir(request.routine_version)
         except Exception as exc:
@@ -87,11 +219,10 @@ class Runner:
             request,
             bundle,
             self.settings.home.resolve() / "logs" / f"{request.run_id}.log",
-            {
-                "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
-                "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
-            },
+            self.child_env(),
         )
+        assert self.state_kv is not None
+        child.state, state_revision = await load_state(self.state_kv, request.routine)
         self.active[request.run_id] = child
 
         async def on_child_message(payload: dict[str, Any]) -> None:
@@ -107,30 +238,76 @@ class Runner:
                     subjects.RUN_PROGRESS,
                 )
 
-        heartbeat = asyncio.create_task(self._heartbeat(message))
+        heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id, lease))
         try:
-            outcome = await child.run(on_child_message, self.settings.memory_poll_s)
+            worker = await self.pool.take()
+            outcome = await child.run(on_child_message, self.settings.memory_poll_s, worker)
         finally:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
+        if request.run_id in self.handed_back:
+            # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
+            self.handed_back.discard(request.run_id)
+            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await message.nack()
+            return
+        if core.should_retry(outcome, attempt, request.retries):
+            delay = core.retry_delay(attempt, request.retry_backoff_s)
+            reason = core.retry_reason(outcome, attempt, request.retries, delay)
+            log.info("run %s of %s: %s", request.run_id, request.routine, reason)
+            await publish_event(
+                self.broker,
+                RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
+                subjects.RUN_QUEUED,
+            )
+            await message.nack(delay=delay)
+            return
+        if outcome.status == "completed" and child.final_state is not None:
+            try:
+                await save_state(self.state_kv, request.routine, child.final_state, state_revision)
+            except (StateConflict, StateTooLarge) as exc:
+                outcome = Outcome("failed", outcome.outputs, str(exc))
         await self.complete(request, outcome, started_at, child.artifacts)
 
-    async def _heartbeat(self, message: NatsMessage) -> None:
+    async def _heartbeat(self, message: NatsMessage, run_id: str, lease: str | None) -> None:
         # in_progress resets the ack timer: a live runner keeps its run, a dead one loses
-        # it to redelivery within ack_wait.
+        # it to redelivery within ack_wait. The lease is refreshed on the same beat.
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             with contextlib.suppress(Exception):
                 await message.in_progress()
+                beat = RunHeartbeat(run_id=run_id, runner=self.name, at=_now())
+                await self.broker.publish(beat.model_dump_json().encode(), subjects.RUN_HEARTBEAT)
+            if lease is not None and self.leases is not None:
+                with contextlib.suppress(Exception):
+                    await self.leases.refresh(lease, run_id)
+
+    async def drain(self) -> None:
+        """Stop taking runs; let running ones finish for a while, then hand the rest back."""
+        self.draining = True
+        log.info("draining: %d run(s) in progress", len(self.active))
+        if self.admitted:
+            await asyncio.wait(set(self.admitted), timeout=self.settings.drain_timeout_s)
+        for run_id, child in list(self.active.items()):
+            self.handed_back.add(run_id)
+            await child.stop(self.settings.hand_back_grace_s)
+        if self.admitted:
+            await asyncio.wait(set(self.admitted), timeout=5.0)
+        await self.pool.close()
+        # The hand-back naks must reach the server before the connection closes, or the
+        # runs would wait out the ack wait instead of moving to another replica at once.
+        with contextlib.suppress(Exception):
+            await self.broker.connection.flush(timeout=5)
 
     async def complete(
         self,
         request: RequestRun,
         outcome: Outcome,
-        started_at: datetime,
+        started_at: datetime | None,
         artifacts: list[dict[str, Any]],
     ) -> None:
         """Publish the terminal event of a run."""
+        self.announced_holds.pop(request.run_id, None)
         log.info(
             "run %s of %s %s%s",
             request.run_id,
@@ -174,15 +351,21 @@ def register(broker: NatsBroker, runner: Runner) -> None:
         **durable(
             subjects.RUNNER_CONSUMER,
             subjects.RUN_REQUESTED,
-            ack_wait_s=30.0,
+            ack_wait_s=runner.settings.run_ack_wait_s,
             max_ack_pending=10_000,
         ),
-        max_workers=runner.settings.runner_slots,
+        # Acks are the run's own: the handler only admits a run and its task acks or naks it
+        # when it ends. FastStream's max_workers would instead fetch a run ahead and let it
+        # wait for a slot without heartbeats, so JetStream could hand it to another replica
+        # meanwhile and it would run twice.
+        ack_policy=AckPolicy.MANUAL,
     )
     async def on_run_requested(message: NatsMessage) -> None:
         request = await parse_or_park(broker, message, RequestRun)
-        if request:
-            await runner.execute(request, message)
+        if request is None:
+            await message.ack()  # parked on the dead-letter subject
+            return
+        await runner.admit(request, message)
 
     @broker.subscriber(subjects.RUN_CANCEL)
     async def on_run_cancel(message: NatsMessage) -> None:

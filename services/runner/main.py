@@ -6,7 +6,6 @@ import asyncio
 
 from faststream import FastStream
 
-from mainspring.registry import RoutineStore
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
 from services.runner.handlers import Runner, register
@@ -24,7 +23,11 @@ def build_app(settings: RunnerSettings) -> FastStream:
 
     @app.on_startup
     async def bind_store() -> None:
-        runner.store = await RoutineStore.open(broker.connection.jetstream())
+        await runner.bind(broker.connection.jetstream())
+
+    @app.on_shutdown
+    async def drain() -> None:
+        await runner.drain()
 
     return app
 

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,8 +14,37 @@ from typing import Any
 
 from mainspring.messages import RequestRun
 from services.runner.core import Outcome, outcome_of
+from services.runner.pool import Worker, start_worker
 
 OnMessage = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process, from every one of its threads."""
+    children: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            children.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return children
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (a routine may fork workers)."""
+    total, frontier, seen = 0, [pid], set()
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        total += rss_bytes(current)
+        frontier.extend(child_pids(current))
+    return total
 
 
 def rss_bytes(pid: int) -> int:
@@ -46,28 +74,33 @@ class ChildRun:
         self.memory_exceeded = False
         self.timed_out_after: float | None = None
         self.artifacts: list[dict[str, Any]] = []
+        # Instance state handed to the run, and what it ended with (None: unchanged).
+        self.state: dict[str, Any] = {}
+        self.final_state: dict[str, Any] | None = None
 
-    async def run(self, on_message: OnMessage, memory_poll_s: float) -> Outcome:
-        """Execute to the end and say how it ended."""
-        read_fd, write_fd = os.pipe()
+    async def run(
+        self, on_message: OnMessage, memory_poll_s: float, worker: Worker | None = None
+    ) -> Outcome:
+        """Execute to the end (in a warm worker when given one) and say how it ended."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.runner.child",
-                str(self.bundle_dir),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=log,
-                stderr=log,
-                pass_fds=(write_fd,),
-                env={**os.environ, **self.env, "MAINSPRING_CONTROL_FD": str(write_fd)},
-                start_new_session=True,
-            )
-        os.close(write_fd)
+        if worker is None:
+            worker = await start_worker(self.env)
+        self.process = worker.process
+        read_fd = worker.control_fd
+        if self.cancelled:
+            # Cancelled while the worker was being handed over: it never starts the routine.
+            self._signal(signal.SIGKILL)
         assert self.process.stdin is not None
-        self.process.stdin.write(self.request.model_dump_json().encode())
-        self.process.stdin.close()
+        job = {
+            "bundle_dir": str(self.bundle_dir),
+            "log_path": str(self.log_path),
+            "request": json.loads(self.request.model_dump_json()),
+            "state": self.state,
+        }
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.process.stdin.write(json.dumps(job).encode() + b"\n")
+            await self.process.stdin.drain()
+            self.process.stdin.close()
         result: dict[str, Any] | None = None
 
         async def read_pipe() -> None:
@@ -85,6 +118,7 @@ class ChildRun:
                         continue
                     if message.get("type") == "result":
                         result = message
+                        self.final_state = message.get("state")
                     elif message.get("type") == "artifact":
                         self.artifacts.append(message["artifact"])
                     await on_message(message)
@@ -96,6 +130,9 @@ class ChildRun:
             asyncio.create_task(self._limits(memory_poll_s)),
         ]
         await self.process.wait()
+        # Whatever the routine forked must not outlive its run.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(watchers[0], timeout=5)
         for task in watchers:
@@ -115,7 +152,7 @@ class ChildRun:
         timeout = self.request.timeout_s
         started = time.monotonic()
         while self.process.returncode is None:
-            if limit and rss_bytes(self.process.pid) > limit:
+            if limit and tree_rss_bytes(self.process.pid) > limit:
                 self.memory_exceeded = True
                 self._signal(signal.SIGKILL)
                 return
@@ -134,7 +171,8 @@ class ChildRun:
     async def stop(self, grace_s: float) -> None:
         """SIGTERM, then SIGKILL after the grace period."""
         self._signal(signal.SIGTERM)
-        assert self.process is not None
+        if self.process is None:
+            return  # not started yet: run() sees the cancel before it hands over the job
         try:
             await asyncio.wait_for(self.process.wait(), timeout=grace_s)
         except TimeoutError:

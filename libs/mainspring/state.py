@@ -1,0 +1,83 @@
+"""Instance state of stateful routines: a small JSON dict per routine, kept between runs.
+
+Semantics: a run sees the state as of its start (with that KV revision); when it ends its
+state is written with compare-and-set against that revision. If another run of the same
+routine wrote the state in between, the write is refused and the run fails with a state
+conflict, loudly, instead of silently overwriting the other run's state. A run that does not
+change its state writes nothing. Set `max_concurrent = 1` on routines whose runs must chain.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from mainspring import subjects
+
+MAX_STATE_BYTES = 64 * 1024
+
+
+class StateConflict(RuntimeError):
+    """Another run wrote the routine's state since this run read it."""
+
+
+class StateTooLarge(ValueError):
+    """A state dict larger than the KV value budget."""
+
+
+def state_key(routine: str) -> str:
+    """The KV key of a routine instance's state."""
+    return f"state.{routine.replace('/', '_')}"
+
+
+async def state_bucket(js: JetStreamContext) -> KeyValue:
+    """The state bucket, created when missing."""
+    try:
+        return await js.key_value(subjects.STATE_BUCKET)
+    except (NotFoundError, BadRequestError):
+        return await js.create_key_value(
+            KeyValueConfig(bucket=subjects.STATE_BUCKET, history=5, storage=StorageType.FILE)
+        )
+
+
+async def load_state(kv: KeyValue, routine: str) -> tuple[dict[str, Any], int]:
+    """The routine's state and its revision (0: never written)."""
+    try:
+        entry = await kv.get(state_key(routine))
+    except (KeyNotFoundError, NotFoundError):
+        return {}, 0
+    loaded = json.loads(entry.value or b"{}")
+    return (loaded if isinstance(loaded, dict) else {}), int(entry.revision or 0)
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """State as JSON bytes, refused when larger than the budget."""
+    data = json.dumps(state, sort_keys=True, default=str).encode()
+    if len(data) > MAX_STATE_BYTES:
+        raise StateTooLarge(
+            f"routine state is {len(data)} bytes, over {MAX_STATE_BYTES}: keep self.state small "
+            "(ids, cursors, counters) and save data as artifacts"
+        )
+    return data
+
+
+async def save_state(kv: KeyValue, routine: str, state: dict[str, Any], revision: int) -> int:
+    """Write state with compare-and-set against the revision the run started from."""
+    data = encode_state(state)
+    key = state_key(routine)
+    try:
+        if revision:
+            return int(await kv.update(key, data, last=revision))
+        return int(await kv.create(key, data))
+    except Exception as exc:
+        if "wrong last sequence" in str(exc) or type(exc).__name__ == "KeyWrongLastSequenceError":
+            raise StateConflict(
+                f"state conflict: another run of {routine} changed its state since this run "
+                f"started (revision {revision}); this run's state was not written"
+            ) from None
+        raise

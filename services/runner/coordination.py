@@ -1,0 +1,119 @@
+"""What runner replicas share through JetStream KV: attempt counts, cancel marks, leases.
+
+Per-routine `max_concurrent` needs a count shared by every runner replica. We use one KV
+key per concurrency slot (`lease.<routine>.<i>`) taken with create(), which the server
+applies only when the key is absent: a compare-and-set, so two replicas never hold the
+same slot. The bucket has a TTL and the holder re-writes its key on every heartbeat, so a
+lease of a runner killed with SIGKILL frees itself within the TTL instead of blocking the
+routine for ever. A run that finds every slot taken is nak'ed with a delay (it stays in the
+work queue, costs no runner slot while it waits) and a `run.queued` event says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+
+from mainspring import subjects
+from mainspring.ledger import attempts_key, cancel_key, ledger_bucket
+
+_MISSING = (KeyNotFoundError, NotFoundError)
+
+
+def _is_cas_conflict(exc: Exception) -> bool:
+    return isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc)
+
+
+class RunLedger:
+    """Attempts and cancel marks per run id, in the run ledger bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> RunLedger:
+        """The ledger on its own bucket (created when missing)."""
+        return cls(await ledger_bucket(js))
+
+    async def started_attempts(self, run_id: str) -> int:
+        """How many attempts of a run any runner started."""
+        try:
+            entry = await self._kv.get(attempts_key(run_id))
+        except _MISSING:
+            return 0
+        return int(entry.value or b"0")
+
+    async def set_attempts(self, run_id: str, attempts: int) -> None:
+        """Record the number of started attempts (before the attempt runs)."""
+        await self._kv.put(attempts_key(run_id), str(attempts).encode())
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Was the run cancelled while it waited in the queue?"""
+        try:
+            await self._kv.get(cancel_key(run_id))
+        except _MISSING:
+            return False
+        return True
+
+
+class ConcurrencyLeases:
+    """Slots of per-routine max_concurrent, shared across runner replicas."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, ttl_s: float) -> ConcurrencyLeases:
+        """The lease bucket, created with its TTL when missing."""
+        try:
+            kv = await js.key_value(subjects.LEASES_BUCKET)
+        except (NotFoundError, BadRequestError):
+            kv = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=subjects.LEASES_BUCKET, history=1, ttl=ttl_s, storage=StorageType.FILE
+                )
+            )
+        return cls(kv)
+
+    async def acquire(self, routine: str, limit: int, run_id: str) -> str | None:
+        """Take a free slot for run_id (or the one it already holds); None when all are taken."""
+        for slot in range(limit):
+            key = f"lease.{routine.replace('/', '_')}.{slot}"
+            try:
+                await self._kv.create(key, run_id.encode())
+                return key
+            except Exception as exc:
+                if not _is_cas_conflict(exc):
+                    raise
+            with contextlib.suppress(*_MISSING):
+                if (await self._kv.get(key)).value == run_id.encode():
+                    return key
+        return None
+
+    async def refresh(self, key: str, run_id: str) -> None:
+        """Re-write a held lease so the TTL does not expire it while the run is alive."""
+        await self._kv.put(key, run_id.encode())
+
+    async def release(self, key: str) -> None:
+        """Free a slot."""
+        with contextlib.suppress(*_MISSING):
+            await self._kv.delete(key)
+
+    async def holders(self, routine: str, limit: int) -> list[str]:
+        """Run ids holding the routine's slots now."""
+        held: list[str] = []
+        for slot in range(limit):
+            with contextlib.suppress(*_MISSING):
+                entry = await self._kv.get(f"lease.{routine.replace('/', '_')}.{slot}")
+                if entry.value:
+                    held.append(entry.value.decode())
+        return held

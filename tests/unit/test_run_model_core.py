@@ -1,0 +1,155 @@
+"""Pure run-model decisions: attempts, retries, queue reasons, lifecycle merges, state size."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from mainspring.messages import RunCompleted, RunQueued, RunStarted
+from mainspring.state import StateTooLarge, encode_state
+from services.recorder import core as recorder
+from services.runner import core as runner
+
+FAILED = runner.Outcome("failed", {}, "ValueError: bad")
+COMPLETED = runner.Outcome("completed", {"n": 1})
+CANCELLED = runner.Outcome("cancelled", {}, "cancelled by request")
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "attempt", "retries", "expected"),
+    [
+        (FAILED, 1, 0, False),
+        (FAILED, 1, 2, True),
+        (FAILED, 2, 2, True),
+        (FAILED, 3, 2, False),
+        (COMPLETED, 1, 2, False),
+        (CANCELLED, 1, 2, False),
+    ],
+)
+def test_should_retry(outcome: runner.Outcome, attempt: int, retries: int, expected: bool) -> None:
+    assert runner.should_retry(outcome, attempt, retries) is expected
+
+
+@pytest.mark.parametrize(
+    ("attempt", "retries", "lost"),
+    [(1, 0, False), (2, 0, False), (3, 0, True), (4, 2, False), (5, 2, True)],
+)
+def test_a_run_past_its_attempt_budget_is_lost(attempt: int, retries: int, lost: bool) -> None:
+    outcome = runner.lost_run_outcome(attempt, retries, ack_wait_s=30)
+
+    assert (outcome is not None) is lost
+    if outcome is not None:
+        assert outcome.status == "failed"
+        assert "runner lost" in (outcome.error or "") and "30s" in (outcome.error or "")
+
+
+@pytest.mark.parametrize(
+    ("attempt", "backoff", "delay"), [(1, 1.0, 1.0), (2, 1.0, 2.0), (3, 0.5, 2.0), (30, 5.0, 600.0)]
+)
+def test_retry_delay_doubles_and_is_capped(attempt: int, backoff: float, delay: float) -> None:
+    assert runner.retry_delay(attempt, backoff) == delay
+
+
+@pytest.mark.parametrize(
+    ("needed", "available", "total", "waits"),
+    [
+        (2**30, 4 * 2**30, 8 * 2**30, False),
+        (6 * 2**30, 4 * 2**30, 8 * 2**30, True),
+        (16 * 2**30, 4 * 2**30, 8 * 2**30, False),
+    ],
+)
+def test_memory_reason(needed: int, available: int, total: int, waits: bool) -> None:
+    reason = runner.memory_reason(needed, available, total)
+
+    assert (reason is not None) is waits
+    if reason:
+        assert reason == "waiting for memory: needs 6144MiB, 4096MiB available on this runner"
+
+
+def test_concurrency_reason_names_the_limit_and_holders() -> None:
+    reason = runner.concurrency_reason("embed", 1, ["0123456789abcdef"])
+
+    assert reason == "concurrency limit: embed allows 1 at a time (running: 01234567)"
+
+
+def _queued(reason: str) -> dict[str, Any]:
+    return recorder.changes_for_queued(RunQueued(run_id="r", routine="x", reason=reason, at=T0))
+
+
+@pytest.mark.parametrize(
+    ("current", "expected_status", "expected_reason"),
+    [
+        ({"status": "queued", "queue_reason": "waiting for a free runner slot"}, "queued", "limit"),
+        ({"status": "running", "queue_reason": None}, "running", "limit"),
+        ({"status": "completed", "queue_reason": None}, "completed", None),
+    ],
+)
+def test_a_queue_reason_never_moves_a_run_back(
+    current: dict[str, Any], expected_status: str, expected_reason: str | None
+) -> None:
+    merged = recorder.merge(current, _queued("limit"))
+
+    assert merged["status"] == expected_status
+    assert merged["queue_reason"] == expected_reason
+
+
+def test_starting_clears_the_queue_reason_and_records_the_attempt() -> None:
+    queued = recorder.merge(None, _queued("concurrency limit"))
+    started = RunStarted(run_id="r", routine="x", runner="runner@h:1", attempt=2, started_at=T0)
+
+    merged = recorder.merge(queued, recorder.changes_for_started(started))
+
+    assert merged["status"] == "running" and merged["queue_reason"] is None
+    assert merged["attempt"] == 2 and merged["started_at"] == T0
+
+
+def test_state_over_budget_is_refused_with_the_fix() -> None:
+    assert encode_state({"cursor": 12}) == b'{"cursor": 12}'
+    with pytest.raises(StateTooLarge, match="save data as artifacts"):
+        encode_state({"blob": "x" * 70_000})
+
+
+def _at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("started", "beat", "queue_reason", "watching_since", "stale"),
+    [
+        (0, 95, None, 0, False),  # heartbeats keep coming
+        (0, 10, None, 0, True),  # heartbeats stopped 90s ago
+        (0, None, None, 0, True),  # never heartbeated
+        (95, None, None, 0, False),  # just started
+        (0, None, None, 50, False),  # this recorder has listened for 50s only
+        (0, None, "attempt 1 failed; retry 1 of 2 in 600s", 0, False),  # backing off
+    ],
+)
+def test_stale_runs(
+    started: float,
+    beat: float | None,
+    queue_reason: str | None,
+    watching_since: float,
+    stale: bool,
+) -> None:
+    beats = {} if beat is None else {"r": _at(beat)}
+
+    found = recorder.stale_runs(
+        [("r", _at(started), queue_reason)], beats, _at(watching_since), _at(100), 60
+    )
+
+    assert found == (["r"] if stale else [])
+
+
+def test_a_stale_run_fails_with_the_reason_and_stays_failed() -> None:
+    stale = recorder.merge({"status": "running"}, recorder.changes_for_stale(60, _at(100)))
+    late = recorder.changes_for_completed(
+        RunCompleted(run_id="r", routine="x", status="cancelled", finished_at=_at(200))
+    )
+
+    merged = recorder.merge(stale, late)
+
+    assert merged["status"] == "failed" and merged["finished_at"] == _at(100)
+    assert merged["error"].startswith("no runner heartbeat for 60s")
