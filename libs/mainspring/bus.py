@@ -85,3 +85,34 @@ async def ensure_bus(
         await js.create_object_store(
             subjects.BUNDLES_BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas)
         )
+
+
+async def read_bucket(js: JetStreamContext, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    """Every live key under prefix in a KV bucket with its value, read once.
+
+    The expected keys come from the bucket stream's per-subject state, and the watch is read
+    until each of them arrived: nats-py's watch can signal "initial values done" before the
+    first value is delivered when the machine is busy, which would silently drop state.
+    """
+    subject_prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{subject_prefix}{prefix}>")
+    expected = {s[len(subject_prefix) :] for s in (info.state.subjects or {})}
+    if not expected:
+        return {}
+    kv = await js.key_value(bucket)
+    watcher = await kv.watch(f"{prefix}>")
+    values: dict[str, bytes] = {}
+    seen: set[str] = set()
+    try:
+        while not expected <= seen:
+            entry = await watcher.updates(timeout=30)  # type: ignore[no-untyped-call]
+            if entry is None:
+                continue
+            seen.add(entry.key)
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                values.pop(entry.key, None)
+            else:
+                values[entry.key] = entry.value
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return values

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -113,13 +113,21 @@ class RoutineStore:
         except RegistryError:
             return None
 
+    async def keys(self) -> list[str]:
+        """Every key of the routines bucket, from its stream's per-subject state.
+
+        nats-py's KeyValue.keys() can close its watch before the first key arrives when the
+        machine is busy and report no keys at all; the stream state has no such race.
+        """
+        prefix = f"$KV.{subjects.ROUTINES_BUCKET}."
+        info = await self._js.stream_info(
+            f"KV_{subjects.ROUTINES_BUCKET}", subjects_filter=prefix + ">"
+        )
+        return sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))
+
     async def list(self) -> list[RoutineDefinition]:
         """All definitions, sorted by name."""
-        try:
-            keys = await self._kv.keys()
-        except (NoKeysError, NotFoundError):
-            return []
-        found = [await self.find(k) for k in keys]
+        found = [await self.find(k) for k in await self.keys()]
         return sorted((d for d in found if d is not None), key=lambda d: d.name)
 
     async def delete(self, name: str) -> None:

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
+from mainspring.bus import read_bucket
 from mainspring.messages import ScheduleFired
 from mainspring.registry import RoutineDefinition, RoutineStore
 from mainspring.triggers import TimedSpec
@@ -75,17 +76,10 @@ class Ticker:
 
     async def load_cursors(self) -> None:
         """Read every persisted cursor once at start (no per-tick KV reads afterwards)."""
-        assert self.kv is not None
-        watcher = await self.kv.watch(f"{CURSOR_PREFIX}>", ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value:
-                    name = entry.key.removeprefix(CURSOR_PREFIX)
-                    self.cursors[name] = datetime.fromisoformat(entry.value.decode())
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        assert self.js is not None
+        stored = await read_bucket(self.js, subjects.TICKER_BUCKET, CURSOR_PREFIX)
+        for key, value in stored.items():
+            self.cursors[key.removeprefix(CURSOR_PREFIX)] = datetime.fromisoformat(value.decode())
 
     def on_definition(self, key: str, definition: RoutineDefinition | None, now: datetime) -> None:
         """A routine was created, changed, disabled or deleted: (re)arm or drop it."""
