@@ -69,24 +69,19 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 
 def start_nats_server(store_dir: Path, port: int, log_file: Path) -> subprocess.Popen[bytes]:
-    """A JetStream nats-server on loopback with file storage under store_dir."""
+    """A JetStream nats-server on loopback with file storage under store_dir.
+
+    Every write is fsynced (`sync_interval: always`): the promise is that an accepted event
+    survives a crash of the machine, not only of the process. It costs about 0.3 ms a publish.
+    """
     store_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            nats_server_binary(),
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-sd",
-            str(store_dir),
-            "-l",
-            str(log_file),
-        ],
-        stdin=subprocess.DEVNULL,
+    config = store_dir / "nats.conf"
+    config.write_text(
+        f"jetstream {{\n  store_dir: {json.dumps(str(store_dir))}\n  sync_interval: always\n}}\n"
     )
+    command = [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen([*command, "-l", str(log_file)], stdin=subprocess.DEVNULL)
     try:
         wait_for_port(port)
     except TimeoutError:
