@@ -16,6 +16,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from mainspring import subjects
 from mainspring.bus import connect, ensure_bus
@@ -116,64 +117,71 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
+async def busy_lag(js: Any, settings: TickerSettings, rng: random.Random, label: str) -> None:
+    """Load hourly second-resolution crons (about 28 ticks a second) and print the lag."""
+    kv = await js.key_value(subjects.TICKER_BUCKET)
+    ticker = Ticker(settings, js, kv)
+    busy = [f"{rng.randrange(60)} {rng.randrange(60)} * * * *" for _ in range(SCHEDULES)]
+    took = load(ticker, busy)
+    print(f"[{label}] loaded {SCHEDULES:,} schedules in {took:.1f}s", flush=True)
+    lags, bursts = await measure_lag(js, ticker)
+    raw = await raw_baseline(js, bursts)
+    print(
+        f"[{label}] ticks fired in {LAG_WINDOW_S:.0f}s: {len(lags)} "
+        f"(bursts of {statistics.mean(bursts.values()):.0f} at each second)"
+    )
+    for name, figure in (("median", 0.5), ("p99", 0.99)):
+        ours, base = percentile(lags, figure) * 1000, percentile(raw, figure) * 1000
+        print(
+            f"[{label}] tick-to-publish lag {name}: {ours:.2f} ms   raw nats-py {base:.2f} ms   "
+            f"ratio {ours / base:.2f}"
+        )
+
+
+async def idle_cpu(js: Any, settings: TickerSettings, rng: random.Random) -> None:
+    """The same count of schedules, all due hours away: nothing should burn CPU."""
+    kv = await js.key_value(subjects.TICKER_BUCKET)
+    idle = Ticker(settings, js, kv)
+    hour = (datetime.now(UTC) + timedelta(hours=12)).hour
+    far = [f"{rng.randrange(60)} {rng.randrange(60)} {hour} * * *" for _ in range(SCHEDULES)]
+    load(idle, far)
+    tasks = [asyncio.create_task(idle.loop()), asyncio.create_task(idle.persist_loop())]
+    await asyncio.sleep(1)
+    cpu_before, wall_before = cpu_seconds(), time.monotonic()
+    await asyncio.sleep(IDLE_WINDOW_S)
+    cpu = cpu_seconds() - cpu_before
+    wall = time.monotonic() - wall_before
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    # Baseline: a bare connected nats-py client idling over the same window.
+    bare_before = cpu_seconds()
+    await asyncio.sleep(IDLE_WINDOW_S)
+    bare = cpu_seconds() - bare_before
+    print(
+        f"idle CPU with {SCHEDULES:,} schedules: {100 * cpu / wall:.2f}% of one core   "
+        f"raw nats-py client idle {100 * bare / wall:.2f}%"
+    )
+
+
 async def run(store: Path) -> None:
-    """Start nats-server, measure, print."""
-    port = free_port()
-    server = start_nats_server(store / "nats", port, store / "nats.log")
-    try:
-        nc = await connect(f"nats://127.0.0.1:{port}", name="bench")
-        js = nc.jetstream()
-        await ensure_bus(js)
-        kv = await js.key_value(subjects.TICKER_BUCKET)
-        settings = TickerSettings(nats_url=f"nats://127.0.0.1:{port}")
-        rng = random.Random(7)
-
-        # Busy: hourly at a random minute and second, about 28 ticks each second.
-        ticker = Ticker(settings, js, kv)
-        busy = [f"{rng.randrange(60)} {rng.randrange(60)} * * * *" for _ in range(SCHEDULES)]
-        took = load(ticker, busy)
-        print(f"loaded {SCHEDULES:,} schedules in {took:.1f}s", flush=True)
-        lags, bursts = await measure_lag(js, ticker)
-        raw = await raw_baseline(js, bursts)
-        ticks = len(lags)
-        print(
-            f"ticks fired in {LAG_WINDOW_S:.0f}s: {ticks} "
-            f"(bursts of {statistics.mean(bursts.values()):.0f} at each second)"
-        )
-        for label, figure in (("median", 0.5), ("p99", 0.99)):
-            ours, base = percentile(lags, figure) * 1000, percentile(raw, figure) * 1000
-            print(
-                f"tick-to-publish lag {label}: {ours:.2f} ms   raw nats-py {base:.2f} ms   "
-                f"ratio {ours / base:.2f}"
-            )
-        del ticker
-
-        # Idle: the same count, all due hours away; nothing should burn CPU.
-        idle = Ticker(settings, js, kv)
-        hour = (datetime.now(UTC) + timedelta(hours=12)).hour
-        far = [f"{rng.randrange(60)} {rng.randrange(60)} {hour} * * *" for _ in range(SCHEDULES)]
-        load(idle, far)
-        tasks = [asyncio.create_task(idle.loop()), asyncio.create_task(idle.persist_loop())]
-        await asyncio.sleep(1)
-        cpu_before, wall_before = cpu_seconds(), time.monotonic()
-        await asyncio.sleep(IDLE_WINDOW_S)
-        cpu = cpu_seconds() - cpu_before
-        wall = time.monotonic() - wall_before
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        # Baseline: a bare connected nats-py client idling over the same window.
-        bare_before = cpu_seconds()
-        await asyncio.sleep(IDLE_WINDOW_S)
-        bare = cpu_seconds() - bare_before
-        print(
-            f"idle CPU with {SCHEDULES:,} schedules: {100 * cpu / wall:.2f}% of one core   "
-            f"raw nats-py client idle {100 * bare / wall:.2f}%"
-        )
-        await nc.drain()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    """Measure on the embedded server (fsync on every write), then with nats' default fsync."""
+    rng = random.Random(7)
+    for label, sync in (("fsync always", "always"), ("fsync nats default", None)):
+        port = free_port()
+        server = start_nats_server(store / label, port, store / f"{label}.log", sync)
+        try:
+            nc = await connect(f"nats://127.0.0.1:{port}", name="bench")
+            js = nc.jetstream()
+            await ensure_bus(js)
+            settings = TickerSettings(nats_url=f"nats://127.0.0.1:{port}")
+            await busy_lag(js, settings, rng, label)
+            if sync is None:
+                await idle_cpu(js, settings, rng)
+            await nc.drain()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 def main() -> None:

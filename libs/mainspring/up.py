@@ -68,18 +68,20 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-def start_nats_server(store_dir: Path, port: int, log_file: Path) -> subprocess.Popen[bytes]:
+def start_nats_server(
+    store_dir: Path, port: int, log_file: Path, sync_interval: str | None = "always"
+) -> subprocess.Popen[bytes]:
     """A JetStream nats-server on loopback with file storage under store_dir.
 
     Every write is fsynced (`sync_interval: always`): the promise is that an accepted event
     survives a crash of the machine, not only of the process. It costs about 0.3 ms a publish.
+    sync_interval=None keeps nats-server's own default (fsync every two minutes).
     """
     store_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     config = store_dir / "nats.conf"
-    config.write_text(
-        f"jetstream {{\n  store_dir: {json.dumps(str(store_dir))}\n  sync_interval: always\n}}\n"
-    )
+    sync = f"  sync_interval: {sync_interval}\n" if sync_interval else ""
+    config.write_text(f"jetstream {{\n  store_dir: {json.dumps(str(store_dir))}\n{sync}}}\n")
     command = [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
     process = subprocess.Popen([*command, "-l", str(log_file)], stdin=subprocess.DEVNULL)
     try:
@@ -161,7 +163,12 @@ class System:
         """Take the home, start nats-server, then every service."""
         self._take_lock()
         logs = self.home / "logs"
-        self.nats = start_nats_server(self.home / "nats", self.nats_port, logs / "nats-server.log")
+        self.nats = start_nats_server(
+            self.home / "nats",
+            self.nats_port,
+            logs / "nats-server.log",
+            self.settings.nats_sync_interval or None,
+        )
         env = {
             **os.environ,
             "MAINSPRING_NATS_URL": self.nats_url,
