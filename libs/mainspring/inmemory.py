@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import traceback
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from nats.js.kv import KeyValue
 from mainspring import subjects
 from mainspring.artifacts import save_artifact
 from mainspring.bundle import extract_bundle, import_entrypoint
+from mainspring.invoke import invoke
 from mainspring.messages import (
     Message,
     RequestRun,
@@ -165,12 +165,13 @@ async def run_in_memory(
     if not (folder / ".complete").exists():
         extract_bundle(await store.get_bundle(definition.version), folder)
     started_at = datetime.now(UTC)
+    runner = f"in-memory@{socket.gethostname()}:{os.getpid()}"
     await _publish(
         client,
         RunStarted(
             run_id=run_id,
             routine=routine,
-            runner=f"in-memory@{socket.gethostname()}:{os.getpid()}",
+            runner=runner,
             started_at=started_at,
         ),
         subjects.RUN_STARTED,
@@ -178,14 +179,15 @@ async def run_in_memory(
     state_kv = await state_bucket(client.js)
     state, revision = await load_state(state_kv, routine)
     context = _Context(client, asyncio.get_running_loop(), request)
-    runner = f"in-memory@{socket.gethostname()}:{os.getpid()}"
     beating = asyncio.create_task(_heartbeat(client, run_id, runner))
     try:
-        status, outputs, error, trace, final_state = await asyncio.to_thread(
+        result = await asyncio.to_thread(
             _execute, folder, definition.entrypoint, request, context, state
         )
     finally:
         beating.cancel()
+    status, outputs = result["status"], result.get("outputs", {})
+    error, trace, final_state = result.get("error"), result.get("traceback"), result.get("state")
     if status == "completed" and final_state is not None:
         try:
             await save_state(state_kv, routine, final_state, revision)
@@ -220,14 +222,10 @@ async def run_in_memory(
 
 def _execute(
     folder: Any, entrypoint: str, request: RequestRun, context: _Context, state: dict[str, Any]
-) -> tuple[str, dict[str, Any], str | None, str | None, dict[str, Any] | None]:
-    import json
-
+) -> dict[str, Any]:
     cls = import_entrypoint(folder, entrypoint)
     contract = inspect_contract(cls)
-    instance = cls()
-    instance._context = context
-    instance._run_info = RunInfo(
+    run_info = RunInfo(
         id=request.run_id,
         number=request.run_number,
         routine=request.routine,
@@ -235,24 +233,5 @@ def _execute(
         labels=request.labels,
         attributes=request.attributes,
     )
-    initial = json.dumps(state, sort_keys=True, default=str)
-    instance._state = json.loads(initial)
     event = ManualEvent(requested_by=request.started_by, request_id=request.run_id)
-    try:
-        instance.setup()
-        try:
-            value = instance.run(**{contract.trigger_param: event, **request.inputs})  # type: ignore[attr-defined]
-        finally:
-            instance.cleanup()
-    except SystemExit as exc:
-        return "failed", {}, f"routine called sys.exit({exc.code!r})", None, None
-    except Exception as exc:
-        return "failed", {}, f"{type(exc).__name__}: {exc}", traceback.format_exc(), None
-    if value is None:
-        outputs: dict[str, Any] = {}
-    else:
-        outputs = json.loads(
-            json.dumps(value if isinstance(value, dict) else {"result": value}, default=str)
-        )
-    final = json.dumps(instance.state, sort_keys=True, default=str)
-    return "completed", outputs, None, None, (json.loads(final) if final != initial else None)
+    return invoke(cls, {contract.trigger_param: event, **request.inputs}, context, run_info, state)

@@ -13,16 +13,16 @@ import json
 import os
 import signal
 import sys
-import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mainspring.bundle import BundleError, import_entrypoint
+from mainspring.invoke import invoke
 from mainspring.messages import RequestRun
 from mainspring.routine import ContractError, InputError, RunInfo, inspect_contract, validate_inputs
 from mainspring.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
-from services.runner.core import outputs_as_json
+from services.runner.core import MEMORY_EXCEEDED
 
 
 class Control:
@@ -100,11 +100,7 @@ def execute(
         return {"status": "failed", "error": str(exc), "phase": "start"}
     batch_size = int(inputs.get("batch_size", 1024) or 1024)
     event = build_event(request, batch_size, dataset_root)
-    instance = cls()
-    instance._context = control
-    initial_state = json.dumps(state or {}, sort_keys=True, default=str)
-    instance._state = json.loads(initial_state)
-    instance._run_info = RunInfo(
+    run_info = RunInfo(
         id=request.run_id,
         number=request.run_number,
         routine=request.routine,
@@ -116,28 +112,17 @@ def execute(
     )
     os.environ["MAINSPRING_RUN_ID"] = request.run_id
     os.environ["MAINSPRING_RUN_HOP"] = str(request.hop)
-    try:
-        instance.setup()
-        try:
-            arguments = {contract.trigger_param: event, **inputs}
-            value = instance.run(**arguments)  # type: ignore[attr-defined]
-        finally:
-            instance.cleanup()
-        result: dict[str, Any] = {"status": "completed", "outputs": outputs_as_json(value)}
-        final_state = json.dumps(instance.state, sort_keys=True, default=str)
-        if final_state != initial_state:
-            result["state"] = json.loads(final_state)
-        return result
-    except SystemExit as exc:
-        return {"status": "failed", "error": f"routine called sys.exit({exc.code!r})"}
-    except MemoryError:
-        return {"status": "failed", "error": "memory limit exceeded"}
-    except BaseException as exc:
-        return {
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
+    # In its own process the run may catch everything: nothing above it needs an interrupt.
+    arguments = {contract.trigger_param: event, **inputs}
+    return invoke(
+        cls,
+        arguments,
+        control,
+        run_info,
+        state,
+        catch=BaseException,
+        memory_error_reason=MEMORY_EXCEEDED,
+    )
 
 
 def _die_with_parent() -> None:

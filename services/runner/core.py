@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from dataclasses import dataclass
 from typing import Any
@@ -21,14 +20,6 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     phase: RunPhase = "run"
-
-
-def outputs_as_json(value: Any) -> dict[str, Any]:
-    """run()'s return value as small JSON outputs: a dict stays, anything else is wrapped."""
-    if value is None:
-        return {}
-    outputs = value if isinstance(value, dict) else {"result": value}
-    return dict(json.loads(json.dumps(outputs, default=str)))
 
 
 def describe_exit(returncode: int) -> str:

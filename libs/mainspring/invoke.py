@@ -1,0 +1,67 @@
+"""Calling one routine instance: setup, run, cleanup, outputs and state, the same everywhere.
+
+Runs executed by a runner's child process and in-memory runs both go through `invoke`, so a
+routine behaves the same whichever way it was started.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any
+
+from mainspring.routine import Routine, RunContext, RunInfo
+
+
+def outputs_as_json(value: Any) -> dict[str, Any]:
+    """run()'s return value as small JSON outputs: a dict stays, anything else is wrapped."""
+    if value is None:
+        return {}
+    outputs = value if isinstance(value, dict) else {"result": value}
+    return dict(json.loads(json.dumps(outputs, default=str)))
+
+
+def invoke(
+    cls: type[Routine],
+    arguments: dict[str, Any],
+    context: RunContext,
+    run_info: RunInfo,
+    state: dict[str, Any] | None,
+    catch: type[BaseException] = Exception,
+    memory_error_reason: str | None = None,
+) -> dict[str, Any]:
+    """Run one instance to a result dict: status, outputs, error, traceback, and `state` when
+    run() changed it. Routine faults (those of type `catch`) become a failed result; where a
+    memory limit is set, a MemoryError is reported as `memory_error_reason`."""
+    instance = cls()
+    instance._context = context
+    instance._run_info = run_info
+    initial_state = json.dumps(state or {}, sort_keys=True, default=str)
+    instance._state = json.loads(initial_state)
+    try:
+        instance.setup()
+        try:
+            value = instance.run(**arguments)  # type: ignore[attr-defined]
+        finally:
+            instance.cleanup()
+    except SystemExit as exc:
+        return {"status": "failed", "error": f"routine called sys.exit({exc.code!r})"}
+    except MemoryError as exc:
+        if memory_error_reason is None:
+            return _failed(exc)
+        return {"status": "failed", "error": memory_error_reason}
+    except catch as exc:
+        return _failed(exc)
+    result: dict[str, Any] = {"status": "completed", "outputs": outputs_as_json(value)}
+    final_state = json.dumps(instance.state, sort_keys=True, default=str)
+    if final_state != initial_state:
+        result["state"] = json.loads(final_state)
+    return result
+
+
+def _failed(exc: BaseException) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(),
+    }
