@@ -175,6 +175,24 @@ def stale_runs(
     return stale
 
 
+RunEvent = SubmitRun | RequestRun | RunStarted | RunQueued | RunProgressed | RunCompleted
+
+
+def changes_for(event: RunEvent, now: datetime) -> tuple[str, dict[str, Any]]:
+    """The run a lifecycle event belongs to, and how it changes that run's row."""
+    if isinstance(event, SubmitRun):
+        return event.request_id, changes_for_submitted(event, now)
+    if isinstance(event, RequestRun):
+        return event.run_id, changes_for_requested(event)
+    if isinstance(event, RunStarted):
+        return event.run_id, changes_for_started(event)
+    if isinstance(event, RunQueued):
+        return event.run_id, changes_for_queued(event)
+    if isinstance(event, RunProgressed):
+        return event.run_id, changes_for_progress(event)
+    return event.run_id, changes_for_completed(event)
+
+
 def changes_for_stale(stale_after_s: float, now: datetime) -> dict[str, Any]:
     """A run no runner holds any more ends failed, with the reason."""
     return {

@@ -197,52 +197,33 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# The run subjects that change a run's row, and the model each one carries.
+RUN_EVENT_MODELS: dict[str, type[core.RunEvent]] = {
+    subjects.RUN_SUBMITTED: SubmitRun,
+    subjects.RUN_REQUESTED: RequestRun,
+    subjects.RUN_IN_MEMORY: RequestRun,
+    subjects.RUN_STARTED: RunStarted,
+    subjects.RUN_QUEUED: RunQueued,
+    subjects.RUN_PROGRESS: RunProgressed,
+    subjects.RUN_COMPLETED: RunCompleted,
+}
+
+
 def register(broker: NatsBroker, history: RunHistory) -> None:
     """Subscribe the recorder to every run subject and answer queries."""
 
     @broker.subscriber(**durable("recorder-runs", "run.>"))
     async def on_run_event(message: NatsMessage) -> None:
-        subject = message.raw_message.subject
-        if subject == subjects.RUN_SUBMITTED:
-            submitted = await parse_or_park(broker, message, SubmitRun)
-            if submitted:
-                await asyncio.to_thread(
-                    history.apply,
-                    submitted.request_id,
-                    core.changes_for_submitted(submitted, _now()),
-                    _now(),
-                )
-        elif subject in (subjects.RUN_REQUESTED, subjects.RUN_IN_MEMORY):
-            requested = await parse_or_park(broker, message, RequestRun)
-            if requested:
-                await asyncio.to_thread(
-                    history.apply, requested.run_id, core.changes_for_requested(requested), _now()
-                )
-        elif subject == subjects.RUN_STARTED:
-            started = await parse_or_park(broker, message, RunStarted)
-            if started:
-                await asyncio.to_thread(
-                    history.apply, started.run_id, core.changes_for_started(started), _now()
-                )
-        elif subject == subjects.RUN_QUEUED:
-            queued = await parse_or_park(broker, message, RunQueued)
-            if queued:
-                await asyncio.to_thread(
-                    history.apply, queued.run_id, core.changes_for_queued(queued), _now()
-                )
-        elif subject == subjects.RUN_PROGRESS:
-            progressed = await parse_or_park(broker, message, RunProgressed)
-            if progressed:
-                await asyncio.to_thread(history.add_progress, progressed)
-                await asyncio.to_thread(
-                    history.apply, progressed.run_id, core.changes_for_progress(progressed), _now()
-                )
-        elif subject == subjects.RUN_COMPLETED:
-            completed = await parse_or_park(broker, message, RunCompleted)
-            if completed:
-                await asyncio.to_thread(
-                    history.apply, completed.run_id, core.changes_for_completed(completed), _now()
-                )
+        model = RUN_EVENT_MODELS.get(message.raw_message.subject)
+        if model is None:
+            return  # run.cancel and the like change no row
+        event = await parse_or_park(broker, message, model)
+        if event is None:
+            return
+        if isinstance(event, RunProgressed):
+            await asyncio.to_thread(history.add_progress, event)
+        run_id, changes = core.changes_for(event, _now())
+        await asyncio.to_thread(history.apply, run_id, changes, _now())
 
     @broker.subscriber(**durable("recorder-triggers", subjects.TRIGGER_RECORDED))
     async def on_trigger_recorded(message: NatsMessage) -> None:
