@@ -294,6 +294,19 @@ async def routine_events(client: Any, args: argparse.Namespace) -> int:
 # --- runs ----------------------------------------------------------------------------------
 
 
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `run` flags that describe a run, whether it goes to a runner or runs in memory."""
+    return {
+        "labels": args.label or [],
+        "attributes": parse_json_values(parse_pairs(args.attr, "--attr")),
+        "name": args.run_name,
+        "description": args.description,
+        "statistics": args.statistics,
+        "previews": args.previews,
+        "store_artifacts": not args.no_store,
+    }
+
+
 async def run_routine(client: Any, args: argparse.Namespace) -> int:
     from mainspring.units import parse_memory
 
@@ -309,15 +322,9 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
     run_id = await client.submit(
         args.name,
         inputs,
-        labels=args.label or [],
-        attributes=parse_json_values(parse_pairs(args.attr, "--attr")),
-        name=args.run_name,
-        description=args.description,
         memory_limit=memory,
-        statistics=args.statistics,
-        previews=args.previews,
-        store_artifacts=not args.no_store,
         source="manual",
+        **run_options(args),
     )
     if not args.wait:
         print(run_id)
@@ -370,13 +377,7 @@ async def run_routine_in_memory(
         run = await client.run_in_memory(
             args.name,
             inputs,
-            labels=args.label or [],
-            attributes=parse_json_values(parse_pairs(args.attr, "--attr")),
-            name=args.run_name,
-            description=args.description,
-            statistics=args.statistics,
-            previews=args.previews,
-            store_artifacts=not args.no_store,
+            **run_options(args),
         )
     except InMemoryRefused as exc:
         raise CliError(str(exc)) from None
