@@ -73,14 +73,35 @@ def module_name(entry_file: str) -> str:
     return entry_file.removesuffix(".py").replace("/", ".")
 
 
+# Bundle folders this process imported code from.
+_imported_folders: list[str] = []
+
+
+def _forget_imported_bundles() -> None:
+    """Drop the modules and sys.path entries of every bundle folder imported before.
+
+    Bundles name their modules freely (`routine.py`, `helpers.py`): two folders imported in
+    one process (a client registering two routines) would otherwise share one `routine`
+    module, and a reload would keep classes the new code no longer defines.
+    """
+    for folder in _imported_folders:
+        prefix = folder + "/"
+        for name, module in list(sys.modules.items()):
+            if (getattr(module, "__file__", None) or "").startswith(prefix):
+                del sys.modules[name]
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+    _imported_folders.clear()
+
+
 def _import_module(folder: Path, relative: str) -> Any:
     folder_str = str(folder.resolve())
-    if folder_str not in sys.path:
-        sys.path.insert(0, folder_str)
+    _forget_imported_bundles()
+    _imported_folders.append(folder_str)
+    sys.path.insert(0, folder_str)
+    importlib.invalidate_caches()
     name = module_name(relative)
     try:
-        if name in sys.modules:
-            return importlib.reload(sys.modules[name])
         return importlib.import_module(name)
     except SyntaxError as exc:
         raise BundleError(

@@ -86,3 +86,33 @@ def test_memory_sizes(text: str, size: int) -> None:
 def test_bad_memory_size_names_the_fix() -> None:
     with pytest.raises(ValueError, match=r"write e\.g\. 512MiB"):
         parse_memory("lots")
+
+
+def test_two_folders_with_the_same_module_name_do_not_see_each_other(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    second = tmp_path / "second"
+    for folder, cls in ((first, "First"), (second, "Second")):
+        folder.mkdir()
+        (folder / "routine.py").write_text(
+            "from mainspring import Routine, on_schedule\n\n"
+            f"class {cls}(Routine):\n"
+            "    def run(self, tick=on_schedule(every='1h')):\n"
+            "        return {}\n"
+        )
+    assert detect_entrypoint(first) == "routine.py:First"
+    assert detect_entrypoint(second) == "routine.py:Second"
+    assert import_entrypoint(first, "routine.py:First").__name__ == "First"
+
+
+def test_a_class_removed_from_the_code_is_gone_on_the_next_import(tmp_path: Path) -> None:
+    source = (
+        "from mainspring import Routine, on_schedule\n\n"
+        "class Kept(Routine):\n"
+        "    def run(self, tick=on_schedule(every='1h')):\n"
+        "        return {}\n"
+    )
+    (tmp_path / "routine.py").write_text(source + source.replace("Kept", "Removed"))
+    with pytest.raises(BundleError, match="2 Routine classes"):
+        detect_entrypoint(tmp_path)
+    (tmp_path / "routine.py").write_text(source + "# edited\n")
+    assert detect_entrypoint(tmp_path) == "routine.py:Kept"
