@@ -22,6 +22,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
+from bench.measure import Summary
 from mainspring import datasets
 from mainspring.bus import connect, ensure_bus
 from mainspring.client import Client
@@ -48,12 +49,8 @@ def arrival_recorder(queue: asyncio.Queue[float]) -> Callable[[Msg], Awaitable[N
 
 
 def summary(samples_ms: list[float]) -> str:
-    """median / p99 / max of a list of milliseconds."""
-    ordered = sorted(samples_ms)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (
-        f"median {statistics.median(ordered):6.2f} ms  p99 {p99:6.2f} ms  max {ordered[-1]:6.2f} ms"
-    )
+    """Median and p99 (or max, below 1,000 samples) of a list of milliseconds."""
+    return Summary.of(samples_ms).text()
 
 
 async def baseline(url: str, count: int) -> list[float]:

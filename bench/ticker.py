@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.measure import Summary, ratio
 from mainspring import subjects
 from mainspring.bus import connect, ensure_bus
 from mainspring.messages import ScheduleFired
@@ -30,12 +31,6 @@ from services.ticker.settings import TickerSettings
 SCHEDULES = 100_000
 LAG_WINDOW_S = 20.0
 IDLE_WINDOW_S = 10.0
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def definition(name: str, cron: str, defined_at: datetime) -> RoutineDefinition:
@@ -130,12 +125,14 @@ async def busy_lag(js: Any, settings: TickerSettings, rng: random.Random, label:
         f"[{label}] ticks fired in {LAG_WINDOW_S:.0f}s: {len(lags)} "
         f"(bursts of {statistics.mean(bursts.values()):.0f} at each second)"
     )
-    for name, figure in (("median", 0.5), ("p99", 0.99)):
-        ours, base = percentile(lags, figure) * 1000, percentile(raw, figure) * 1000
-        print(
-            f"[{label}] tick-to-publish lag {name}: {ours:.2f} ms   raw nats-py {base:.2f} ms   "
-            f"ratio {ours / base:.2f}"
-        )
+    ours = Summary.of([lag * 1000 for lag in lags])
+    base = Summary.of([lag * 1000 for lag in raw])
+    print(f"[{label}] tick-to-publish lag: {ours.text()}")
+    print(f"[{label}] raw nats-py same bursts: {base.text()}")
+    print(
+        f"[{label}] ratio: median {ratio(ours.median, base.median)}, "
+        f"{ours.tail_name} {ratio(ours.tail, base.tail)}"
+    )
 
 
 async def idle_cpu(js: Any, settings: TickerSettings, rng: random.Random) -> None:

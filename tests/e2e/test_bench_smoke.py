@@ -1,0 +1,51 @@
+"""The benchmarks still measure: `just bench` in its smoke form, on real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+
+@pytest.mark.timeout(600)
+def test_throughput_and_latency_benchmarks_run_and_report(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "BENCH_SMOKE": "1",
+        "BENCH_RESULTS_DIR": str(tmp_path),
+        "BENCH_CONFIGS": "worker-1-sqlite,process-1-postgres",
+    }
+    for variable in ("MAINSPRING_NATS_URL", "MAINSPRING_HOME", "MAINSPRING_DATABASE_URL"):
+        env.pop(variable, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "throughput", "latency"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "ratio" in result.stdout
+
+    throughput = json.loads((tmp_path / "throughput.json").read_text())
+    for config in throughput["configs"]:
+        assert config["failed"] == 0, config["first_failure"]
+        assert config["runs_per_s"] > 0 and config["raw_publish_per_s_before"] > 0
+        cost = config["cost_per_run"]
+        # Every run is at least submitted, requested and completed on the stream.
+        assert cost["stored_messages"]["MAINSPRING"] >= 3
+        assert cost["cpu_ms"]["runner-0"] > 0
+    assert throughput["configs"][1]["cost_per_run"]["database_transactions"] > 0
+
+    latency = json.loads((tmp_path / "latency.json").read_text())
+    for name, figure in latency["figures"].items():
+        assert figure["samples"] > 0 and 0 < figure["median"] < 10_000, name
