@@ -344,7 +344,6 @@ def run_config(config: Config, tmp: Path) -> dict[str, Any]:
         home=tmp / config.name,
         database_url=database_url,
         runners=config.runners,
-        env_overrides={"MAINSPRING_ISOLATION": config.isolation},
     )
     try:
         with system:
