@@ -225,15 +225,28 @@ async def eventually(
     interval: float = 0.2,
     what: str = "condition",
 ) -> Any:
-    """Poll an async check until it returns something truthy; fail with `what` on timeout."""
+    """Poll an async check until it returns something truthy.
+
+    On timeout the failure names `what` and re-raises the check's last exception (its
+    assertion or error says why the condition never held), else shows its last value.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
+    last_error: Exception | None = None
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             last = await check()
+            last_error = None
             if last:
                 return last
+        except Exception as exc:
+            last_error = exc
         await asyncio.sleep(interval)
+    if last_error is not None:
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what}; the check last raised "
+            f"{type(last_error).__name__}: {last_error}"
+        ) from last_error
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
