@@ -17,6 +17,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from mainspring import subjects
+from mainspring.kv import declare_bucket
 
 STATE_BUCKETS = (
     subjects.ROUTINES_BUCKET,
@@ -71,14 +72,10 @@ async def ensure_bus(
     except BadRequestError:
         await js.update_stream(config)
     for bucket in STATE_BUCKETS:
-        try:
-            await js.key_value(bucket)
-        except (NotFoundError, BadRequestError):
-            await js.create_key_value(
-                KeyValueConfig(
-                    bucket=bucket, history=5, storage=StorageType.FILE, replicas=replicas
-                )
-            )
+        await declare_bucket(
+            js,
+            KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE, replicas=replicas),
+        )
     try:
         await js.object_store(subjects.BUNDLES_BUCKET)
     except (NotFoundError, BadRequestError):

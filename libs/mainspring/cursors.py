@@ -6,9 +6,10 @@ current version, so rows that existed before the routine do not fire it.
 
 from __future__ import annotations
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
+
+from mainspring import kv
 
 
 class DatasetCursor(BaseModel):
@@ -27,46 +28,31 @@ class DatasetCursor(BaseModel):
 
 def cursor_key(routine: str) -> str:
     """The dispatch-bucket key of a routine's cursor."""
-    return f"cursor.{routine.replace('/', '_')}"
+    return f"cursor.{kv.key_token(routine)}"
 
 
-async def load_cursor(kv: KeyValue, routine: str) -> tuple[DatasetCursor | None, int]:
+async def load_cursor(bucket: KeyValue, routine: str) -> tuple[DatasetCursor | None, int]:
     """A routine's cursor and its KV revision (0 when there is none)."""
-    try:
-        entry = await kv.get(cursor_key(routine))
-    except (KeyNotFoundError, NotFoundError):
+    value, revision = await kv.read(bucket, cursor_key(routine))
+    if value is None:
         return None, 0
-    if not entry.value:
-        return None, 0
-    return DatasetCursor.model_validate_json(entry.value), entry.revision or 0
+    return DatasetCursor.model_validate_json(value), revision
 
 
-async def save_cursor(kv: KeyValue, routine: str, cursor: DatasetCursor, revision: int) -> bool:
+async def save_cursor(bucket: KeyValue, routine: str, cursor: DatasetCursor, revision: int) -> bool:
     """Compare-and-set: True when written, False when someone else wrote first."""
     data = cursor.model_dump_json().encode()
-    try:
-        if revision:
-            await kv.update(cursor_key(routine), data, revision)
-        else:
-            await kv.create(cursor_key(routine), data)
-    except KeyWrongLastSequenceError:
-        return False
-    except Exception as exc:
-        # nats-py reports a lost create race as a generic API error.
-        if "wrong last sequence" in str(exc) or "key exists" in str(exc):
-            return False
-        raise
-    return True
+    return await kv.write_if_unchanged(bucket, cursor_key(routine), data, revision) is not None
 
 
 async def seed_cursor(
-    kv: KeyValue, routine: str, dataset: str, version: int, records: int | None
+    bucket: KeyValue, routine: str, dataset: str, version: int, records: int | None
 ) -> bool:
     """Start a new routine's cursor at a dataset version, unless it already has one for it."""
-    current, revision = await load_cursor(kv, routine)
+    current, revision = await load_cursor(bucket, routine)
     if current is not None and current.dataset == dataset:
         return False
     cursor = DatasetCursor(
         dataset=dataset, fired_version=version, seen_version=version, base_records=records
     )
-    return await save_cursor(kv, routine, cursor, revision)
+    return await save_cursor(bucket, routine, cursor, revision)

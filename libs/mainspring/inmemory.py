@@ -16,9 +16,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
-from nats.js.kv import KeyValue
-
 from mainspring import subjects
 from mainspring.artifacts import save_artifact
 from mainspring.bundle import extract_bundle, import_entrypoint
@@ -31,6 +28,7 @@ from mainspring.messages import (
     RunProgressed,
     RunStarted,
 )
+from mainspring.numbers import next_run_number
 from mainspring.routine import RunInfo, inspect_contract, validate_inputs
 from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
 from mainspring.triggers import ManualEvent
@@ -41,28 +39,6 @@ if TYPE_CHECKING:
 
 class InMemoryRefused(ValueError):
     """The routine does not allow in-memory runs."""
-
-
-async def next_run_number(kv: KeyValue, routine: str) -> int:
-    """The routine's next run number (the same compare-and-set counter the dispatcher uses)."""
-    key = f"number.{routine}"
-    while True:
-        try:
-            entry = await kv.get(key)
-            current, revision = int(entry.value or b"0"), entry.revision
-        except (KeyNotFoundError, NotFoundError):
-            current, revision = 0, 0
-        try:
-            if revision:
-                await kv.update(key, str(current + 1).encode(), revision)
-            else:
-                await kv.create(key, str(current + 1).encode())
-            return current + 1
-        except KeyWrongLastSequenceError:
-            continue
-        except Exception as exc:
-            if "wrong last sequence" not in str(exc):
-                raise
 
 
 class _Context:

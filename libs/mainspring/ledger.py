@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
+from mainspring.kv import declare_bucket
 
 LEDGER_TTL_S = 14 * 24 * 3600.0
 
@@ -29,17 +29,12 @@ def attempts_key(run_id: str) -> str:
 
 async def ledger_bucket(js: JetStreamContext) -> KeyValue:
     """The ledger bucket, created with its TTL when missing."""
-    try:
-        return await js.key_value(subjects.LEDGER_BUCKET)
-    except (NotFoundError, BadRequestError):
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=subjects.LEDGER_BUCKET,
-                history=1,
-                ttl=LEDGER_TTL_S,
-                storage=StorageType.FILE,
-            )
-        )
+    return await declare_bucket(
+        js,
+        KeyValueConfig(
+            bucket=subjects.LEDGER_BUCKET, history=1, ttl=LEDGER_TTL_S, storage=StorageType.FILE
+        ),
+    )
 
 
 async def mark_cancelled(js: JetStreamContext, run_id: str, by: str) -> None:

@@ -12,6 +12,7 @@ from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from mainspring import subjects
+from mainspring.kv import TooManyConflicts, compare_and_set, key_token
 from mainspring.routine import InputSpec
 from mainspring.triggers import AnyTrigger
 
@@ -75,7 +76,7 @@ class RoutineDefinition(BaseModel):
 
 
 def _key(name: str) -> str:
-    return name.replace("/", "_")
+    return key_token(name)
 
 
 class RoutineStore:
@@ -139,20 +140,22 @@ class RoutineStore:
         self, name: str, enabled: bool, reason: str | None, now: datetime
     ) -> RoutineDefinition:
         """Activate or deactivate a trigger, keeping the definition."""
-        for _ in range(10):
-            entry = await self._kv.get(_key(name))
-            current = RoutineDefinition.model_validate_json(entry.value or b"{}")
-            updated = current.model_copy(
+        await self.get(name)  # a missing routine is a RegistryError naming the fix
+
+        def toggled(current: bytes | None) -> bytes:
+            definition = RoutineDefinition.model_validate_json(current or b"{}")
+            updated = definition.model_copy(
                 update={"enabled": enabled, "disabled_reason": reason, "updated_at": now}
             )
-            try:
-                await self._kv.update(
-                    _key(name), updated.model_dump_json().encode(), entry.revision
-                )
-                return updated
-            except Exception:
-                continue
-        raise RegistryError(f"routine {name!r} changed too often concurrently; try again")
+            return updated.model_dump_json().encode()
+
+        try:
+            written = await compare_and_set(self._kv, _key(name), toggled, attempts=10)
+        except TooManyConflicts:
+            raise RegistryError(
+                f"routine {name!r} changed too often concurrently; try again"
+            ) from None
+        return RoutineDefinition.model_validate_json(written)
 
     async def put_bundle(self, digest: str, data: bytes) -> None:
         """Store code by digest (once)."""

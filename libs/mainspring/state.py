@@ -14,10 +14,9 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from mainspring import subjects
+from mainspring import kv, subjects
 
 MAX_STATE_BYTES = 64 * 1024
 
@@ -32,27 +31,21 @@ class StateTooLarge(ValueError):
 
 def state_key(routine: str) -> str:
     """The KV key of a routine instance's state."""
-    return f"state.{routine.replace('/', '_')}"
+    return f"state.{kv.key_token(routine)}"
 
 
 async def state_bucket(js: JetStreamContext) -> KeyValue:
     """The state bucket, created when missing."""
-    try:
-        return await js.key_value(subjects.STATE_BUCKET)
-    except (NotFoundError, BadRequestError):
-        return await js.create_key_value(
-            KeyValueConfig(bucket=subjects.STATE_BUCKET, history=5, storage=StorageType.FILE)
-        )
+    return await kv.declare_bucket(
+        js, KeyValueConfig(bucket=subjects.STATE_BUCKET, history=5, storage=StorageType.FILE)
+    )
 
 
-async def load_state(kv: KeyValue, routine: str) -> tuple[dict[str, Any], int]:
+async def load_state(bucket: KeyValue, routine: str) -> tuple[dict[str, Any], int]:
     """The routine's state and its revision (0: never written)."""
-    try:
-        entry = await kv.get(state_key(routine))
-    except (KeyNotFoundError, NotFoundError):
-        return {}, 0
-    loaded = json.loads(entry.value or b"{}")
-    return (loaded if isinstance(loaded, dict) else {}), int(entry.revision or 0)
+    value, revision = await kv.read(bucket, state_key(routine))
+    loaded = json.loads(value or b"{}")
+    return (loaded if isinstance(loaded, dict) else {}), revision
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
@@ -66,18 +59,12 @@ def encode_state(state: dict[str, Any]) -> bytes:
     return data
 
 
-async def save_state(kv: KeyValue, routine: str, state: dict[str, Any], revision: int) -> int:
+async def save_state(bucket: KeyValue, routine: str, state: dict[str, Any], revision: int) -> int:
     """Write state with compare-and-set against the revision the run started from."""
-    data = encode_state(state)
-    key = state_key(routine)
-    try:
-        if revision:
-            return int(await kv.update(key, data, last=revision))
-        return int(await kv.create(key, data))
-    except Exception as exc:
-        if "wrong last sequence" in str(exc) or type(exc).__name__ == "KeyWrongLastSequenceError":
-            raise StateConflict(
-                f"state conflict: another run of {routine} changed its state since this run "
-                f"started (revision {revision}); this run's state was not written"
-            ) from None
-        raise
+    written = await kv.write_if_unchanged(bucket, state_key(routine), encode_state(state), revision)
+    if written is None:
+        raise StateConflict(
+            f"state conflict: another run of {routine} changed its state since this run "
+            f"started (revision {revision}); this run's state was not written"
+        )
+    return written

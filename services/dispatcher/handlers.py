@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 
 from faststream.nats import NatsBroker, NatsMessage
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from mainspring import subjects, tracing
+from mainspring import kv, subjects, tracing
 from mainspring.cursors import load_cursor, save_cursor
 from mainspring.messages import (
     DatasetAppended,
@@ -20,6 +18,7 @@ from mainspring.messages import (
     SubmitRun,
     TriggerRecorded,
 )
+from mainspring.numbers import next_run_number
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import durable, parse_or_park, publish_event
 from services.dispatcher import core, timed
@@ -31,58 +30,29 @@ log = logging.getLogger("mainspring.dispatcher")
 class RunNumbers:
     """Per-routine run numbers, incremented with compare-and-set in the dispatch bucket."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+    def __init__(self, bucket: KeyValue) -> None:
+        self._kv = bucket
 
     async def next(self, routine: str) -> int:
         """The next run number of a routine."""
-        key = f"number.{routine}"
-        while True:
-            try:
-                entry = await self._kv.get(key)
-                current, revision = int(entry.value or b"0"), entry.revision
-            except (KeyNotFoundError, NotFoundError):
-                current, revision = 0, 0
-            try:
-                if revision:
-                    await self._kv.update(key, str(current + 1).encode(), revision)
-                else:
-                    await self._kv.create(key, str(current + 1).encode())
-                return current + 1
-            except (KeyWrongLastSequenceError, Exception) as exc:
-                if not isinstance(
-                    exc, KeyWrongLastSequenceError
-                ) and "wrong last sequence" not in str(exc):
-                    raise
-                await asyncio.sleep(0)
+        return await next_run_number(self._kv, routine)
 
 
 class CrashLoopCounts:
     """Per-routine consecutive start failures in the dispatch bucket, written with compare-and-set."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+    def __init__(self, bucket: KeyValue) -> None:
+        self._kv = bucket
 
     async def load(self, routine: str) -> tuple[core.CrashLoopState, int]:
         """The stored state and its revision (0 when never written)."""
-        try:
-            entry = await self._kv.get(f"crashloop.{routine}")
-        except (KeyNotFoundError, NotFoundError):
-            return core.CrashLoopState(), 0
-        return core.CrashLoopState.from_json(entry.value), entry.revision or 0
+        value, revision = await kv.read(self._kv, f"crashloop.{kv.key_token(routine)}")
+        return core.CrashLoopState.from_json(value), revision
 
     async def save(self, routine: str, state: core.CrashLoopState, revision: int) -> bool:
         """Store the state unless another replica changed it first (then False: decide again)."""
-        try:
-            if revision:
-                await self._kv.update(f"crashloop.{routine}", state.to_json(), revision)
-            else:
-                await self._kv.create(f"crashloop.{routine}", state.to_json())
-            return True
-        except Exception as exc:
-            if isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc):
-                return False
-            raise
+        key = f"crashloop.{kv.key_token(routine)}"
+        return await kv.write_if_unchanged(self._kv, key, state.to_json(), revision) is not None
 
 
 class Dispatcher:
@@ -235,32 +205,21 @@ class OverlapGate:
     handlers (ticks, completions, replicas) from overwriting each other.
     """
 
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+    def __init__(self, bucket: KeyValue) -> None:
+        self._kv = bucket
 
     async def read(self, routine: str) -> tuple[timed.OverlapState, int]:
         """The state and its revision (0 when none is stored)."""
-        try:
-            entry = await self._kv.get(f"overlap.{routine}")
-        except (KeyNotFoundError, NotFoundError):
-            return timed.OverlapState(), 0
-        if not entry.value:
-            return timed.OverlapState(), entry.revision or 0
-        return timed.OverlapState.model_validate_json(entry.value), entry.revision or 0
+        value, revision = await kv.read(self._kv, f"overlap.{kv.key_token(routine)}")
+        if value is None:
+            return timed.OverlapState(), revision
+        return timed.OverlapState.model_validate_json(value), revision
 
     async def write(self, routine: str, state: timed.OverlapState, revision: int) -> bool:
         """Save if nobody changed it since `revision`; False means read again."""
         value = state.model_dump_json().encode()
-        try:
-            if revision:
-                await self._kv.update(f"overlap.{routine}", value, revision)
-            else:
-                await self._kv.create(f"overlap.{routine}", value)
-        except Exception as exc:
-            if isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc):
-                return False
-            raise
-        return True
+        key = f"overlap.{kv.key_token(routine)}"
+        return await kv.write_if_unchanged(self._kv, key, value, revision) is not None
 
 
 def _now() -> datetime:
