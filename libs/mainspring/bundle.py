@@ -127,24 +127,58 @@ def routine_classes(module: Any) -> list[type[Routine]]:
     ]
 
 
-def detect_entrypoint(folder: Path) -> str:
-    """The `path.py:Class` of the only Routine class in a folder."""
+def _routine_entrypoints(folder: Path, only_file: str | None = None) -> list[str]:
+    """`path.py:Class` of every Routine class defined in the folder (or in one file of it)."""
     found: list[str] = []
     for path in bundle_files(folder):
-        if path.suffix != ".py":
-            continue
         relative = path.relative_to(folder).as_posix()
+        if path.suffix != ".py" or (only_file is not None and relative != only_file):
+            continue
         if "class " not in path.read_text(errors="replace"):
             continue
         module = _import_module(folder, relative)
         found += [f"{relative}:{cls.__name__}" for cls in routine_classes(module)]
+    return found
+
+
+def detect_entrypoint(folder: Path) -> str:
+    """The `path.py:Class` of the only Routine class in a folder."""
+    found = _routine_entrypoints(folder)
     if len(found) != 1:
         what = (
             "no Routine class"
             if not found
             else f"{len(found)} Routine classes ({', '.join(found)})"
         )
-        raise BundleError(f"{folder} holds {what}: pass --entrypoint path.py:Class")
+        raise BundleError(f"{folder} holds {what}: pass --entrypoint path.py:Class or Class")
+    return found[0]
+
+
+def resolve_entrypoint(folder: Path, hint: str | None) -> str:
+    """The full `path.py:Class` from a hint: none, `path.py:Class`, `path.py` or `Class`."""
+    if not hint:
+        return detect_entrypoint(folder)
+    if ":" in hint:
+        return hint
+    if hint.endswith(".py"):
+        if not (folder / hint).is_file():
+            raise BundleError(f"entrypoint file {hint} is not in {folder}: check --entrypoint")
+        found = _routine_entrypoints(folder, only_file=hint)
+        if len(found) != 1:
+            raise BundleError(
+                f"{hint} holds {len(found)} Routine classes: pass --entrypoint {hint}:Class"
+            )
+        return found[0]
+    found = [e for e in _routine_entrypoints(folder) if e.rpartition(":")[2] == hint]
+    if not found:
+        raise BundleError(
+            f"no Routine class {hint!r} in {folder}: check --entrypoint (path.py:Class or Class)"
+        )
+    if len(found) > 1:
+        raise BundleError(
+            f"Routine class {hint!r} is defined in {len(found)} files ({', '.join(found)}): "
+            "pass --entrypoint path.py:Class"
+        )
     return found[0]
 
 

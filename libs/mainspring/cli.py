@@ -162,12 +162,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 async def routine_create(client: Any, args: argparse.Namespace) -> int:
     definition = await client.create_routine(
-        Path(args.dir), args.name, args.entrypoint, parse_pairs(args.set, "--set")
+        Path(args.dir),
+        args.name,
+        args.entrypoint,
+        parse_pairs(args.set, "--set"),
+        enable=True if args.enable else None,
     )
     print(
         f"routine {definition.name} registered: {definition.entrypoint}, version "
         f"{definition.version[:12]}, trigger {describe_trigger(definition.trigger)}"
     )
+    if client.last_registration_note:
+        print(f"routine {definition.name}: {client.last_registration_note}")
     return 0
 
 
@@ -778,9 +784,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("dir", help="folder holding the routine's .py files")
     create.add_argument("--name", required=True, help="routine name")
     create.add_argument(
-        "--entrypoint", help="path.py:Class (default: the folder's only Routine class)"
+        "--entrypoint",
+        help="path.py:Class, path.py or Class (default: the folder's only Routine class)",
     )
     create.add_argument("--set", action="append", metavar="K=V", help="default for a run() input")
+    create.add_argument(
+        "--enable",
+        action="store_true",
+        help="turn the trigger on even if the routine was disabled (an update keeps its state)",
+    )
     create.set_defaults(func=with_client(routine_create))
     listing = routines.add_parser("list", help="registered routines")
     listing.add_argument("--json", action="store_true")

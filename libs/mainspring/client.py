@@ -15,12 +15,18 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from mainspring import subjects, tracing
-from mainspring.bundle import detect_entrypoint, import_entrypoint, make_bundle
+from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.bus import connect, ensure_bus
 from mainspring.ledger import mark_cancelled
 from mainspring.messages import TERMINAL_STATUSES, CancelRun, RunCompleted, SubmitRun
 from mainspring.records import RunQuery
-from mainspring.registry import InputSchema, RoutineDefinition, RoutineOptions, RoutineStore
+from mainspring.registry import (
+    InputSchema,
+    RoutineDefinition,
+    RoutineOptions,
+    RoutineStore,
+    carry_trigger_state,
+)
 from mainspring.routine import inspect_contract, validate_inputs
 from mainspring.settings import Settings
 from mainspring.units import parse_memory
@@ -34,7 +40,7 @@ def definition_from_folder(
     folder: Path, name: str, entrypoint: str | None, defaults: dict[str, Any], now: datetime
 ) -> tuple[RoutineDefinition, bytes]:
     """Validate a routine folder and describe it; returns the definition and its bundle."""
-    entry = entrypoint or detect_entrypoint(folder)
+    entry = resolve_entrypoint(folder, entrypoint)
     cls = import_entrypoint(folder, entry)
     contract = inspect_contract(cls)
     validated = validate_inputs(contract.inputs, defaults)
@@ -75,6 +81,8 @@ class Client:
         self.js = nc.jetstream()
         self.settings = settings
         self._store: RoutineStore | None = None
+        # What the last create_routine did to the trigger's on/off state, in one sentence.
+        self.last_registration_note = ""
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> Client:
@@ -101,16 +109,20 @@ class Client:
         name: str,
         entrypoint: str | None = None,
         defaults: dict[str, Any] | None = None,
+        enable: bool | None = None,
     ) -> RoutineDefinition:
-        """Validate, bundle and register (or update) a routine; re-arms a disabled trigger."""
+        """Validate, bundle and register (or update) a routine.
+
+        An update keeps the trigger on or off (see `carry_trigger_state`); `enable` decides.
+        """
         now = datetime.now(UTC)
-        definition, data = await asyncio.to_thread(
+        fresh, data = await asyncio.to_thread(
             definition_from_folder, folder, name, entrypoint, defaults or {}, now
         )
         store = await self.store()
-        existing = await store.find(name)
-        if existing is not None:
-            definition = definition.model_copy(update={"created_at": existing.created_at})
+        definition, self.last_registration_note = carry_trigger_state(
+            await store.find(name), fresh, enable
+        )
         await store.put_bundle(definition.version, data)
         await self.seed_dataset_cursor(definition)
         await store.put(definition)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
@@ -47,6 +47,9 @@ class RoutineOptions(BaseModel):
     allow_in_memory: bool = False
 
 
+DisabledBy = Literal["user", "crash_loop"]
+
+
 class RoutineDefinition(BaseModel):
     """A registered routine instance: code version, trigger, inputs, state of its trigger."""
 
@@ -62,6 +65,8 @@ class RoutineDefinition(BaseModel):
     options: RoutineOptions = Field(default_factory=RoutineOptions)
     enabled: bool = True
     disabled_reason: str | None = None
+    # Who turned the trigger off: a person, or crash-loop protection (re-armed by new code).
+    disabled_by: DisabledBy | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -73,6 +78,38 @@ class RoutineDefinition(BaseModel):
             )
             for name, s in self.inputs.items()
         }
+
+
+def carry_trigger_state(
+    existing: RoutineDefinition | None, new: RoutineDefinition, enable: bool | None
+) -> tuple[RoutineDefinition, str]:
+    """A re-registered routine keeps its trigger on or off, and a sentence saying which.
+
+    `enable` (True or False) decides outright. Otherwise a trigger a person disabled stays
+    disabled, and one disabled by crash-loop protection is re-armed only by different code.
+    """
+    if enable is not None or existing is None:
+        on = True if enable is None else enable
+        state = {"enabled": on, "disabled_reason": None, "disabled_by": None if on else "user"}
+        note = (
+            ""
+            if existing is None and enable is None
+            else f"trigger {'enabled' if on else 'disabled'}"
+        )
+    elif existing.enabled:
+        state, note = {"enabled": True}, ""
+    elif existing.disabled_by == "crash_loop" and existing.version != new.version:
+        state = {"enabled": True, "disabled_reason": None, "disabled_by": None}
+        note = "new code: trigger re-armed after crash-loop protection disabled it"
+    else:
+        state = {
+            "enabled": False,
+            "disabled_reason": existing.disabled_reason,
+            "disabled_by": existing.disabled_by,
+        }
+        why = f" ({existing.disabled_reason})" if existing.disabled_reason else ""
+        note = f"trigger stays disabled{why}: pass --enable to turn it on"
+    return new.model_copy(update={**state, "created_at": (existing or new).created_at}), note
 
 
 def _key(name: str) -> str:
@@ -137,7 +174,12 @@ class RoutineStore:
         await self._kv.delete(_key(name))
 
     async def set_enabled(
-        self, name: str, enabled: bool, reason: str | None, now: datetime
+        self,
+        name: str,
+        enabled: bool,
+        reason: str | None,
+        now: datetime,
+        by: DisabledBy = "user",
     ) -> RoutineDefinition:
         """Activate or deactivate a trigger, keeping the definition."""
         await self.get(name)  # a missing routine is a RegistryError naming the fix
@@ -145,7 +187,12 @@ class RoutineStore:
         def toggled(current: bytes | None) -> bytes:
             definition = RoutineDefinition.model_validate_json(current or b"{}")
             updated = definition.model_copy(
-                update={"enabled": enabled, "disabled_reason": reason, "updated_at": now}
+                update={
+                    "enabled": enabled,
+                    "disabled_reason": None if enabled else reason,
+                    "disabled_by": None if enabled else by,
+                    "updated_at": now,
+                }
             )
             return updated.model_dump_json().encode()
 

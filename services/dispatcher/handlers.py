@@ -129,7 +129,9 @@ class Dispatcher:
             if verdict.disable_reason is not None:
                 # History first: a crash before set_enabled redoes both (the record is deduplicated).
                 await self.publish(core.Decision(history=verdict.history))
-                await self.store.set_enabled(routine, False, verdict.disable_reason, _now())
+                await self.store.set_enabled(
+                    routine, False, verdict.disable_reason, _now(), by="crash_loop"
+                )
                 log.warning("disabled the trigger of %s: %s", routine, verdict.disable_reason)
             return
         raise RuntimeError(f"crash-loop count of {routine} kept changing concurrently")
