@@ -24,6 +24,7 @@ _MACRO_FIELDS = {
 }
 
 DstRepeat = Literal["first", "last", "both"]
+DST_REPEAT_CHOICES: tuple[DstRepeat, ...] = ("first", "last", "both")
 
 
 class ScheduleError(ValueError):
@@ -86,6 +87,26 @@ def is_fixed_time(expr: str) -> bool:
     fields = _MACRO_FIELDS.get(text, text).split()
     time_fields = fields[:3] if len(fields) == 6 else fields[:2]
     return all(part.isdigit() for field in time_fields for part in field.split(","))
+
+
+def check_dst_repeat(dst_repeat: str, cron: str | None, every: str | None) -> DstRepeat:
+    """Validate which pass of a repeated fixed wall time fires; only fixed-time crons choose."""
+    if dst_repeat not in DST_REPEAT_CHOICES:
+        raise ScheduleError(
+            f"dst_repeat={dst_repeat!r} is not a choice: use 'first' (default), 'last' or 'both'"
+        )
+    if dst_repeat != "first" and every is not None:
+        raise ScheduleError(
+            f"dst_repeat={dst_repeat!r} applies to cron times only: every={every!r} is fixed "
+            "in absolute time and never repeats; remove dst_repeat"
+        )
+    if dst_repeat != "first" and cron is not None and not is_fixed_time(cron):
+        raise ScheduleError(
+            f"dst_repeat={dst_repeat!r} applies to fixed-time crons only: cron={cron!r} has a "
+            "wildcard, range or step in its time fields and already fires on both passes of a "
+            "repeated hour; remove dst_repeat"
+        )
+    return dst_repeat
 
 
 def next_cron_fire(
@@ -165,13 +186,10 @@ def _passes(wall: datetime, tz: ZoneInfo) -> list[datetime]:
     """The instants (UTC) a naive wall time reads in tz: one, two (repeated) or none (skipped)."""
     found: list[datetime] = []
     for fold in (0, 1):
-        instant = wall.replace(tzinfo=tz, fold=fold)
-        reads_back = instant.astimezone(UTC).astimezone(tz)
-        if reads_back.replace(tzinfo=None) == wall and instant.utcoffset() not in {
-            f.utcoffset() for f in found
-        }:
-            # UTC, because aware datetimes sharing a tzinfo compare by wall reading, fold ignored.
-            found.append(reads_back.astimezone(UTC))
+        # UTC, because aware datetimes sharing a tzinfo compare by wall reading, fold ignored.
+        instant = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+        if instant.astimezone(tz).replace(tzinfo=None) == wall and instant not in found:
+            found.append(instant)
     return found
 
 
@@ -207,7 +225,13 @@ def next_every_fire(interval: timedelta, anchor: datetime, after: datetime) -> d
     return (anchor + steps * interval).astimezone(UTC)
 
 
-def next_timed_fire(cron: str | None, every: str | None, tz: str, after: datetime) -> datetime:
+def next_timed_fire(
+    cron: str | None,
+    every: str | None,
+    tz: str,
+    after: datetime,
+    dst_repeat: DstRepeat = "first",
+) -> datetime:
     """The first tick strictly after `after` of a cron or an interval schedule, in UTC.
 
     Interval schedules sit on a grid anchored at the Unix epoch, so they stay fixed in
@@ -217,4 +241,54 @@ def next_timed_fire(cron: str | None, every: str | None, tz: str, after: datetim
         return next_every_fire(parse_every(every), EPOCH, after)
     if cron is None:
         raise ScheduleError("give exactly one of cron= and every=, e.g. every='1m'")
-    return next_cron_fire(cron, parse_tz(tz), after)
+    return next_cron_fire(cron, parse_tz(tz), after, dst_repeat)
+
+
+def dst_note(
+    cron: str | None, tz: str, fire: datetime, dst_repeat: DstRepeat = "first"
+) -> str | None:
+    """Why DST moved or doubled a cron fire time, or None for an ordinary wall time."""
+    if cron is None:
+        return None
+    zone = parse_tz(tz)
+    local = fire.astimezone(zone)
+    wall = local.replace(tzinfo=None)
+    day = f"{wall:%Y-%m-%d}"
+    fixed = is_fixed_time(cron)
+    if len(_passes(wall, zone)) == 2:
+        which = "first" if local.fold == 0 else "second"
+        if fixed and dst_repeat != "both":
+            return (
+                f"DST repeats {wall:%H:%M} on {day}: fires on the {which} pass only "
+                f"(dst_repeat={dst_repeat!r})"
+            )
+        return f"doubled by DST: {wall:%H:%M} happens twice on {day}, this is the {which} pass"
+    before = (fire - timedelta(seconds=1)).astimezone(zone).utcoffset()
+    after = local.utcoffset()
+    if not fixed or before is None or after is None or before >= after:
+        return None
+    # The clock jumped forward at this instant: which fixed time did the jump swallow?
+    jumped_from = (fire.astimezone(UTC) + before).replace(tzinfo=None)
+    skipped: datetime = _cron_walls(cron, jumped_from - timedelta(seconds=1)).get_next(datetime)
+    if skipped >= wall:
+        return None
+    return (
+        f"moved by DST: {skipped:%H:%M} does not exist on {day} "
+        f"(clocks jump {jumped_from:%H:%M} -> {wall:%H:%M}), fires at the jump"
+    )
+
+
+def upcoming_fires(
+    cron: str | None,
+    every: str | None,
+    tz: str,
+    after: datetime,
+    count: int,
+    dst_repeat: DstRepeat = "first",
+) -> list[tuple[datetime, str | None]]:
+    """The next `count` fire times (UTC), each with its DST note (see dst_note)."""
+    fires: list[tuple[datetime, str | None]] = []
+    for _ in range(count):
+        after = next_timed_fire(cron, every, tz, after, dst_repeat)
+        fires.append((after, dst_note(cron, tz, after, dst_repeat)))
+    return fires

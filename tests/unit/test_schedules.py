@@ -16,6 +16,7 @@ from mainspring.schedules import (
     next_timed_fire,
     parse_every,
     parse_tz,
+    upcoming_fires,
 )
 from mainspring.triggers import on_poll, on_schedule
 
@@ -357,3 +358,117 @@ def test_on_poll_names_its_function() -> None:
     assert spec.fn == f"{__name__}:poll_source" and spec.catchup == "skip"
     with pytest.raises(ScheduleError, match="module-level"):
         on_poll(lambda: None, every="10s")
+
+
+# dst_repeat picks the pass(es) of a repeated fixed time: Europe/Berlin 2023-10-29 repeats
+# 02:00-02:59 (first pass CEST +02:00, second CET +01:00).
+DST_REPEAT_CASES = [
+    ("first", ["2023-10-28T02:30+02:00", "2023-10-29T02:30+02:00", "2023-10-30T02:30+01:00"]),
+    ("last", ["2023-10-28T02:30+02:00", "2023-10-29T02:30+01:00", "2023-10-30T02:30+01:00"]),
+    (
+        "both",
+        [
+            "2023-10-28T02:30+02:00",
+            "2023-10-29T02:30+02:00",
+            "2023-10-29T02:30+01:00",
+            "2023-10-30T02:30+01:00",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("dst_repeat", "fires"), DST_REPEAT_CASES)
+def test_dst_repeat_picks_the_pass_of_a_repeated_fixed_time(
+    dst_repeat: str, fires: list[str]
+) -> None:
+    assert_fires_in_order("30 2 * * *", "Europe/Berlin", fires, dst_repeat)
+
+
+@pytest.mark.parametrize("dst_repeat", ["first", "last", "both"])
+def test_dst_repeat_leaves_a_skipped_time_at_the_jump(dst_repeat: str) -> None:
+    fires = ["2023-03-25T02:30+01:00", "2023-03-26T03:00+02:00", "2023-03-27T02:30+02:00"]
+    assert_fires_in_order("30 2 * * *", "Europe/Berlin", fires, dst_repeat)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cron": "30 2 * * *", "dst_repeat": "twice"}, "dst_repeat='twice' is not a choice"),
+        ({"every": "1h", "dst_repeat": "last"}, "applies to cron times only"),
+        ({"cron": "0 * * * *", "dst_repeat": "both"}, "applies to fixed-time crons only"),
+        ({"cron": "@hourly", "dst_repeat": "last"}, "applies to fixed-time crons only"),
+    ],
+)
+def test_dst_repeat_is_checked_at_definition(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(ScheduleError, match=message) as raised:
+        on_schedule(**kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ScheduleError, match=message):
+        on_poll(poll_source, **kwargs)  # type: ignore[arg-type]
+
+
+def test_dst_repeat_travels_with_the_trigger_definition() -> None:
+    spec = on_schedule(cron="30 2 * * *", tz="Europe/Berlin", dst_repeat="last")
+    assert type(spec).model_validate_json(spec.model_dump_json()).dst_repeat == "last"
+    assert on_schedule(every="1h").dst_repeat == "first"  # intervals are unaffected
+
+
+@pytest.mark.parametrize(
+    ("cron", "dst_repeat", "after", "fires"),
+    [
+        (
+            "30 2 * * *",
+            "first",
+            "2023-03-25T12:00",
+            [
+                (
+                    "2023-03-26T03:00+02:00",
+                    "moved by DST: 02:30 does not exist on 2023-03-26 "
+                    "(clocks jump 02:00 -> 03:00), fires at the jump",
+                ),
+                ("2023-03-27T02:30+02:00", None),
+            ],
+        ),
+        (
+            "30 2 * * *",
+            "last",
+            "2023-10-28T12:00",
+            [
+                (
+                    "2023-10-29T02:30+01:00",
+                    "DST repeats 02:30 on 2023-10-29: fires on the second pass only "
+                    "(dst_repeat='last')",
+                ),
+                ("2023-10-30T02:30+01:00", None),
+            ],
+        ),
+        (
+            "0 * * * *",
+            "first",
+            "2023-10-28T23:30",
+            [
+                (
+                    "2023-10-29T02:00+02:00",
+                    "doubled by DST: 02:00 happens twice on 2023-10-29, this is the first pass",
+                ),
+                (
+                    "2023-10-29T02:00+01:00",
+                    "doubled by DST: 02:00 happens twice on 2023-10-29, this is the second pass",
+                ),
+                ("2023-10-29T03:00+01:00", None),
+            ],
+        ),
+        # A wildcard cron loses the skipped hour outright: nothing moved, nothing to mark.
+        (
+            "45 * * * *",
+            "first",
+            "2023-03-26T00:00",
+            [("2023-03-26T01:45+01:00", None), ("2023-03-26T03:45+02:00", None)],
+        ),
+    ],
+)
+def test_upcoming_fires_mark_what_dst_moved_or_doubled(
+    cron: str, dst_repeat: str, after: str, fires: list[tuple[str, str | None]]
+) -> None:
+    got = upcoming_fires(cron, None, "Europe/Berlin", utc(after), len(fires), dst_repeat)  # type: ignore[arg-type]
+    assert got == [(local(at), note) for at, note in fires]

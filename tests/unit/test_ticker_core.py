@@ -232,3 +232,13 @@ def test_catch_up_across_the_repeated_hour(cron: str, fire: list[str]) -> None:
     expected = [datetime.fromisoformat(f"2023-10-29T{clock}+00:00") for clock in fire]
     # Distinct nominal instants, so the two 02:00 ticks carry distinct Nats-Msg-Ids.
     assert plan.fire == expected and len(set(plan.fire)) == len(plan.fire)
+
+
+def test_a_new_dst_repeat_rearms_the_schedule() -> None:
+    first = on_schedule(cron="30 2 * * *", tz="Europe/Berlin")
+    last = on_schedule(cron="30 2 * * *", tz="Europe/Berlin", dst_repeat="last")
+    assert not same_timing(first, last)
+    after = datetime(2023, 10, 28, 12, 0, tzinfo=UTC)
+    # The ticker's next tick follows the trigger's choice: 02:30 CEST, or 02:30 CET.
+    assert next_fire(first, after) == datetime(2023, 10, 29, 0, 30, tzinfo=UTC)
+    assert next_fire(last, after) == datetime(2023, 10, 29, 1, 30, tzinfo=UTC)
