@@ -223,6 +223,8 @@ async def routine_show(client: Any, args: argparse.Namespace) -> int:
     data["last_run_id"] = latest[0]["id"] if latest else None
     data["last_run_at"] = latest[0]["created_at"] if latest else None
     data["next_fire_at"] = next_fire_text(definition)
+    if args.next:
+        data["next_fires"] = next_fires_text(definition, args.next)
     if definition.trigger.kind == "dataset":
         data["dataset_cursor"] = await dataset_cursor(client, args.name)
     print(json.dumps(data, indent=2))
@@ -255,7 +257,34 @@ def next_fire_text(definition: Any) -> str | None:
         return None
     # The same arithmetic the ticker uses, so `show` names the tick that will fire.
     now = datetime.now(UTC)
-    return next_timed_fire(trigger.cron, trigger.every, trigger.tz, now).isoformat()
+    return next_timed_fire(
+        trigger.cron, trigger.every, trigger.tz, now, trigger.dst_repeat
+    ).isoformat()
+
+
+def next_fires_text(definition: Any, count: int) -> list[str]:
+    """The next `count` fire times in the trigger's tz, each marked when DST moves or doubles it."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from mainspring.schedules import upcoming_fires
+    from mainspring.triggers import TimedSpec
+
+    if count < 0:
+        raise CliError(
+            f"--next {count} is negative: give how many fire times to list, e.g. --next 5"
+        )
+    trigger = definition.trigger
+    if not isinstance(trigger, TimedSpec) or not definition.enabled:
+        return []
+    fires = upcoming_fires(
+        trigger.cron, trigger.every, trigger.tz, datetime.now(UTC), count, trigger.dst_repeat
+    )
+    zone = ZoneInfo(trigger.tz)
+    return [
+        f"{fire.astimezone(zone).isoformat()}" + (f"  [{note}]" if note else "")
+        for fire, note in fires
+    ]
 
 
 async def routine_enable(client: Any, args: argparse.Namespace) -> int:
@@ -804,6 +833,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = routines.add_parser(action, help=text)
         sub.add_argument("name")
+        if action == "show":
+            sub.add_argument(
+                "--next",
+                type=int,
+                default=0,
+                metavar="N",
+                help="also list the next N fire times, marking those DST moves or doubles",
+            )
         sub.set_defaults(func=with_client(handler))
     disable = routines.add_parser(
         "disable", help="deactivate a routine's trigger, keeping its definition"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
@@ -11,6 +12,19 @@ from croniter import CroniterBadDateError, croniter
 _EVERY_PART = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The fields croniter's macros stand for, so they are classified like the crons they are.
+_MACRO_FIELDS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+DstRepeat = Literal["first", "last", "both"]
+DST_REPEAT_CHOICES: tuple[DstRepeat, ...] = ("first", "last", "both")
 
 
 class ScheduleError(ValueError):
@@ -63,51 +77,143 @@ def check_cron(expr: str) -> str:
     return expr
 
 
-def next_cron_fire(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
-    """The first fire time strictly after `after` (aware), in UTC.
+def is_fixed_time(expr: str) -> bool:
+    """Does the cron name explicit wall-clock times (plain values in its second, minute and hour)?
 
-    Iterates naive wall-clock times, so DST keeps two rules croniter alone does not:
-    a wall time the clock skips fires once, at the jump (several skipped wall times
-    collapse into that one instant); a repeated wall time fires once, at its first
-    occurrence.
+    Vixie cron's rule: only such crons get the DST adjustments; a wildcard, range or step
+    in one of these fields means "every so often", which follows real time.
     """
-    # No look-back is needed: a wall time at or before `after`'s wall reading resolves to
-    # an instant at or before `after` (first occurrences and jump instants are monotonic).
-    wall_after = after.astimezone(tz).replace(tzinfo=None, microsecond=0)
+    text = expr.strip().lower()
+    fields = _MACRO_FIELDS.get(text, text).split()
+    time_fields = fields[:3] if len(fields) == 6 else fields[:2]
+    return all(part.isdigit() for field in time_fields for part in field.split(","))
+
+
+def check_dst_repeat(dst_repeat: str, cron: str | None, every: str | None) -> DstRepeat:
+    """Validate which pass of a repeated fixed wall time fires; only fixed-time crons choose."""
+    if dst_repeat not in DST_REPEAT_CHOICES:
+        raise ScheduleError(
+            f"dst_repeat={dst_repeat!r} is not a choice: use 'first' (default), 'last' or 'both'"
+        )
+    if dst_repeat != "first" and every is not None:
+        raise ScheduleError(
+            f"dst_repeat={dst_repeat!r} applies to cron times only: every={every!r} is fixed "
+            "in absolute time and never repeats; remove dst_repeat"
+        )
+    if dst_repeat != "first" and cron is not None and not is_fixed_time(cron):
+        raise ScheduleError(
+            f"dst_repeat={dst_repeat!r} applies to fixed-time crons only: cron={cron!r} has a "
+            "wildcard, range or step in its time fields and already fires on both passes of a "
+            "repeated hour; remove dst_repeat"
+        )
+    return dst_repeat
+
+
+def next_cron_fire(
+    expr: str, tz: ZoneInfo, after: datetime, dst_repeat: DstRepeat = "first"
+) -> datetime:
+    """The first fire time strictly after `after` (aware), in UTC, by Vixie cron's DST rule.
+
+    A fixed-time cron (see is_fixed_time) fires a wall time the clock skips once, at the
+    jump (several skipped wall times collapse into that one instant), and a repeated wall
+    time on the pass(es) `dst_repeat` names. Any other cron fires at every instant whose
+    wall reading matches: both passes of a repeated hour, nothing for a skipped one.
+    """
+    fixed = is_fixed_time(expr)
+    repeat: DstRepeat = dst_repeat if fixed else "both"
+    local = after.astimezone(tz)
+    wall_after = local.replace(tzinfo=None, microsecond=0)
+    fire = _first_fire_after(expr, tz, wall_after, after, repeat, fixed)
+    if repeat != "first" and local.fold == 0 and len(_passes(wall_after, tz)) == 2:
+        # `after` lies in the first pass of a repeated hour: the second passes of wall times
+        # up to its own reading come later in real time than it, yet earlier on the wall.
+        second = _second_pass_fire(expr, tz, wall_after, after)
+        if second is not None and second < fire:
+            fire = second
+    return fire
+
+
+def _cron_walls(expr: str, start: datetime) -> croniter:
     # croniter reads 6 fields with seconds last by default; Mainspring documents the
     # common seconds-first form (Quartz, Spring), so say so explicitly.
-    it = croniter(expr, wall_after, ret_type=datetime, second_at_beginning=True)
+    return croniter(expr, start, ret_type=datetime, second_at_beginning=True)
+
+
+def _first_fire_after(
+    expr: str, tz: ZoneInfo, wall_after: datetime, after: datetime, repeat: DstRepeat, fixed: bool
+) -> datetime:
+    """Walk wall times after `wall_after`; the first with a fire instant after `after` wins.
+
+    Instants of later wall times never precede the chosen one: the first passes, the
+    second passes and the jump instants each rise with the wall time.
+    """
+    walls = _cron_walls(expr, wall_after)
     for _ in range(1_000_000):
-        wall: datetime = it.get_next(datetime)
-        fire = resolve_wall_time(wall, tz)
-        if fire > after:
-            return fire.astimezone(UTC)
+        wall: datetime = walls.get_next(datetime)
+        passes = _passes(wall, tz)
+        if passes:
+            fires = {"first": passes[:1], "last": passes[-1:], "both": passes}[repeat]
+        elif fixed:
+            fires = [_jump_instant(wall, tz)]
+        else:
+            # Skipped, and not a fixed time: nothing fires. Resume at the jump's far side
+            # rather than step through every skipped second of a per-second cron.
+            jump = _jump_instant(wall, tz).astimezone(tz)
+            landing = jump.replace(tzinfo=None) - timedelta(seconds=1)
+            walls = _cron_walls(expr, landing)
+            continue
+        later = [fire for fire in fires if fire > after]
+        if later:
+            return min(later)
     raise ScheduleError(f"cron={expr!r} never fires")  # pragma: no cover
 
 
-def resolve_wall_time(wall: datetime, tz: ZoneInfo) -> datetime:
-    """The instant a naive wall time first happens in tz (aware, in tz).
+def _second_pass_fire(
+    expr: str, tz: ZoneInfo, wall_after: datetime, after: datetime
+) -> datetime | None:
+    """The earliest second pass of a wall time from the repeat's start up to `wall_after`."""
+    first, second = _passes(wall_after, tz)
+    fall_back = _offset_change(first, second, tz)
+    repeat_start = fall_back.astimezone(tz).replace(tzinfo=None)
+    wall: datetime = _cron_walls(expr, repeat_start - timedelta(seconds=1)).get_next(datetime)
+    if wall > wall_after:
+        return None
+    fire = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    return fire if fire > after else None
 
-    A repeated wall time (fall back) is its first occurrence; a skipped one (spring
-    forward) is the instant of the jump.
-    """
-    first = wall.replace(tzinfo=tz, fold=0)
-    if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:
-        return first
-    before = first.utcoffset()
+
+def _passes(wall: datetime, tz: ZoneInfo) -> list[datetime]:
+    """The instants (UTC) a naive wall time reads in tz: one, two (repeated) or none (skipped)."""
+    found: list[datetime] = []
+    for fold in (0, 1):
+        # UTC, because aware datetimes sharing a tzinfo compare by wall reading, fold ignored.
+        instant = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+        if instant.astimezone(tz).replace(tzinfo=None) == wall and instant not in found:
+            found.append(instant)
+    return found
+
+
+def _jump_instant(wall: datetime, tz: ZoneInfo) -> datetime:
+    """The instant (UTC) the clock jumps over a skipped wall time."""
+    before = wall.replace(tzinfo=tz, fold=0).utcoffset()
     after = wall.replace(tzinfo=tz, fold=1).utcoffset()
     assert before is not None and after is not None
-    # The jump lies between the two readings of the wall time; find it by bisection.
-    low = (wall - before).replace(tzinfo=UTC)
-    high = (wall - after).replace(tzinfo=UTC)
-    low, high = min(low, high), max(low, high)
+    low = (wall - max(before, after)).replace(tzinfo=UTC)
+    high = (wall - min(before, after)).replace(tzinfo=UTC)
+    return _offset_change(low, high, tz)
+
+
+def _offset_change(low: datetime, high: datetime, tz: ZoneInfo) -> datetime:
+    """The instant in (low, high] where tz's UTC offset changes, found by bisection (UTC)."""
+    before = low.astimezone(tz).utcoffset()
     while high - low > timedelta(seconds=1):
         mid = low + (high - low) / 2
         if mid.astimezone(tz).utcoffset() == before:
             low = mid
         else:
             high = mid
-    return high.replace(microsecond=0).astimezone(tz)
+    # Transitions fall on whole seconds and low < transition <= high < low + 1 s.
+    return high.astimezone(UTC).replace(microsecond=0)
 
 
 def next_every_fire(interval: timedelta, anchor: datetime, after: datetime) -> datetime:
@@ -119,7 +225,13 @@ def next_every_fire(interval: timedelta, anchor: datetime, after: datetime) -> d
     return (anchor + steps * interval).astimezone(UTC)
 
 
-def next_timed_fire(cron: str | None, every: str | None, tz: str, after: datetime) -> datetime:
+def next_timed_fire(
+    cron: str | None,
+    every: str | None,
+    tz: str,
+    after: datetime,
+    dst_repeat: DstRepeat = "first",
+) -> datetime:
     """The first tick strictly after `after` of a cron or an interval schedule, in UTC.
 
     Interval schedules sit on a grid anchored at the Unix epoch, so they stay fixed in
@@ -129,4 +241,54 @@ def next_timed_fire(cron: str | None, every: str | None, tz: str, after: datetim
         return next_every_fire(parse_every(every), EPOCH, after)
     if cron is None:
         raise ScheduleError("give exactly one of cron= and every=, e.g. every='1m'")
-    return next_cron_fire(cron, parse_tz(tz), after)
+    return next_cron_fire(cron, parse_tz(tz), after, dst_repeat)
+
+
+def dst_note(
+    cron: str | None, tz: str, fire: datetime, dst_repeat: DstRepeat = "first"
+) -> str | None:
+    """Why DST moved or doubled a cron fire time, or None for an ordinary wall time."""
+    if cron is None:
+        return None
+    zone = parse_tz(tz)
+    local = fire.astimezone(zone)
+    wall = local.replace(tzinfo=None)
+    day = f"{wall:%Y-%m-%d}"
+    fixed = is_fixed_time(cron)
+    if len(_passes(wall, zone)) == 2:
+        which = "first" if local.fold == 0 else "second"
+        if fixed and dst_repeat != "both":
+            return (
+                f"DST repeats {wall:%H:%M} on {day}: fires on the {which} pass only "
+                f"(dst_repeat={dst_repeat!r})"
+            )
+        return f"doubled by DST: {wall:%H:%M} happens twice on {day}, this is the {which} pass"
+    before = (fire - timedelta(seconds=1)).astimezone(zone).utcoffset()
+    after = local.utcoffset()
+    if not fixed or before is None or after is None or before >= after:
+        return None
+    # The clock jumped forward at this instant: which fixed time did the jump swallow?
+    jumped_from = (fire.astimezone(UTC) + before).replace(tzinfo=None)
+    skipped: datetime = _cron_walls(cron, jumped_from - timedelta(seconds=1)).get_next(datetime)
+    if skipped >= wall:
+        return None
+    return (
+        f"moved by DST: {skipped:%H:%M} does not exist on {day} "
+        f"(clocks jump {jumped_from:%H:%M} -> {wall:%H:%M}), fires at the jump"
+    )
+
+
+def upcoming_fires(
+    cron: str | None,
+    every: str | None,
+    tz: str,
+    after: datetime,
+    count: int,
+    dst_repeat: DstRepeat = "first",
+) -> list[tuple[datetime, str | None]]:
+    """The next `count` fire times (UTC), each with its DST note (see dst_note)."""
+    fires: list[tuple[datetime, str | None]] = []
+    for _ in range(count):
+        after = next_timed_fire(cron, every, tz, after, dst_repeat)
+        fires.append((after, dst_note(cron, tz, after, dst_repeat)))
+    return fires

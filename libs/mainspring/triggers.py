@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mainspring.schedules import ScheduleError, check_cron, parse_every, parse_tz
+from mainspring.schedules import (
+    DstRepeat,
+    ScheduleError,
+    check_cron,
+    check_dst_repeat,
+    parse_every,
+    parse_tz,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,9 +40,10 @@ class TimedSpec(TriggerSpec):
     catchup: CatchUp = "latest"
     catchup_window: str | None = None
     overlap: Overlap = "skip"
+    dst_repeat: DstRepeat = "first"
 
     def check_timing(self) -> None:
-        """Exactly one of cron/every, each valid; a known tz."""
+        """Exactly one of cron/every, each valid; a known tz; dst_repeat only for fixed times."""
         if (self.cron is None) == (self.every is None):
             raise ScheduleError("give exactly one of cron= and every=, e.g. every='1m'")
         if self.cron is not None:
@@ -45,6 +53,7 @@ class TimedSpec(TriggerSpec):
         if self.catchup_window is not None:
             parse_every(self.catchup_window)
         parse_tz(self.tz)
+        check_dst_repeat(self.dst_repeat, self.cron, self.every)
 
 
 class ScheduleTrigger(TimedSpec):
@@ -88,8 +97,10 @@ def on_schedule(
     catchup: CatchUp = "latest",
     catchup_window: str | None = None,
     overlap: Overlap = "skip",
+    dst_repeat: DstRepeat = "first",
 ) -> Any:
     """Fire on a cron (5 fields, or 6 with seconds first) or an interval like '10s', '1h30m'."""
+    check_dst_repeat(dst_repeat, cron, every)  # before the model, for a one-line error
     spec = ScheduleTrigger(
         cron=cron,
         every=every,
@@ -97,6 +108,7 @@ def on_schedule(
         catchup=catchup,
         catchup_window=catchup_window,
         overlap=overlap,
+        dst_repeat=dst_repeat,
     )
     spec.check_timing()
     return spec
@@ -111,11 +123,13 @@ def on_poll(
     overlap: Overlap = "skip",
     catchup: CatchUp = "latest",
     catchup_window: str | None = None,
+    dst_repeat: DstRepeat = "first",
 ) -> Any:
     """Run `fn()` on each tick: a dict fires the routine with its keys as inputs, None skips."""
     qualname = getattr(fn, "__qualname__", "")
     if "<" in qualname or not getattr(fn, "__module__", None):
         raise ScheduleError("on_poll(fn): fn must be a module-level function, not a lambda")
+    check_dst_repeat(dst_repeat, cron, every)
     spec = PollTrigger(
         fn=f"{fn.__module__}:{qualname}",
         cron=cron,
@@ -125,6 +139,7 @@ def on_poll(
         overlap=overlap,
         catchup=catchup,
         catchup_window=catchup_window,
+        dst_repeat=dst_repeat,
     )
     spec.check_timing()
     return spec

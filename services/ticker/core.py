@@ -21,12 +21,17 @@ def next_fire(spec: TimedSpec, after: datetime) -> datetime:
     Interval schedules sit on a grid anchored at the Unix epoch, so they stay fixed in
     absolute time across restarts and DST changes.
     """
-    return next_timed_fire(spec.cron, spec.every, spec.tz, after)
+    return next_timed_fire(spec.cron, spec.every, spec.tz, after, spec.dst_repeat)
 
 
 def same_timing(old: TimedSpec, new: TimedSpec) -> bool:
     """Do two specs tick at the same instants? (Then an update keeps the armed tick.)"""
-    return (old.cron, old.every, old.tz) == (new.cron, new.every, new.tz)
+    return (old.cron, old.every, old.tz, old.dst_repeat) == (
+        new.cron,
+        new.every,
+        new.tz,
+        new.dst_repeat,
+    )
 
 
 def start_cursor(last_fired: datetime | None, defined_at: datetime) -> datetime:

@@ -11,12 +11,15 @@ import pytest
 from mainspring.schedules import (
     ScheduleError,
     check_cron,
+    is_fixed_time,
     next_cron_fire,
     next_timed_fire,
     parse_every,
     parse_tz,
+    upcoming_fires,
 )
 from mainspring.triggers import on_poll, on_schedule
+from tests.unit.fire_sequences import assert_fires_in_order
 
 
 def utc(text: str) -> datetime:
@@ -103,11 +106,11 @@ DST_TABLE = [
     # Europe/Berlin: 2025-03-30 02:00 CET -> 03:00 CEST; 2025-10-26 03:00 CEST -> 02:00 CET.
     ("Europe/Berlin", "30 2 * * *", "2025-03-29T12:00", "2025-03-30T01:00", "skipped: at the jump"),
     ("Europe/Berlin", "30 2 * * *", "2025-03-30T01:00", "2025-03-31T00:30", "then next day"),
-    ("Europe/Berlin", "*/15 * * * *", "2025-03-30T00:45", "2025-03-30T01:00", "gap collapses"),
+    ("Europe/Berlin", "*/15 * * * *", "2025-03-30T00:45", "2025-03-30T01:00", "03:00, real"),
     ("Europe/Berlin", "*/15 * * * *", "2025-03-30T01:00", "2025-03-30T01:15", "03:15 CEST"),
     ("Europe/Berlin", "30 2 * * *", "2025-10-25T12:00", "2025-10-26T00:30", "repeated: first"),
     ("Europe/Berlin", "30 2 * * *", "2025-10-26T00:30", "2025-10-27T01:30", "not twice"),
-    ("Europe/Berlin", "0 * * * *", "2025-10-26T00:00", "2025-10-26T02:00", "02:00 once, 03:00"),
+    ("Europe/Berlin", "0 * * * *", "2025-10-26T00:00", "2025-10-26T01:00", "02:00 again, CET"),
     ("Europe/Berlin", "0 0 9 * * *", "2025-03-29T12:00", "2025-03-30T07:00", "6 fields, CEST"),
     # America/New_York: 2025-03-09 02:00 EST -> 03:00 EDT; 2025-11-02 02:00 EDT -> 01:00 EST.
     ("America/New_York", "30 2 * * *", "2025-03-08T12:00", "2025-03-09T07:00", "skipped"),
@@ -122,7 +125,7 @@ DST_TABLE = [
     ("Australia/Lord_Howe", "15 2 * * *", "2025-10-04T15:30", "2025-10-05T15:15", "next day"),
     ("Australia/Lord_Howe", "45 1 * * *", "2025-04-05T00:00", "2025-04-05T14:45", "first"),
     ("Australia/Lord_Howe", "45 1 * * *", "2025-04-05T14:45", "2025-04-06T15:15", "not twice"),
-    ("Australia/Lord_Howe", "*/20 * * * *", "2025-04-05T14:40", "2025-04-05T15:30", "01:40 once"),
+    ("Australia/Lord_Howe", "*/20 * * * *", "2025-04-05T14:40", "2025-04-05T15:10", "01:40 again"),
 ]
 
 
@@ -138,28 +141,165 @@ def fires_between(expr: str, tz: str, start: str, end: str) -> list[datetime]:
     return fires
 
 
-@pytest.mark.parametrize(
-    ("tz", "day_start_utc", "day_end_utc", "half_hours"),
-    [
-        # A 23-hour day: the skipped 02:00 and 02:30 collapse into the 03:00 fire.
-        ("Europe/Berlin", "2025-03-29T23:00", "2025-03-30T22:00", 46),
-        # A 25-hour day: the repeated 02:00 and 02:30 fire once each.
-        ("Europe/Berlin", "2025-10-25T22:00", "2025-10-26T23:00", 48),
-        ("America/New_York", "2025-03-09T05:00", "2025-03-10T04:00", 46),
-        ("America/New_York", "2025-11-02T04:00", "2025-11-03T05:00", 48),
-        # Lord Howe skips 02:00-02:29 (02:00 folds into 02:30) and repeats 01:30-01:59.
-        ("Australia/Lord_Howe", "2025-10-04T13:30", "2025-10-05T13:00", 47),
-        ("Australia/Lord_Howe", "2025-04-05T13:00", "2025-04-06T13:30", 48),
-    ],
-)
-def test_dst_days_fire_each_wall_time_once(
-    tz: str, day_start_utc: str, day_end_utc: str, half_hours: int
+# Every half hour, written as explicit values: a fixed-time cron by Vixie cron's rule.
+FIXED_HALF_HOURS = "0,30 " + ",".join(str(hour) for hour in range(24)) + " * * *"
+DST_DAYS = [
+    # (tz, local midnight to midnight in UTC, real half hours, distinct fixed-time fires)
+    # A 23-hour day: the skipped 02:00 and 02:30 fold into the jump to 03:00, a listed time.
+    ("Europe/Berlin", "2025-03-29T23:00", "2025-03-30T22:00", 46, 46),
+    # A 25-hour day: the repeated 02:00 and 02:30 fire once each.
+    ("Europe/Berlin", "2025-10-25T22:00", "2025-10-26T23:00", 50, 48),
+    ("America/New_York", "2025-03-09T05:00", "2025-03-10T04:00", 46, 46),
+    ("America/New_York", "2025-11-02T04:00", "2025-11-03T05:00", 50, 48),
+    # Lord Howe skips 02:00-02:29 (02:00 folds into 02:30) and repeats 01:30-01:59.
+    ("Australia/Lord_Howe", "2025-10-04T13:30", "2025-10-05T13:00", 47, 47),
+    ("Australia/Lord_Howe", "2025-04-05T13:00", "2025-04-06T13:30", 49, 48),
+]
+
+
+@pytest.mark.parametrize(("tz", "day_start_utc", "day_end_utc", "_", "fixed_fires"), DST_DAYS)
+def test_dst_days_fire_each_fixed_wall_time_once(
+    tz: str, day_start_utc: str, day_end_utc: str, _: int, fixed_fires: int
 ) -> None:
-    fires = fires_between("*/30 * * * *", tz, day_start_utc, day_end_utc)
+    fires = fires_between(FIXED_HALF_HOURS, tz, day_start_utc, day_end_utc)
     walls = [f.astimezone(ZoneInfo(tz)).strftime("%H:%M") for f in fires]
-    assert len(fires) == half_hours
+    assert len(fires) == fixed_fires
     assert len(set(fires)) == len(fires) and fires == sorted(fires)
     assert len(set(walls)) == len(walls), "a repeated wall time fired twice"
+
+
+@pytest.mark.parametrize(("tz", "day_start_utc", "day_end_utc", "half_hours", "_"), DST_DAYS)
+def test_dst_days_follow_real_time_for_wildcard_crons(
+    tz: str, day_start_utc: str, day_end_utc: str, half_hours: int, _: int
+) -> None:
+    fires = fires_between("*/30 * * * *", tz, day_start_utc, day_end_utc)
+    assert len(fires) == half_hours
+    assert {b - a for a, b in itertools.pairwise(fires)} == {timedelta(minutes=30)}
+
+
+def local(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def assert_in_order(expr: str, tz: str, fires: list[str], dst_repeat: str = "first") -> None:
+    assert_fires_in_order(expr, tz, [local(f) for f in fires], dst_repeat)  # type: ignore[arg-type]
+
+
+# Issue 15: crons with a wildcard, range or step in the minute or hour field (and @hourly,
+# per-second crons) run on real time: both passes of a repeated hour, nothing extra at a jump.
+# Europe/Berlin: 2023-03-26 02:00 CET -> 03:00 CEST; 2023-10-29 03:00 CEST -> 02:00 CET.
+REAL_TIME_CRONS = [
+    (
+        "0 * * * *",
+        "Europe/Berlin",
+        [
+            "2023-10-29T01:00+02:00",
+            "2023-10-29T02:00+02:00",
+            "2023-10-29T02:00+01:00",
+            "2023-10-29T03:00+01:00",
+        ],
+    ),
+    (
+        "@hourly",
+        "Europe/Berlin",
+        ["2023-10-29T02:00+02:00", "2023-10-29T02:00+01:00", "2023-10-29T03:00+01:00"],
+    ),
+    (
+        "*/15 * * * *",
+        "Europe/Berlin",
+        ["2023-10-29T02:45+02:00", "2023-10-29T02:00+01:00", "2023-10-29T02:15+01:00"],
+    ),
+    (
+        "*/15 * * * *",
+        "Europe/Berlin",
+        [
+            "2023-03-26T01:30+01:00",
+            "2023-03-26T01:45+01:00",
+            "2023-03-26T03:00+02:00",
+            "2023-03-26T03:15+02:00",
+        ],
+    ),
+    (
+        "45 * * * *",
+        "Europe/Berlin",
+        ["2023-03-26T00:45+01:00", "2023-03-26T01:45+01:00", "2023-03-26T03:45+02:00"],
+    ),
+    (
+        "30 1-3 * * *",
+        "Europe/Berlin",
+        [
+            "2023-10-29T01:30+02:00",
+            "2023-10-29T02:30+02:00",
+            "2023-10-29T02:30+01:00",
+            "2023-10-29T03:30+01:00",
+            "2023-10-30T01:30+01:00",
+        ],
+    ),
+    ("30 1-3 * * *", "Europe/Berlin", ["2023-03-26T01:30+01:00", "2023-03-26T03:30+02:00"]),
+    (
+        "0 */30 * * * *",
+        "Europe/Berlin",
+        ["2023-10-29T02:30+02:00", "2023-10-29T02:00+01:00", "2023-10-29T02:30+01:00"],
+    ),
+    ("*/20 * * * * *", "Europe/Berlin", ["2023-03-26T01:59:40+01:00", "2023-03-26T03:00:00+02:00"]),
+    # croniter issue 149: Europe/London 2025-03-30 01:00 GMT -> 02:00 BST.
+    ("7 * * * *", "Europe/London", ["2025-03-30T00:07+00:00", "2025-03-30T02:07+01:00"]),
+]
+
+
+@pytest.mark.parametrize(("expr", "tz", "fires"), REAL_TIME_CRONS)
+def test_wildcard_crons_run_on_real_time(expr: str, tz: str, fires: list[str]) -> None:
+    assert_in_order(expr, tz, fires)
+
+
+# Fixed-time crons keep the wall-clock rules: a skipped time fires once at the jump, a
+# repeated time once (its first pass unless dst_repeat says otherwise).
+FIXED_TIME_CRONS = [
+    (
+        "30 2 * * *",
+        "Europe/Berlin",
+        ["2023-03-25T02:30+01:00", "2023-03-26T03:00+02:00", "2023-03-27T02:30+02:00"],
+    ),
+    (
+        "0,30 2 * * *",
+        "Europe/Berlin",
+        ["2023-03-25T02:30+01:00", "2023-03-26T03:00+02:00", "2023-03-27T02:00+02:00"],
+    ),
+    (
+        "30 2 * * *",
+        "Europe/Berlin",
+        ["2023-10-28T02:30+02:00", "2023-10-29T02:30+02:00", "2023-10-30T02:30+01:00"],
+    ),
+    ("0 30 2 * * *", "Europe/Berlin", ["2023-10-29T02:30+02:00", "2023-10-30T02:30+01:00"]),
+]
+
+
+@pytest.mark.parametrize(("expr", "tz", "fires"), FIXED_TIME_CRONS)
+def test_fixed_time_crons_keep_wall_clock_rules(expr: str, tz: str, fires: list[str]) -> None:
+    assert_in_order(expr, tz, fires)
+
+
+@pytest.mark.parametrize(
+    ("expr", "fixed"),
+    [
+        ("30 2 * * *", True),
+        ("0 9 * * MON-FRI", True),
+        ("0,30 8,12 * * *", True),
+        ("@daily", True),
+        ("@weekly", True),
+        ("0 30 2 * * *", True),
+        ("0 * * * *", False),
+        ("@hourly", False),
+        ("*/15 * * * *", False),
+        ("30 1-3 * * *", False),
+        ("0-30 2 * * *", False),
+        ("0 */2 * * *", False),
+        ("*/10 30 2 * * *", False),
+        ("0 0 */2 * * *", False),
+    ],
+)
+def test_fixed_time_means_explicit_second_minute_and_hour(expr: str, fixed: bool) -> None:
+    assert is_fixed_time(expr) is fixed
 
 
 @pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
@@ -210,3 +350,117 @@ def test_on_poll_names_its_function() -> None:
     assert spec.fn == f"{__name__}:poll_source" and spec.catchup == "skip"
     with pytest.raises(ScheduleError, match="module-level"):
         on_poll(lambda: None, every="10s")
+
+
+# dst_repeat picks the pass(es) of a repeated fixed time: Europe/Berlin 2023-10-29 repeats
+# 02:00-02:59 (first pass CEST +02:00, second CET +01:00).
+DST_REPEAT_CASES = [
+    ("first", ["2023-10-28T02:30+02:00", "2023-10-29T02:30+02:00", "2023-10-30T02:30+01:00"]),
+    ("last", ["2023-10-28T02:30+02:00", "2023-10-29T02:30+01:00", "2023-10-30T02:30+01:00"]),
+    (
+        "both",
+        [
+            "2023-10-28T02:30+02:00",
+            "2023-10-29T02:30+02:00",
+            "2023-10-29T02:30+01:00",
+            "2023-10-30T02:30+01:00",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("dst_repeat", "fires"), DST_REPEAT_CASES)
+def test_dst_repeat_picks_the_pass_of_a_repeated_fixed_time(
+    dst_repeat: str, fires: list[str]
+) -> None:
+    assert_in_order("30 2 * * *", "Europe/Berlin", fires, dst_repeat)
+
+
+@pytest.mark.parametrize("dst_repeat", ["first", "last", "both"])
+def test_dst_repeat_leaves_a_skipped_time_at_the_jump(dst_repeat: str) -> None:
+    fires = ["2023-03-25T02:30+01:00", "2023-03-26T03:00+02:00", "2023-03-27T02:30+02:00"]
+    assert_in_order("30 2 * * *", "Europe/Berlin", fires, dst_repeat)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cron": "30 2 * * *", "dst_repeat": "twice"}, "dst_repeat='twice' is not a choice"),
+        ({"every": "1h", "dst_repeat": "last"}, "applies to cron times only"),
+        ({"cron": "0 * * * *", "dst_repeat": "both"}, "applies to fixed-time crons only"),
+        ({"cron": "@hourly", "dst_repeat": "last"}, "applies to fixed-time crons only"),
+    ],
+)
+def test_dst_repeat_is_checked_at_definition(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(ScheduleError, match=message) as raised:
+        on_schedule(**kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ScheduleError, match=message):
+        on_poll(poll_source, **kwargs)  # type: ignore[arg-type]
+
+
+def test_dst_repeat_travels_with_the_trigger_definition() -> None:
+    spec = on_schedule(cron="30 2 * * *", tz="Europe/Berlin", dst_repeat="last")
+    assert type(spec).model_validate_json(spec.model_dump_json()).dst_repeat == "last"
+    assert on_schedule(every="1h").dst_repeat == "first"  # intervals are unaffected
+
+
+@pytest.mark.parametrize(
+    ("cron", "dst_repeat", "after", "fires"),
+    [
+        (
+            "30 2 * * *",
+            "first",
+            "2023-03-25T12:00",
+            [
+                (
+                    "2023-03-26T03:00+02:00",
+                    "moved by DST: 02:30 does not exist on 2023-03-26 "
+                    "(clocks jump 02:00 -> 03:00), fires at the jump",
+                ),
+                ("2023-03-27T02:30+02:00", None),
+            ],
+        ),
+        (
+            "30 2 * * *",
+            "last",
+            "2023-10-28T12:00",
+            [
+                (
+                    "2023-10-29T02:30+01:00",
+                    "DST repeats 02:30 on 2023-10-29: fires on the second pass only "
+                    "(dst_repeat='last')",
+                ),
+                ("2023-10-30T02:30+01:00", None),
+            ],
+        ),
+        (
+            "0 * * * *",
+            "first",
+            "2023-10-28T23:30",
+            [
+                (
+                    "2023-10-29T02:00+02:00",
+                    "doubled by DST: 02:00 happens twice on 2023-10-29, this is the first pass",
+                ),
+                (
+                    "2023-10-29T02:00+01:00",
+                    "doubled by DST: 02:00 happens twice on 2023-10-29, this is the second pass",
+                ),
+                ("2023-10-29T03:00+01:00", None),
+            ],
+        ),
+        # A wildcard cron loses the skipped hour outright: nothing moved, nothing to mark.
+        (
+            "45 * * * *",
+            "first",
+            "2023-03-26T00:00",
+            [("2023-03-26T01:45+01:00", None), ("2023-03-26T03:45+02:00", None)],
+        ),
+    ],
+)
+def test_upcoming_fires_mark_what_dst_moved_or_doubled(
+    cron: str, dst_repeat: str, after: str, fires: list[tuple[str, str | None]]
+) -> None:
+    got = upcoming_fires(cron, None, "Europe/Berlin", utc(after), len(fires), dst_repeat)  # type: ignore[arg-type]
+    assert got == [(local(at), note) for at, note in fires]

@@ -214,3 +214,31 @@ def test_armed_tick_fast_path_agrees_with_the_search(
     searched = due_ticks(spec, at("10:00:00"), at(now), grace=GRACE, default_window=WINDOW)
     assert plan.fire == clocks(*fire) == searched.fire
     assert plan.cursor == at(new_cursor) == searched.cursor
+
+
+@pytest.mark.parametrize(
+    ("cron", "fire"),
+    [
+        # Europe/Berlin, 2023-10-29: 03:00 CEST falls back to 02:00 CET (01:00 UTC).
+        ("0 * * * *", ["00:00", "01:00", "02:00"]),  # hourly: 02:00 CEST, 02:00 CET, 03:00
+        ("0 2 * * *", ["00:00"]),  # a fixed time: the first 02:00 only
+    ],
+)
+def test_catch_up_across_the_repeated_hour(cron: str, fire: list[str]) -> None:
+    spec = on_schedule(cron=cron, tz="Europe/Berlin", catchup="all", catchup_window="6h")
+    cursor = datetime(2023, 10, 28, 23, 30, tzinfo=UTC)
+    now = datetime(2023, 10, 29, 2, 30, tzinfo=UTC)
+    plan = due_ticks(spec, cursor, now, grace=GRACE, default_window=WINDOW)
+    expected = [datetime.fromisoformat(f"2023-10-29T{clock}+00:00") for clock in fire]
+    # Distinct nominal instants, so the two 02:00 ticks carry distinct Nats-Msg-Ids.
+    assert plan.fire == expected and len(set(plan.fire)) == len(plan.fire)
+
+
+def test_a_new_dst_repeat_rearms_the_schedule() -> None:
+    first = on_schedule(cron="30 2 * * *", tz="Europe/Berlin")
+    last = on_schedule(cron="30 2 * * *", tz="Europe/Berlin", dst_repeat="last")
+    assert not same_timing(first, last)
+    after = datetime(2023, 10, 28, 12, 0, tzinfo=UTC)
+    # The ticker's next tick follows the trigger's choice: 02:30 CEST, or 02:30 CET.
+    assert next_fire(first, after) == datetime(2023, 10, 29, 0, 30, tzinfo=UTC)
+    assert next_fire(last, after) == datetime(2023, 10, 29, 1, 30, tzinfo=UTC)
