@@ -280,15 +280,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
         raise CliError(f"no logs in {home.resolve() / 'logs'}: has `mainspring up` run here?")
     prefixed = len(paths) > 1
     width = max(len(p.stem) for p in paths)
+    # Mark the ends before printing the tails, so a line written meanwhile is not lost.
+    follower = LogFollower(paths)
+    follower.skip_to_end()
     for path in paths:
-        for line in last_lines(path, args.lines):
-            print(f"{path.stem.ljust(width)} | {line}" if prefixed else line)
+        for line in last_lines(path, args.lines, end=follower.offsets[path]):
+            print(f"{path.stem.ljust(width)} | {line}" if prefixed else line, flush=True)
     if not args.follow:
         return 0
     import watchfiles
 
-    follower = LogFollower(paths)
-    follower.skip_to_end()
     for _changes in watchfiles.watch(
         paths[0].parent, debounce=200, yield_on_timeout=True, rust_timeout=1000
     ):

@@ -38,10 +38,17 @@ def find_log(home: Path, name: str) -> Path:
     )
 
 
-def last_lines(path: Path, count: int) -> list[str]:
-    """The last count lines of a text file, read in one pass without holding it all."""
-    with path.open(errors="replace") as handle:
-        return [line.rstrip("\n") for line in deque(handle, maxlen=count)]
+def last_lines(path: Path, count: int, end: int | None = None) -> list[str]:
+    """The last count lines before byte offset end (default: all), without holding the file."""
+    kept: deque[bytes] = deque(maxlen=count)
+    read = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            if end is not None and read + len(line) > end:
+                break
+            read += len(line)
+            kept.append(line)
+    return [line.decode(errors="replace").rstrip("\n") for line in kept]
 
 
 @dataclass

@@ -41,15 +41,24 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def part_state(
-    *, alive: bool, connected: bool, restarts: int, gave_up: bool, up_running: bool
+    *,
+    alive: bool,
+    connected: bool,
+    restarts: int,
+    gave_up: bool,
+    up_running: bool,
+    bus_ready: bool = True,
 ) -> str:
-    """One word for a part: ready, starting, restarting, gave up or down."""
+    """A few words for a part: ready, starting, restarting, waiting for nats, gave up or down."""
     if gave_up:
         return "gave up"
     if not up_running:
         return "down"
     if alive and connected:
         return READY
+    if alive and not bus_ready:
+        # Its client keeps reconnecting; it is fine the moment nats-server is back.
+        return "waiting for nats"
     if restarts > 0 or not alive:
         # Dead but supervised: `up` restarts it on its next round.
         return "restarting"
@@ -99,6 +108,7 @@ def collect_status(settings: Settings, now: float | None = None) -> dict[str, An
     up_running = pid_alive(up_pid) and state.get("state") != "stopping"
     monitor_url = str(state.get("monitor_url") or "")
     connected = connected_pids(monitor_url) if up_running else set()
+    bus_ready = up_running and http_get(f"{monitor_url}/healthz") is not None
     parts = []
     for part in state.get("parts") or []:
         if not isinstance(part, dict):
@@ -107,7 +117,7 @@ def collect_status(settings: Settings, now: float | None = None) -> dict[str, An
         alive = pid_alive(pid)
         name = str(part.get("name"))
         if name == "nats-server":
-            reachable = alive and http_get(f"{monitor_url}/healthz") is not None
+            reachable = alive and bus_ready
         elif name == "web":
             reachable = alive and http_get(f"{state.get('web_url')}/") is not None
         else:
@@ -122,6 +132,7 @@ def collect_status(settings: Settings, now: float | None = None) -> dict[str, An
                     restarts=int(part.get("restarts") or 0),
                     gave_up=bool(part.get("gave_up")),
                     up_running=up_running,
+                    bus_ready=bus_ready,
                 ),
                 "uptime_s": round(now - started, 1) if alive and started else None,
             }

@@ -54,19 +54,27 @@ def test_describe_exit(returncode: int, words: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("alive", "connected", "restarts", "gave_up", "up_running", "state"),
+    ("alive", "connected", "restarts", "gave_up", "up_running", "bus_ready", "state"),
     [
-        (True, True, 0, False, True, "ready"),
-        (True, False, 0, False, True, "starting"),
-        (True, False, 2, False, True, "restarting"),
-        (False, False, 0, False, True, "restarting"),
-        (True, True, 1, False, True, "ready"),
-        (False, False, 6, True, True, "gave up"),
-        (True, True, 0, False, False, "down"),
+        (True, True, 0, False, True, True, "ready"),
+        (True, False, 0, False, True, True, "starting"),
+        (True, False, 2, False, True, True, "restarting"),
+        (False, False, 0, False, True, True, "restarting"),
+        (True, True, 1, False, True, True, "ready"),
+        (True, False, 0, False, True, False, "waiting for nats"),
+        (False, False, 0, False, True, False, "restarting"),
+        (False, False, 6, True, True, True, "gave up"),
+        (True, True, 0, False, False, True, "down"),
     ],
 )
 def test_part_state(
-    alive: bool, connected: bool, restarts: int, gave_up: bool, up_running: bool, state: str
+    alive: bool,
+    connected: bool,
+    restarts: int,
+    gave_up: bool,
+    up_running: bool,
+    bus_ready: bool,
+    state: str,
 ) -> None:
     assert (
         part_state(
@@ -75,6 +83,7 @@ def test_part_state(
             restarts=restarts,
             gave_up=gave_up,
             up_running=up_running,
+            bus_ready=bus_ready,
         )
         == state
     )
@@ -166,6 +175,7 @@ def test_last_lines_and_follower_hand_out_whole_new_lines(tmp_path: Path) -> Non
     log = tmp_path / "runner.log"
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert last_lines(log, 2) == ["line 98", "line 99"]
+    assert last_lines(log, 2, end=len("line 0\nline 1\nline 2\n") + 3) == ["line 1", "line 2"]
 
     follower = LogFollower([log])
     follower.skip_to_end()
