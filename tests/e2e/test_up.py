@@ -285,3 +285,46 @@ async def test_up_detach_then_logs_and_down(up: Up) -> None:
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_up_gives_up_on_a_bus_that_keeps_dying_and_exits_non_zero(up: Up) -> None:
+    up.start("--web-port", "0")
+    await up.ready()
+    service_pids = [int(p["pid"]) for p in up.state()["parts"] if p["name"] != "nats-server"]
+    assert up.process is not None
+
+    kills = 0
+    while up.process.poll() is None and kills < 10:
+        nats_pid = up.part_pid("nats-server")
+        os.kill(nats_pid, signal.SIGKILL)
+        kills += 1
+
+        async def restarted_or_given_up(killed: int = nats_pid) -> bool:
+            assert up.process is not None
+            if up.process.poll() is not None:
+                return True
+            return not pid_alive(killed) and up.part_pid("nats-server") != killed
+
+        await eventually(
+            restarted_or_given_up, timeout=30, what="a restart of nats-server, or up giving up"
+        )
+
+    assert up.process.wait(timeout=60) == 1, up.output()
+    assert kills == 6  # five restarts, then the sixth death within a minute is one too many
+    output = up.output()
+    assert output.count("nats-server died (signal SIGKILL); restarting it") == 5
+    assert "gave up on nats-server: it died 6 times within 60s (last: signal SIGKILL)" in output
+    assert "the bus cannot be kept up" in output
+    _wait_gone(service_pids, 20)
+
+
+def test_up_refuses_a_nats_port_in_use(up: Up) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = up.cli("up", "--nats-port", str(port), "--web-port", "0", timeout=60)
+    assert result.returncode == 1
+    assert f"port {port} is taken" in result.stderr
