@@ -179,8 +179,9 @@ def up_detached(args: argparse.Namespace) -> int:
     if process.poll() is not None or current.get("pid") != process.pid:
         if process.poll() is None:
             process.kill()
-        tail = "\n".join(last_lines(log_path, 10))
-        raise CliError(f"mainspring up did not start; its log {log_path} ends with:\n{tail}")
+        said = [line for line in last_lines(log_path, 20) if line.strip()]
+        reason = said[-1].removeprefix("mainspring: error: ") if said else "no answer in time"
+        raise RuntimeError(f"mainspring up did not start ({reason}); see {log_path}")
     page = f", web page {current['web_url']}" if current.get("web_url") else ""
     print(
         f"mainspring is up in the background (pid {process.pid}): NATS {current['nats_url']}"

@@ -326,5 +326,9 @@ def test_up_refuses_a_nats_port_in_use(up: Up) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = up.cli("up", "--nats-port", str(port), "--web-port", "0", timeout=60)
+        detached = up.cli("up", "--detach", "--nats-port", str(port), "--web-port", "0")
     assert result.returncode == 1
     assert f"port {port} is taken" in result.stderr
+    assert detached.returncode == 1
+    assert "did not start" in detached.stderr and f"port {port} is taken" in detached.stderr
+    assert len(detached.stderr.strip().splitlines()) == 1
