@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import importlib.metadata
 import json
@@ -156,6 +157,20 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+def end_with_parent() -> None:
+    """In a child before exec: get SIGTERM when `up` dies, however it dies (Linux only).
+
+    Without this, a SIGKILLed `up` leaves its services and nats-server running unsupervised,
+    holding the home's store and a port no state file names any more.
+    """
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 @dataclass
 class Child:
     """A supervised process (nats-server, a service, the web page) with its restart history."""
@@ -182,6 +197,7 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=end_with_parent,
             )
         self.started_at = time.time()
 

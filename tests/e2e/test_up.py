@@ -332,3 +332,20 @@ def test_up_refuses_a_nats_port_in_use(up: Up) -> None:
     assert detached.returncode == 1
     assert "did not start" in detached.stderr and f"port {port} is taken" in detached.stderr
     assert len(detached.stderr.strip().splitlines()) == 1
+
+
+async def test_a_killed_up_takes_its_parts_with_it(up: Up) -> None:
+    up.start("--web-port", "0")
+    await up.ready()
+    state = up.state()
+    pids = [int(p["pid"]) for p in state["parts"]]
+    nats_port = int(state["nats_url"].rsplit(":", 1)[1])
+    assert up.process is not None
+
+    up.process.kill()
+
+    assert up.process.wait(timeout=10) == -signal.SIGKILL
+    _wait_gone(pids, 20)
+    assert port_is_free(nats_port)
+    status = up.cli("status")
+    assert status.returncode == 1 and "not up" in status.stdout
