@@ -157,6 +157,9 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
 def end_with_parent() -> None:
     """In a child before exec: get SIGTERM when `up` dies, however it dies (Linux only).
 
@@ -166,9 +169,6 @@ def end_with_parent() -> None:
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -181,7 +181,7 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    restarts: list[float] = field(default_factory=list)
+    restart_times: list[float] = field(default_factory=list)  # monotonic, for the policy
     restart_count: int = 0
     restart_at: float | None = None
     last_exit: str | None = None
@@ -380,7 +380,7 @@ class System:
             if part.restart_at is None:
                 changed = True
                 part.last_exit = describe_exit(part.process.returncode)
-                delay = restart_delay(part.restarts, now, self.policy)
+                delay = restart_delay(part.restart_times, now, self.policy)
                 if delay is None:
                     self._give_up(part)
                     continue
@@ -393,7 +393,7 @@ class System:
                 )
             if part.restart_at <= now:
                 part.restart_at = None
-                part.restarts.append(now)
+                part.restart_times.append(now)
                 part.restart_count += 1
                 part.start()
                 changed = True
