@@ -100,6 +100,8 @@ def with_client(
 def cmd_up(args: argparse.Namespace) -> int:
     from mainspring.up import AlreadyUp, System
 
+    if args.detach:
+        return up_detached(args)
     web_port = None if args.web_port == 0 else args.web_port
     system = System(Settings(), runners=args.runners, nats_port=args.nats_port, web_port=web_port)
     stopping = False
@@ -121,13 +123,182 @@ def cmd_up(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        while not stopping:
+        while not stopping and system.failure is None:
             system.supervise_once()
             time.sleep(0.5)
     finally:
         print("mainspring: stopping services...", flush=True)
         system.stop()
         print("mainspring: stopped", flush=True)
+    if system.failure is not None:
+        print(f"mainspring: error: {system.failure}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    return 0
+
+
+def up_detached(args: argparse.Namespace) -> int:
+    """Start `up` in its own session with its output in the home's logs; return once it is up."""
+    import os
+    import subprocess
+
+    from mainspring.service_logs import last_lines, logs_folder
+    from mainspring.status import pid_alive, read_up_state, wait_until
+
+    settings = Settings()
+    state = read_up_state(settings)
+    if state is not None and pid_alive(int(state.get("pid") or 0)):
+        raise CliError(
+            f"mainspring is already up in {settings.home.resolve()} (pid {state['pid']}): "
+            "use it, or stop it with `mainspring down`"
+        )
+    log_path = logs_folder(settings.home) / "up.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mainspring", "up", "--runners", str(args.runners)]
+    command += ["--web-port", str(args.web_port)]
+    if args.nats_port is not None:
+        command += ["--nats-port", str(args.nats_port)]
+    env = {**os.environ, "MAINSPRING_HOME": str(settings.home.resolve())}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def settled() -> bool:
+        current = read_up_state(settings) or {}
+        return process.poll() is not None or (
+            current.get("pid") == process.pid and current.get("state") == "up"
+        )
+
+    wait_until(settled, args.start_timeout)
+    current = read_up_state(settings) or {}
+    if process.poll() is not None or current.get("pid") != process.pid:
+        if process.poll() is None:
+            process.kill()
+        said = [line for line in last_lines(log_path, 20) if line.strip()]
+        reason = said[-1].removeprefix("mainspring: error: ") if said else "no answer in time"
+        raise RuntimeError(f"mainspring up did not start ({reason}); see {log_path}")
+    page = f", web page {current['web_url']}" if current.get("web_url") else ""
+    print(
+        f"mainspring is up in the background (pid {process.pid}): NATS {current['nats_url']}"
+        f"{page}, home {current['home']}, logs in {log_path.parent}. "
+        "`mainspring status` shows it, `mainspring down` stops it.",
+        flush=True,
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mainspring.status import collect_status, everything_ready
+
+    status = collect_status(Settings())
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print_status(status)
+    return 0 if everything_ready(status) else EXIT_FAILED
+
+
+def print_status(status: dict[str, Any]) -> None:
+    """The status of every part as a table, with where the system lives above it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if not status.get("parts"):
+        console.print(f"mainspring is not up in {status['home']}: start it with `mainspring up`")
+        return
+    versions = ", ".join(f"{k} {v}" for k, v in (status.get("versions") or {}).items())
+    uptime = status.get("uptime_s")
+    console.print(
+        f"mainspring {status['state']} (pid {status.get('pid')}"
+        f"{f', up {format_seconds(uptime)}' if uptime is not None else ''})\n"
+        f"home      {status.get('home')}\nNATS      {status.get('nats_url')}\n"
+        f"database  {status.get('database')}\nweb       {status.get('web_url') or '-'}\n"
+        f"versions  {versions}"
+    )
+    if status.get("failure"):
+        console.print(f"failure   {status['failure']}")
+    grid = Table(box=None, header_style="bold")
+    for column in ("part", "state", "pid", "uptime", "restarts", "detail"):
+        grid.add_column(column.upper())
+    for part in status["parts"]:
+        detail = part.get("gave_up") or (
+            f"last exit: {part['last_exit']}" if part.get("last_exit") else ""
+        )
+        grid.add_row(
+            str(part["name"]),
+            str(part["state"]),
+            str(part.get("pid") or "-"),
+            format_seconds(part.get("uptime_s")),
+            str(part.get("restarts", 0)),
+            detail,
+        )
+    console.print(grid)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """An uptime as `3h04m`, `4m07s` or `12s`."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from mainspring.status import stop_system
+
+    settings = Settings()
+    forced = stop_system(settings, timeout_s=args.timeout)
+    home = settings.home.resolve()
+    if forced:
+        print(
+            f"mainspring in {home} did not stop within {args.timeout:g}s: killed it and its parts",
+            flush=True,
+        )
+    else:
+        print(f"mainspring in {home} stopped", flush=True)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from mainspring.service_logs import LogFollower, NoSuchLog, find_log, last_lines, log_files
+
+    home = Settings().home
+    try:
+        paths = [find_log(home, args.service)] if args.service else list(log_files(home).values())
+    except NoSuchLog as exc:
+        raise CliError(str(exc)) from None
+    if not paths:
+        raise CliError(f"no logs in {home.resolve() / 'logs'}: has `mainspring up` run here?")
+    prefixed = len(paths) > 1
+    width = max(len(p.stem) for p in paths)
+    # Mark the ends before printing the tails, so a line written meanwhile is not lost.
+    follower = LogFollower(paths)
+    follower.skip_to_end()
+    for path in paths:
+        for line in last_lines(path, args.lines, end=follower.offsets[path]):
+            print(f"{path.stem.ljust(width)} | {line}" if prefixed else line, flush=True)
+    if not args.follow:
+        return 0
+    import watchfiles
+
+    for _changes in watchfiles.watch(
+        paths[0].parent, debounce=200, yield_on_timeout=True, rust_timeout=1000
+    ):
+        if not args.service:
+            # A part started after `logs` began (a restarted runner replica) gets followed too.
+            follower.paths = list(log_files(home).values())
+        for path, line in follower.new_lines():
+            print(f"{path.stem.ljust(width)} | {line}" if prefixed else line, flush=True)
     return 0
 
 
@@ -784,7 +955,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--web-port", type=int, default=8765, help="port of the web page (0: no web page)"
     )
+    up.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background, output in HOME/logs/up.log; `mainspring down` stops it",
+    )
+    up.add_argument(
+        "--start-timeout",
+        type=float,
+        default=60.0,
+        help="with --detach: seconds to wait for the system to come up (default 60)",
+    )
     up.set_defaults(func=cmd_up)
+    add_supervisor_commands(commands)
 
     service = commands.add_parser(
         "service", help="run one service alone against MAINSPRING_NATS_URL"
@@ -967,6 +1150,32 @@ def add_dataset_commands(commands: Any) -> None:
     show.add_argument("--limit", type=int, default=50)
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=dataset_command(dataset_show))
+
+
+def add_supervisor_commands(commands: Any) -> None:
+    """`mainspring status|down|logs`: look after a system started by `up`."""
+    status = commands.add_parser(
+        "status", help="every part of the system `up` runs: pid, uptime, restarts, readiness"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+    down = commands.add_parser("down", help="stop the system `up` runs in this home")
+    down.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for a graceful stop before killing (default 30)",
+    )
+    down.set_defaults(func=cmd_down)
+    logs = commands.add_parser("logs", help="the logs of the services `up` runs")
+    logs.add_argument(
+        "service", nargs="?", help="one part (e.g. dispatcher, runner, nats-server); default all"
+    )
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "--lines", "-n", type=int, default=50, help="lines to show first (default 50)"
+    )
+    logs.set_defaults(func=cmd_logs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -88,7 +88,14 @@ class Client:
     async def connect(cls, settings: Settings | None = None) -> Client:
         """Connect using settings (env, or the running `mainspring up`)."""
         settings = settings or Settings()
-        nc = await connect(settings.resolved_nats_url(), name="mainspring-client")
+        # Reconnect for as long as it takes: a restarted nats-server (under `up`, or a
+        # deployment's rolling restart) must not leave a long-lived client (the web page) dead.
+        nc = await connect(
+            settings.resolved_nats_url(),
+            name="mainspring-client",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+        )
         client = cls(nc, settings)
         await ensure_bus(client.js, settings.duplicate_window_s, settings.stream_replicas)
         return client

@@ -68,6 +68,14 @@ class RetryLaterMiddleware(BaseMiddleware):
             raise NackMessage(delay=RETRY_DELAY_S) from exc
 
 
+async def _log_disconnected() -> None:
+    log.warning("lost the connection to NATS; reconnecting until it is back")
+
+
+async def _log_reconnected() -> None:
+    log.warning("reconnected to NATS")
+
+
 def build_broker(settings: Settings, service: str) -> NatsBroker:
     """A broker that reconnects forever: services outlive NATS restarts."""
     return NatsBroker(
@@ -75,6 +83,9 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
         name=instance_name(service),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        # The log says when the bus went away and came back, so a gap in work is explained.
+        disconnected_cb=_log_disconnected,
+        reconnected_cb=_log_reconnected,
         logger=log,
         # Per-message receive/process lines are debug detail, not service health.
         log_level=logging.DEBUG,
