@@ -8,12 +8,14 @@ Spark or Polars wrote there is watched just like one made with `mainspring datas
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +26,8 @@ from deltalake.exceptions import DeltaError, SchemaMismatchError, TableNotFoundE
 from mainspring import deltalog
 from mainspring.settings import Settings
 from mainspring.triggers import DatasetEvent
+
+log = logging.getLogger("mainspring.datasets")
 
 
 class DatasetError(ValueError):
@@ -333,7 +337,7 @@ def info(name: str, root: str | None = None) -> DatasetInfo:
         name=name,
         uri=table.table_uri,
         version=table.version(),
-        rows=table.count(),
+        rows=table_records(table, root, name),
         columns=[f"{f.name}:{f.type}" for f in _arrow_schema(table)],
     )
 
@@ -352,7 +356,11 @@ def history(name: str, root: str | None = None) -> list[VersionInfo]:
     fs, base = deltalog.filesystem(root)
     versions = []
     for version in reversed(deltalog.log_versions(fs, base, name)):
-        commit = deltalog.read_commit(fs, base, name, version)
+        try:
+            commit = deltalog.read_commit(fs, base, name, version)
+        except deltalog.UnreadableCommit as exc:
+            versions.append(VersionInfo(version, None, exc.reason, "unreadable", 0, 0, 0, 0, None))
+            continue
         if commit is None:
             continue
         versions.append(
@@ -366,7 +374,7 @@ def history(name: str, root: str | None = None) -> list[VersionInfo]:
                 operation=commit.operation
                 + (f" ({commit.parameters['mode']})" if commit.parameters.get("mode") else ""),
                 kind=commit.kind,
-                added_rows=commit.added_records,
+                added_rows=_added_rows(fs, base, name, commit),
                 added_files=len(commit.added),
                 removed_files=len(commit.removed_paths),
                 hop=commit.hop,
@@ -376,6 +384,14 @@ def history(name: str, root: str | None = None) -> list[VersionInfo]:
     return versions
 
 
+def _added_rows(fs: Any, base: str, name: str, commit: deltalog.Commit) -> int:
+    try:
+        return deltalog.count_added_records(fs, base, name, commit)
+    except OSError:
+        # A data file already vacuumed away: the log's own figures are all that is left.
+        return commit.added_records or 0
+
+
 def current_state(name: str, root: str | None = None) -> tuple[int, int] | None:
     """(version, row count) of a dataset now, or None when it does not exist yet."""
     root = root or default_root()
@@ -383,7 +399,7 @@ def current_state(name: str, root: str | None = None) -> tuple[int, int] | None:
     if not DeltaTable.is_deltatable(uri):
         return None
     table = DeltaTable(uri)
-    return table.version(), table.count()
+    return table.version(), table_records(table, root, name)
 
 
 # --- the rows of an append event ---------------------------------------------------------------
@@ -393,18 +409,32 @@ def appended_files(
     root: str, name: str, from_version: int, to_version: int
 ) -> list[deltalog.AddedFile]:
     """The data files added by append versions in (from_version, to_version], in commit order."""
+    return [
+        f for _, files in _appended_by_version(root, name, from_version, to_version) for f in files
+    ]
+
+
+def _appended_by_version(
+    root: str, name: str, from_version: int, to_version: int
+) -> list[tuple[int, list[deltalog.AddedFile]]]:
     fs, base = deltalog.filesystem(root)
-    files: list[deltalog.AddedFile] = []
+    appends: list[tuple[int, list[deltalog.AddedFile]]] = []
     for version in range(from_version + 1, to_version + 1):
-        commit = deltalog.read_commit(fs, base, name, version)
+        try:
+            commit = deltalog.read_commit(fs, base, name, version)
+        except deltalog.UnreadableCommit as exc:
+            # The watcher announced it as unreadable, never as an append: its rows were
+            # never counted, so the event leaves them out rather than failing the run.
+            log.warning("dataset %s %s; its rows are left out", name, exc)
+            continue
         if commit is None:
             raise DatasetError(
                 f"dataset {name!r} has no version {version} in its log under {root}: was it "
                 "removed, or does MAINSPRING_DATASET_ROOT point elsewhere?"
             )
         if commit.kind == "append":
-            files.extend(commit.added)
-    return files
+            appends.append((version, commit.added))
+    return appends
 
 
 def iter_appended(
@@ -434,11 +464,76 @@ def _file_batches(
     root: str, name: str, from_version: int, to_version: int, batch_size: int
 ) -> Iterator[pa.RecordBatch]:
     fs, base = deltalog.filesystem(root)
-    for added in appended_files(root, name, from_version, to_version):
-        path = f"{base}/{name}/{_unquote(added.path)}"
-        with fs.open_input_file(path) as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_size):
-                yield _with_partition_values(batch, added.partition_values)
+    for version, files in _appended_by_version(root, name, from_version, to_version):
+        masks = (
+            _deletion_masks(root, name, version) if any(f.deleted_records for f in files) else {}
+        )
+        for added in files:
+            path = deltalog.data_file_path(base, name, added.path)
+            keep = _mask_of(masks, added.path)
+            offset = 0
+            with fs.open_input_file(path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_size):
+                    rows = batch.num_rows
+                    if keep is not None:
+                        batch = batch.filter(_keep_slice(keep, offset, rows))
+                    offset += rows
+                    yield _with_partition_values(batch, added.partition_values)
+
+
+def _deletion_masks(root: str, name: str, version: int) -> dict[str, list[bool]]:
+    """Keep masks (True = row kept) of the files with deletion vectors, as of one version.
+
+    Read through deltalake at the append's own version, so rows deleted by a later version
+    are still delivered: the event is what that version appended.
+    """
+    table = DeltaTable(deltalog.table_uri(root, name), version=version)
+    masks: dict[str, list[bool]] = {}
+    for batch in table.deletion_vectors():
+        arrow = pa.record_batch(batch)
+        paths = arrow.column("filepath").to_pylist()
+        vectors = arrow.column("selection_vector").to_pylist()
+        for file_uri, keep in zip(paths, vectors, strict=True):
+            masks[unquote(str(file_uri))] = list(keep)
+    return masks
+
+
+def _mask_of(masks: dict[str, list[bool]], path: str) -> list[bool] | None:
+    suffix = "/" + unquote(path).lstrip("/")
+    for file_uri, keep in masks.items():
+        if file_uri.endswith(suffix) or file_uri == unquote(path):
+            return keep
+    return None
+
+
+def _keep_slice(keep: list[bool], offset: int, rows: int) -> pa.Array:
+    # Rows past the end of a selection vector were never deleted.
+    window = keep[offset : offset + rows]
+    return pa.array(window + [True] * (rows - len(window)), pa.bool_())
+
+
+def table_records(
+    table: DeltaTable, root: str, name: str, footer_cache: dict[str, int] | None = None
+) -> int:
+    """Rows in a table at its loaded version: per file from the stats, else the parquet
+    footer, less the rows its deletion vector removes. No data pages are read."""
+    fs, base = deltalog.filesystem(root)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    cache = footer_cache if footer_cache is not None else {}
+    total = 0
+    for path, records in zip(
+        actions.column("path").to_pylist(), actions.column("num_records").to_pylist(), strict=True
+    ):
+        if records is None:
+            if path not in cache:
+                cache[path] = deltalog.footer_records(fs, base, name, str(path))
+            records = cache[path]
+        total += int(records)
+    if "deletionVectors" in (table.protocol().reader_features or []):
+        for batch in table.deletion_vectors():
+            for keep in pa.record_batch(batch).column("selection_vector").to_pylist():
+                total -= sum(1 for kept in keep if not kept)
+    return max(0, total)
 
 
 def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
@@ -451,12 +546,6 @@ def _with_partition_values(batch: pa.RecordBatch, values: dict[str, str | None])
         if column not in batch.schema.names:
             batch = batch.append_column(column, pa.array([value] * batch.num_rows, pa.string()))
     return batch
-
-
-def _unquote(path: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(path)
 
 
 def dataset_event(root: str, event: dict[str, Any], batch_size: int = 1024) -> DatasetEvent:

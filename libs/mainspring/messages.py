@@ -71,6 +71,23 @@ class DatasetAppended(Message):
         return f"dataset:{self.dataset}:{self.from_version}:{self.to_version}"
 
 
+class DatasetVersionsUnreadable(Message):
+    """Versions (from_version, to_version] of a dataset could not be read and are skipped.
+
+    Parked on the dead-letter subject of `dataset.appended`, so an operator sees why their
+    rows never fired while later versions keep flowing.
+    """
+
+    dataset: str = Field(min_length=1)
+    from_version: int = Field(ge=-1)
+    to_version: int = Field(ge=0)
+    reason: str
+
+    def message_id(self) -> str:
+        """Reports one skipped range once, across restarts."""
+        return f"dataset-unreadable:{self.dataset}:{self.from_version}:{self.to_version}"
+
+
 class SubmitRun(Message):
     """Ask the dispatcher to start a routine now (CLI, SDK or API)."""
 
