@@ -302,10 +302,12 @@ def classify(commit: Commit) -> VersionKind:
         return "append"
     if commit.rearranged_files:
         return "compaction"
-    if commit.has_protocol or commit.version == 0:
+    if commit.version == 0 or (commit.has_metadata and "TABLE" in commit.operation):
         return "create"
     if commit.has_metadata:
         return "schema"
+    if commit.has_protocol:
+        return "properties"
     if not commit.operation or _is_write(commit):
         return "empty"
     return "other"
