@@ -177,7 +177,15 @@ def _open(name: str, root: str) -> DeltaTable:
     uri = deltalog.table_uri(root, check_name(name))
     try:
         return DeltaTable(uri)
-    except (TableNotFoundError, DeltaError, OSError):
+    except (TableNotFoundError, DeltaError, OSError) as exc:
+        fs, base = deltalog.filesystem(root)
+        if deltalog.log_versions(fs, base, name):
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DatasetError(
+                f"dataset {name!r} has a commit log that deltalake cannot load ({first}): "
+                f"`mainspring dataset show {name}` names the unreadable version; rewrite it "
+                "with the engine that wrote it"
+            ) from None
         raise DatasetError(
             f"dataset {name!r} does not exist under {root}: create it with "
             f"`mainspring dataset create {name} --schema 'id:int64,text:string'`"
@@ -352,8 +360,9 @@ def list_datasets(root: str | None = None) -> list[DatasetInfo]:
 def history(name: str, root: str | None = None) -> list[VersionInfo]:
     """Every version still in the log, newest first, with operation and row counts."""
     root = root or default_root()
-    _open(name, root)
     fs, base = deltalog.filesystem(root)
+    if not deltalog.log_versions(fs, base, check_name(name)):
+        _open(name, root)  # says the dataset does not exist, and how to create it
     versions = []
     for version in reversed(deltalog.log_versions(fs, base, name)):
         try:
