@@ -23,6 +23,8 @@ class DatasetCursor(BaseModel):
     pending_parent_run_id: str | None = None
     # Table rows at fired_version (from the commit log), the base of added_fraction.
     base_records: int | None = None
+    # The table the versions belong to (its metaData.id), once an announcement named it.
+    table_id: str | None = None
 
 
 def cursor_key(routine: str) -> str:

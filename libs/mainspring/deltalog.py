@@ -126,6 +126,8 @@ class Commit:
     rearranged_files: int = 0
     has_protocol: bool = False
     has_metadata: bool = False
+    # metaData.id: a table deleted and created again under the same name gets a new one.
+    table_id: str | None = None
 
     @property
     def kind(self) -> VersionKind:
@@ -188,6 +190,7 @@ def parse_commit(version: int, text: bytes | str) -> Commit:
     removed: list[str] = []
     rearranged = 0
     has_protocol = has_metadata = False
+    table_id: str | None = None
     try:
         lines = text.decode() if isinstance(text, bytes) else text
     except UnicodeDecodeError:
@@ -219,6 +222,9 @@ def parse_commit(version: int, text: bytes | str) -> Commit:
             has_protocol = True
         elif "metaData" in action:
             has_metadata = True
+            metadata = action["metaData"]
+            if isinstance(metadata, dict) and isinstance(metadata.get("id"), str):
+                table_id = metadata["id"]
     parameters = info.get("operationParameters")
     metrics = info.get("operationMetrics")
     return Commit(
@@ -233,6 +239,7 @@ def parse_commit(version: int, text: bytes | str) -> Commit:
         rearranged_files=rearranged,
         has_protocol=has_protocol,
         has_metadata=has_metadata,
+        table_id=table_id,
     )
 
 

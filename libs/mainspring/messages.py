@@ -56,6 +56,9 @@ class DatasetAppended(Message):
     parent_run_id: str | None = None
     # Rows in the table at to_version (from the commit log's stats); the base of added_fraction.
     table_records: int | None = Field(default=None, ge=0)
+    # The table's metaData.id: versions restart at 0 when a dataset is deleted and created
+    # again under the same name, and this tells the new table's versions from the old one's.
+    table_id: str | None = None
 
     @model_validator(mode="after")
     def _range_not_empty(self) -> DatasetAppended:
@@ -67,8 +70,9 @@ class DatasetAppended(Message):
         return self
 
     def message_id(self) -> str:
-        """Deduplicates one announced version range."""
-        return f"dataset:{self.dataset}:{self.from_version}:{self.to_version}"
+        """Deduplicates one announced version range (of one table, when it is known)."""
+        table = f"@{self.table_id}" if self.table_id else ""
+        return f"dataset:{self.dataset}{table}:{self.from_version}:{self.to_version}"
 
 
 class DatasetVersionsUnreadable(Message):

@@ -10,7 +10,11 @@ from mainspring.messages import DatasetAppended, DatasetVersionsUnreadable
 
 
 def announcement(
-    dataset: str, commit: Commit, added_records: int, table_records: int | None
+    dataset: str,
+    commit: Commit,
+    added_records: int,
+    table_records: int | None,
+    table_id: str | None = None,
 ) -> DatasetAppended | None:
     """The `dataset.appended` for one version, or None when the version is not an append.
 
@@ -28,6 +32,7 @@ def announcement(
         hop=commit.hop,
         parent_run_id=commit.run_id,
         table_records=table_records,
+        table_id=table_id,
     )
 
 
@@ -49,6 +54,12 @@ def datasets_in(paths: Iterable[str], base: str) -> set[str]:
         if len(relative.parts) >= 1 and DATASET_NAME.match(relative.parts[0]):
             found.add(relative.parts[0])
     return found
+
+
+def recreated(known_table: str | None, current_table: str | None) -> bool:
+    """Was the dataset deleted and created again since its versions were last read? Version 0
+    of the table now in its folder names another table than the one read before."""
+    return known_table is not None and current_table is not None and known_table != current_table
 
 
 def unreadable(dataset: str, version: int, reason: str) -> DatasetVersionsUnreadable:

@@ -30,6 +30,11 @@ def seen_key(dataset: str) -> str:
     return f"seen.{dataset}"
 
 
+def table_key(dataset: str) -> str:
+    """The watcher-bucket key of the table (metaData.id) whose versions `seen` counts."""
+    return f"table.{dataset}"
+
+
 class Watcher:
     """Follows every dataset's commit log and publishes `dataset.appended` for appends."""
 
@@ -56,6 +61,38 @@ class Watcher:
             except (KeyNotFoundError, NotFoundError):
                 self.seen[dataset] = -1
         return self.seen[dataset]
+
+    def table_identity(self, dataset: str) -> str | None:
+        """The metaData.id in version 0 of the table now in the dataset's folder (None when
+        version 0 is gone from the log or cannot be read)."""
+        try:
+            first = deltalog.read_commit(self.fs, self.base, dataset, 0)
+        except deltalog.UnreadableCommit:
+            return None
+        return first.table_id if first is not None else None
+
+    async def follow_table(self, dataset: str, identity: str | None) -> None:
+        """Start again from version 0 when the dataset was deleted and created again."""
+        assert self.kv is not None
+        try:
+            known = (await self.kv.get(table_key(dataset))).value
+        except (KeyNotFoundError, NotFoundError):
+            known = None
+        known_table = known.decode() if known else None
+        if core.recreated(known_table, identity):
+            log.warning(
+                "%s was deleted and created again (table %s, before %s): reading the new "
+                "table from version 0",
+                dataset,
+                identity,
+                known_table,
+            )
+            self.tables.pop(dataset, None)
+            self.footer_records.pop(dataset, None)
+            # Seen is reset before the new identity is stored: a crash in between resets again.
+            await self.mark_seen(dataset, -1)
+        if identity is not None and identity != known_table:
+            await self.kv.put(table_key(dataset), identity.encode())
 
     async def mark_seen(self, dataset: str, version: int) -> None:
         """Remember a processed version (after its announcement is on the stream)."""
@@ -98,6 +135,8 @@ class Watcher:
         """Process every version after the last seen one, in order, one announcement each."""
         lock = self.locks.setdefault(dataset, asyncio.Lock())
         async with lock:
+            identity = await asyncio.to_thread(self.table_identity, dataset)
+            await self.follow_table(dataset, identity)
             seen = await self.last_seen(dataset)
             while True:
                 version = seen + 1
@@ -115,7 +154,7 @@ class Watcher:
                 records = None
                 if commit.kind == "append":
                     records = await asyncio.to_thread(self.table_records, dataset, version)
-                appended = core.announcement(dataset, commit, added_records, records)
+                appended = core.announcement(dataset, commit, added_records, records, identity)
                 if appended is not None:
                     # Published before the version is marked seen: a crash in between
                     # republishes it with the same Nats-Msg-Id, which the stream drops.

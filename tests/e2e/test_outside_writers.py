@@ -16,6 +16,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from deltalake.transaction import AddAction
 
+from mainspring import datasets
 from mainspring.client import Client
 from mainspring.messages import DatasetVersionsUnreadable
 from mainspring.records import RunQuery
@@ -41,13 +42,13 @@ def ids(values: list[int]) -> pa.Table:
 
 
 async def runs_of(client: Client, routine: str, count: int) -> list[dict[str, Any]]:
-    """Wait for `count` completed runs of `routine` (and no more); oldest first."""
+    """Wait for `count` completed runs of `routine` (and no more); in run-number order."""
 
     async def check() -> list[dict[str, Any]] | None:
         runs = await client.list_runs(RunQuery(routine=routine, limit=100))
         done = [r for r in runs if r["status"] == "completed"]
         if len(done) == count and len(runs) == count:
-            return sorted(done, key=lambda r: r["trigger_event"]["to_version"])
+            return sorted(done, key=lambda r: r["run_number"])
         return None
 
     found: list[dict[str, Any]] = await eventually(
@@ -215,3 +216,25 @@ async def test_engines_without_stats_or_commit_info_fire_and_an_unreadable_commi
     commit(dv_table, 1, with_dv)
     (dv_run,) = await runs_of(client, "dv", 1)
     assert dv_run["outputs"] == {"values": list(range(1, 9)), "added": 8}
+
+
+async def test_a_dataset_deleted_and_created_again_starts_a_new_cursor_with_a_clear_event(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    root = str(system.home / "datasets")
+    datasets.create("photos", "id:int64", root=root)
+    register(system, tmp_path, "photos")
+    datasets.append("photos", ids([0, 1, 2]), root=root)  # version 1
+    await runs_of(client, "photos", 1)
+
+    shutil.rmtree(Path(root) / "photos")
+    datasets.create("photos", "id:int64", root=root)  # version 0 again, another table
+    datasets.append("photos", ids([100, 101]), root=root)  # version 1 again
+    runs = await runs_of(client, "photos", 2)
+
+    assert outputs(runs) == [([0, 1, 2], 3), ([100, 101], 2)]
+    assert runs[0]["id"] != runs[1]["id"]
+    events = await client.trigger_events("photos", 20)
+    (restart,) = [e for e in events if "deleted and created again" in (e["reason"] or "")]
+    assert restart["status"] == "skipped"
+    assert "the cursor starts again at version 0" in restart["reason"]

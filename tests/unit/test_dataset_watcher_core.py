@@ -92,3 +92,26 @@ def test_versions_cleaned_from_the_log_are_reported_with_the_fix() -> None:
     assert (report.from_version, report.to_version) == (3, 9)
     assert "versions 4..9 were removed" in report.reason
     assert "delta.logRetentionDuration" in report.reason
+
+
+@pytest.mark.parametrize(
+    ("known", "current", "recreated"),
+    [
+        (None, "t-1", False),  # first look at the dataset
+        ("t-1", "t-1", False),
+        ("t-1", None, False),  # version 0 cleaned from the log: nothing to compare
+        ("t-1", "t-2", True),
+    ],
+)
+def test_recreation_is_told_by_the_table_id_of_version_0(
+    known: str | None, current: str | None, recreated: bool
+) -> None:
+    assert core.recreated(known, current) is recreated
+
+
+def test_the_announcement_names_its_table_and_dedups_per_table() -> None:
+    commit = parse_commit(0, commit_text("WRITE", {"mode": "Append"}, adds=[2], table=True))
+    assert commit.table_id == "table-id"
+    announced = core.announcement("photos", commit, 2, 2, commit.table_id)
+    assert announced is not None
+    assert announced.message_id() == "dataset:photos@table-id:-1:0"
