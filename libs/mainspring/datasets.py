@@ -428,6 +428,7 @@ def _appended_by_version(
 ) -> list[tuple[int, list[deltalog.AddedFile]]]:
     fs, base = deltalog.filesystem(root)
     appends: list[tuple[int, list[deltalog.AddedFile]]] = []
+    oldest: int | None = None
     for version in range(from_version + 1, to_version + 1):
         try:
             commit = deltalog.read_commit(fs, base, name, version)
@@ -437,6 +438,13 @@ def _appended_by_version(
             log.warning("dataset %s %s; its rows are left out", name, exc)
             continue
         if commit is None:
+            if oldest is None:
+                oldest = min(deltalog.log_versions(fs, base, name), default=None)
+            if oldest is not None and version < oldest:
+                # Cleaned from the log after a checkpoint before it was read: the watcher
+                # reported the gap; what the version added is no longer known.
+                log.warning("dataset %s version %s is gone from the log; skipped", name, version)
+                continue
             raise DatasetError(
                 f"dataset {name!r} has no version {version} in its log under {root}: was it "
                 "removed, or does MAINSPRING_DATASET_ROOT point elsewhere?"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,37 @@ async def test_a_dataset_deleted_and_created_again_starts_a_new_cursor_with_a_cl
     (restart,) = [e for e in events if "deleted and created again" in (e["reason"] or "")]
     assert restart["status"] == "skipped"
     assert "the cursor starts again at version 0" in restart["reason"]
+
+
+async def test_versions_cleaned_from_the_log_while_the_watcher_was_down_are_reported(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    root = str(system.home / "datasets")
+    datasets.create("photos", "id:int64", root=root)
+    register(system, tmp_path, "photos")
+    datasets.append("photos", ids([0, 1]), root=root)  # version 1
+    await runs_of(client, "photos", 1)
+    watcher_kv = await client.nc.jetstream().key_value("watcher")
+
+    async def seen_version_1() -> bool:
+        return (await watcher_kv.get("seen.photos")).value == b"1"
+
+    await eventually(seen_version_1, what="the watcher to mark version 1 seen")
+    system.services["dataset_watcher"].kill(signal.SIGTERM)
+    for version in (2, 3, 4):
+        datasets.append("photos", ids([version * 10]), root=root)
+    datasets.append("photos", ids([50, 51]), root=root)  # version 5
+    # Log cleanup after a checkpoint, as engines do once the log retention has passed.
+    DeltaTable(str(Path(root) / "photos")).create_checkpoint()
+    for version in range(5):
+        (Path(root) / "photos" / "_delta_log" / f"{version:020d}.json").unlink()
+    dead = await client.nc.subscribe("deadletter.dataset.appended")
+    await client.nc.flush()
+
+    system.start("dataset_watcher")
+    parked = await dead.next_msg(timeout=30)
+    report = DatasetVersionsUnreadable.model_validate_json(parked.data)
+    assert (report.from_version, report.to_version) == (1, 4)
+    assert "versions 2..4 were removed from the log" in report.reason
+    runs = await runs_of(client, "photos", 2)
+    assert outputs(runs)[1] == ([50, 51], 2)
