@@ -424,7 +424,7 @@ def appended_files(
 
 
 def _appended_by_version(
-    root: str, name: str, from_version: int, to_version: int
+    root: str, name: str, from_version: int, to_version: int, merge_inserts: bool = False
 ) -> list[tuple[int, list[deltalog.AddedFile]]]:
     fs, base = deltalog.filesystem(root)
     appends: list[tuple[int, list[deltalog.AddedFile]]] = []
@@ -449,19 +449,24 @@ def _appended_by_version(
                 f"dataset {name!r} has no version {version} in its log under {root}: was it "
                 "removed, or does MAINSPRING_DATASET_ROOT point elsewhere?"
             )
-        if commit.kind == "append":
+        if commit.kind == "append" or (merge_inserts and commit.inserts_by_merge):
             appends.append((version, commit.added))
     return appends
 
 
 def iter_appended(
-    root: str, name: str, from_version: int, to_version: int, batch_size: int
+    root: str,
+    name: str,
+    from_version: int,
+    to_version: int,
+    batch_size: int,
+    merge_inserts: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """The rows appended in (from_version, to_version], streamed file by file in batches of
     exactly batch_size rows (the last may be shorter); memory stays about two batches."""
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
-    for batch in _file_batches(root, name, from_version, to_version, batch_size):
+    for batch in _file_batches(root, name, from_version, to_version, batch_size, merge_inserts):
         if pending and batch.schema != pending[0].schema:
             # A file from before a schema change: hand out what we hold rather than mix schemas.
             yield _concat(pending)
@@ -478,10 +483,11 @@ def iter_appended(
 
 
 def _file_batches(
-    root: str, name: str, from_version: int, to_version: int, batch_size: int
+    root: str, name: str, from_version: int, to_version: int, batch_size: int, merge_inserts: bool
 ) -> Iterator[pa.RecordBatch]:
     fs, base = deltalog.filesystem(root)
-    for version, files in _appended_by_version(root, name, from_version, to_version):
+    versions = _appended_by_version(root, name, from_version, to_version, merge_inserts)
+    for version, files in versions:
         masks = (
             _deletion_masks(root, name, version) if any(f.deleted_records for f in files) else {}
         )
@@ -495,7 +501,7 @@ def _file_batches(
                     if keep is not None:
                         batch = batch.filter(_keep_slice(keep, offset, rows))
                     offset += rows
-                    yield _with_partition_values(batch, added.partition_values)
+                    yield _plain_types(_with_partition_values(batch, added.partition_values))
 
 
 def _deletion_masks(root: str, name: str, version: int) -> dict[str, list[bool]]:
@@ -553,6 +559,26 @@ def table_records(
     return max(0, total)
 
 
+_PLAIN: dict[pa.DataType, pa.DataType] = {
+    pa.string_view(): pa.string(),
+    pa.large_string(): pa.string(),
+    pa.binary_view(): pa.binary(),
+    pa.large_binary(): pa.binary(),
+}
+
+
+def _plain_types(batch: pa.RecordBatch) -> pa.RecordBatch:
+    # Writers differ in string layout (delta-rs merges and Polars write views): one layout
+    # keeps the files of one event in one schema.
+    if not any(f.type in _PLAIN for f in batch.schema):
+        return batch
+    schema = pa.schema(
+        [f.with_type(_PLAIN.get(f.type, f.type)) for f in batch.schema],
+        metadata=batch.schema.metadata,
+    )
+    return batch.cast(schema)
+
+
 def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
 
@@ -572,9 +598,12 @@ def dataset_event(root: str, event: dict[str, Any], batch_size: int = 1024) -> D
     to_version = int(event["to_version"])
     root = root or default_root()
     size = max(1, int(batch_size))
+    merge_inserts = bool(event.get("merge_inserts", False))
 
     def batches(batch_rows: int) -> Iterator[pa.RecordBatch]:
-        return iter_appended(root, name, from_version, to_version, max(1, batch_rows))
+        return iter_appended(
+            root, name, from_version, to_version, max(1, batch_rows), merge_inserts
+        )
 
     reader: Callable[[int], Iterator[pa.RecordBatch]] = batches
     return DatasetEvent(

@@ -150,6 +150,16 @@ class Commit:
         return None
 
     @property
+    def inserts_by_merge(self) -> bool:
+        """A MERGE that only inserted rows: never an append, but routines may opt in."""
+        return (
+            self.operation == "MERGE"
+            and bool(self.added)
+            and not self.removed_paths
+            and not self.rearranged_files
+        )
+
+    @property
     def hop(self) -> int:
         """The hop count of the run that made this commit (0 when not made by a run)."""
         return max(0, _as_int(self.custom.get(HOP_KEY)) or 0)

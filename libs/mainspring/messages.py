@@ -59,6 +59,8 @@ class DatasetAppended(Message):
     # The table's metaData.id: versions restart at 0 when a dataset is deleted and created
     # again under the same name, and this tells the new table's versions from the old one's.
     table_id: str | None = None
+    # A MERGE that only inserted rows: it fires only routines that opted in (merge_inserts).
+    inserted_by_merge: bool = False
 
     @model_validator(mode="after")
     def _range_not_empty(self) -> DatasetAppended:

@@ -21,7 +21,7 @@ def announcement(
     Each append version is announced alone, as (version - 1, version]: the range, and so the
     Nats-Msg-Id, depends only on the version, never on how many versions a scan found.
     """
-    if commit.kind != "append":
+    if commit.kind != "append" and not commit.inserts_by_merge:
         return None
     return DatasetAppended(
         dataset=dataset,
@@ -33,6 +33,7 @@ def announcement(
         parent_run_id=commit.run_id,
         table_records=table_records,
         table_id=table_id,
+        inserted_by_merge=commit.kind != "append",
     )
 
 

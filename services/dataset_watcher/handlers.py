@@ -122,7 +122,7 @@ class Watcher:
         commit = deltalog.read_commit(self.fs, self.base, dataset, version)
         if commit is None:
             return None
-        if commit.kind != "append":
+        if commit.kind != "append" and not commit.inserts_by_merge:
             return commit, 0
         try:
             return commit, deltalog.count_added_records(self.fs, self.base, dataset, commit)
@@ -152,7 +152,7 @@ class Watcher:
                     return
                 commit, added_records = read
                 records = None
-                if commit.kind == "append":
+                if commit.kind == "append" or commit.inserts_by_merge:
                     records = await asyncio.to_thread(self.table_records, dataset, version)
                 appended = core.announcement(dataset, commit, added_records, records, identity)
                 if appended is not None:

@@ -398,6 +398,9 @@ def decide_dataset_append(
     deciding again from the same cursor gives the same run."""
     trigger = definition.trigger
     assert isinstance(trigger, DatasetAppendTrigger)
+    if appended.inserted_by_merge and not trigger.merge_inserts:
+        # Not an append to this routine: a later range spanning it reads appends only.
+        return DatasetDecision(cursor=None)
     if cursor is None or cursor.dataset != trigger.dataset:
         # No seeded cursor (a definition not written by `routine create`): start at this event.
         base = None
@@ -506,6 +509,7 @@ def decide_dataset_append(
             "from_version": cursor.fired_version,
             "to_version": appended.to_version,
             "added_records": accumulated.pending_records,
+            **({"merge_inserts": True} if trigger.merge_inserts else {}),
         },
         hop=hop,
         parent_run_id=accumulated.pending_parent_run_id,

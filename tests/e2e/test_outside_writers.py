@@ -32,7 +32,7 @@ from mainspring import Routine, on_dataset_append
 
 
 class Collect(Routine):
-    def run(self, new_rows=on_dataset_append("{dataset}")):
+    def run(self, new_rows=on_dataset_append("{dataset}"{options})):
         values = new_rows.added_rows().column(0).to_pylist() if new_rows.added_records else []
         return {{"values": values, "added": new_rows.added_records}}
 """
@@ -86,9 +86,12 @@ def data_file(table: Path, name: str, values: list[int]) -> dict[str, Any]:
     }
 
 
-def register(deployment: Deployment, tmp_path: Path, dataset: str) -> None:
-    folder = write_routine(tmp_path / dataset, COLLECT.format(dataset=dataset))
-    deployment.cli("routine", "create", str(folder), "--name", dataset)
+def register(
+    deployment: Deployment, tmp_path: Path, dataset: str, name: str = "", options: str = ""
+) -> None:
+    name = name or dataset
+    folder = write_routine(tmp_path / name, COLLECT.format(dataset=dataset, options=options))
+    deployment.cli("routine", "create", str(folder), "--name", name)
 
 
 async def test_deltalake_writes_fire_with_their_rows_and_its_non_appends_fire_nothing(
@@ -96,6 +99,7 @@ async def test_deltalake_writes_fire_with_their_rows_and_its_non_appends_fire_no
 ) -> None:
     uri = str(system.home / "datasets" / "lake")
     register(system, tmp_path, "lake")  # before the table exists
+    register(system, tmp_path, "lake", name="with-merges", options=", merge_inserts=True")
 
     # The first write of a new table, spelled "WRITE Overwrite" by delta-rs.
     write_deltalake(uri, ids([0, 1, 2]), mode="overwrite")
@@ -141,6 +145,9 @@ async def test_deltalake_writes_fire_with_their_rows_and_its_non_appends_fire_no
         "append",
     ]
     assert [v["added_rows"] for v in shown["versions"]][-2:] == [7, 3]
+    # The routine that opted in also got the rows the MERGE inserted, and only those.
+    with_merges = await runs_of(client, "with-merges", 4)
+    assert outputs(with_merges) == [([0, 1, 2], 3), (values, 7), ([100], 1), ([20, 21], 2)]
 
 
 async def test_engines_without_stats_or_commit_info_fire_and_an_unreadable_commit_is_parked(

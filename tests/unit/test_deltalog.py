@@ -210,3 +210,18 @@ def test_hop_and_run_from_commit_metadata(
 ) -> None:
     commit = parse_commit(1, commit_text("WRITE", {"mode": "Append"}, adds=[1], custom=custom))
     assert (commit.hop, commit.run_id) == (hop, run_id)
+
+
+@pytest.mark.parametrize(
+    ("text", "inserts_only"),
+    [
+        (commit_text("MERGE", {}, adds=[4]), True),
+        (commit_text("MERGE", {}, adds=[4], removes=1), False),  # updated or deleted rows
+        (commit_text("MERGE", {}), False),  # matched nothing
+        (commit_text("WRITE", {"mode": "Append"}, adds=[4]), False),  # an append, not a merge
+    ],
+)
+def test_a_merge_that_only_inserted_is_told_apart(text: str, inserts_only: bool) -> None:
+    commit = parse_commit(3, text)
+    assert commit.inserts_by_merge is inserts_only
+    assert commit.kind != "append" or not inserts_only

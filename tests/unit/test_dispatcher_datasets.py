@@ -246,3 +246,15 @@ def test_a_cursor_learns_its_table_from_the_first_announcement_naming_it() -> No
     decision = core.decide_dataset_append(definition(batch_rows=10), cursor(4), event, NOW, 8)
     assert decision.cursor is not None and decision.cursor.table_id == "t-1"
     assert [h.status for h in decision.history] == ["skipped"]  # below batch_rows, no restart
+
+
+def test_a_merge_that_only_inserted_fires_only_routines_that_opted_in() -> None:
+    merge = appended(to=5, rows=2).model_copy(update={"inserted_by_merge": True})
+    opted_out = core.decide_dataset_append(definition(), cursor(4), merge, NOW, 8)
+    assert (opted_out.cursor, opted_out.requests, opted_out.history) == (None, [], [])
+
+    opted_in = definition().model_copy(
+        update={"trigger": DatasetAppendTrigger(dataset="photos", merge_inserts=True)}
+    )
+    (request,) = core.decide_dataset_append(opted_in, cursor(4), merge, NOW, 8).requests
+    assert request.event["merge_inserts"] is True and request.event["added_records"] == 2
