@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -280,3 +281,27 @@ async def test_versions_cleaned_from_the_log_while_the_watcher_was_down_are_repo
     assert "versions 2..4 were removed from the log" in report.reason
     runs = await runs_of(client, "photos", 2)
     assert outputs(runs)[1] == ([50, 51], 2)
+
+
+async def test_polars_write_delta_appends_fire_and_mix_with_ours_in_one_event(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    root = str(system.home / "datasets")
+    uri = str(Path(root) / "tiles")
+    datasets.create("tiles", "id:int64,text:string", root=root)
+    register(system, tmp_path, "tiles", options=", batch_rows=5")
+
+    def frame(first: int, count: int) -> pl.DataFrame:
+        values = list(range(first, first + count))
+        return pl.DataFrame({"id": values, "text": [f"tile {i}" for i in values]})
+
+    # Polars writes strings as string_view; ours are string: one event holds both.
+    frame(0, 2).write_delta(uri, mode="append")
+    datasets.append("tiles", frame(2, 3).to_arrow(), root=root)
+    frame(7, 1).write_delta(uri, mode="overwrite")  # removes every file: never fires
+    frame(10, 5).write_delta(uri, mode="append")
+    runs = await runs_of(client, "tiles", 2)
+
+    assert outputs(runs) == [([0, 1, 2, 3, 4], 5), ([10, 11, 12, 13, 14], 5)]
+    shown = json.loads(system.cli("dataset", "show", "tiles", "--json").stdout)
+    assert [v["kind"] for v in shown["versions"]][:3] == ["append", "overwrite", "append"]
