@@ -540,18 +540,18 @@ def table_records(
 ) -> int:
     """Rows in a table at its loaded version: per file from the stats, else the parquet
     footer, less the rows its deletion vector removes. No data pages are read."""
-    fs, base = deltalog.filesystem(root)
-    actions = pa.table(table.get_add_actions(flatten=True))
-    cache = footer_cache if footer_cache is not None else {}
-    total = 0
-    for path, records in zip(
-        actions.column("path").to_pylist(), actions.column("num_records").to_pylist(), strict=True
-    ):
-        if records is None:
-            if path not in cache:
-                cache[path] = deltalog.footer_records(fs, base, name, str(path))
-            records = cache[path]
-        total += int(records)
+    actions = table.get_add_actions()
+    per_file: list[int | None] = actions.column("num_records").to_pylist()
+    total = sum(records for records in per_file if records is not None)
+    if None in per_file:
+        fs, base = deltalog.filesystem(root)
+        cache = footer_cache if footer_cache is not None else {}
+        paths = actions.column("path").to_pylist()
+        for path, records in zip(paths, per_file, strict=True):
+            if records is None:
+                if path not in cache:
+                    cache[path] = deltalog.footer_records(fs, base, name, str(path))
+                total += cache[path]
     if "deletionVectors" in (table.protocol().reader_features or []):
         for batch in table.deletion_vectors():
             for keep in pa.record_batch(batch).column("selection_vector").to_pylist():

@@ -45,6 +45,8 @@ class Watcher:
         self.fs, self.base = deltalog.filesystem(self.root)
         self.kv: KeyValue | None = None
         self.seen: dict[str, int] = {}
+        # The table (metaData.id) each dataset's seen version belongs to, as in the bucket.
+        self.table_ids: dict[str, str | None] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.tables: dict[str, DeltaTable] = {}
         # Footer row counts of files without stats: a data file never changes once written.
@@ -74,11 +76,13 @@ class Watcher:
     async def follow_table(self, dataset: str, identity: str | None) -> None:
         """Start again from version 0 when the dataset was deleted and created again."""
         assert self.kv is not None
-        try:
-            known = (await self.kv.get(table_key(dataset))).value
-        except (KeyNotFoundError, NotFoundError):
-            known = None
-        known_table = known.decode() if known else None
+        if dataset not in self.table_ids:
+            try:
+                known = (await self.kv.get(table_key(dataset))).value
+            except (KeyNotFoundError, NotFoundError):
+                known = None
+            self.table_ids[dataset] = known.decode() if known else None
+        known_table = self.table_ids[dataset]
         if core.recreated(known_table, identity):
             log.warning(
                 "%s was deleted and created again (table %s, before %s): reading the new "
@@ -93,6 +97,7 @@ class Watcher:
             await self.mark_seen(dataset, -1)
         if identity is not None and identity != known_table:
             await self.kv.put(table_key(dataset), identity.encode())
+            self.table_ids[dataset] = identity
 
     async def mark_seen(self, dataset: str, version: int) -> None:
         """Remember a processed version (after its announcement is on the stream)."""
