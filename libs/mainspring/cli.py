@@ -686,7 +686,7 @@ def dataset_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(d) for d in found], indent=2))
     elif found:
-        rows = [{**asdict(d), "columns": ", ".join(d.columns)} for d in found]
+        rows = [{**asdict(d), "columns": ", ".join(d.columns) or d.error} for d in found]
         print(table(rows, ["name", "version", "rows", "columns", "uri"]))
     else:
         print(

@@ -69,6 +69,9 @@ class DatasetInfo:
     version: int
     rows: int
     columns: list[str]
+    # Why the table does not load (then version is its last commit and rows and columns
+    # are unknown); None for a readable table.
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -354,7 +357,16 @@ def list_datasets(root: str | None = None) -> list[DatasetInfo]:
     """Every dataset under the root."""
     root = root or default_root()
     fs, base = deltalog.filesystem(root)
-    return [info(name, root) for name in deltalog.dataset_names(fs, base)]
+    found = []
+    for name in deltalog.dataset_names(fs, base):
+        try:
+            found.append(info(name, root))
+        except DatasetError as exc:
+            # One table another engine left unreadable must not hide the others.
+            last = max(deltalog.log_versions(fs, base, name), default=-1)
+            uri = deltalog.table_uri(root, name)
+            found.append(DatasetInfo(name, uri, last, 0, [], error=str(exc)))
+    return found
 
 
 def history(name: str, root: str | None = None) -> list[VersionInfo]:
