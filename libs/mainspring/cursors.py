@@ -62,13 +62,22 @@ async def save_cursor(kv: KeyValue, routine: str, cursor: DatasetCursor, revisio
 
 
 async def seed_cursor(
-    kv: KeyValue, routine: str, dataset: str, version: int, records: int | None
+    kv: KeyValue,
+    routine: str,
+    dataset: str,
+    version: int,
+    records: int | None,
+    table_id: str | None = None,
 ) -> bool:
     """Start a new routine's cursor at a dataset version, unless it already has one for it."""
     current, revision = await load_cursor(kv, routine)
     if current is not None and current.dataset == dataset:
         return False
     cursor = DatasetCursor(
-        dataset=dataset, fired_version=version, seen_version=version, base_records=records
+        dataset=dataset,
+        fired_version=version,
+        seen_version=version,
+        base_records=records,
+        table_id=table_id,
     )
     return await save_cursor(kv, routine, cursor, revision)

@@ -375,6 +375,16 @@ def read_commit(fs: pafs.FileSystem, base: str, name: str, version: int) -> Comm
     return parse_commit(version, data)
 
 
+def table_identity(fs: pafs.FileSystem, base: str, name: str) -> str | None:
+    """The metaData.id in version 0 of the table now at NAME (None when version 0 is gone
+    from the log or cannot be read): a table deleted and created again gets a new one."""
+    try:
+        first = read_commit(fs, base, name, 0)
+    except UnreadableCommit:
+        return None
+    return first.table_id if first is not None else None
+
+
 def data_file_path(base: str, name: str, path: str) -> str:
     """Where an add action's (URL-encoded, relative or absolute) path is on the filesystem."""
     decoded = unquote(path)

@@ -64,15 +64,6 @@ class Watcher:
                 self.seen[dataset] = -1
         return self.seen[dataset]
 
-    def table_identity(self, dataset: str) -> str | None:
-        """The metaData.id in version 0 of the table now in the dataset's folder (None when
-        version 0 is gone from the log or cannot be read)."""
-        try:
-            first = deltalog.read_commit(self.fs, self.base, dataset, 0)
-        except deltalog.UnreadableCommit:
-            return None
-        return first.table_id if first is not None else None
-
     async def follow_table(self, dataset: str, identity: str | None) -> None:
         """Start again from version 0 when the dataset was deleted and created again."""
         assert self.kv is not None
@@ -140,7 +131,7 @@ class Watcher:
         """Process every version after the last seen one, in order, one announcement each."""
         lock = self.locks.setdefault(dataset, asyncio.Lock())
         async with lock:
-            identity = await asyncio.to_thread(self.table_identity, dataset)
+            identity = await asyncio.to_thread(deltalog.table_identity, self.fs, self.base, dataset)
             await self.follow_table(dataset, identity)
             seen = await self.last_seen(dataset)
             while True:

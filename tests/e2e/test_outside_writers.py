@@ -235,18 +235,26 @@ async def test_a_dataset_deleted_and_created_again_starts_a_new_cursor_with_a_cl
     register(system, tmp_path, "photos")
     datasets.append("photos", ids([0, 1, 2]), root=root)  # version 1
     await runs_of(client, "photos", 1)
+    datasets.append("photos", ids([3]), root=root)
+    datasets.append("photos", ids([4]), root=root)  # version 3
+    await runs_of(client, "photos", 3)
+    # Seeded at version 3 of the old table, before any append of the new one reaches it.
+    register(system, tmp_path, "photos", name="late")
 
     shutil.rmtree(Path(root) / "photos")
     datasets.create("photos", "id:int64", root=root)  # version 0 again, another table
     datasets.append("photos", ids([100, 101]), root=root)  # version 1 again
-    runs = await runs_of(client, "photos", 2)
+    runs = await runs_of(client, "photos", 4)
+    (late,) = await runs_of(client, "late", 1)
 
-    assert outputs(runs) == [([0, 1, 2], 3), ([100, 101], 2)]
-    assert runs[0]["id"] != runs[1]["id"]
-    events = await client.trigger_events("photos", 20)
-    (restart,) = [e for e in events if "deleted and created again" in (e["reason"] or "")]
-    assert restart["status"] == "skipped"
-    assert "the cursor starts again at version 0" in restart["reason"]
+    assert outputs(runs) == [([0, 1, 2], 3), ([3], 1), ([4], 1), ([100, 101], 2)]
+    assert outputs([late]) == [([100, 101], 2)]
+    assert runs[0]["id"] != runs[3]["id"]  # the same range (0, 1] of another table
+    for routine in ("photos", "late"):
+        events = await client.trigger_events(routine, 20)
+        (restart,) = [e for e in events if "deleted and created again" in (e["reason"] or "")]
+        assert restart["status"] == "skipped"
+        assert "the cursor starts again at version 0" in restart["reason"]
 
 
 async def test_versions_cleaned_from_the_log_while_the_watcher_was_down_are_reported(
