@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from faststream.nats import NatsBroker
@@ -122,7 +123,12 @@ class Watcher:
             return commit, 0
         try:
             return commit, deltalog.count_added_records(self.fs, self.base, dataset, commit)
-        except OSError as exc:
+        except (OSError, pa.ArrowInvalid) as exc:
+            # A missing or corrupt data file stays so: skip it. Anything else (a store that
+            # did not answer) is raised, and the next scan tries the version again.
+            gone = isinstance(exc, FileNotFoundError) or "not exist" in str(exc).lower()
+            if not gone and not isinstance(exc, pa.ArrowInvalid):
+                raise
             raise deltalog.UnreadableCommit(
                 version, f"an added file's row count cannot be read: {exc}"
             ) from None

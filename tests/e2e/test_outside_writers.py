@@ -208,6 +208,15 @@ async def test_engines_without_stats_or_commit_info_fire_and_an_unreadable_commi
         "append",
     ]
 
+    # An add naming a data file that is not there (and no stats): it cannot be counted, and
+    # is parked rather than retried on every scan.
+    missing = {"path": "never-written.parquet", "size": 10, "dataChange": True}
+    commit(table, 5, {"add": missing})
+    parked = await dead.next_msg(timeout=30)
+    report = DatasetVersionsUnreadable.model_validate_json(parked.data)
+    assert (report.from_version, report.to_version) == (4, 5)
+    assert "an added file's row count cannot be read" in report.reason
+
     # A Databricks data file committed with its deletion vector: rows 0 and 9 are deleted.
     dv_table = system.home / "datasets" / "dv"
     source = TABLES / "table-with-dv-small"
