@@ -389,7 +389,9 @@ def data_file_path(base: str, name: str, path: str) -> str:
     """Where an add action's (URL-encoded, relative or absolute) path is on the filesystem."""
     decoded = unquote(path)
     if "://" in decoded:
-        return decoded.split("://", 1)[1] if decoded.startswith("file://") else decoded
+        # An absolute URI (shallow clones, some writers): pyarrow filesystems take the part
+        # after the scheme (a local path, or bucket/key on an object store).
+        return decoded.split("://", 1)[1]
     return f"{base}/{name}/{decoded}"
 
 

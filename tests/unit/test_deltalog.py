@@ -15,6 +15,7 @@ from mainspring.deltalog import (
     RUN_ID_KEY,
     UnreadableCommit,
     count_added_records,
+    data_file_path,
     filesystem,
     parse_commit,
 )
@@ -225,3 +226,16 @@ def test_a_merge_that_only_inserted_is_told_apart(text: str, inserts_only: bool)
     commit = parse_commit(3, text)
     assert commit.inserts_by_merge is inserts_only
     assert commit.kind != "append" or not inserts_only
+
+
+@pytest.mark.parametrize(
+    ("path", "where"),
+    [
+        ("part-0.parquet", "/data/photos/part-0.parquet"),
+        ("p%3D1/part%200.parquet", "/data/photos/p=1/part 0.parquet"),  # URL-encoded
+        ("file:///elsewhere/part-0.parquet", "/elsewhere/part-0.parquet"),
+        ("s3://bucket/t/part-0.parquet", "bucket/t/part-0.parquet"),
+    ],
+)
+def test_data_file_paths_resolve_like_the_writers_meant(path: str, where: str) -> None:
+    assert data_file_path("/data", "photos", path) == where
