@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -414,6 +415,23 @@ def count_added_records(fs: pafs.FileSystem, base: str, name: str, commit: Commi
             records = footer_records(fs, base, name, added.path)
         total += max(0, records - added.deleted_records)
     return total
+
+
+def counted_records(fs: pafs.FileSystem, base: str, name: str, commit: Commit) -> int:
+    """count_added_records, with a data file that is gone or not parquet reported as an
+    UnreadableCommit (it stays so); a store that did not answer is raised as it is.
+
+    The watcher parks such a version and the run skips it: both decide with this function.
+    """
+    try:
+        return count_added_records(fs, base, name, commit)
+    except (OSError, pa.ArrowInvalid) as exc:
+        gone = isinstance(exc, FileNotFoundError) or "not exist" in str(exc).lower()
+        if isinstance(exc, OSError) and not gone:
+            raise
+        raise UnreadableCommit(
+            commit.version, f"an added file's row count cannot be read: {exc}"
+        ) from None
 
 
 def log_versions(fs: pafs.FileSystem, base: str, name: str) -> list[int]:

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from faststream.nats import NatsBroker
@@ -121,17 +120,8 @@ class Watcher:
             return None
         if commit.kind != "append" and not commit.inserts_by_merge:
             return commit, 0
-        try:
-            return commit, deltalog.count_added_records(self.fs, self.base, dataset, commit)
-        except (OSError, pa.ArrowInvalid) as exc:
-            # A missing or corrupt data file stays so: skip it. Anything else (a store that
-            # did not answer) is raised, and the next scan tries the version again.
-            gone = isinstance(exc, FileNotFoundError) or "not exist" in str(exc).lower()
-            if not gone and not isinstance(exc, pa.ArrowInvalid):
-                raise
-            raise deltalog.UnreadableCommit(
-                version, f"an added file's row count cannot be read: {exc}"
-            ) from None
+        # A store that did not answer raises: the next scan tries the version again.
+        return commit, deltalog.counted_records(self.fs, self.base, dataset, commit)
 
     async def catch_up(self, dataset: str) -> None:
         """Process every version after the last seen one, in order, one announcement each."""

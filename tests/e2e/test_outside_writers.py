@@ -208,14 +208,17 @@ async def test_engines_without_stats_or_commit_info_fire_and_an_unreadable_commi
         "append",
     ]
 
-    # An add naming a data file that is not there (and no stats): it cannot be counted, and
-    # is parked rather than retried on every scan.
+    # An add naming a data file that is not there (and no stats): it cannot be counted, so
+    # it is parked rather than retried on every scan, and the run after it skips it too.
     missing = {"path": "never-written.parquet", "size": 10, "dataChange": True}
     commit(table, 5, {"add": missing})
     parked = await dead.next_msg(timeout=30)
     report = DatasetVersionsUnreadable.model_validate_json(parked.data)
     assert (report.from_version, report.to_version) == (4, 5)
     assert "an added file's row count cannot be read" in report.reason
+    commit(table, 6, {"add": data_file(table, "after-6.parquet", [9])})
+    runs = await runs_of(client, "trino", 5)
+    assert outputs(runs)[4] == ([9], 1)
 
     # A Databricks data file committed with its deletion vector: rows 0 and 9 are deleted.
     dv_table = system.home / "datasets" / "dv"

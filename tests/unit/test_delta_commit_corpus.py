@@ -130,3 +130,19 @@ def test_an_append_whose_file_carries_a_deletion_vector_delivers_only_live_rows(
         str(tmp_path), {"dataset": "photos", "from_version": -1, "to_version": 0}, 3
     )
     assert event.added_rows().column("value").to_pylist() == list(range(1, 9))
+
+
+def test_a_stat_less_append_whose_file_is_gone_is_skipped_as_the_watcher_skipped_it(
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(TABLES / "delta-0.2.0", tmp_path / "t")
+    version_1 = datasets.appended_files(str(tmp_path), "t", 0, 1)
+    kept = [f for f in datasets.appended_files(str(tmp_path), "t", -1, 3) if f not in version_1]
+    (tmp_path / "t" / version_1[0].path).unlink()  # the whole version is then left out
+
+    event = datasets.dataset_event(
+        str(tmp_path), {"dataset": "t", "from_version": -1, "to_version": 3}, 100
+    )
+
+    expected = sum(pq.read_table(tmp_path / "t" / f.path).num_rows for f in kept)
+    assert event.added_rows().num_rows == expected
