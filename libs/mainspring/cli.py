@@ -892,7 +892,7 @@ def dataset_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(d) for d in found], indent=2))
     elif found:
-        rows = [{**asdict(d), "columns": ", ".join(d.columns)} for d in found]
+        rows = [{**asdict(d), "columns": ", ".join(d.columns) or d.error} for d in found]
         print(table(rows, ["name", "version", "rows", "columns", "uri"]))
     else:
         print(
@@ -906,17 +906,26 @@ def dataset_show(args: argparse.Namespace) -> int:
 
     from mainspring import datasets
 
-    about = datasets.info(args.name)
     versions = datasets.history(args.name)[: args.limit]
+    try:
+        about: dict[str, Any] = asdict(datasets.info(args.name))
+    except datasets.DatasetError as exc:
+        # The log is there but the table does not load (an unreadable version, say): its
+        # versions still say which one and why.
+        about = {"name": args.name, "error": str(exc)}
     if args.json:
         print(
-            json.dumps(
-                {**asdict(about), "versions": [asdict(v) for v in versions]}, indent=2, default=str
-            )
+            json.dumps({**about, "versions": [asdict(v) for v in versions]}, indent=2, default=str)
         )
         return 0
-    print(f"dataset {about.name}: {about.uri}")
-    print(f"version {about.version}, {about.rows} rows, columns {', '.join(about.columns)}\n")
+    if "error" in about:
+        print(f"dataset {args.name}: {about['error']}\n")
+    else:
+        print(f"dataset {about['name']}: {about['uri']}")
+        print(
+            f"version {about['version']}, {about['rows']} rows, "
+            f"columns {', '.join(about['columns'])}\n"
+        )
     rows = [
         {
             **asdict(v),

@@ -140,6 +140,7 @@ class Client:
 
         Written before the definition, so no append can reach the dispatcher in between.
         """
+        from mainspring import deltalog
         from mainspring.cursors import seed_cursor
         from mainspring.datasets import current_state
         from mainspring.triggers import DatasetAppendTrigger
@@ -147,10 +148,13 @@ class Client:
         trigger = definition.trigger
         if not isinstance(trigger, DatasetAppendTrigger):
             return
+        root = self.settings.resolved_dataset_root()
         try:
-            state = await asyncio.to_thread(
-                current_state, trigger.dataset, self.settings.resolved_dataset_root()
-            )
+            state = await asyncio.to_thread(current_state, trigger.dataset, root)
+            # The cursor names its table, so one deleted and created again before the
+            # first append restarts it instead of hiding below its old version.
+            fs, base = deltalog.filesystem(root)
+            table_id = await asyncio.to_thread(deltalog.table_identity, fs, base, trigger.dataset)
         except Exception:
             # The store is out of this client's reach: the dispatcher then starts the
             # cursor at the first append it is told about.
@@ -161,7 +165,7 @@ class Client:
             return
         version, records = state
         kv = await self.js.key_value(subjects.DISPATCH_BUCKET)
-        await seed_cursor(kv, definition.name, trigger.dataset, version, records)
+        await seed_cursor(kv, definition.name, trigger.dataset, version, records, table_id)
 
     async def submit(
         self,

@@ -24,6 +24,8 @@ class DatasetCursor(BaseModel):
     pending_parent_run_id: str | None = None
     # Table rows at fired_version (from the commit log), the base of added_fraction.
     base_records: int | None = None
+    # The table the versions belong to (its metaData.id), once an announcement named it.
+    table_id: str | None = None
 
 
 def cursor_key(routine: str) -> str:
@@ -46,13 +48,22 @@ async def save_cursor(bucket: KeyValue, routine: str, cursor: DatasetCursor, rev
 
 
 async def seed_cursor(
-    bucket: KeyValue, routine: str, dataset: str, version: int, records: int | None
+    bucket: KeyValue,
+    routine: str,
+    dataset: str,
+    version: int,
+    records: int | None,
+    table_id: str | None = None,
 ) -> bool:
     """Start a new routine's cursor at a dataset version, unless it already has one for it."""
     current, revision = await load_cursor(bucket, routine)
     if current is not None and current.dataset == dataset:
         return False
     cursor = DatasetCursor(
-        dataset=dataset, fired_version=version, seen_version=version, base_records=records
+        dataset=dataset,
+        fired_version=version,
+        seen_version=version,
+        base_records=records,
+        table_id=table_id,
     )
     return await save_cursor(bucket, routine, cursor, revision)

@@ -8,12 +8,14 @@ Spark or Polars wrote there is watched just like one made with `mainspring datas
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +26,8 @@ from deltalake.exceptions import DeltaError, SchemaMismatchError, TableNotFoundE
 from mainspring import deltalog
 from mainspring.settings import Settings
 from mainspring.triggers import DatasetEvent
+
+log = logging.getLogger("mainspring.datasets")
 
 
 class DatasetError(ValueError):
@@ -65,6 +69,9 @@ class DatasetInfo:
     version: int
     rows: int
     columns: list[str]
+    # Why the table does not load (then version is its last commit and rows and columns
+    # are unknown); None for a readable table.
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,15 @@ def _open(name: str, root: str) -> DeltaTable:
     uri = deltalog.table_uri(root, check_name(name))
     try:
         return DeltaTable(uri)
-    except (TableNotFoundError, DeltaError, OSError):
+    except (TableNotFoundError, DeltaError, OSError) as exc:
+        fs, base = deltalog.filesystem(root)
+        if deltalog.log_versions(fs, base, name):
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DatasetError(
+                f"dataset {name!r} has a commit log that deltalake cannot load ({first}): "
+                f"`mainspring dataset show {name}` names the unreadable version; rewrite it "
+                "with the engine that wrote it"
+            ) from None
         raise DatasetError(
             f"dataset {name!r} does not exist under {root}: create it with "
             f"`mainspring dataset create {name} --schema 'id:int64,text:string'`"
@@ -333,7 +348,7 @@ def info(name: str, root: str | None = None) -> DatasetInfo:
         name=name,
         uri=table.table_uri,
         version=table.version(),
-        rows=table.count(),
+        rows=table_records(table, root, name),
         columns=[f"{f.name}:{f.type}" for f in _arrow_schema(table)],
     )
 
@@ -342,17 +357,31 @@ def list_datasets(root: str | None = None) -> list[DatasetInfo]:
     """Every dataset under the root."""
     root = root or default_root()
     fs, base = deltalog.filesystem(root)
-    return [info(name, root) for name in deltalog.dataset_names(fs, base)]
+    found = []
+    for name in deltalog.dataset_names(fs, base):
+        try:
+            found.append(info(name, root))
+        except DatasetError as exc:
+            # One table another engine left unreadable must not hide the others.
+            last = max(deltalog.log_versions(fs, base, name), default=-1)
+            uri = deltalog.table_uri(root, name)
+            found.append(DatasetInfo(name, uri, last, 0, [], error=str(exc)))
+    return found
 
 
 def history(name: str, root: str | None = None) -> list[VersionInfo]:
     """Every version still in the log, newest first, with operation and row counts."""
     root = root or default_root()
-    _open(name, root)
     fs, base = deltalog.filesystem(root)
+    if not deltalog.log_versions(fs, base, check_name(name)):
+        _open(name, root)  # says the dataset does not exist, and how to create it
     versions = []
     for version in reversed(deltalog.log_versions(fs, base, name)):
-        commit = deltalog.read_commit(fs, base, name, version)
+        try:
+            commit = deltalog.read_commit(fs, base, name, version)
+        except deltalog.UnreadableCommit as exc:
+            versions.append(VersionInfo(version, None, exc.reason, "unreadable", 0, 0, 0, 0, None))
+            continue
         if commit is None:
             continue
         versions.append(
@@ -366,7 +395,7 @@ def history(name: str, root: str | None = None) -> list[VersionInfo]:
                 operation=commit.operation
                 + (f" ({commit.parameters['mode']})" if commit.parameters.get("mode") else ""),
                 kind=commit.kind,
-                added_rows=commit.added_records,
+                added_rows=_added_rows(fs, base, name, commit),
                 added_files=len(commit.added),
                 removed_files=len(commit.removed_paths),
                 hop=commit.hop,
@@ -376,6 +405,14 @@ def history(name: str, root: str | None = None) -> list[VersionInfo]:
     return versions
 
 
+def _added_rows(fs: Any, base: str, name: str, commit: deltalog.Commit) -> int:
+    try:
+        return deltalog.count_added_records(fs, base, name, commit)
+    except OSError:
+        # A data file already vacuumed away: the log's own figures are all that is left.
+        return commit.added_records or 0
+
+
 def current_state(name: str, root: str | None = None) -> tuple[int, int] | None:
     """(version, row count) of a dataset now, or None when it does not exist yet."""
     root = root or default_root()
@@ -383,7 +420,7 @@ def current_state(name: str, root: str | None = None) -> tuple[int, int] | None:
     if not DeltaTable.is_deltatable(uri):
         return None
     table = DeltaTable(uri)
-    return table.version(), table.count()
+    return table.version(), table_records(table, root, name)
 
 
 # --- the rows of an append event ---------------------------------------------------------------
@@ -393,28 +430,64 @@ def appended_files(
     root: str, name: str, from_version: int, to_version: int
 ) -> list[deltalog.AddedFile]:
     """The data files added by append versions in (from_version, to_version], in commit order."""
+    return [
+        f for _, files in _appended_by_version(root, name, from_version, to_version) for f in files
+    ]
+
+
+def _appended_by_version(
+    root: str, name: str, from_version: int, to_version: int, merge_inserts: bool = False
+) -> list[tuple[int, list[deltalog.AddedFile]]]:
     fs, base = deltalog.filesystem(root)
-    files: list[deltalog.AddedFile] = []
+    appends: list[tuple[int, list[deltalog.AddedFile]]] = []
+    oldest: int | None = None
     for version in range(from_version + 1, to_version + 1):
-        commit = deltalog.read_commit(fs, base, name, version)
+        try:
+            commit = deltalog.read_commit(fs, base, name, version)
+        except deltalog.UnreadableCommit as exc:
+            # The watcher announced it as unreadable, never as an append: its rows were
+            # never counted, so the event leaves them out rather than failing the run.
+            log.warning("dataset %s %s; its rows are left out", name, exc)
+            continue
         if commit is None:
+            if oldest is None:
+                oldest = min(deltalog.log_versions(fs, base, name), default=None)
+            if oldest is not None and version < oldest:
+                # Cleaned from the log after a checkpoint before it was read: the watcher
+                # reported the gap; what the version added is no longer known.
+                log.warning("dataset %s version %s is gone from the log; skipped", name, version)
+                continue
             raise DatasetError(
                 f"dataset {name!r} has no version {version} in its log under {root}: was it "
                 "removed, or does MAINSPRING_DATASET_ROOT point elsewhere?"
             )
-        if commit.kind == "append":
-            files.extend(commit.added)
-    return files
+        if commit.kind == "append" or (merge_inserts and commit.inserts_by_merge):
+            if commit.added_records is None:
+                try:
+                    # What the watcher could not count it parked, never announced: skip it
+                    # the same way. (Files with stats are opened only when read below, so
+                    # a file vacuumed after its append was announced still fails loudly.)
+                    deltalog.counted_records(fs, base, name, commit)
+                except deltalog.UnreadableCommit as exc:
+                    log.warning("dataset %s %s; its rows are left out", name, exc)
+                    continue
+            appends.append((version, commit.added))
+    return appends
 
 
 def iter_appended(
-    root: str, name: str, from_version: int, to_version: int, batch_size: int
+    root: str,
+    name: str,
+    from_version: int,
+    to_version: int,
+    batch_size: int,
+    merge_inserts: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """The rows appended in (from_version, to_version], streamed file by file in batches of
     exactly batch_size rows (the last may be shorter); memory stays about two batches."""
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
-    for batch in _file_batches(root, name, from_version, to_version, batch_size):
+    for batch in _file_batches(root, name, from_version, to_version, batch_size, merge_inserts):
         if pending and batch.schema != pending[0].schema:
             # A file from before a schema change: hand out what we hold rather than mix schemas.
             yield _concat(pending)
@@ -431,14 +504,100 @@ def iter_appended(
 
 
 def _file_batches(
-    root: str, name: str, from_version: int, to_version: int, batch_size: int
+    root: str, name: str, from_version: int, to_version: int, batch_size: int, merge_inserts: bool
 ) -> Iterator[pa.RecordBatch]:
     fs, base = deltalog.filesystem(root)
-    for added in appended_files(root, name, from_version, to_version):
-        path = f"{base}/{name}/{_unquote(added.path)}"
-        with fs.open_input_file(path) as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_size):
-                yield _with_partition_values(batch, added.partition_values)
+    versions = _appended_by_version(root, name, from_version, to_version, merge_inserts)
+    for version, files in versions:
+        masks = (
+            _deletion_masks(root, name, version) if any(f.deleted_records for f in files) else {}
+        )
+        for added in files:
+            path = deltalog.data_file_path(base, name, added.path)
+            keep = _mask_of(masks, added.path)
+            offset = 0
+            with fs.open_input_file(path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_size):
+                    rows = batch.num_rows
+                    if keep is not None:
+                        batch = batch.filter(_keep_slice(keep, offset, rows))
+                    offset += rows
+                    yield _plain_types(_with_partition_values(batch, added.partition_values))
+
+
+def _deletion_masks(root: str, name: str, version: int) -> dict[str, list[bool]]:
+    """Keep masks (True = row kept) of the files with deletion vectors, as of one version.
+
+    Read through deltalake at the append's own version, so rows deleted by a later version
+    are still delivered: the event is what that version appended.
+    """
+    table = DeltaTable(deltalog.table_uri(root, name), version=version)
+    masks: dict[str, list[bool]] = {}
+    for batch in table.deletion_vectors():
+        arrow = pa.record_batch(batch)
+        paths = arrow.column("filepath").to_pylist()
+        vectors = arrow.column("selection_vector").to_pylist()
+        for file_uri, keep in zip(paths, vectors, strict=True):
+            masks[unquote(str(file_uri))] = list(keep)
+    return masks
+
+
+def _mask_of(masks: dict[str, list[bool]], path: str) -> list[bool] | None:
+    suffix = "/" + unquote(path).lstrip("/")
+    for file_uri, keep in masks.items():
+        if file_uri.endswith(suffix) or file_uri == unquote(path):
+            return keep
+    return None
+
+
+def _keep_slice(keep: list[bool], offset: int, rows: int) -> pa.Array:
+    # Rows past the end of a selection vector were never deleted.
+    window = keep[offset : offset + rows]
+    return pa.array(window + [True] * (rows - len(window)), pa.bool_())
+
+
+def table_records(
+    table: DeltaTable, root: str, name: str, footer_cache: dict[str, int] | None = None
+) -> int:
+    """Rows in a table at its loaded version: per file from the stats, else the parquet
+    footer, less the rows its deletion vector removes. No data pages are read."""
+    actions = table.get_add_actions()
+    per_file: list[int | None] = actions.column("num_records").to_pylist()
+    total = sum(records for records in per_file if records is not None)
+    if None in per_file:
+        fs, base = deltalog.filesystem(root)
+        cache = footer_cache if footer_cache is not None else {}
+        paths = actions.column("path").to_pylist()
+        for path, records in zip(paths, per_file, strict=True):
+            if records is None:
+                if path not in cache:
+                    cache[path] = deltalog.footer_records(fs, base, name, str(path))
+                total += cache[path]
+    if "deletionVectors" in (table.protocol().reader_features or []):
+        for batch in table.deletion_vectors():
+            for keep in pa.record_batch(batch).column("selection_vector").to_pylist():
+                total -= sum(1 for kept in keep if not kept)
+    return max(0, total)
+
+
+_PLAIN: dict[pa.DataType, pa.DataType] = {
+    pa.string_view(): pa.string(),
+    pa.large_string(): pa.string(),
+    pa.binary_view(): pa.binary(),
+    pa.large_binary(): pa.binary(),
+}
+
+
+def _plain_types(batch: pa.RecordBatch) -> pa.RecordBatch:
+    # Writers differ in string layout (delta-rs merges and Polars write views): one layout
+    # keeps the files of one event in one schema.
+    if not any(f.type in _PLAIN for f in batch.schema):
+        return batch
+    schema = pa.schema(
+        [f.with_type(_PLAIN.get(f.type, f.type)) for f in batch.schema],
+        metadata=batch.schema.metadata,
+    )
+    return batch.cast(schema)
 
 
 def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
@@ -453,12 +612,6 @@ def _with_partition_values(batch: pa.RecordBatch, values: dict[str, str | None])
     return batch
 
 
-def _unquote(path: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(path)
-
-
 def dataset_event(root: str, event: dict[str, Any], batch_size: int = 1024) -> DatasetEvent:
     """The DatasetEvent a dataset-triggered run receives, reading rows lazily from the store."""
     name = str(event["dataset"])
@@ -466,9 +619,12 @@ def dataset_event(root: str, event: dict[str, Any], batch_size: int = 1024) -> D
     to_version = int(event["to_version"])
     root = root or default_root()
     size = max(1, int(batch_size))
+    merge_inserts = bool(event.get("merge_inserts", False))
 
     def batches(batch_rows: int) -> Iterator[pa.RecordBatch]:
-        return iter_appended(root, name, from_version, to_version, max(1, batch_rows))
+        return iter_appended(
+            root, name, from_version, to_version, max(1, batch_rows), merge_inserts
+        )
 
     reader: Callable[[int], Iterator[pa.RecordBatch]] = batches
     return DatasetEvent(

@@ -56,6 +56,11 @@ class DatasetAppended(Message):
     parent_run_id: str | None = None
     # Rows in the table at to_version (from the commit log's stats); the base of added_fraction.
     table_records: int | None = Field(default=None, ge=0)
+    # The table's metaData.id: versions restart at 0 when a dataset is deleted and created
+    # again under the same name, and this tells the new table's versions from the old one's.
+    table_id: str | None = None
+    # A MERGE that only inserted rows: it fires only routines that opted in (merge_inserts).
+    inserted_by_merge: bool = False
 
     @model_validator(mode="after")
     def _range_not_empty(self) -> DatasetAppended:
@@ -67,8 +72,26 @@ class DatasetAppended(Message):
         return self
 
     def message_id(self) -> str:
-        """Deduplicates one announced version range."""
-        return f"dataset:{self.dataset}:{self.from_version}:{self.to_version}"
+        """Deduplicates one announced version range (of one table, when it is known)."""
+        table = f"@{self.table_id}" if self.table_id else ""
+        return f"dataset:{self.dataset}{table}:{self.from_version}:{self.to_version}"
+
+
+class DatasetVersionsUnreadable(Message):
+    """Versions (from_version, to_version] of a dataset could not be read and are skipped.
+
+    Parked on the dead-letter subject of `dataset.appended`, so an operator sees why their
+    rows never fired while later versions keep flowing.
+    """
+
+    dataset: str = Field(min_length=1)
+    from_version: int = Field(ge=-1)
+    to_version: int = Field(ge=0)
+    reason: str
+
+    def message_id(self) -> str:
+        """Reports one skipped range once, across restarts."""
+        return f"dataset-unreadable:{self.dataset}:{self.from_version}:{self.to_version}"
 
 
 class SubmitRun(Message):

@@ -77,6 +77,9 @@ class DatasetAppendTrigger(TriggerSpec):
     dataset: str
     batch_rows: int | None = Field(default=None, ge=1)
     added_fraction: float | None = Field(default=None, gt=0.0)
+    # Also fire on MERGEs that only inserted rows (never appends by default: a merge may
+    # re-insert rows that were deleted, and upserts are not new data to most routines).
+    merge_inserts: bool = False
 
 
 class CompletionTrigger(TriggerSpec):
@@ -146,11 +149,18 @@ def on_poll(
 
 
 def on_dataset_append(
-    dataset: str, batch_rows: int | None = None, added_fraction: float | None = None
+    dataset: str,
+    batch_rows: int | None = None,
+    added_fraction: float | None = None,
+    merge_inserts: bool = False,
 ) -> Any:
-    """Fire when rows are appended to `dataset` (optionally only past a threshold)."""
+    """Fire when rows are appended to `dataset` (optionally only past a threshold; with
+    merge_inserts, also when a MERGE only inserted rows)."""
     return DatasetAppendTrigger(
-        dataset=dataset, batch_rows=batch_rows, added_fraction=added_fraction
+        dataset=dataset,
+        batch_rows=batch_rows,
+        added_fraction=added_fraction,
+        merge_inserts=merge_inserts,
     )
 
 

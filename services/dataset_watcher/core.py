@@ -6,26 +6,34 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from mainspring.deltalog import COMMIT_FILE, DATASET_NAME, Commit
-from mainspring.messages import DatasetAppended
+from mainspring.messages import DatasetAppended, DatasetVersionsUnreadable
 
 
-def announcement(dataset: str, commit: Commit, table_records: int | None) -> DatasetAppended | None:
+def announcement(
+    dataset: str,
+    commit: Commit,
+    added_records: int,
+    table_records: int | None,
+    table_id: str | None = None,
+) -> DatasetAppended | None:
     """The `dataset.appended` for one version, or None when the version is not an append.
 
     Each append version is announced alone, as (version - 1, version]: the range, and so the
     Nats-Msg-Id, depends only on the version, never on how many versions a scan found.
     """
-    if commit.kind != "append":
+    if commit.kind != "append" and not commit.inserts_by_merge:
         return None
     return DatasetAppended(
         dataset=dataset,
         from_version=commit.version - 1,
         to_version=commit.version,
-        added_records=commit.added_records,
+        added_records=added_records,
         added_files=[f.path for f in commit.added],
         hop=commit.hop,
         parent_run_id=commit.run_id,
         table_records=table_records,
+        table_id=table_id,
+        inserted_by_merge=commit.kind != "append",
     )
 
 
@@ -47,6 +55,33 @@ def datasets_in(paths: Iterable[str], base: str) -> set[str]:
         if len(relative.parts) >= 1 and DATASET_NAME.match(relative.parts[0]):
             found.add(relative.parts[0])
     return found
+
+
+def recreated(known_table: str | None, current_table: str | None) -> bool:
+    """Was the dataset deleted and created again since its versions were last read? Version 0
+    of the table now in its folder names another table than the one read before."""
+    return known_table is not None and current_table is not None and known_table != current_table
+
+
+def unreadable(dataset: str, version: int, reason: str) -> DatasetVersionsUnreadable:
+    """The report of one version that cannot be read, so it is skipped instead of retried."""
+    return DatasetVersionsUnreadable(
+        dataset=dataset, from_version=version - 1, to_version=version, reason=reason
+    )
+
+
+def cleaned_gap(dataset: str, seen: int, resume: int) -> DatasetVersionsUnreadable:
+    """The report of versions removed from the log (after a checkpoint) before they were read."""
+    return DatasetVersionsUnreadable(
+        dataset=dataset,
+        from_version=seen,
+        to_version=resume,
+        reason=(
+            f"versions {seen + 1}..{resume} were removed from the log (log retention after a "
+            "checkpoint) before the watcher read them; their appends never fire: keep "
+            "delta.logRetentionDuration longer than the watcher may be down"
+        ),
+    )
 
 
 def resume_after_gap(seen: int, available: list[int]) -> int | None:

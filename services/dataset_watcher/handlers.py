@@ -8,22 +8,31 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from mainspring import deltalog, subjects
+from mainspring import datasets, deltalog, subjects
+from mainspring.messages import DatasetVersionsUnreadable
 from mainspring.service import publish_event
 from services.dataset_watcher import core
 from services.dataset_watcher.settings import WatcherSettings
 
 log = logging.getLogger("mainspring.dataset_watcher")
 
+UNREADABLE_SUBJECT = subjects.dead_letter_subject(subjects.DATASET_APPENDED)
+
 
 def seen_key(dataset: str) -> str:
     """The watcher-bucket key of a dataset's last processed version."""
     return f"seen.{dataset}"
+
+
+def table_key(dataset: str) -> str:
+    """The watcher-bucket key of the table (metaData.id) whose versions `seen` counts."""
+    return f"table.{dataset}"
 
 
 class Watcher:
@@ -36,8 +45,12 @@ class Watcher:
         self.fs, self.base = deltalog.filesystem(self.root)
         self.kv: KeyValue | None = None
         self.seen: dict[str, int] = {}
+        # The table (metaData.id) each dataset's seen version belongs to, as in the bucket.
+        self.table_ids: dict[str, str | None] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.tables: dict[str, DeltaTable] = {}
+        # Footer row counts of files without stats: a data file never changes once written.
+        self.footer_records: dict[str, dict[str, int]] = {}
 
     async def last_seen(self, dataset: str) -> int:
         """The last version processed (survives restarts); -1 for a dataset never seen, so
@@ -51,6 +64,32 @@ class Watcher:
                 self.seen[dataset] = -1
         return self.seen[dataset]
 
+    async def follow_table(self, dataset: str, identity: str | None) -> None:
+        """Start again from version 0 when the dataset was deleted and created again."""
+        assert self.kv is not None
+        if dataset not in self.table_ids:
+            try:
+                known = (await self.kv.get(table_key(dataset))).value
+            except (KeyNotFoundError, NotFoundError):
+                known = None
+            self.table_ids[dataset] = known.decode() if known else None
+        known_table = self.table_ids[dataset]
+        if core.recreated(known_table, identity):
+            log.warning(
+                "%s was deleted and created again (table %s, before %s): reading the new "
+                "table from version 0",
+                dataset,
+                identity,
+                known_table,
+            )
+            self.tables.pop(dataset, None)
+            self.footer_records.pop(dataset, None)
+            # Seen is reset before the new identity is stored: a crash in between resets again.
+            await self.mark_seen(dataset, -1)
+        if identity is not None and identity != known_table:
+            await self.kv.put(table_key(dataset), identity.encode())
+            self.table_ids[dataset] = identity
+
     async def mark_seen(self, dataset: str, version: int) -> None:
         """Remember a processed version (after its announcement is on the stream)."""
         assert self.kv is not None
@@ -58,7 +97,7 @@ class Watcher:
         self.seen[dataset] = version
 
     def table_records(self, dataset: str, version: int) -> int | None:
-        """Rows in the table at a version, from the log's stats (no data is read)."""
+        """Rows in the table at a version, from the log's stats, else the files' footers."""
         try:
             table = self.tables.get(dataset)
             if table is None:
@@ -66,28 +105,48 @@ class Watcher:
                 self.tables[dataset] = table
             else:
                 table.load_as_version(version)
-            return table.count()
+            cache = self.footer_records.setdefault(dataset, {})
+            return datasets.table_records(table, self.root, dataset, cache)
         except Exception as exc:
             self.tables.pop(dataset, None)
             log.warning("row count of %s at version %s unavailable: %s", dataset, version, exc)
             return None
 
+    def read_version(self, dataset: str, version: int) -> tuple[deltalog.Commit, int] | None:
+        """A version's commit and the rows it added (footers read when stats are missing),
+        or None when it is not in the log yet; UnreadableCommit when it cannot be read."""
+        commit = deltalog.read_commit(self.fs, self.base, dataset, version)
+        if commit is None:
+            return None
+        if commit.kind != "append" and not commit.inserts_by_merge:
+            return commit, 0
+        # A store that did not answer raises: the next scan tries the version again.
+        return commit, deltalog.counted_records(self.fs, self.base, dataset, commit)
+
     async def catch_up(self, dataset: str) -> None:
         """Process every version after the last seen one, in order, one announcement each."""
         lock = self.locks.setdefault(dataset, asyncio.Lock())
         async with lock:
+            identity = await asyncio.to_thread(deltalog.table_identity, self.fs, self.base, dataset)
+            await self.follow_table(dataset, identity)
             seen = await self.last_seen(dataset)
             while True:
                 version = seen + 1
-                commit = await asyncio.to_thread(
-                    deltalog.read_commit, self.fs, self.base, dataset, version
-                )
-                if commit is None:
+                try:
+                    read = await asyncio.to_thread(self.read_version, dataset, version)
+                except deltalog.UnreadableCommit as exc:
+                    # Retrying the same bytes on every scan would stall the dataset for good.
+                    await self.report(core.unreadable(dataset, version, exc.reason))
+                    await self.mark_seen(dataset, version)
+                    seen = version
+                    continue
+                if read is None:
                     return
+                commit, added_records = read
                 records = None
-                if commit.kind == "append":
+                if commit.kind == "append" or commit.inserts_by_merge:
                     records = await asyncio.to_thread(self.table_records, dataset, version)
-                appended = core.announcement(dataset, commit, records)
+                appended = core.announcement(dataset, commit, added_records, records, identity)
                 if appended is not None:
                     # Published before the version is marked seen: a crash in between
                     # republishes it with the same Nats-Msg-Id, which the stream drops.
@@ -104,22 +163,26 @@ class Watcher:
                 await self.mark_seen(dataset, version)
                 seen = version
 
+    async def report(self, skipped: DatasetVersionsUnreadable) -> None:
+        """Park the report of skipped versions on the dead-letter subject of dataset.appended."""
+        log.error("%s: %s; parked on %s", skipped.dataset, skipped.reason, UNREADABLE_SUBJECT)
+        await publish_event(self.broker, skipped, UNREADABLE_SUBJECT)
+
     async def skip_cleaned_gap(self, dataset: str) -> None:
-        """Resume past versions whose commit files were cleaned out of the log."""
+        """Resume past versions whose commit files were cleaned out of the log, and say so."""
         seen = await self.last_seen(dataset)
-        if await asyncio.to_thread(deltalog.read_commit, self.fs, self.base, dataset, seen + 1):
+        if await asyncio.to_thread(self.commit_exists, dataset, seen + 1):
             return
         available = await asyncio.to_thread(deltalog.log_versions, self.fs, self.base, dataset)
         resume = core.resume_after_gap(seen, available)
         if resume is not None:
-            log.warning(
-                "%s: versions %s..%s are no longer in the log; resuming at %s",
-                dataset,
-                seen + 1,
-                resume,
-                resume + 1,
-            )
+            await self.report(core.cleaned_gap(dataset, seen, resume))
             await self.mark_seen(dataset, resume)
+
+    def commit_exists(self, dataset: str, version: int) -> bool:
+        """Is this version's commit file in the log (readable or not)?"""
+        path = deltalog.commit_path(self.base, dataset, version)
+        return bool(self.fs.get_file_info(path).type == pafs.FileType.File)
 
     async def scan(self) -> None:
         """Check every dataset under the root once."""

@@ -398,6 +398,9 @@ def decide_dataset_append(
     deciding again from the same cursor gives the same run."""
     trigger = definition.trigger
     assert isinstance(trigger, DatasetAppendTrigger)
+    if appended.inserted_by_merge and not trigger.merge_inserts:
+        # Not an append to this routine: a later range spanning it reads appends only.
+        return DatasetDecision(cursor=None)
     if cursor is None or cursor.dataset != trigger.dataset:
         # No seeded cursor (a definition not written by `routine create`): start at this event.
         base = None
@@ -408,6 +411,28 @@ def decide_dataset_append(
             fired_version=appended.from_version,
             seen_version=appended.from_version,
             base_records=base,
+        )
+    restarted: list[TriggerRecorded] = []
+    if cursor.table_id and appended.table_id and cursor.table_id != appended.table_id:
+        # Deleted and created again under the same name: versions restart at 0, and the old
+        # table's pending rows are gone with it. Say so, then count the new table afresh.
+        lost = f"; {cursor.pending_records} pending rows went with the old table"
+        reason = (
+            f"dataset {trigger.dataset} was deleted and created again (table "
+            f"{appended.table_id}, before {cursor.table_id}): the cursor starts again at "
+            f"version {appended.from_version}" + (lost if cursor.pending_records else "")
+        )
+        key = f"dataset:{trigger.dataset}@{appended.table_id}:recreated"
+        restarted.append(_history(definition, "dataset", key, "skipped", now, reason=reason))
+        base = None
+        if appended.table_records is not None:
+            base = max(0, appended.table_records - appended.added_records)
+        cursor = DatasetCursor(
+            dataset=trigger.dataset,
+            fired_version=appended.from_version,
+            seen_version=appended.from_version,
+            base_records=base,
+            table_id=appended.table_id,
         )
     if appended.to_version <= cursor.seen_version:
         # Already counted: a redelivery, or an announcement repeated past the dedup window.
@@ -421,6 +446,7 @@ def decide_dataset_append(
             "pending_parent_run_id": (
                 appended.parent_run_id if takes_parent else cursor.pending_parent_run_id
             ),
+            "table_id": appended.table_id or cursor.table_id,
         }
     )
     event_key = f"dataset:{trigger.dataset}:{appended.from_version}:{appended.to_version}"
@@ -431,22 +457,31 @@ def decide_dataset_append(
         )
         return DatasetDecision(
             cursor=accumulated,
-            history=[_history(definition, "dataset", event_key, "skipped", now, reason=reason)],
+            history=[
+                *restarted,
+                _history(definition, "dataset", event_key, "skipped", now, reason=reason),
+            ],
         )
     shortfall = threshold_shortfall(trigger, accumulated.pending_records, accumulated.base_records)
     if shortfall is not None:
         reason = f"threshold not met: {shortfall} since version {cursor.fired_version}"
         return DatasetDecision(
             cursor=accumulated,
-            history=[_history(definition, "dataset", event_key, "skipped", now, reason=reason)],
+            history=[
+                *restarted,
+                _history(definition, "dataset", event_key, "skipped", now, reason=reason),
+            ],
         )
     fired = DatasetCursor(
         dataset=trigger.dataset,
         fired_version=appended.to_version,
         seen_version=appended.to_version,
         base_records=appended.table_records,
+        table_id=accumulated.table_id,
     )
-    range_key = f"dataset:{trigger.dataset}:{cursor.fired_version}:{appended.to_version}"
+    # A recreated table repeats the old one's version numbers: its ranges get other run ids.
+    table = f"@{accumulated.table_id}" if accumulated.table_id else ""
+    range_key = f"dataset:{trigger.dataset}{table}:{cursor.fired_version}:{appended.to_version}"
     hop = accumulated.pending_hop + 1
     limit = hop_limit(definition, max_hops)
     if hop > limit:
@@ -460,7 +495,8 @@ def decide_dataset_append(
         return DatasetDecision(
             cursor=fired,
             history=[
-                _history(definition, "dataset", range_key, "loop_blocked", now, reason=reason)
+                *restarted,
+                _history(definition, "dataset", range_key, "loop_blocked", now, reason=reason),
             ],
         )
     run_id = run_id_for(definition.name, range_key)
@@ -473,6 +509,7 @@ def decide_dataset_append(
             "from_version": cursor.fired_version,
             "to_version": appended.to_version,
             "added_records": accumulated.pending_records,
+            **({"merge_inserts": True} if trigger.merge_inserts else {}),
         },
         hop=hop,
         parent_run_id=accumulated.pending_parent_run_id,
@@ -480,7 +517,10 @@ def decide_dataset_append(
     return DatasetDecision(
         cursor=fired,
         requests=[build_request(definition, draft, now)],
-        history=[_history(definition, "dataset", range_key, "fired", now, run_id=run_id)],
+        history=[
+            *restarted,
+            _history(definition, "dataset", range_key, "fired", now, run_id=run_id),
+        ],
     )
 
 

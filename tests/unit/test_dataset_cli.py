@@ -75,3 +75,27 @@ def test_bad_input_is_one_line_naming_the_fix(
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert fix in error and "\n" not in error
+
+
+def test_a_table_deltalake_cannot_load_is_listed_and_shown_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["dataset", "create", "good", "--schema", "id:int64"]) == 0
+    assert main(["dataset", "create", "broken", "--schema", "id:int64"]) == 0
+    log = tmp_path / "home" / "datasets" / "broken" / "_delta_log"
+    (log / f"{1:020d}.json").write_text('{"add": {"path": "x.parquet"\n')
+    capsys.readouterr()
+
+    assert main(["dataset", "list", "--json"]) == 0
+    listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert listed["good"]["error"] is None
+    assert (listed["broken"]["version"], listed["broken"]["rows"]) == (1, 0)
+    assert "deltalake cannot load" in listed["broken"]["error"]
+
+    assert main(["dataset", "show", "broken", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert "mainspring dataset show broken" in shown["error"]
+    assert [(v["version"], v["kind"]) for v in shown["versions"]] == [
+        (1, "unreadable"),
+        (0, "create"),
+    ]

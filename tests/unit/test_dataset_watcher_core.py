@@ -17,7 +17,7 @@ def test_an_append_is_announced_alone_with_its_rows_files_and_hop() -> None:
         ),
     )
 
-    announced = core.announcement("photos", commit, table_records=140)
+    announced = core.announcement("photos", commit, 42, table_records=140)
 
     assert announced is not None
     assert (announced.from_version, announced.to_version) == (4, 5)
@@ -35,11 +35,11 @@ def test_an_append_is_announced_alone_with_its_rows_files_and_hop() -> None:
         commit_text("WRITE", {"mode": "Overwrite"}, adds=[3], removes=1),
         commit_text("DELETE", {}, removes=1),
         commit_text("MERGE", {}, adds=[3], removes=1),
-        commit_text("CREATE TABLE", {"mode": "ErrorIfExists"}),
+        commit_text("CREATE TABLE", {"mode": "ErrorIfExists"}, table=True),
     ],
 )
 def test_other_versions_are_not_announced(text: str) -> None:
-    assert core.announcement("photos", parse_commit(3, text), table_records=10) is None
+    assert core.announcement("photos", parse_commit(3, text), 3, table_records=10) is None
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,47 @@ def test_datasets_in_names_the_top_folders_under_the_root() -> None:
 )
 def test_resume_after_gap(seen: int, available: list[int], resume: int | None) -> None:
     assert core.resume_after_gap(seen, available) == resume
+
+
+def test_an_unreadable_version_is_reported_once_as_its_own_range() -> None:
+    report = core.unreadable("photos", 9, "line 2 is not JSON")
+    assert (report.from_version, report.to_version, report.reason) == (8, 9, "line 2 is not JSON")
+    assert report.message_id() == "dataset-unreadable:photos:8:9"
+
+
+def test_versions_cleaned_from_the_log_are_reported_with_the_fix() -> None:
+    report = core.cleaned_gap("photos", seen=3, resume=9)
+    assert (report.from_version, report.to_version) == (3, 9)
+    assert "versions 4..9 were removed" in report.reason
+    assert "delta.logRetentionDuration" in report.reason
+
+
+@pytest.mark.parametrize(
+    ("known", "current", "recreated"),
+    [
+        (None, "t-1", False),  # first look at the dataset
+        ("t-1", "t-1", False),
+        ("t-1", None, False),  # version 0 cleaned from the log: nothing to compare
+        ("t-1", "t-2", True),
+    ],
+)
+def test_recreation_is_told_by_the_table_id_of_version_0(
+    known: str | None, current: str | None, recreated: bool
+) -> None:
+    assert core.recreated(known, current) is recreated
+
+
+def test_the_announcement_names_its_table_and_dedups_per_table() -> None:
+    commit = parse_commit(0, commit_text("WRITE", {"mode": "Append"}, adds=[2], table=True))
+    assert commit.table_id == "table-id"
+    announced = core.announcement("photos", commit, 2, 2, commit.table_id)
+    assert announced is not None
+    assert announced.message_id() == "dataset:photos@table-id:-1:0"
+
+
+def test_a_merge_that_only_inserted_is_announced_as_such() -> None:
+    merge = parse_commit(4, commit_text("MERGE", {}, adds=[2]))
+    announced = core.announcement("photos", merge, 2, 12)
+    assert announced is not None and announced.inserted_by_merge
+    append = core.announcement("photos", parse_commit(5, commit_text("WRITE", {}, adds=[1])), 1, 13)
+    assert append is not None and not append.inserted_by_merge

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from mainspring import datasets
 from mainspring.datasets import DatasetError
@@ -153,3 +154,21 @@ def test_event_rows_stream_file_by_file(root: str) -> None:
     assert next(batches).column("id").to_pylist() == list(range(10, 20))
     with pytest.raises(FileNotFoundError):
         next(batches)
+
+
+def test_rows_a_merge_inserted_reach_only_events_that_ask_for_them(root: str) -> None:
+    datasets.create("photos", "id:int64,text:string", root=root)
+    datasets.append("photos", rows(0, 2), root=root)  # v1
+    table = DeltaTable(f"{root}/photos")
+    table.merge(
+        pa.table(rows(10, 2)), predicate="s.id = t.id", source_alias="s", target_alias="t"
+    ).when_not_matched_insert_all().execute()  # v2: inserts only
+    datasets.append("photos", rows(20, 1), root=root)  # v3
+    event = {"dataset": "photos", "from_version": 0, "to_version": 3}
+
+    appends_only = datasets.dataset_event(root, event).added_rows()
+    with_merges = datasets.dataset_event(root, {**event, "merge_inserts": True}).added_rows()
+
+    assert appends_only.column("id").to_pylist() == [0, 1, 20]
+    assert with_merges.column("id").to_pylist() == [0, 1, 10, 11, 20]
+    assert datasets.history("photos", root=root)[1].kind == "merge"

@@ -210,3 +210,51 @@ def test_an_empty_or_reversed_range_is_malformed(from_version: int, to_version: 
         DatasetAppended(
             dataset="photos", from_version=from_version, to_version=to_version, added_records=1
         )
+
+
+def test_a_recreated_dataset_restarts_the_cursor_with_a_clear_event() -> None:
+    old = cursor(fired=7, seen=9, pending=40).model_copy(update={"table_id": "old-table"})
+    first = appended(to=0, rows=3, table=3).model_copy(update={"table_id": "new-table"})
+
+    decision = core.decide_dataset_append(definition(), old, first, NOW, max_hops=8)
+
+    (request,) = decision.requests
+    assert (request.event["from_version"], request.event["to_version"]) == (-1, 0)
+    assert request.event["added_records"] == 3
+    restarted, fired = decision.history
+    assert restarted.status == "skipped" and fired.status == "fired"
+    assert restarted.reason is not None
+    assert "deleted and created again" in restarted.reason
+    assert "40 pending rows went with the old table" in restarted.reason
+    assert decision.cursor is not None
+    assert (decision.cursor.table_id, decision.cursor.fired_version) == ("new-table", 0)
+
+
+def test_the_same_range_of_a_recreated_table_is_another_run() -> None:
+    def run_for(table_id: str) -> str:
+        start = cursor(fired=-1).model_copy(update={"table_id": table_id})
+        event = appended(to=0, rows=3).model_copy(update={"table_id": table_id})
+        (request,) = core.decide_dataset_append(definition(), start, event, NOW, 8).requests
+        return request.run_id
+
+    assert run_for("old-table") != run_for("new-table")
+    assert run_for("old-table") == run_for("old-table")
+
+
+def test_a_cursor_learns_its_table_from_the_first_announcement_naming_it() -> None:
+    event = appended(to=5, rows=2).model_copy(update={"table_id": "t-1"})
+    decision = core.decide_dataset_append(definition(batch_rows=10), cursor(4), event, NOW, 8)
+    assert decision.cursor is not None and decision.cursor.table_id == "t-1"
+    assert [h.status for h in decision.history] == ["skipped"]  # below batch_rows, no restart
+
+
+def test_a_merge_that_only_inserted_fires_only_routines_that_opted_in() -> None:
+    merge = appended(to=5, rows=2).model_copy(update={"inserted_by_merge": True})
+    opted_out = core.decide_dataset_append(definition(), cursor(4), merge, NOW, 8)
+    assert (opted_out.cursor, opted_out.requests, opted_out.history) == (None, [], [])
+
+    opted_in = definition().model_copy(
+        update={"trigger": DatasetAppendTrigger(dataset="photos", merge_inserts=True)}
+    )
+    (request,) = core.decide_dataset_append(opted_in, cursor(4), merge, NOW, 8).requests
+    assert request.event["merge_inserts"] is True and request.event["added_records"] == 2
