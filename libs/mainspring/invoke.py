@@ -6,8 +6,11 @@ routine behaves the same whichever way it was started.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from mainspring.routine import Routine, RunContext, RunInfo
@@ -38,25 +41,62 @@ def invoke(
     instance._run_info = run_info
     initial_state = json.dumps(state or {}, sort_keys=True, default=str)
     instance._state = json.loads(initial_state)
-    try:
-        instance.setup()
+    with RunLoop() as loop:
         try:
-            value = instance.run(**arguments)  # type: ignore[attr-defined]
-        finally:
-            instance.cleanup()
-    except SystemExit as exc:
-        return {"status": "failed", "error": f"routine called sys.exit({exc.code!r})"}
-    except MemoryError as exc:
-        if memory_error_reason is None:
+            call(loop, instance.setup)
+            try:
+                value = call(loop, instance.run, **arguments)  # type: ignore[attr-defined]
+            finally:
+                call(loop, instance.cleanup)
+        except SystemExit as exc:
+            return {"status": "failed", "error": f"routine called sys.exit({exc.code!r})"}
+        except MemoryError as exc:
+            if memory_error_reason is None:
+                return _failed(exc)
+            return {"status": "failed", "error": memory_error_reason}
+        except catch as exc:
             return _failed(exc)
-        return {"status": "failed", "error": memory_error_reason}
-    except catch as exc:
-        return _failed(exc)
     result: dict[str, Any] = {"status": "completed", "outputs": outputs_as_json(value)}
     final_state = json.dumps(instance.state, sort_keys=True, default=str)
     if final_state != initial_state:
         result["state"] = json.loads(final_state)
     return result
+
+
+class RunLoop:
+    """The event loop of one run, made only when a routine method turns out to be async.
+
+    One loop serves setup, run and cleanup, so what an async setup() opens (a client
+    session, a connection pool) is still usable in run() and cleanup().
+    """
+
+    def __init__(self) -> None:
+        self._runner: asyncio.Runner | None = None
+
+    def wait_for(self, awaitable: Any) -> Any:
+        """Run an awaitable to its end on the run's loop."""
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(_awaited(awaitable))
+
+    def __enter__(self) -> RunLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            self._runner.close()
+
+
+def call(loop: RunLoop, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a routine method; an `async def` one is awaited to its end on the run's loop."""
+    result = method(*args, **kwargs)
+    if inspect.isawaitable(result):
+        return loop.wait_for(result)
+    return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _failed(exc: BaseException) -> dict[str, Any]:

@@ -7,7 +7,9 @@ RESULT_FILE, so what the function prints never mixes with it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -26,6 +28,9 @@ def call_poll(bundle_dir: Path, fn: str) -> dict[str, Any]:
         return {"error": f"cannot import poll function {fn}: {type(exc).__name__}: {exc}"}
     try:
         value = target()
+        if inspect.isawaitable(value):
+            # An `async def` poll function: its result is what the coroutine returns.
+            value = asyncio.run(_awaited(value))
     except BaseException as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     if value is not None and not isinstance(value, dict):
@@ -37,6 +42,10 @@ def call_poll(bundle_dir: Path, fn: str) -> dict[str, Any]:
         return {"payload": None if value is None else json.loads(json.dumps(value, default=str))}
     except ValueError as exc:
         return {"error": f"poll function {fn} returned a dict that is not JSON: {exc}"}
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def main() -> None:
