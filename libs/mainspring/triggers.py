@@ -241,14 +241,12 @@ class DatasetEvent:
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self._batches(self.batch_size)
 
-    def added_rows(self) -> pa.Table:
-        """All appended rows as one table (loads them into memory)."""
-        import pyarrow as pa
+    def added_rows(self) -> list[pa.RecordBatch]:
+        """The appended rows as record batches, as iterating the event gives them.
 
-        batches = list(self)
-        if not batches:
-            return pa.table({})
-        return pa.Table.from_batches(batches)
+        They are read into memory at once; iterate the event itself to stream them.
+        """
+        return list(self)
 
     def __repr__(self) -> str:
         return (

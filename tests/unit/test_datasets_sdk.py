@@ -38,8 +38,11 @@ def test_event_rows_are_exactly_the_appended_ones_in_exact_batches(root: str) ->
     )
 
     assert [b.num_rows for b in event] == [5, 5, 5, 1]
-    assert event.added_rows().column("id").to_pylist() == list(range(7, 23))
-    assert event.added_rows().column("text").to_pylist()[:2] == ["t7", "t8"]  # as appended
+    assert pa.Table.from_batches(event.added_rows()).column("id").to_pylist() == list(range(7, 23))
+    assert pa.Table.from_batches(event.added_rows()).column("text").to_pylist()[:2] == [
+        "t7",
+        "t8",
+    ]  # as appended
     assert [v.kind for v in datasets.history("photos", root=root)] == [
         "append",
         "overwrite",
@@ -58,7 +61,8 @@ def test_an_empty_range_yields_nothing(root: str) -> None:
     event = datasets.dataset_event(
         root, {"dataset": "photos", "from_version": 1, "to_version": 2}, 3
     )
-    assert list(event) == [] and event.added_rows().num_rows == 0
+    assert list(event) == []
+    assert event.added_rows() == []
 
 
 def test_an_append_from_a_run_carries_its_run_and_hop(
@@ -166,9 +170,27 @@ def test_rows_a_merge_inserted_reach_only_events_that_ask_for_them(root: str) ->
     datasets.append("photos", rows(20, 1), root=root)  # v3
     event = {"dataset": "photos", "from_version": 0, "to_version": 3}
 
-    appends_only = datasets.dataset_event(root, event).added_rows()
-    with_merges = datasets.dataset_event(root, {**event, "merge_inserts": True}).added_rows()
+    appends_only = pa.Table.from_batches(datasets.dataset_event(root, event).added_rows())
+    with_merges = pa.Table.from_batches(
+        datasets.dataset_event(root, {**event, "merge_inserts": True}).added_rows()
+    )
 
     assert appends_only.column("id").to_pylist() == [0, 1, 20]
     assert with_merges.column("id").to_pylist() == [0, 1, 10, 11, 20]
     assert datasets.history("photos", root=root)[1].kind == "merge"
+
+
+def test_added_rows_are_record_batches_like_iterating_the_event(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    datasets.create("photos", "id:int64,text:string", root=root)
+    first = datasets.append("photos", {"id": [1, 2], "text": ["a", "b"]}, root=root)
+    last = datasets.append("photos", {"id": [3], "text": ["c"]}, root=root)
+    event = datasets.dataset_event(
+        root,
+        {"dataset": "photos", "from_version": first - 1, "to_version": last, "added_records": 3},
+        batch_size=1024,
+    )
+    batches = event.added_rows()
+    assert all(isinstance(batch, pa.RecordBatch) for batch in batches)
+    assert [batch.to_pylist() for batch in batches] == [batch.to_pylist() for batch in event]
+    assert sorted(row["id"] for batch in batches for row in batch.to_pylist()) == [1, 2, 3]
