@@ -12,6 +12,9 @@ TerminalStatus = Literal["completed", "failed", "cancelled"]
 RunSource = Literal["trigger", "manual", "api"]
 TriggerKind = Literal["schedule", "dataset", "completion", "poll", "manual"]
 FiringStatus = Literal["fired", "skipped", "failed", "loop_blocked", "disabled"]
+# "worker": a reused worker process pinned to the code's digest; "process": a fresh fork per run.
+Isolation = Literal["worker", "process"]
+ISOLATIONS: tuple[str, ...] = ("worker", "process")
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 # "start": the run failed before run() was called (code, entrypoint, contract, inputs);
@@ -121,6 +124,7 @@ class RequestRun(Message):
     retries: int = 0
     retry_backoff_s: float = 1.0
     max_concurrent: int | None = None
+    isolation: Isolation = "worker"
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""

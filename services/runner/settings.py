@@ -6,7 +6,7 @@ from mainspring.settings import Settings
 
 
 class RunnerSettings(Settings):
-    """Slots, heartbeats and where bundles are unpacked."""
+    """Slots, heartbeats, worker reuse and where bundles are unpacked."""
 
     heartbeat_s: float = 5.0
     cancel_grace_s: float = 5.0
@@ -21,7 +21,14 @@ class RunnerSettings(Settings):
     # hand-back's own grace this stays inside `mainspring up`'s 10s stop window.
     drain_timeout_s: float = 5.0
     hand_back_grace_s: float = 2.0
+    # Unbound workers started ahead of time (one per slot), so a new digest starts warm too.
     warm_workers: bool = True
+    # A reused worker is recycled after this many runs, or once its resident memory grew
+    # this much over its post-import baseline (leaks and fragmentation add up).
+    max_runs_per_worker: int = 1000
+    worker_max_rss_growth: int = 512 * 2**20
+    # Idle workers kept across all digests; the least recently used go first.
+    max_idle_workers: int = 8
 
     def bundle_cache(self) -> Path:
         """Unpacked bundles, one folder per digest."""
