@@ -91,6 +91,8 @@ class SubmitRun(Message):
     previews: bool = False
     store_artifacts: bool = True
     submitted_at: AwareDatetime | None = None
+    # None: the routine's own `isolation`.
+    isolation: Isolation | None = None
 
 
 class RequestRun(Message):
@@ -143,6 +145,7 @@ class RunStarted(Message):
     runner: str
     attempt: int = 1
     started_at: AwareDatetime
+    isolation: Isolation | None = None
 
 
 class RunQueued(Message):
@@ -199,6 +202,7 @@ class RunCompleted(Message):
     chain: list[str] = Field(default_factory=list)
     phase: RunPhase = "run"
     source: RunSource | None = None
+    isolation: Isolation | None = None
 
     def message_id(self) -> str:
         """A run completes once."""

@@ -12,6 +12,7 @@ from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from mainspring import subjects
+from mainspring.messages import Isolation
 from mainspring.routine import InputSpec
 from mainspring.triggers import AnyTrigger
 
@@ -44,6 +45,7 @@ class RoutineOptions(BaseModel):
     max_hops: int | None = None
     max_concurrent: int | None = None
     allow_in_memory: bool = False
+    isolation: Isolation = "worker"
 
 
 class RoutineDefinition(BaseModel):

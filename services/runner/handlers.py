@@ -217,6 +217,7 @@ class Runner:
                 runner=self.name,
                 attempt=attempt,
                 started_at=started_at,
+                isolation=request.isolation,
             ),
             subjects.RUN_STARTED,
         )
@@ -355,6 +356,7 @@ class Runner:
                 started_at=started_at,
                 finished_at=_now(),
                 phase=outcome.phase,
+                isolation=request.isolation if started_at is not None else None,
                 **request.carried_forward(),
             ),
             subjects.RUN_COMPLETED,
