@@ -249,10 +249,12 @@ class Runner:
             except BaseException:
                 await worker.discard()
                 raise
-            await self.release_worker(request, worker, outcome, child.leftovers)
         finally:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
+        # Released only once the run left `active`: a late cancel must not reach a worker
+        # that already waits for (or serves) another run.
+        await self.release_worker(request, worker, outcome, child.leftovers)
         if request.run_id in self.handed_back:
             # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
             self.handed_back.discard(request.run_id)

@@ -82,6 +82,8 @@ class ChildRun:
             limits.cancel()
             if not reading.done():
                 reading.cancel()
+        # From here the worker may go back to its pool: stop() must no longer signal it.
+        self.worker = None
         result = reading.result() if reading.done() and not reading.cancelled() else None
         if result is not None:
             self.final_state = result.get("state")
@@ -114,7 +116,8 @@ class ChildRun:
         """SIGTERM, then SIGKILL after the grace period."""
         worker = self.worker
         if worker is None:
-            return  # not started yet: run() sees the cancel before it hands over the job
+            # Not started yet (run() sees the cancel before it hands over the job), or done.
+            return
         worker.terminate()
         try:
             await asyncio.wait_for(asyncio.shield(worker.exited), timeout=grace_s)
