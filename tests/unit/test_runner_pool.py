@@ -14,7 +14,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,7 @@ class Harness:
         bundle: Path,
         request: RequestRun,
         on_worker: Callable[[Worker, ChildRun], None] | None = None,
+        on_message: Callable[[dict[str, Any]], Awaitable[None]] = _ignore,
     ) -> tuple[core.Outcome, Worker, ChildRun]:
         if request.isolation == "process":
             worker = await self.fork_server.fork()
@@ -99,7 +100,7 @@ class Harness:
         child = ChildRun(request, bundle, self.tmp / "logs" / f"{request.run_id}.log")
         if on_worker is not None:
             on_worker(worker, child)
-        outcome = await child.run(_ignore, 0.02, worker)
+        outcome = await child.run(on_message, 0.02, worker)
         if request.isolation == "process":
             await worker.discard()
         else:
@@ -256,7 +257,7 @@ async def test_limits_and_cancel_kill_the_run_and_its_worker(
     isolation: Isolation, harness: Harness, tmp_path: Path
 ) -> None:
     bomb = _bundle(tmp_path / "bomb", "hog = []\nwhile True: hog.append(touched(2**24))")
-    loop = _bundle(tmp_path / "loop", "while True: pass")
+    loop = _bundle(tmp_path / "loop", "self.progress(0.5, 'spinning')\nwhile True: pass")
     started: list[Worker] = []
 
     def note(worker: Worker, _child: ChildRun) -> None:
@@ -266,27 +267,28 @@ async def test_limits_and_cancel_kill_the_run_and_its_worker(
         await harness.run(bomb, _request("m", isolation=isolation, memory_limit=60 * MiB), note)
     )[0]
     timeout = (await harness.run(loop, _request("t", isolation=isolation, timeout_s=1), note))[0]
-    handed_over = asyncio.Event()
-    running: list[ChildRun] = []
+    spinning: list[dict[str, Any]] = []
+    cancelled_child: list[ChildRun] = []
 
-    def note_and_signal(worker: Worker, child: ChildRun) -> None:
+    def note_child(worker: Worker, child: ChildRun) -> None:
         started.append(worker)
-        running.append(child)
-        handed_over.set()
+        cancelled_child.append(child)
 
-    async def cancel_once_handed_over() -> None:
-        await handed_over.wait()
-        # Let the routine start spinning, so the cancel lands mid-run.
-        await asyncio.sleep(0.3)
-        await running[0].cancel(grace_s=1)
+    async def cancel_once_spinning(message: dict[str, Any]) -> None:
+        # The routine reported progress from inside run(): the cancel lands mid-run.
+        spinning.append(message)
+        await cancelled_child[0].cancel(grace_s=1)
 
-    canceller = asyncio.create_task(cancel_once_handed_over())
-    cancelled = (await harness.run(loop, _request("c", isolation=isolation), note_and_signal))[0]
-    await canceller
+    cancelled = (
+        await harness.run(
+            loop, _request("c", isolation=isolation), note_child, on_message=cancel_once_spinning
+        )
+    )[0]
 
     assert memory.error == core.MEMORY_EXCEEDED
     assert timeout.error == "timed out after 1s"
     assert cancelled.status == "cancelled"
+    assert [m["message"] for m in spinning] == ["spinning"]
     for worker in started:
         await asyncio.wait_for(asyncio.shield(worker.exited), 10)
     assert harness.pool.idle_count() == 0
