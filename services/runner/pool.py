@@ -264,14 +264,21 @@ class WorkerPool:
                 worker = candidate
             else:
                 await candidate.discard()
+        await self.fill()
+        if worker is not None:
+            try:
+                await worker.wait_ready()
+            except WorkerLost:
+                # A spare that died while it waited (OOM killer, an operator): start afresh.
+                await worker.discard()
+                worker = None
         if worker is None:
             worker = await start_worker(self.env)
-        await self.fill()
-        try:
-            await worker.wait_ready()
-        except BaseException:
-            await worker.discard()
-            raise
+            try:
+                await worker.wait_ready()
+            except BaseException:
+                await worker.discard()
+                raise
         worker.digest = digest
         return worker
 

@@ -356,16 +356,17 @@ class Sleeper(Routine):
 """
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_killed_runners_run_finishes_elsewhere_within_the_bound(
-    deployment: Deployment, client: Client, tmp_path: Path
+    deployment: Deployment, client: Client, tmp_path: Path, isolation: str
 ) -> None:
     deployment.extra_env.update({"MAINSPRING_RUN_ACK_WAIT_S": "4", "MAINSPRING_HEARTBEAT_S": "1"})
     deployment.start_all(runners=2)
     deployment.cli(
         "routine", "create", str(write_routine(tmp_path / "s", SLEEPER)), "--name", "sleeper"
     )
-    run_id = await client.submit("sleeper", {"seconds": 4.0})
-    running = await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
+    run_id = await client.submit("sleeper", {"seconds": 4.0}, isolation=isolation)
+    running = await eventually(lambda: _progressed(client, run_id), 60, what="run progressing")
     holder_pid = int(running["runner"].rsplit(":", 1)[1])
     holder = next(
         s
@@ -378,7 +379,7 @@ async def test_killed_runners_run_finishes_elsewhere_within_the_bound(
     finished = await client.wait(run_id, timeout=60)
 
     assert finished["status"] == "completed" and finished["attempt"] == 2
-    assert finished["runner"] != running["runner"]
+    assert finished["runner"] != running["runner"] and finished["isolation"] == isolation
     # Bound: ack wait (4s) + the run itself (4s) + slack for a loaded machine.
     assert time.monotonic() - killed_at < 40
 

@@ -154,6 +154,23 @@ async def test_workers_are_pinned_per_digest_and_idle_ones_evicted_lru(tmp_path:
     assert all(not w.alive() for w in taken.values())
 
 
+async def test_a_spare_that_died_while_waiting_is_replaced_on_take() -> None:
+    pool = WorkerPool({}, spares=1, max_idle=1, max_runs=100, max_rss_growth=512 * MiB)
+    try:
+        await pool.fill()
+        await asyncio.gather(*pool._starting)
+        spare = pool._spare[0]
+        spare.kill()
+        await asyncio.wait_for(asyncio.shield(spare.exited), 10)
+
+        taken = await pool.take("d")
+
+        assert taken is not spare and taken.alive() and taken.digest == "d"
+        await pool.give_back(taken, None, [])
+    finally:
+        await pool.close()
+
+
 RECYCLED_BY: dict[str, tuple[str, str]] = {
     "thread": (
         "threading.Thread(target=time.sleep, args=(30,), name='lingering', daemon=True).start()",
