@@ -1,8 +1,12 @@
 """Runner settings."""
 
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
 
 from mainspring.settings import Settings
+from mainspring.units import parse_memory
 
 
 class RunnerSettings(Settings):
@@ -25,10 +29,16 @@ class RunnerSettings(Settings):
     warm_workers: bool = True
     # A reused worker is recycled after this many runs, or once its resident memory grew
     # this much over its post-import baseline (leaks and fragmentation add up).
-    max_runs_per_worker: int = 1000
-    worker_max_rss_growth: int = 512 * 2**20
+    max_runs_per_worker: int = Field(default=1000, ge=1)
+    worker_max_rss_growth: int = Field(default=512 * 2**20, ge=0)
     # Idle workers kept across all digests; the least recently used go first.
-    max_idle_workers: int = 8
+    max_idle_workers: int = Field(default=8, ge=0)
+
+    @field_validator("worker_max_rss_growth", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        # Written like a routine's `memory`: 512MiB, 1GiB, or plain bytes.
+        return parse_memory(value) if isinstance(value, str) else value
 
     def bundle_cache(self) -> Path:
         """Unpacked bundles, one folder per digest."""
