@@ -239,6 +239,7 @@ class WorkerPool:
         self._idle: OrderedDict[str, list[Worker]] = OrderedDict()
         self._spare: list[Worker] = []
         self._starting: set[asyncio.Task[None]] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def fill(self) -> None:
@@ -304,12 +305,15 @@ class WorkerPool:
             runs_served=worker.runs_served,
         )
         reason = core.recycle_reason(report, self.max_runs, self.max_rss_growth)
-        if reason is not None or self._closed or worker.digest is None:
+        if self._closed:
+            reason = reason or "the runner is stopping"
+        if reason is not None:
             log.info(
                 "worker %d recycled after %d run(s): %s", worker.pid, worker.runs_served, reason
             )
             await worker.discard()
             return
+        assert worker.digest is not None, "take() binds every worker it hands out"
         self._idle.setdefault(worker.digest, []).append(worker)
         self._idle.move_to_end(worker.digest)
         while self.idle_count() > self.max_idle:
@@ -320,9 +324,10 @@ class WorkerPool:
             self._discard_later(evicted)
 
     def _discard_later(self, worker: Worker) -> None:
+        worker.kill()  # at once: the reaping may wait
         task = asyncio.create_task(worker.discard())
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     def idle_count(self) -> int:
         """Workers bound to a digest and waiting for its next run."""
@@ -344,7 +349,7 @@ class WorkerPool:
         idle = [w for workers in self._idle.values() for w in workers] + self._spare
         self._idle.clear()
         self._spare = []
-        await asyncio.gather(*(worker.discard() for worker in idle))
+        await asyncio.gather(*(worker.discard() for worker in idle), *self._stopping)
 
 
 class ForkServer:
