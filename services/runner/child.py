@@ -222,7 +222,9 @@ def serve_job(
 ) -> dict[str, Any]:
     """Execute one job line and return its result message (with what the run left behind)."""
     request = RequestRun.model_validate(job["request"])
-    control = Control(pipe, request, os.environ.get("MAINSPRING_ARTIFACT_ROOT", ""))
+    control = Control(
+        pipe, request, os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts")
+    )
     if request.routine_version != pinned:
         # The runner keys workers by digest; two bundles in one interpreter would share modules.
         return {
