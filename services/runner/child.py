@@ -37,6 +37,7 @@ from mainspring.routine import (
 )
 from mainspring.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
 from services.runner.core import MEMORY_EXCEEDED, WorkerSnapshot, leftovers
+from services.runner.procfs import peak_rss_bytes, reset_peak_rss
 
 # Imported by every worker (and by the fork server before it forks) so a run does not pay
 # for them: the point of keeping interpreters around.
@@ -242,6 +243,7 @@ def serve_job(
         with contextlib.suppress(BundleError, ContractError):
             loader.load(Path(job["bundle_dir"]), request.entrypoint)
         before = snapshot()
+        reset_peak_rss(os.getpid())
         result = execute(
             request,
             Path(job["bundle_dir"]),
@@ -250,12 +252,15 @@ def serve_job(
             job.get("state"),
             loader,
         )
+        peak_rss = peak_rss_bytes(os.getpid())
         after = snapshot()
     return {
         "type": "result",
         **result,
         "artifacts": control.artifacts,
         "leftovers": leftovers(before, after),
+        # Measured here: a forked child may be gone before the runner could look.
+        "peak_rss": peak_rss,
     }
 
 

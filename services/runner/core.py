@@ -66,6 +66,11 @@ def outcome_of(
     return Outcome("failed", {}, reason, log_tail or None)
 
 
+def memory_over_limit(used: int, baseline: int, limit: int) -> bool:
+    """Is a run over its memory limit? The limit is its growth over its worker's baseline."""
+    return used - baseline > limit
+
+
 def retry_delay(attempt: int, backoff_s: float) -> float:
     """Exponential backoff between attempts, capped at ten minutes."""
     return float(min(backoff_s * (2 ** max(0, attempt - 1)), 600.0))

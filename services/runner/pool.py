@@ -22,10 +22,10 @@ import signal
 import socket
 import sys
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 from services.runner import core
+from services.runner.procfs import live_descendants, tree_rss_bytes
 
 WORKER_MODULE = "services.runner.child"
 FORK_SERVER_MODULE = "services.runner.fork_server"
@@ -38,62 +38,6 @@ log = logging.getLogger("mainspring.runner")
 
 class WorkerLost(RuntimeError):
     """A worker ended before it was ready for a run."""
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of a process, from every one of its threads."""
-    children: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return children
-    for task in tasks:
-        try:
-            children.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return children
-
-
-def live_descendants(pid: int) -> list[int]:
-    """Every process below pid that has not exited (zombies are dead, only unreaped)."""
-    found: list[int] = []
-    frontier = child_pids(pid)
-    while frontier:
-        current = frontier.pop()
-        try:
-            state = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in ("Z", "X"):
-            found.append(current)
-        frontier.extend(child_pids(current))
-    return sorted(found)
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (0 once it is gone)."""
-    try:
-        with Path(f"/proc/{pid}/status").open() as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return 0
-    return 0
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants (a routine may fork workers)."""
-    total, frontier, seen = 0, [pid], set()
-    while frontier:
-        current = frontier.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        total += rss_bytes(current)
-        frontier.extend(child_pids(current))
-    return total
 
 
 class Worker:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from mainspring.messages import RequestRun
-from services.runner.core import Outcome, outcome_of
-from services.runner.pool import Worker, tree_rss_bytes
+from services.runner.core import Outcome, memory_over_limit, outcome_of
+from services.runner.pool import Worker
+from services.runner.procfs import rss_bytes, tree_rss_bytes
 
 OnMessage = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -88,6 +89,14 @@ class ChildRun:
         if result is not None:
             self.final_state = result.get("state")
             self.leftovers = list(result.get("leftovers") or [])
+            # A run that spiked and freed its memory between two polls is still over its
+            # limit: the worker's peak during the run (the kernel's count) says so.
+            peak = int(result.get("peak_rss") or 0)
+            if worker.alive():
+                peak += tree_rss_bytes(worker.pid) - rss_bytes(worker.pid)
+            limit = self.request.memory_limit
+            if limit and memory_over_limit(peak, baseline, limit):
+                self.memory_exceeded = True
         return outcome_of(
             result,
             worker.returncode() or 0,
@@ -102,7 +111,7 @@ class ChildRun:
         timeout = self.request.timeout_s
         started = time.monotonic()
         while worker.alive():
-            if limit and tree_rss_bytes(worker.pid) - baseline > limit:
+            if limit and memory_over_limit(tree_rss_bytes(worker.pid), baseline, limit):
                 self.memory_exceeded = True
                 worker.kill()
                 return

@@ -250,3 +250,11 @@ def _report(**changes: Any) -> runner.WorkerReport:
 )
 def test_recycle_reason(report: runner.WorkerReport, reason: str | None) -> None:
     assert runner.recycle_reason(report, max_runs=100, max_rss_growth=256 * 2**20) == reason
+
+
+@pytest.mark.parametrize(
+    ("used", "baseline", "over"),
+    [(180 * 2**20, 100 * 2**20, False), (201 * 2**20, 100 * 2**20, True), (90 * 2**20, 0, False)],
+)
+def test_a_memory_limit_is_growth_over_the_baseline(used: int, baseline: int, over: bool) -> None:
+    assert runner.memory_over_limit(used, baseline, limit=100 * 2**20) is over

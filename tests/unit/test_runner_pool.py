@@ -24,8 +24,9 @@ import pytest
 
 from mainspring.messages import Isolation, RequestRun
 from services.runner import core
-from services.runner.pool import ForkServer, Worker, WorkerPool, rss_bytes, tree_rss_bytes
+from services.runner.pool import ForkServer, Worker, WorkerPool
 from services.runner.process import ChildRun
+from services.runner.procfs import rss_bytes, tree_rss_bytes
 
 MiB = 2**20
 
@@ -92,6 +93,7 @@ class Harness:
         request: RequestRun,
         on_worker: Callable[[Worker, ChildRun], None] | None = None,
         on_message: Callable[[dict[str, Any]], Awaitable[None]] = _ignore,
+        memory_poll_s: float = 0.02,
     ) -> tuple[core.Outcome, Worker, ChildRun]:
         if request.isolation == "process":
             worker = await self.fork_server.fork()
@@ -100,7 +102,7 @@ class Harness:
         child = ChildRun(request, bundle, self.tmp / "logs" / f"{request.run_id}.log")
         if on_worker is not None:
             on_worker(worker, child)
-        outcome = await child.run(on_message, 0.02, worker)
+        outcome = await child.run(on_message, memory_poll_s, worker)
         if request.isolation == "process":
             await worker.discard()
         else:
@@ -267,6 +269,24 @@ async def test_twenty_runs_each_using_most_of_the_limit_all_pass(
     assert [o.status for o in outcomes] == ["completed"] * 20, [o.error for o in outcomes]
     pids = {o.outputs["pid"] for o in outcomes}
     assert len(pids) == (1 if isolation == "worker" else 20)
+
+
+@pytest.mark.parametrize("isolation", ["worker", "process"])
+async def test_a_spike_over_the_limit_between_two_polls_still_fails_the_run(
+    isolation: Isolation, harness: Harness, tmp_path: Path
+) -> None:
+    # Touch 150MiB against a 100MiB limit and free it at once; the poll (every 60s here)
+    # never sees it, the kernel's peak of the worker does.
+    bundle = _bundle(tmp_path / "b", "block = touched(150 * 2**20); del block")
+
+    outcome, worker, _ = await harness.run(
+        bundle,
+        _request("d1", isolation=isolation, memory_limit=100 * MiB),
+        memory_poll_s=60,
+    )
+
+    assert outcome.error == core.MEMORY_EXCEEDED
+    await asyncio.wait_for(asyncio.shield(worker.exited), 10)
 
 
 @pytest.mark.parametrize("isolation", ["worker", "process"])
