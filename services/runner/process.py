@@ -89,14 +89,15 @@ class ChildRun:
         if result is not None:
             self.final_state = result.get("state")
             self.leftovers = list(result.get("leftovers") or [])
-            # A run that spiked and freed its memory between two polls is still over its
-            # limit: the worker's peak during the run (the kernel's count) says so.
-            peak = int(result.get("peak_rss") or 0)
-            if worker.alive():
-                peak += tree_rss_bytes(worker.pid) - rss_bytes(worker.pid)
             limit = self.request.memory_limit
-            if limit and memory_over_limit(peak, baseline, limit):
-                self.memory_exceeded = True
+            if limit:
+                # A run that spiked and freed its memory between two polls is still over its
+                # limit: the worker's peak during the run (the kernel's count) says so.
+                peak = int(result.get("peak_rss") or 0)
+                if worker.alive():
+                    peak += tree_rss_bytes(worker.pid) - rss_bytes(worker.pid)
+                if memory_over_limit(peak, baseline, limit):
+                    self.memory_exceeded = True
         return outcome_of(
             result,
             worker.returncode() or 0,
