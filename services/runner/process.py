@@ -12,7 +12,7 @@ from typing import Any
 from mainspring.messages import RequestRun
 from services.runner.core import Outcome, memory_over_limit, outcome_of
 from services.runner.pool import Worker
-from services.runner.procfs import rss_bytes, tree_rss_bytes
+from services.runner.procfs import descendants_rss_bytes, tree_rss_bytes
 
 OnMessage = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -93,9 +93,8 @@ class ChildRun:
             if limit:
                 # A run that spiked and freed its memory between two polls is still over its
                 # limit: the worker's peak during the run (the kernel's count) says so.
-                peak = int(result.get("peak_rss") or 0)
-                if worker.alive():
-                    peak += tree_rss_bytes(worker.pid) - rss_bytes(worker.pid)
+                # One reading of what it forked: a forked child may exit between two.
+                peak = int(result.get("peak_rss") or 0) + descendants_rss_bytes(worker.pid)
                 if memory_over_limit(peak, baseline, limit):
                     self.memory_exceeded = True
         return outcome_of(

@@ -75,3 +75,8 @@ def tree_rss_bytes(pid: int) -> int:
         total += rss_bytes(current)
         frontier.extend(child_pids(current))
     return total
+
+
+def descendants_rss_bytes(pid: int) -> int:
+    """Resident memory of everything below a process (0 once it is gone)."""
+    return sum(tree_rss_bytes(child) for child in child_pids(pid))

@@ -26,7 +26,7 @@ from mainspring.messages import Isolation, RequestRun
 from services.runner import core
 from services.runner.pool import ForkServer, Worker, WorkerPool
 from services.runner.process import ChildRun
-from services.runner.procfs import rss_bytes, tree_rss_bytes
+from services.runner.procfs import descendants_rss_bytes, rss_bytes, tree_rss_bytes
 
 MiB = 2**20
 
@@ -422,9 +422,13 @@ def test_tree_memory_counts_what_a_process_forked() -> None:
         assert parent.stdout is not None and parent.stdout.readline().strip() == b"ready"
 
         own, tree = rss_bytes(parent.pid), tree_rss_bytes(parent.pid)
+        below = descendants_rss_bytes(parent.pid)
 
         assert own < 100 * MiB
         assert tree - own > 100 * MiB
+        assert 100 * MiB < below < tree
     finally:
         os.killpg(parent.pid, signal.SIGKILL)  # its own session: the child goes too
         parent.wait()
+    # Gone: nothing below it, rather than its last size.
+    assert descendants_rss_bytes(parent.pid) == 0
