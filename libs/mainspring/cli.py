@@ -530,6 +530,7 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         inputs,
         memory_limit=memory,
         source="manual",
+        isolation=args.isolation,
         **run_options(args),
     )
     if not args.wait:
@@ -701,6 +702,7 @@ def print_run(run: dict[str, Any]) -> None:
         "memory_limit",
         "runner",
         "attempt",
+        "isolation",
         "queue_reason",
         "updated_at",
     ]
@@ -1060,6 +1062,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-name", default=None, help="a name for this run")
     run.add_argument("--description", default=None)
     run.add_argument("--memory", default=None, help="memory limit, e.g. 512MiB, 2GiB")
+    run.add_argument(
+        "--isolation",
+        choices=["worker", "process"],
+        default=None,
+        help="worker: a reused worker process; process: a fresh process (default: the routine's)",
+    )
     run.add_argument("--statistics", action="store_true", help="compute artifact statistics")
     run.add_argument("--previews", action="store_true", help="store artifact previews (first rows)")
     run.add_argument("--no-store", action="store_true", help="keep no artifacts")

@@ -18,7 +18,13 @@ from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.bus import connect, ensure_bus
 from mainspring.ledger import mark_cancelled
-from mainspring.messages import TERMINAL_STATUSES, CancelRun, RunCompleted, SubmitRun
+from mainspring.messages import (
+    ISOLATIONS,
+    TERMINAL_STATUSES,
+    CancelRun,
+    RunCompleted,
+    SubmitRun,
+)
 from mainspring.records import RunQuery
 from mainspring.registry import (
     InputSchema,
@@ -53,6 +59,7 @@ def definition_from_folder(
         max_hops=cls.max_hops,
         max_concurrent=cls.max_concurrent,
         allow_in_memory=cls.allow_in_memory,
+        isolation=cls.isolation,
     )
     definition = RoutineDefinition(
         name=name,
@@ -181,8 +188,11 @@ class Client:
         previews: bool = False,
         store_artifacts: bool = True,
         source: str = "api",
+        isolation: str | None = None,
     ) -> str:
         """Ask for a run; returns its run id at once (the dispatcher validates and queues it)."""
+        if isolation is not None and isolation not in ISOLATIONS:
+            raise ValueError(f"isolation {isolation!r}: use 'worker' or 'process'")
         definition = await (await self.store()).get(routine)
         validate_inputs(definition.input_specs(), inputs or {})
         request = SubmitRun(
@@ -200,6 +210,7 @@ class Client:
             previews=previews,
             store_artifacts=store_artifacts,
             submitted_at=datetime.now(UTC),
+            isolation=isolation,
         )
         await self.js.publish(
             subjects.RUN_SUBMITTED,

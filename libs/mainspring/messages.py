@@ -12,6 +12,9 @@ TerminalStatus = Literal["completed", "failed", "cancelled"]
 RunSource = Literal["trigger", "manual", "api"]
 TriggerKind = Literal["schedule", "dataset", "completion", "poll", "manual"]
 FiringStatus = Literal["fired", "skipped", "failed", "loop_blocked", "disabled"]
+# "worker": a reused worker process pinned to the code's digest; "process": a fresh fork per run.
+Isolation = Literal["worker", "process"]
+ISOLATIONS: tuple[str, ...] = ("worker", "process")
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 # "start": the run failed before run() was called (code, entrypoint, contract, inputs);
@@ -111,6 +114,8 @@ class SubmitRun(Message):
     previews: bool = False
     store_artifacts: bool = True
     submitted_at: AwareDatetime | None = None
+    # None: the routine's own `isolation`.
+    isolation: Isolation | None = None
 
 
 class RequestRun(Message):
@@ -144,6 +149,7 @@ class RequestRun(Message):
     retries: int = 0
     retry_backoff_s: float = 1.0
     max_concurrent: int | None = None
+    isolation: Isolation = "worker"
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""
@@ -162,6 +168,7 @@ class RunStarted(Message):
     runner: str
     attempt: int = 1
     started_at: AwareDatetime
+    isolation: Isolation | None = None
 
 
 class RunQueued(Message):
@@ -218,6 +225,7 @@ class RunCompleted(Message):
     chain: list[str] = Field(default_factory=list)
     phase: RunPhase = "run"
     source: RunSource | None = None
+    isolation: Isolation | None = None
 
     def message_id(self) -> str:
         """A run completes once."""

@@ -55,6 +55,7 @@ class RunRecord(SQLModel, table=True):
     runner: str | None = None
     attempt: int = 0
     queue_reason: str | None = None
+    isolation: str | None = None
 
 
 class ProgressRecord(SQLModel, table=True):

@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from mainspring import subjects
 from mainspring.kv import TooManyConflicts, compare_and_set, key_token
+from mainspring.messages import Isolation
 from mainspring.routine import InputSpec
 from mainspring.triggers import AnyTrigger
 
@@ -45,6 +46,7 @@ class RoutineOptions(BaseModel):
     max_hops: int | None = None
     max_concurrent: int | None = None
     allow_in_memory: bool = False
+    isolation: Isolation = "worker"
 
 
 DisabledBy = Literal["user", "crash_loop"]

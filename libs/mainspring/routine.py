@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from mainspring.messages import ISOLATIONS
 from mainspring.triggers import AnyTrigger, TriggerSpec
 
 
@@ -88,7 +89,8 @@ class Routine:
     """Base class of user routines: override run(), optionally setup() and cleanup().
 
     Class attributes set per-routine options: timeout_s, memory ("2GiB"), retries,
-    retry_backoff_s, max_hops, max_concurrent, allow_in_memory.
+    retry_backoff_s, max_hops, max_concurrent, allow_in_memory, isolation ("worker": a
+    reused worker process, the default; "process": a fresh process per run).
     """
 
     timeout_s: ClassVar[float | None] = None
@@ -98,6 +100,7 @@ class Routine:
     max_hops: ClassVar[int | None] = None
     max_concurrent: ClassVar[int | None] = None
     allow_in_memory: ClassVar[bool] = False
+    isolation: ClassVar[str] = "worker"
 
     _context: RunContext | None = None
     _run_info: RunInfo | None = None
@@ -236,6 +239,12 @@ def inspect_contract(cls: type) -> RoutineContract:
     if bad_kinds:
         raise ContractError(
             f"{name}.run() takes *args/**kwargs ({', '.join(bad_kinds)}): name each input"
+        )
+    isolation = getattr(cls, "isolation", "worker")
+    if isolation not in ISOLATIONS:
+        raise ContractError(
+            f"{name}.isolation is {isolation!r}: set it to 'worker' (a reused worker process) "
+            "or 'process' (a fresh process per run)"
         )
     trigger_param = trigger_params[0]
     inputs = {p.name: _input_spec(name, p.name, p, hints) for p in params if p is not trigger_param}

@@ -12,6 +12,7 @@ from mainspring.cursors import DatasetCursor
 from mainspring.messages import (
     CHAIN_LIMIT,
     DatasetAppended,
+    Isolation,
     RequestRun,
     RunCompleted,
     RunPhase,
@@ -64,6 +65,7 @@ class RunDraft:
     store_artifacts: bool = True
     chain: list[str] = field(default_factory=list)
     submitted_at: datetime | None = None
+    isolation: Isolation | None = None
 
 
 def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime) -> RequestRun:
@@ -97,6 +99,7 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         retries=options.retries,
         retry_backoff_s=options.retry_backoff_s,
         max_concurrent=options.max_concurrent,
+        isolation=draft.isolation or options.isolation,
     )
 
 
@@ -153,6 +156,7 @@ def decide_manual(
         previews=submitted.previews,
         store_artifacts=submitted.store_artifacts,
         submitted_at=submitted.submitted_at,
+        isolation=submitted.isolation,
     )
     try:
         return Decision(requests=[build_request(definition, draft, now)])

@@ -88,6 +88,7 @@ def changes_for_started(event: RunStarted) -> dict[str, Any]:
         "runner": event.runner,
         "attempt": event.attempt,
         "queue_reason": None,
+        "isolation": event.isolation,
     }
 
 
@@ -114,6 +115,7 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
         "queue_reason": None,
         "hop": event.hop,
         "parent_run_id": event.parent_run_id,
+        "isolation": event.isolation,
     }
     if event.run_number:
         changes["run_number"] = event.run_number

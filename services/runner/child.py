@@ -1,8 +1,12 @@
-"""The process a run executes in: import the routine, build its event, call setup/run/cleanup.
+"""The process runs execute in: a worker that serves runs one after another.
 
-The runner talks to it over a pipe (fd given in MAINSPRING_CONTROL_FD): the request comes
-in on stdin; progress, artifacts and the result go out as JSON lines. Routine output on
-stdout/stderr goes to the run's log and never mixes with the protocol.
+The runner talks to it over two pipes: jobs come in as JSON lines on MAINSPRING_JOB_FD;
+`ready`, progress, artifacts and each run's result go out as JSON lines on
+MAINSPRING_CONTROL_FD. A worker is pinned to one code bundle: the routine class and its
+contract are loaded once and reused. Each run's stdout/stderr go to that run's own log file
+(redirected for the run, restored after) and never mix with the protocol. After each result
+the worker reports what the run left behind (threads, cwd, environment, sys.path, signal
+handlers) so the runner can decide to recycle it.
 """
 
 from __future__ import annotations
@@ -13,31 +17,57 @@ import json
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mainspring.bundle import BundleError, import_entrypoint
 from mainspring.invoke import invoke
 from mainspring.messages import RequestRun
-from mainspring.routine import ContractError, InputError, RunInfo, inspect_contract, validate_inputs
+from mainspring.routine import (
+    ContractError,
+    InputError,
+    Routine,
+    RoutineContract,
+    RunInfo,
+    inspect_contract,
+    validate_inputs,
+)
 from mainspring.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
-from services.runner.core import MEMORY_EXCEEDED
+from services.runner.core import MEMORY_EXCEEDED, WorkerSnapshot, leftovers
+from services.runner.procfs import peak_rss_bytes, reset_peak_rss
+
+# Imported by every worker (and by the fork server before it forks) so a run does not pay
+# for them: the point of keeping interpreters around.
+HEAVY_MODULES = ("pyarrow", "pyarrow.parquet", "pyarrow.compute", "mainspring.artifacts")
+
+
+class ControlPipe:
+    """The pipe back to the runner: one JSON object per line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def send(self, message: dict[str, Any]) -> None:
+        """One JSON line to the runner."""
+        self._stream.write(json.dumps(message, default=str) + "\n")
+        self._stream.flush()
 
 
 class Control:
-    """The pipe back to the runner; also the RunContext a routine instance sees."""
+    """The RunContext one run's routine instance sees: progress and artifacts go to the runner."""
 
-    def __init__(self, fd: int, request: RequestRun, artifact_root: str) -> None:
-        self._pipe = os.fdopen(fd, "w", buffering=1)
+    def __init__(self, pipe: ControlPipe, request: RequestRun, artifact_root: str) -> None:
+        self._pipe = pipe
         self._request = request
         self._artifact_root = artifact_root
         self.artifacts: list[dict[str, Any]] = []
 
     def send(self, message: dict[str, Any]) -> None:
         """One JSON line to the runner."""
-        self._pipe.write(json.dumps(message, default=str) + "\n")
-        self._pipe.flush()
+        self._pipe.send(message)
 
     def progress(self, fraction: float, message: str) -> None:
         """Forward progress to the runner."""
@@ -84,17 +114,40 @@ def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:
     return ManualEvent(requested_by=data.get("requested_by"), request_id=data.get("request_id", ""))
 
 
+class RoutineLoader:
+    """Routine classes and contracts of one bundle, imported once per worker."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str], tuple[type[Routine], RoutineContract]] = {}
+        # A module that failed to import is not imported again (its side effects ran once).
+        self._failed: dict[tuple[str, str], BundleError | ContractError] = {}
+
+    def load(self, bundle_dir: Path, entrypoint: str) -> tuple[type[Routine], RoutineContract]:
+        """The class and contract of `path.py:Class` (imported on first use only)."""
+        key = (str(bundle_dir), entrypoint)
+        if key in self._failed:
+            raise self._failed[key]
+        if key not in self._loaded:
+            try:
+                cls = import_entrypoint(bundle_dir, entrypoint)
+                self._loaded[key] = (cls, inspect_contract(cls))
+            except (BundleError, ContractError) as exc:
+                self._failed[key] = exc
+                raise
+        return self._loaded[key]
+
+
 def execute(
     request: RequestRun,
     bundle_dir: Path,
     control: Control,
     dataset_root: str,
     state: dict[str, Any] | None = None,
+    loader: RoutineLoader | None = None,
 ) -> dict[str, Any]:
     """Run one request to a result dict (never raises for routine faults)."""
     try:
-        cls = import_entrypoint(bundle_dir, request.entrypoint)
-        contract = inspect_contract(cls)
+        cls, contract = (loader or RoutineLoader()).load(bundle_dir, request.entrypoint)
         inputs = validate_inputs(contract.inputs, request.inputs)
     except (BundleError, ContractError, InputError) as exc:
         return {"status": "failed", "error": str(exc), "phase": "start"}
@@ -110,8 +163,6 @@ def execute(
         hop=request.hop,
         parent_run_id=request.parent_run_id,
     )
-    os.environ["MAINSPRING_RUN_ID"] = request.run_id
-    os.environ["MAINSPRING_RUN_HOP"] = str(request.hop)
     # In its own process the run may catch everything: nothing above it needs an interrupt.
     arguments = {contract.trigger_param: event, **inputs}
     return invoke(
@@ -125,7 +176,114 @@ def execute(
     )
 
 
-def _die_with_parent() -> None:
+def snapshot() -> WorkerSnapshot:
+    """The process-wide state a run must leave as it found it."""
+    try:
+        cwd = str(Path.cwd())
+    except OSError:
+        cwd = ""  # deleted under us: compares unequal to any real path
+    handlers: dict[str, object] = {}
+    for signum in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError):
+            handlers[signal.Signals(signum).name] = signal.getsignal(signum)
+    return WorkerSnapshot(
+        cwd=cwd,
+        environ=dict(os.environ),
+        sys_path=tuple(sys.path),
+        signal_handlers=handlers,
+        threads={t.ident or 0: t.name for t in threading.enumerate() if t.is_alive()},
+    )
+
+
+@contextlib.contextmanager
+def run_output(log_path: str) -> Iterator[None]:
+    """Send fds 1 and 2 to the run's log for the run, and back afterwards."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = os.dup(1), os.dup(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def serve_job(
+    job: dict[str, Any], pipe: ControlPipe, loader: RoutineLoader, pinned: str
+) -> dict[str, Any]:
+    """Execute one job line and return its result message (with what the run left behind)."""
+    request = RequestRun.model_validate(job["request"])
+    control = Control(
+        pipe, request, os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts")
+    )
+    if request.routine_version != pinned:
+        # The runner keys workers by digest; two bundles in one interpreter would share modules.
+        return {
+            "type": "result",
+            "status": "failed",
+            "phase": "start",
+            "error": f"worker pinned to code {pinned[:12]} got code "
+            f"{request.routine_version[:12]}: the runner must start a new worker",
+        }
+    os.environ["MAINSPRING_RUN_ID"] = request.run_id
+    os.environ["MAINSPRING_RUN_HOP"] = str(request.hop)
+    with run_output(job["log_path"]):
+        # Importing the bundle (sys.path entry, module-level code) belongs to the worker, not
+        # to this run: load it before the snapshot the run is compared against.
+        with contextlib.suppress(BundleError, ContractError):
+            loader.load(Path(job["bundle_dir"]), request.entrypoint)
+        before = snapshot()
+        reset_peak_rss(os.getpid())
+        result = execute(
+            request,
+            Path(job["bundle_dir"]),
+            control,
+            os.environ.get("MAINSPRING_DATASET_ROOT", ""),
+            job.get("state"),
+            loader,
+        )
+        peak_rss = peak_rss_bytes(os.getpid())
+        after = snapshot()
+    return {
+        "type": "result",
+        **result,
+        "artifacts": control.artifacts,
+        "leftovers": leftovers(before, after),
+        # Measured here: a forked child may be gone before the runner could look.
+        "peak_rss": peak_rss,
+    }
+
+
+def serve(job_fd: int, control_fd: int, max_jobs: int | None) -> None:
+    """Answer job lines until the runner closes the job pipe (or after max_jobs)."""
+    jobs = os.fdopen(job_fd, "rb")
+    pipe = ControlPipe(os.fdopen(control_fd, "w", buffering=1))
+    pipe.send({"type": "ready", "pid": os.getpid()})
+    loader = RoutineLoader()
+    pinned: str | None = None
+    served = 0
+    while max_jobs is None or served < max_jobs:
+        line = jobs.readline()
+        if not line.strip():
+            return  # the runner closed the pipe: it is recycling or stopping this worker
+        job = json.loads(line)
+        pinned = pinned or str(job["request"]["routine_version"])
+        pipe.send(serve_job(job, pipe, loader, pinned))
+        served += 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies."""
     # A runner killed with SIGKILL cannot stop its children; the kernel does it for us
     # (PR_SET_PDEATHSIG), so a redelivered run never executes twice at once.
     with contextlib.suppress(Exception):
@@ -136,45 +294,18 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _preload() -> None:
-    # The point of a warm worker: pay for heavy imports before the request arrives.
-    for module in ("pyarrow", "pyarrow.parquet", "pyarrow.compute", "mainspring.artifacts"):
+def preload() -> None:
+    """Pay for heavy imports before any run arrives."""
+    for module in HEAVY_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
 
 
-def _redirect_output(log_path: str) -> None:
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-
-
 def main() -> None:
-    """Entry point of a warm worker: `python -m services.runner.child`, one job line on stdin."""
-    _die_with_parent()
-    _preload()
-    line = sys.stdin.buffer.readline()
-    if not line.strip():
-        return  # the runner stopped before handing this worker a run
-    job = json.loads(line)
-    _redirect_output(job["log_path"])
-    request = RequestRun.model_validate(job["request"])
-    control = Control(
-        int(os.environ["MAINSPRING_CONTROL_FD"]),
-        request,
-        os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts"),
-    )
-    result = execute(
-        request,
-        Path(job["bundle_dir"]),
-        control,
-        os.environ.get("MAINSPRING_DATASET_ROOT", ""),
-        job.get("state"),
-    )
-    result["artifacts"] = control.artifacts
-    control.send({"type": "result", **result})
+    """Entry point of a worker: `python -m services.runner.child`."""
+    die_with_parent()
+    preload()
+    serve(int(os.environ["MAINSPRING_JOB_FD"]), int(os.environ["MAINSPRING_CONTROL_FD"]), None)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,11 @@ def outcome_of(
     return Outcome("failed", {}, reason, log_tail or None)
 
 
+def memory_over_limit(used: int, baseline: int, limit: int) -> bool:
+    """Is a run over its memory limit? The limit is its growth over its worker's baseline."""
+    return used - baseline > limit
+
+
 def retry_delay(attempt: int, backoff_s: float) -> float:
     """Exponential backoff between attempts, capped at ten minutes."""
     return float(min(backoff_s * (2 ** max(0, attempt - 1)), 600.0))
@@ -124,3 +129,101 @@ def memory_reason(needed: int, available: int, total: int) -> str | None:
         f"waiting for memory: needs {needed // 2**20}MiB, "
         f"{available // 2**20}MiB available on this runner"
     )
+
+
+# --- reusable workers -----------------------------------------------------------------------
+
+# invoke() reports a routine's sys.exit() with this prefix; the worker survives it, but an
+# interpreter whose code asked to exit is not trusted with the next run.
+SYS_EXIT_PREFIX = "routine called sys.exit("
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    """Process-wide state a run could leave changed behind it in a reused worker."""
+
+    cwd: str
+    environ: dict[str, str]
+    sys_path: tuple[str, ...]
+    signal_handlers: dict[str, object]
+    threads: dict[int, str]
+
+
+def leftovers(before: WorkerSnapshot, after: WorkerSnapshot) -> list[str]:
+    """What a run changed or left running in its worker (empty: the worker is as it was)."""
+    found: list[str] = []
+    new_threads = sorted(
+        name for ident, name in after.threads.items() if ident not in before.threads
+    )
+    if new_threads:
+        found.append(f"{len(new_threads)} thread(s) still running ({', '.join(new_threads)})")
+    if after.cwd != before.cwd:
+        found.append(f"working directory changed to {after.cwd}")
+    changed_env = sorted(
+        key
+        for key in before.environ.keys() | after.environ.keys()
+        if before.environ.get(key) != after.environ.get(key)
+    )
+    if changed_env:
+        found.append(f"environment changed ({', '.join(changed_env)})")
+    if after.sys_path != before.sys_path:
+        found.append("sys.path changed")
+    changed_signals = sorted(
+        name
+        for name in before.signal_handlers.keys() | after.signal_handlers.keys()
+        if before.signal_handlers.get(name) is not after.signal_handlers.get(name)
+    )
+    if changed_signals:
+        found.append(f"signal handlers changed ({', '.join(changed_signals)})")
+    return found
+
+
+def fault_of(outcome: Outcome, worker_exited: bool) -> str | None:
+    """The fault that makes a worker unfit for another run (None: the run ended normally).
+
+    A routine's ordinary exception is not a fault: the interpreter is intact and the leak
+    checks still apply. Killed (limit, timeout, cancel) or crashed workers are gone anyway.
+    """
+    if worker_exited:
+        return "the worker process ended"
+    if outcome.status == "cancelled":
+        return "cancelled"
+    if outcome.error == MEMORY_EXCEEDED:
+        return MEMORY_EXCEEDED
+    if outcome.error and outcome.error.startswith("timed out after"):
+        return outcome.error
+    if outcome.error and outcome.error.startswith(SYS_EXIT_PREFIX):
+        return "the routine called sys.exit()"
+    if outcome.phase == "start":
+        return "the routine failed to load"
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What is known about a worker after one of its runs."""
+
+    fault: str | None
+    leftovers: list[str]
+    live_children: list[int]
+    rss_growth: int
+    runs_served: int
+
+
+def recycle_reason(report: WorkerReport, max_runs: int, max_rss_growth: int) -> str | None:
+    """Why a worker must be killed instead of serving another run (None: reuse it)."""
+    if report.fault is not None:
+        return f"fault: {report.fault}"
+    if report.live_children:
+        pids = ", ".join(str(pid) for pid in report.live_children)
+        return f"{len(report.live_children)} child process(es) still alive ({pids})"
+    if report.leftovers:
+        return "; ".join(report.leftovers)
+    if report.rss_growth > max_rss_growth:
+        return (
+            f"memory grew {report.rss_growth // 2**20}MiB over its baseline "
+            f"(bound {max_rss_growth // 2**20}MiB)"
+        )
+    if report.runs_served >= max_runs:
+        return f"served {report.runs_served} runs (max_runs_per_worker {max_runs})"
+    return None

@@ -31,7 +31,7 @@ from mainspring.state import StateConflict, StateTooLarge, load_state, save_stat
 from services.runner import core
 from services.runner.coordination import ConcurrencyLeases, RunLedger
 from services.runner.core import Outcome
-from services.runner.pool import WarmPool
+from services.runner.pool import ForkServer, Worker, WorkerPool
 from services.runner.process import ChildRun
 from services.runner.settings import RunnerSettings
 
@@ -64,9 +64,14 @@ class Runner:
         self.ledger: RunLedger | None = None
         self.leases: ConcurrencyLeases | None = None
         self.state_kv: KeyValue | None = None
-        self.pool = WarmPool(
-            settings.runner_slots if settings.warm_workers else 0, self.child_env()
+        self.pool = WorkerPool(
+            self.child_env(),
+            spares=settings.runner_slots if settings.warm_workers else 0,
+            max_idle=settings.max_idle_workers,
+            max_runs=settings.max_runs_per_worker,
+            max_rss_growth=settings.worker_max_rss_growth,
         )
+        self.fork_server = ForkServer(self.child_env())
         self.active: dict[str, ChildRun] = {}
         self.cancelled: set[str] = set()
         self.handed_back: set[str] = set()
@@ -76,7 +81,7 @@ class Runner:
         self.admitted: set[asyncio.Task[None]] = set()
 
     def child_env(self) -> dict[str, str]:
-        """Environment of every run's process."""
+        """Environment of every worker process."""
         return {
             "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
             "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
@@ -212,14 +217,12 @@ class Runner:
                 runner=self.name,
                 attempt=attempt,
                 started_at=started_at,
+                isolation=request.isolation,
             ),
             subjects.RUN_STARTED,
         )
         child = ChildRun(
-            request,
-            bundle,
-            self.settings.home.resolve() / "logs" / f"{request.run_id}.log",
-            self.child_env(),
+            request, bundle, self.settings.home.resolve() / "logs" / f"{request.run_id}.log"
         )
         assert self.state_kv is not None
         child.state, state_revision = await load_state(self.state_kv, request.routine)
@@ -240,11 +243,18 @@ class Runner:
 
         heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id, lease))
         try:
-            worker = await self.pool.take()
-            outcome = await child.run(on_child_message, self.settings.memory_poll_s, worker)
+            worker = await self.worker_for(request)
+            try:
+                outcome = await child.run(on_child_message, self.settings.memory_poll_s, worker)
+            except BaseException:
+                await worker.discard()
+                raise
         finally:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
+        # Released only once the run left `active`: a late cancel must not reach a worker
+        # that already waits for (or serves) another run.
+        await self.release_worker(request, worker, outcome, child.leftovers)
         if request.run_id in self.handed_back:
             # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
             self.handed_back.discard(request.run_id)
@@ -268,6 +278,22 @@ class Runner:
             except (StateConflict, StateTooLarge) as exc:
                 outcome = Outcome("failed", outcome.outputs, str(exc))
         await self.complete(request, outcome, started_at, child.artifacts)
+
+    async def worker_for(self, request: RequestRun) -> Worker:
+        """A ready process for the run: a reused worker of its code, or a fresh fork."""
+        if request.isolation == "process":
+            return await self.fork_server.fork()
+        return await self.pool.take(request.routine_version)
+
+    async def release_worker(
+        self, request: RequestRun, worker: Worker, outcome: Outcome, leftovers: list[str]
+    ) -> None:
+        """After a run: a forked process ends with its run; a worker is kept or recycled."""
+        if request.isolation == "process":
+            await worker.discard()
+            return
+        fault = core.fault_of(outcome, worker_exited=not worker.alive())
+        await self.pool.give_back(worker, fault, leftovers)
 
     async def _heartbeat(self, message: NatsMessage, run_id: str, lease: str | None) -> None:
         # in_progress resets the ack timer: a live runner keeps its run, a dead one loses
@@ -294,6 +320,7 @@ class Runner:
         if self.admitted:
             await asyncio.wait(set(self.admitted), timeout=5.0)
         await self.pool.close()
+        await self.fork_server.close()
         # The hand-back naks must reach the server before the connection closes, or the
         # runs would wait out the ack wait instead of moving to another replica at once.
         with contextlib.suppress(Exception):
@@ -331,6 +358,7 @@ class Runner:
                 started_at=started_at,
                 finished_at=_now(),
                 phase=outcome.phase,
+                isolation=request.isolation if started_at is not None else None,
                 **request.carried_forward(),
             ),
             subjects.RUN_COMPLETED,

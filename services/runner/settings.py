@@ -1,12 +1,16 @@
 """Runner settings."""
 
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
 
 from mainspring.settings import Settings
+from mainspring.units import parse_memory
 
 
 class RunnerSettings(Settings):
-    """Slots, heartbeats and where bundles are unpacked."""
+    """Slots, heartbeats, worker reuse and where bundles are unpacked."""
 
     heartbeat_s: float = 5.0
     cancel_grace_s: float = 5.0
@@ -21,7 +25,20 @@ class RunnerSettings(Settings):
     # hand-back's own grace this stays inside `mainspring up`'s 10s stop window.
     drain_timeout_s: float = 5.0
     hand_back_grace_s: float = 2.0
+    # Unbound workers started ahead of time (one per slot), so a new digest starts warm too.
     warm_workers: bool = True
+    # A reused worker is recycled after this many runs, or once its resident memory grew
+    # this much over its post-import baseline (leaks and fragmentation add up).
+    max_runs_per_worker: int = Field(default=1000, ge=1)
+    worker_max_rss_growth: int = Field(default=512 * 2**20, ge=0)
+    # Idle workers kept across all digests; the least recently used go first.
+    max_idle_workers: int = Field(default=8, ge=0)
+
+    @field_validator("worker_max_rss_growth", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        # Written like a routine's `memory`: 512MiB, 1GiB, or plain bytes.
+        return parse_memory(value) if isinstance(value, str) else value
 
     def bundle_cache(self) -> Path:
         """Unpacked bundles, one folder per digest."""

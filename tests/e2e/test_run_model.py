@@ -107,8 +107,12 @@ def _in_pty(deployment: Deployment, *args: str, timeout: float = 60) -> str:
     return output.decode(errors="replace")
 
 
+ISOLATIONS = ["worker", "process"]
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_lifecycle_watch_artifacts_and_state(
-    deployment: Deployment, client: Client, tmp_path: Path
+    deployment: Deployment, client: Client, tmp_path: Path, isolation: str
 ) -> None:
     deployment.extra_env["MAINSPRING_USER"] = "ada"
     deployment.start_all()
@@ -117,7 +121,16 @@ async def test_lifecycle_watch_artifacts_and_state(
     )
 
     run_id = deployment.cli(
-        "run", "steps", "--input", "steps=8", "--statistics", "--previews", "--label", "nightly"
+        "run",
+        "steps",
+        "--input",
+        "steps=8",
+        "--statistics",
+        "--previews",
+        "--label",
+        "nightly",
+        "--isolation",
+        isolation,
     ).stdout.strip()
     await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
     drawn = _in_pty(deployment, "runs", "watch", run_id)
@@ -134,6 +147,8 @@ async def test_lifecycle_watch_artifacts_and_state(
     assert datetime.fromisoformat(run["updated_at"]) >= times[-1]
     assert run["started_by"] == "ada" and run["source"] == "manual" and run["attempt"] == 1
     assert run["queue_reason"] is None and run["outputs"] == {"count": 1}
+    assert run["isolation"] == isolation
+    assert f"isolation: {isolation}" in deployment.cli("runs", "show", run_id).stdout
 
     listing = deployment.cli("runs", "artifacts", run_id).stdout
     assert "scores" in listing and "statistics.json" in listing and "preview.json" in listing
@@ -171,6 +186,8 @@ async def test_lifecycle_watch_artifacts_and_state(
         "--input",
         "pause=0",
         "--no-store",
+        "--isolation",
+        isolation,
         "--wait",
     )
     assert "completed [" in second and 'outputs: {"count": 2}' in second
@@ -178,17 +195,18 @@ async def test_lifecycle_watch_artifacts_and_state(
     assert [r["id"] for r in listed] == [run_id]
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_cancel_running_and_queued_with_queue_reason(
-    deployment: Deployment, client: Client, tmp_path: Path
+    deployment: Deployment, client: Client, tmp_path: Path, isolation: str
 ) -> None:
     deployment.extra_env["MAINSPRING_CANCEL_GRACE_S"] = "2"
     deployment.start_all()
     deployment.cli(
         "routine", "create", str(write_routine(tmp_path / "slow", SLOW)), "--name", "slow"
     )
-    first = await client.submit("slow")
-    await eventually(lambda: _status(client, first, "running"), 60, what="first run started")
-    second = await client.submit("slow")
+    first = await client.submit("slow", isolation=isolation)
+    await eventually(lambda: _progressed(client, first), 60, what="first run progressing")
+    second = await client.submit("slow", isolation=isolation)
 
     held = await eventually(lambda: _status(client, second, "queued"), 60, what="second run queued")
     held = await eventually(
@@ -208,12 +226,17 @@ async def test_cancel_running_and_queued_with_queue_reason(
         lambda: _status(client, first, "cancelled"), 30, what="running run cancelled"
     )
 
-    assert cancelled["error"] == "cancelled by request"
+    assert cancelled["error"] == "cancelled by request" and cancelled["isolation"] == isolation
     assert [a["name"] for a in cancelled["artifacts"]] == ["partial"]
     # The queued run never starts later, although its slot is free now.
     await asyncio.sleep(3)
     assert (await _run(client, second))["status"] == "cancelled"
     assert all(s.alive() for s in deployment.services.values())
+
+
+async def _progressed(client: Client, run_id: str) -> dict[str, Any] | None:
+    run = await client.get_run(run_id)
+    return run if run is not None and (run.get("progress") or 0) > 0 else None
 
 
 async def _reason(client: Client, run_id: str, text: str) -> dict[str, Any] | None:
@@ -236,13 +259,14 @@ BROKEN: dict[str, tuple[str, str]] = {
 }
 
 
-def _broken_routine(kind: str, body: str) -> str:
+def _broken_routine(kind: str, body: str, isolation: str = "worker") -> str:
     indented = "".join(f"        {line}\n" for line in body.splitlines())
     return (
         "from mainspring import Routine, on_complete\n\n\n"
         f"class Broken(Routine):\n"
         "    timeout_s = 3\n"
-        "    memory = '300MiB'\n\n"
+        "    memory = '300MiB'\n"
+        f"    isolation = {isolation!r}\n\n"
         f"    def run(self, event={NEVER}) -> dict:\n"
         f"{indented}"
         "        return {}\n"
@@ -257,6 +281,7 @@ from mainspring import Routine, on_complete
 class Flaky(Routine):
     retries = 2
     retry_backoff_s = 0.5
+    isolation = "{{isolation}}"
 
     def run(self, event={NEVER}, marker: str = "") -> dict:
         seen = Path(marker)
@@ -268,25 +293,32 @@ class Flaky(Routine):
 """
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_broken_routines_fail_clearly_and_the_runner_lives(
-    deployment: Deployment, client: Client, tmp_path: Path
+    deployment: Deployment, client: Client, tmp_path: Path, isolation: str
 ) -> None:
     deployment.extra_env["MAINSPRING_RUNNER_SLOTS"] = "4"
     deployment.start_all()
     runs: dict[str, str] = {}
     for kind, (body, _) in BROKEN.items():
-        folder = write_routine(tmp_path / kind, _broken_routine(kind, body))
+        folder = write_routine(tmp_path / kind, _broken_routine(kind, body, isolation))
         (folder / "helper_broken.py").write_text("def oops(:\n")
         deployment.cli("routine", "create", str(folder), "--name", kind)
         runs[kind] = await client.submit(kind)
     deployment.cli(
-        "routine", "create", str(write_routine(tmp_path / "flaky", RETRIED)), "--name", "flaky"
+        "routine",
+        "create",
+        str(write_routine(tmp_path / "flaky", RETRIED.replace("{isolation}", isolation))),
+        "--name",
+        "flaky",
     )
     flaky = await client.submit("flaky", {"marker": str(tmp_path / "flaky.count")})
     hungry = write_routine(
         tmp_path / "hungry",
         _broken_routine(
-            "hungry", "block = bytearray(200 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n"
+            "hungry",
+            "block = bytearray(200 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n",
+            isolation,
         ),
     )
     deployment.cli("routine", "create", str(hungry), "--name", "hungry")
@@ -297,6 +329,7 @@ async def test_broken_routines_fail_clearly_and_the_runner_lives(
         run = await client.wait(runs[kind], timeout=120)
         assert run["status"] == "failed", (kind, run)
         assert reason in (run["error"] or "") + (run["traceback"] or ""), (kind, run["error"])
+        assert run["isolation"] == isolation, (kind, run)
     limited = await client.wait(over_own_limit, timeout=60)
     assert limited["status"] == "failed" and limited["error"] == "memory limit exceeded"
     assert limited["memory_limit"] == 150 * 2**20
@@ -304,7 +337,7 @@ async def test_broken_routines_fail_clearly_and_the_runner_lives(
     assert retried["status"] == "completed" and retried["attempt"] == 2
     assert retried["outputs"] == {"attempts": 2}
     assert deployment.services["runner-0"].alive()
-    hello = write_routine(tmp_path / "ok", _broken_routine("ok", "pass\n"))
+    hello = write_routine(tmp_path / "ok", _broken_routine("ok", "pass\n", isolation))
     deployment.cli("routine", "create", str(hello), "--name", "ok")
     assert (await client.wait(await client.submit("ok"), timeout=60))["status"] == "completed"
 
@@ -323,16 +356,17 @@ class Sleeper(Routine):
 """
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_killed_runners_run_finishes_elsewhere_within_the_bound(
-    deployment: Deployment, client: Client, tmp_path: Path
+    deployment: Deployment, client: Client, tmp_path: Path, isolation: str
 ) -> None:
     deployment.extra_env.update({"MAINSPRING_RUN_ACK_WAIT_S": "4", "MAINSPRING_HEARTBEAT_S": "1"})
     deployment.start_all(runners=2)
     deployment.cli(
         "routine", "create", str(write_routine(tmp_path / "s", SLEEPER)), "--name", "sleeper"
     )
-    run_id = await client.submit("sleeper", {"seconds": 4.0})
-    running = await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
+    run_id = await client.submit("sleeper", {"seconds": 4.0}, isolation=isolation)
+    running = await eventually(lambda: _progressed(client, run_id), 60, what="run progressing")
     holder_pid = int(running["runner"].rsplit(":", 1)[1])
     holder = next(
         s
@@ -345,7 +379,7 @@ async def test_killed_runners_run_finishes_elsewhere_within_the_bound(
     finished = await client.wait(run_id, timeout=60)
 
     assert finished["status"] == "completed" and finished["attempt"] == 2
-    assert finished["runner"] != running["runner"]
+    assert finished["runner"] != running["runner"] and finished["isolation"] == isolation
     # Bound: ack wait (4s) + the run itself (4s) + slack for a loaded machine.
     assert time.monotonic() - killed_at < 40
 

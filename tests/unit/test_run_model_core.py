@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -153,3 +154,107 @@ def test_a_stale_run_fails_with_the_reason_and_stays_failed() -> None:
 
     assert merged["status"] == "failed" and merged["finished_at"] == _at(100)
     assert merged["error"].startswith("no runner heartbeat for 60s")
+
+
+def _snapshot(**changes: Any) -> runner.WorkerSnapshot:
+    base: dict[str, Any] = {
+        "cwd": "/srv",
+        "environ": {"HOME": "/root", "MAINSPRING_RUN_ID": "r1"},
+        "sys_path": ("/bundle", "/lib"),
+        "signal_handlers": {"SIGTERM": signal.SIG_DFL, "SIGINT": signal.default_int_handler},
+        "threads": {1: "MainThread"},
+    }
+    return runner.WorkerSnapshot(**{**base, **changes})
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        ({}, []),
+        ({"threads": {1: "MainThread", 7: "poller"}}, ["1 thread(s) still running (poller)"]),
+        ({"threads": {}}, []),  # a thread that ended is no leftover
+        ({"cwd": "/tmp"}, ["working directory changed to /tmp"]),
+        (
+            {"environ": {"HOME": "/x", "MAINSPRING_RUN_ID": "r1", "TOKEN": "t"}},
+            ["environment changed (HOME, TOKEN)"],
+        ),
+        ({"environ": {"HOME": "/root"}}, ["environment changed (MAINSPRING_RUN_ID)"]),
+        ({"sys_path": ("/bundle", "/lib", "/extra")}, ["sys.path changed"]),
+        (
+            {"signal_handlers": {"SIGTERM": print, "SIGINT": signal.default_int_handler}},
+            ["signal handlers changed (SIGTERM)"],
+        ),
+        (
+            {"cwd": "/", "sys_path": ()},
+            ["working directory changed to /", "sys.path changed"],
+        ),
+    ],
+)
+def test_leftovers_name_what_a_run_changed_in_its_worker(
+    after: dict[str, Any], expected: list[str]
+) -> None:
+    assert runner.leftovers(_snapshot(), _snapshot(**after)) == expected
+
+
+def _outcome(error: str | None, status: str = "failed", phase: str = "run") -> runner.Outcome:
+    return runner.Outcome(status, {}, error, phase="start" if phase == "start" else "run")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "exited", "fault"),
+    [
+        (COMPLETED, False, None),
+        (FAILED, False, None),  # an ordinary exception leaves the interpreter intact
+        (COMPLETED, True, "the worker process ended"),
+        (_outcome("routine process killed by SIGSEGV"), True, "the worker process ended"),
+        (CANCELLED, False, "cancelled"),
+        (_outcome(runner.MEMORY_EXCEEDED), False, runner.MEMORY_EXCEEDED),
+        (_outcome("timed out after 3s"), False, "timed out after 3s"),
+        (_outcome("routine called sys.exit(3)"), False, "the routine called sys.exit()"),
+        (_outcome("cannot import r.py", phase="start"), False, "the routine failed to load"),
+    ],
+)
+def test_fault_of_a_run(outcome: runner.Outcome, exited: bool, fault: str | None) -> None:
+    assert runner.fault_of(outcome, worker_exited=exited) == fault
+
+
+def _report(**changes: Any) -> runner.WorkerReport:
+    base: dict[str, Any] = {
+        "fault": None,
+        "leftovers": [],
+        "live_children": [],
+        "rss_growth": 0,
+        "runs_served": 1,
+    }
+    return runner.WorkerReport(**{**base, **changes})
+
+
+@pytest.mark.parametrize(
+    ("report", "reason"),
+    [
+        (_report(), None),
+        (_report(runs_served=99, rss_growth=100 * 2**20), None),
+        (_report(fault="cancelled"), "fault: cancelled"),
+        (_report(live_children=[41, 42]), "2 child process(es) still alive (41, 42)"),
+        (
+            _report(leftovers=["sys.path changed", "working directory changed to /"]),
+            "sys.path changed; working directory changed to /",
+        ),
+        (
+            _report(rss_growth=300 * 2**20),
+            "memory grew 300MiB over its baseline (bound 256MiB)",
+        ),
+        (_report(runs_served=100), "served 100 runs (max_runs_per_worker 100)"),
+        (_report(fault="cancelled", live_children=[41]), "fault: cancelled"),
+    ],
+)
+def test_recycle_reason(report: runner.WorkerReport, reason: str | None) -> None:
+    assert runner.recycle_reason(report, max_runs=100, max_rss_growth=256 * 2**20) == reason
+
+
+@pytest.mark.parametrize(
+    ("used", "baseline", "over"),
+    [(180 * 2**20, 100 * 2**20, False), (201 * 2**20, 100 * 2**20, True), (90 * 2**20, 0, False)],
+)
+def test_a_memory_limit_is_growth_over_the_baseline(used: int, baseline: int, over: bool) -> None:
+    assert runner.memory_over_limit(used, baseline, limit=100 * 2**20) is over
