@@ -126,8 +126,8 @@ def descendants(pid: int) -> list[int]:
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process, its live descendants and the children it has reaped.
 
-    Worker processes that exited and were waited for count in their parent's cutime/cstime;
-    live ones are read directly, so a run's CPU is counted whichever way its worker ended.
+    Processes that exited and were waited for count in their parent's cutime/cstime, live
+    ones are read directly: a run's CPU is counted whichever way its process ended, once.
     """
     total = 0.0
     own = _stat_fields(pid)
@@ -138,7 +138,8 @@ def tree_cpu_seconds(pid: int) -> float:
     for child in descendants(pid):
         fields = _stat_fields(child)
         if fields is not None:
-            total += sum(int(fields[i]) for i in (11, 12)) / _TICKS
+            # A live descendant's cutime holds what it reaped itself (a fork server's runs).
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
     return total
 
 
