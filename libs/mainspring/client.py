@@ -13,6 +13,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from mainspring import subjects, tracing
 from mainspring.bundle import detect_entrypoint, import_entrypoint, make_bundle
@@ -221,11 +222,34 @@ class Client:
                 return run
             if loop.time() > deadline:
                 raise TimeoutError(
-                    f"run {run_id} is submitted, but no dispatcher decided on it within "
-                    f"{timeout:g}s: check that the dispatcher runs (`mainspring status`); "
-                    "the run starts once one does"
+                    f"run {run_id} is submitted but not dispatched after {timeout:g}s: "
+                    f"{await self._why_undispatched()}"
                 )
             await asyncio.sleep(poll_s)
+
+    async def _why_undispatched(self) -> str:
+        """Which service holds up a submitted run's decision, read from the consumers' backlogs."""
+        try:
+            dispatcher = await self.js.consumer_info(
+                subjects.STREAM, subjects.DISPATCHER_SUBMITTED_CONSUMER
+            )
+        except NotFoundError:
+            return (
+                "no dispatcher ever ran on this bus: start it (`mainspring up` or "
+                "`mainspring service dispatcher`); the run starts once one does"
+            )
+        waiting = dispatcher.num_pending + dispatcher.num_ack_pending
+        if waiting:
+            return (
+                f"the dispatcher has not taken it yet ({waiting} submits waiting): check that it "
+                "runs (`mainspring status`); the run starts once it does"
+            )
+        recorder = await self.js.consumer_info(subjects.STREAM, subjects.RECORDER_RUNS_CONSUMER)
+        behind = (recorder.num_pending or 0) + recorder.num_ack_pending
+        return (
+            f"the dispatcher decided, but the recorder is {behind} run events behind; "
+            f"see the run later with `mainspring runs show`"
+        )
 
     async def _request(
         self, subject: str, payload: dict[str, Any], timeout: float = 5.0

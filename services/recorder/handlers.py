@@ -46,7 +46,7 @@ log = logging.getLogger("mainspring.recorder")
 
 T = TypeVar("T")
 
-RUNS_DURABLE = "recorder-runs"
+RUNS_DURABLE = subjects.RECORDER_RUNS_CONSUMER
 # How long one fetch waits for the first event; an idle recorder asks again after it.
 FETCH_WAIT_S = 5.0
 # Room left in a reply for its envelope around the encoded runs.
@@ -104,7 +104,7 @@ class RunEventBatches:
     """
 
     def __init__(
-        self, broker: NatsBroker, history: RunHistory, writes: Executor, batch_size: int
+        self, broker: NatsBroker, history: RunHistory, writes: Executor | None, batch_size: int
     ) -> None:
         self.broker = broker
         self.history = history

@@ -184,3 +184,29 @@ async def test_a_missing_routine_is_refused_in_one_line_without_reading_the_regi
     with pytest.raises(RunRefused, match="routine 'nope' is not registered"):
         await client.dispatched(await client.submit("nope"))
     assert client._store is None, "submit read the routine registry"
+
+
+async def test_an_undispatched_submit_names_the_service_holding_it_up(
+    deployment: Deployment, client: Client
+) -> None:
+    deployment.start("recorder")
+    await client.wait_ready()
+    first = await client.submit("hello")
+
+    with pytest.raises(TimeoutError, match="no dispatcher ever ran on this bus: start it"):
+        await client.dispatched(first, timeout=1)
+
+    dispatcher = deployment.start("dispatcher")
+
+    async def refused() -> bool:
+        try:
+            await client.dispatched(first, timeout=1)
+        except RunRefused as exc:
+            return "not registered" in str(exc)
+        return False
+
+    await eventually(refused, what="the dispatcher's decision on the first submit")
+    dispatcher.kill()
+
+    with pytest.raises(TimeoutError, match=r"the dispatcher has not taken it yet \(1 submits"):
+        await client.dispatched(await client.submit("hello"), timeout=1)
