@@ -126,22 +126,30 @@ class RunEventBatches:
             except Exception as exc:
                 log.warning("cannot consume run events yet (%s); trying again", _first_line(exc))
                 await asyncio.sleep(RETRY_DELAY_S)
-        while True:
-            try:
-                messages = await subscription.fetch(batch=self.batch_size, timeout=FETCH_WAIT_S)
-            except TimeoutError:
-                continue  # idle, or the bus is reconnecting: ask again
-            except Exception as exc:
-                log.warning("fetching run events failed (%s); trying again", _first_line(exc))
-                await asyncio.sleep(RETRY_DELAY_S)
-                continue
-            try:
-                await self.record(messages)
-            except Exception:
-                # Nothing acked: the events come back after the consumer's ack wait.
-                log.exception(
-                    "recording %d run events failed; they will be redelivered", len(messages)
-                )
+        try:
+            while True:
+                await self.fetch_and_record(subscription)
+        finally:
+            # A pull request still open may deliver more events to this subscription; left
+            # subscribed, the connection's drain at shutdown would wait for them forever.
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def fetch_and_record(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """Fetch what is waiting (or wait for the next event) and record it."""
+        try:
+            messages = await subscription.fetch(batch=self.batch_size, timeout=FETCH_WAIT_S)
+        except TimeoutError:
+            return  # idle, or the bus is reconnecting: ask again
+        except Exception as exc:
+            log.warning("fetching run events failed (%s); trying again", _first_line(exc))
+            await asyncio.sleep(RETRY_DELAY_S)
+            return
+        try:
+            await self.record(messages)
+        except Exception:
+            # Nothing acked: the events come back after the consumer's ack wait.
+            log.exception("recording %d run events failed; they will be redelivered", len(messages))
 
     async def record(self, messages: Sequence[Msg]) -> None:
         """Park malformed events, commit the rest in one transaction, then ack the batch."""
