@@ -210,7 +210,14 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            run = await self.get_run(run_id)
+            try:
+                run = await self.get_run(run_id)
+            except ServiceUnavailable as exc:
+                # The recorder may be reconnecting (a restarted bus): ask again until the deadline.
+                if loop.time() > deadline:
+                    raise ServiceUnavailable(f"run {run_id} is submitted, but {exc}") from None
+                await asyncio.sleep(poll_s)
+                continue
             if run is not None and run["status"] != "created":
                 # A refused run ends failed without ever being queued or started.
                 if (
