@@ -561,6 +561,8 @@ def print_lineage(run: dict[str, Any]) -> None:
 async def runs_list(client: Any, args: argparse.Namespace) -> int:
     from mainspring.records import RunQuery
 
+    if args.limit < 0:
+        raise CliError(f"--limit {args.limit} is negative: give 0 or more runs, e.g. --limit 100")
     query = RunQuery(
         routine=args.routine,
         status=args.status,
