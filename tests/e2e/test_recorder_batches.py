@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
@@ -210,3 +211,34 @@ async def test_an_undispatched_submit_names_the_service_holding_it_up(
 
     with pytest.raises(TimeoutError, match=r"the dispatcher has not taken it yet \(1 submits"):
         await client.dispatched(await client.submit("hello"), timeout=1)
+
+
+@pytest.mark.parametrize(
+    "deployment", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_recorder_killed_mid_backlog_loses_and_doubles_nothing(
+    deployment: Deployment, client: Client
+) -> None:
+    recorder = deployment.start("recorder")
+    await client.wait_ready()
+    assert recorder.process is not None
+    recorder.process.send_signal(signal.SIGSTOP)
+    await publish_all(client.js, [m for i in range(RUNS) for m in run_events(i)])
+    recorder.process.send_signal(signal.SIGCONT)
+
+    async def some_acked() -> Any:
+        info = await client.js.consumer_info(subjects.STREAM, RUNS_DURABLE)
+        return info if info.ack_floor.stream_seq > 0 else None
+
+    await eventually(some_acked, timeout=60, interval=0.005, what="a first batch acked")
+    recorder.kill(signal.SIGKILL)
+    at_kill = await client.js.consumer_info(subjects.STREAM, RUNS_DURABLE)
+    assert at_kill.num_pending + at_kill.num_ack_pending > 0, (
+        "the backlog was drained before the kill"
+    )
+
+    deployment.start("recorder", "recorder-again")
+    await eventually(lambda: all_acked(client.js), timeout=120, what="the backlog recorded")
+    runs = [run async for run in client.iter_runs(RunQuery(limit=100_000))]
+    assert sorted(r["id"] for r in runs) == [f"run-{i:05d}" for i in range(RUNS)]
+    assert {r["status"] for r in runs} == {"completed"}
