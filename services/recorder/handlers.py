@@ -35,7 +35,6 @@ from mainspring.service import (
     durable,
     malformed_reason,
     park,
-    parse_or_park,
     stream_sequence,
 )
 from services.recorder import core
@@ -47,6 +46,7 @@ log = logging.getLogger("mainspring.recorder")
 T = TypeVar("T")
 
 RUNS_DURABLE = subjects.RECORDER_RUNS_CONSUMER
+TRIGGERS_DURABLE = "recorder-triggers"
 # How long one fetch waits for the first event; an idle recorder asks again after it.
 FETCH_WAIT_S = 5.0
 # Room left in a reply for its envelope around the encoded runs.
@@ -71,18 +71,21 @@ RUN_EVENT_MODELS: dict[str, type[core.RunEvent]] = {
 
 @dataclass
 class ParsedBatch:
-    """A fetched batch split into row changes, progress reports and bodies to park."""
+    """A fetched batch split into row changes, progress reports, firings and bodies to park."""
 
     changes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     progress: list[RunProgressed] = field(default_factory=list)
+    triggers: list[TriggerRecorded] = field(default_factory=list)
     malformed: list[tuple[Msg, str]] = field(default_factory=list)
 
 
 def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
-    """Each run event of a batch as its row change, in stream order; bad bodies set apart."""
+    """Each event of a batch as what it writes, in stream order; bad bodies set apart."""
     batch = ParsedBatch()
     for message in messages:
-        model = RUN_EVENT_MODELS.get(message.subject)
+        model = RUN_EVENT_MODELS.get(message.subject) or (
+            TriggerRecorded if message.subject == subjects.TRIGGER_RECORDED else None
+        )
         if model is None:
             continue  # run.cancel and the like change no row
         try:
@@ -90,41 +93,55 @@ def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
         except ValidationError as exc:
             batch.malformed.append((message, malformed_reason(model, message.subject, exc)))
             continue
+        if isinstance(event, TriggerRecorded):
+            batch.triggers.append(event)
+            continue
         if isinstance(event, RunProgressed):
             batch.progress.append(event)
         batch.changes.append(core.changes_for(event, now))
     return batch
 
 
-class RunEventBatches:
-    """Records run events a batch at a time: one commit per batch, acked only after it.
+class EventBatches:
+    """Records the events of one durable a batch at a time: one commit each, acked after it.
 
     A pull fetch returns as soon as any event is there, with everything already waiting
     (up to batch_size): one event alone is recorded at once, a burst in few commits.
     """
 
     def __init__(
-        self, broker: NatsBroker, history: RunHistory, writes: Executor | None, batch_size: int
+        self,
+        broker: NatsBroker,
+        history: RunHistory,
+        writes: Executor | None,
+        batch_size: int,
+        *,
+        consumer: str = RUNS_DURABLE,
+        subject: str = "run.>",
     ) -> None:
         self.broker = broker
         self.history = history
         self.writes = writes
         self.batch_size = batch_size
+        self.consumer = consumer
+        self.subject = subject
 
     async def run_forever(self, js: JetStreamContext) -> None:
         """Fetch and record batches until cancelled."""
-        options = durable(RUNS_DURABLE, "run.>")
+        options = durable(self.consumer, self.subject)
         while True:
             try:
                 subscription = await js.pull_subscribe(
                     options["subject"],
-                    durable=RUNS_DURABLE,
+                    durable=self.consumer,
                     stream=subjects.STREAM,
                     config=options["config"],
                 )
                 break
             except Exception as exc:
-                log.warning("cannot consume run events yet (%s); trying again", _first_line(exc))
+                log.warning(
+                    "cannot consume %s yet (%s); trying again", self.subject, _first_line(exc)
+                )
                 await asyncio.sleep(RETRY_DELAY_S)
         try:
             while True:
@@ -160,13 +177,19 @@ class RunEventBatches:
             await park(self.broker, message.subject, message.data, reason, stream_sequence(message))
         try:
             await loop.run_in_executor(
-                self.writes, self.history.record_batch, batch.changes, batch.progress, now
+                self.writes,
+                self.history.record_batch,
+                batch.changes,
+                batch.progress,
+                now,
+                batch.triggers,
             )
         except Exception as exc:
             log.error(
-                "could not record %d run events in the run history database (%s); "
+                "could not record %d events of %s in the run history database (%s); "
                 "none acked, they come back in %.0fs",
                 len(messages),
+                self.subject,
                 _first_line(exc),
                 RETRY_DELAY_S,
             )
@@ -233,18 +256,8 @@ async def answer(what: str, produce: Callable[[], Any]) -> bytes:
 QUERY_WORKERS = 4
 
 
-def register(
-    broker: NatsBroker, history: RunHistory, writes: Executor, replies: QueryReplies
-) -> None:
-    """Subscribe the recorder to trigger history and answer run queries."""
-
-    @broker.subscriber(**durable("recorder-triggers", subjects.TRIGGER_RECORDED))
-    async def on_trigger_recorded(message: NatsMessage) -> None:
-        recorded = await parse_or_park(broker, message, TriggerRecorded)
-        if recorded:
-            await asyncio.get_running_loop().run_in_executor(
-                writes, history.add_trigger_event, recorded
-            )
+def register(broker: NatsBroker, replies: QueryReplies) -> None:
+    """Answer run queries."""
 
     @broker.subscriber(subjects.API_RUNS_GET, max_workers=QUERY_WORKERS)
     async def on_runs_get(message: NatsMessage) -> bytes:

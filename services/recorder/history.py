@@ -48,8 +48,9 @@ class RunHistory:
         changes: Sequence[tuple[str, dict[str, Any]]],
         progress: Sequence[RunProgressed],
         now: datetime,
+        triggers: Sequence[TriggerRecorded] = (),
     ) -> int:
-        """Merge a batch of run changes (core.fold) and its progress reports in one commit.
+        """Merge a batch of run changes (core.fold), progress reports and firings in one commit.
 
         Returns how many run rows were written.
         """
@@ -72,6 +73,9 @@ class RunHistory:
                 else:
                     for key, value in row.items():
                         setattr(record, key, value)
+            for fired in triggers:
+                # One history row per firing: a redelivery overwrites the same row.
+                session.merge(trigger_event_record(fired))
             for event in progress:
                 session.add(
                     ProgressRecord(
@@ -88,30 +92,27 @@ class RunHistory:
         """Merge one change into a run row (insert when new)."""
         self.record_batch([(run_id, changes)], [], now)
 
-    def add_trigger_event(self, event: TriggerRecorded) -> None:
-        """One history row per firing (redeliveries overwrite the same row)."""
-        with Session(self.engine) as session:
-            session.merge(
-                TriggerEventRecord(
-                    id=event.message_id(),
-                    routine=event.routine,
-                    kind=event.kind,
-                    status=event.status,
-                    event_key=event.event_key,
-                    fired_at=event.fired_at,
-                    scheduled_at=event.scheduled_at,
-                    run_id=event.run_id,
-                    reason=event.reason,
-                    chain=event.chain or None,
-                )
-            )
-            session.commit()
-
     def running(self) -> list[tuple[str, datetime | None, str | None]]:
         """Runs recorded as running: (id, started_at, queue_reason)."""
         with Session(self.engine) as session:
             rows = session.exec(select(RunRecord).where(RunRecord.status == "running")).all()
             return [(r.id, as_utc(r.started_at), r.queue_reason) for r in rows]
+
+
+def trigger_event_record(event: TriggerRecorded) -> TriggerEventRecord:
+    """The trigger history row of one firing."""
+    return TriggerEventRecord(
+        id=event.message_id(),
+        routine=event.routine,
+        kind=event.kind,
+        status=event.status,
+        event_key=event.event_key,
+        fired_at=event.fired_at,
+        scheduled_at=event.scheduled_at,
+        run_id=event.run_id,
+        reason=event.reason,
+        chain=event.chain or None,
+    )
 
 
 @dataclass(frozen=True)

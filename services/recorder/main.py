@@ -7,13 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from faststream import FastStream
 
+from mainspring import subjects
 from mainspring.records import open_engine
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
 from services.recorder.handlers import (
     QUERY_WORKERS,
+    TRIGGERS_DURABLE,
+    EventBatches,
     QueryReplies,
-    RunEventBatches,
     StaleRunSweep,
     register,
     register_stale_sweep,
@@ -32,10 +34,20 @@ def build_app(settings: RecorderSettings) -> FastStream:
     writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder-write")
     reads = ThreadPoolExecutor(max_workers=QUERY_WORKERS, thread_name_prefix="recorder-read")
     replies = QueryReplies(RunQueries(open_engine(url, migrate=False)), reads)
-    register(broker, history, writes, replies)
+    register(broker, replies)
     sweep = StaleRunSweep(history, settings, writes)
     register_stale_sweep(broker, sweep)
-    batches = RunEventBatches(broker, history, writes, settings.record_batch_size)
+    batches = [
+        EventBatches(broker, history, writes, settings.record_batch_size),
+        EventBatches(
+            broker,
+            history,
+            writes,
+            settings.record_batch_size,
+            consumer=TRIGGERS_DURABLE,
+            subject=subjects.TRIGGER_RECORDED,
+        ),
+    ]
     app = build_service_app(broker, settings, "recorder")
     tasks: list[asyncio.Task[None]] = []
 
@@ -44,7 +56,7 @@ def build_app(settings: RecorderSettings) -> FastStream:
         js = broker.connection.jetstream()
         sweep.js = js
         replies.max_payload = broker.connection.max_payload
-        tasks.append(asyncio.create_task(batches.run_forever(js)))
+        tasks.extend(asyncio.create_task(consumer.run_forever(js)) for consumer in batches)
         tasks.append(asyncio.create_task(sweep.run_forever()))
 
     @app.on_shutdown

@@ -20,7 +20,7 @@ from mainspring.messages import RequestRun, RunCompleted, RunStarted
 from mainspring.records import RunQuery, RunRecord, open_engine
 from mainspring.service import build_broker
 from mainspring.settings import Settings
-from services.recorder.handlers import RUNS_DURABLE, RunEventBatches
+from services.recorder.handlers import RUNS_DURABLE, EventBatches
 from services.recorder.history import RunHistory
 from tests.harness import Deployment, eventually
 
@@ -118,7 +118,7 @@ async def test_a_database_error_acks_nothing_and_the_batch_comes_back(
     settings = Settings(nats_url=deployment.nats.url)
     broker = build_broker(settings, "recorder")
     await broker.connect()
-    batches = RunEventBatches(broker, RunHistory(engine), None, batch_size=50)
+    batches = EventBatches(broker, RunHistory(engine), None, batch_size=50)
     consuming = asyncio.create_task(batches.run_forever(client.js))
     try:
         with caplog.at_level(logging.ERROR, logger="mainspring.recorder"):
@@ -129,7 +129,7 @@ async def test_a_database_error_acks_nothing_and_the_batch_comes_back(
                 return info.num_redelivered >= 9 and info.ack_floor.stream_seq == 0
 
             await eventually(redelivered_unacked, what="the failed batch redelivered, none acked")
-        assert "run events in the run history database" in caplog.text
+        assert "events of run.> in the run history database" in caplog.text
         assert "no such table: runs" in caplog.text
 
         SQLModel.metadata.create_all(engine)

@@ -12,7 +12,13 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import Session, select
 
-from mainspring.messages import RequestRun, RunCompleted, RunProgressed, RunStarted
+from mainspring.messages import (
+    RequestRun,
+    RunCompleted,
+    RunProgressed,
+    RunStarted,
+    TriggerRecorded,
+)
 from mainspring.records import CursorError, ProgressRecord, RunQuery, RunRecord, open_engine
 from services.recorder import core
 from services.recorder.history import RunHistory, RunQueries
@@ -151,3 +157,17 @@ def test_a_page_stops_below_the_byte_budget_and_continues_after_it(engine: Engin
 def test_a_cursor_not_given_out_is_refused_with_the_fix(engine: Engine) -> None:
     with pytest.raises(CursorError, match="pass the `next` value"):
         RunQueries(engine).page(RunQuery(after="not-a-cursor"), 1_000_000)
+
+
+def test_firings_are_written_in_the_batch_commit_and_a_redelivery_keeps_one_row(
+    engine: Engine,
+) -> None:
+    fired = TriggerRecorded(
+        routine="hello", kind="schedule", status="fired", event_key="k1", fired_at=T0, run_id="a"
+    )
+    commits = count_commits(engine)
+
+    RunHistory(engine).record_batch([], [], T0, [fired, fired.model_copy()])
+
+    assert len(commits) == 1
+    assert [e["run_id"] for e in RunQueries(engine).trigger_events("hello", 10)] == ["a"]
