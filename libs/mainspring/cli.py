@@ -533,6 +533,7 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         isolation=args.isolation,
         **run_options(args),
     )
+    await dispatched_or_refused(client, run_id)
     if not args.wait:
         print(run_id)
         return 0
@@ -546,6 +547,16 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         run = await client.wait(run_id, timeout=args.timeout)
     print_run(run)
     return 0 if run["status"] == "completed" else EXIT_FAILED
+
+
+async def dispatched_or_refused(client: Any, run_id: str) -> None:
+    """The dispatcher checks routine and inputs; its refusal is the command's one-line error."""
+    from mainspring.client import RunRefused
+
+    try:
+        await client.dispatched(run_id)
+    except RunRefused as exc:
+        raise CliError(str(exc)) from None
 
 
 async def prompt_inputs(client: Any, routine: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -758,6 +769,8 @@ def print_lineage(run: dict[str, Any]) -> None:
 async def runs_list(client: Any, args: argparse.Namespace) -> int:
     from mainspring.records import RunQuery
 
+    if args.limit < 0:
+        raise CliError(f"--limit {args.limit} is negative: give 0 or more runs, e.g. --limit 100")
     query = RunQuery(
         routine=args.routine,
         status=args.status,
@@ -769,7 +782,7 @@ async def runs_list(client: Any, args: argparse.Namespace) -> int:
         chain=args.chain,
         limit=args.limit,
     )
-    runs = await client.list_runs(query)
+    runs = [run async for run in client.iter_runs(query)]
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0

@@ -13,6 +13,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
@@ -39,7 +40,19 @@ from mainspring.units import parse_memory
 
 
 class ServiceUnavailable(RuntimeError):
-    """A service the request needs is not running."""
+    """A service the request needs is not running or did not answer in time."""
+
+
+class RunRefused(RuntimeError):
+    """The dispatcher refused a submitted run; the message is its reason."""
+
+
+class RecorderError(RuntimeError):
+    """The recorder answered, but could not serve the request; the message says why."""
+
+
+# Runs per listing request; the recorder may send fewer to stay below the bus's max payload.
+RUNS_PAGE_SIZE = 500
 
 
 def definition_from_folder(
@@ -190,11 +203,13 @@ class Client:
         source: str = "api",
         isolation: str | None = None,
     ) -> str:
-        """Ask for a run; returns its run id at once (the dispatcher validates and queues it)."""
+        """Ask for a run; returns its run id at once.
+
+        The dispatcher checks the routine and the inputs; a refused run is recorded as failed
+        with the reason (`dispatched` waits for that decision).
+        """
         if isolation is not None and isolation not in ISOLATIONS:
             raise ValueError(f"isolation {isolation!r}: use 'worker' or 'process'")
-        definition = await (await self.store()).get(routine)
-        validate_inputs(definition.input_specs(), inputs or {})
         request = SubmitRun(
             request_id=str(uuid.uuid4()),
             routine=routine,
@@ -219,6 +234,64 @@ class Client:
         )
         return request.request_id
 
+    async def dispatched(
+        self, run_id: str, timeout: float = 15.0, poll_s: float = 0.05
+    ) -> dict[str, Any]:
+        """Wait for the dispatcher's decision on a submitted run; returns the run once queued.
+
+        Raises RunRefused with the dispatcher's reason (unknown routine, bad inputs).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                run = await self.get_run(run_id)
+            except ServiceUnavailable as exc:
+                # The recorder may be reconnecting (a restarted bus): ask again until the deadline.
+                if loop.time() > deadline:
+                    raise ServiceUnavailable(f"run {run_id} is submitted, but {exc}") from None
+                await asyncio.sleep(poll_s)
+                continue
+            if run is not None and run["status"] != "created":
+                # A refused run ends failed without ever being queued or started.
+                if (
+                    run["status"] == "failed"
+                    and not run.get("queued_at")
+                    and not run.get("started_at")
+                ):
+                    raise RunRefused(run.get("error") or f"run {run_id} was refused")
+                return run
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"run {run_id} is submitted but not dispatched after {timeout:g}s: "
+                    f"{await self._why_undispatched()}"
+                )
+            await asyncio.sleep(poll_s)
+
+    async def _why_undispatched(self) -> str:
+        """Which service holds up a submitted run's decision, read from the consumers' backlogs."""
+        try:
+            dispatcher = await self.js.consumer_info(
+                subjects.STREAM, subjects.DISPATCHER_SUBMITTED_CONSUMER
+            )
+        except NotFoundError:
+            return (
+                "no dispatcher ever ran on this bus: start it (`mainspring up` or "
+                "`mainspring service dispatcher`); the run starts once one does"
+            )
+        waiting = dispatcher.num_pending + dispatcher.num_ack_pending
+        if waiting:
+            return (
+                f"the dispatcher has not taken it yet ({waiting} submits waiting): check that it "
+                "runs (`mainspring status`); the run starts once it does"
+            )
+        recorder = await self.js.consumer_info(subjects.STREAM, subjects.RECORDER_RUNS_CONSUMER)
+        behind = (recorder.num_pending or 0) + recorder.num_ack_pending
+        return (
+            f"the dispatcher decided, but the recorder is {behind} run events behind; "
+            f"see the run later with `mainspring runs show`"
+        )
+
     async def _request(
         self, subject: str, payload: dict[str, Any], timeout: float = 5.0
     ) -> dict[str, Any]:
@@ -226,11 +299,18 @@ class Client:
             reply = await self.nc.request(
                 subject, json.dumps(payload, default=str).encode(), timeout=timeout
             )
-        except (NoRespondersError, NatsTimeoutError):
+        except NoRespondersError:
             raise ServiceUnavailable(
-                "the recorder does not answer: start it (`mainspring up` or `mainspring service recorder`)"
+                "the recorder is not running: start it (`mainspring up` or `mainspring service recorder`)"
+            ) from None
+        except NatsTimeoutError:
+            raise ServiceUnavailable(
+                f"the recorder did not answer {subject} within {timeout:g}s: it is running but "
+                "busy or stuck; try again, or see its log"
             ) from None
         result: dict[str, Any] = json.loads(reply.data)
+        if "error" in result:
+            raise RecorderError(f"the recorder could not answer: {result['error']}")
         return result
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -241,10 +321,31 @@ class Client:
         return run
 
     async def list_runs(self, query: RunQuery | None = None) -> list[dict[str, Any]]:
-        """Runs matching a query, newest first."""
-        payload = json.loads((query or RunQuery()).model_dump_json())
-        runs: list[dict[str, Any]] = (await self._request(subjects.API_RUNS_LIST, payload))["runs"]
-        return runs
+        """Runs matching a query, newest first, up to its limit (fetched page by page)."""
+        return [run async for run in self.iter_runs(query)]
+
+    async def runs_page(self, query: RunQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of runs after `query.after`, and the cursor of the next page (None: no more)."""
+        payload = json.loads(query.model_dump_json())
+        reply = await self._request(subjects.API_RUNS_LIST, payload)
+        runs: list[dict[str, Any]] = reply["runs"]
+        next_cursor: str | None = reply.get("next")
+        return runs, next_cursor
+
+    async def iter_runs(
+        self, query: RunQuery | None = None, page_size: int = RUNS_PAGE_SIZE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Runs matching a query, newest first, up to its limit, asking one page at a time."""
+        query = query or RunQuery()
+        remaining, after = query.limit, query.after
+        while remaining > 0:
+            page = query.model_copy(update={"limit": min(page_size, remaining), "after": after})
+            runs, after = await self.runs_page(page)
+            for run in runs:
+                yield run
+            remaining -= len(runs)
+            if after is None or not runs:
+                return
 
     async def trigger_events(self, routine: str, limit: int = 50) -> list[dict[str, Any]]:
         """A routine's trigger history, newest first."""

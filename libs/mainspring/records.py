@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Engine, Text, inspect, text
-from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Text,
+    TextClause,
+    event,
+    inspect,
+    or_,
+    text,
+)
+from sqlmodel import Field, Session, SQLModel, and_, col, create_engine, select
 
 
 def _json() -> Any:
@@ -21,6 +36,12 @@ class RunRecord(SQLModel, table=True):
     """One run: its inputs, lifecycle, progress, outputs and provenance."""
 
     __tablename__ = "runs"
+    # Listing pages newest first on (created_at, id), alone or within one routine or status.
+    __table_args__ = (
+        Index("ix_runs_created_at_id", "created_at", "id"),
+        Index("ix_runs_routine_created_at_id", "routine", "created_at", "id"),
+        Index("ix_runs_status_created_at_id", "status", "created_at", "id"),
+    )
 
     id: str = Field(primary_key=True)
     routine: str = Field(index=True)
@@ -102,19 +123,48 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def open_engine(url: str) -> Engine:
-    """An engine with the schema created or migrated (new columns added)."""
+def open_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine with the schema created or migrated (new columns and indexes added)."""
     url = normalise_url(url)
     connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_durable_commits)
         with engine.connect() as conn:
-            # WAL lets the CLI read while the recorder writes.
+            # WAL lets queries read while the recorder writes.
             conn.execute(text("PRAGMA journal_mode=WAL"))
             conn.commit()
-    SQLModel.metadata.create_all(engine)
-    _add_missing_columns(engine)
+    if migrate:
+        SQLModel.metadata.create_all(engine)
+        _add_missing_columns(engine)
+        _add_missing_indexes(engine)
+        _fill_missing_created_at(engine)
     return engine
+
+
+def _sqlite_durable_commits(dbapi_connection: Any, _record: Any) -> None:
+    # The recorder acks events only after their commit: FULL fsyncs the WAL at each commit,
+    # so an acked event survives a machine crash. Batching pays that fsync once per batch.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def _add_missing_indexes(engine: Engine) -> None:
+    for table in SQLModel.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
+
+
+def _fill_missing_created_at(engine: Engine) -> None:
+    # Rows written before every event carried a creation time: page them by their first step.
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE runs SET created_at = "
+                "COALESCE(queued_at, started_at, finished_at, updated_at) WHERE created_at IS NULL"
+            )
+        )
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -141,11 +191,36 @@ class RunQuery(SQLModel):
     since: datetime | None = None
     until: datetime | None = None
     chain: str | None = None
-    limit: int = 50
+    limit: int = Field(default=50, ge=0)
+    # Continue after this run: the `next` cursor of the previous page.
+    after: str | None = None
 
 
-def list_runs(session: Session, query: RunQuery) -> list[RunRecord]:
-    """Runs matching the query, newest first."""
+class CursorError(ValueError):
+    """A page cursor this recorder did not give out."""
+
+
+def run_cursor(run: RunRecord) -> str:
+    """An opaque cursor that continues a listing after this run."""
+    created = as_utc(run.created_at)
+    key = [created.isoformat() if created else None, run.id]
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def parse_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor continues after."""
+    try:
+        created, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return as_utc(datetime.fromisoformat(created)) or datetime.min, str(run_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise CursorError(
+            f"cursor {cursor[:40]!r} is not one a runs listing gave out: "
+            "pass the `next` value of the previous page unchanged"
+        ) from None
+
+
+def list_runs(session: Session, query: RunQuery, limit: int | None = None) -> list[RunRecord]:
+    """Runs matching the query, newest first, after its cursor; filters and limit in SQL."""
     statement = select(RunRecord)
     if query.routine:
         statement = statement.where(RunRecord.routine == query.routine)
@@ -154,24 +229,49 @@ def list_runs(session: Session, query: RunQuery) -> list[RunRecord]:
     if query.source:
         statement = statement.where(RunRecord.source == query.source)
     if query.since:
-        statement = statement.where(col(RunRecord.created_at) >= query.since)
+        statement = statement.where(col(RunRecord.created_at) >= as_utc(query.since))
     if query.until:
-        statement = statement.where(col(RunRecord.created_at) < query.until)
-    statement = statement.order_by(col(RunRecord.created_at).desc())
-    rows = list(session.exec(statement))
-    # Label and attribute filters run in Python: JSON operators differ between SQLite and PostgreSQL.
+        statement = statement.where(col(RunRecord.created_at) < as_utc(query.until))
+    dialect = session.get_bind().dialect.name
     if query.label:
-        rows = [r for r in rows if query.label in (r.labels or [])]
-    if query.attribute:
-        rows = [
-            r
-            for r in rows
-            if all((r.attributes or {}).get(k) == v for k, v in query.attribute.items())
-        ]
+        statement = statement.where(_has_label(dialect, query.label))
+    for index, (key, value) in enumerate((query.attribute or {}).items()):
+        statement = statement.where(_attribute_equals(dialect, index, key, value))
     if query.chain:
-        chain = chain_of(session, query.chain)
-        rows = [r for r in rows if r.id in chain]
-    return rows[: query.limit]
+        statement = statement.where(col(RunRecord.id).in_(chain_of(session, query.chain)))
+    if query.after:
+        created, run_id = parse_cursor(query.after)
+        created_at = col(RunRecord.created_at)
+        # Written so both databases walk the (created_at, id) index backwards.
+        statement = statement.where(
+            created_at <= created,
+            or_(created_at < created, and_(created_at == created, col(RunRecord.id) < run_id)),
+        )
+    statement = statement.order_by(col(RunRecord.created_at).desc(), col(RunRecord.id).desc())
+    return list(session.exec(statement.limit(query.limit if limit is None else limit)))
+
+
+def _has_label(dialect: str, label: str) -> TextClause:
+    # JSON operators differ between the two databases; both test membership in SQL.
+    if dialect == "postgresql":
+        return text("CAST(runs.labels AS JSONB) @> CAST(:label AS JSONB)").bindparams(
+            label=json.dumps([label])
+        )
+    return text(
+        "EXISTS (SELECT 1 FROM json_each(runs.labels) WHERE json_each.value = :label)"
+    ).bindparams(label=label)
+
+
+def _attribute_equals(dialect: str, index: int, key: str, value: Any) -> TextClause:
+    key_name, value_name = f"attr_key_{index}", f"attr_value_{index}"
+    if dialect == "postgresql":
+        clause = f"(CAST(runs.attributes AS JSONB) -> :{key_name}) = CAST(:{value_name} AS JSONB)"
+        key_param: str = key
+    else:
+        # `->` gives the value as minified JSON text; json() minifies the wanted one alike.
+        clause = f"(runs.attributes -> :{key_name}) = json(:{value_name})"
+        key_param = '$."' + key.replace('"', '\\"') + '"'
+    return text(clause).bindparams(**{key_name: key_param, value_name: json.dumps(value)})
 
 
 def chain_of(session: Session, run_id: str) -> set[str]:

@@ -12,6 +12,7 @@ from faststream import BaseMiddleware, FastStream
 from faststream.exceptions import HandlerException, NackMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import DeliverPolicy as NatsDeliverPolicy
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
 from pydantic import BaseModel, ValidationError
 
@@ -153,26 +154,34 @@ async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]
     try:
         return model.model_validate_json(message.body)
     except ValidationError as exc:
-        reason = f"malformed {model.__name__} on {subject}: {one_line(exc)}; fix the producer"
+        reason = malformed_reason(model, subject, exc)
+    await park(broker, subject, message.body, reason, stream_sequence(message.raw_message))
+    return None
+
+
+def malformed_reason(model: type[BaseModel], subject: str, error: ValidationError) -> str:
+    """Why a body is not a valid `model`, in one line naming who must fix it."""
+    return f"malformed {model.__name__} on {subject}: {one_line(error)}; fix the producer"
+
+
+async def park(
+    broker: NatsBroker, subject: str, body: bytes, reason: str, sequence: int | None
+) -> None:
+    """Put a message that cannot be handled on the dead-letter subject, with the reason."""
     log.error("%s; parked on %s", reason, subjects.dead_letter_subject(subject))
     headers = {"Mainspring-Error": reason[:1000]}
-    sequence = _stream_sequence(message)
     if sequence is not None:
         # Several services parse one subject (run.completed): park each stored message once.
         headers["Nats-Msg-Id"] = f"deadletter:{sequence}"
     await broker.publish(
-        message.body,
-        subjects.dead_letter_subject(subject),
-        headers=headers,
-        stream=subjects.STREAM,
+        body, subjects.dead_letter_subject(subject), headers=headers, stream=subjects.STREAM
     )
-    return None
 
 
-def _stream_sequence(message: NatsMessage) -> int | None:
+def stream_sequence(raw: Msg) -> int | None:
     """The stream sequence of a message consumed from JetStream (None for core NATS)."""
     try:
-        return int(message.raw_message.metadata.sequence.stream)
+        return int(raw.metadata.sequence.stream)
     except Exception:
         return None
 

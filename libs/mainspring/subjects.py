@@ -50,6 +50,9 @@ STATE_BUCKET = "state"
 RUNNER_CONSUMER = "runner"
 RECORDER_CONSUMER = "recorder"
 RUNNER_POLL_CONSUMER = "runner-poll"
+# Read by the client to say which service holds up a submitted run's decision.
+DISPATCHER_SUBMITTED_CONSUMER = "dispatcher-submitted"
+RECORDER_RUNS_CONSUMER = "recorder-runs"
 
 
 def dead_letter_subject(subject: str) -> str:

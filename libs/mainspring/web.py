@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
-from mainspring.client import Client
+from mainspring.client import Client, RunRefused
 from mainspring.records import RunQuery
 from mainspring.registry import RegistryError
 from mainspring.routine import InputError
@@ -128,6 +128,8 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
                             source="api",
                         )
                     )
+                    # The dispatcher checks routine and inputs: its refusal is a 400.
+                    bridge.call(client.dispatched(run_id))
                     self.send_json(202, {"run_id": run_id})
                 elif (
                     len(parts) == 4
@@ -146,7 +148,7 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
                     self.send_json(202, {"ok": True})
                 else:
                     self.send_json(404, {"error": "no such action"})
-            except (RegistryError, InputError) as exc:
+            except (RegistryError, InputError, RunRefused) as exc:
                 self.send_json(400, {"error": str(exc)})
             except Exception as exc:
                 self.send_json(503, {"error": str(exc)})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from mainspring.messages import (
@@ -84,6 +85,8 @@ def changes_for_started(event: RunStarted) -> dict[str, Any]:
     return {
         "routine": event.routine,
         "status": "running",
+        # Only a fallback: the earliest creation time known wins (see merge).
+        "created_at": event.started_at,
         "started_at": event.started_at,
         "runner": event.runner,
         "attempt": event.attempt,
@@ -94,12 +97,17 @@ def changes_for_started(event: RunStarted) -> dict[str, Any]:
 
 def changes_for_queued(event: RunQueued) -> dict[str, Any]:
     """A runner holds the run back and says why (never moves a running run back)."""
-    return {"routine": event.routine, "status": "queued", "queue_reason": event.reason}
+    return {
+        "routine": event.routine,
+        "status": "queued",
+        "queue_reason": event.reason,
+        "created_at": event.at,
+    }
 
 
 def changes_for_progress(event: RunProgressed) -> dict[str, Any]:
     """Latest progress shown on the run row."""
-    return {"progress": event.fraction, "progress_message": event.message}
+    return {"progress": event.fraction, "progress_message": event.message, "created_at": event.at}
 
 
 def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
@@ -116,6 +124,9 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
         "hop": event.hop,
         "parent_run_id": event.parent_run_id,
         "isolation": event.isolation,
+        # A run refused before it was requested (or reported by an outside workflow) has no
+        # other creation time; an earlier one recorded for it wins (see merge).
+        "created_at": event.started_at or event.finished_at,
     }
     if event.run_number:
         changes["run_number"] = event.run_number
@@ -146,11 +157,26 @@ def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, 
             continue
         if value is None and row.get(key) is not None and key not in _CLEARABLE:
             continue
-        if key in ("created_at", "queued_at", "started_at") and row.get(key) is not None:
+        if key == "created_at" and row.get(key) is not None:
+            # Every event carries a creation time, the run's own or a fallback from a later
+            # step: the earliest wins, so the list order (newest first) is stable.
+            row[key] = min(row[key], value)
+            continue
+        if key in ("queued_at", "started_at") and row.get(key) is not None:
             continue
         row[key] = value
     row["status"] = new_status
     return row
+
+
+def fold(
+    current: Mapping[str, dict[str, Any] | None], changes: Iterable[tuple[str, dict[str, Any]]]
+) -> dict[str, dict[str, Any]]:
+    """A batch of run changes merged in arrival order onto the stored rows: one row per run."""
+    rows: dict[str, dict[str, Any]] = {}
+    for run_id, change in changes:
+        rows[run_id] = merge(rows[run_id] if run_id in rows else current.get(run_id), change)
+    return rows
 
 
 def stale_runs(
@@ -181,18 +207,32 @@ RunEvent = SubmitRun | RequestRun | RunStarted | RunQueued | RunProgressed | Run
 
 
 def changes_for(event: RunEvent, now: datetime) -> tuple[str, dict[str, Any]]:
-    """The run a lifecycle event belongs to, and how it changes that run's row."""
+    """The run a lifecycle event belongs to, and how it changes that run's row (times in UTC)."""
     if isinstance(event, SubmitRun):
-        return event.request_id, changes_for_submitted(event, now)
-    if isinstance(event, RequestRun):
-        return event.run_id, changes_for_requested(event)
-    if isinstance(event, RunStarted):
-        return event.run_id, changes_for_started(event)
-    if isinstance(event, RunQueued):
-        return event.run_id, changes_for_queued(event)
-    if isinstance(event, RunProgressed):
-        return event.run_id, changes_for_progress(event)
-    return event.run_id, changes_for_completed(event)
+        run_id, changes = event.request_id, changes_for_submitted(event, now)
+    elif isinstance(event, RequestRun):
+        run_id, changes = event.run_id, changes_for_requested(event)
+    elif isinstance(event, RunStarted):
+        run_id, changes = event.run_id, changes_for_started(event)
+    elif isinstance(event, RunQueued):
+        run_id, changes = event.run_id, changes_for_queued(event)
+    elif isinstance(event, RunProgressed):
+        run_id, changes = event.run_id, changes_for_progress(event)
+    else:
+        run_id, changes = event.run_id, changes_for_completed(event)
+    return run_id, in_utc(changes)
+
+
+def in_utc(values: dict[str, Any]) -> dict[str, Any]:
+    """Every time in UTC: SQLite stores no offset, so rows compare and sort only in one zone."""
+    return {
+        key: _utc(value) if isinstance(value, datetime) else value for key, value in values.items()
+    }
+
+
+def _utc(value: datetime) -> datetime:
+    # A naive time here came from SQLite, which stores UTC without an offset.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def changes_for_stale(stale_after_s: float, now: datetime) -> dict[str, Any]:

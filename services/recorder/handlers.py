@@ -1,4 +1,4 @@
-"""Recorder handlers: load the row, merge the event (core), persist; answer run queries."""
+"""Recorder handlers: run events recorded in batches, trigger history, and run queries."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
-from sqlalchemy import Engine
-from sqlmodel import Session, col, select
 
 from mainspring import subjects
 from mainspring.ledger import mark_cancelled
@@ -27,170 +29,28 @@ from mainspring.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.records import (
-    ProgressRecord,
-    RunQuery,
-    RunRecord,
-    TriggerEventRecord,
-    as_utc,
-    list_runs,
+from mainspring.records import CursorError, RunQuery
+from mainspring.service import (
+    RETRY_DELAY_S,
+    durable,
+    malformed_reason,
+    park,
+    stream_sequence,
 )
-from mainspring.service import durable, parse_or_park
 from services.recorder import core
+from services.recorder.history import ReplyTooLarge, RunHistory, RunQueries
 from services.recorder.settings import RecorderSettings
 
 log = logging.getLogger("mainspring.recorder")
 
-_DATETIME_FIELDS = ("created_at", "queued_at", "started_at", "finished_at", "updated_at")
+T = TypeVar("T")
 
-
-def run_as_dict(record: RunRecord) -> dict[str, Any]:
-    """A run row as JSON-ready data (UTC ISO times)."""
-    data = record.model_dump()
-    for key in _DATETIME_FIELDS:
-        value = as_utc(data.get(key))
-        data[key] = value.isoformat() if value else None
-    return data
-
-
-class RunHistory:
-    """The recorder's writes, one short transaction per event."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def apply(self, run_id: str, changes: dict[str, Any], now: datetime) -> None:
-        """Merge changes into the run row (insert when new)."""
-        with Session(self.engine) as session:
-            record = session.get(RunRecord, run_id)
-            current = record.model_dump() if record else None
-            merged = core.merge(current, changes)
-            merged["updated_at"] = now
-            if record is None:
-                session.add(RunRecord(id=run_id, **{k: v for k, v in merged.items() if k != "id"}))
-            else:
-                for key, value in merged.items():
-                    setattr(record, key, value)
-            session.commit()
-
-    def add_progress(self, event: RunProgressed) -> None:
-        """Keep each progress message in the run's history."""
-        with Session(self.engine) as session:
-            session.add(
-                ProgressRecord(
-                    run_id=event.run_id, fraction=event.fraction, message=event.message, at=event.at
-                )
-            )
-            session.commit()
-
-    def add_trigger_event(self, event: TriggerRecorded) -> None:
-        """One history row per firing (redeliveries overwrite the same row)."""
-        with Session(self.engine) as session:
-            session.merge(
-                TriggerEventRecord(
-                    id=event.message_id(),
-                    routine=event.routine,
-                    kind=event.kind,
-                    status=event.status,
-                    event_key=event.event_key,
-                    fired_at=event.fired_at,
-                    scheduled_at=event.scheduled_at,
-                    run_id=event.run_id,
-                    reason=event.reason,
-                    chain=event.chain or None,
-                )
-            )
-            session.commit()
-
-    def get(self, run_id: str) -> dict[str, Any] | None:
-        """A run with its progress history, parent and children."""
-        with Session(self.engine) as session:
-            record = session.get(RunRecord, run_id)
-            if record is None:
-                matches = session.exec(
-                    select(RunRecord).where(col(RunRecord.id).startswith(run_id)).limit(2)
-                ).all()
-                record = matches[0] if len(matches) == 1 else None
-            if record is None:
-                return None
-            data = run_as_dict(record)
-            history = session.exec(
-                select(ProgressRecord)
-                .where(ProgressRecord.run_id == record.id)
-                .order_by(col(ProgressRecord.id))
-            ).all()
-            data["progress_history"] = [
-                {"fraction": p.fraction, "message": p.message, "at": _iso(p.at)} for p in history
-            ]
-            children = session.exec(
-                select(RunRecord.id).where(RunRecord.parent_run_id == record.id)
-            ).all()
-            data["children"] = list(children)
-            data["lineage"] = lineage_of(session, record)
-            return data
-
-    def runs(self, query: RunQuery) -> list[dict[str, Any]]:
-        """Runs matching a query, newest first."""
-        with Session(self.engine) as session:
-            return [run_as_dict(r) for r in list_runs(session, query)]
-
-    def running(self) -> list[tuple[str, datetime | None, str | None]]:
-        """Runs recorded as running: (id, started_at, queue_reason)."""
-        with Session(self.engine) as session:
-            rows = session.exec(select(RunRecord).where(RunRecord.status == "running")).all()
-            return [(r.id, as_utc(r.started_at), r.queue_reason) for r in rows]
-
-    def trigger_events(self, routine: str, limit: int) -> list[dict[str, Any]]:
-        """Latest firings of a routine's trigger."""
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(TriggerEventRecord)
-                .where(TriggerEventRecord.routine == routine)
-                .order_by(col(TriggerEventRecord.fired_at).desc())
-                .limit(limit)
-            ).all()
-            return [
-                {
-                    "fired_at": _iso(r.fired_at),
-                    "scheduled_at": _iso(r.scheduled_at),
-                    "kind": r.kind,
-                    "status": r.status,
-                    "run_id": r.run_id,
-                    "reason": r.reason,
-                    "event_key": r.event_key,
-                    "chain": r.chain or [],
-                }
-                for r in rows
-            ]
-
-
-def lineage_of(session: Session, record: RunRecord) -> dict[str, Any]:
-    """A run's parent and children in brief (routine, number, status), for `runs show`."""
-
-    def brief(run: RunRecord) -> dict[str, Any]:
-        return {
-            "id": run.id,
-            "routine": run.routine,
-            "run_number": run.run_number,
-            "status": run.status,
-            "trigger_kind": run.trigger_kind,
-        }
-
-    parent = session.get(RunRecord, record.parent_run_id) if record.parent_run_id else None
-    children = session.exec(
-        select(RunRecord)
-        .where(RunRecord.parent_run_id == record.id)
-        .order_by(col(RunRecord.created_at))
-    ).all()
-    return {
-        "parent": brief(parent) if parent else None,
-        "children": [brief(c) for c in children],
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    utc = as_utc(value)
-    return utc.isoformat() if utc else None
+RUNS_DURABLE = subjects.RECORDER_RUNS_CONSUMER
+TRIGGERS_DURABLE = "recorder-triggers"
+# How long one fetch waits for the first event; an idle recorder asks again after it.
+FETCH_WAIT_S = 5.0
+# Room left in a reply for its envelope around the encoded runs.
+REPLY_ENVELOPE_BYTES = 1024
 
 
 def _now() -> datetime:
@@ -209,45 +69,218 @@ RUN_EVENT_MODELS: dict[str, type[core.RunEvent]] = {
 }
 
 
-def register(broker: NatsBroker, history: RunHistory) -> None:
-    """Subscribe the recorder to every run subject and answer queries."""
+@dataclass
+class ParsedBatch:
+    """A fetched batch split into row changes, progress reports, firings and bodies to park."""
 
-    @broker.subscriber(**durable("recorder-runs", "run.>"))
-    async def on_run_event(message: NatsMessage) -> None:
-        model = RUN_EVENT_MODELS.get(message.raw_message.subject)
-        if model is None:
-            return  # run.cancel and the like change no row
-        event = await parse_or_park(broker, message, model)
-        if event is None:
-            return
-        if isinstance(event, RunProgressed):
-            await asyncio.to_thread(history.add_progress, event)
-        run_id, changes = core.changes_for(event, _now())
-        await asyncio.to_thread(history.apply, run_id, changes, _now())
+    changes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    progress: list[RunProgressed] = field(default_factory=list)
+    triggers: list[TriggerRecorded] = field(default_factory=list)
+    malformed: list[tuple[Msg, str]] = field(default_factory=list)
 
-    @broker.subscriber(**durable("recorder-triggers", subjects.TRIGGER_RECORDED))
-    async def on_trigger_recorded(message: NatsMessage) -> None:
-        recorded = await parse_or_park(broker, message, TriggerRecorded)
-        if recorded:
-            await asyncio.to_thread(history.add_trigger_event, recorded)
 
-    @broker.subscriber(subjects.API_RUNS_GET)
-    async def on_runs_get(message: NatsMessage) -> bytes:
-        run_id = json.loads(message.body or b"{}").get("run_id", "")
-        return json.dumps({"run": await asyncio.to_thread(history.get, run_id)}).encode()
-
-    @broker.subscriber(subjects.API_RUNS_LIST)
-    async def on_runs_list(message: NatsMessage) -> bytes:
-        query = RunQuery.model_validate_json(message.body or b"{}")
-        return json.dumps({"runs": await asyncio.to_thread(history.runs, query)}).encode()
-
-    @broker.subscriber(subjects.API_TRIGGER_EVENTS)
-    async def on_trigger_events(message: NatsMessage) -> bytes:
-        request = json.loads(message.body or b"{}")
-        rows = await asyncio.to_thread(
-            history.trigger_events, request.get("routine", ""), int(request.get("limit", 50))
+def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
+    """Each event of a batch as what it writes, in stream order; bad bodies set apart."""
+    batch = ParsedBatch()
+    for message in messages:
+        model = RUN_EVENT_MODELS.get(message.subject) or (
+            TriggerRecorded if message.subject == subjects.TRIGGER_RECORDED else None
         )
-        return json.dumps({"events": rows}).encode()
+        if model is None:
+            continue  # run.cancel and the like change no row
+        try:
+            event = model.model_validate_json(message.data)
+        except ValidationError as exc:
+            batch.malformed.append((message, malformed_reason(model, message.subject, exc)))
+            continue
+        if isinstance(event, TriggerRecorded):
+            batch.triggers.append(event)
+            continue
+        if isinstance(event, RunProgressed):
+            batch.progress.append(event)
+        batch.changes.append(core.changes_for(event, now))
+    return batch
+
+
+class EventBatches:
+    """Records the events of one durable a batch at a time: one commit each, acked after it.
+
+    A pull fetch returns as soon as any event is there, with everything already waiting
+    (up to batch_size): one event alone is recorded at once, a burst in few commits.
+    """
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        history: RunHistory,
+        writes: Executor | None,
+        batch_size: int,
+        *,
+        consumer: str = RUNS_DURABLE,
+        subject: str = "run.>",
+    ) -> None:
+        self.broker = broker
+        self.history = history
+        self.writes = writes
+        self.batch_size = batch_size
+        self.consumer = consumer
+        self.subject = subject
+
+    async def run_forever(self, js: JetStreamContext) -> None:
+        """Fetch and record batches until cancelled."""
+        options = durable(self.consumer, self.subject)
+        while True:
+            try:
+                subscription = await js.pull_subscribe(
+                    options["subject"],
+                    durable=self.consumer,
+                    stream=subjects.STREAM,
+                    config=options["config"],
+                )
+                break
+            except Exception as exc:
+                log.warning(
+                    "cannot consume %s yet (%s); trying again", self.subject, _first_line(exc)
+                )
+                await asyncio.sleep(RETRY_DELAY_S)
+        try:
+            while True:
+                await self.fetch_and_record(subscription)
+        finally:
+            # A pull request still open may deliver more events to this subscription; left
+            # subscribed, the connection's drain at shutdown would wait for them forever.
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def fetch_and_record(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """Fetch what is waiting (or wait for the next event) and record it."""
+        try:
+            messages = await subscription.fetch(batch=self.batch_size, timeout=FETCH_WAIT_S)
+        except TimeoutError:
+            return  # idle, or the bus is reconnecting: ask again
+        except Exception as exc:
+            log.warning("fetching run events failed (%s); trying again", _first_line(exc))
+            await asyncio.sleep(RETRY_DELAY_S)
+            return
+        try:
+            await self.record(messages)
+        except Exception:
+            # Nothing acked: the events come back after the consumer's ack wait.
+            log.exception("recording %d run events failed; they will be redelivered", len(messages))
+
+    async def record(self, messages: Sequence[Msg]) -> None:
+        """Park malformed events, commit the rest in one transaction, then ack the batch."""
+        loop = asyncio.get_running_loop()
+        now = _now()
+        batch = await loop.run_in_executor(self.writes, parse_batch, messages, now)
+        for message, reason in batch.malformed:
+            await park(self.broker, message.subject, message.data, reason, stream_sequence(message))
+        try:
+            await loop.run_in_executor(
+                self.writes,
+                self.history.record_batch,
+                batch.changes,
+                batch.progress,
+                now,
+                batch.triggers,
+            )
+        except Exception as exc:
+            log.error(
+                "could not record %d events of %s in the run history database (%s); "
+                "none acked, they come back in %.0fs",
+                len(messages),
+                self.subject,
+                _first_line(exc),
+                RETRY_DELAY_S,
+            )
+            for message in messages:
+                await message.nak(delay=RETRY_DELAY_S)
+            return
+        for message in messages:
+            await message.ack()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+class QueryReplies:
+    """Answers run queries on their own threads and engine; every failure answers with its cause."""
+
+    def __init__(self, queries: RunQueries, reads: Executor) -> None:
+        self.queries = queries
+        self.reads = reads
+        self.max_payload = 1024 * 1024
+
+    async def read(self, work: Callable[..., T], *args: Any) -> T:
+        """Run a database read on the query threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.reads, work, *args)
+
+    def fit(self, what: str, reply: dict[str, Any]) -> bytes:
+        """The reply encoded, or an error reply when it would exceed the bus's max payload."""
+        body = json.dumps(reply).encode()
+        if len(body) <= self.max_payload:
+            return body
+        return error_reply(
+            f"{what} is {len(body)} bytes, more than the bus's max payload of "
+            f"{self.max_payload} bytes"
+        )
+
+    async def runs_page(self, body: bytes) -> bytes:
+        """A page of runs, cut below the max payload, with the cursor to the next one."""
+        query = RunQuery.model_validate_json(body or b"{}")
+        page = await self.read(self.queries.page, query, self.max_payload - REPLY_ENVELOPE_BYTES)
+        next_cursor = json.dumps(page.next).encode()
+        return b'{"runs": [' + b", ".join(page.runs) + b'], "next": ' + next_cursor + b"}"
+
+
+def error_reply(reason: str) -> bytes:
+    """A query reply that carries why it could not be answered."""
+    return json.dumps({"error": reason}).encode()
+
+
+async def answer(what: str, produce: Callable[[], Any]) -> bytes:
+    """The reply of a query, or an error reply naming the real cause (never silence)."""
+    try:
+        reply: bytes = await produce()
+        return reply
+    except (ValidationError, CursorError, ReplyTooLarge) as exc:
+        return error_reply(f"bad {what} request: {exc}")
+    except Exception as exc:
+        log.exception("answering %s failed", what)
+        return error_reply(f"the recorder could not read {what}: {_first_line(exc)}")
+
+
+# Queries answered side by side; the database reads run on as many threads.
+QUERY_WORKERS = 4
+
+
+def register(broker: NatsBroker, replies: QueryReplies) -> None:
+    """Answer run queries."""
+
+    @broker.subscriber(subjects.API_RUNS_GET, max_workers=QUERY_WORKERS)
+    async def on_runs_get(message: NatsMessage) -> bytes:
+        async def produce() -> bytes:
+            run_id = json.loads(message.body or b"{}").get("run_id", "")
+            run = await replies.read(replies.queries.get, run_id)
+            return replies.fit(f"run {run_id}", {"run": run})
+
+        return await answer("run", produce)
+
+    @broker.subscriber(subjects.API_RUNS_LIST, max_workers=QUERY_WORKERS)
+    async def on_runs_list(message: NatsMessage) -> bytes:
+        return await answer("runs list", lambda: replies.runs_page(message.body))
+
+    @broker.subscriber(subjects.API_TRIGGER_EVENTS, max_workers=QUERY_WORKERS)
+    async def on_trigger_events(message: NatsMessage) -> bytes:
+        async def produce() -> bytes:
+            request = json.loads(message.body or b"{}")
+            routine, limit = request.get("routine", ""), int(request.get("limit", 50))
+            rows = await replies.read(replies.queries.trigger_events, routine, limit)
+            return replies.fit(f"the trigger history of {routine}", {"events": rows})
+
+        return await answer("trigger events", produce)
 
 
 class StaleRunSweep:
@@ -259,9 +292,12 @@ class StaleRunSweep:
     runner that comes back later does not start the run behind the record's back.
     """
 
-    def __init__(self, history: RunHistory, settings: RecorderSettings) -> None:
+    def __init__(
+        self, history: RunHistory, settings: RecorderSettings, writes: Executor | None = None
+    ) -> None:
         self.history = history
         self.settings = settings
+        self.writes = writes
         self.last_beats: dict[str, datetime] = {}
         self.watching_since = _now()
         self.js: JetStreamContext | None = None
@@ -272,8 +308,9 @@ class StaleRunSweep:
 
     async def sweep_once(self) -> list[str]:
         """Fail the stale runs now; returns their ids."""
+        loop = asyncio.get_running_loop()
         now = _now()
-        running = await asyncio.to_thread(self.history.running)
+        running = await loop.run_in_executor(self.writes, self.history.running)
         stale = core.stale_runs(
             running, self.last_beats, self.watching_since, now, self.settings.stale_run_after_s
         )
@@ -281,7 +318,8 @@ class StaleRunSweep:
             if self.js is not None:
                 await mark_cancelled(self.js, run_id, "stale run sweep")
             changes = core.changes_for_stale(self.settings.stale_run_after_s, now)
-            await asyncio.to_thread(self.history.apply, run_id, changes, now)
+            # On the writers' thread: never merged at the same time as a batch of events.
+            await loop.run_in_executor(self.writes, self.history.apply, run_id, changes, now)
             log.warning("run %s failed: no runner heartbeat", run_id)
         running_ids = {run_id for run_id, _, _ in running}
         for run_id in list(self.last_beats):

@@ -3,35 +3,69 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from faststream import FastStream
 
+from mainspring import subjects
 from mainspring.records import open_engine
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging
-from services.recorder.handlers import RunHistory, StaleRunSweep, register, register_stale_sweep
+from services.recorder.handlers import (
+    QUERY_WORKERS,
+    TRIGGERS_DURABLE,
+    EventBatches,
+    QueryReplies,
+    StaleRunSweep,
+    register,
+    register_stale_sweep,
+)
+from services.recorder.history import RunHistory, RunQueries
 from services.recorder.settings import RecorderSettings
 
 
 def build_app(settings: RecorderSettings) -> FastStream:
-    """Wire the broker, the database and the handlers."""
+    """Wire the broker, the database (a write engine and a read engine) and the handlers."""
     broker = build_broker(settings, "recorder")
-    history = RunHistory(open_engine(settings.resolved_database_url()))
-    register(broker, history)
-    sweep = StaleRunSweep(history, settings)
+    url = settings.resolved_database_url()
+    history = RunHistory(open_engine(url))
+    # One writer thread: batches, trigger history and the sweep never merge the same row at
+    # once. Queries get their own engine and threads, so none waits behind a commit.
+    writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder-write")
+    reads = ThreadPoolExecutor(max_workers=QUERY_WORKERS, thread_name_prefix="recorder-read")
+    replies = QueryReplies(RunQueries(open_engine(url, migrate=False)), reads)
+    register(broker, replies)
+    sweep = StaleRunSweep(history, settings, writes)
     register_stale_sweep(broker, sweep)
+    batches = [
+        EventBatches(broker, history, writes, settings.record_batch_size),
+        EventBatches(
+            broker,
+            history,
+            writes,
+            settings.record_batch_size,
+            consumer=TRIGGERS_DURABLE,
+            subject=subjects.TRIGGER_RECORDED,
+        ),
+    ]
     app = build_service_app(broker, settings, "recorder")
     tasks: list[asyncio.Task[None]] = []
 
     @app.after_startup
-    async def start_sweep() -> None:
-        sweep.js = broker.connection.jetstream()
+    async def start_tasks() -> None:
+        js = broker.connection.jetstream()
+        sweep.js = js
+        replies.max_payload = broker.connection.max_payload
+        tasks.extend(asyncio.create_task(consumer.run_forever(js)) for consumer in batches)
         tasks.append(asyncio.create_task(sweep.run_forever()))
 
     @app.on_shutdown
-    async def stop_sweep() -> None:
+    async def stop_tasks() -> None:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writes.shutdown(wait=True)
+        reads.shutdown(wait=True)
 
     return app
 

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
 
 from mainspring import subjects
 from mainspring.messages import RequestRun, RunCompleted, SubmitRun
-from mainspring.records import RunRecord, open_engine
 from mainspring.registry import InputSchema, RoutineCatalog, RoutineDefinition
 from mainspring.service import STREAM
 from mainspring.settings import Settings
 from mainspring.triggers import ScheduleTrigger
 from services.dispatcher.handlers import Dispatcher
 from services.dispatcher.handlers import register as register_dispatcher
-from services.recorder.handlers import RunHistory
-from services.recorder.handlers import register as register_recorder
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 DEFINITION = RoutineDefinition(
@@ -115,33 +111,3 @@ async def test_malformed_message_goes_to_dead_letter() -> None:
         await test_broker.publish(b'{"routine": 5}', subjects.RUN_SUBMITTED)
 
     assert parked == [{"routine": 5}]
-
-
-async def test_recorder_writes_requested_and_completed(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'runs.db'}")
-    broker = NatsBroker()
-    register_recorder(broker, RunHistory(engine))
-    request = RequestRun(
-        run_id="run-1",
-        routine="hello",
-        routine_version="d1",
-        entrypoint="hello.py:Hello",
-        run_number=2,
-        source="manual",
-        trigger_kind="manual",
-        requested_at=NOW,
-    )
-    completed = RunCompleted(
-        run_id="run-1", routine="hello", status="completed", outputs={"ok": True}, finished_at=NOW
-    )
-
-    async with TestNatsBroker(broker) as test_broker:
-        await test_broker.publish(completed.model_dump_json().encode(), subjects.RUN_COMPLETED)
-        await test_broker.publish(request.model_dump_json().encode(), subjects.RUN_REQUESTED)
-
-    from sqlmodel import Session
-
-    with Session(engine) as session:
-        row = session.get(RunRecord, "run-1")
-    assert row is not None
-    assert (row.status, row.run_number, row.outputs) == ("completed", 2, {"ok": True})

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.recorder.core import merge, next_status
+from services.recorder.core import fold, merge, next_status
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -57,3 +57,100 @@ def test_a_duplicate_completion_does_not_overwrite_the_first() -> None:
     )
 
     assert again["error"] == "boom" and again["finished_at"] == T0
+
+
+# --- batches: several events of one run folded into one row write ---------------------------
+
+REQUESTED = {
+    "routine": "r",
+    "status": "queued",
+    "created_at": T0,
+    "queued_at": T0,
+    "run_number": 7,
+    "queue_reason": "waiting for a free runner slot",
+}
+STARTED = {
+    "routine": "r",
+    "status": "running",
+    "created_at": T0.replace(second=1),
+    "started_at": T0.replace(second=1),
+    "queue_reason": None,
+}
+LATE_QUEUED = {
+    "routine": "r",
+    "status": "queued",
+    "queue_reason": "held back",
+    "created_at": T0.replace(second=1),
+}
+COMPLETED = {
+    "routine": "r",
+    "status": "completed",
+    "outputs": {"n": 1},
+    "finished_at": T0.replace(second=2),
+    "created_at": T0.replace(second=1),
+    "queue_reason": None,
+}
+
+
+def test_a_whole_lifecycle_in_one_batch_is_one_completed_row() -> None:
+    rows = fold({}, [("a", REQUESTED), ("a", STARTED), ("a", COMPLETED)])
+
+    assert list(rows) == ["a"]
+    row = rows["a"]
+    assert row["status"] == "completed" and row["outputs"] == {"n": 1}
+    assert (row["created_at"], row["queued_at"], row["started_at"], row["finished_at"]) == (
+        T0,
+        T0,
+        T0.replace(second=1),
+        T0.replace(second=2),
+    )
+    assert row["run_number"] == 7 and row["queue_reason"] is None
+
+
+def test_a_late_queued_in_the_same_batch_never_marks_a_finished_run() -> None:
+    rows = fold({}, [("a", REQUESTED), ("a", COMPLETED), ("a", LATE_QUEUED)])
+
+    assert rows["a"]["status"] == "completed"
+    assert rows["a"]["queue_reason"] is None
+
+
+def test_a_batch_folds_onto_the_stored_row_without_moving_it_back() -> None:
+    stored = merge(merge(None, REQUESTED), COMPLETED)
+
+    rows = fold({"a": stored}, [("a", STARTED), ("a", LATE_QUEUED)])
+
+    assert rows["a"]["status"] == "completed"
+    assert rows["a"]["finished_at"] == T0.replace(second=2)
+
+
+def test_runs_interleaved_in_a_batch_get_one_row_each() -> None:
+    rows = fold(
+        {"b": None},
+        [("a", REQUESTED), ("b", REQUESTED), ("a", STARTED), ("b", COMPLETED), ("a", LATE_QUEUED)],
+    )
+
+    assert {run_id: row["status"] for run_id, row in rows.items()} == {
+        "a": "running",
+        "b": "completed",
+    }
+
+
+@pytest.mark.parametrize("order", list(permutations(range(4))))
+def test_a_batch_in_any_order_ends_where_one_by_one_merges_end(order: tuple[int, ...]) -> None:
+    events = [REQUESTED, STARTED, LATE_QUEUED, COMPLETED]
+    batch = [("a", events[i]) for i in order]
+    one_by_one: dict[str, Any] | None = None
+    for _, change in batch:
+        one_by_one = merge(one_by_one, change)
+
+    folded = fold({}, batch)["a"]
+
+    assert folded == one_by_one
+    assert folded["status"] == "completed" and folded["created_at"] == T0
+
+
+def test_the_earliest_creation_time_wins_over_a_fallback_seen_first() -> None:
+    refused_first = merge(None, COMPLETED)
+    assert refused_first["created_at"] == T0.replace(second=1)
+
+    assert merge(refused_first, REQUESTED)["created_at"] == T0

@@ -1,0 +1,173 @@
+"""The recorder's database layer on SQLite and PostgreSQL: one commit per batch, SQL-side paging."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event
+from sqlmodel import Session, select
+
+from mainspring.messages import (
+    RequestRun,
+    RunCompleted,
+    RunProgressed,
+    RunStarted,
+    TriggerRecorded,
+)
+from mainspring.records import CursorError, ProgressRecord, RunQuery, RunRecord, open_engine
+from services.recorder import core
+from services.recorder.history import RunHistory, RunQueries
+from tests.harness import create_postgres_database, drop_postgres_database
+
+T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        yield open_engine(f"sqlite:///{tmp_path / 'runs.db'}")
+        return
+    url = create_postgres_database()
+    try:
+        engine = open_engine(url)
+        yield engine
+        engine.dispose()
+    finally:
+        drop_postgres_database(url)
+
+
+def requested(run_id: str, at: datetime, routine: str = "hello", **fields: Any) -> RequestRun:
+    return RequestRun(
+        run_id=run_id,
+        routine=routine,
+        routine_version="d1",
+        entrypoint="hello.py:Hello",
+        run_number=1,
+        source="manual",
+        trigger_kind="manual",
+        requested_at=at,
+        **fields,
+    )
+
+
+def count_commits(engine: Engine) -> list[int]:
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+def test_a_batch_of_several_runs_is_one_commit_with_one_row_each(engine: Engine) -> None:
+    history = RunHistory(engine)
+    events: list[core.RunEvent] = [
+        RunCompleted(run_id="a", routine="hello", status="completed", finished_at=T0),
+        requested("a", T0 - timedelta(seconds=2)),
+        requested("b", T0),
+        RunStarted(run_id="b", routine="hello", runner="r1", started_at=T0),
+        RunProgressed(run_id="b", routine="hello", fraction=0.5, message="half", at=T0),
+    ]
+    progress = [e for e in events if isinstance(e, RunProgressed)]
+    commits = count_commits(engine)
+
+    written = history.record_batch([core.changes_for(e, T0) for e in events], progress, T0)
+
+    assert written == 2 and len(commits) == 1
+    with Session(engine) as session:
+        rows = {r.id: r for r in session.exec(select(RunRecord))}
+        history_rows = list(session.exec(select(ProgressRecord)))
+    assert (rows["a"].status, rows["a"].run_number) == ("completed", 1)
+    assert rows["b"].status == "running" and rows["b"].progress == 0.5
+    assert [p.message for p in history_rows] == ["half"]
+
+
+def test_a_later_batch_merges_onto_stored_rows_and_never_moves_them_back(engine: Engine) -> None:
+    history = RunHistory(engine)
+    history.record_batch([core.changes_for(requested("a", T0), T0)], [], T0)
+    done = RunCompleted(run_id="a", routine="hello", status="failed", error="boom", finished_at=T0)
+    history.record_batch([core.changes_for(done, T0)], [], T0)
+
+    late = RunStarted(run_id="a", routine="hello", runner="r1", started_at=T0)
+    history.record_batch([core.changes_for(late, T0)], [], T0)
+
+    with Session(engine) as session:
+        row = session.get(RunRecord, "a")
+    assert row is not None and (row.status, row.error) == ("failed", "boom")
+
+
+def test_pages_walk_every_run_once_newest_first_with_filters_in_sql(engine: Engine) -> None:
+    history = RunHistory(engine)
+    # Ten runs share each creation time: the id breaks the tie between them.
+    events = [
+        requested(
+            f"run-{i:03d}",
+            T0 + timedelta(seconds=i // 10),
+            routine="even" if i % 2 == 0 else "odd",
+            labels=["nightly"] if i % 3 == 0 else [],
+            attributes={"team": "ml" if i % 4 == 0 else "web", "size": i % 5},
+        )
+        for i in range(95)
+    ]
+    history.record_batch([core.changes_for(e, T0) for e in events], [], T0)
+    queries = RunQueries(engine)
+
+    def walk(query: RunQuery, page_size: int) -> list[str]:
+        seen: list[str] = []
+        after = None
+        while True:
+            page = queries.page(
+                query.model_copy(update={"limit": page_size, "after": after}), 1_000_000
+            )
+            seen += [json.loads(run)["id"] for run in page.runs]
+            if page.next is None:
+                return seen
+            after = page.next
+
+    newest_first = [e.run_id for e in sorted(events, key=lambda e: (e.requested_at, e.run_id))]
+    newest_first.reverse()
+    assert walk(RunQuery(), 7) == newest_first
+    assert walk(RunQuery(routine="odd"), 4) == [r for r in newest_first if int(r[4:]) % 2]
+    assert walk(RunQuery(label="nightly"), 5) == [r for r in newest_first if int(r[4:]) % 3 == 0]
+    assert walk(RunQuery(attribute={"team": "ml", "size": 0}), 3) == [
+        r for r in newest_first if int(r[4:]) % 20 == 0
+    ]
+    assert walk(RunQuery(since=T0 + timedelta(seconds=9)), 2) == newest_first[:5]
+
+
+def test_a_page_stops_below_the_byte_budget_and_continues_after_it(engine: Engine) -> None:
+    history = RunHistory(engine)
+    events = [requested(f"run-{i}", T0 + timedelta(seconds=i)) for i in range(10)]
+    history.record_batch([core.changes_for(e, T0) for e in events], [], T0)
+    queries = RunQueries(engine)
+    one_run = len(queries.page(RunQuery(limit=1), 1_000_000).runs[0])
+
+    page = queries.page(RunQuery(limit=10), 3 * one_run + 10)
+
+    assert len(page.runs) == 3 and page.next is not None
+    rest = queries.page(RunQuery(limit=10, after=page.next), 1_000_000)
+    assert [json.loads(r)["id"] for r in page.runs + rest.runs] == [
+        f"run-{i}" for i in reversed(range(10))
+    ]
+    assert rest.next is None
+
+
+def test_a_cursor_not_given_out_is_refused_with_the_fix(engine: Engine) -> None:
+    with pytest.raises(CursorError, match="pass the `next` value"):
+        RunQueries(engine).page(RunQuery(after="not-a-cursor"), 1_000_000)
+
+
+def test_firings_are_written_in_the_batch_commit_and_a_redelivery_keeps_one_row(
+    engine: Engine,
+) -> None:
+    fired = TriggerRecorded(
+        routine="hello", kind="schedule", status="fired", event_key="k1", fired_at=T0, run_id="a"
+    )
+    commits = count_commits(engine)
+
+    RunHistory(engine).record_batch([], [], T0, [fired, fired.model_copy()])
+
+    assert len(commits) == 1
+    assert [e["run_id"] for e in RunQueries(engine).trigger_events("hello", 10)] == ["a"]
