@@ -224,7 +224,7 @@ class QueryReplies:
             return body
         return error_reply(
             f"{what} is {len(body)} bytes, more than the bus's max payload of "
-            f"{self.max_payload} bytes"
+            f"{self.max_payload} bytes: raise max_payload in the nats-server configuration"
         )
 
     async def runs_page(self, body: bytes) -> bytes:
@@ -245,8 +245,10 @@ async def answer(what: str, produce: Callable[[], Any]) -> bytes:
     try:
         reply: bytes = await produce()
         return reply
-    except (ValidationError, CursorError, ReplyTooLarge) as exc:
+    except (ValidationError, CursorError) as exc:
         return error_reply(f"bad {what} request: {exc}")
+    except ReplyTooLarge as exc:
+        return error_reply(str(exc))
     except Exception as exc:
         log.exception("answering %s failed", what)
         return error_reply(f"the recorder could not read {what}: {_first_line(exc)}")
