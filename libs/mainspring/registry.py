@@ -148,10 +148,15 @@ class RoutineStore:
 
     async def find(self, name: str) -> RoutineDefinition | None:
         """One definition, or None."""
+        return await self._read(_key(name))
+
+    async def _read(self, key: str) -> RoutineDefinition | None:
+        """The definition stored under a bucket key (names are escaped into keys)."""
         try:
-            return await self.get(name)
-        except RegistryError:
+            entry = await self._kv.get(key)
+        except (KeyNotFoundError, NotFoundError):
             return None
+        return RoutineDefinition.model_validate_json(entry.value) if entry.value else None
 
     async def keys(self) -> list[str]:
         """Every key of the routines bucket, from its stream's per-subject state.
@@ -167,7 +172,8 @@ class RoutineStore:
 
     async def list(self) -> list[RoutineDefinition]:
         """All definitions, sorted by name."""
-        found = [await self.find(k) for k in await self.keys()]
+        # keys() are already escaped names: read them as they are.
+        found = [await self._read(k) for k in await self.keys()]
         return sorted((d for d in found if d is not None), key=lambda d: d.name)
 
     async def delete(self, name: str) -> None:
@@ -250,11 +256,15 @@ class RoutineCatalog:
         loaded = asyncio.Event()
         initial = {d.name for d in await store.list()}
 
+        # Watch entries are keyed by the escaped name; the catalog by the name itself.
+        names_by_key: dict[str, str] = {}
+
         async def follow() -> None:
             async for key, definition in store.watch():
                 if definition is None:
-                    self._definitions.pop(key, None)
+                    self._definitions.pop(names_by_key.pop(key, key), None)
                 else:
+                    names_by_key[key] = definition.name
                     self._definitions[definition.name] = definition
                 self.changed.set()
                 if initial <= set(self._definitions):
