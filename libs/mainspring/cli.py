@@ -524,6 +524,12 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
     if args.interactive:
         inputs = await prompt_inputs(client, args.name, inputs)
     if args.in_memory:
+        narrowing = [args.from_version, args.to_version, args.upstream, args.payload]
+        if any(option is not None for option in narrowing):
+            raise CliError(
+                "--from-version, --to-version, --upstream and --payload need a runner: "
+                "leave out --in-memory"
+            )
         return await run_routine_in_memory(client, args, inputs)
     run_id = await client.submit(
         args.name,
@@ -531,6 +537,10 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         memory_limit=memory,
         source="manual",
         isolation=args.isolation,
+        from_version=args.from_version,
+        to_version=args.to_version,
+        upstream=args.upstream,
+        payload=parse_payload(args.payload),
         **run_options(args),
     )
     if not args.wait:
@@ -544,8 +554,26 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
             raise TimeoutError(f"run {run_id} not finished after {args.timeout}s") from None
     else:
         run = await client.wait(run_id, timeout=args.timeout)
-    print_run(run)
+    if args.json:
+        print(json.dumps(run, indent=2))
+    else:
+        print_run(run)
     return 0 if run["status"] == "completed" else EXIT_FAILED
+
+
+def parse_payload(text: str | None) -> dict[str, Any] | None:
+    """`--payload JSON`: the object a poll function would have returned."""
+    if text is None:
+        return None
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise CliError(
+            f'--payload {text!r} is not a JSON object: write e.g. \'{{"city": "Oslo"}}\''
+        )
+    return payload
 
 
 async def prompt_inputs(client: Any, routine: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -1072,6 +1100,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--previews", action="store_true", help="store artifact previews (first rows)")
     run.add_argument("--no-store", action="store_true", help="keep no artifacts")
     run.add_argument("--wait", action="store_true", help="wait for the run to finish and print it")
+    run.add_argument("--json", action="store_true", help="with --wait: print the run as JSON")
     run.add_argument(
         "--in-memory",
         action="store_true",
@@ -1082,6 +1111,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--timeout", type=float, default=None, help="with --wait: give up after seconds"
+    )
+    run.add_argument(
+        "--from-version",
+        type=int,
+        default=None,
+        help="dataset routines: rows after this version (default: the routine's cursor)",
+    )
+    run.add_argument(
+        "--to-version",
+        type=int,
+        default=None,
+        help="dataset routines: rows up to this version (default: the latest seen)",
+    )
+    run.add_argument(
+        "--upstream",
+        metavar="RUN_ID",
+        default=None,
+        help="completion routines: the upstream run whose event to use (default: the latest)",
+    )
+    run.add_argument(
+        "--payload",
+        metavar="JSON",
+        default=None,
+        help="poll routines: the payload the poll function would return (default: {})",
     )
     run.set_defaults(func=with_client(run_routine))
 

@@ -189,29 +189,49 @@ class Client:
         store_artifacts: bool = True,
         source: str = "api",
         isolation: str | None = None,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        upstream: str | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> str:
-        """Ask for a run; returns its run id at once (the dispatcher validates and queues it)."""
+        """Ask for a run; returns its run id at once (the dispatcher validates and queues it).
+
+        The run gets the event its trigger would deliver: a dataset routine the rows since
+        its cursor (or versions (from_version, to_version]) without moving the cursor, a
+        completion routine the event of run `upstream` (default: the latest matching one),
+        a poll routine `payload`, a schedule routine a tick at now.
+        """
         if isolation is not None and isolation not in ISOLATIONS:
             raise ValueError(f"isolation {isolation!r}: use 'worker' or 'process'")
+        if payload is not None and not isinstance(payload, dict):
+            raise ValueError('payload must be a JSON object (a dict), e.g. {"city": "Oslo"}')
         definition = await (await self.store()).get(routine)
         validate_inputs(definition.input_specs(), inputs or {})
-        request = SubmitRun(
-            request_id=str(uuid.uuid4()),
-            routine=routine,
-            inputs=inputs or {},
-            labels=labels or [],
-            attributes=attributes or {},
-            name=name,
-            description=description,
-            started_by=self.settings.user or _login(),
-            source=source,
-            memory_limit=memory_limit,
-            statistics=statistics,
-            previews=previews,
-            store_artifacts=store_artifacts,
-            submitted_at=datetime.now(UTC),
-            isolation=isolation,
+        return await self._submit(
+            SubmitRun(
+                request_id=str(uuid.uuid4()),
+                routine=routine,
+                inputs=inputs or {},
+                labels=labels or [],
+                attributes=attributes or {},
+                name=name,
+                description=description,
+                started_by=self.settings.user or _login(),
+                source=source,
+                memory_limit=memory_limit,
+                statistics=statistics,
+                previews=previews,
+                store_artifacts=store_artifacts,
+                submitted_at=datetime.now(UTC),
+                isolation=isolation,
+                from_version=from_version,
+                to_version=to_version,
+                upstream_run_id=upstream,
+                payload=payload,
+            )
         )
+
+    async def _submit(self, request: SubmitRun) -> str:
         await self.js.publish(
             subjects.RUN_SUBMITTED,
             request.model_dump_json().encode(),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.kv import KeyValue
 
 from mainspring import kv, subjects, tracing
@@ -21,6 +25,7 @@ from mainspring.messages import (
 from mainspring.numbers import next_run_number
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import durable, parse_or_park, publish_event
+from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger
 from services.dispatcher import core, timed
 from services.dispatcher.settings import DispatcherSettings
 
@@ -189,6 +194,46 @@ class Dispatcher:
             if await self.overlap.write(completed.routine, changed, revision):
                 return
 
+    async def manual_context(
+        self, definition: RoutineDefinition | None, submitted: SubmitRun
+    ) -> core.ManualContext:
+        """What a manual run's event needs: the dataset cursor (read, never moved) or the
+        upstream run (asked of the recorder, which owns run history)."""
+        if definition is None or submitted.event is not None:
+            return core.ManualContext()
+        trigger = definition.trigger
+        if isinstance(trigger, DatasetAppendTrigger):
+            bucket = await self.broker.connection.jetstream().key_value(subjects.DISPATCH_BUCKET)
+            cursor, _ = await load_cursor(bucket, definition.name)
+            return core.ManualContext(cursor=cursor)
+        if isinstance(trigger, CompletionTrigger):
+            try:
+                if submitted.upstream_run_id is not None:
+                    reply = await self._ask_recorder(
+                        subjects.API_RUNS_GET, {"run_id": submitted.upstream_run_id}
+                    )
+                    return core.ManualContext(upstream=reply["run"])
+                # The fields of the recorder's RunQuery, newest first.
+                query = {
+                    "routine": trigger.routine,
+                    "status": None if trigger.status == "any" else trigger.status,
+                }
+                reply = await self._ask_recorder(subjects.API_RUNS_LIST, query)
+                return core.ManualContext(upstream=core.latest_upstream(reply["runs"], trigger))
+            except (NoRespondersError, NatsTimeoutError):
+                return core.ManualContext(
+                    upstream_problem="the recorder does not answer, so the upstream run is "
+                    "unknown: start the recorder and run it again"
+                )
+        return core.ManualContext()
+
+    async def _ask_recorder(self, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
+        reply = await self.broker.connection.request(
+            subject, json.dumps(payload).encode(), timeout=5.0
+        )
+        answer: dict[str, Any] = json.loads(reply.data)
+        return answer
+
     async def on_polled(self, polled: PollCompleted, now: datetime) -> None:
         """A poll function's result: a run (through the overlap policy) or a history row."""
         definition = await self.store.find(polled.routine)
@@ -236,7 +281,8 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         submitted = await parse_or_park(broker, message, SubmitRun)
         if submitted:
             definition = await dispatcher.store.find(submitted.routine)
-            await dispatcher.publish(core.decide_manual(definition, submitted, _now()))
+            context = await dispatcher.manual_context(definition, submitted)
+            await dispatcher.publish(core.decide_manual(definition, submitted, _now(), context))
 
     @broker.subscriber(**durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
     async def on_schedule_fired(message: NatsMessage) -> None:
