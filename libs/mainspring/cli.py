@@ -332,13 +332,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def routine_create(client: Any, args: argparse.Namespace) -> int:
-    definition = await client.create_routine(
-        Path(args.dir),
-        args.name,
-        args.entrypoint,
-        parse_pairs(args.set, "--set"),
-        enable=True if args.enable else None,
-    )
+    import warnings
+
+    with warnings.catch_warnings(record=True) as doubts:
+        warnings.simplefilter("always")
+        definition = await client.create_routine(
+            Path(args.dir),
+            args.name,
+            args.entrypoint,
+            parse_pairs(args.set, "--set"),
+            enable=True if args.enable else None,
+        )
+    for doubt in doubts:
+        # One line each, not Python's file:line report: the author acts on the message.
+        print(f"warning: {doubt.message}", file=sys.stderr)
     print(
         f"routine {definition.name} registered: {definition.entrypoint}, version "
         f"{definition.version[:12]}, trigger {describe_trigger(definition.trigger)}"
@@ -429,7 +436,7 @@ def next_fire_text(definition: Any) -> str | None:
     # The same arithmetic the ticker uses, so `show` names the tick that will fire.
     now = datetime.now(UTC)
     return next_timed_fire(
-        trigger.cron, trigger.every, trigger.tz, now, trigger.dst_repeat
+        trigger.cron, trigger.every, trigger.tz, now, trigger.dst_repeat, trigger.offset
     ).isoformat()
 
 
@@ -449,7 +456,13 @@ def next_fires_text(definition: Any, count: int) -> list[str]:
     if not isinstance(trigger, TimedSpec) or not definition.enabled:
         return []
     fires = upcoming_fires(
-        trigger.cron, trigger.every, trigger.tz, datetime.now(UTC), count, trigger.dst_repeat
+        trigger.cron,
+        trigger.every,
+        trigger.tz,
+        datetime.now(UTC),
+        count,
+        trigger.dst_repeat,
+        trigger.offset,
     )
     zone = ZoneInfo(trigger.tz)
     return [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,9 @@ from mainspring.registry import (
     carry_trigger_state,
 )
 from mainspring.routine import inspect_contract, validate_inputs
+from mainspring.schedules import ScheduleWarning
 from mainspring.settings import Settings
+from mainspring.triggers import TimedSpec
 from mainspring.units import parse_memory
 
 
@@ -140,6 +143,10 @@ class Client:
         await store.put_bundle(definition.version, data)
         await self.seed_dataset_cursor(definition)
         await store.put(definition)
+        trigger = definition.trigger
+        doubt = trigger.timing_warning() if isinstance(trigger, TimedSpec) else None
+        if doubt is not None:
+            warnings.warn(f"routine {name}: {doubt}", ScheduleWarning, stacklevel=2)
         return definition
 
     async def seed_dataset_cursor(self, definition: RoutineDefinition) -> None:
