@@ -727,6 +727,7 @@ def print_run(run: dict[str, Any]) -> None:
         "status",
         "source",
         "trigger_kind",
+        "rerun_of",
         "started_by",
         "name",
         "labels",
@@ -840,6 +841,22 @@ async def runs_show(client: Any, args: argparse.Namespace) -> int:
     else:
         print_run(run)
     return 0
+
+
+async def runs_rerun(client: Any, args: argparse.Namespace) -> int:
+    try:
+        run_id = await client.rerun(args.id, source="manual")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not args.wait:
+        print(run_id)
+        return 0
+    run = await client.wait(run_id, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(run, indent=2))
+    else:
+        print_run(run)
+    return 0 if run["status"] == "completed" else EXIT_FAILED
 
 
 async def runs_cancel(client: Any, args: argparse.Namespace) -> int:
@@ -1171,6 +1188,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("id")
     rs.add_argument("--json", action="store_true")
     rs.set_defaults(func=with_client(runs_show))
+    rr = runs_actions.add_parser(
+        "rerun", help="a new run with the same inputs, labels, attributes and event"
+    )
+    rr.add_argument("id")
+    rr.add_argument("--wait", action="store_true", help="wait for the new run and print it")
+    rr.add_argument("--json", action="store_true", help="with --wait: print the run as JSON")
+    rr.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up after seconds"
+    )
+    rr.set_defaults(func=with_client(runs_rerun))
     rc = runs_actions.add_parser("cancel", help="stop a queued or running run")
     rc.add_argument("id")
     rc.set_defaults(func=with_client(runs_cancel))

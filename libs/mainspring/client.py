@@ -238,6 +238,36 @@ class Client:
             )
         )
 
+    async def rerun(self, run_id: str, *, source: str = "api") -> str:
+        """Start a new run with the inputs, labels, attributes and event of run `run_id`,
+        linked to it (`rerun_of`); returns the new run's id."""
+        original = await self.get_run(run_id)
+        if original is None:
+            raise ValueError(
+                f"run {run_id} is not recorded: find its id with `mainspring runs list`"
+            )
+        event = original.get("trigger_event")
+        # A run refused before the dispatcher built its event has none: it gets a fresh one.
+        replayed = original.get("trigger_kind") if event is not None else None
+        return await self._submit(
+            SubmitRun(
+                request_id=str(uuid.uuid4()),
+                routine=original["routine"],
+                inputs=original.get("inputs") or {},
+                labels=original.get("labels") or [],
+                attributes=original.get("attributes") or {},
+                name=original.get("name"),
+                description=original.get("description"),
+                started_by=self.settings.user or _login(),
+                source=source,
+                memory_limit=original.get("memory_limit"),
+                submitted_at=datetime.now(UTC),
+                rerun_of=run_id,
+                trigger_kind=replayed,
+                event=event if replayed else None,
+            )
+        )
+
     async def _submit(self, request: SubmitRun) -> str:
         await self.js.publish(
             subjects.RUN_SUBMITTED,

@@ -248,3 +248,36 @@ def test_an_option_for_another_trigger_is_refused(
     assert refusal(core.decide_manual(definition(trigger), submit(**fields), NOW, context)) == (
         expected
     )
+
+
+def test_a_rerun_replays_the_original_event_and_names_the_original() -> None:
+    original = {"dataset": "photos", "from_version": 1, "to_version": 2, "added_records": 5}
+    rerun = submit(rerun_of="r0", trigger_kind="dataset", event=original, inputs={"n": 1})
+
+    # No cursor is needed: the event is the original's, not the cursor's pending rows.
+    decision = core.decide_manual(
+        definition(PHOTOS, n=InputSchema(type="int", default=0)), rerun, NOW
+    )
+
+    [request] = decision.requests
+    assert (request.trigger_kind, request.event) == ("dataset", original)
+    assert request.rerun_of == "r0" and request.inputs == {"n": 1}
+
+
+def test_the_recorder_keeps_what_a_rerun_repeats() -> None:
+    from services.recorder import core as recorder
+
+    request = core.decide_manual(
+        definition(ScheduleTrigger(every="1h")),
+        submit(
+            rerun_of="r0", trigger_kind="schedule", event={"scheduled_at": "x", "fired_at": "x"}
+        ),
+        NOW,
+    ).requests[0]
+
+    assert recorder.changes_for_requested(request)["rerun_of"] == "r0"
+
+
+def test_an_event_comes_with_its_kind() -> None:
+    with pytest.raises(ValueError, match="trigger_kind and event are given together"):
+        submit(event={"scheduled_at": "x"})
