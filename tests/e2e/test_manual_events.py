@@ -11,6 +11,7 @@ import pytest
 
 from mainspring import datasets
 from mainspring.client import Client
+from tests.e2e.test_permissions import secured  # noqa: F401 (a fixture)
 from tests.e2e.test_web import call, web  # noqa: F401 (web is a fixture)
 from tests.harness import Deployment, copy_example, eventually, write_routine
 
@@ -178,3 +179,20 @@ class Weather(Routine):
     assert "--payload applies to poll routines; train has a schedule trigger" in wrong.stdout
     bad = system.cli("run", "weather", "--payload", "[1]", check=False)
     assert bad.returncode == 2 and "--payload '[1]' is not a JSON object" in bad.stderr
+
+
+async def test_the_dispatcher_may_ask_the_recorder_under_per_service_users(
+    secured: Deployment,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    secured.cli(
+        "routine", "create", str(write_routine(tmp_path / "t", UPSTREAM)), "--name", "train"
+    )
+    secured.cli(
+        "routine", "create", str(write_routine(tmp_path / "r", DOWNSTREAM)), "--name", "report"
+    )
+    upstream = json.loads(secured.cli("run", "train", "--wait", "--json").stdout)
+
+    report = json.loads(secured.cli("run", "report", "--wait", "--json").stdout)
+
+    assert report["outputs"] == {"upstream": upstream["id"], "accuracy": 0.5}, secured.logs()
