@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.kv import KeyValue
 
 from mainspring import kv, subjects, tracing
+from mainspring.client import Client, ServiceUnavailable
 from mainspring.cursors import load_cursor, save_cursor
 from mainspring.messages import (
     DatasetAppended,
@@ -23,6 +20,7 @@ from mainspring.messages import (
     TriggerRecorded,
 )
 from mainspring.numbers import next_run_number
+from mainspring.records import RunQuery
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import durable, parse_or_park, publish_event
 from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger
@@ -207,32 +205,21 @@ class Dispatcher:
             cursor, _ = await load_cursor(bucket, definition.name)
             return core.ManualContext(cursor=cursor)
         if isinstance(trigger, CompletionTrigger):
+            # Asked the way the SDK asks: through the client's request/reply calls.
+            history = Client(self.broker.connection, self.settings)
             try:
                 if submitted.upstream_run_id is not None:
-                    reply = await self._ask_recorder(
-                        subjects.API_RUNS_GET, {"run_id": submitted.upstream_run_id}
-                    )
-                    return core.ManualContext(upstream=reply["run"])
-                # The fields of the recorder's RunQuery, newest first.
-                query = {
-                    "routine": trigger.routine,
-                    "status": None if trigger.status == "any" else trigger.status,
-                }
-                reply = await self._ask_recorder(subjects.API_RUNS_LIST, query)
-                return core.ManualContext(upstream=core.latest_upstream(reply["runs"], trigger))
-            except (NoRespondersError, NatsTimeoutError):
+                    found = await history.get_run(submitted.upstream_run_id)
+                    return core.ManualContext(upstream=found)
+                status = None if trigger.status == "any" else trigger.status
+                runs = await history.list_runs(RunQuery(routine=trigger.routine, status=status))
+                return core.ManualContext(upstream=core.latest_upstream(runs, trigger))
+            except ServiceUnavailable:
                 return core.ManualContext(
                     upstream_problem="the recorder does not answer, so the upstream run is "
                     "unknown: start the recorder and run it again"
                 )
         return core.ManualContext()
-
-    async def _ask_recorder(self, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
-        reply = await self.broker.connection.request(
-            subject, json.dumps(payload).encode(), timeout=5.0
-        )
-        answer: dict[str, Any] = json.loads(reply.data)
-        return answer
 
     async def on_polled(self, polled: PollCompleted, now: datetime) -> None:
         """A poll function's result: a run (through the overlap policy) or a history row."""
