@@ -36,17 +36,17 @@ SCHEDULE_S = 5.0 if smoke() else 60.0
 ROUTINES = {
     "stamp": """
 import time
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 class Stamp(Routine):
-    def run(self, event=on_complete("bench-never-completes")) -> dict:
+    def run(self, event=on_schedule(cron="0 0 29 2 *")) -> dict:
         return {"t": time.time()}
 """,
     "upstream": """
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 class Upstream(Routine):
-    def run(self, event=on_complete("bench-never-completes")) -> dict:
+    def run(self, event=on_schedule(cron="0 0 29 2 *")) -> dict:
         return {}
 """,
     "downstream": """

@@ -52,13 +52,13 @@ from mainspring.client import Client
 from mainspring.records import RunQuery, as_utc, normalise_url
 
 ROUTINE = """
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Noop(Routine):
     isolation = "{isolation}"
 
-    def run(self, event=on_complete("bench-never-completes")) -> dict:
+    def run(self, event=on_schedule(cron="0 0 29 2 *")) -> dict:
         return {{}}
 """
 

@@ -332,13 +332,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def routine_create(client: Any, args: argparse.Namespace) -> int:
-    definition = await client.create_routine(
-        Path(args.dir),
-        args.name,
-        args.entrypoint,
-        parse_pairs(args.set, "--set"),
-        enable=True if args.enable else None,
-    )
+    import warnings
+
+    with warnings.catch_warnings(record=True) as doubts:
+        warnings.simplefilter("always")
+        definition = await client.create_routine(
+            Path(args.dir),
+            args.name,
+            args.entrypoint,
+            parse_pairs(args.set, "--set"),
+            enable=True if args.enable else None,
+        )
+    for doubt in doubts:
+        # One line each, not Python's file:line report: the author acts on the message.
+        print(f"warning: {doubt.message}", file=sys.stderr)
     print(
         f"routine {definition.name} registered: {definition.entrypoint}, version "
         f"{definition.version[:12]}, trigger {describe_trigger(definition.trigger)}"
@@ -429,7 +436,7 @@ def next_fire_text(definition: Any) -> str | None:
     # The same arithmetic the ticker uses, so `show` names the tick that will fire.
     now = datetime.now(UTC)
     return next_timed_fire(
-        trigger.cron, trigger.every, trigger.tz, now, trigger.dst_repeat
+        trigger.cron, trigger.every, trigger.tz, now, trigger.dst_repeat, trigger.offset
     ).isoformat()
 
 
@@ -449,7 +456,13 @@ def next_fires_text(definition: Any, count: int) -> list[str]:
     if not isinstance(trigger, TimedSpec) or not definition.enabled:
         return []
     fires = upcoming_fires(
-        trigger.cron, trigger.every, trigger.tz, datetime.now(UTC), count, trigger.dst_repeat
+        trigger.cron,
+        trigger.every,
+        trigger.tz,
+        datetime.now(UTC),
+        count,
+        trigger.dst_repeat,
+        trigger.offset,
     )
     zone = ZoneInfo(trigger.tz)
     return [
@@ -524,6 +537,12 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
     if args.interactive:
         inputs = await prompt_inputs(client, args.name, inputs)
     if args.in_memory:
+        narrowing = [args.from_version, args.to_version, args.upstream, args.payload]
+        if any(option is not None for option in narrowing):
+            raise CliError(
+                "--from-version, --to-version, --upstream and --payload need a runner: "
+                "leave out --in-memory"
+            )
         return await run_routine_in_memory(client, args, inputs)
     run_id = await client.submit(
         args.name,
@@ -531,6 +550,10 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         memory_limit=memory,
         source="manual",
         isolation=args.isolation,
+        from_version=args.from_version,
+        to_version=args.to_version,
+        upstream=args.upstream,
+        payload=parse_payload(args.payload),
         **run_options(args),
     )
     await dispatched_or_refused(client, run_id)
@@ -545,7 +568,10 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
             raise TimeoutError(f"run {run_id} not finished after {args.timeout}s") from None
     else:
         run = await client.wait(run_id, timeout=args.timeout)
-    print_run(run)
+    if args.json:
+        print(json.dumps(run, indent=2))
+    else:
+        print_run(run)
     return 0 if run["status"] == "completed" else EXIT_FAILED
 
 
@@ -557,6 +583,21 @@ async def dispatched_or_refused(client: Any, run_id: str) -> None:
         await client.dispatched(run_id)
     except RunRefused as exc:
         raise CliError(str(exc)) from None
+
+
+def parse_payload(text: str | None) -> dict[str, Any] | None:
+    """`--payload JSON`: the object a poll function would have returned."""
+    if text is None:
+        return None
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise CliError(
+            f'--payload {text!r} is not a JSON object: write e.g. \'{{"city": "Oslo"}}\''
+        )
+    return payload
 
 
 async def prompt_inputs(client: Any, routine: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -697,6 +738,7 @@ def print_run(run: dict[str, Any]) -> None:
         "status",
         "source",
         "trigger_kind",
+        "rerun_of",
         "started_by",
         "name",
         "labels",
@@ -812,6 +854,22 @@ async def runs_show(client: Any, args: argparse.Namespace) -> int:
     else:
         print_run(run)
     return 0
+
+
+async def runs_rerun(client: Any, args: argparse.Namespace) -> int:
+    try:
+        run_id = await client.rerun(args.id, source="manual")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not args.wait:
+        print(run_id)
+        return 0
+    run = await client.wait(run_id, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(run, indent=2))
+    else:
+        print_run(run)
+    return 0 if run["status"] == "completed" else EXIT_FAILED
 
 
 async def runs_cancel(client: Any, args: argparse.Namespace) -> int:
@@ -1085,6 +1143,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--previews", action="store_true", help="store artifact previews (first rows)")
     run.add_argument("--no-store", action="store_true", help="keep no artifacts")
     run.add_argument("--wait", action="store_true", help="wait for the run to finish and print it")
+    run.add_argument("--json", action="store_true", help="with --wait: print the run as JSON")
     run.add_argument(
         "--in-memory",
         action="store_true",
@@ -1095,6 +1154,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--timeout", type=float, default=None, help="with --wait: give up after seconds"
+    )
+    run.add_argument(
+        "--from-version",
+        type=int,
+        default=None,
+        help="dataset routines: rows after this version (default: the routine's cursor)",
+    )
+    run.add_argument(
+        "--to-version",
+        type=int,
+        default=None,
+        help="dataset routines: rows up to this version (default: the latest seen)",
+    )
+    run.add_argument(
+        "--upstream",
+        metavar="RUN_ID",
+        default=None,
+        help="completion routines: the upstream run whose event to use (default: the latest)",
+    )
+    run.add_argument(
+        "--payload",
+        metavar="JSON",
+        default=None,
+        help="poll routines: the payload the poll function would return (default: {})",
     )
     run.set_defaults(func=with_client(run_routine))
 
@@ -1118,6 +1201,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("id")
     rs.add_argument("--json", action="store_true")
     rs.set_defaults(func=with_client(runs_show))
+    rr = runs_actions.add_parser(
+        "rerun", help="a new run with the same inputs, labels, attributes and event"
+    )
+    rr.add_argument("id")
+    rr.add_argument("--wait", action="store_true", help="wait for the new run and print it")
+    rr.add_argument("--json", action="store_true", help="with --wait: print the run as JSON")
+    rr.add_argument(
+        "--timeout", type=float, default=None, help="with --wait: give up after seconds"
+    )
+    rr.set_defaults(func=with_client(runs_rerun))
     rc = runs_actions.add_parser("cancel", help="stop a queued or running run")
     rc.add_argument("id")
     rc.set_defaults(func=with_client(runs_cancel))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,9 @@ from mainspring.registry import (
     carry_trigger_state,
 )
 from mainspring.routine import inspect_contract, validate_inputs
+from mainspring.schedules import ScheduleWarning
 from mainspring.settings import Settings
+from mainspring.triggers import TimedSpec
 from mainspring.units import parse_memory
 
 
@@ -153,6 +156,10 @@ class Client:
         await store.put_bundle(definition.version, data)
         await self.seed_dataset_cursor(definition)
         await store.put(definition)
+        trigger = definition.trigger
+        doubt = trigger.timing_warning() if isinstance(trigger, TimedSpec) else None
+        if doubt is not None:
+            warnings.warn(f"routine {name}: {doubt}", ScheduleWarning, stacklevel=2)
         return definition
 
     async def seed_dataset_cursor(self, definition: RoutineDefinition) -> None:
@@ -202,31 +209,78 @@ class Client:
         store_artifacts: bool = True,
         source: str = "api",
         isolation: str | None = None,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        upstream: str | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> str:
         """Ask for a run; returns its run id at once.
 
         The dispatcher checks the routine and the inputs; a refused run is recorded as failed
-        with the reason (`dispatched` waits for that decision).
+        with the reason (`dispatched` waits for that decision). The run gets the event its trigger would deliver: a dataset routine the rows since
+        its cursor (or versions (from_version, to_version]) without moving the cursor, a
+        completion routine the event of run `upstream` (default: the latest matching one),
+        a poll routine `payload`, a schedule routine a tick at now.
         """
         if isolation is not None and isolation not in ISOLATIONS:
             raise ValueError(f"isolation {isolation!r}: use 'worker' or 'process'")
-        request = SubmitRun(
-            request_id=str(uuid.uuid4()),
-            routine=routine,
-            inputs=inputs or {},
-            labels=labels or [],
-            attributes=attributes or {},
-            name=name,
-            description=description,
-            started_by=self.settings.user or _login(),
-            source=source,
-            memory_limit=memory_limit,
-            statistics=statistics,
-            previews=previews,
-            store_artifacts=store_artifacts,
-            submitted_at=datetime.now(UTC),
-            isolation=isolation,
+        if payload is not None and not isinstance(payload, dict):
+            raise ValueError('payload must be a JSON object (a dict), e.g. {"city": "Oslo"}')
+        return await self._submit(
+            SubmitRun(
+                request_id=str(uuid.uuid4()),
+                routine=routine,
+                inputs=inputs or {},
+                labels=labels or [],
+                attributes=attributes or {},
+                name=name,
+                description=description,
+                started_by=self.settings.user or _login(),
+                source=source,
+                memory_limit=memory_limit,
+                statistics=statistics,
+                previews=previews,
+                store_artifacts=store_artifacts,
+                submitted_at=datetime.now(UTC),
+                isolation=isolation,
+                from_version=from_version,
+                to_version=to_version,
+                upstream_run_id=upstream,
+                payload=payload,
+            )
         )
+
+    async def rerun(self, run_id: str, *, source: str = "api") -> str:
+        """Start a new run with the inputs, labels, attributes and event of run `run_id`,
+        linked to it (`rerun_of`); returns the new run's id."""
+        original = await self.get_run(run_id)
+        if original is None:
+            raise ValueError(
+                f"run {run_id} is not recorded: find its id with `mainspring runs list`"
+            )
+        event = original.get("trigger_event")
+        # A run refused before the dispatcher built its event has none: it gets a fresh one.
+        replayed = original.get("trigger_kind") if event is not None else None
+        return await self._submit(
+            SubmitRun(
+                request_id=str(uuid.uuid4()),
+                routine=original["routine"],
+                inputs=original.get("inputs") or {},
+                labels=original.get("labels") or [],
+                attributes=original.get("attributes") or {},
+                name=original.get("name"),
+                description=original.get("description"),
+                started_by=self.settings.user or _login(),
+                source=source,
+                memory_limit=original.get("memory_limit"),
+                submitted_at=datetime.now(UTC),
+                rerun_of=run_id,
+                trigger_kind=replayed,
+                event=event if replayed else None,
+            )
+        )
+
+    async def _submit(self, request: SubmitRun) -> str:
         await self.js.publish(
             subjects.RUN_SUBMITTED,
             request.model_dump_json().encode(),

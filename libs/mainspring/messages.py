@@ -116,6 +116,24 @@ class SubmitRun(Message):
     submitted_at: AwareDatetime | None = None
     # None: the routine's own `isolation`.
     isolation: Isolation | None = None
+    # The event a manual run gets is its trigger's; these narrow it (None: the default).
+    # Dataset routines: the version range (default: the rows since the cursor, which stays).
+    from_version: int | None = Field(default=None, ge=-1)
+    to_version: int | None = Field(default=None, ge=0)
+    # Completion routines: the upstream run (default: the latest matching one).
+    upstream_run_id: str | None = None
+    # Poll routines: what the poll function would have returned (default: empty).
+    payload: dict[str, Any] | None = None
+    # A rerun replays the original run's event as it was; trigger_kind and event come together.
+    rerun_of: str | None = None
+    trigger_kind: TriggerKind | None = None
+    event: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _event_with_its_kind(self) -> SubmitRun:
+        if (self.trigger_kind is None) != (self.event is None):
+            raise ValueError("trigger_kind and event are given together or not at all")
+        return self
 
 
 class RequestRun(Message):
@@ -150,6 +168,8 @@ class RequestRun(Message):
     retry_backoff_s: float = 1.0
     max_concurrent: int | None = None
     isolation: Isolation = "worker"
+    # The run this one repeats (`runs rerun`), if any.
+    rerun_of: str | None = None
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""

@@ -77,6 +77,8 @@ class RunRecord(SQLModel, table=True):
     attempt: int = 0
     queue_reason: str | None = None
     isolation: str | None = None
+    # The run this one repeats with the same inputs and event (`runs rerun`).
+    rerun_of: str | None = None
 
 
 class ProgressRecord(SQLModel, table=True):

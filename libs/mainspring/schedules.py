@@ -31,6 +31,10 @@ class ScheduleError(ValueError):
     """A cron, `every` or tz value that cannot be used; the message names the fix."""
 
 
+class ScheduleWarning(UserWarning):
+    """A schedule that works but likely not as its author meant (the message names the fix)."""
+
+
 def parse_every(text: str) -> timedelta:
     """Parse `10s`, `1h30m`, `2d`, `1w` into a positive timedelta."""
     cleaned = text.strip().lower()
@@ -43,6 +47,45 @@ def parse_every(text: str) -> timedelta:
     if seconds <= 0:
         raise ScheduleError(f"every={text!r} must be longer than zero")
     return timedelta(seconds=seconds)
+
+
+def parse_offset(text: str, every: str) -> timedelta:
+    """Parse an `every` schedule's phase (`9h`, `0s`, `1d2h`), which must be shorter than it."""
+    cleaned = text.strip().lower()
+    parts = _EVERY_PART.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+        raise ScheduleError(
+            f"offset={text!r} is not a duration: write integer parts with s/m/h/d/w, e.g. '9h', '0s'"
+        )
+    phase = timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
+    if phase >= parse_every(every):
+        raise ScheduleError(
+            f"offset={text!r} is not shorter than every={every!r}: give a phase within one "
+            "interval, e.g. every='1d', offset='9h'"
+        )
+    return phase
+
+
+def check_offset(offset: str | None, cron: str | None, every: str | None) -> None:
+    """An offset is a phase of an `every` grid; a cron names its own times."""
+    if offset is None:
+        return
+    if every is None:
+        raise ScheduleError(
+            f"offset={offset!r} applies to every= schedules only: a cron names its own "
+            "times; remove offset or write the time in the cron"
+        )
+    parse_offset(offset, every)
+
+
+def every_tz_warning(every: str | None, tz: str, offset: str | None) -> str | None:
+    """Why a non-UTC tz on an `every` schedule without offset does nothing (None: no doubt)."""
+    if every is None or offset is not None or tz == "UTC":
+        return None
+    return (
+        f"every={every!r} ignores tz={tz!r} without offset=: it ticks on a grid from the Unix "
+        f"epoch in absolute time; add offset= (e.g. offset='0s') to tick on {tz}'s clock"
+    )
 
 
 def parse_tz(name: str) -> ZoneInfo:
@@ -225,18 +268,49 @@ def next_every_fire(interval: timedelta, anchor: datetime, after: datetime) -> d
     return (anchor + steps * interval).astimezone(UTC)
 
 
+def next_phased_fire(
+    interval: timedelta, phase: timedelta, tz: ZoneInfo, after: datetime
+) -> datetime:
+    """The first fire strictly after `after` on the wall-clock grid of `tz`: local midnight
+    of 1970-01-01 + phase + k*interval (in UTC).
+
+    The grid follows the zone's clock, so `every='1d', offset='9h'` stays at 09:00 across DST.
+    A wall time the clock skips fires once at the jump (several skipped ones collapse into
+    that instant) and a repeated one fires once, on its first pass: as a fixed-time cron does.
+    """
+    anchor = datetime(1970, 1, 1) + phase
+    wall_after = after.astimezone(tz).replace(tzinfo=None)
+    # Fire instants rise with the wall time, and no wall time at or before the reading of
+    # `after` fires after it, so the walk starts at the grid point at or before that reading.
+    step = (wall_after - anchor) // interval
+    for _ in range(1_000_000):
+        wall = anchor + step * interval
+        passes = _passes(wall, tz)
+        fire = passes[0] if passes else _jump_instant(wall, tz)
+        if fire > after:
+            return fire
+        step += 1
+    raise ScheduleError(f"every={interval} never fires")  # pragma: no cover
+
+
 def next_timed_fire(
     cron: str | None,
     every: str | None,
     tz: str,
     after: datetime,
     dst_repeat: DstRepeat = "first",
+    offset: str | None = None,
 ) -> datetime:
     """The first tick strictly after `after` of a cron or an interval schedule, in UTC.
 
-    Interval schedules sit on a grid anchored at the Unix epoch, so they stay fixed in
-    absolute time across restarts and DST changes.
+    Interval schedules without an offset sit on a grid anchored at the Unix epoch, so they
+    stay fixed in absolute time across restarts and DST changes; with an offset they sit on
+    the wall clock of `tz` (see next_phased_fire).
     """
+    if every is not None and offset is not None:
+        return next_phased_fire(
+            parse_every(every), parse_offset(offset, every), parse_tz(tz), after
+        )
     if every is not None:
         return next_every_fire(parse_every(every), EPOCH, after)
     if cron is None:
@@ -285,10 +359,11 @@ def upcoming_fires(
     after: datetime,
     count: int,
     dst_repeat: DstRepeat = "first",
+    offset: str | None = None,
 ) -> list[tuple[datetime, str | None]]:
     """The next `count` fire times (UTC), each with its DST note (see dst_note)."""
     fires: list[tuple[datetime, str | None]] = []
     for _ in range(count):
-        after = next_timed_fire(cron, every, tz, after, dst_repeat)
+        after = next_timed_fire(cron, every, tz, after, dst_repeat, offset)
         fires.append((after, dst_note(cron, tz, after, dst_repeat)))
     return fires

@@ -13,6 +13,8 @@ from mainspring.schedules import (
     ScheduleError,
     check_cron,
     check_dst_repeat,
+    check_offset,
+    every_tz_warning,
     parse_every,
     parse_tz,
 )
@@ -36,6 +38,8 @@ class TimedSpec(TriggerSpec):
 
     cron: str | None = None
     every: str | None = None
+    # The phase of an `every` grid on tz's wall clock; None: the Unix epoch grid, tz ignored.
+    offset: str | None = None
     tz: str = "UTC"
     catchup: CatchUp = "latest"
     catchup_window: str | None = None
@@ -54,6 +58,11 @@ class TimedSpec(TriggerSpec):
             parse_every(self.catchup_window)
         parse_tz(self.tz)
         check_dst_repeat(self.dst_repeat, self.cron, self.every)
+        check_offset(self.offset, self.cron, self.every)
+
+    def timing_warning(self) -> str | None:
+        """A doubt about the timing worth saying at registration (None: none)."""
+        return every_tz_warning(self.every, self.tz, self.offset)
 
 
 class ScheduleTrigger(TimedSpec):
@@ -101,12 +110,15 @@ def on_schedule(
     catchup_window: str | None = None,
     overlap: Overlap = "skip",
     dst_repeat: DstRepeat = "first",
+    offset: str | None = None,
 ) -> Any:
-    """Fire on a cron (5 fields, or 6 with seconds first) or an interval like '10s', '1h30m'."""
+    """Fire on a cron (5 fields, or 6 with seconds first) or an interval like '10s', '1h30m'
+    (with offset=, at that phase of the interval on tz's clock: every='1d', offset='9h')."""
     check_dst_repeat(dst_repeat, cron, every)  # before the model, for a one-line error
     spec = ScheduleTrigger(
         cron=cron,
         every=every,
+        offset=offset,
         tz=tz,
         catchup=catchup,
         catchup_window=catchup_window,
@@ -127,6 +139,7 @@ def on_poll(
     catchup: CatchUp = "latest",
     catchup_window: str | None = None,
     dst_repeat: DstRepeat = "first",
+    offset: str | None = None,
 ) -> Any:
     """Run `fn()` on each tick: a dict fires the routine with its keys as inputs, None skips."""
     qualname = getattr(fn, "__qualname__", "")
@@ -137,6 +150,7 @@ def on_poll(
         fn=f"{fn.__module__}:{qualname}",
         cron=cron,
         every=every,
+        offset=offset,
         tz=tz,
         timeout_s=timeout_s,
         overlap=overlap,

@@ -120,12 +120,18 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
             client = bridge.client
             try:
                 if len(parts) == 4 and parts[:2] == ["api", "routines"] and parts[3] == "run":
+                    # Started from the page (or a POST like it): a manual run, with the
+                    # same event options as `mainspring run`.
                     run_id = bridge.call(
                         client.submit(
                             parts[2],
                             body.get("inputs") or {},
                             labels=body.get("labels") or [],
-                            source="api",
+                            source="manual",
+                            from_version=body.get("from_version"),
+                            to_version=body.get("to_version"),
+                            upstream=body.get("upstream"),
+                            payload=body.get("payload"),
                         )
                     )
                     # The dispatcher checks routine and inputs: its refusal is a 400.
@@ -148,7 +154,7 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
                     self.send_json(202, {"ok": True})
                 else:
                     self.send_json(404, {"error": "no such action"})
-            except (RegistryError, InputError, RunRefused) as exc:
+            except (RegistryError, InputError, RunRefused, ValueError) as exc:
                 self.send_json(400, {"error": str(exc)})
             except Exception as exc:
                 self.send_json(503, {"error": str(exc)})

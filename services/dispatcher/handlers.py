@@ -9,6 +9,7 @@ from faststream.nats import NatsBroker, NatsMessage
 from nats.js.kv import KeyValue
 
 from mainspring import kv, subjects, tracing
+from mainspring.client import Client, ServiceUnavailable
 from mainspring.cursors import load_cursor, save_cursor
 from mainspring.messages import (
     DatasetAppended,
@@ -19,8 +20,10 @@ from mainspring.messages import (
     TriggerRecorded,
 )
 from mainspring.numbers import next_run_number
+from mainspring.records import RunQuery
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import durable, parse_or_park, publish_event
+from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger
 from services.dispatcher import core, timed
 from services.dispatcher.settings import DispatcherSettings
 
@@ -189,6 +192,35 @@ class Dispatcher:
             if await self.overlap.write(completed.routine, changed, revision):
                 return
 
+    async def manual_context(
+        self, definition: RoutineDefinition | None, submitted: SubmitRun
+    ) -> core.ManualContext:
+        """What a manual run's event needs: the dataset cursor (read, never moved) or the
+        upstream run (asked of the recorder, which owns run history)."""
+        if definition is None or submitted.event is not None:
+            return core.ManualContext()
+        trigger = definition.trigger
+        if isinstance(trigger, DatasetAppendTrigger):
+            bucket = await self.broker.connection.jetstream().key_value(subjects.DISPATCH_BUCKET)
+            cursor, _ = await load_cursor(bucket, definition.name)
+            return core.ManualContext(cursor=cursor)
+        if isinstance(trigger, CompletionTrigger):
+            # Asked the way the SDK asks: through the client's request/reply calls.
+            history = Client(self.broker.connection, self.settings)
+            try:
+                if submitted.upstream_run_id is not None:
+                    found = await history.get_run(submitted.upstream_run_id)
+                    return core.ManualContext(upstream=found)
+                status = None if trigger.status == "any" else trigger.status
+                runs = await history.list_runs(RunQuery(routine=trigger.routine, status=status))
+                return core.ManualContext(upstream=core.latest_upstream(runs, trigger))
+            except ServiceUnavailable:
+                return core.ManualContext(
+                    upstream_problem="the recorder does not answer, so the upstream run is "
+                    "unknown: start the recorder and run it again"
+                )
+        return core.ManualContext()
+
     async def on_polled(self, polled: PollCompleted, now: datetime) -> None:
         """A poll function's result: a run (through the overlap policy) or a history row."""
         definition = await self.store.find(polled.routine)
@@ -236,7 +268,8 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         submitted = await parse_or_park(broker, message, SubmitRun)
         if submitted:
             definition = await dispatcher.store.find(submitted.routine)
-            await dispatcher.publish(core.decide_manual(definition, submitted, _now()))
+            context = await dispatcher.manual_context(definition, submitted)
+            await dispatcher.publish(core.decide_manual(definition, submitted, _now(), context))
 
     @broker.subscriber(**durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
     async def on_schedule_fired(message: NatsMessage) -> None:

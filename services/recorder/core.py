@@ -47,6 +47,7 @@ def changes_for_submitted(event: SubmitRun, now: datetime) -> dict[str, Any]:
         "description": event.description,
         "started_by": event.started_by,
         "memory_limit": event.memory_limit,
+        "rerun_of": event.rerun_of,
         # The submit time, not when the recorder got to it (it may lag or restart).
         "created_at": event.submitted_at or now,
     }
@@ -70,6 +71,7 @@ def changes_for_requested(event: RequestRun) -> dict[str, Any]:
         "started_by": event.started_by,
         "hop": event.hop,
         "parent_run_id": event.parent_run_id,
+        "rerun_of": event.rerun_of,
         "trace_id": event.trace_id,
         "memory_limit": event.memory_limit,
         "timeout_s": event.timeout_s,

@@ -19,16 +19,17 @@ def next_fire(spec: TimedSpec, after: datetime) -> datetime:
     """The first nominal tick strictly after `after`.
 
     Interval schedules sit on a grid anchored at the Unix epoch, so they stay fixed in
-    absolute time across restarts and DST changes.
+    absolute time across restarts and DST changes; with an offset, on tz's wall clock.
     """
-    return next_timed_fire(spec.cron, spec.every, spec.tz, after, spec.dst_repeat)
+    return next_timed_fire(spec.cron, spec.every, spec.tz, after, spec.dst_repeat, spec.offset)
 
 
 def same_timing(old: TimedSpec, new: TimedSpec) -> bool:
     """Do two specs tick at the same instants? (Then an update keeps the armed tick.)"""
-    return (old.cron, old.every, old.tz, old.dst_repeat) == (
+    return (old.cron, old.every, old.offset, old.tz, old.dst_repeat) == (
         new.cron,
         new.every,
+        new.offset,
         new.tz,
         new.dst_repeat,
     )

@@ -14,14 +14,14 @@ pytestmark = pytest.mark.e2e
 
 ASYNC_ROUTINE = """
 import asyncio
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Fetch(Routine):
     async def setup(self):
         self.client_loop = asyncio.get_running_loop()
 
-    async def run(self, event=on_complete("nothing-upstream"), pages: int = 3) -> dict:
+    async def run(self, event=on_schedule(cron="0 0 29 2 *"), pages: int = 3) -> dict:
         fetched = []
         for page in range(pages):
             await asyncio.sleep(0.01)
@@ -33,11 +33,11 @@ class Fetch(Routine):
 
 ASYNC_FAILURE = """
 import asyncio
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Broken(Routine):
-    async def run(self, event=on_complete("nothing-upstream")) -> dict:
+    async def run(self, event=on_schedule(cron="0 0 29 2 *")) -> dict:
         await asyncio.sleep(0)
         raise RuntimeError("upstream API said 503")
 """

@@ -23,13 +23,14 @@ from tests.harness import ROOT, Deployment, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
 
-# A trigger that never fires on its own: these routines run when the test starts them.
-NEVER = "on_complete('no-such-routine')"
+# A trigger that never fires on its own (29 February at midnight; a run by hand gets a tick
+# at now): these routines run when the test starts them.
+NEVER = "on_schedule(cron='0 0 29 2 *')"
 
 STEPS = f"""
 import time
 import pyarrow as pa
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Steps(Routine):
@@ -47,7 +48,7 @@ class Steps(Routine):
 SLOW = f"""
 import time
 import pyarrow as pa
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Slow(Routine):
@@ -262,7 +263,7 @@ BROKEN: dict[str, tuple[str, str]] = {
 def _broken_routine(kind: str, body: str, isolation: str = "worker") -> str:
     indented = "".join(f"        {line}\n" for line in body.splitlines())
     return (
-        "from mainspring import Routine, on_complete\n\n\n"
+        "from mainspring import Routine, on_schedule\n\n\n"
         f"class Broken(Routine):\n"
         "    timeout_s = 3\n"
         "    memory = '300MiB'\n"
@@ -275,7 +276,7 @@ def _broken_routine(kind: str, body: str, isolation: str = "worker") -> str:
 
 RETRIED = f"""
 from pathlib import Path
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Flaky(Routine):
@@ -344,7 +345,7 @@ async def test_broken_routines_fail_clearly_and_the_runner_lives(
 
 SLEEPER = f"""
 import time
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Sleeper(Routine):
@@ -385,7 +386,7 @@ async def test_killed_runners_run_finishes_elsewhere_within_the_bound(
 
 
 IN_MEMORY = f"""
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Local(Routine):
@@ -546,7 +547,7 @@ async def test_a_running_run_with_no_runner_left_is_failed_by_the_sweep(
 
 COUNTER = f"""
 import time
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Counter(Routine):
@@ -582,7 +583,7 @@ async def test_concurrent_state_writes_conflict_loudly(
 COUNTED = f"""
 import time
 from pathlib import Path
-from mainspring import Routine, on_complete
+from mainspring import Routine, on_schedule
 
 
 class Counted(Routine):

@@ -11,7 +11,7 @@ from mainspring import Routine, on_complete
 from mainspring.messages import RunCompleted, RunStarted, SubmitRun
 from mainspring.registry import RoutineDefinition, RoutineOptions
 from mainspring.routine import ContractError, inspect_contract
-from mainspring.triggers import CompletionTrigger
+from mainspring.triggers import ScheduleTrigger
 from services.dispatcher import core as dispatcher
 from services.recorder import core as recorder
 
@@ -52,7 +52,7 @@ def _definition(isolation: Any) -> RoutineDefinition:
         entrypoint="routine.py:Job",
         class_name="Job",
         trigger_param="event",
-        trigger=CompletionTrigger(routine="upstream"),
+        trigger=ScheduleTrigger(every="1m"),
         options=RoutineOptions(isolation=isolation),
         created_at=NOW,
         updated_at=NOW,
