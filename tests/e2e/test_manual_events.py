@@ -117,11 +117,12 @@ async def test_a_completion_routine_run_by_hand_reads_the_upstream_outputs(
     )
 
     nothing_yet = system.cli("run", "report", "--wait", "--timeout", "60", check=False)
-    assert nothing_yet.returncode != 0
-    assert (
-        "error: no completed run of train has finished, so report has no upstream event: "
-        "run it first or give --upstream RUN_ID"
-    ) in nothing_yet.stdout
+    # The dispatcher's refusal is the command's one-line error.
+    assert nothing_yet.returncode == 2
+    assert nothing_yet.stderr.strip() == (
+        "mainspring: error: no completed run of train has finished, so report has no upstream "
+        "event: run it first or give --upstream RUN_ID"
+    )
 
     first = json.loads(
         system.cli("run", "train", "--input", "accuracy=0.7", "--wait", "--json").stdout
@@ -140,7 +141,8 @@ async def test_a_completion_routine_run_by_hand_reads_the_upstream_outputs(
     assert chosen["outputs"] == {"upstream": first["id"], "accuracy": 0.7}
 
     unknown = system.cli("run", "report", "--upstream", "no-such-run", "--wait", check=False)
-    assert "error: run no-such-run is not recorded" in unknown.stdout
+    assert unknown.returncode == 2
+    assert "error: run no-such-run is not recorded" in unknown.stderr
 
     # The SDK's submit takes the same choice and says it came from the API.
     run_id = await client.submit("report", upstream=first["id"])
