@@ -178,7 +178,8 @@ class Weather(Routine):
     assert ticked["trigger_event"]["scheduled_at"] == ticked["trigger_event"]["fired_at"]
 
     wrong = system.cli("run", "train", "--payload", "{}", "--wait", check=False)
-    assert "--payload applies to poll routines; train has a schedule trigger" in wrong.stdout
+    assert wrong.returncode == 2
+    assert "--payload applies to poll routines; train has a schedule trigger" in wrong.stderr
     bad = system.cli("run", "weather", "--payload", "[1]", check=False)
     assert bad.returncode == 2 and "--payload '[1]' is not a JSON object" in bad.stderr
 
