@@ -14,8 +14,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
+from nats.aio.msg import Msg
+
+from mainspring.settings import Settings
 from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,10 +187,8 @@ class Deployment:
             )
         return result
 
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         """Settings pointing at this deployment (for in-process SDK clients)."""
-        from mainspring.settings import Settings
-
         return Settings(
             nats_url=self.nats.url,
             home=self.home,
@@ -219,19 +220,22 @@ def drop_postgres_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+Checked = TypeVar("Checked")
+
+
 async def eventually(
-    check: Callable[[], Awaitable[Any]],
+    check: Callable[[], Awaitable[Checked | None]],
     timeout: float = 30.0,
     interval: float = 0.2,
     what: str = "condition",
-) -> Any:
+) -> Checked:
     """Poll an async check until it returns something truthy.
 
     On timeout the failure names `what` and re-raises the check's last exception (its
     assertion or error says why the condition never held), else shows its last value.
     """
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: Checked | None = None
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
@@ -248,6 +252,12 @@ async def eventually(
             f"{type(last_error).__name__}: {last_error}"
         ) from last_error
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def parked_reason(message: Msg) -> str:
+    """Why a dead-lettered message was parked: the reason header the services set."""
+    assert message.headers is not None, f"{message.subject} was parked without headers"
+    return message.headers["Mainspring-Error"]
 
 
 def copy_example(name: str, target: Path) -> Path:

@@ -54,9 +54,9 @@ class CountingNumbers:
 
 def _dispatcher_broker() -> NatsBroker:
     broker = NatsBroker()
-    dispatcher = Dispatcher(
-        broker, OneRoutineStore(), RoutineCatalog(), CountingNumbers(), Settings()
-    )  # type: ignore[arg-type]
+    # The Dispatcher's parts are concrete classes, not Protocols yet: the fakes fit by shape.
+    routines, numbers = OneRoutineStore(), CountingNumbers()
+    dispatcher = Dispatcher(broker, routines, RoutineCatalog(), numbers, Settings())  # type: ignore[arg-type]
     register_dispatcher(broker, dispatcher)
     return broker
 

@@ -13,7 +13,7 @@ import pytest
 from mainspring import datasets
 from mainspring.client import Client
 from mainspring.records import RunQuery
-from tests.harness import Deployment, copy_example, eventually, write_routine
+from tests.harness import Deployment, copy_example, eventually, parked_reason, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -209,8 +209,8 @@ async def test_external_dataset_appended_fires_and_malformed_is_dead_lettered(
 
     parked = await dead.next_msg(timeout=30)
     assert parked.subject == "deadletter.dataset.appended"
-    assert "malformed DatasetAppended" in parked.headers["Mainspring-Error"]
-    assert "to_version" in parked.headers["Mainspring-Error"]
+    assert "malformed DatasetAppended" in parked_reason(parked)
+    assert "to_version" in parked_reason(parked)
     (run,) = await completed_runs(client, "collect", 1)
     assert run["outputs"] == {"ids": list(range(10)), "batches": [4, 4, 2], "added": 10}
 
@@ -219,7 +219,7 @@ async def test_external_dataset_appended_fires_and_malformed_is_dead_lettered(
     deployment.cli("publish", "dataset.appended", json.dumps(body), "--msg-id", "again")
     deployment.cli("publish", "dataset.appended", json.dumps({**body, "from_version": 3}))
     parked = await dead.next_msg(timeout=30)
-    assert "must be below to_version" in parked.headers["Mainspring-Error"]
+    assert "must be below to_version" in parked_reason(parked)
     # Appends are handled in stream order: the repeat was decided before the malformed one.
     assert deployment.services["dispatcher"].log().count("requested run") == 1
     assert len(await client.list_runs(RunQuery(routine="collect"))) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mainspring.client import Client
-from tests.harness import Deployment, copy_example, write_routine
+from tests.harness import Deployment, copy_example, parked_reason, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -95,7 +95,7 @@ async def test_malformed_message_is_dead_lettered_and_service_lives(
     message = await dead.next_msg(timeout=30)
 
     assert message.subject == "deadletter.run.submitted"
-    assert "malformed SubmitRun" in message.headers["Mainspring-Error"]
+    assert "malformed SubmitRun" in parked_reason(message)
     folder = copy_example("hello", tmp_path)
     system.cli("routine", "create", str(folder), "--name", "hello")
     assert "status: completed" in system.cli("run", "hello", "--wait", "--timeout", "60").stdout

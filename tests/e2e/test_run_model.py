@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import select
@@ -496,7 +497,9 @@ async def test_a_run_whose_runners_keep_dying_fails_with_the_reason(
 
     for attempt in (1, 2):
         running = await eventually(
-            lambda n=attempt: _attempt(client, run_id, n), 60, what=f"attempt {attempt} running"
+            functools.partial(_attempt, client, run_id, attempt),
+            60,
+            what=f"attempt {attempt} running",
         )
         pid = int(running["runner"].rsplit(":", 1)[1])
         holder = next(s for s in deployment.services.values() if s.process and s.process.pid == pid)

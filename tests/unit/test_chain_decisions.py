@@ -227,7 +227,9 @@ def test_trigger_outcome(status: str, run_id: str | None, outcome: str, key: str
 
 
 def replay(
-    events: list[tuple[str, str]], threshold: int = 3, routine: RoutineDefinition | None = None
+    events: list[tuple[core.StartOutcome, str]],
+    threshold: int = 3,
+    routine: RoutineDefinition | None = None,
 ) -> list[core.CrashVerdict]:
     """Feed (outcome, key) pairs through decide_crash_loop, carrying the state along."""
     routine = routine or definition()
@@ -241,7 +243,7 @@ def replay(
             key,
             "ImportError: no module named x",
             threshold,
-            NOW,  # type: ignore[arg-type]
+            NOW,
         )
         verdicts.append(verdict)
         state = verdict.state
@@ -270,11 +272,11 @@ def replay(
             3,
         ),
         # already disabled: no second disable
-        ([(("start_failed"), str(i)) for i in range(5)], 2, 3),
+        ([("start_failed", str(i)) for i in range(5)], 2, 3),
     ],
 )
 def test_consecutive_start_failures_disable_at_threshold(
-    events: list[tuple[str, str]], disabled_at: int | None, final_count: int
+    events: list[tuple[core.StartOutcome, str]], disabled_at: int | None, final_count: int
 ) -> None:
     verdicts = replay(events)
 

@@ -36,14 +36,17 @@ def test_contract_names_trigger_and_inputs() -> None:
     }
 
 
-def _routine(source: str) -> type:
+def _routine(source: str) -> type[Routine]:
     namespace: dict[str, Any] = {
         "Routine": Routine,
         "on_schedule": on_schedule,
         "on_dataset_append": on_dataset_append,
     }
     exec(source, namespace)
-    return namespace["R"]  # type: ignore[no-any-return]
+    routine = namespace["R"]
+    assert isinstance(routine, type)
+    assert issubclass(routine, Routine)
+    return routine
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from mainspring.registry import RoutineDefinition
-from mainspring.triggers import ScheduleTrigger
+from mainspring.triggers import CatchUp, ScheduleTrigger
 from services.ticker.core import next_fire
 from services.ticker.handlers import Ticker
 from services.ticker.settings import TickerSettings
@@ -27,7 +27,7 @@ def routine(
     enabled: bool = True,
     updated: float = 0,
     name: str = "r",
-    catchup: str = "latest",
+    catchup: CatchUp = "latest",
 ) -> RoutineDefinition:
     return RoutineDefinition(
         name=name,
@@ -35,7 +35,7 @@ def routine(
         entrypoint="r.py:R",
         class_name="R",
         trigger_param="tick",
-        trigger=ScheduleTrigger(every=every, catchup=catchup),  # type: ignore[arg-type]
+        trigger=ScheduleTrigger(every=every, catchup=catchup),
         enabled=enabled,
         created_at=T0,
         updated_at=at(updated),

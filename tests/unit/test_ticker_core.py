@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mainspring.triggers import TimedSpec, on_schedule
+from mainspring.triggers import CatchUp, TimedSpec, on_schedule
 from services.ticker.core import due_ticks, next_fire, same_timing, start_cursor
+from tests.unit.schedule_options import ScheduleOptions
 
 GRACE = timedelta(seconds=1)
 WINDOW = timedelta(hours=1)
@@ -22,10 +23,10 @@ def clocks(*values: str) -> list[datetime]:
     return [at(v) for v in values]
 
 
-MINUTELY = {"every": "1m"}
+MINUTELY: ScheduleOptions = {"every": "1m"}
 
 # (spec kwargs, cursor, now, expected fire, expected missed, expected cursor, what the row shows)
-PLANS = [
+PLANS: list[tuple[ScheduleOptions, str, str, list[str], int, str, str]] = [
     (MINUTELY, "10:00:00", "10:00:30", [], 0, "10:00:00", "nothing due yet"),
     (MINUTELY, "10:00:00", "10:01:00", ["10:01:00"], 0, "10:01:00", "on time, exactly"),
     (MINUTELY, "10:00:00", "10:01:00.4", ["10:01:00"], 0, "10:01:00", "on time, a bit late"),
@@ -102,7 +103,7 @@ PLANS = [
 
 @pytest.mark.parametrize(("spec", "cursor", "now", "fire", "missed", "new_cursor", "why"), PLANS)
 def test_catch_up_plans(
-    spec: dict[str, str],
+    spec: ScheduleOptions,
     cursor: str,
     now: str,
     fire: list[str],
@@ -125,8 +126,8 @@ def test_catch_up_plans(
         ("all", []),  # the default window (1h) holds none of the missed days
     ],
 )
-def test_daily_cron_after_days_of_downtime(catchup: str, fire: list[str]) -> None:
-    spec = on_schedule(cron="0 9 * * *", catchup=catchup)  # type: ignore[arg-type]
+def test_daily_cron_after_days_of_downtime(catchup: CatchUp, fire: list[str]) -> None:
+    spec = on_schedule(cron="0 9 * * *", catchup=catchup)
     now = datetime(2025, 6, 4, 15, 0, tzinfo=UTC)
     plan = due_ticks(
         spec, datetime(2025, 6, 1, 9, 0, tzinfo=UTC), now, grace=GRACE, default_window=WINDOW
@@ -190,7 +191,7 @@ def test_start_cursor(last_fired: str | None, defined_at: str, expected: str) ->
         ({"cron": "0 9 * * *"}, {"every": "1d"}, False),
     ],
 )
-def test_same_timing(old: dict[str, str], new: dict[str, str], same: bool) -> None:
+def test_same_timing(old: ScheduleOptions, new: ScheduleOptions, same: bool) -> None:
     first: TimedSpec = on_schedule(**old)
     second: TimedSpec = on_schedule(**new)
     assert same_timing(first, second) is same
