@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 
+from mainspring import subjects
 from mainspring.settings import Settings
 from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
 
@@ -252,6 +255,37 @@ async def eventually(
             f"{type(last_error).__name__}: {last_error}"
         ) from last_error
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+async def consumer_info(js: JetStreamContext, consumer: str) -> ConsumerInfo:
+    """A durable consumer of the Mainspring stream, as the server sees it now."""
+    info: ConsumerInfo = await js.consumer_info(subjects.STREAM, consumer)
+    return info
+
+
+async def consumer_idle(js: JetStreamContext, consumer: str) -> bool:
+    """Has a durable consumer handled and acknowledged everything in the stream?"""
+    info = await consumer_info(js, consumer)
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def kill_holding(service: ServiceProcess, js: JetStreamContext, consumer: str) -> bool:
+    """SIGKILL a service while it holds a message of `consumer` it has not acknowledged.
+
+    The service is frozen (SIGSTOP) to look: a frozen process cannot acknowledge, so a message
+    the server counts as ack-pending then is in its hands when it dies. Returns whether one
+    was caught within a few seconds; the service is killed either way.
+    """
+    assert service.process is not None
+    for _ in range(600):
+        service.process.send_signal(signal.SIGSTOP)
+        if (await consumer_info(js, consumer)).num_ack_pending:
+            service.kill(signal.SIGKILL)
+            return True
+        service.process.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.005)
+    service.kill(signal.SIGKILL)
+    return False
 
 
 def parked_reason(message: Msg) -> str:

@@ -96,11 +96,9 @@ async def test_bad_input_is_refused_as_a_failed_run() -> None:
         await test_broker.publish(submit.model_dump_json().encode(), subjects.RUN_SUBMITTED)
 
     refused = RunCompleted.model_validate(completed[0])
-    assert (
-        refused.status == "failed"
-        and refused.error is not None
-        and "input 'steps'" in refused.error
-    )
+    assert refused.status == "failed"
+    assert refused.error is not None
+    assert "input 'steps'" in refused.error
 
 
 async def test_malformed_message_goes_to_dead_letter() -> None:

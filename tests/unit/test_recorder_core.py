@@ -46,7 +46,8 @@ def test_any_arrival_order_gives_the_same_final_row(order: tuple[int, ...]) -> N
     assert row is not None
     assert row["status"] == "completed"
     assert row["outputs"] == {"n": 1}
-    assert row["run_number"] == 4 and row["runner"] == "r1"
+    assert row["run_number"] == 4
+    assert row["runner"] == "r1"
     assert row["started_at"] == T0.replace(second=1)
 
 
@@ -56,4 +57,5 @@ def test_a_duplicate_completion_does_not_overwrite_the_first() -> None:
         first, {"status": "failed", "error": "other", "finished_at": T0.replace(second=9)}
     )
 
-    assert again["error"] == "boom" and again["finished_at"] == T0
+    assert again["error"] == "boom"
+    assert again["finished_at"] == T0

@@ -29,7 +29,8 @@ def test_contract_names_trigger_and_inputs() -> None:
     contract = inspect_contract(Good)
 
     assert contract.trigger_param == "tick"
-    assert isinstance(contract.trigger, ScheduleTrigger) and contract.trigger.every == "1m"
+    assert isinstance(contract.trigger, ScheduleTrigger)
+    assert contract.trigger.every == "1m"
     assert contract.inputs == {
         "size": InputSpec("int", 3),
         "ratio": InputSpec("float", None, optional=True),

@@ -167,7 +167,8 @@ def test_dst_days_fire_each_fixed_wall_time_once(
     fires = fires_between(FIXED_HALF_HOURS, tz, day_start_utc, day_end_utc)
     walls = [f.astimezone(ZoneInfo(tz)).strftime("%H:%M") for f in fires]
     assert len(fires) == fixed_fires
-    assert len(set(fires)) == len(fires) and fires == sorted(fires)
+    assert len(set(fires)) == len(fires)
+    assert fires == sorted(fires)
     assert len(set(walls)) == len(walls), "a repeated wall time fired twice"
 
 
@@ -350,7 +351,8 @@ def poll_source() -> dict[str, int] | None:
 
 def test_on_poll_names_its_function() -> None:
     spec = on_poll(poll_source, every="10s", catchup="skip")
-    assert spec.fn == f"{__name__}:poll_source" and spec.catchup == "skip"
+    assert spec.fn == f"{__name__}:poll_source"
+    assert spec.catchup == "skip"
     with pytest.raises(ScheduleError, match="module-level"):
         on_poll(lambda: None, every="10s")
 

@@ -84,11 +84,13 @@ def test_disable_and_delete_drop_the_routine_and_enable_does_not_backfill() -> N
     ticker.on_definition("r", routine(catchup="all"), at(1))
     assert fire(ticker, at(10.1)) == [at(10)]
     ticker.on_definition("r", routine(enabled=False, updated=11, catchup="all"), at(11))
-    assert ticker.next_due() is None and fire(ticker, at(40)) == []
+    assert ticker.next_due() is None
+    assert fire(ticker, at(40)) == []
     ticker.on_definition("r", routine(updated=45, catchup="all"), at(45))
     assert fire(ticker, at(50.1)) == [at(50)]  # not 20, 30, 40: those were disabled
     ticker.on_definition("r", None, at(51))
-    assert ticker.next_due() is None and fire(ticker, at(70)) == []
+    assert ticker.next_due() is None
+    assert fire(ticker, at(70)) == []
 
 
 def test_restart_with_saved_cursor_catches_up_by_policy() -> None:

@@ -144,7 +144,8 @@ def test_skip_continues_with_future_ticks() -> None:
     assert plan.fire == []
     assert plan.cursor is not None
     following = due_ticks(spec, plan.cursor, at("10:06:00.1"), grace=GRACE, default_window=WINDOW)
-    assert following.fire == [at("10:06:00")] and following.missed == 0
+    assert following.fire == [at("10:06:00")]
+    assert following.missed == 0
 
 
 def test_all_is_bounded_per_call_and_resumes() -> None:
@@ -152,10 +153,12 @@ def test_all_is_bounded_per_call_and_resumes() -> None:
     first = due_ticks(
         spec, at("10:00:00"), at("10:05:30"), grace=GRACE, default_window=WINDOW, limit=2
     )
-    assert first.fire == clocks("10:01:00", "10:02:00") and first.more
+    assert first.fire == clocks("10:01:00", "10:02:00")
+    assert first.more
     assert first.cursor is not None
     rest = due_ticks(spec, first.cursor, at("10:05:30"), grace=GRACE, default_window=WINDOW)
-    assert rest.fire == clocks("10:03:00", "10:04:00", "10:05:00") and not rest.more
+    assert rest.fire == clocks("10:03:00", "10:04:00", "10:05:00")
+    assert not rest.more
 
 
 def test_latest_after_a_week_of_a_per_second_cron() -> None:
@@ -232,7 +235,8 @@ def test_catch_up_across_the_repeated_hour(cron: str, fire: list[str]) -> None:
     plan = due_ticks(spec, cursor, now, grace=GRACE, default_window=WINDOW)
     expected = [datetime.fromisoformat(f"2023-10-29T{clock}+00:00") for clock in fire]
     # Distinct nominal instants, so the two 02:00 ticks carry distinct Nats-Msg-Ids.
-    assert plan.fire == expected and len(set(plan.fire)) == len(plan.fire)
+    assert plan.fire == expected
+    assert len(set(plan.fire)) == len(plan.fire)
 
 
 def test_a_new_dst_repeat_rearms_the_schedule() -> None:
