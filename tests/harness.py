@@ -246,7 +246,7 @@ async def eventually(
             last_error = None
             if last:
                 return last
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept, and re-raised with `what` at the timeout
             last_error = exc
         await asyncio.sleep(interval)
     if last_error is not None:
