@@ -221,7 +221,7 @@ from mainspring import Routine, on_dataset_append
 class Collect(Routine):
     def run(self, new_rows=on_dataset_append("{dataset}"), batch_size: int = 4):
         sizes = [batch.num_rows for batch in new_rows]
-        ids = new_rows.added_rows().column("id").to_pylist()
+        ids = [i for batch in new_rows.added_rows() for i in batch.column("id").to_pylist()]
         return {{"ids": ids, "batches": sizes, "added": new_rows.added_records}}
 """
 
@@ -232,7 +232,7 @@ from mainspring import datasets, subjects
 
 class Echo(Routine):
     def run(self, new_rows=on_dataset_append("echo")):
-        ids = new_rows.added_rows().column("id").to_pylist()
+        ids = [i for batch in new_rows.added_rows() for i in batch.column("id").to_pylist()]
         datasets.append("echo", {"id": [i + 100 for i in ids], "text": ["again"] * len(ids)})
         return {"ids": ids, "hop": self.run_info.hop}
 """

@@ -34,7 +34,8 @@ from mainspring import Routine, on_dataset_append
 
 class Collect(Routine):
     def run(self, new_rows=on_dataset_append("{dataset}"{options})):
-        values = new_rows.added_rows().column(0).to_pylist() if new_rows.added_records else []
+        batches = new_rows.added_rows() if new_rows.added_records else []
+        values = [v for batch in batches for v in batch.column(0).to_pylist()]
         return {{"values": values, "added": new_rows.added_records}}
 """
 
