@@ -26,6 +26,8 @@ from pathlib import Path
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -136,8 +138,8 @@ async def drive(url: str, recorder: subprocess.Popen[bytes]) -> dict[str, float 
         try:
             await nc.request(subjects.API_RUNS_LIST, b'{"limit": 1}', timeout=1)
             break
-        except Exception:
-            await asyncio.sleep(0.2)
+        except (NatsTimeoutError, NoRespondersError):
+            await asyncio.sleep(0.2)  # the recorder is still starting
     stored = events()
     recorder.send_signal(signal.SIGSTOP)
     await publish(js, stored)

@@ -14,8 +14,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+
+from mainspring import subjects
+from mainspring.settings import Settings
 from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,10 +190,8 @@ class Deployment:
             )
         return result
 
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         """Settings pointing at this deployment (for in-process SDK clients)."""
-        from mainspring.settings import Settings
-
         return Settings(
             nats_url=self.nats.url,
             home=self.home,
@@ -219,19 +223,22 @@ def drop_postgres_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+Checked = TypeVar("Checked")
+
+
 async def eventually(
-    check: Callable[[], Awaitable[Any]],
+    check: Callable[[], Awaitable[Checked | None]],
     timeout: float = 30.0,
     interval: float = 0.2,
     what: str = "condition",
-) -> Any:
+) -> Checked:
     """Poll an async check until it returns something truthy.
 
     On timeout the failure names `what` and re-raises the check's last exception (its
     assertion or error says why the condition never held), else shows its last value.
     """
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: Checked | None = None
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
@@ -239,7 +246,7 @@ async def eventually(
             last_error = None
             if last:
                 return last
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept, and re-raised with `what` at the timeout
             last_error = exc
         await asyncio.sleep(interval)
     if last_error is not None:
@@ -248,6 +255,43 @@ async def eventually(
             f"{type(last_error).__name__}: {last_error}"
         ) from last_error
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+async def consumer_info(js: JetStreamContext, consumer: str) -> ConsumerInfo:
+    """A durable consumer of the Mainspring stream, as the server sees it now."""
+    info: ConsumerInfo = await js.consumer_info(subjects.STREAM, consumer)
+    return info
+
+
+async def consumer_idle(js: JetStreamContext, consumer: str) -> bool:
+    """Has a durable consumer handled and acknowledged everything in the stream?"""
+    info = await consumer_info(js, consumer)
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def kill_holding(service: ServiceProcess, js: JetStreamContext, consumer: str) -> bool:
+    """SIGKILL a service while it holds a message of `consumer` it has not acknowledged.
+
+    The service is frozen (SIGSTOP) to look: a frozen process cannot acknowledge, so a message
+    the server counts as ack-pending then is in its hands when it dies. Returns whether one
+    was caught within a few seconds; the service is killed either way.
+    """
+    assert service.process is not None
+    for _ in range(600):
+        service.process.send_signal(signal.SIGSTOP)
+        if (await consumer_info(js, consumer)).num_ack_pending:
+            service.kill(signal.SIGKILL)
+            return True
+        service.process.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.005)
+    service.kill(signal.SIGKILL)
+    return False
+
+
+def parked_reason(message: Msg) -> str:
+    """Why a dead-lettered message was parked: the reason header the services set."""
+    assert message.headers is not None, f"{message.subject} was parked without headers"
+    return message.headers["Mainspring-Error"]
 
 
 def copy_example(name: str, target: Path) -> Path:

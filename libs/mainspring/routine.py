@@ -8,6 +8,7 @@ import inspect
 import json
 import types
 import typing
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -112,11 +113,14 @@ class Routine:
         if run is not None and not getattr(run, "_mainspring_guarded", False):
             setattr(cls, "run", _guard_run(run))  # noqa: B010 - run() is defined by subclasses only
 
-    def setup(self) -> None:
+    # `Awaitable[None] | None`: a subclass may define either as `async def`.
+    def setup(self) -> Awaitable[None] | None:
         """Called once per process before the first run."""
+        return None
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> Awaitable[None] | None:
         """Called after each run, whatever its outcome."""
+        return None
 
     @property
     def run_info(self) -> RunInfo:

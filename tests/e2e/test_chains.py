@@ -3,9 +3,8 @@ external workflows, one trace per chain, and exactly-once fan-out across a dispa
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,14 @@ import pytest
 from mainspring import subjects, tracing
 from mainspring.client import Client
 from mainspring.records import RunQuery
-from tests.harness import Deployment, eventually, write_routine
+from tests.harness import (
+    Deployment,
+    consumer_idle,
+    eventually,
+    kill_holding,
+    parked_reason,
+    write_routine,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -70,12 +76,6 @@ async def finished_runs(client: Client, routine: str, count: int) -> list[dict[s
     return done if len(done) >= count else []
 
 
-async def drained(client: Client, consumer: str) -> bool:
-    """Has a durable consumer handled and acknowledged everything in the stream?"""
-    info = await client.js.consumer_info(subjects.STREAM, consumer)
-    return info.num_pending == 0 and info.num_ack_pending == 0
-
-
 async def trace_ids_on_the_bus(client: Client) -> dict[str, str | None]:
     """Subject -> trace id of every message stored in the stream (one per subject, or a clash)."""
     info = await client.js.stream_info(subjects.STREAM)
@@ -121,12 +121,17 @@ async def test_three_step_chain_passes_outputs_along_in_one_trace(
     }
     assert load["outputs"] == {"count": 41, "upstream_run": transform["id"]}
     assert (extract["hop"], transform["hop"], load["hop"]) == (0, 1, 2)
-    assert transform["parent_run_id"] == extract["id"] and load["parent_run_id"] == transform["id"]
-    assert transform["trigger_kind"] == "completion" and transform["source"] == "trigger"
+    assert transform["parent_run_id"] == extract["id"]
+    assert load["parent_run_id"] == transform["id"]
+    assert transform["trigger_kind"] == "completion"
+    assert transform["source"] == "trigger"
     trace_ids = {extract["trace_id"], transform["trace_id"], load["trace_id"]}
-    assert len(trace_ids) == 1 and len(next(iter(trace_ids)) or "") == 32
+    assert len(trace_ids) == 1
+    assert len(next(iter(trace_ids)) or "") == 32
     # Every message of the chain, in every service, carries that one trace.
-    await eventually(lambda: drained(client, "recorder-runs"), what="recorder idle")
+    await eventually(
+        functools.partial(consumer_idle, client.js, "recorder-runs"), what="recorder idle"
+    )
     carried = await trace_ids_on_the_bus(client)
     assert {"run.submitted", "run.requested", "run.started", "run.completed"} <= set(carried)
     assert set(carried.values()) == {trace_ids.pop()}
@@ -174,11 +179,13 @@ async def test_self_triggering_routine_stops_at_max_hops_with_the_reason(
     assert all(r["status"] == "completed" for r in runs)
     last = next(r for r in runs if r["hop"] == 3)
     assert "hop 4 exceeds max_hops 3" in event["reason"]
-    assert len(event["chain"]) == 4 and event["chain"][-1] == f"echo:{last['id']}"
-    assert await drained(client, "dispatcher-completed")
+    assert len(event["chain"]) == 5
+    assert event["chain"][-1] == f"echo:{last['id']}"
+    assert await consumer_idle(client.js, "dispatcher-completed")
     assert len(await runs_of(client, "echo")) == 5
     listed = system.cli("routine", "events", "echo").stdout
-    assert "loop_blocked" in listed and "exceeds max_hops 3" in listed
+    assert "loop_blocked" in listed
+    assert "exceeds max_hops 3" in listed
 
 
 BROKEN = """
@@ -232,8 +239,10 @@ async def test_crash_looping_routine_is_disabled_then_rearmed_by_an_update(
     assert "a_dependency_missing_on_the_runner" in manual.stdout
     for count in (1, 2):
         deployment.cli("run", "tick", "--wait", "--timeout", "60")
-        await eventually(lambda n=count: finished_runs(client, "broken", n + 1), timeout=60)
-    await eventually(lambda: drained(client, "dispatcher-completed"), what="dispatcher idle")
+        await eventually(functools.partial(finished_runs, client, "broken", count + 1), timeout=60)
+    await eventually(
+        functools.partial(consumer_idle, client.js, "dispatcher-completed"), what="dispatcher idle"
+    )
     assert (await (await client.store()).get("broken")).enabled
 
     deployment.cli("run", "tick", "--wait", "--timeout", "60")
@@ -249,7 +258,8 @@ async def test_crash_looping_routine_is_disabled_then_rearmed_by_an_update(
     assert json.loads(shown.stdout)["enabled"] is False
     assert "trigger disabled: crash loop" in shown.stderr
     failed = await runs_of(client, "broken")
-    assert len(failed) == 4 and all(r["status"] == "failed" for r in failed)
+    assert len(failed) == 4
+    assert all(r["status"] == "failed" for r in failed)
     events = await client.trigger_events("broken")
     assert [e["status"] for e in events].count("disabled") == 1
 
@@ -270,7 +280,9 @@ async def test_crash_looping_routine_is_disabled_then_rearmed_by_an_update(
     deployment.cli("routine", "enable", "broken")
     deployment.cli("run", "tick", "--wait", "--timeout", "60")
     await eventually(lambda: finished_runs(client, "broken", 5), timeout=60)
-    await eventually(lambda: drained(client, "dispatcher-completed"), what="dispatcher idle")
+    await eventually(
+        functools.partial(consumer_idle, client.js, "dispatcher-completed"), what="dispatcher idle"
+    )
     assert (await (await client.store()).get("broken")).enabled
 
     register(deployment, tmp_path / "v2", "broken", FIXED)
@@ -316,15 +328,18 @@ async def test_external_workflow_completion_fires_routines_and_bad_ones_are_park
 
     [run] = await eventually(lambda: finished_runs(client, "after-etl", 1), timeout=60)
     assert run["outputs"] == {"rows": 1200, "upstream": "etl-2026-11-25"}
-    assert run["parent_run_id"] == "etl-2026-11-25" and run["hop"] == 1
+    assert run["parent_run_id"] == "etl-2026-11-25"
+    assert run["hop"] == 1
     parked = await dead.next_msg(timeout=30)
     await dead.unsubscribe()
     assert parked.subject == "deadletter.run.completed"
-    assert "malformed RunCompleted" in parked.headers["Mainspring-Error"]
-    assert "run_id: Field required" in parked.headers["Mainspring-Error"]
+    assert "malformed RunCompleted" in parked_reason(parked)
+    assert "run_id: Field required" in parked_reason(parked)
     # Both the dispatcher and the recorder parse run.completed: the message is parked once.
     for consumer in ("dispatcher-completed", "recorder-runs"):
-        await eventually(lambda c=consumer: drained(client, c), what=f"{consumer} idle")
+        await eventually(
+            functools.partial(consumer_idle, client.js, consumer), what=f"{consumer} idle"
+        )
     assert await stored_count(client, "deadletter.run.completed") == 1
     assert all(s.alive() for s in system.services.values())
     shown = system.cli("runs", "show", run["id"]).stdout
@@ -340,23 +355,16 @@ async def test_chain_fires_exactly_once_per_completion_across_dispatcher_kills(
     upstream_runs = 10
 
     run_ids = [await client.submit("extract") for _ in range(upstream_runs)]
-    caught = 0
+    landed = 0
     for _ in range(2):
-        # Kill while a completion is being handled (fetched, not yet acknowledged), when we
-        # can catch it; otherwise anywhere in the flow.
-        for _ in range(1500):
-            info = await client.js.consumer_info(subjects.STREAM, "dispatcher-completed")
-            if info.num_ack_pending:
-                caught += 1
-                break
-            await asyncio.sleep(0.005)
-        system.services["dispatcher"].kill(signal.SIGKILL)
-        await asyncio.sleep(0.5)
+        # Aimed at a completion being handled (fetched, not yet acknowledged).
+        dispatcher = system.services["dispatcher"]
+        landed += await kill_holding(dispatcher, client.js, "dispatcher-completed")
         system.start("dispatcher")
 
     # Thirty runs take seconds to flow through: at least one kill must have landed while the
     # dispatcher held a completion it had not acknowledged, or the test proves too little.
-    assert caught >= 1, "no kill landed while a completion was being handled"
+    assert landed >= 1, "no kill landed while a completion was being handled"
     loads = await eventually(
         lambda: finished_runs(client, "load", upstream_runs), timeout=150, what="every load run"
     )
@@ -367,7 +375,9 @@ async def test_chain_fires_exactly_once_per_completion_across_dispatcher_kills(
     assert sorted(r["parent_run_id"] for r in loads) == sorted(r["id"] for r in transforms)
     assert all(r["status"] == "completed" for r in [*extracts, *transforms, *loads])
     for consumer in ("dispatcher-completed", "runner"):
-        await eventually(lambda c=consumer: drained(client, c), timeout=60, what=f"{consumer}")
+        await eventually(
+            functools.partial(consumer_idle, client.js, consumer), timeout=60, what=consumer
+        )
     # Exactly once on the bus, not just in the database (which is keyed by run id).
     assert await stored_count(client, subjects.RUN_REQUESTED) == 3 * upstream_runs
     assert await stored_count(client, subjects.RUN_COMPLETED) == 3 * upstream_runs
@@ -401,7 +411,10 @@ async def test_failed_firings_count_once_each_toward_the_crash_loop(
 
     for key in ("poll:1", "poll:1", "poll:2"):  # the same firing twice counts once
         fail(key)
-    await eventually(lambda: drained(client, "dispatcher-trigger-failures"), what="dispatcher idle")
+    await eventually(
+        functools.partial(consumer_idle, client.js, "dispatcher-trigger-failures"),
+        what="dispatcher idle",
+    )
     assert (await (await client.store()).get("tick")).enabled
 
     fail("poll:3")

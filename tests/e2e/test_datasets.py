@@ -10,10 +10,18 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring import datasets
+from mainspring import datasets, subjects
 from mainspring.client import Client
+from mainspring.messages import DatasetAppended
 from mainspring.records import RunQuery
-from tests.harness import Deployment, copy_example, eventually, write_routine
+from tests.harness import (
+    Deployment,
+    copy_example,
+    eventually,
+    kill_holding,
+    parked_reason,
+    write_routine,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -102,6 +110,25 @@ async def test_appends_fire_per_100_rows_with_exactly_the_new_rows_and_updates_n
     assert [v["kind"] for v in shown["versions"][:3]] == ["append", "update", "update"]
 
 
+async def announced_version(client: Client, dataset: str) -> int:
+    """The newest version of a dataset announced on the stream (-1 before any)."""
+    stored = await client.js.stream_info(subjects.STREAM, subjects_filter=subjects.DATASET_APPENDED)
+    if not (stored.state.subjects or {}).get(subjects.DATASET_APPENDED):
+        return -1
+    subscription = await client.js.subscribe(subjects.DATASET_APPENDED, ordered_consumer=True)
+    newest = -1
+    try:
+        while True:
+            message = await subscription.next_msg(timeout=10)
+            body = DatasetAppended.model_validate_json(message.data)
+            if body.dataset == dataset:
+                newest = max(newest, body.to_version)
+            if message.metadata.num_pending == 0:
+                return newest
+    finally:
+        await subscription.unsubscribe()
+
+
 async def test_killing_watcher_and_dispatcher_mid_stream_loses_and_doubles_nothing(
     system: Deployment, client: Client, tmp_path: Path
 ) -> None:
@@ -124,9 +151,27 @@ async def test_killing_watcher_and_dispatcher_mid_stream_loses_and_doubles_nothi
 
         await eventually(check, timeout=60, what=f"{text!r} x{times} in the {name} log")
 
-    def kill_and_restart(*names: str) -> None:
-        for name in names:
-            system.services[name].kill(signal.SIGKILL)
+    async def watcher_killed_behind() -> None:
+        """Kill the watcher while commits in the log wait for its announcement.
+
+        Frozen (SIGSTOP) to look, so it cannot announce between the look and the kill; when
+        it has already caught up, one more commit gives it work and it is looked at again.
+        """
+        watcher = system.services["dataset_watcher"]
+        assert watcher.process is not None
+        for _ in range(4):
+            watcher.process.send_signal(signal.SIGSTOP)
+            if await announced_version(client, "photos") < committed:
+                watcher.kill(signal.SIGKILL)
+                return
+            watcher.process.send_signal(signal.SIGCONT)
+            append(1)
+        raise AssertionError("the watcher announced every commit before it could be killed")
+
+    async def dispatcher_killed_holding() -> bool:
+        return await kill_holding(system.services["dispatcher"], client.js, "dispatcher-dataset")
+
+    def restart(*names: str) -> None:
         append(3)  # committed while they are down
         for name in names:
             system.start(name)
@@ -136,17 +181,26 @@ async def test_killing_watcher_and_dispatcher_mid_stream_loses_and_doubles_nothi
     append(4)
     await logged("dataset_watcher", "photos version 2: append")
     append(4)  # the watcher is busy announcing these when it dies
-    kill_and_restart("dataset_watcher")
+    await watcher_killed_behind()
+    restart("dataset_watcher")
     await logged("dataset_watcher", "started successfully", 2)
     append(2)  # 13 commits: the first firing (100 rows) is being decided
     await logged("dispatcher", "requested run")
     append(2)
-    kill_and_restart("dispatcher")
+    landed = [await dispatcher_killed_holding()]
+    restart("dispatcher")
     await logged("dispatcher", "started successfully", 2)
     append(3)
-    kill_and_restart("dataset_watcher", "dispatcher")  # mid-stream, both at once
+    # Mid-stream, both down at once: the dispatcher while it decides these three, the
+    # watcher behind two more.
+    landed.append(await dispatcher_killed_holding())
+    append(2)
+    await watcher_killed_behind()
+    restart("dataset_watcher", "dispatcher")
     await logged("dispatcher", "started successfully", 3)
     append(30 - committed)
+    # At least one dispatcher kill landed while it held an append it had not acknowledged.
+    assert any(landed), "no kill landed while the dispatcher was deciding an append"
     runs = await completed_runs(client, "embed", 3)
 
     assert committed == 30
@@ -173,7 +227,7 @@ class Collect(Routine):
 
 LOOPING = """
 from mainspring import Routine, on_dataset_append
-from mainspring import datasets
+from mainspring import datasets, subjects
 
 
 class Echo(Routine):
@@ -209,8 +263,8 @@ async def test_external_dataset_appended_fires_and_malformed_is_dead_lettered(
 
     parked = await dead.next_msg(timeout=30)
     assert parked.subject == "deadletter.dataset.appended"
-    assert "malformed DatasetAppended" in parked.headers["Mainspring-Error"]
-    assert "to_version" in parked.headers["Mainspring-Error"]
+    assert "malformed DatasetAppended" in parked_reason(parked)
+    assert "to_version" in parked_reason(parked)
     (run,) = await completed_runs(client, "collect", 1)
     assert run["outputs"] == {"ids": list(range(10)), "batches": [4, 4, 2], "added": 10}
 
@@ -219,7 +273,7 @@ async def test_external_dataset_appended_fires_and_malformed_is_dead_lettered(
     deployment.cli("publish", "dataset.appended", json.dumps(body), "--msg-id", "again")
     deployment.cli("publish", "dataset.appended", json.dumps({**body, "from_version": 3}))
     parked = await dead.next_msg(timeout=30)
-    assert "must be below to_version" in parked.headers["Mainspring-Error"]
+    assert "must be below to_version" in parked_reason(parked)
     # Appends are handled in stream order: the repeat was decided before the malformed one.
     assert deployment.services["dispatcher"].log().count("requested run") == 1
     assert len(await client.list_runs(RunQuery(routine="collect"))) == 1

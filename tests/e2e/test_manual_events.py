@@ -79,7 +79,8 @@ async def test_embed_new_rows_run_by_hand_embeds_the_pending_rows_and_keeps_the_
     by_hand = system.cli("run", "embed", "--wait", "--timeout", "60", "--json")
     run = await client.get_run(json.loads(by_hand.stdout)["id"])
 
-    assert run is not None and run["status"] == "completed", run
+    assert run is not None
+    assert run["status"] == "completed", run
     assert (run["source"], run["trigger_kind"]) == ("manual", "dataset")
     assert embedded_ids(run) == list(range(0, 50))
     assert run["outputs"] == {"embedded": 50, "versions": [0, 2]}
@@ -105,7 +106,8 @@ async def test_embed_new_rows_run_by_hand_embeds_the_pending_rows_and_keeps_the_
         return runs[0] if runs and runs[0]["status"] == "completed" else None
 
     triggered = await client.get_run((await eventually(fired, timeout=60, what="a fire"))["id"])
-    assert triggered is not None and embedded_ids(triggered) == list(range(0, 100))
+    assert triggered is not None
+    assert embedded_ids(triggered) == list(range(0, 100))
 
 
 async def test_a_completion_routine_run_by_hand_reads_the_upstream_outputs(
@@ -132,7 +134,8 @@ async def test_a_completion_routine_run_by_hand_reads_the_upstream_outputs(
     )
 
     latest = json.loads(system.cli("run", "report", "--wait", "--json").stdout)
-    assert latest["status"] == "completed" and latest["trigger_kind"] == "completion"
+    assert latest["status"] == "completed"
+    assert latest["trigger_kind"] == "completion"
     assert latest["outputs"] == {"upstream": second["id"], "accuracy": 0.9}
 
     chosen = json.loads(
@@ -147,7 +150,8 @@ async def test_a_completion_routine_run_by_hand_reads_the_upstream_outputs(
     # The SDK's submit takes the same choice and says it came from the API.
     run_id = await client.submit("report", upstream=first["id"])
     from_sdk = await client.wait(run_id, timeout=60)
-    assert from_sdk["source"] == "api" and from_sdk["outputs"]["accuracy"] == 0.7
+    assert from_sdk["source"] == "api"
+    assert from_sdk["outputs"]["accuracy"] == 0.7
 
 
 async def test_schedule_and_poll_routines_run_by_hand_get_their_own_events(
@@ -181,7 +185,8 @@ class Weather(Routine):
     assert wrong.returncode == 2
     assert "--payload applies to poll routines; train has a schedule trigger" in wrong.stderr
     bad = system.cli("run", "weather", "--payload", "[1]", check=False)
-    assert bad.returncode == 2 and "--payload '[1]' is not a JSON object" in bad.stderr
+    assert bad.returncode == 2
+    assert "--payload '[1]' is not a JSON object" in bad.stderr
 
 
 async def test_the_dispatcher_may_ask_the_recorder_under_per_service_users(

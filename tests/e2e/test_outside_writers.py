@@ -111,8 +111,9 @@ async def test_deltalake_writes_fire_with_their_rows_and_its_non_appends_fire_no
     table = DeltaTable(uri)
     values = list(range(3, 10))
     add = data_file(Path(uri), "outside-1.parquet", values)
-    # stats=None is written as "stats": null, and delta-rs records no metrics for it.
-    action = AddAction(add["path"], add["size"], {}, add["modificationTime"], True, None)
+    # stats=None is written as "stats": null, and delta-rs records no metrics for it. deltalake
+    # types AddAction.stats as str, though its writer takes None and writes null.
+    action = AddAction(add["path"], add["size"], {}, add["modificationTime"], True, None)  # type: ignore[arg-type]
     table.create_write_transaction([action], mode="append", schema=table.schema())
     second = await runs_of(client, "lake", 2)
     assert outputs(second)[1] == (values, 7)

@@ -67,7 +67,7 @@ async def publish_all(js: JetStreamContext, messages: list[tuple[str, bytes]]) -
 
 async def all_acked(js: JetStreamContext) -> bool:
     info = await js.consumer_info(subjects.STREAM, RUNS_DURABLE)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +88,7 @@ async def test_thousands_of_runs_are_recorded_and_page_without_gaps_or_duplicate
     await eventually(lambda: all_acked(client.js), timeout=120, what="every run event acked")
     parked = await dead.next_msg(timeout=10)
     assert parked.subject == "deadletter.run.completed"
+    assert parked.headers is not None
     assert "malformed RunCompleted" in parked.headers["Mainspring-Error"]
     expected = [f"run-{i:05d}" for i in reversed(range(RUNS))]
 
@@ -126,7 +127,7 @@ async def test_a_database_error_acks_nothing_and_the_batch_comes_back(
 
             async def redelivered_unacked() -> bool:
                 info = await client.js.consumer_info(subjects.STREAM, RUNS_DURABLE)
-                return info.num_redelivered >= 9 and info.ack_floor.stream_seq == 0
+                return bool(info.num_redelivered >= 9 and info.ack_floor.stream_seq == 0)
 
             await eventually(redelivered_unacked, what="the failed batch redelivered, none acked")
         assert "events of run.> in the run history database" in caplog.text
@@ -161,7 +162,8 @@ async def test_errors_name_whether_the_recorder_is_busy_or_not_running(
     finally:
         recorder.process.send_signal(signal.SIGCONT)
     assert frozen.returncode == 1
-    assert "did not answer" in frozen.stderr and "start it" not in frozen.stderr
+    assert "did not answer" in frozen.stderr
+    assert "start it" not in frozen.stderr
 
     recorder.kill()
     stopped = deployment.cli("runs", "list", check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from mainspring.client import Client
 from mainspring.records import RunQuery
-from tests.harness import Deployment, copy_example, eventually
+from tests.harness import Deployment, consumer_info, copy_example, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -23,12 +24,16 @@ async def test_runs_finished_while_the_recorder_was_dead_are_recorded(
     await client.wait(first, timeout=60)
 
     system.services["recorder"].kill(signal.SIGKILL)
-    submitted = [await client.submit("hello", {"steps": 1, "name": f"n{i}"}) for i in range(5)]
     completed = await client.nc.subscribe("run.completed")
+    submitted = [await client.submit("hello", {"steps": 1, "name": f"n{i}"}) for i in range(5)]
     finished: set[str] = set()
     while not set(submitted) <= finished:
         message = await completed.next_msg(timeout=60)
         finished.add(json.loads(message.data)["run_id"])
+    # The kill landed before these runs: every event of theirs waits on the stream for the
+    # recorder, at least their five completions.
+    waiting = await consumer_info(client.js, "recorder-runs")
+    assert (waiting.num_pending or 0) + (waiting.num_ack_pending or 0) >= len(submitted)
     system.start("recorder")
 
     async def all_recorded() -> bool:
@@ -42,15 +47,20 @@ async def test_runs_finished_while_the_recorder_was_dead_are_recorded(
 
 
 async def test_system_recovers_from_a_killed_nats_server(
-    system: Deployment, tmp_path: Path
+    system: Deployment, client: Client, tmp_path: Path
 ) -> None:
     system.cli("routine", "create", str(copy_example("hello", tmp_path)), "--name", "hello")
     before = system.cli("run", "hello", "--input", "steps=1", "--wait", "--timeout", "60")
     assert "status: completed" in before.stdout
 
+    # Thirty steps of 0.1s: the run is in a runner's hands while the server dies under it.
+    in_flight = await client.submit("hello", {"steps": 30})
+    await eventually(functools.partial(_running, client, in_flight), timeout=60, what="running")
     system.nats.kill(signal.SIGKILL)
     system.nats.start()
 
+    finished = await client.wait(in_flight, timeout=120)
+    assert finished["status"] == "completed", system.logs()
     after = system.cli(
         "run", "hello", "--input", "steps=1", "--wait", "--timeout", "90", timeout=120
     )
@@ -60,3 +70,8 @@ async def test_system_recovers_from_a_killed_nats_server(
     )
     assert listed.stdout.count("hello") == 2
     assert all(service.alive() for service in system.services.values())
+
+
+async def _running(client: Client, run_id: str) -> bool:
+    run = await client.get_run(run_id)
+    return run is not None and run["status"] == "running"

@@ -60,4 +60,5 @@ def test_an_entrypoint_class_that_is_not_there_is_one_clear_line(
     )
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
-    assert "no Routine class 'NotARoutine'" in line and "--entrypoint" in line
+    assert "no Routine class 'NotARoutine'" in line
+    assert "--entrypoint" in line

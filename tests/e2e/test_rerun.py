@@ -43,8 +43,10 @@ async def test_a_rerun_repeats_inputs_labels_attributes_and_event_and_links_the_
 
     again = json.loads(system.cli("runs", "rerun", original["id"], "--wait", "--json").stdout)
 
-    assert again["id"] != original["id"] and again["status"] == "completed"
-    assert again["rerun_of"] == original["id"] and again["source"] == "manual"
+    assert again["id"] != original["id"]
+    assert again["status"] == "completed"
+    assert again["rerun_of"] == original["id"]
+    assert again["source"] == "manual"
     assert (again["trigger_kind"], again["trigger_event"]) == (
         "completion",
         original["trigger_event"],
@@ -55,7 +57,8 @@ async def test_a_rerun_repeats_inputs_labels_attributes_and_event_and_links_the_
 
     rerun_id = await client.rerun(first["id"])
     train_again = await client.wait(rerun_id, timeout=60)
-    assert train_again["source"] == "api" and train_again["rerun_of"] == first["id"]
+    assert train_again["source"] == "api"
+    assert train_again["rerun_of"] == first["id"]
     assert (train_again["inputs"], train_again["labels"], train_again["attributes"]) == (
         first["inputs"],
         ["nightly"],

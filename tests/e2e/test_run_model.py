@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import select
@@ -17,9 +18,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from mainspring import subjects
 from mainspring.client import Client
 from mainspring.records import RunQuery
-from tests.harness import ROOT, Deployment, eventually, write_routine
+from tests.harness import ROOT, Deployment, consumer_idle, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -136,7 +138,9 @@ async def test_lifecycle_watch_artifacts_and_state(
     await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
     drawn = _in_pty(deployment, "runs", "watch", run_id)
 
-    assert "[" in drawn and "%" in drawn and "step " in drawn
+    assert "[" in drawn
+    assert "%" in drawn
+    assert "step " in drawn
     assert "\r" in drawn, "a terminal gets a redrawn line, not a scroll of lines"
     assert f"run {run_id} completed" in drawn
     run = await _run(client, run_id)
@@ -146,19 +150,25 @@ async def test_lifecycle_watch_artifacts_and_state(
     ]
     assert times == sorted(times)
     assert datetime.fromisoformat(run["updated_at"]) >= times[-1]
-    assert run["started_by"] == "ada" and run["source"] == "manual" and run["attempt"] == 1
-    assert run["queue_reason"] is None and run["outputs"] == {"count": 1}
+    assert run["started_by"] == "ada"
+    assert run["source"] == "manual"
+    assert run["attempt"] == 1
+    assert run["queue_reason"] is None
+    assert run["outputs"] == {"count": 1}
     assert run["isolation"] == isolation
     assert f"isolation: {isolation}" in deployment.cli("runs", "show", run_id).stdout
 
     listing = deployment.cli("runs", "artifacts", run_id).stdout
-    assert "scores" in listing and "statistics.json" in listing and "preview.json" in listing
+    assert "scores" in listing
+    assert "statistics.json" in listing
+    assert "preview.json" in listing
     deployment.cli(
         "runs", "artifacts", run_id, "--download", "scores", "--to", str(tmp_path / "got")
     )
     folder = tmp_path / "got" / "scores"
     table = pq.read_table(folder / "data.parquet")
-    assert table.num_rows == 50 and table.column_names == ["id", "score", "tag"]
+    assert table.num_rows == 50
+    assert table.column_names == ["id", "score", "tag"]
     stats = json.loads((folder / "statistics.json").read_text())
     assert stats["id"] == {
         "count": 50,
@@ -168,14 +178,16 @@ async def test_lifecycle_watch_artifacts_and_state(
         "mean": 24.5,
         "distinct_estimate": 50,
     }
-    assert stats["tag"]["nulls"] == 10 and stats["tag"]["distinct_estimate"] == 4
+    assert stats["tag"]["nulls"] == 10
+    assert stats["tag"]["distinct_estimate"] == 4
     assert json.loads((folder / "preview.json").read_text())[:2] == [
         {"id": 0, "score": 0.0, "tag": "a"},
         {"id": 1, "score": 0.5, "tag": "b"},
     ]
     assert json.loads((folder / "metadata.json").read_text())["rows"] == 50
     missing = deployment.cli("runs", "artifacts", run_id, "--download", "nope", check=False)
-    assert missing.returncode == 2 and "has no artifact 'nope'" in missing.stderr
+    assert missing.returncode == 2
+    assert "has no artifact 'nope'" in missing.stderr
 
     # Instance state carries over: the second run starts from the first one's state.
     second = _in_pty(
@@ -191,7 +203,8 @@ async def test_lifecycle_watch_artifacts_and_state(
         isolation,
         "--wait",
     )
-    assert "completed [" in second and 'outputs: {"count": 2}' in second
+    assert "completed [" in second
+    assert 'outputs: {"count": 2}' in second
     listed = await client.list_runs(RunQuery(routine="steps", label="nightly"))
     assert [r["id"] for r in listed] == [run_id]
 
@@ -215,7 +228,8 @@ async def test_cancel_running_and_queued_with_queue_reason(
     )
     assert "slow allows 1 at a time" in held["queue_reason"]
     listed = deployment.cli("runs", "list", "--routine", "slow", "--status", "queued").stdout
-    assert "QUEUE_REASON" in listed and "concurrency limit" in listed
+    assert "QUEUE_REASON" in listed
+    assert "concurrency limit" in listed
 
     deployment.cli("runs", "cancel", second)
     cancelled_queued = await eventually(
@@ -227,11 +241,19 @@ async def test_cancel_running_and_queued_with_queue_reason(
         lambda: _status(client, first, "cancelled"), 30, what="running run cancelled"
     )
 
-    assert cancelled["error"] == "cancelled by request" and cancelled["isolation"] == isolation
+    assert cancelled["error"] == "cancelled by request"
+    assert cancelled["isolation"] == isolation
     assert [a["name"] for a in cancelled["artifacts"]] == ["partial"]
-    # The queued run never starts later, although its slot is free now.
-    await asyncio.sleep(3)
-    assert (await _run(client, second))["status"] == "cancelled"
+    # The queued run never starts later, although its slot is free now: once the runners
+    # have acknowledged every request, none is left that could start it.
+    await eventually(
+        functools.partial(consumer_idle, client.js, subjects.RUNNER_CONSUMER),
+        30,
+        what="runners done with every request",
+    )
+    never_started = await _run(client, second)
+    assert never_started["status"] == "cancelled"
+    assert never_started["started_at"] is None
     assert all(s.alive() for s in deployment.services.values())
 
 
@@ -332,10 +354,12 @@ async def test_broken_routines_fail_clearly_and_the_runner_lives(
         assert reason in (run["error"] or "") + (run["traceback"] or ""), (kind, run["error"])
         assert run["isolation"] == isolation, (kind, run)
     limited = await client.wait(over_own_limit, timeout=60)
-    assert limited["status"] == "failed" and limited["error"] == "memory limit exceeded"
+    assert limited["status"] == "failed"
+    assert limited["error"] == "memory limit exceeded"
     assert limited["memory_limit"] == 150 * 2**20
     retried = await client.wait(flaky, timeout=60)
-    assert retried["status"] == "completed" and retried["attempt"] == 2
+    assert retried["status"] == "completed"
+    assert retried["attempt"] == 2
     assert retried["outputs"] == {"attempts": 2}
     assert deployment.services["runner-0"].alive()
     hello = write_routine(tmp_path / "ok", _broken_routine("ok", "pass\n", isolation))
@@ -375,12 +399,18 @@ async def test_killed_runners_run_finishes_elsewhere_within_the_bound(
         if s.process is not None and s.process.pid == holder_pid
     )
 
+    # Mid-flight: the holder is alive and the run is its first attempt, not yet finished.
+    assert holder.alive()
+    assert running["status"] == "running"
+    assert running["attempt"] == 1
     holder.kill(signal.SIGKILL)
     killed_at = time.monotonic()
     finished = await client.wait(run_id, timeout=60)
 
-    assert finished["status"] == "completed" and finished["attempt"] == 2
-    assert finished["runner"] != running["runner"] and finished["isolation"] == isolation
+    assert finished["status"] == "completed"
+    assert finished["attempt"] == 2
+    assert finished["runner"] != running["runner"]
+    assert finished["isolation"] == isolation
     # Bound: ack wait (4s) + the run itself (4s) + slack for a loaded machine.
     assert time.monotonic() - killed_at < 40
 
@@ -430,7 +460,8 @@ async def test_in_memory_run_is_recorded_and_refused_when_not_allowed(
     assert "factor: 'lots' is not a valid int" in prompted.stdout
     assert "; try again" in prompted.stdout
     assert '"value": 63' in prompted.stdout, prompted.stdout + prompted.stderr
-    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
     assert "does not allow in-memory runs" in refused.stderr
     recorded = await eventually(lambda: _all_completed(client), 30, what="in-memory runs recorded")
     assert sorted(r["run_number"] for r in recorded) == [1, 2]
@@ -476,8 +507,10 @@ async def test_a_stopping_runner_hands_its_run_back(
     stopped_at = time.monotonic()
     finished = await client.wait(run_id, timeout=90)
 
-    assert stopping.process is not None and stopping.process.returncode == 0
-    assert finished["status"] == "completed" and finished["runner"] != running["runner"]
+    assert stopping.process is not None
+    assert stopping.process.returncode == 0
+    assert finished["status"] == "completed"
+    assert finished["runner"] != running["runner"]
     # Handed back by a clean stop, the interrupted attempt is not charged to the run.
     assert finished["attempt"] == 1
     assert "draining: 1 run(s) in progress" in stopping.log()
@@ -497,10 +530,13 @@ async def test_a_run_whose_runners_keep_dying_fails_with_the_reason(
 
     for attempt in (1, 2):
         running = await eventually(
-            lambda n=attempt: _attempt(client, run_id, n), 60, what=f"attempt {attempt} running"
+            functools.partial(_attempt, client, run_id, attempt),
+            60,
+            what=f"attempt {attempt} running",
         )
         pid = int(running["runner"].rsplit(":", 1)[1])
         holder = next(s for s in deployment.services.values() if s.process and s.process.pid == pid)
+        assert holder.alive(), f"attempt {attempt} is held by a runner that already died"
         await asyncio.to_thread(holder.kill, signal.SIGKILL)
     failed = await client.wait(run_id, timeout=60)
 
@@ -530,19 +566,29 @@ async def test_a_running_run_with_no_runner_left_is_failed_by_the_sweep(
         "routine", "create", str(write_routine(tmp_path / "s", SLEEPER)), "--name", "sleeper"
     )
     run_id = await client.submit("sleeper", {"seconds": 60.0})
-    await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
+    started = await eventually(lambda: _status(client, run_id, "running"), 60, what="run started")
+    holder = deployment.services["runner-0"]
+    assert holder.process is not None
+    # Mid-flight: the only runner holds the run, which sleeps for a minute.
+    assert started["runner"].endswith(f":{holder.process.pid}")
 
-    await asyncio.to_thread(deployment.services["runner-0"].kill, signal.SIGKILL)
+    await asyncio.to_thread(holder.kill, signal.SIGKILL)
     failed = await eventually(
         lambda: _status(client, run_id, "failed"), 30, what="stale run failed"
     )
 
     assert failed["error"].startswith("no runner heartbeat for 4s")
-    # A runner that comes back does not run it behind the record's back.
+    # A runner that comes back does not run it behind the record's back: the request the
+    # dead runner never acknowledged is redelivered to it, and it acknowledges without running.
     deployment.start("runner", "runner-1")
-    await asyncio.sleep(6)
+    await eventually(
+        functools.partial(consumer_idle, client.js, subjects.RUNNER_CONSUMER),
+        60,
+        what="the redelivered request acknowledged",
+    )
     after = await _run(client, run_id)
-    assert after["status"] == "failed" and after["attempt"] == 1
+    assert after["status"] == "failed"
+    assert after["attempt"] == 1
 
 
 COUNTER = f"""
@@ -574,7 +620,8 @@ async def test_concurrent_state_writes_conflict_loudly(
     slow_run = await client.wait(slow, timeout=60)
     after = await client.wait(await client.submit("counter"), timeout=60)
 
-    assert fast_run["status"] == "completed" and fast_run["outputs"] == {"n": 1}
+    assert fast_run["status"] == "completed"
+    assert fast_run["outputs"] == {"n": 1}
     assert slow_run["status"] == "failed"
     assert slow_run["error"].startswith("state conflict: another run of counter changed its state")
     assert after["outputs"] == {"n": 2}, "the conflicting run did not overwrite the state"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import signal
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from mainspring import subjects
 from mainspring.client import Client
 from mainspring.messages import ScheduleFired
 from mainspring.records import RunQuery
-from tests.harness import Deployment, eventually, write_routine
+from tests.harness import Deployment, consumer_idle, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -58,8 +60,13 @@ async def test_every_second_fires_once_per_tick_across_two_tickers_and_sigkill(
     # No ticker at all for a few seconds: catchup="all" must fill the gap after restart.
     system.services["ticker"].kill(signal.SIGKILL)
     second.kill(signal.SIGKILL)
+    killed_at = datetime.now(UTC)
+    last_before_kill = max(await stream_ticks(client, "tick"))
+    # The kill landed mid-flight: the tickers were firing every second up to their death.
+    assert killed_at - last_before_kill < timedelta(seconds=3), (killed_at, last_before_kill)
+    await asyncio.sleep(4)  # the outage itself: four ticks come due with no ticker alive
+    assert max(await stream_ticks(client, "tick")) == last_before_kill, "fired while killed"
     before_restart = len(await fired_ticks(client, "tick"))
-    await asyncio.sleep(4)
     system.start("ticker")
     await eventually(
         lambda: _at_least(client, "tick", before_restart + 8),
@@ -67,7 +74,7 @@ async def test_every_second_fires_once_per_tick_across_two_tickers_and_sigkill(
         what="ticks after the restart",
     )
     system.cli("routine", "disable", "tick")
-    await asyncio.sleep(3)  # ticks in flight settle
+    await settled(client)
 
     events = await fired_ticks(client, "tick")
     ticks = tick_times(events)
@@ -85,30 +92,45 @@ async def test_every_second_fires_once_per_tick_across_two_tickers_and_sigkill(
     published = await stream_ticks(client, "tick")
     assert sorted(published) == sorted(set(published)), "schedule.fired doubled"
     # A tick in flight while disabling is recorded as skipped, not fired: the stream holds
-    # exactly the ticks the history shows, each once.
-    await eventually(
-        lambda: _history_matches(client, "tick", published), timeout=30, what="history"
-    )
+    # exactly the ticks the history shows, each once (both read again on every check, so a
+    # tick the ticker sent before it saw the disable is counted on both sides).
+    await eventually(lambda: _history_matches(client, "tick"), timeout=30, what="history")
 
 
-async def _history_matches(client: Client, routine: str, published: list[datetime]) -> bool:
+async def settled(client: Client) -> None:
+    """Every tick published so far is decided by the dispatcher and in the history.
+
+    The dispatcher reads the registry for each tick, so once the ticks published before a
+    disable (or delete) are decided, a later one can only be recorded as skipped.
+    """
+    for consumer in ("dispatcher-schedule", "recorder-triggers"):
+        await eventually(
+            functools.partial(consumer_idle, client.js, consumer), timeout=30, what=consumer
+        )
+
+
+async def _history_matches(client: Client, routine: str) -> bool:
+    published = await stream_ticks(client, routine)
+    assert sorted(published) == sorted(set(published)), "schedule.fired doubled"
     events = await client.trigger_events(routine, limit=10_000)
     return sorted(published) == sorted(datetime.fromisoformat(e["scheduled_at"]) for e in events)
 
 
 async def stream_ticks(client: Client, routine: str) -> list[datetime]:
     """Every schedule.fired message of a routine stored on the stream."""
-    subscription = await client.js.subscribe("schedule.fired", ordered_consumer=True)
     found: list[datetime] = []
+    stored = await client.js.stream_info(subjects.STREAM, subjects_filter=subjects.SCHEDULE_FIRED)
+    if not (stored.state.subjects or {}).get(subjects.SCHEDULE_FIRED):
+        return found
+    subscription = await client.js.subscribe(subjects.SCHEDULE_FIRED, ordered_consumer=True)
     try:
         while True:
-            try:
-                message = await subscription.next_msg(timeout=2)
-            except Exception:
-                return found
+            message = await subscription.next_msg(timeout=10)
             body = ScheduleFired.model_validate_json(message.data)
             if body.routine == routine:
                 found.append(body.scheduled_at)
+            if message.metadata.num_pending == 0:
+                return found  # the last one stored when the consumer was made
     finally:
         await subscription.unsubscribe()
 
@@ -121,12 +143,17 @@ async def test_disabled_routine_stops_and_resumes_without_backfill(
     await eventually(lambda: _at_least(client, "tick", 3), timeout=60, what="first ticks")
 
     system.cli("routine", "disable", "tick")
-    await asyncio.sleep(2)
+    disabled_at = datetime.now(UTC)
+    await settled(client)
     stopped = len(await fired_ticks(client, "tick"))
-    await asyncio.sleep(4)
+    await asyncio.sleep(4)  # a window in which the schedule, were it armed, would fire four times
     assert len(await fired_ticks(client, "tick")) == stopped, "fired while disabled"
+    # The ticker itself stopped: nothing published past the moment it saw the disable.
+    late = [t for t in await stream_ticks(client, "tick") if t > disabled_at + timedelta(seconds=2)]
+    assert not late, f"the ticker kept publishing while disabled: {late}"
     shown = system.cli("routine", "show", "tick").stdout
-    assert '"enabled": false' in shown and '"next_fire_at": null' in shown
+    assert '"enabled": false' in shown
+    assert '"next_fire_at": null' in shown
 
     system.cli("routine", "enable", "tick")
     await eventually(
@@ -136,9 +163,11 @@ async def test_disabled_routine_stops_and_resumes_without_backfill(
     assert len(set(ticks)) == len(ticks)
     # The disabled seconds are not caught up: exactly one gap, of at least the pause.
     gaps = [b - a for a, b in itertools.pairwise(ticks) if b - a != timedelta(seconds=1)]
-    assert len(gaps) == 1 and gaps[0] >= timedelta(seconds=4)
+    assert len(gaps) == 1, gaps
+    assert gaps[0] >= timedelta(seconds=4)
     shown = system.cli("routine", "show", "tick").stdout
-    assert '"next_fire_at": "' in shown and '"last_run_id": "' in shown
+    assert '"next_fire_at": "' in shown
+    assert '"last_run_id": "' in shown
 
 
 async def _at_least(client: Client, routine: str, count: int) -> bool:
@@ -185,7 +214,8 @@ async def test_poll_fires_on_dict_skips_on_none_fails_on_exception_and_timeout(
         lambda: _event_with(client, "poller", "fired"), timeout=60, what="a fired poll"
     )
     run = await client.wait(fired["run_id"], timeout=60)
-    assert run["status"] == "completed" and run["trigger_kind"] == "poll"
+    assert run["status"] == "completed"
+    assert run["trigger_kind"] == "poll"
     assert run["inputs"] == {"count": 3}
     assert run["outputs"]["payload"] == {"count": 3, "note": "extra keys stay in the payload"}
     assert run["trigger_event"]["scheduled_at"] == fired["scheduled_at"]
@@ -194,7 +224,8 @@ async def test_poll_fires_on_dict_skips_on_none_fails_on_exception_and_timeout(
     skipped = await eventually(
         lambda: _event_with(client, "poller", "skipped"), timeout=60, what="a skipped poll"
     )
-    assert skipped["reason"] == "poll function returned None" and skipped["run_id"] is None
+    assert skipped["reason"] == "poll function returned None"
+    assert skipped["run_id"] is None
 
     mode.write_text("raise")
     failed = await eventually(
@@ -208,7 +239,9 @@ async def test_poll_fires_on_dict_skips_on_none_fails_on_exception_and_timeout(
     )
     assert timed_out["reason"] == "poll function routine:check timed out after 2s"
     events = system.cli("routine", "events", "poller").stdout
-    assert "fired" in events and "skipped" in events and "failed" in events
+    assert "fired" in events
+    assert "skipped" in events
+    assert "failed" in events
 
 
 SLOW = """
@@ -231,7 +264,8 @@ async def test_overlap_skip_records_skipped_ticks_and_runs_never_overlap(
     skipped = await eventually(
         lambda: _event_with(client, "slow", "skipped", "overlap=skip"), timeout=60, what="skip"
     )
-    assert skipped["reason"].startswith("run ") and "still active" in skipped["reason"]
+    assert skipped["reason"].startswith("run ")
+    assert "still active" in skipped["reason"]
     # The active run is known from the dispatcher's own saved state, not its memory.
     system.services["dispatcher"].kill(signal.SIGKILL)
     system.start("dispatcher")
@@ -286,10 +320,13 @@ async def test_schedule_update_and_delete_take_effect_without_restart(
     assert all(b - a == timedelta(seconds=3) for a, b in itertools.pairwise(later)), later
 
     system.cli("routine", "delete", "tick")
-    await asyncio.sleep(2)
-    settled = len(await fired_ticks(client, "tick"))
-    await asyncio.sleep(5)
-    assert len(await fired_ticks(client, "tick")) == settled, "a deleted routine fired"
+    deleted_at = datetime.now(UTC)
+    await settled(client)
+    fired = len(await fired_ticks(client, "tick"))
+    await asyncio.sleep(5)  # a window in which the schedule, were it armed, would fire
+    assert len(await fired_ticks(client, "tick")) == fired, "a deleted routine fired"
+    late = [t for t in await stream_ticks(client, "tick") if t > deleted_at + timedelta(seconds=3)]
+    assert not late, f"the ticker kept publishing a deleted routine: {late}"
 
 
 async def _ticks_after(client: Client, routine: str, after: datetime, count: int) -> bool:

@@ -174,7 +174,8 @@ async def test_a_killed_nats_server_is_restarted_and_work_goes_on(up: Up, tmp_pa
     state = await up.ready()
     assert state["nats_url"] == nats_url
     nats_part = next(p for p in state["parts"] if p["name"] == "nats-server")
-    assert nats_part["restarts"] == 1 and nats_part["pid"] != nats_pid
+    assert nats_part["restarts"] == 1
+    assert nats_part["pid"] != nats_pid
     assert nats_part["last_exit"] == "signal SIGKILL"
 
     # Nothing done to `up`: a manual run completes through every service...
@@ -191,7 +192,8 @@ async def test_a_killed_nats_server_is_restarted_and_work_goes_on(up: Up, tmp_pa
         interval=1,
         what="a scheduled run of the routine registered after the restart",
     )
-    assert up.process is not None and up.process.poll() is None, up.output()
+    assert up.process is not None
+    assert up.process.poll() is None, up.output()
 
 
 async def test_status_reports_a_killed_service_as_restarting_then_ready(up: Up) -> None:
@@ -228,7 +230,8 @@ async def test_status_reports_a_killed_service_as_restarting_then_ready(up: Up) 
     assert "dispatcher died (signal SIGKILL)" in up.output()
     table = up.cli("status")
     assert table.returncode == 0, table.stdout + table.stderr
-    assert "dispatcher" in table.stdout and "ready" in table.stdout
+    assert "dispatcher" in table.stdout
+    assert "ready" in table.stdout
 
 
 async def test_down_from_a_second_process_stops_everything_and_frees_the_port(up: Up) -> None:
@@ -242,14 +245,16 @@ async def test_down_from_a_second_process_stops_everything_and_frees_the_port(up
     down = up.cli("down")
 
     assert down.returncode == 0, down.stdout + down.stderr
-    assert "stopped" in down.stdout and "killed" not in down.stdout
+    assert "stopped" in down.stdout
+    assert "killed" not in down.stdout
     assert up.process is not None
     assert up.process.wait(timeout=10) == 0, up.output()
     _wait_gone(pids, 10)
     assert port_is_free(nats_port)
     assert read_up_state(up.settings()) is None
     again = up.cli("down")
-    assert again.returncode == 1 and "not up" in again.stderr
+    assert again.returncode == 1
+    assert "not up" in again.stderr
 
 
 async def test_up_detach_then_logs_and_down(up: Up) -> None:
@@ -264,14 +269,18 @@ async def test_up_detach_then_logs_and_down(up: Up) -> None:
     up_log = up.home / "logs" / "up.log"
     assert "mainspring is up" in up_log.read_text()
     second = up.cli("up", "--detach")
-    assert second.returncode == 2 and "already up" in second.stderr
+    assert second.returncode == 2
+    assert "already up" in second.stderr
 
     logs = up.cli("logs", "nats-server")
-    assert logs.returncode == 0 and "Server is ready" in logs.stdout, logs.stdout + logs.stderr
+    assert logs.returncode == 0, logs.stderr
+    assert "Server is ready" in logs.stdout, logs.stdout + logs.stderr
     every = up.cli("logs", "--lines", "5")
-    assert "dispatcher" in every.stdout and "nats-server" in every.stdout
+    assert "dispatcher" in every.stdout
+    assert "nats-server" in every.stdout
     unknown = up.cli("logs", "nope")
-    assert unknown.returncode == 2 and "choose one of" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "choose one of" in unknown.stderr
 
     pids = [up_pid, *(int(p["pid"]) for p in state["parts"])]
     nats_port = int(state["nats_url"].rsplit(":", 1)[1])
@@ -330,7 +339,8 @@ def test_up_refuses_a_nats_port_in_use(up: Up) -> None:
     assert result.returncode == 1
     assert f"port {port} is taken" in result.stderr
     assert detached.returncode == 1
-    assert "did not start" in detached.stderr and f"port {port} is taken" in detached.stderr
+    assert "did not start" in detached.stderr
+    assert f"port {port} is taken" in detached.stderr
     assert len(detached.stderr.strip().splitlines()) == 1
 
 
@@ -348,4 +358,5 @@ async def test_a_killed_up_takes_its_parts_with_it(up: Up) -> None:
     _wait_gone(pids, 20)
     assert port_is_free(nats_port)
     status = up.cli("status")
-    assert status.returncode == 1 and "not up" in status.stdout
+    assert status.returncode == 1
+    assert "not up" in status.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from mainspring.client import Client
 from mainspring.up import free_port, wait_for_port
 from tests.harness import Deployment, copy_example
 
@@ -34,6 +36,12 @@ def web(system: Deployment) -> Iterator[str]:
     process.wait(timeout=10)
 
 
+def read_page(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as page:
+        body: bytes = page.read()
+        return body
+
+
 def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
     data = None if body is None else json.dumps(body).encode()
     try:
@@ -43,29 +51,44 @@ def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, A
         return error.code, json.loads(error.read())
 
 
-def test_page_lists_starts_and_refuses_runs(system: Deployment, web: str, tmp_path: Path) -> None:
+async def fetch(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """`call` off the event loop, so the SDK client's connection stays served."""
+    return await asyncio.to_thread(call, url, body)
+
+
+async def test_page_lists_starts_and_refuses_runs(
+    system: Deployment, client: Client, web: str, tmp_path: Path
+) -> None:
     system.cli("routine", "create", str(copy_example("hello", tmp_path)), "--name", "hello")
 
-    with urllib.request.urlopen(web + "/", timeout=30) as page:
-        assert b"<title>Mainspring</title>" in page.read()
-    status, routines = call(web + "/api/routines")
-    assert status == 200 and [r["name"] for r in routines["routines"]] == ["hello"]
-
-    status, refused = call(web + "/api/routines/hello/run", {"inputs": {"steps": "lots"}})
-    assert status == 400 and "input 'steps'" in refused["error"]
-
-    status, started = call(web + "/api/routines/hello/run", {"inputs": {"steps": 1}})
-    assert status == 202
-    system.cli("runs", "show", started["run_id"])
-    waited = system.cli("run", "hello", "--input", "steps=1", "--wait", "--timeout", "60")
-    assert "completed" in waited.stdout
-    status, shown = call(web + "/api/runs/" + started["run_id"])
-    assert status == 200 and shown["run"]["routine"] == "hello"
-    status, listed = call(web + "/api/runs?routine=hello")
-    assert started["run_id"] in [r["id"] for r in listed["runs"]]
-
-    status, _ = call(web + "/api/routines/hello/disable", {"reason": "maintenance"})
+    page = await asyncio.to_thread(read_page, web + "/")
+    assert b"<title>Mainspring</title>" in page
+    status, routines = await fetch(web + "/api/routines")
     assert status == 200
-    _, routines = call(web + "/api/routines")
+    assert [r["name"] for r in routines["routines"]] == ["hello"]
+
+    status, refused = await fetch(web + "/api/routines/hello/run", {"inputs": {"steps": "lots"}})
+    assert status == 400
+    assert "input 'steps'" in refused["error"]
+
+    status, started = await fetch(web + "/api/routines/hello/run", {"inputs": {"steps": 1}})
+    assert status == 202
+    run_id = started["run_id"]
+    # The run the page started, waited for by its id (the routine also ticks every 10s).
+    finished = await client.wait(run_id, timeout=60)
+    assert finished["status"] == "completed", finished
+    status, shown = await fetch(web + "/api/runs/" + run_id)
+    assert status == 200
+    assert shown["run"]["id"] == run_id
+    assert shown["run"]["routine"] == "hello"
+    assert shown["run"]["status"] == "completed"
+    assert shown["run"]["inputs"] == {"name": "world", "steps": 1}
+    status, listed = await fetch(web + "/api/runs?routine=hello")
+    assert status == 200
+    assert run_id in [r["id"] for r in listed["runs"]]
+
+    status, _ = await fetch(web + "/api/routines/hello/disable", {"reason": "maintenance"})
+    assert status == 200
+    _, routines = await fetch(web + "/api/routines")
     assert routines["routines"][0]["enabled"] is False
     assert routines["routines"][0]["disabled_reason"] == "maintenance"

@@ -98,11 +98,15 @@ def test_completion_event_carries_upstream_result_lineage_and_chain() -> None:
 
     [request] = core.decide_completion([definition()], upstream, NOW, max_hops=8).requests
 
-    assert request.trigger_kind == "completion" and request.source == "trigger"
-    assert request.event["routine"] == "upstream" and request.event["run_id"] == "r-b"
-    assert request.event["outputs"] == {"rows": 10} and request.event["status"] == "completed"
+    assert request.trigger_kind == "completion"
+    assert request.source == "trigger"
+    assert request.event["routine"] == "upstream"
+    assert request.event["run_id"] == "r-b"
+    assert request.event["outputs"] == {"rows": 10}
+    assert request.event["status"] == "completed"
     assert request.event["run_number"] == 4
-    assert request.hop == 2 and request.parent_run_id == "r-b"
+    assert request.hop == 2
+    assert request.parent_run_id == "r-b"
     assert request.chain == ["a:r-a", "upstream:r-b"]
     assert request.run_id == core.run_id_for("downstream", "completion:r-b")
 
@@ -113,7 +117,8 @@ def test_other_routines_and_other_trigger_kinds_do_not_fire() -> None:
 
     decision = core.decide_completion([scheduled, unrelated], completed(), NOW, max_hops=8)
 
-    assert decision.requests == [] and decision.history == []
+    assert decision.requests == []
+    assert decision.history == []
 
 
 def test_disabled_trigger_is_skipped_with_reason() -> None:
@@ -160,9 +165,11 @@ def test_loop_blocked_records_the_chain_that_caused_it_and_publishes_no_run() ->
         [loop], completed("a", run_id="11111111-4", hop=3, chain=chain), NOW, max_hops=8
     )
 
-    assert decision.requests == [] and decision.refused == []
+    assert decision.requests == []
+    assert decision.refused == []
     [blocked] = decision.history
-    assert blocked.status == "loop_blocked" and blocked.run_id is None
+    assert blocked.status == "loop_blocked"
+    assert blocked.run_id is None
     assert blocked.chain == [*chain, "a:11111111-4"]
     assert blocked.reason is not None
     assert "hop 4 exceeds max_hops 3" in blocked.reason
@@ -175,7 +182,8 @@ def test_chain_is_bounded_keeping_the_newest_ancestors() -> None:
     extended = core.extend_chain(chain, "r", "last")
 
     assert len(extended) == CHAIN_LIMIT
-    assert extended[-1] == "r:last" and extended[0] == "r:1"
+    assert extended[-1] == "r:last"
+    assert extended[0] == "r:1"
 
 
 def test_redelivered_completion_decides_the_same_run_ids() -> None:
@@ -227,7 +235,9 @@ def test_trigger_outcome(status: str, run_id: str | None, outcome: str, key: str
 
 
 def replay(
-    events: list[tuple[str, str]], threshold: int = 3, routine: RoutineDefinition | None = None
+    events: list[tuple[core.StartOutcome, str]],
+    threshold: int = 3,
+    routine: RoutineDefinition | None = None,
 ) -> list[core.CrashVerdict]:
     """Feed (outcome, key) pairs through decide_crash_loop, carrying the state along."""
     routine = routine or definition()
@@ -241,7 +251,7 @@ def replay(
             key,
             "ImportError: no module named x",
             threshold,
-            NOW,  # type: ignore[arg-type]
+            NOW,
         )
         verdicts.append(verdict)
         state = verdict.state
@@ -270,11 +280,11 @@ def replay(
             3,
         ),
         # already disabled: no second disable
-        ([(("start_failed"), str(i)) for i in range(5)], 2, 3),
+        ([("start_failed", str(i)) for i in range(5)], 2, 3),
     ],
 )
 def test_consecutive_start_failures_disable_at_threshold(
-    events: list[tuple[str, str]], disabled_at: int | None, final_count: int
+    events: list[tuple[core.StartOutcome, str]], disabled_at: int | None, final_count: int
 ) -> None:
     verdicts = replay(events)
 
@@ -300,8 +310,10 @@ def test_disable_records_a_disabled_trigger_event_with_the_reason() -> None:
     assert "ModuleNotFoundError" in verdict.disable_reason
     assert "mainspring routine create" in verdict.disable_reason
     [recorded] = verdict.history
-    assert recorded.status == "disabled" and recorded.kind == "completion"
-    assert recorded.run_id == "c" and recorded.reason == verdict.disable_reason
+    assert recorded.status == "disabled"
+    assert recorded.kind == "completion"
+    assert recorded.run_id == "c"
+    assert recorded.reason == verdict.disable_reason
 
 
 def test_updating_or_enabling_the_routine_rearms_the_count() -> None:
@@ -326,7 +338,8 @@ def test_unknown_routine_is_not_counted() -> None:
 
     verdict = core.decide_crash_loop(None, state, "start_failed", "r", "boom", 1, NOW)
 
-    assert verdict.state is state and verdict.disable_reason is None
+    assert verdict.state is state
+    assert verdict.disable_reason is None
 
 
 @pytest.mark.parametrize(

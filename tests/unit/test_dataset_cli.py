@@ -46,7 +46,8 @@ def test_create_append_update_and_show(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["dataset", "show", "photos", "--json"]) == 0
 
     shown = json.loads(capsys.readouterr().out)
-    assert shown["rows"] == 4 and shown["version"] == 3
+    assert shown["rows"] == 4
+    assert shown["version"] == 3
     assert [(v["version"], v["kind"], v["added_rows"]) for v in shown["versions"]] == [
         (3, "overwrite", 4),
         (2, "update", 2),
@@ -74,7 +75,8 @@ def test_bad_input_is_one_line_naming_the_fix(
 ) -> None:
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
-    assert fix in error and "\n" not in error
+    assert fix in error
+    assert "\n" not in error
 
 
 def test_a_table_deltalake_cannot_load_is_listed_and_shown_with_the_reason(

@@ -120,6 +120,8 @@ def test_the_announcement_names_its_table_and_dedups_per_table() -> None:
 def test_a_merge_that_only_inserted_is_announced_as_such() -> None:
     merge = parse_commit(4, commit_text("MERGE", {}, adds=[2]))
     announced = core.announcement("photos", merge, 2, 12)
-    assert announced is not None and announced.inserted_by_merge
+    assert announced is not None
+    assert announced.inserted_by_merge
     append = core.announcement("photos", parse_commit(5, commit_text("WRITE", {}, adds=[1])), 1, 13)
-    assert append is not None and not append.inserted_by_merge
+    assert append is not None
+    assert not append.inserted_by_merge

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -106,7 +107,7 @@ def test_errors_are_one_line_naming_the_fix(root: str, tmp_path: Path) -> None:
     datasets.create("photos", "id:int64,text:string", root=root)
     (tmp_path / "bad.parquet").write_text("not parquet")
     (tmp_path / "rows.txt").write_text("1,2")
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (
             lambda: datasets.append("missing", rows(0, 1), root=root),
             "mainspring dataset create missing",
@@ -139,7 +140,8 @@ def test_errors_are_one_line_naming_the_fix(root: str, tmp_path: Path) -> None:
     for action, fix in cases:
         with pytest.raises(DatasetError) as raised:
             action()
-        assert fix in str(raised.value) and "\n" not in str(raised.value)
+        assert fix in str(raised.value)
+        assert "\n" not in str(raised.value)
 
 
 def test_event_rows_stream_file_by_file(root: str) -> None:

@@ -134,7 +134,9 @@ def test_an_already_counted_version_changes_nothing(to_version: int) -> None:
     decision = core.decide_dataset_append(
         definition(100), counted, appended(to_version, 40), NOW, 8
     )
-    assert decision.cursor is None and not decision.requests and not decision.history
+    assert decision.cursor is None
+    assert not decision.requests
+    assert not decision.history
 
 
 def test_without_a_seeded_cursor_the_first_event_starts_it() -> None:
@@ -153,9 +155,8 @@ def test_a_disabled_routine_keeps_accumulating_so_nothing_is_lost() -> None:
     assert decision.cursor == cursor(3, seen=4, pending=5).model_copy(
         update={"pending_parent_run_id": None}
     )
-    assert decision.history[0].status == "skipped" and "disabled" in (
-        decision.history[0].reason or ""
-    )
+    assert decision.history[0].status == "skipped"
+    assert "disabled" in (decision.history[0].reason or "")
 
 
 @pytest.mark.parametrize(
@@ -181,7 +182,8 @@ def test_hops(
         max_hops=8,
     )
 
-    assert decision.cursor is not None and decision.cursor.fired_version == 4
+    assert decision.cursor is not None
+    assert decision.cursor.fired_version == 4
     if blocked:
         assert not decision.requests
         assert [h.status for h in decision.history] == ["loop_blocked"]
@@ -222,7 +224,8 @@ def test_a_recreated_dataset_restarts_the_cursor_with_a_clear_event() -> None:
     assert (request.event["from_version"], request.event["to_version"]) == (-1, 0)
     assert request.event["added_records"] == 3
     restarted, fired = decision.history
-    assert restarted.status == "skipped" and fired.status == "fired"
+    assert restarted.status == "skipped"
+    assert fired.status == "fired"
     assert restarted.reason is not None
     assert "deleted and created again" in restarted.reason
     assert "40 pending rows went with the old table" in restarted.reason
@@ -244,7 +247,8 @@ def test_the_same_range_of_a_recreated_table_is_another_run() -> None:
 def test_a_cursor_learns_its_table_from_the_first_announcement_naming_it() -> None:
     event = appended(to=5, rows=2).model_copy(update={"table_id": "t-1"})
     decision = core.decide_dataset_append(definition(batch_rows=10), cursor(4), event, NOW, 8)
-    assert decision.cursor is not None and decision.cursor.table_id == "t-1"
+    assert decision.cursor is not None
+    assert decision.cursor.table_id == "t-1"
     assert [h.status for h in decision.history] == ["skipped"]  # below batch_rows, no restart
 
 
@@ -257,4 +261,5 @@ def test_a_merge_that_only_inserted_fires_only_routines_that_opted_in() -> None:
         update={"trigger": DatasetAppendTrigger(dataset="photos", merge_inserts=True)}
     )
     (request,) = core.decide_dataset_append(opted_in, cursor(4), merge, NOW, 8).requests
-    assert request.event["merge_inserts"] is True and request.event["added_records"] == 2
+    assert request.event["merge_inserts"] is True
+    assert request.event["added_records"] == 2

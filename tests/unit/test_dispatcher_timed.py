@@ -86,7 +86,8 @@ def test_buffer_one_keeps_one_and_starts_it_when_the_active_run_completes() -> N
         )
     assert [h.status for h in decision.history] == ["skipped"]
     assert "already buffered" in (decision.history[0].reason or "")
-    assert state.pending is not None and state.pending.request.run_id == run_of(1)
+    assert state.pending is not None
+    assert state.pending.request.run_id == run_of(1)
 
     started, state = timed.release_run(state, run_of(0), NOW)
 
@@ -94,20 +95,23 @@ def test_buffer_one_keeps_one_and_starts_it_when_the_active_run_completes() -> N
     assert [h.status for h in started.history] == ["fired"]
     assert state == timed.OverlapState(active=(run_of(1),))
     done, state = timed.release_run(state, run_of(1), NOW)
-    assert done == core.Decision() and state == timed.OverlapState()
+    assert done == core.Decision()
+    assert state == timed.OverlapState()
 
 
 def test_redelivered_tick_republishes_instead_of_skipping_itself() -> None:
     decision = scheduled("skip", 0)
     _, state, _ = timed.gate_run("skip", timed.OverlapState(), decision, NOW)
     again, same, _ = timed.gate_run("skip", state, decision, NOW)
-    assert again == decision and same == state
+    assert again == decision
+    assert same == state
 
 
 def test_completion_of_an_unknown_or_cancelled_run_changes_nothing() -> None:
     state = timed.OverlapState(active=(run_of(1),))
     decision, same = timed.release_run(state, run_of(0), NOW)
-    assert decision == core.Decision() and same == state
+    assert decision == core.Decision()
+    assert same == state
 
 
 POLL = PollTrigger(fn="r:check", every="10s")
@@ -131,17 +135,20 @@ def test_poll_results(
     )
     decision = timed.decide_poll_result(routine(POLL), polled, NOW)
     [history] = decision.history
-    assert history.status == status and history.kind == "poll"
+    assert history.status == status
+    assert history.kind == "poll"
     assert history.scheduled_at == tick(0)
     if reason is None:
         assert history.reason is None
     else:
-        assert history.reason is not None and history.reason.startswith(reason)
+        assert history.reason is not None
+        assert history.reason.startswith(reason)
     if inputs is None:
         assert decision.requests == []
     else:
         [request] = decision.requests
-        assert request.inputs == inputs and request.trigger_kind == "poll"
+        assert request.inputs == inputs
+        assert request.trigger_kind == "poll"
         assert request.event == {"scheduled_at": tick(0).isoformat(), "payload": result["payload"]}
         assert history.run_id == request.run_id
 
@@ -149,7 +156,9 @@ def test_poll_results(
 def test_poll_tick_asks_a_runner_only_for_enabled_poll_routines() -> None:
     fired = ScheduleFired(routine="r", scheduled_at=tick(0), fired_at=tick(0))
     asked = timed.poll_request(routine(POLL), fired)
-    assert asked is not None and asked.fn == "r:check" and asked.timeout_s == 60.0
+    assert asked is not None
+    assert asked.fn == "r:check"
+    assert asked.timeout_s == 60.0
     assert asked.message_id() == f"poll:r:{tick(0).isoformat()}"
     assert timed.poll_request(routine(POLL, enabled=False), fired) is None
     assert timed.poll_request(routine(ScheduleTrigger(every="1s")), fired) is None
@@ -162,7 +171,10 @@ def test_buffered_tick_of_a_disabled_routine_is_recorded_skipped_not_started() -
 
     decision, state = timed.release_run(state, run_of(0), NOW, still_enabled=False)
 
-    assert decision.requests == [] and state == timed.OverlapState()
+    assert decision.requests == []
+    assert state == timed.OverlapState()
     [history] = decision.history
-    assert history.status == "skipped" and history.scheduled_at == tick(1)
-    assert history.reason is not None and "trigger disabled" in history.reason
+    assert history.status == "skipped"
+    assert history.scheduled_at == tick(1)
+    assert history.reason is not None
+    assert "trigger disabled" in history.reason

@@ -27,7 +27,8 @@ def _process(source: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-c", source], stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
     )
-    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
     return process
 
 

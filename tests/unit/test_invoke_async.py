@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mainspring import Routine, on_schedule
+from mainspring import Routine, ScheduleEvent, on_schedule
 from mainspring.invoke import invoke
 from mainspring.routine import RunInfo
 
@@ -28,7 +28,9 @@ class AsyncRoutine(Routine):
         # Bound to the run's loop: run() and cleanup() must see the same one.
         self.loop = asyncio.get_running_loop()
 
-    async def run(self, tick=on_schedule(every="1h"), n: int = 3) -> dict[str, Any]:
+    async def run(
+        self, tick: ScheduleEvent = on_schedule(every="1h"), n: int = 3
+    ) -> dict[str, Any]:
         assert asyncio.get_running_loop() is self.loop
         await asyncio.sleep(0.01)
         self.progress(0.5, "half")
@@ -40,7 +42,7 @@ class AsyncRoutine(Routine):
 
 
 class AsyncFailure(Routine):
-    async def run(self, tick=on_schedule(every="1h")) -> None:
+    async def run(self, tick: ScheduleEvent = on_schedule(every="1h")) -> None:
         await asyncio.sleep(0)
         raise ValueError("the async routine broke")
 
@@ -49,7 +51,7 @@ class MixedRoutine(Routine):
     def setup(self) -> None:
         self.ready = True
 
-    async def run(self, tick=on_schedule(every="1h")) -> dict[str, Any]:
+    async def run(self, tick: ScheduleEvent = on_schedule(every="1h")) -> dict[str, Any]:
         return {"ready": self.ready}
 
 

@@ -87,4 +87,5 @@ def test_the_recorder_keeps_the_isolation_a_run_ran_with() -> None:
     row = recorder.merge(None, recorder.changes_for_started(started))
     row = recorder.merge(row, recorder.changes_for_completed(completed))
 
-    assert row["isolation"] == "process" and row["status"] == "completed"
+    assert row["isolation"] == "process"
+    assert row["status"] == "completed"

@@ -58,7 +58,8 @@ def upstream_run(
 def refusal(decision: core.Decision) -> str:
     assert not decision.requests, decision
     [refused] = decision.refused
-    assert refused.status == "failed" and refused.run_id == "r1"
+    assert refused.status == "failed"
+    assert refused.run_id == "r1"
     return refused.error or ""
 
 
@@ -70,7 +71,8 @@ def test_a_dataset_routine_gets_the_pending_rows_since_its_cursor() -> None:
     )
 
     [request] = decision.requests
-    assert request.trigger_kind == "dataset" and request.source == "manual"
+    assert request.trigger_kind == "dataset"
+    assert request.source == "manual"
     assert request.event == {
         "dataset": "photos",
         "from_version": 3,
@@ -261,7 +263,8 @@ def test_a_rerun_replays_the_original_event_and_names_the_original() -> None:
 
     [request] = decision.requests
     assert (request.trigger_kind, request.event) == ("dataset", original)
-    assert request.rerun_of == "r0" and request.inputs == {"n": 1}
+    assert request.rerun_of == "r0"
+    assert request.inputs == {"n": 1}
 
 
 def test_the_recorder_keeps_what_a_rerun_repeats() -> None:

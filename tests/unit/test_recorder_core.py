@@ -46,7 +46,8 @@ def test_any_arrival_order_gives_the_same_final_row(order: tuple[int, ...]) -> N
     assert row is not None
     assert row["status"] == "completed"
     assert row["outputs"] == {"n": 1}
-    assert row["run_number"] == 4 and row["runner"] == "r1"
+    assert row["run_number"] == 4
+    assert row["runner"] == "r1"
     assert row["started_at"] == T0.replace(second=1)
 
 
@@ -56,7 +57,8 @@ def test_a_duplicate_completion_does_not_overwrite_the_first() -> None:
         first, {"status": "failed", "error": "other", "finished_at": T0.replace(second=9)}
     )
 
-    assert again["error"] == "boom" and again["finished_at"] == T0
+    assert again["error"] == "boom"
+    assert again["finished_at"] == T0
 
 
 # --- batches: several events of one run folded into one row write ---------------------------
@@ -97,14 +99,16 @@ def test_a_whole_lifecycle_in_one_batch_is_one_completed_row() -> None:
 
     assert list(rows) == ["a"]
     row = rows["a"]
-    assert row["status"] == "completed" and row["outputs"] == {"n": 1}
+    assert row["status"] == "completed"
+    assert row["outputs"] == {"n": 1}
     assert (row["created_at"], row["queued_at"], row["started_at"], row["finished_at"]) == (
         T0,
         T0,
         T0.replace(second=1),
         T0.replace(second=2),
     )
-    assert row["run_number"] == 7 and row["queue_reason"] is None
+    assert row["run_number"] == 7
+    assert row["queue_reason"] is None
 
 
 def test_a_late_queued_in_the_same_batch_never_marks_a_finished_run() -> None:
@@ -146,7 +150,8 @@ def test_a_batch_in_any_order_ends_where_one_by_one_merges_end(order: tuple[int,
     folded = fold({}, batch)["a"]
 
     assert folded == one_by_one
-    assert folded["status"] == "completed" and folded["created_at"] == T0
+    assert folded["status"] == "completed"
+    assert folded["created_at"] == T0
 
 
 def test_the_earliest_creation_time_wins_over_a_fallback_seen_first() -> None:

@@ -75,12 +75,14 @@ def test_a_batch_of_several_runs_is_one_commit_with_one_row_each(engine: Engine)
 
     written = history.record_batch([core.changes_for(e, T0) for e in events], progress, T0)
 
-    assert written == 2 and len(commits) == 1
+    assert written == 2
+    assert len(commits) == 1
     with Session(engine) as session:
         rows = {r.id: r for r in session.exec(select(RunRecord))}
         history_rows = list(session.exec(select(ProgressRecord)))
     assert (rows["a"].status, rows["a"].run_number) == ("completed", 1)
-    assert rows["b"].status == "running" and rows["b"].progress == 0.5
+    assert rows["b"].status == "running"
+    assert rows["b"].progress == 0.5
     assert [p.message for p in history_rows] == ["half"]
 
 
@@ -95,7 +97,8 @@ def test_a_later_batch_merges_onto_stored_rows_and_never_moves_them_back(engine:
 
     with Session(engine) as session:
         row = session.get(RunRecord, "a")
-    assert row is not None and (row.status, row.error) == ("failed", "boom")
+    assert row is not None
+    assert (row.status, row.error) == ("failed", "boom")
 
 
 def test_pages_walk_every_run_once_newest_first_with_filters_in_sql(engine: Engine) -> None:
@@ -146,7 +149,8 @@ def test_a_page_stops_below_the_byte_budget_and_continues_after_it(engine: Engin
 
     page = queries.page(RunQuery(limit=10), 3 * one_run + 10)
 
-    assert len(page.runs) == 3 and page.next is not None
+    assert len(page.runs) == 3
+    assert page.next is not None
     rest = queries.page(RunQuery(limit=10, after=page.next), 1_000_000)
     assert [json.loads(r)["id"] for r in page.runs + rest.runs] == [
         f"run-{i}" for i in reversed(range(10))

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
 from mainspring.bundle import BundleError, resolve_entrypoint
-from mainspring.registry import RoutineDefinition, carry_trigger_state
+from mainspring.registry import DisabledBy, RoutineDefinition, carry_trigger_state
 from mainspring.triggers import ScheduleTrigger
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 EARLIER = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def definition(version: str = "v1", **state: object) -> RoutineDefinition:
+class TriggerState(TypedDict, total=False):
+    """A stored definition's trigger switch; `old` dates it before NOW."""
+
+    enabled: bool
+    disabled_reason: str
+    disabled_by: DisabledBy
+    old: bool
+
+
+def definition(version: str = "v1", **state: Unpack[TriggerState]) -> RoutineDefinition:
+    old = state.pop("old", False)
     return RoutineDefinition(
         name="nightly",
         version=version,
@@ -23,14 +34,19 @@ def definition(version: str = "v1", **state: object) -> RoutineDefinition:
         class_name="Nightly",
         trigger_param="tick",
         trigger=ScheduleTrigger(every="1h"),
-        created_at=EARLIER if state.pop("old", False) else NOW,
+        created_at=EARLIER if old else NOW,
         updated_at=NOW,
-        **state,  # type: ignore[arg-type]
+        **state,
     )
 
 
-USER_OFF = {"enabled": False, "disabled_reason": "maintenance", "disabled_by": "user", "old": True}
-CRASH_OFF = {
+USER_OFF: TriggerState = {
+    "enabled": False,
+    "disabled_reason": "maintenance",
+    "disabled_by": "user",
+    "old": True,
+}
+CRASH_OFF: TriggerState = {
     "enabled": False,
     "disabled_reason": "crash loop: 5 triggered runs in a row failed to start",
     "disabled_by": "crash_loop",
@@ -51,7 +67,7 @@ CRASH_OFF = {
     ],
 )
 def test_trigger_state_carries_over(
-    existing: dict[str, object] | None,
+    existing: TriggerState | None,
     new_version: str,
     enable: bool | None,
     enabled: bool,

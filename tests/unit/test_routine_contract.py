@@ -29,21 +29,25 @@ def test_contract_names_trigger_and_inputs() -> None:
     contract = inspect_contract(Good)
 
     assert contract.trigger_param == "tick"
-    assert isinstance(contract.trigger, ScheduleTrigger) and contract.trigger.every == "1m"
+    assert isinstance(contract.trigger, ScheduleTrigger)
+    assert contract.trigger.every == "1m"
     assert contract.inputs == {
         "size": InputSpec("int", 3),
         "ratio": InputSpec("float", None, optional=True),
     }
 
 
-def _routine(source: str) -> type:
+def _routine(source: str) -> type[Routine]:
     namespace: dict[str, Any] = {
         "Routine": Routine,
         "on_schedule": on_schedule,
         "on_dataset_append": on_dataset_append,
     }
     exec(source, namespace)
-    return namespace["R"]  # type: ignore[no-any-return]
+    routine = namespace["R"]
+    assert isinstance(routine, type)
+    assert issubclass(routine, Routine)
+    return routine
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,8 @@ def test_next_marks_the_spring_forward_sunday() -> None:
     lines = next_fires_text(definition, 5)
     assert len(lines) == 5
     moved = [line for line in lines if "moved by DST: 02:30 does not exist" in line]
-    assert moved and all(line.startswith(f"{line[:10]}T03:00:00+02:00") for line in moved)
+    assert moved
+    assert all(line.startswith(f"{line[:10]}T03:00:00+02:00") for line in moved)
     for line in lines:
         datetime.fromisoformat(line.split("  [")[0])  # each line starts with the fire time
 

@@ -44,7 +44,8 @@ def test_a_run_past_its_attempt_budget_is_lost(attempt: int, retries: int, lost:
     assert (outcome is not None) is lost
     if outcome is not None:
         assert outcome.status == "failed"
-        assert "runner lost" in (outcome.error or "") and "30s" in (outcome.error or "")
+        assert "runner lost" in (outcome.error or "")
+        assert "30s" in (outcome.error or "")
 
 
 @pytest.mark.parametrize(
@@ -103,8 +104,10 @@ def test_starting_clears_the_queue_reason_and_records_the_attempt() -> None:
 
     merged = recorder.merge(queued, recorder.changes_for_started(started))
 
-    assert merged["status"] == "running" and merged["queue_reason"] is None
-    assert merged["attempt"] == 2 and merged["started_at"] == T0
+    assert merged["status"] == "running"
+    assert merged["queue_reason"] is None
+    assert merged["attempt"] == 2
+    assert merged["started_at"] == T0
 
 
 def test_state_over_budget_is_refused_with_the_fix() -> None:
@@ -152,7 +155,8 @@ def test_a_stale_run_fails_with_the_reason_and_stays_failed() -> None:
 
     merged = recorder.merge(stale, late)
 
-    assert merged["status"] == "failed" and merged["finished_at"] == _at(100)
+    assert merged["status"] == "failed"
+    assert merged["finished_at"] == _at(100)
     assert merged["error"].startswith("no runner heartbeat for 60s")
 
 

@@ -167,7 +167,9 @@ async def test_a_spare_that_died_while_waiting_is_replaced_on_take() -> None:
 
         taken = await pool.take("d")
 
-        assert taken is not spare and taken.alive() and taken.digest == "d"
+        assert taken is not spare
+        assert taken.alive()
+        assert taken.digest == "d"
         await pool.give_back(taken, None, [])
     finally:
         await pool.close()
@@ -212,7 +214,8 @@ async def test_a_worker_is_recycled_when_its_run_leaves_something_behind(
     # The next run of the digest gets a fresh worker and works.
     clean = _bundle(tmp_path / "clean", "pass")
     outcome, fresh, _ = await harness.run(clean, _request("d2"))
-    assert outcome.status == "completed" and fresh.pid != worker.pid
+    assert outcome.status == "completed"
+    assert fresh.pid != worker.pid
 
 
 async def test_an_ordinary_exception_keeps_the_worker(harness: Harness, tmp_path: Path) -> None:
@@ -221,8 +224,10 @@ async def test_an_ordinary_exception_keeps_the_worker(harness: Harness, tmp_path
     failed, first, _ = await harness.run(bundle, _request("d1", n=0))
     completed, second, _ = await harness.run(bundle, _request("d1", n=1))
 
-    assert failed.status == "failed" and "ValueError: bad row 7" in (failed.error or "")
-    assert completed.status == "completed" and second is first
+    assert failed.status == "failed"
+    assert "ValueError: bad row 7" in (failed.error or "")
+    assert completed.status == "completed"
+    assert second is first
 
 
 async def test_a_worker_is_recycled_after_max_runs(tmp_path: Path) -> None:
@@ -352,7 +357,8 @@ async def test_a_forked_child_runs_pyarrow_compute_and_writes_parquet(
     assert outcome.outputs["n"] == 2 * sum(range(100_000))
     assert outcome.outputs["pid"] == worker.pid
     server = harness.fork_server.server_pid()
-    assert server is not None and worker.pid != server
+    assert server is not None
+    assert worker.pid != server
     # The server forks from a single thread: Arrow's pools were never started in it.
     assert _thread_count(server) == 1
     assert pq.read_table(out).num_rows == 100_000
@@ -380,7 +386,8 @@ def test_a_killed_runner_takes_its_workers_and_forked_children_with_it(tmp_path:
     )
     assert runner.stdout is not None
     pids = [int(p) for p in runner.stdout.readline().split()]
-    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    assert len(pids) == 2
+    assert all(_alive(pid) for pid in pids)
 
     runner.kill()
     runner.wait()
@@ -419,7 +426,8 @@ def test_tree_memory_counts_what_a_process_forked() -> None:
         start_new_session=True,
     )
     try:
-        assert parent.stdout is not None and parent.stdout.readline().strip() == b"ready"
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == b"ready"
 
         own, tree = rss_bytes(parent.pid), tree_rss_bytes(parent.pid)
         below = descendants_rss_bytes(parent.pid)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from mainspring.schedules import (
+    DstRepeat,
     ScheduleError,
     check_cron,
     is_fixed_time,
@@ -20,6 +22,7 @@ from mainspring.schedules import (
 )
 from mainspring.triggers import on_poll, on_schedule
 from tests.unit.fire_sequences import assert_fires_in_order
+from tests.unit.schedule_options import ScheduleOptions
 
 
 def utc(text: str) -> datetime:
@@ -164,7 +167,8 @@ def test_dst_days_fire_each_fixed_wall_time_once(
     fires = fires_between(FIXED_HALF_HOURS, tz, day_start_utc, day_end_utc)
     walls = [f.astimezone(ZoneInfo(tz)).strftime("%H:%M") for f in fires]
     assert len(fires) == fixed_fires
-    assert len(set(fires)) == len(fires) and fires == sorted(fires)
+    assert len(set(fires)) == len(fires)
+    assert fires == sorted(fires)
     assert len(set(walls)) == len(walls), "a repeated wall time fired twice"
 
 
@@ -181,8 +185,8 @@ def local(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def assert_in_order(expr: str, tz: str, fires: list[str], dst_repeat: str = "first") -> None:
-    assert_fires_in_order(expr, tz, [local(f) for f in fires], dst_repeat)  # type: ignore[arg-type]
+def assert_in_order(expr: str, tz: str, fires: list[str], dst_repeat: DstRepeat = "first") -> None:
+    assert_fires_in_order(expr, tz, [local(f) for f in fires], dst_repeat)
 
 
 # Issue 15: crons with a wildcard, range or step in the minute or hour field (and @hourly,
@@ -326,7 +330,7 @@ def test_bad_tz_names_the_fix() -> None:
     "kwargs",
     [{}, {"cron": "* * * * *", "every": "1m"}],
 )
-def test_exactly_one_of_cron_and_every(kwargs: dict[str, str]) -> None:
+def test_exactly_one_of_cron_and_every(kwargs: ScheduleOptions) -> None:
     with pytest.raises(ScheduleError, match="exactly one of cron= and every="):
         on_schedule(**kwargs)
 
@@ -347,7 +351,8 @@ def poll_source() -> dict[str, int] | None:
 
 def test_on_poll_names_its_function() -> None:
     spec = on_poll(poll_source, every="10s", catchup="skip")
-    assert spec.fn == f"{__name__}:poll_source" and spec.catchup == "skip"
+    assert spec.fn == f"{__name__}:poll_source"
+    assert spec.catchup == "skip"
     with pytest.raises(ScheduleError, match="module-level"):
         on_poll(lambda: None, every="10s")
 
@@ -371,13 +376,13 @@ DST_REPEAT_CASES = [
 
 @pytest.mark.parametrize(("dst_repeat", "fires"), DST_REPEAT_CASES)
 def test_dst_repeat_picks_the_pass_of_a_repeated_fixed_time(
-    dst_repeat: str, fires: list[str]
+    dst_repeat: DstRepeat, fires: list[str]
 ) -> None:
     assert_in_order("30 2 * * *", "Europe/Berlin", fires, dst_repeat)
 
 
 @pytest.mark.parametrize("dst_repeat", ["first", "last", "both"])
-def test_dst_repeat_leaves_a_skipped_time_at_the_jump(dst_repeat: str) -> None:
+def test_dst_repeat_leaves_a_skipped_time_at_the_jump(dst_repeat: DstRepeat) -> None:
     fires = ["2023-03-25T02:30+01:00", "2023-03-26T03:00+02:00", "2023-03-27T02:30+02:00"]
     assert_in_order("30 2 * * *", "Europe/Berlin", fires, dst_repeat)
 
@@ -391,12 +396,13 @@ def test_dst_repeat_leaves_a_skipped_time_at_the_jump(dst_repeat: str) -> None:
         ({"cron": "@hourly", "dst_repeat": "last"}, "applies to fixed-time crons only"),
     ],
 )
-def test_dst_repeat_is_checked_at_definition(kwargs: dict[str, str], message: str) -> None:
+def test_dst_repeat_is_checked_at_definition(kwargs: dict[str, Any], message: str) -> None:
+    # Any: untyped callers (a config file, the CLI) can pass what the Literal forbids.
     with pytest.raises(ScheduleError, match=message) as raised:
-        on_schedule(**kwargs)  # type: ignore[arg-type]
+        on_schedule(**kwargs)
     assert "\n" not in str(raised.value)
     with pytest.raises(ScheduleError, match=message):
-        on_poll(poll_source, **kwargs)  # type: ignore[arg-type]
+        on_poll(poll_source, **kwargs)
 
 
 def test_dst_repeat_travels_with_the_trigger_definition() -> None:
@@ -460,7 +466,7 @@ def test_dst_repeat_travels_with_the_trigger_definition() -> None:
     ],
 )
 def test_upcoming_fires_mark_what_dst_moved_or_doubled(
-    cron: str, dst_repeat: str, after: str, fires: list[tuple[str, str | None]]
+    cron: str, dst_repeat: DstRepeat, after: str, fires: list[tuple[str, str | None]]
 ) -> None:
-    got = upcoming_fires(cron, None, "Europe/Berlin", utc(after), len(fires), dst_repeat)  # type: ignore[arg-type]
+    got = upcoming_fires(cron, None, "Europe/Berlin", utc(after), len(fires), dst_repeat)
     assert got == [(local(at), note) for at, note in fires]

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mainspring.schedules import next_cron_fire
+from mainspring.schedules import DstRepeat, next_cron_fire
 
 Matches = Callable[[datetime], bool]
 
@@ -73,7 +73,7 @@ FIXED_CRONS: dict[str, Matches] = {
 
 
 def fixed_oracle(
-    matches: Matches, tz: ZoneInfo, start: datetime, end: datetime, dst_repeat: str
+    matches: Matches, tz: ZoneInfo, start: datetime, end: datetime, dst_repeat: DstRepeat
 ) -> list[datetime]:
     """Each matching wall minute: its pass(es) when it happens, else the first instant after it."""
     readings: dict[datetime, list[datetime]] = {}
@@ -101,14 +101,14 @@ def fixed_oracle(
 @pytest.mark.parametrize("expr", FIXED_CRONS)
 @pytest.mark.parametrize(("tz", "start"), WINDOWS)
 def test_fixed_time_crons_against_the_wall_clock_oracle(
-    expr: str, tz: str, start: str, dst_repeat: str
+    expr: str, tz: str, start: str, dst_repeat: DstRepeat
 ) -> None:
     zone = ZoneInfo(tz)
     begin = datetime.fromisoformat(start).replace(tzinfo=UTC)
     end = begin + timedelta(hours=36)
     expected = fixed_oracle(FIXED_CRONS[expr], zone, begin, end, dst_repeat)
     got, cursor = [], begin - timedelta(seconds=1)
-    while (cursor := next_cron_fire(expr, zone, cursor, dst_repeat)) <= end:  # type: ignore[arg-type]
+    while (cursor := next_cron_fire(expr, zone, cursor, dst_repeat)) <= end:
         got.append(cursor)
     # The oracle sees only the window, so it may misjudge wall times at its edges.
     low, high = begin + timedelta(hours=3), end - timedelta(hours=3)

@@ -120,7 +120,8 @@ def test_a_bad_offset_is_refused_in_one_line(kwargs: dict[str, str], message: st
     with pytest.raises(ScheduleError) as raised:
         on_schedule(**kwargs)  # type: ignore[arg-type]
 
-    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+    assert str(raised.value).startswith(message)
+    assert "\n" not in str(raised.value)
 
 
 def test_on_poll_takes_an_offset_too() -> None:

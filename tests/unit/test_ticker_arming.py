@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from mainspring.registry import RoutineDefinition
-from mainspring.triggers import ScheduleTrigger
+from mainspring.triggers import CatchUp, ScheduleTrigger
 from services.ticker.core import next_fire
 from services.ticker.handlers import Ticker
 from services.ticker.settings import TickerSettings
@@ -27,7 +27,7 @@ def routine(
     enabled: bool = True,
     updated: float = 0,
     name: str = "r",
-    catchup: str = "latest",
+    catchup: CatchUp = "latest",
 ) -> RoutineDefinition:
     return RoutineDefinition(
         name=name,
@@ -35,7 +35,7 @@ def routine(
         entrypoint="r.py:R",
         class_name="R",
         trigger_param="tick",
-        trigger=ScheduleTrigger(every=every, catchup=catchup),  # type: ignore[arg-type]
+        trigger=ScheduleTrigger(every=every, catchup=catchup),
         enabled=enabled,
         created_at=T0,
         updated_at=at(updated),
@@ -84,11 +84,13 @@ def test_disable_and_delete_drop_the_routine_and_enable_does_not_backfill() -> N
     ticker.on_definition("r", routine(catchup="all"), at(1))
     assert fire(ticker, at(10.1)) == [at(10)]
     ticker.on_definition("r", routine(enabled=False, updated=11, catchup="all"), at(11))
-    assert ticker.next_due() is None and fire(ticker, at(40)) == []
+    assert ticker.next_due() is None
+    assert fire(ticker, at(40)) == []
     ticker.on_definition("r", routine(updated=45, catchup="all"), at(45))
     assert fire(ticker, at(50.1)) == [at(50)]  # not 20, 30, 40: those were disabled
     ticker.on_definition("r", None, at(51))
-    assert ticker.next_due() is None and fire(ticker, at(70)) == []
+    assert ticker.next_due() is None
+    assert fire(ticker, at(70)) == []
 
 
 def test_restart_with_saved_cursor_catches_up_by_policy() -> None:

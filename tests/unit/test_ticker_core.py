@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mainspring.triggers import TimedSpec, on_schedule
+from mainspring.triggers import CatchUp, TimedSpec, on_schedule
 from services.ticker.core import due_ticks, next_fire, same_timing, start_cursor
+from tests.unit.schedule_options import ScheduleOptions
 
 GRACE = timedelta(seconds=1)
 WINDOW = timedelta(hours=1)
@@ -22,10 +23,10 @@ def clocks(*values: str) -> list[datetime]:
     return [at(v) for v in values]
 
 
-MINUTELY = {"every": "1m"}
+MINUTELY: ScheduleOptions = {"every": "1m"}
 
 # (spec kwargs, cursor, now, expected fire, expected missed, expected cursor, what the row shows)
-PLANS = [
+PLANS: list[tuple[ScheduleOptions, str, str, list[str], int, str, str]] = [
     (MINUTELY, "10:00:00", "10:00:30", [], 0, "10:00:00", "nothing due yet"),
     (MINUTELY, "10:00:00", "10:01:00", ["10:01:00"], 0, "10:01:00", "on time, exactly"),
     (MINUTELY, "10:00:00", "10:01:00.4", ["10:01:00"], 0, "10:01:00", "on time, a bit late"),
@@ -102,7 +103,7 @@ PLANS = [
 
 @pytest.mark.parametrize(("spec", "cursor", "now", "fire", "missed", "new_cursor", "why"), PLANS)
 def test_catch_up_plans(
-    spec: dict[str, str],
+    spec: ScheduleOptions,
     cursor: str,
     now: str,
     fire: list[str],
@@ -125,8 +126,8 @@ def test_catch_up_plans(
         ("all", []),  # the default window (1h) holds none of the missed days
     ],
 )
-def test_daily_cron_after_days_of_downtime(catchup: str, fire: list[str]) -> None:
-    spec = on_schedule(cron="0 9 * * *", catchup=catchup)  # type: ignore[arg-type]
+def test_daily_cron_after_days_of_downtime(catchup: CatchUp, fire: list[str]) -> None:
+    spec = on_schedule(cron="0 9 * * *", catchup=catchup)
     now = datetime(2025, 6, 4, 15, 0, tzinfo=UTC)
     plan = due_ticks(
         spec, datetime(2025, 6, 1, 9, 0, tzinfo=UTC), now, grace=GRACE, default_window=WINDOW
@@ -143,7 +144,8 @@ def test_skip_continues_with_future_ticks() -> None:
     assert plan.fire == []
     assert plan.cursor is not None
     following = due_ticks(spec, plan.cursor, at("10:06:00.1"), grace=GRACE, default_window=WINDOW)
-    assert following.fire == [at("10:06:00")] and following.missed == 0
+    assert following.fire == [at("10:06:00")]
+    assert following.missed == 0
 
 
 def test_all_is_bounded_per_call_and_resumes() -> None:
@@ -151,10 +153,12 @@ def test_all_is_bounded_per_call_and_resumes() -> None:
     first = due_ticks(
         spec, at("10:00:00"), at("10:05:30"), grace=GRACE, default_window=WINDOW, limit=2
     )
-    assert first.fire == clocks("10:01:00", "10:02:00") and first.more
+    assert first.fire == clocks("10:01:00", "10:02:00")
+    assert first.more
     assert first.cursor is not None
     rest = due_ticks(spec, first.cursor, at("10:05:30"), grace=GRACE, default_window=WINDOW)
-    assert rest.fire == clocks("10:03:00", "10:04:00", "10:05:00") and not rest.more
+    assert rest.fire == clocks("10:03:00", "10:04:00", "10:05:00")
+    assert not rest.more
 
 
 def test_latest_after_a_week_of_a_per_second_cron() -> None:
@@ -190,7 +194,7 @@ def test_start_cursor(last_fired: str | None, defined_at: str, expected: str) ->
         ({"cron": "0 9 * * *"}, {"every": "1d"}, False),
     ],
 )
-def test_same_timing(old: dict[str, str], new: dict[str, str], same: bool) -> None:
+def test_same_timing(old: ScheduleOptions, new: ScheduleOptions, same: bool) -> None:
     first: TimedSpec = on_schedule(**old)
     second: TimedSpec = on_schedule(**new)
     assert same_timing(first, second) is same
@@ -231,7 +235,8 @@ def test_catch_up_across_the_repeated_hour(cron: str, fire: list[str]) -> None:
     plan = due_ticks(spec, cursor, now, grace=GRACE, default_window=WINDOW)
     expected = [datetime.fromisoformat(f"2023-10-29T{clock}+00:00") for clock in fire]
     # Distinct nominal instants, so the two 02:00 ticks carry distinct Nats-Msg-Ids.
-    assert plan.fire == expected and len(set(plan.fire)) == len(plan.fire)
+    assert plan.fire == expected
+    assert len(set(plan.fire)) == len(plan.fire)
 
 
 def test_a_new_dst_repeat_rearms_the_schedule() -> None:

@@ -44,5 +44,6 @@ def test_a_message_without_valid_context_is_handled_in_a_new_trace(
     with tracing.handling(headers, "schedule.fired process"):
         current = tracing.current_trace_id()
 
-    assert current is not None and len(current) == 32
+    assert current is not None
+    assert len(current) == 32
     assert tracing.trace_id_of(headers) is None
