@@ -10,7 +10,9 @@ from nats.js.kv import KeyValue
 
 from mainspring import kv, subjects, tracing
 from mainspring.cursors import load_cursor, save_cursor
+from mainspring.ledger import mark_cancelled
 from mainspring.messages import (
+    CancelRun,
     DatasetAppended,
     PollCompleted,
     RunCompleted,
@@ -261,6 +263,16 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             )
             await dispatcher.publish(decision)
             await dispatcher.release_timed(completed, _now())
+
+    @broker.subscriber(**durable("dispatcher-cancel", subjects.RUN_CANCEL))
+    async def on_run_cancel(message: NatsMessage) -> None:
+        cancel = await parse_or_park(broker, message, CancelRun)
+        if cancel:
+            # The mark decides whether the run may still start: the runner that picks it up
+            # (now or after a hold) ends it cancelled instead; a running one its holder stops.
+            by = cancel.requested_by or "request"
+            await mark_cancelled(broker.connection.jetstream(), cancel.run_id, by)
+            log.info("run %s cancelled by %s", cancel.run_id, by)
 
     # New messages only: firings that failed before this consumer first existed must not
     # disable a trigger when a deployment is upgraded.
