@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.errors import Error as NatsError
 
-from tests.harness import ROOT, Deployment, NatsServer, copy_example
+from tests.harness import ROOT, Deployment, NatsServer, copy_example, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -91,3 +91,52 @@ async def test_dispatcher_may_publish_run_requests(secured: Deployment) -> None:
         await connection.close()
 
     assert not [e for e in errors if isinstance(e, NatsError) and "permission" in str(e).lower()]
+
+
+async def _refused(secured: Deployment, user: str, subject: str) -> list[Exception]:
+    """Publish as `user` and wait for the server's permissions violation (or fail the wait)."""
+    errors: list[Exception] = []
+
+    async def on_error(error: Exception) -> None:
+        errors.append(error)
+
+    async def violation() -> bool:
+        return any("permissions violation" in str(e).lower() for e in errors)
+
+    connection = await nats.connect(url(secured.nats, user), error_cb=on_error)
+    try:
+        await connection.publish(subject, b"{}")
+        await connection.flush()
+        await eventually(violation, 10, what=f"the server refusing {user} on {subject}")
+    finally:
+        await connection.close()
+    return errors
+
+
+async def test_the_client_cannot_write_the_run_ledger(secured: Deployment) -> None:
+    # Cancel marks and outcomes are the services' facts; the client asks with run.cancel.
+    errors = await _refused(secured, "client", "$KV.run_ledger.cancel.some-run")
+
+    assert any("$kv.run_ledger.cancel.some-run" in str(e).lower() for e in errors), errors
+
+
+async def test_cancel_is_a_command_the_dispatcher_turns_into_a_mark(
+    secured: Deployment, tmp_path: Path
+) -> None:
+    # Under per-service users: the client publishes run.cancel, the dispatcher writes the mark.
+    connection = await nats.connect(url(secured.nats, "client"))
+    try:
+        body = b'{"run_id": "never-started", "requested_by": "test"}'
+        await eventually(
+            lambda: connection.jetstream().publish("run.cancel", body), 30, what="the stream"
+        )
+        ledger = await eventually(
+            lambda: connection.jetstream().key_value("run_ledger"), 30, what="the run ledger"
+        )
+        mark = await eventually(
+            lambda: ledger.get("cancel.never-started"), 30, what="the dispatcher's cancel mark"
+        )
+    finally:
+        await connection.close()
+
+    assert mark.value == b"test"
