@@ -116,6 +116,9 @@ class SubmitRun(Message):
     submitted_at: AwareDatetime | None = None
     # None: the routine's own `isolation`.
     isolation: Isolation | None = None
+    # in_memory: the dispatcher numbers and requests the run on run.in_memory, and the
+    # caller executes it in its own process instead of a runner.
+    execution: Literal["background", "in_memory"] = "background"
 
 
 class RequestRun(Message):

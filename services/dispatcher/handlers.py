@@ -76,8 +76,14 @@ class Dispatcher:
         self.crashes: CrashLoopCounts | None = None
         self.overlap: OverlapGate | None = None
 
-    async def publish(self, decision: core.Decision) -> None:
-        """Requests first (deduplicated by run id), then history and refusals."""
+    async def publish(
+        self, decision: core.Decision, request_subject: str = subjects.RUN_REQUESTED
+    ) -> None:
+        """Requests first (deduplicated by run id), then history and refusals.
+
+        In-memory runs go to run.in_memory: recorded like any request, executed by the
+        caller that asked for them, never by a runner.
+        """
         for request in decision.requests:
             numbered = request.model_copy(
                 update={
@@ -85,7 +91,7 @@ class Dispatcher:
                     "trace_id": tracing.current_trace_id(),
                 }
             )
-            await publish_event(self.broker, numbered, subjects.RUN_REQUESTED)
+            await publish_event(self.broker, numbered, request_subject)
             log.info(
                 "requested run %s of %s (%s)",
                 numbered.run_id,
@@ -236,7 +242,11 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @broker.subscriber(**durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
     async def on_run_submitted(message: NatsMessage) -> None:
         submitted = await parse_or_park(broker, message, SubmitRun)
-        if submitted:
+        if submitted and submitted.execution == "in_memory":
+            definition = await dispatcher.store.find(submitted.routine)
+            decision = core.decide_in_memory(definition, submitted, _now())
+            await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
+        elif submitted:
             definition = await dispatcher.store.find(submitted.routine)
             await dispatcher.publish(core.decide_manual(definition, submitted, _now()))
 

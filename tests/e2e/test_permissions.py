@@ -140,3 +140,10 @@ async def test_cancel_is_a_command_the_dispatcher_turns_into_a_mark(
         await connection.close()
 
     assert mark.value == b"test"
+
+
+async def test_only_the_dispatcher_requests_in_memory_runs(secured: Deployment) -> None:
+    # The caller of an in-memory run asks with run.submitted; the request is the dispatcher's.
+    errors = await _refused(secured, "client", "run.in_memory")
+
+    assert any('"run.in_memory"' in str(e) for e in errors), errors
