@@ -87,9 +87,12 @@ async def _heartbeat(client: Client, run_id: str, runner: str, every_s: float = 
             await client.nc.publish(subjects.RUN_HEARTBEAT, beat.model_dump_json().encode())
 
 
-async def _publish(client: Client, event: Message, subject: str) -> None:
-    message_id = getattr(event, "message_id", None)
-    headers = {"Nats-Msg-Id": message_id()} if message_id else None
+async def _publish(
+    client: Client, event: Message, subject: str, message_id: str | None = None
+) -> None:
+    own_id = getattr(event, "message_id", None)
+    message_id = message_id or (own_id() if own_id else None)
+    headers = {"Nats-Msg-Id": message_id} if message_id else None
     await client.js.publish(subject, event.model_dump_json().encode(), headers=headers)
 
 
@@ -229,7 +232,8 @@ async def run_in_memory(
         finished_at=datetime.now(UTC),
         **request.carried_forward(),
     )
-    await _publish(client, completed, subjects.RUN_COMPLETED)
+    # The outcome is the dispatcher's to publish: it settles it like any run's.
+    await _publish(client, completed, subjects.RUN_IN_MEMORY_REPORTED, f"reported:{run_id}")
     return {
         "id": run_id,
         "routine": routine,

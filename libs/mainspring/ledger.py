@@ -28,6 +28,22 @@ def attempts_key(run_id: str) -> str:
     return f"attempt.{run_id}"
 
 
+def in_memory_key(run_id: str) -> str:
+    """Key marking a run the dispatcher requested for in-memory execution."""
+    return f"in_memory.{run_id}"
+
+
+async def mark_in_memory(js: JetStreamContext, run_id: str) -> None:
+    """Remember that a run executes in its caller's process (whose report is then accepted)."""
+    await (await ledger_bucket(js)).put(in_memory_key(run_id), b"1")
+
+
+async def is_in_memory(js: JetStreamContext, run_id: str) -> bool:
+    """Was this run requested for in-memory execution?"""
+    value, _ = await read(await ledger_bucket(js), in_memory_key(run_id))
+    return value is not None
+
+
 def outcome_key(run_id: str) -> str:
     """Key of a run's settled outcome (the first terminal RunCompleted of the run)."""
     return f"outcome.{run_id}"

@@ -10,7 +10,13 @@ from nats.js.kv import KeyValue
 
 from mainspring import kv, subjects, tracing
 from mainspring.cursors import load_cursor, save_cursor
-from mainspring.ledger import mark_cancelled
+from mainspring.ledger import (
+    is_in_memory,
+    ledger_bucket,
+    mark_cancelled,
+    mark_in_memory,
+    settle_outcome,
+)
 from mainspring.messages import (
     CancelRun,
     DatasetAppended,
@@ -245,6 +251,10 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         if submitted and submitted.execution == "in_memory":
             definition = await dispatcher.store.find(submitted.routine)
             decision = core.decide_in_memory(definition, submitted, _now())
+            js = broker.connection.jetstream()
+            for request in decision.requests:
+                # Before the request: the caller may report as soon as it sees it.
+                await mark_in_memory(js, request.run_id)
             await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
         elif submitted:
             definition = await dispatcher.store.find(submitted.routine)
@@ -273,6 +283,20 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             )
             await dispatcher.publish(decision)
             await dispatcher.release_timed(completed, _now())
+
+    @broker.subscriber(**durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED))
+    async def on_in_memory_reported(message: NatsMessage) -> None:
+        reported = await parse_or_park(broker, message, RunCompleted)
+        if reported is None:
+            return
+        js = broker.connection.jetstream()
+        if not await is_in_memory(js, reported.run_id):
+            # Only the caller of an in-memory run reports its outcome; anything else would
+            # let a client end a run a runner holds.
+            log.warning("ignored a report for run %s: not an in-memory run", reported.run_id)
+            return
+        settled = await settle_outcome(await ledger_bucket(js), reported)
+        await publish_event(broker, settled, subjects.RUN_COMPLETED)
 
     @broker.subscriber(**durable("dispatcher-cancel", subjects.RUN_CANCEL))
     async def on_run_cancel(message: NatsMessage) -> None:

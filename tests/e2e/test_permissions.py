@@ -147,3 +147,42 @@ async def test_only_the_dispatcher_requests_in_memory_runs(secured: Deployment) 
     errors = await _refused(secured, "client", "run.in_memory")
 
     assert any('"run.in_memory"' in str(e) for e in errors), errors
+
+
+async def test_the_client_cannot_publish_a_run_outcome(secured: Deployment) -> None:
+    # Outcomes are settled and published by services; the client reports or commands.
+    errors = await _refused(secured, "client", "run.completed")
+
+    assert any('"run.completed"' in str(e) for e in errors), errors
+
+
+IN_MEMORY = """
+from mainspring import Routine, on_complete
+
+
+class Local(Routine):
+    allow_in_memory = True
+
+    def run(self, event=on_complete("no-such-routine")) -> dict:
+        return {"hop": self.run_info.hop, "number": self.run_info.number}
+"""
+
+
+async def test_an_in_memory_run_is_numbered_and_ended_by_the_dispatcher(
+    secured: Deployment, tmp_path: Path
+) -> None:
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "routine.py").write_text(IN_MEMORY)
+    secured.cli("routine", "create", str(folder), "--name", "local")
+
+    result = secured.cli("run", "local", "--in-memory")
+
+    assert '"number": 1' in result.stdout, secured.logs()
+
+    async def recorded() -> dict[str, object] | None:
+        runs = json.loads(secured.cli("runs", "list", "--json").stdout)
+        return runs[0] if runs and runs[0]["status"] == "completed" else None
+
+    run = await eventually(recorded, 30, what="the dispatcher publishing the outcome")
+    assert run["run_number"] == 1 and run["outputs"] == {"hop": 0, "number": 1}
