@@ -186,3 +186,32 @@ async def test_an_in_memory_run_is_numbered_and_ended_by_the_dispatcher(
 
     run = await eventually(recorded, 30, what="the dispatcher publishing the outcome")
     assert run["run_number"] == 1 and run["outputs"] == {"hop": 0, "number": 1}
+
+
+async def test_a_report_for_a_run_that_is_not_in_memory_ends_nothing(
+    secured: Deployment,
+) -> None:
+    # run.in_memory_reported is open to the client: the dispatcher must not let it end a
+    # run a runner holds (or invent one).
+    body = b'{"run_id": "held-by-a-runner", "routine": "hello", "status": "cancelled"}'
+    connection = await nats.connect(url(secured.nats, "client"))
+    try:
+        await eventually(
+            lambda: connection.jetstream().publish("run.in_memory_reported", body),
+            30,
+            what="the stream",
+        )
+    finally:
+        await connection.close()
+    dispatcher = secured.services["dispatcher"]
+
+    await eventually(
+        lambda: _logged(dispatcher.log(), "ignored a report for run held-by-a-runner"),
+        30,
+        what="the dispatcher refusing the report",
+    )
+    assert '"run_id": "held-by-a-runner"' not in secured.cli("runs", "list", "--json").stdout
+
+
+async def _logged(log: str, text: str) -> bool | None:
+    return True if text in log else None
