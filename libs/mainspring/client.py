@@ -19,12 +19,10 @@ from nats.js.errors import NotFoundError
 from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.bus import connect, ensure_bus
-from mainspring.ledger import mark_cancelled
 from mainspring.messages import (
     ISOLATIONS,
     TERMINAL_STATUSES,
     CancelRun,
-    RunCompleted,
     SubmitRun,
 )
 from mainspring.records import RunQuery
@@ -473,34 +471,17 @@ class Client:
                 await asyncio.sleep(0.2)
 
     async def cancel(self, run_id: str) -> None:
-        """Stop a run: runners holding it stop it; a run still queued never starts."""
+        """Ask for a run to stop: a command the dispatcher and runners act on.
+
+        The dispatcher marks the run so it never starts; the runner holding it stops it.
+        Either way a service, never this client, publishes the run's `cancelled` outcome.
+        """
         by = self.settings.user or _login()
-        # The mark outlives this call: a runner that picks the run up later sees it.
-        await mark_cancelled(self.js, run_id, by)
         await self.js.publish(
             subjects.RUN_CANCEL,
             CancelRun(run_id=run_id, requested_by=by).model_dump_json().encode(),
             headers=dict(tracing.inject({})),
         )
-        run = await self.get_run(run_id)
-        if run is not None and run["status"] in ("created", "queued"):
-            # No runner holds it: record the end now (a runner that races us publishes the
-            # same deduplicated completion, and the recorder never moves a run back).
-            completed = RunCompleted(
-                run_id=run_id,
-                routine=run["routine"],
-                run_number=run.get("run_number") or 0,
-                status="cancelled",
-                error=f"cancelled by {by} while queued",
-                hop=run.get("hop") or 0,
-                parent_run_id=run.get("parent_run_id"),
-                finished_at=datetime.now(UTC),
-            )
-            await self.js.publish(
-                subjects.RUN_COMPLETED,
-                completed.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": completed.message_id()},
-            )
 
     async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:
         """Publish an external event on the stream."""

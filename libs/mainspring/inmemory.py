@@ -2,8 +2,10 @@
 
 Only routines that opt in (`allow_in_memory = True`) run this way: there is no separate
 process, so no memory limit, timeout or crash isolation. The run is recorded like any other
-(run.in_memory, run.started, run.progress, run.completed from this process) with source
-`manual`, and completion triggers fire on it.
+like any other: the dispatcher answers a SubmitRun with execution `in_memory` by numbering
+the run and publishing its RequestRun on run.in_memory (hop and parent included), then this
+process executes it and reports run.started, run.progress and run.completed. Completion
+triggers fire on it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mainspring import subjects
+from nats.aio.msg import Msg
+
+from mainspring import subjects, tracing
 from mainspring.artifacts import save_artifact
 from mainspring.bundle import extract_bundle, import_entrypoint
-from mainspring.invoke import invoke
+from mainspring.invoke import build_event, invoke
 from mainspring.messages import (
     Message,
     RequestRun,
@@ -27,11 +31,10 @@ from mainspring.messages import (
     RunHeartbeat,
     RunProgressed,
     RunStarted,
+    SubmitRun,
 )
-from mainspring.numbers import next_run_number
 from mainspring.routine import RunInfo, inspect_contract, validate_inputs
 from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
-from mainspring.triggers import ManualEvent
 
 if TYPE_CHECKING:
     from mainspring.client import Client
@@ -83,10 +86,55 @@ async def _heartbeat(client: Client, run_id: str, runner: str, every_s: float = 
             await client.nc.publish(subjects.RUN_HEARTBEAT, beat.model_dump_json().encode())
 
 
-async def _publish(client: Client, event: Message, subject: str) -> None:
-    message_id = getattr(event, "message_id", None)
-    headers = {"Nats-Msg-Id": message_id()} if message_id else None
+async def _publish(
+    client: Client, event: Message, subject: str, message_id: str | None = None
+) -> None:
+    own_id = getattr(event, "message_id", None)
+    message_id = message_id or (own_id() if own_id else None)
+    headers = {"Nats-Msg-Id": message_id} if message_id else None
     await client.js.publish(subject, event.model_dump_json().encode(), headers=headers)
+
+
+# How long the caller waits for the dispatcher to answer an in-memory request.
+DISPATCH_TIMEOUT_S = 30.0
+
+
+async def _requested(client: Client, submitted: SubmitRun) -> RequestRun:
+    """Submit an in-memory run and wait for the dispatcher's request (or its refusal)."""
+    answer: asyncio.Future[RequestRun] = asyncio.get_running_loop().create_future()
+
+    async def on_request(message: Msg) -> None:
+        request = RequestRun.model_validate_json(message.data)
+        if request.run_id == submitted.request_id and not answer.done():
+            answer.set_result(request)
+
+    async def on_refusal(message: Msg) -> None:
+        refused = RunCompleted.model_validate_json(message.data)
+        if refused.run_id == submitted.request_id and not answer.done():
+            answer.set_exception(InMemoryRefused(refused.error or "refused by the dispatcher"))
+
+    # Listening before submitting: the answer cannot pass by unseen.
+    listening = [
+        await client.nc.subscribe(subjects.RUN_IN_MEMORY, cb=on_request),
+        await client.nc.subscribe(subjects.RUN_COMPLETED, cb=on_refusal),
+    ]
+    try:
+        await client.js.publish(
+            subjects.RUN_SUBMITTED,
+            submitted.model_dump_json().encode(),
+            headers=dict(tracing.inject({"Nats-Msg-Id": f"submit:{submitted.request_id}"})),
+        )
+        try:
+            return await asyncio.wait_for(answer, DISPATCH_TIMEOUT_S)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the dispatcher did not answer in-memory run {submitted.request_id} of "
+                f"{submitted.routine} within {DISPATCH_TIMEOUT_S:g}s: is it running?"
+            ) from None
+    finally:
+        for subscription in listening:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
 
 async def run_in_memory(
@@ -110,32 +158,29 @@ async def run_in_memory(
             f"routine {routine} does not allow in-memory runs: set `allow_in_memory = True` "
             "on its class and re-register it, or run it without --in-memory"
         )
-    validated = validate_inputs(definition.input_specs(), inputs)
+    validate_inputs(definition.input_specs(), inputs)  # a bad input fails here, at once
     now = datetime.now(UTC)
-    run_id = str(uuid.uuid4())
-    dispatch = await client.js.key_value(subjects.DISPATCH_BUCKET)
-    request = RequestRun(
-        run_id=run_id,
-        routine=routine,
-        routine_version=definition.version,
-        entrypoint=definition.entrypoint,
-        run_number=await next_run_number(dispatch, routine),
-        source="manual",
-        trigger_kind="manual",
-        event={"requested_by": started_by, "request_id": run_id},
-        inputs=validated,
-        labels=labels or [],
-        attributes=attributes or {},
-        name=name,
-        description=description,
-        started_by=started_by,
-        statistics=statistics,
-        previews=previews,
-        store_artifacts=store_artifacts,
-        requested_at=now,
-        submitted_at=now,
+    # The dispatcher numbers the run and builds its request, as for any run; this process
+    # only executes it.
+    request = await _requested(
+        client,
+        SubmitRun(
+            request_id=str(uuid.uuid4()),
+            routine=routine,
+            inputs=inputs,
+            labels=labels or [],
+            attributes=attributes or {},
+            name=name,
+            description=description,
+            started_by=started_by,
+            statistics=statistics,
+            previews=previews,
+            store_artifacts=store_artifacts,
+            submitted_at=now,
+            execution="in_memory",
+        ),
     )
-    await _publish(client, request, subjects.RUN_IN_MEMORY)
+    run_id = request.run_id
     folder = client.settings.home.resolve() / "bundles" / definition.version
     store = await client.store()
     if not (folder / ".complete").exists():
@@ -158,7 +203,13 @@ async def run_in_memory(
     beating = asyncio.create_task(_heartbeat(client, run_id, runner))
     try:
         result = await asyncio.to_thread(
-            _execute, folder, definition.entrypoint, request, context, state
+            _execute,
+            folder,
+            definition.entrypoint,
+            request,
+            context,
+            state,
+            client.settings.resolved_dataset_root(),
         )
     finally:
         beating.cancel()
@@ -180,10 +231,14 @@ async def run_in_memory(
         artifacts=[ArtifactRef.model_validate(a) for a in context.artifacts],
         error=error,
         traceback=trace,
+        hop=request.hop,
+        parent_run_id=request.parent_run_id,
         started_at=started_at,
         finished_at=datetime.now(UTC),
+        **request.carried_forward(),
     )
-    await _publish(client, completed, subjects.RUN_COMPLETED)
+    # The outcome is the dispatcher's to publish: it settles it like any run's.
+    await _publish(client, completed, subjects.RUN_IN_MEMORY_REPORTED, f"reported:{run_id}")
     return {
         "id": run_id,
         "routine": routine,
@@ -197,7 +252,12 @@ async def run_in_memory(
 
 
 def _execute(
-    folder: Any, entrypoint: str, request: RequestRun, context: _Context, state: dict[str, Any]
+    folder: Any,
+    entrypoint: str,
+    request: RequestRun,
+    context: _Context,
+    state: dict[str, Any],
+    dataset_root: str,
 ) -> dict[str, Any]:
     cls = import_entrypoint(folder, entrypoint)
     contract = inspect_contract(cls)
@@ -208,6 +268,11 @@ def _execute(
         source=request.source,
         labels=request.labels,
         attributes=request.attributes,
+        hop=request.hop,
+        parent_run_id=request.parent_run_id,
     )
-    event = ManualEvent(requested_by=request.started_by, request_id=request.run_id)
+    # The same event a runner would build: the dispatcher chose it (rows since the cursor,
+    # an upstream run's completion, a tick at now, a poll payload).
+    batch_size = int(request.inputs.get("batch_size", 1024) or 1024)
+    event = build_event(request, batch_size, dataset_root)
     return invoke(cls, {contract.trigger_param: event, **request.inputs}, context, run_info, state)

@@ -11,9 +11,12 @@ import inspect
 import json
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from mainspring.messages import RequestRun
 from mainspring.routine import Routine, RunContext, RunInfo
+from mainspring.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
 
 
 def outputs_as_json(value: Any) -> dict[str, Any]:
@@ -105,3 +108,25 @@ def _failed(exc: BaseException) -> dict[str, Any]:
         "error": f"{type(exc).__name__}: {exc}",
         "traceback": traceback.format_exc(),
     }
+
+
+def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:
+    """The typed event the trigger parameter receives, built from a run request."""
+    data = request.event
+    if request.trigger_kind == "schedule":
+        return ScheduleEvent(
+            scheduled_at=datetime.fromisoformat(data["scheduled_at"]),
+            fired_at=datetime.fromisoformat(data["fired_at"]),
+        )
+    if request.trigger_kind == "completion":
+        return CompletionEvent.model_validate(data)
+    if request.trigger_kind == "poll":
+        return PollEvent(
+            scheduled_at=datetime.fromisoformat(data["scheduled_at"]),
+            payload=data.get("payload", {}),
+        )
+    if request.trigger_kind == "dataset":
+        from mainspring.datasets import dataset_event
+
+        return dataset_event(dataset_root, data, batch_size)
+    return ManualEvent(requested_by=data.get("requested_by"), request_id=data.get("request_id", ""))

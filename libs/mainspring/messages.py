@@ -129,6 +129,10 @@ class SubmitRun(Message):
     trigger_kind: TriggerKind | None = None
     event: dict[str, Any] | None = None
 
+    # in_memory: the dispatcher numbers and requests the run on run.in_memory, and the
+    # caller executes it in its own process instead of a runner.
+    execution: Literal["background", "in_memory"] = "background"
+
     @model_validator(mode="after")
     def _event_with_its_kind(self) -> SubmitRun:
         if (self.trigger_kind is None) != (self.event is None):

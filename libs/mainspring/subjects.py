@@ -15,6 +15,8 @@ RUN_QUEUED = "run.queued"
 RUN_HEARTBEAT = "heartbeat.run"
 # In-memory runs execute in the caller's process: recorded like run.requested, never executed by runners.
 RUN_IN_MEMORY = "run.in_memory"
+# The caller's report of how an in-memory run ended; the dispatcher settles and publishes it.
+RUN_IN_MEMORY_REPORTED = "run.in_memory_reported"
 TRIGGER_RECORDED = "trigger.recorded"
 POLL_REQUESTED = "poll.requested"
 POLL_COMPLETED = "poll.completed"

@@ -337,6 +337,23 @@ def decide_manual(
         )
 
 
+def decide_in_memory(
+    definition: RoutineDefinition | None,
+    submitted: SubmitRun,
+    now: datetime,
+    context: ManualContext | None = None,
+) -> Decision:
+    """An in-memory request is a manual one, refused unless the routine allows in-memory runs."""
+    if definition is not None and not definition.options.allow_in_memory:
+        reason = (
+            f"routine {definition.name} does not allow in-memory runs: set "
+            "`allow_in_memory = True` on its class and re-register it, or run it without "
+            "--in-memory"
+        )
+        return Decision(refused=[refuse(submitted.request_id, definition.name, reason, now)])
+    return decide_manual(definition, submitted, now, context)
+
+
 def decide_schedule(
     definition: RoutineDefinition | None, fired: ScheduleFired, now: datetime
 ) -> Decision:

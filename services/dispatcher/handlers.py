@@ -11,7 +11,15 @@ from nats.js.kv import KeyValue
 from mainspring import kv, subjects, tracing
 from mainspring.client import Client, ServiceUnavailable
 from mainspring.cursors import load_cursor, save_cursor
+from mainspring.ledger import (
+    is_in_memory,
+    ledger_bucket,
+    mark_cancelled,
+    mark_in_memory,
+    settle_outcome,
+)
 from mainspring.messages import (
+    CancelRun,
     DatasetAppended,
     PollCompleted,
     RunCompleted,
@@ -77,8 +85,14 @@ class Dispatcher:
         self.crashes: CrashLoopCounts | None = None
         self.overlap: OverlapGate | None = None
 
-    async def publish(self, decision: core.Decision) -> None:
-        """Requests first (deduplicated by run id), then history and refusals."""
+    async def publish(
+        self, decision: core.Decision, request_subject: str = subjects.RUN_REQUESTED
+    ) -> None:
+        """Requests first (deduplicated by run id), then history and refusals.
+
+        In-memory runs go to run.in_memory: recorded like any request, executed by the
+        caller that asked for them, never by a runner.
+        """
         for request in decision.requests:
             numbered = request.model_copy(
                 update={
@@ -86,7 +100,7 @@ class Dispatcher:
                     "trace_id": tracing.current_trace_id(),
                 }
             )
-            await publish_event(self.broker, numbered, subjects.RUN_REQUESTED)
+            await publish_event(self.broker, numbered, request_subject)
             log.info(
                 "requested run %s of %s (%s)",
                 numbered.run_id,
@@ -266,7 +280,16 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @broker.subscriber(**durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
     async def on_run_submitted(message: NatsMessage) -> None:
         submitted = await parse_or_park(broker, message, SubmitRun)
-        if submitted:
+        if submitted and submitted.execution == "in_memory":
+            definition = await dispatcher.store.find(submitted.routine)
+            context = await dispatcher.manual_context(definition, submitted)
+            decision = core.decide_in_memory(definition, submitted, _now(), context)
+            js = broker.connection.jetstream()
+            for request in decision.requests:
+                # Before the request: the caller may report as soon as it sees it.
+                await mark_in_memory(js, request.run_id)
+            await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
+        elif submitted:
             definition = await dispatcher.store.find(submitted.routine)
             context = await dispatcher.manual_context(definition, submitted)
             await dispatcher.publish(core.decide_manual(definition, submitted, _now(), context))
@@ -294,6 +317,30 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             )
             await dispatcher.publish(decision)
             await dispatcher.release_timed(completed, _now())
+
+    @broker.subscriber(**durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED))
+    async def on_in_memory_reported(message: NatsMessage) -> None:
+        reported = await parse_or_park(broker, message, RunCompleted)
+        if reported is None:
+            return
+        js = broker.connection.jetstream()
+        if not await is_in_memory(js, reported.run_id):
+            # Only the caller of an in-memory run reports its outcome; anything else would
+            # let a client end a run a runner holds.
+            log.warning("ignored a report for run %s: not an in-memory run", reported.run_id)
+            return
+        settled = await settle_outcome(await ledger_bucket(js), reported)
+        await publish_event(broker, settled, subjects.RUN_COMPLETED)
+
+    @broker.subscriber(**durable("dispatcher-cancel", subjects.RUN_CANCEL))
+    async def on_run_cancel(message: NatsMessage) -> None:
+        cancel = await parse_or_park(broker, message, CancelRun)
+        if cancel:
+            # The mark decides whether the run may still start: the runner that picks it up
+            # (now or after a hold) ends it cancelled instead; a running one its holder stops.
+            by = cancel.requested_by or "request"
+            await mark_cancelled(broker.connection.jetstream(), cancel.run_id, by)
+            log.info("run %s cancelled by %s", cancel.run_id, by)
 
     # New messages only: firings that failed before this consumer first existed must not
     # disable a trigger when a deployment is upgraded.

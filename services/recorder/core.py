@@ -237,14 +237,33 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def changes_for_stale(stale_after_s: float, now: datetime) -> dict[str, Any]:
-    """A run no runner holds any more ends failed, with the reason."""
-    return {
-        "status": "failed",
-        "error": (
-            f"no runner heartbeat for {stale_after_s:g}s: every runner holding or able to take "
-            "this run stopped; it will not be run later"
-        ),
-        "finished_at": now,
-        "queue_reason": None,
-    }
+def stale_error(stale_after_s: float) -> str:
+    """Why the sweep ended a run."""
+    return (
+        f"no runner heartbeat for {stale_after_s:g}s: every runner holding or able to take "
+        "this run stopped; it will not be run later"
+    )
+
+
+def completion_for_stale(
+    row: Mapping[str, Any], stale_after_s: float, now: datetime
+) -> RunCompleted:
+    """The outcome the sweep publishes for a stale run: failed, carrying what its row knows.
+
+    Published like a runner's, so completion triggers (`on_workflow_failure`) fire and the
+    bus and the run history agree. Hop and parent travel on, so loop protection still holds.
+    """
+    source, isolation = row.get("source"), row.get("isolation")
+    return RunCompleted(
+        run_id=row["id"],
+        routine=row["routine"],
+        run_number=row.get("run_number") or 0,
+        status="failed",
+        error=stale_error(stale_after_s),
+        hop=row.get("hop") or 0,
+        parent_run_id=row.get("parent_run_id"),
+        started_at=row.get("started_at"),
+        finished_at=now,
+        source=source if source in ("trigger", "manual", "api") else None,
+        isolation=isolation if isolation in ("worker", "process") else None,
+    )

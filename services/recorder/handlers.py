@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from mainspring import subjects
-from mainspring.ledger import mark_cancelled
+from mainspring.ledger import ledger_bucket, mark_cancelled, settle_outcome
 from mainspring.messages import (
     RequestRun,
     RunCompleted,
@@ -35,6 +35,7 @@ from mainspring.service import (
     durable,
     malformed_reason,
     park,
+    publish_event,
     stream_sequence,
 )
 from services.recorder import core
@@ -289,17 +290,24 @@ class StaleRunSweep:
     """Fails runs that stay `running` while no runner heartbeats them (every runner gone).
 
     While any runner lives, a lost run is redelivered within the runners' ack wait and
-    beats again; this sweep covers the case where none is left to take it over. It writes
-    the run history only (the recorder publishes nothing) and leaves a cancel mark so a
-    runner that comes back later does not start the run behind the record's back.
+    beats again; this sweep covers the case where none is left to take it over. It settles
+    the run's outcome in the run ledger and publishes it as the run's RunCompleted, exactly
+    as a runner would: the run history records it from the stream, completion triggers
+    fire, and a runner that comes back later finds the outcome settled and cannot
+    contradict it. The cancel mark keeps such a runner from starting the run again.
     """
 
     def __init__(
-        self, history: RunHistory, settings: RecorderSettings, writes: Executor | None = None
+        self,
+        history: RunHistory,
+        settings: RecorderSettings,
+        writes: Executor | None = None,
+        broker: NatsBroker | None = None,
     ) -> None:
         self.history = history
         self.settings = settings
         self.writes = writes
+        self.broker = broker
         self.last_beats: dict[str, datetime] = {}
         self.watching_since = _now()
         self.js: JetStreamContext | None = None
@@ -316,18 +324,24 @@ class StaleRunSweep:
         stale = core.stale_runs(
             running, self.last_beats, self.watching_since, now, self.settings.stale_run_after_s
         )
+        rows = await loop.run_in_executor(self.writes, self.history.rows, stale) if stale else {}
         for run_id in stale:
-            if self.js is not None:
-                await mark_cancelled(self.js, run_id, "stale run sweep")
-            changes = core.changes_for_stale(self.settings.stale_run_after_s, now)
-            # On the writers' thread: never merged at the same time as a batch of events.
-            await loop.run_in_executor(self.writes, self.history.apply, run_id, changes, now)
-            log.warning("run %s failed: no runner heartbeat", run_id)
+            if run_id in rows:  # else deleted meanwhile: nothing left to end
+                await self.fail(rows[run_id], now)
         running_ids = {run_id for run_id, _, _ in running}
         for run_id in list(self.last_beats):
             if run_id not in running_ids:
                 del self.last_beats[run_id]
         return stale
+
+    async def fail(self, row: dict[str, Any], now: datetime) -> None:
+        """Settle a stale run failed and publish its outcome (or the one settled before)."""
+        assert self.js is not None and self.broker is not None, "sweep used before startup"
+        await mark_cancelled(self.js, row["id"], "stale run sweep")
+        ours = core.completion_for_stale(row, self.settings.stale_run_after_s, now)
+        settled = await settle_outcome(await ledger_bucket(self.js), ours)
+        await publish_event(self.broker, settled, subjects.RUN_COMPLETED)
+        log.warning("run %s %s: %s", row["id"], settled.status, settled.error)
 
     async def run_forever(self) -> None:
         """Sweep every stale_sweep_every_s until cancelled."""

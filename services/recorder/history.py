@@ -98,6 +98,12 @@ class RunHistory:
             rows = session.exec(select(RunRecord).where(RunRecord.status == "running")).all()
             return [(r.id, as_utc(r.started_at), r.queue_reason) for r in rows]
 
+    def rows(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows of some runs, by id (times in UTC)."""
+        with Session(self.engine) as session:
+            found = session.exec(select(RunRecord).where(col(RunRecord.id).in_(run_ids))).all()
+            return {r.id: core.in_utc(r.model_dump()) for r in found}
+
 
 def trigger_event_record(event: TriggerRecorded) -> TriggerEventRecord:
     """The trigger history row of one firing."""

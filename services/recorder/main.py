@@ -35,7 +35,7 @@ def build_app(settings: RecorderSettings) -> FastStream:
     reads = ThreadPoolExecutor(max_workers=QUERY_WORKERS, thread_name_prefix="recorder-read")
     replies = QueryReplies(RunQueries(open_engine(url, migrate=False)), reads)
     register(broker, replies)
-    sweep = StaleRunSweep(history, settings, writes)
+    sweep = StaleRunSweep(history, settings, writes, broker)
     register_stale_sweep(broker, sweep)
     batches = [
         EventBatches(broker, history, writes, settings.record_batch_size),

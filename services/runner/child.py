@@ -19,12 +19,11 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from mainspring.bundle import BundleError, import_entrypoint
-from mainspring.invoke import invoke
+from mainspring.invoke import build_event, invoke
 from mainspring.messages import RequestRun
 from mainspring.routine import (
     ContractError,
@@ -35,7 +34,6 @@ from mainspring.routine import (
     inspect_contract,
     validate_inputs,
 )
-from mainspring.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
 from services.runner.core import MEMORY_EXCEEDED, WorkerSnapshot, leftovers
 from services.runner.procfs import peak_rss_bytes, reset_peak_rss
 
@@ -90,28 +88,6 @@ class Control:
         self.artifacts.append(payload)
         self.send({"type": "artifact", "artifact": payload})
         return ref.uri
-
-
-def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:
-    """The typed event the trigger parameter receives."""
-    data = request.event
-    if request.trigger_kind == "schedule":
-        return ScheduleEvent(
-            scheduled_at=datetime.fromisoformat(data["scheduled_at"]),
-            fired_at=datetime.fromisoformat(data["fired_at"]),
-        )
-    if request.trigger_kind == "completion":
-        return CompletionEvent.model_validate(data)
-    if request.trigger_kind == "poll":
-        return PollEvent(
-            scheduled_at=datetime.fromisoformat(data["scheduled_at"]),
-            payload=data.get("payload", {}),
-        )
-    if request.trigger_kind == "dataset":
-        from mainspring.datasets import dataset_event
-
-        return dataset_event(dataset_root, data, batch_size)
-    return ManualEvent(requested_by=data.get("requested_by"), request_id=data.get("request_id", ""))
 
 
 class RoutineLoader:

@@ -24,7 +24,8 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
-from mainspring.ledger import attempts_key, cancel_key, ledger_bucket
+from mainspring.ledger import attempts_key, cancel_key, ledger_bucket, settle_outcome
+from mainspring.messages import RunCompleted
 
 _MISSING = (KeyNotFoundError, NotFoundError)
 
@@ -63,6 +64,10 @@ class RunLedger:
         except _MISSING:
             return False
         return True
+
+    async def settle(self, completed: RunCompleted) -> RunCompleted:
+        """The run's outcome to publish: ours, or the one settled before us (see settle_outcome)."""
+        return await settle_outcome(self._kv, completed)
 
 
 class ConcurrencyLeases:

@@ -91,3 +91,128 @@ async def test_dispatcher_may_publish_run_requests(secured: Deployment) -> None:
 
     assert ack.stream == subjects.STREAM
     assert ack.seq > 0
+
+
+async def _refused(secured: Deployment, user: str, subject: str) -> list[Exception]:
+    """Publish as `user` and wait for the server's permissions violation (or fail the wait)."""
+    errors: list[Exception] = []
+
+    async def on_error(error: Exception) -> None:
+        errors.append(error)
+
+    async def violation() -> bool:
+        return any("permissions violation" in str(e).lower() for e in errors)
+
+    connection = await nats.connect(url(secured.nats, user), error_cb=on_error)
+    try:
+        await connection.publish(subject, b"{}")
+        await connection.flush()
+        await eventually(violation, 10, what=f"the server refusing {user} on {subject}")
+    finally:
+        await connection.close()
+    return errors
+
+
+async def test_the_client_cannot_write_the_run_ledger(secured: Deployment) -> None:
+    # Cancel marks and outcomes are the services' facts; the client asks with run.cancel.
+    errors = await _refused(secured, "client", "$KV.run_ledger.cancel.some-run")
+
+    assert any("$kv.run_ledger.cancel.some-run" in str(e).lower() for e in errors), errors
+
+
+async def test_cancel_is_a_command_the_dispatcher_turns_into_a_mark(
+    secured: Deployment, tmp_path: Path
+) -> None:
+    # Under per-service users: the client publishes run.cancel, the dispatcher writes the mark.
+    connection = await nats.connect(url(secured.nats, "client"))
+    try:
+        body = b'{"run_id": "never-started", "requested_by": "test"}'
+        await eventually(
+            lambda: connection.jetstream().publish("run.cancel", body), 30, what="the stream"
+        )
+        ledger = await eventually(
+            lambda: connection.jetstream().key_value("run_ledger"), 30, what="the run ledger"
+        )
+        mark = await eventually(
+            lambda: ledger.get("cancel.never-started"), 30, what="the dispatcher's cancel mark"
+        )
+    finally:
+        await connection.close()
+
+    assert mark.value == b"test"
+
+
+async def test_only_the_dispatcher_requests_in_memory_runs(secured: Deployment) -> None:
+    # The caller of an in-memory run asks with run.submitted; the request is the dispatcher's.
+    errors = await _refused(secured, "client", "run.in_memory")
+
+    assert any('"run.in_memory"' in str(e) for e in errors), errors
+
+
+async def test_the_client_cannot_publish_a_run_outcome(secured: Deployment) -> None:
+    # Outcomes are settled and published by services; the client reports or commands.
+    errors = await _refused(secured, "client", "run.completed")
+
+    assert any('"run.completed"' in str(e) for e in errors), errors
+
+
+IN_MEMORY = """
+from mainspring import Routine, on_complete
+
+
+class Local(Routine):
+    allow_in_memory = True
+
+    def run(self, event=on_complete("no-such-routine")) -> dict:
+        return {"hop": self.run_info.hop, "number": self.run_info.number}
+"""
+
+
+async def test_an_in_memory_run_is_numbered_and_ended_by_the_dispatcher(
+    secured: Deployment, tmp_path: Path
+) -> None:
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "routine.py").write_text(IN_MEMORY)
+    secured.cli("routine", "create", str(folder), "--name", "local")
+
+    result = secured.cli("run", "local", "--in-memory")
+
+    assert '"number": 1' in result.stdout, secured.logs()
+
+    async def recorded() -> dict[str, object] | None:
+        runs = json.loads(secured.cli("runs", "list", "--json").stdout)
+        return runs[0] if runs and runs[0]["status"] == "completed" else None
+
+    run = await eventually(recorded, 30, what="the dispatcher publishing the outcome")
+    assert run["run_number"] == 1
+    assert run["outputs"] == {"hop": 0, "number": 1}
+
+
+async def test_a_report_for_a_run_that_is_not_in_memory_ends_nothing(
+    secured: Deployment,
+) -> None:
+    # run.in_memory_reported is open to the client: the dispatcher must not let it end a
+    # run a runner holds (or invent one).
+    body = b'{"run_id": "held-by-a-runner", "routine": "hello", "status": "cancelled"}'
+    connection = await nats.connect(url(secured.nats, "client"))
+    try:
+        await eventually(
+            lambda: connection.jetstream().publish("run.in_memory_reported", body),
+            30,
+            what="the stream",
+        )
+    finally:
+        await connection.close()
+    dispatcher = secured.services["dispatcher"]
+
+    await eventually(
+        lambda: _logged(dispatcher.log(), "ignored a report for run held-by-a-runner"),
+        30,
+        what="the dispatcher refusing the report",
+    )
+    assert '"run_id": "held-by-a-runner"' not in secured.cli("runs", "list", "--json").stdout
+
+
+async def _logged(log: str, text: str) -> bool | None:
+    return True if text in log else None

@@ -148,7 +148,9 @@ def test_stale_runs(
 
 
 def test_a_stale_run_fails_with_the_reason_and_stays_failed() -> None:
-    stale = recorder.merge({"status": "running"}, recorder.changes_for_stale(60, _at(100)))
+    row = {"id": "r", "routine": "x", "run_number": 3, "hop": 2, "parent_run_id": "p"}
+    completed = recorder.completion_for_stale({**row, "source": "trigger"}, 60, _at(100))
+    stale = recorder.merge({"status": "running"}, recorder.changes_for_completed(completed))
     late = recorder.changes_for_completed(
         RunCompleted(run_id="r", routine="x", status="cancelled", finished_at=_at(200))
     )
@@ -158,6 +160,9 @@ def test_a_stale_run_fails_with_the_reason_and_stays_failed() -> None:
     assert merged["status"] == "failed"
     assert merged["finished_at"] == _at(100)
     assert merged["error"].startswith("no runner heartbeat for 60s")
+    # Published like a runner's outcome: completion triggers see the run's number and chain.
+    assert (completed.run_number, completed.hop, completed.parent_run_id) == (3, 2, "p")
+    assert completed.message_id() == "completed:r"
 
 
 def _snapshot(**changes: Any) -> runner.WorkerSnapshot:
