@@ -310,6 +310,19 @@ def cmd_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from mainspring.bus import set_up_now
+
+    settings = Settings()
+    changed = set_up_now(settings)
+    for line in changed:
+        print(line)
+    print(
+        f"the bus at {settings.resolved_nats_url()} is set up" + ("" if changed else " (unchanged)")
+    )
+    return 0
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     from mainspring.web import serve
 
@@ -993,6 +1006,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
     add_supervisor_commands(commands)
 
+    setup = commands.add_parser(
+        "setup",
+        help="declare the stream and buckets on MAINSPRING_NATS_URL (`up` does it; as admin)",
+    )
+    setup.set_defaults(func=cmd_setup)
+
     service = commands.add_parser(
         "service", help="run one service alone against MAINSPRING_NATS_URL"
     )
@@ -1210,6 +1229,8 @@ def add_supervisor_commands(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mainspring` command."""
+    from nats.js.errors import NoStreamResponseError
+
     from mainspring.bundle import BundleError
     from mainspring.bus import BusError
     from mainspring.registry import RegistryError
@@ -1231,6 +1252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"mainspring: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except NoStreamResponseError:
+        print(
+            "mainspring: error: the bus has no stream for this subject: run `mainspring setup`",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except (BusError, TimeoutError, ConnectionError, RuntimeError) as exc:
         print(f"mainspring: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 
 from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
-from mainspring.bus import connect, ensure_bus
+from mainspring.bus import connect
 from mainspring.ledger import mark_cancelled
 from mainspring.messages import (
     ISOLATIONS,
@@ -116,9 +116,7 @@ class Client:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
         )
-        client = cls(nc, settings)
-        await ensure_bus(client.js, settings.duplicate_window_s, settings.stream_replicas)
-        return client
+        return cls(nc, settings)
 
     async def close(self) -> None:
         """Flush and disconnect."""

@@ -10,7 +10,7 @@ from faststream import FastStream
 from mainspring import subjects
 from mainspring.records import open_engine
 from mainspring.service import build_app as build_service_app
-from mainspring.service import build_broker, configure_logging
+from mainspring.service import build_broker, configure_logging, run_service
 from services.recorder.handlers import (
     QUERY_WORKERS,
     TRIGGERS_DURABLE,
@@ -73,7 +73,7 @@ def build_app(settings: RecorderSettings) -> FastStream:
 def main() -> None:
     """Run the recorder until stopped."""
     configure_logging("recorder")
-    asyncio.run(build_app(RecorderSettings()).run())
+    run_service(build_app(RecorderSettings()), "recorder")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from tests.harness import ROOT, Deployment, NatsServer, copy_example
 pytestmark = pytest.mark.e2e
 
 SERVICES = ("ticker", "dataset_watcher", "dispatcher", "runner", "recorder", "client")
-PASSWORDS = {f"MAINSPRING_{name.upper()}_PASSWORD": f"secret-{name}" for name in SERVICES}
+USERS = (*SERVICES, "admin", "external")
+PASSWORDS = {f"MAINSPRING_{name.upper()}_PASSWORD": f"secret-{name}" for name in USERS}
 
 
 def url(server: NatsServer, user: str) -> str:
@@ -39,6 +40,7 @@ def secured(tmp_path: Path) -> Iterator[Deployment]:
     home.mkdir()
     deployment = Deployment(home=home, database_url=f"sqlite:///{home / 'runs.db'}", nats=server)
     deployment.extra_env = {"MAINSPRING_NATS_URL": url(server, "client")}
+    deployment.set_up(url(server, "admin"))
     for name in ("recorder", "dispatcher", "runner", "ticker", "dataset_watcher"):
         deployment.start(name, env={"MAINSPRING_NATS_URL": url(server, name)})
     try:
