@@ -63,7 +63,7 @@ def events() -> list[tuple[str, bytes]]:
         out += [
             (subjects.RUN_REQUESTED, request.model_dump_json().encode()),
             (subjects.RUN_STARTED, started.model_dump_json().encode()),
-            (subjects.RUN_COMPLETED, done.model_dump_json().encode()),
+            (done.subject(), done.model_dump_json().encode()),
         ]
     return out
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mainspring import subjects
 from mainspring.settings import ConfigError, Settings
 
 EXIT_FAILED = 1
@@ -837,6 +838,11 @@ async def runs_cancel(client: Any, args: argparse.Namespace) -> int:
 
 
 async def publish_event(client: Any, args: argparse.Namespace) -> int:
+    if subjects.is_run_completed(args.subject) or args.subject == subjects.RUN_COMPLETED:
+        raise CliError(
+            f"{args.subject} is reserved for routines' runs: report a workflow outside Mainspring "
+            f"on {subjects.EXTERNAL_COMPLETED}.<workflow>.<status>"
+        )
     body = args.json_body.encode()
     try:
         json.loads(body)
@@ -1154,7 +1160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_commands(commands)
 
     publish = commands.add_parser(
-        "publish", help="publish an external event, e.g. dataset.appended"
+        "publish",
+        help="publish an external event: dataset.appended or external.completed.<workflow>.<status>",
     )
     publish.add_argument("subject")
     publish.add_argument("json_body", metavar="JSON")

@@ -441,7 +441,7 @@ class Client:
                 finished_at=datetime.now(UTC),
             )
             await self.js.publish(
-                subjects.RUN_COMPLETED,
+                completed.subject(),
                 completed.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": completed.message_id()},
             )

@@ -183,7 +183,7 @@ async def run_in_memory(
         started_at=started_at,
         finished_at=datetime.now(UTC),
     )
-    await _publish(client, completed, subjects.RUN_COMPLETED)
+    await _publish(client, completed, completed.subject())
     return {
         "id": run_id,
         "routine": routine,

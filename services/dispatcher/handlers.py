@@ -94,7 +94,7 @@ class Dispatcher:
             await publish_event(self.broker, recorded, subjects.TRIGGER_RECORDED)
         for refused in decision.refused:
             log.warning("refused run %s of %s: %s", refused.run_id, refused.routine, refused.error)
-            await publish_event(self.broker, refused, subjects.RUN_COMPLETED)
+            await publish_event(self.broker, refused, refused.subject())
 
     async def check_crash_loop(
         self,
@@ -245,22 +245,32 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             definition = await dispatcher.store.find(fired.routine)
             await dispatcher.on_tick(definition, fired, _now())
 
-    @broker.subscriber(**durable("dispatcher-completed", subjects.RUN_COMPLETED))
+    async def handle_completed(completed: RunCompleted) -> None:
+        await dispatcher.check_crash_loop(
+            completed.routine,
+            core.start_outcome(completed),
+            completed.run_id,
+            completed.error,
+            completed.run_id,
+        )
+        decision = core.decide_completion(
+            dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
+        )
+        await dispatcher.publish(decision)
+        await dispatcher.release_timed(completed, _now())
+
+    @broker.subscriber(**durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
     async def on_run_completed(message: NatsMessage) -> None:
         completed = await parse_or_park(broker, message, RunCompleted)
         if completed:
-            await dispatcher.check_crash_loop(
-                completed.routine,
-                core.start_outcome(completed),
-                completed.run_id,
-                completed.error,
-                completed.run_id,
-            )
-            decision = core.decide_completion(
-                dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
-            )
-            await dispatcher.publish(decision)
-            await dispatcher.release_timed(completed, _now())
+            await handle_completed(completed)
+
+    # on_complete(name) matches an external workflow of that name as it matches a routine.
+    @broker.subscriber(**durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY))
+    async def on_external_completed(message: NatsMessage) -> None:
+        completed = await parse_or_park(broker, message, RunCompleted)
+        if completed:
+            await handle_completed(completed)
 
     # New messages only: firings that failed before this consumer first existed must not
     # disable a trigger when a deployment is upgraded.

@@ -12,6 +12,7 @@ from mainspring.records import open_engine
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging, run_service
 from services.recorder.handlers import (
+    EXTERNAL_DURABLE,
     QUERY_WORKERS,
     TRIGGERS_DURABLE,
     EventBatches,
@@ -46,6 +47,14 @@ def build_app(settings: RecorderSettings) -> FastStream:
             settings.record_batch_size,
             consumer=TRIGGERS_DURABLE,
             subject=subjects.TRIGGER_RECORDED,
+        ),
+        EventBatches(
+            broker,
+            history,
+            writes,
+            settings.record_batch_size,
+            consumer=EXTERNAL_DURABLE,
+            subject=subjects.EXTERNAL_COMPLETED_ANY,
         ),
     ]
     app = build_service_app(broker, settings, "recorder")

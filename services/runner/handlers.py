@@ -342,27 +342,24 @@ class Runner:
             outcome.status,
             f": {outcome.error}" if outcome.error else "",
         )
-        await publish_event(
-            self.broker,
-            RunCompleted(
-                run_id=request.run_id,
-                routine=request.routine,
-                run_number=request.run_number,
-                status=outcome.status,
-                outputs=outcome.outputs,
-                error=outcome.error,
-                traceback=outcome.traceback,
-                artifacts=[ArtifactRef.model_validate(a) for a in artifacts],
-                hop=request.hop,
-                parent_run_id=request.parent_run_id,
-                started_at=started_at,
-                finished_at=_now(),
-                phase=outcome.phase,
-                isolation=request.isolation if started_at is not None else None,
-                **request.carried_forward(),
-            ),
-            subjects.RUN_COMPLETED,
+        completed = RunCompleted(
+            run_id=request.run_id,
+            routine=request.routine,
+            run_number=request.run_number,
+            status=outcome.status,
+            outputs=outcome.outputs,
+            error=outcome.error,
+            traceback=outcome.traceback,
+            artifacts=[ArtifactRef.model_validate(a) for a in artifacts],
+            hop=request.hop,
+            parent_run_id=request.parent_run_id,
+            started_at=started_at,
+            finished_at=_now(),
+            phase=outcome.phase,
+            isolation=request.isolation if started_at is not None else None,
+            **request.carried_forward(),
         )
+        await publish_event(self.broker, completed, completed.subject())
 
     async def cancel(self, run_id: str) -> None:
         """Stop a run this runner holds; remember the id in case it arrives later."""

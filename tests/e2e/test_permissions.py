@@ -93,3 +93,46 @@ async def test_dispatcher_may_publish_run_requests(secured: Deployment) -> None:
         await connection.close()
 
     assert not [e for e in errors if isinstance(e, NatsError) and "permission" in str(e).lower()]
+
+
+async def refusal_of(server: NatsServer, user: str, subject: str) -> str:
+    """Publish as `user` and return the server's permissions error for `subject`."""
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def on_error(error: Exception) -> None:
+        if "permissions violation" in str(error).lower() and not refused.done():
+            refused.set_result(str(error))
+
+    connection = await nats.connect(url(server, user), error_cb=on_error)
+    try:
+        await connection.publish(subject, b"{}")
+        return await asyncio.wait_for(refused, timeout=10)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize(
+    "subject", ["run.completed.hello.completed", "run.requested", "run.submitted"]
+)
+async def test_an_external_system_cannot_forge_a_routines_run(
+    secured: Deployment, subject: str
+) -> None:
+    error = await refusal_of(secured.nats, "external", subject)
+
+    assert subject in error
+
+
+@pytest.mark.parametrize(
+    "subject", ["external.completed.nightly-etl.completed", "dataset.appended"]
+)
+async def test_an_external_system_may_report_workflows_and_appends(
+    secured: Deployment, subject: str
+) -> None:
+    connection = await nats.connect(url(secured.nats, "external"))
+    try:
+        # A stream acknowledgement proves the server let the message through and stored it.
+        ack = await connection.jetstream().publish(subject, b"{}")
+    finally:
+        await connection.close()
+
+    assert ack.stream == "MAINSPRING"
