@@ -8,6 +8,7 @@ cannot flip stream settings back and forth. Declaring is one deliberate step.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -24,8 +25,9 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
+from pydantic import BaseModel
 
-from mainspring import subjects
+from mainspring import subjects, tracing
 from mainspring.kv import declare_bucket
 from mainspring.ledger import LEDGER_TTL_S
 from mainspring.settings import Settings
@@ -227,6 +229,26 @@ async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
             f"cannot reach NATS at {url}: {type(exc).__name__}; is `mainspring up` running "
             "or MAINSPRING_NATS_URL right?"
         ) from None
+
+
+def message_headers(event: BaseModel) -> dict[str, str]:
+    """What every published message carries: its deterministic Nats-Msg-Id if any, traceparent."""
+    headers: dict[str, str] = {}
+    message_id: Callable[[], str] | None = getattr(event, "message_id", None)
+    if message_id is not None:
+        # A redelivered handler or a second replica publishes the same id: stored once.
+        headers["Nats-Msg-Id"] = message_id()
+    return dict(tracing.inject(headers))
+
+
+async def publish(js: JetStreamContext, event: BaseModel, subject: str) -> None:
+    """Publish a message on the stream from outside a service (SDK, client, ticker loop)."""
+    await js.publish(
+        subject,
+        event.model_dump_json().encode(),
+        stream=subjects.STREAM,
+        headers=message_headers(event),
+    )
 
 
 async def set_up(settings: Settings) -> list[str]:

@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 
 from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
-from mainspring.bus import connect
+from mainspring.bus import connect, publish
 from mainspring.ledger import mark_cancelled
 from mainspring.messages import (
     ISOLATIONS,
@@ -440,11 +440,7 @@ class Client:
                 parent_run_id=run.get("parent_run_id"),
                 finished_at=datetime.now(UTC),
             )
-            await self.js.publish(
-                completed.subject(),
-                completed.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": completed.message_id()},
-            )
+            await publish(self.js, completed, completed.subject())
 
     async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:
         """Publish an external event on the stream."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mainspring import subjects
 from mainspring.artifacts import save_artifact
 from mainspring.bundle import extract_bundle, import_entrypoint
+from mainspring.bus import publish
 from mainspring.invoke import invoke
 from mainspring.messages import (
     Message,
@@ -84,9 +85,7 @@ async def _heartbeat(client: Client, run_id: str, runner: str, every_s: float = 
 
 
 async def _publish(client: Client, event: Message, subject: str) -> None:
-    message_id = getattr(event, "message_id", None)
-    headers = {"Nats-Msg-Id": message_id()} if message_id else None
-    await client.js.publish(subject, event.model_dump_json().encode(), headers=headers)
+    await publish(client.js, event, subject)
 
 
 async def run_in_memory(

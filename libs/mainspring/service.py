@@ -18,7 +18,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from pydantic import BaseModel, ValidationError
 
 from mainspring import subjects
-from mainspring.bus import BusNotSetUp, check_bus
+from mainspring.bus import BusNotSetUp, check_bus, message_headers
 from mainspring.messages import Message
 from mainspring.settings import Settings
 from mainspring.tracing import TraceContextMiddleware
@@ -216,12 +216,11 @@ def stream_sequence(raw: Msg) -> int | None:
 
 async def publish_event(broker: NatsBroker, event: Message, subject: str) -> None:
     """Publish a message on the stream with its deterministic Nats-Msg-Id when it has one."""
-    headers: dict[str, str] = {}
-    message_id: Callable[[], str] | None = getattr(event, "message_id", None)
-    if message_id is not None:
-        headers["Nats-Msg-Id"] = message_id()
     await broker.publish(
-        event.model_dump_json().encode(), subject, headers=headers, stream=subjects.STREAM
+        event.model_dump_json().encode(),
+        subject,
+        headers=message_headers(event),
+        stream=subjects.STREAM,
     )
 
 
