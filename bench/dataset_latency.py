@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 
 from bench.measure import Summary
 from mainspring import datasets
-from mainspring.bus import connect, ensure_bus
+from mainspring.bus import connect, set_up_now
 from mainspring.client import Client
 from mainspring.settings import Settings
 from mainspring.up import free_port, service_command, start_nats_server
@@ -118,6 +118,7 @@ def main() -> None:
         env.pop("MAINSPRING_DATASET_ROOT", None)
         services = []
         try:
+            set_up_now(Settings(nats_url=url))
             for name in ("dataset_watcher", "dispatcher"):
                 log = (home / f"{name}.log").open("ab")
                 services.append(
@@ -125,9 +126,6 @@ def main() -> None:
                 )
 
             async def go() -> tuple[list[float], ...]:
-                nc = await connect(url, name="bench-setup")
-                await ensure_bus(nc.jetstream())
-                await nc.close()
                 raw = await baseline(url, args.appends)
                 return (raw, *(await measure(home, url, args.appends)))
 

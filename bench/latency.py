@@ -27,7 +27,7 @@ from typing import Any
 from bench.baselines import raw_delivery_latencies
 from bench.measure import Summary, print_table, ratio, save_results, smoke
 from bench.system import BenchSystem
-from mainspring import datasets
+from mainspring import datasets, subjects
 from mainspring.client import Client
 
 SAMPLES = 10 if smoke() else 1000
@@ -172,8 +172,7 @@ async def measure(system: BenchSystem) -> dict[str, Summary]:
         for name in ("stamp", "upstream", "downstream", "appended"):
             await client.create_routine(folders[name], name)
         done = Completions()
-        for subject in ("run.completed", "run.completed.>"):
-            await client.nc.subscribe(subject, cb=done.on_message)
+        await client.nc.subscribe(subjects.RUN_COMPLETED_ANY, cb=done.on_message)
         await client.nc.flush()
         # Warm every path once (bundles unpacked, workers started, watcher watching).
         await client.submit("stamp", source="manual")

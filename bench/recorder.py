@@ -33,8 +33,9 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from bench.measure import percentile
 from mainspring import subjects
-from mainspring.bus import ensure_bus
+from mainspring.bus import set_up_now
 from mainspring.messages import RequestRun, RunCompleted, RunStarted
+from mainspring.settings import Settings
 from mainspring.up import free_port, start_nats_server, wait_for_port
 
 RUNS = int(os.environ.get("MAINSPRING_BENCH_RECORDER_RUNS", "5000"))
@@ -64,7 +65,7 @@ def events() -> list[tuple[str, bytes]]:
         out += [
             (subjects.RUN_REQUESTED, request.model_dump_json().encode()),
             (subjects.RUN_STARTED, started.model_dump_json().encode()),
-            (subjects.RUN_COMPLETED, done.model_dump_json().encode()),
+            (done.subject(), done.model_dump_json().encode()),
         ]
     return out
 
@@ -109,7 +110,10 @@ def measure(database_url: str, home: Path) -> dict[str, float | int]:
         "MAINSPRING_NATS_URL": f"nats://127.0.0.1:{port}",
         "MAINSPRING_HOME": str(home),
         "MAINSPRING_DATABASE_URL": database_url,
+        "MAINSPRING_DUPLICATE_WINDOW_S": "120",
     }
+    wait_for_port(port)
+    set_up_now(Settings(nats_url=env["MAINSPRING_NATS_URL"], duplicate_window_s=120))
     with (home / "recorder.log").open("wb") as log:
         recorder = subprocess.Popen(
             [sys.executable, "-m", "services.recorder.main"],
@@ -133,7 +137,6 @@ async def drive(url: str, recorder: subprocess.Popen[bytes]) -> dict[str, float 
     """Store the events while the recorder is paused, then time its drain and the raw one."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await ensure_bus(js, 120, 1)
     while True:
         try:
             await nc.request(subjects.API_RUNS_LIST, b'{"limit": 1}', timeout=1)

@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mainspring.bus import set_up_now
 from mainspring.settings import Settings
 from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
 
@@ -80,6 +81,7 @@ class BenchSystem:
         )
         wait_for_port(self.port)
         wait_for_port(self.monitor_port)
+        set_up_now(self.settings())
         labels = [*SERVICES, *(f"runner-{i}" for i in range(self.runners))]
         for label in labels:
             name = label.split("-")[0] if label.startswith("runner") else label

@@ -48,6 +48,7 @@ from bench.measure import (
     tree_cpu_seconds,
 )
 from bench.system import BenchSystem
+from mainspring import subjects
 from mainspring.client import Client
 from mainspring.records import RunQuery, as_utc, normalise_url
 
@@ -252,8 +253,7 @@ async def measure_config(system: BenchSystem, config: Config) -> dict[str, Any]:
         (folder / "routine.py").write_text(ROUTINE.format(isolation=config.isolation))
         await client.create_routine(folder, "noop")
         counter = CompletionCounter()
-        for subject in ("run.completed", "run.completed.>"):
-            await client.nc.subscribe(subject, cb=counter.on_message)
+        await client.nc.subscribe(subjects.RUN_COMPLETED_ANY, cb=counter.on_message)
         # Warm the path (code bundle unpacked, workers started) before anything is measured.
         await asyncio.gather(*(client.submit("noop", source="manual") for _ in range(20)))
         await wait_until(lambda: counter.count >= 20, 120, "20 warm-up runs completing")

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.measure import Summary, ratio
 from mainspring import subjects
-from mainspring.bus import connect, ensure_bus
+from mainspring.bus import connect, setup_bus
 from mainspring.messages import ScheduleFired
 from mainspring.registry import RoutineDefinition
 from mainspring.triggers import ScheduleTrigger
@@ -170,8 +170,8 @@ async def run(store: Path) -> None:
         try:
             nc = await connect(f"nats://127.0.0.1:{port}", name="bench")
             js = nc.jetstream()
-            await ensure_bus(js)
             settings = TickerSettings(nats_url=f"nats://127.0.0.1:{port}")
+            await setup_bus(js, settings)
             await busy_lag(js, settings, rng, label)
             if sync is None:
                 await idle_cpu(js, settings, rng)

@@ -22,6 +22,7 @@ from nats.js.api import ConsumerInfo
 
 from mainspring import subjects
 from mainspring.settings import Settings
+from mainspring.bus import set_up_now
 from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +155,12 @@ class Deployment:
         service.start()
         self.services[label] = service
         return service
+
+    def set_up(self, nats_url: str | None = None) -> list[str]:
+        """Declare the stream and buckets, as `mainspring up` and deployments do before services."""
+        return set_up_now(
+            self.settings().model_copy(update={"nats_url": nats_url or self.nats.url})
+        )
 
     def start_all(self, runners: int = 1) -> None:
         """The whole system."""
@@ -309,8 +316,8 @@ def write_routine(folder: Path, source: str, filename: str = "routine.py") -> Pa
 
 
 @contextlib.contextmanager
-def deployment_context(tmp: Path, database: str) -> Iterator[Deployment]:
-    """A deployment on SQLite or a fresh PostgreSQL database, torn down afterwards."""
+def deployment_context(tmp: Path, database: str, set_up: bool = True) -> Iterator[Deployment]:
+    """A deployment on SQLite or a fresh PostgreSQL database, set up, torn down afterwards."""
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     database_url = (
@@ -319,6 +326,8 @@ def deployment_context(tmp: Path, database: str) -> Iterator[Deployment]:
     nats = NatsServer(tmp / "nats")
     nats.start()
     deployment = Deployment(home=home, database_url=database_url, nats=nats)
+    if set_up:
+        deployment.set_up()
     try:
         yield deployment
     finally:

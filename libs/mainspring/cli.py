@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mainspring import subjects
 from mainspring.settings import ConfigError, Settings
 
 EXIT_FAILED = 1
@@ -307,6 +308,19 @@ def cmd_service(args: argparse.Namespace) -> int:
 
     sys.argv = [f"services.{args.name}.main"]
     runpy.run_module(f"services.{args.name}.main", run_name="__main__")
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from mainspring.bus import set_up_now
+
+    settings = Settings()
+    changed = set_up_now(settings)
+    for line in changed:
+        print(line)
+    print(
+        f"the bus at {settings.resolved_nats_url()} is set up" + ("" if changed else " (unchanged)")
+    )
     return 0
 
 
@@ -882,6 +896,11 @@ async def runs_cancel(client: Any, args: argparse.Namespace) -> int:
 
 
 async def publish_event(client: Any, args: argparse.Namespace) -> int:
+    if subjects.is_run_completed(args.subject) or args.subject == subjects.RUN_COMPLETED:
+        raise CliError(
+            f"{args.subject} is reserved for routines' runs: report a workflow outside Mainspring "
+            f"on {subjects.EXTERNAL_COMPLETED}.<workflow>.<status>"
+        )
     body = args.json_body.encode()
     try:
         json.loads(body)
@@ -1050,6 +1069,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
     add_supervisor_commands(commands)
+
+    setup = commands.add_parser(
+        "setup",
+        help="declare the stream and buckets on MAINSPRING_NATS_URL (`up` does it; as admin)",
+    )
+    setup.set_defaults(func=cmd_setup)
 
     service = commands.add_parser(
         "service", help="run one service alone against MAINSPRING_NATS_URL"
@@ -1228,7 +1253,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_commands(commands)
 
     publish = commands.add_parser(
-        "publish", help="publish an external event, e.g. dataset.appended"
+        "publish",
+        help="publish an external event: dataset.appended or external.completed.<workflow>.<status>",
     )
     publish.add_argument("subject")
     publish.add_argument("json_body", metavar="JSON")
@@ -1303,6 +1329,8 @@ def add_supervisor_commands(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mainspring` command."""
+    from nats.js.errors import NoStreamResponseError
+
     from mainspring.bundle import BundleError
     from mainspring.bus import BusError
     from mainspring.registry import RegistryError
@@ -1324,6 +1352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"mainspring: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except NoStreamResponseError:
+        print(
+            "mainspring: error: the bus has no stream for this subject: run `mainspring setup`",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except (BusError, TimeoutError, ConnectionError, RuntimeError) as exc:
         print(f"mainspring: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

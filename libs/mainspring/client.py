@@ -18,7 +18,7 @@ from nats.js.errors import NotFoundError
 
 from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
-from mainspring.bus import connect, ensure_bus
+from mainspring.bus import connect, publish
 from mainspring.messages import (
     ISOLATIONS,
     TERMINAL_STATUSES,
@@ -117,9 +117,7 @@ class Client:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
         )
-        client = cls(nc, settings)
-        await ensure_bus(client.js, settings.duplicate_window_s, settings.stream_replicas)
-        return client
+        return cls(nc, settings)
 
     async def close(self) -> None:
         """Flush and disconnect."""
@@ -477,11 +475,7 @@ class Client:
         Either way a service, never this client, publishes the run's `cancelled` outcome.
         """
         by = self.settings.user or _login()
-        await self.js.publish(
-            subjects.RUN_CANCEL,
-            CancelRun(run_id=run_id, requested_by=by).model_dump_json().encode(),
-            headers=dict(tracing.inject({})),
-        )
+        await publish(self.js, CancelRun(run_id=run_id, requested_by=by), subjects.RUN_CANCEL)
 
     async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:
         """Publish an external event on the stream."""

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from mainspring import subjects, tracing
 from mainspring.artifacts import save_artifact
 from mainspring.bundle import extract_bundle, import_entrypoint
+from mainspring.bus import message_headers
 from mainspring.invoke import build_event, invoke
 from mainspring.messages import (
     Message,
@@ -89,10 +90,12 @@ async def _heartbeat(client: Client, run_id: str, runner: str, every_s: float = 
 async def _publish(
     client: Client, event: Message, subject: str, message_id: str | None = None
 ) -> None:
-    own_id = getattr(event, "message_id", None)
-    message_id = message_id or (own_id() if own_id else None)
-    headers = {"Nats-Msg-Id": message_id} if message_id else None
-    await client.js.publish(subject, event.model_dump_json().encode(), headers=headers)
+    headers = message_headers(event)
+    if message_id is not None:
+        headers["Nats-Msg-Id"] = message_id
+    await client.js.publish(
+        subject, event.model_dump_json().encode(), stream=subjects.STREAM, headers=headers
+    )
 
 
 # How long the caller waits for the dispatcher to answer an in-memory request.
@@ -116,7 +119,10 @@ async def _requested(client: Client, submitted: SubmitRun) -> RequestRun:
     # Listening before submitting: the answer cannot pass by unseen.
     listening = [
         await client.nc.subscribe(subjects.RUN_IN_MEMORY, cb=on_request),
-        await client.nc.subscribe(subjects.RUN_COMPLETED, cb=on_refusal),
+        # A refusal is the run's failed completion, on its routine's completion subject.
+        await client.nc.subscribe(
+            subjects.run_completed_subject(submitted.routine, "failed"), cb=on_refusal
+        ),
     ]
     try:
         await client.js.publish(

@@ -8,11 +8,10 @@ queue, so nothing can ask about it any more).
 from __future__ import annotations
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
-from mainspring.kv import declare_bucket, read, write_if_unchanged
+from mainspring.kv import read, write_if_unchanged
 from mainspring.messages import RunCompleted
 
 LEDGER_TTL_S = 14 * 24 * 3600.0
@@ -50,13 +49,8 @@ def outcome_key(run_id: str) -> str:
 
 
 async def ledger_bucket(js: JetStreamContext) -> KeyValue:
-    """The ledger bucket, created with its TTL when missing."""
-    return await declare_bucket(
-        js,
-        KeyValueConfig(
-            bucket=subjects.LEDGER_BUCKET, history=1, ttl=LEDGER_TTL_S, storage=StorageType.FILE
-        ),
-    )
+    """The ledger bucket (declared with its TTL by `mainspring setup`)."""
+    return await js.key_value(subjects.LEDGER_BUCKET)
 
 
 async def mark_cancelled(js: JetStreamContext, run_id: str, by: str) -> None:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from mainspring import subjects
+
 RunStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
 TerminalStatus = Literal["completed", "failed", "cancelled"]
 RunSource = Literal["trigger", "manual", "api"]
@@ -254,6 +256,10 @@ class RunCompleted(Message):
     def message_id(self) -> str:
         """A run completes once."""
         return f"completed:{self.run_id}"
+
+    def subject(self) -> str:
+        """The subject a routine's run completion is published on."""
+        return subjects.run_completed_subject(self.routine, self.status)
 
 
 class CancelRun(Message):

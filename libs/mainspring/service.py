@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -17,7 +18,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from pydantic import BaseModel, ValidationError
 
 from mainspring import subjects
-from mainspring.bus import ensure_bus
+from mainspring.bus import BusNotSetUp, check_bus, message_headers
 from mainspring.messages import Message
 from mainspring.settings import Settings
 from mainspring.tracing import TraceContextMiddleware
@@ -95,19 +96,46 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
 
 
 def build_app(broker: NatsBroker, settings: Settings, service: str) -> FastStream:
-    """The FastStream app with the stream and buckets declared before subscribers start."""
+    """The FastStream app that checks the bus is set up before subscribers start."""
     app = FastStream(broker, logger=log)
 
     @app.on_startup
-    async def declare_bus() -> None:
+    async def check_setup() -> None:
         # Connect before subscribers start so state bound in later start-up hooks is
         # ready when the first message arrives.
         await broker.connect()
-        await ensure_bus(
-            broker.connection.jetstream(), settings.duplicate_window_s, settings.stream_replicas
-        )
+        # Check, never declare: two versions of a service declaring at start would flip
+        # the stream's settings back and forth during a rolling upgrade.
+        await check_bus(broker.connection.jetstream(), settings)
 
     return app
+
+
+EXIT_NOT_SET_UP = 2
+
+
+def run_service(app: FastStream, service: str) -> None:
+    """Run a service until stopped; on a bus not set up, exit 2 with one line saying why."""
+    try:
+        asyncio.run(app.run())
+    except BaseException as exc:
+        refused = _not_set_up(exc)
+        if refused is None:
+            raise
+        log.error("%s cannot start: %s", service, refused)
+        raise SystemExit(EXIT_NOT_SET_UP) from None
+
+
+def _not_set_up(exc: BaseException) -> BusNotSetUp | None:
+    # FastStream runs start-up hooks in a task group, which wraps what they raise.
+    if isinstance(exc, BusNotSetUp):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _not_set_up(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def durable(
@@ -188,12 +216,11 @@ def stream_sequence(raw: Msg) -> int | None:
 
 async def publish_event(broker: NatsBroker, event: Message, subject: str) -> None:
     """Publish a message on the stream with its deterministic Nats-Msg-Id when it has one."""
-    headers: dict[str, str] = {}
-    message_id: Callable[[], str] | None = getattr(event, "message_id", None)
-    if message_id is not None:
-        headers["Nats-Msg-Id"] = message_id()
     await broker.publish(
-        event.model_dump_json().encode(), subject, headers=headers, stream=subjects.STREAM
+        event.model_dump_json().encode(),
+        subject,
+        headers=message_headers(event),
+        stream=subjects.STREAM,
     )
 
 

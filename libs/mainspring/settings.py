@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     runner_slots: int = 2
     duplicate_window_s: float = 600.0
     stream_replicas: int = 1
+    # Leases of a killed runner free themselves after this long (refreshed every heartbeat);
+    # the leases bucket's TTL, so `mainspring setup` and the runners must agree on it.
+    lease_ttl_s: float = 30.0
     # How often the embedded nats-server of `mainspring up` fsyncs: "always" (every write,
     # survives a machine crash) or an interval like "1s"; empty keeps nats' own 2 minutes.
     nats_sync_interval: str = "always"

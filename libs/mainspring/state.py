@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from mainspring import kv, subjects
@@ -35,10 +34,8 @@ def state_key(routine: str) -> str:
 
 
 async def state_bucket(js: JetStreamContext) -> KeyValue:
-    """The state bucket, created when missing."""
-    return await kv.declare_bucket(
-        js, KeyValueConfig(bucket=subjects.STATE_BUCKET, history=5, storage=StorageType.FILE)
-    )
+    """The state bucket (declared by `mainspring setup`)."""
+    return await js.key_value(subjects.STATE_BUCKET)
 
 
 async def load_state(bucket: KeyValue, routine: str) -> tuple[dict[str, Any], int]:

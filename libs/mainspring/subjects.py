@@ -1,5 +1,7 @@
 """Subject, stream, bucket and consumer names: the bus contract in one place."""
 
+from mainspring.kv import key_token
+
 STREAM = "MAINSPRING"
 
 DATASET_APPENDED = "dataset.appended"
@@ -8,7 +10,13 @@ RUN_SUBMITTED = "run.submitted"
 RUN_REQUESTED = "run.requested"
 RUN_STARTED = "run.started"
 RUN_PROGRESS = "run.progress"
+# Completions: `run.completed.<routine>.<status>`, so subscribers filter on the server.
 RUN_COMPLETED = "run.completed"
+RUN_COMPLETED_ANY = f"{RUN_COMPLETED}.>"
+# Completions of workflows outside Mainspring live on their own root, so whoever may report an
+# external workflow cannot forge a routine's completion: `external.completed.<workflow>.<status>`.
+EXTERNAL_COMPLETED = "external.completed"
+EXTERNAL_COMPLETED_ANY = f"{EXTERNAL_COMPLETED}.>"
 RUN_CANCEL = "run.cancel"
 RUN_QUEUED = "run.queued"
 # Outside the stream's `run.>` on purpose: heartbeats are core NATS, never stored.
@@ -26,6 +34,7 @@ STREAM_SUBJECTS = [
     DATASET_APPENDED,
     SCHEDULE_FIRED,
     "run.>",
+    EXTERNAL_COMPLETED_ANY,
     TRIGGER_RECORDED,
     f"{DEAD_LETTER_PREFIX}.>",
     "poll.>",
@@ -60,3 +69,18 @@ RECORDER_RUNS_CONSUMER = "recorder-runs"
 def dead_letter_subject(subject: str) -> str:
     """Where a message that failed validation on `subject` is parked."""
     return f"{DEAD_LETTER_PREFIX}.{subject}"
+
+
+def run_completed_subject(routine: str, status: str) -> str:
+    """Where a routine's run completion is published: one token for the routine, one for status."""
+    return f"{RUN_COMPLETED}.{key_token(routine)}.{status}"
+
+
+def external_completed_subject(workflow: str, status: str) -> str:
+    """Where a workflow outside Mainspring reports its completion."""
+    return f"{EXTERNAL_COMPLETED}.{key_token(workflow)}.{status}"
+
+
+def is_run_completed(subject: str) -> bool:
+    """Whether a subject carries a routine's run completion."""
+    return subject.startswith(f"{RUN_COMPLETED}.")

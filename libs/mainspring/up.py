@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from mainspring.bus import set_up_now
 from mainspring.settings import Settings
 
 SERVICES = ("recorder", "dispatcher", "runner", "ticker", "dataset_watcher")
@@ -321,7 +322,9 @@ class System:
         self.nats.start()
         try:
             wait_for_port(self.nats_port)
-        except TimeoutError:
+            # Services check the stream and buckets at start and refuse a bus not set up.
+            set_up_now(self.settings.model_copy(update={"nats_url": self.nats_url}))
+        except Exception:
             self.stop()
             raise
         env = {

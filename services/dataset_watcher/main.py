@@ -8,7 +8,7 @@ from faststream import FastStream
 
 from mainspring import subjects
 from mainspring.service import build_app as build_service_app
-from mainspring.service import build_broker, configure_logging
+from mainspring.service import build_broker, configure_logging, run_service
 from services.dataset_watcher.handlers import Watcher, cancel_all
 from services.dataset_watcher.settings import WatcherSettings
 
@@ -35,7 +35,7 @@ def build_app(settings: WatcherSettings) -> FastStream:
 def main() -> None:
     """Run the watcher until stopped."""
     configure_logging("dataset_watcher")
-    asyncio.run(build_app(WatcherSettings()).run())
+    run_service(build_app(WatcherSettings()), "dataset_watcher")
 
 
 if __name__ == "__main__":

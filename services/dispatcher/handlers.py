@@ -111,7 +111,7 @@ class Dispatcher:
             await publish_event(self.broker, recorded, subjects.TRIGGER_RECORDED)
         for refused in decision.refused:
             log.warning("refused run %s of %s: %s", refused.run_id, refused.routine, refused.error)
-            await publish_event(self.broker, refused, subjects.RUN_COMPLETED)
+            await publish_event(self.broker, refused, refused.subject())
 
     async def check_crash_loop(
         self,
@@ -301,22 +301,32 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             definition = await dispatcher.store.find(fired.routine)
             await dispatcher.on_tick(definition, fired, _now())
 
-    @broker.subscriber(**durable("dispatcher-completed", subjects.RUN_COMPLETED))
+    async def handle_completed(completed: RunCompleted) -> None:
+        await dispatcher.check_crash_loop(
+            completed.routine,
+            core.start_outcome(completed),
+            completed.run_id,
+            completed.error,
+            completed.run_id,
+        )
+        decision = core.decide_completion(
+            dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
+        )
+        await dispatcher.publish(decision)
+        await dispatcher.release_timed(completed, _now())
+
+    @broker.subscriber(**durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
     async def on_run_completed(message: NatsMessage) -> None:
         completed = await parse_or_park(broker, message, RunCompleted)
         if completed:
-            await dispatcher.check_crash_loop(
-                completed.routine,
-                core.start_outcome(completed),
-                completed.run_id,
-                completed.error,
-                completed.run_id,
-            )
-            decision = core.decide_completion(
-                dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
-            )
-            await dispatcher.publish(decision)
-            await dispatcher.release_timed(completed, _now())
+            await handle_completed(completed)
+
+    # on_complete(name) matches an external workflow of that name as it matches a routine.
+    @broker.subscriber(**durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY))
+    async def on_external_completed(message: NatsMessage) -> None:
+        completed = await parse_or_park(broker, message, RunCompleted)
+        if completed:
+            await handle_completed(completed)
 
     @broker.subscriber(**durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED))
     async def on_in_memory_reported(message: NatsMessage) -> None:
@@ -330,7 +340,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             log.warning("ignored a report for run %s: not an in-memory run", reported.run_id)
             return
         settled = await settle_outcome(await ledger_bucket(js), reported)
-        await publish_event(broker, settled, subjects.RUN_COMPLETED)
+        await publish_event(broker, settled, settled.subject())
 
     @broker.subscriber(**durable("dispatcher-cancel", subjects.RUN_CANCEL))
     async def on_run_cancel(message: NatsMessage) -> None:

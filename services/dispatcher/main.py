@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from faststream import FastStream
 
 from mainspring import subjects
 from mainspring.registry import RoutineCatalog, RoutineStore
 from mainspring.service import build_app as build_service_app
-from mainspring.service import build_broker, configure_logging
+from mainspring.service import build_broker, configure_logging, run_service
 from services.dispatcher.handlers import (
     CrashLoopCounts,
     Dispatcher,
@@ -47,7 +45,7 @@ def build_app(settings: DispatcherSettings) -> FastStream:
 def main() -> None:
     """Run the dispatcher until stopped."""
     configure_logging("dispatcher")
-    asyncio.run(build_app(DispatcherSettings()).run())
+    run_service(build_app(DispatcherSettings()), "dispatcher")
 
 
 if __name__ == "__main__":

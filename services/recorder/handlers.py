@@ -48,6 +48,8 @@ T = TypeVar("T")
 
 RUNS_DURABLE = subjects.RECORDER_RUNS_CONSUMER
 TRIGGERS_DURABLE = "recorder-triggers"
+# External workflows' completions are recorded like runs, so a chain shows its outside parent.
+EXTERNAL_DURABLE = "recorder-external"
 # How long one fetch waits for the first event; an idle recorder asks again after it.
 FETCH_WAIT_S = 5.0
 # Room left in a reply for its envelope around the encoded runs.
@@ -66,8 +68,16 @@ RUN_EVENT_MODELS: dict[str, type[core.RunEvent]] = {
     subjects.RUN_STARTED: RunStarted,
     subjects.RUN_QUEUED: RunQueued,
     subjects.RUN_PROGRESS: RunProgressed,
-    subjects.RUN_COMPLETED: RunCompleted,
 }
+
+
+def event_model(subject: str) -> type[core.RunEvent] | type[TriggerRecorded] | None:
+    """The model a recorded subject carries; None for subjects that change no row."""
+    if subjects.is_run_completed(subject) or subject.startswith(f"{subjects.EXTERNAL_COMPLETED}."):
+        return RunCompleted
+    if subject == subjects.TRIGGER_RECORDED:
+        return TriggerRecorded
+    return RUN_EVENT_MODELS.get(subject)
 
 
 @dataclass
@@ -84,9 +94,7 @@ def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
     """Each event of a batch as what it writes, in stream order; bad bodies set apart."""
     batch = ParsedBatch()
     for message in messages:
-        model = RUN_EVENT_MODELS.get(message.subject) or (
-            TriggerRecorded if message.subject == subjects.TRIGGER_RECORDED else None
-        )
+        model = event_model(message.subject)
         if model is None:
             continue  # run.cancel and the like change no row
         try:
@@ -340,7 +348,7 @@ class StaleRunSweep:
         await mark_cancelled(self.js, row["id"], "stale run sweep")
         ours = core.completion_for_stale(row, self.settings.stale_run_after_s, now)
         settled = await settle_outcome(await ledger_bucket(self.js), ours)
-        await publish_event(self.broker, settled, subjects.RUN_COMPLETED)
+        await publish_event(self.broker, settled, settled.subject())
         log.warning("run %s %s: %s", row["id"], settled.status, settled.error)
 
     async def run_forever(self) -> None:

@@ -10,8 +10,9 @@ from faststream import FastStream
 from mainspring import subjects
 from mainspring.records import open_engine
 from mainspring.service import build_app as build_service_app
-from mainspring.service import build_broker, configure_logging
+from mainspring.service import build_broker, configure_logging, run_service
 from services.recorder.handlers import (
+    EXTERNAL_DURABLE,
     QUERY_WORKERS,
     TRIGGERS_DURABLE,
     EventBatches,
@@ -47,6 +48,14 @@ def build_app(settings: RecorderSettings) -> FastStream:
             consumer=TRIGGERS_DURABLE,
             subject=subjects.TRIGGER_RECORDED,
         ),
+        EventBatches(
+            broker,
+            history,
+            writes,
+            settings.record_batch_size,
+            consumer=EXTERNAL_DURABLE,
+            subject=subjects.EXTERNAL_COMPLETED_ANY,
+        ),
     ]
     app = build_service_app(broker, settings, "recorder")
     tasks: list[asyncio.Task[None]] = []
@@ -73,7 +82,7 @@ def build_app(settings: RecorderSettings) -> FastStream:
 def main() -> None:
     """Run the recorder until stopped."""
     configure_logging("recorder")
-    asyncio.run(build_app(RecorderSettings()).run())
+    run_service(build_app(RecorderSettings()), "recorder")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
-    BadRequestError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NotFoundError,
@@ -77,17 +75,9 @@ class ConcurrencyLeases:
         self._kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, ttl_s: float) -> ConcurrencyLeases:
-        """The lease bucket, created with its TTL when missing."""
-        try:
-            kv = await js.key_value(subjects.LEASES_BUCKET)
-        except (NotFoundError, BadRequestError):
-            kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=subjects.LEASES_BUCKET, history=1, ttl=ttl_s, storage=StorageType.FILE
-                )
-            )
-        return cls(kv)
+    async def open(cls, js: JetStreamContext) -> ConcurrencyLeases:
+        """The lease bucket (declared with its TTL by `mainspring setup`)."""
+        return cls(await js.key_value(subjects.LEASES_BUCKET))
 
     async def acquire(self, routine: str, limit: int, run_id: str) -> str | None:
         """Take a free slot for run_id (or the one it already holds); None when all are taken."""

@@ -91,7 +91,7 @@ class Runner:
         """Open the shared KV state and start the warm workers."""
         self.store = await RoutineStore.open(js)
         self.ledger = await RunLedger.open(js)
-        self.leases = await ConcurrencyLeases.open(js, self.settings.lease_ttl_s)
+        self.leases = await ConcurrencyLeases.open(js)
         self.state_kv = await state_bucket(js)
         await self.pool.fill()
 
@@ -370,7 +370,7 @@ class Runner:
                 settled.status,
                 settled.error,
             )
-        await publish_event(self.broker, settled, subjects.RUN_COMPLETED)
+        await publish_event(self.broker, settled, settled.subject())
 
     async def cancel(self, run_id: str) -> None:
         """Stop a run this runner holds; remember the id in case it arrives later."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from faststream import FastStream
 
 from mainspring.service import build_app as build_service_app
-from mainspring.service import build_broker, configure_logging
+from mainspring.service import build_broker, configure_logging, run_service
 from services.runner.handlers import Runner, register
 from services.runner.poll import register_poll
 from services.runner.settings import RunnerSettings
@@ -35,7 +33,7 @@ def build_app(settings: RunnerSettings) -> FastStream:
 def main() -> None:
     """Run a runner replica until stopped."""
     configure_logging("runner")
-    asyncio.run(build_app(RunnerSettings()).run())
+    run_service(build_app(RunnerSettings()), "runner")
 
 
 if __name__ == "__main__":

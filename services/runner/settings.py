@@ -17,8 +17,6 @@ class RunnerSettings(Settings):
     memory_poll_s: float = 0.05
     # A runner that stops heartbeating loses its run to another replica after this long.
     run_ack_wait_s: float = 30.0
-    # Leases of a killed runner free themselves after this long (refreshed every heartbeat).
-    lease_ttl_s: float = 30.0
     # How soon a run held back (concurrency, memory) is offered again.
     hold_retry_s: float = 1.0
     # On SIGTERM: how long running runs may finish before they are handed back; with the

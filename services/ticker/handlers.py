@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
-from mainspring.bus import read_bucket
+from mainspring.bus import publish, read_bucket
 from mainspring.messages import ScheduleFired
 from mainspring.registry import RoutineDefinition, RoutineStore
 from mainspring.triggers import TimedSpec
@@ -204,12 +204,7 @@ class Ticker:
         publish the same id, and JetStream keeps only the first inside its duplicate window.
         """
         assert self.js is not None
-        await self.js.publish(
-            subjects.SCHEDULE_FIRED,
-            fired.model_dump_json().encode(),
-            stream=subjects.STREAM,
-            headers={"Nats-Msg-Id": fired.message_id()},
-        )
+        await publish(self.js, fired, subjects.SCHEDULE_FIRED)
         if self.lag_observer is not None:
             self.lag_observer(fired, time.time())
 

@@ -9,7 +9,7 @@ from faststream import FastStream
 from mainspring import subjects
 from mainspring.registry import RoutineStore
 from mainspring.service import build_app as build_service_app
-from mainspring.service import build_broker, configure_logging
+from mainspring.service import build_broker, configure_logging, run_service
 from services.ticker.handlers import Ticker
 from services.ticker.settings import TickerSettings
 
@@ -44,7 +44,7 @@ def build_app(settings: TickerSettings) -> FastStream:
 def main() -> None:
     """Run the ticker until stopped."""
     configure_logging("ticker")
-    asyncio.run(build_app(TickerSettings()).run())
+    run_service(build_app(TickerSettings()), "ticker")
 
 
 if __name__ == "__main__":

@@ -82,10 +82,10 @@ async def test_bad_input_is_refused_as_a_failed_run() -> None:
     broker = _dispatcher_broker()
     completed: list[dict[str, Any]] = []
 
-    @broker.subscriber("run.*", stream=STREAM)
+    @broker.subscriber(subjects.RUN_COMPLETED_ANY, stream=STREAM)
     async def capture(body: dict[str, Any], message: NatsMessage) -> None:
-        if message.raw_message.subject == subjects.RUN_COMPLETED:
-            completed.append(body)
+        assert message.raw_message.subject == "run.completed.hello.failed"
+        completed.append(body)
 
     async with TestNatsBroker(broker) as test_broker:
         submit = SubmitRun(request_id="r-2", routine="hello", inputs={"steps": "many"})

@@ -91,8 +91,9 @@ async def trace_ids_on_the_bus(client: Client) -> dict[str, str | None]:
 
 
 async def stored_count(client: Client, subject: str) -> int:
+    """Messages stored on a subject, or on every subject a wildcard filter matches."""
     info = await client.js.stream_info(subjects.STREAM, subjects_filter=subject)
-    return int((info.state.subjects or {}).get(subject, 0))
+    return sum((info.state.subjects or {}).values())
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,8 @@ async def test_three_step_chain_passes_outputs_along_in_one_trace(
         functools.partial(consumer_idle, client.js, "recorder-runs"), what="recorder idle"
     )
     carried = await trace_ids_on_the_bus(client)
-    assert {"run.submitted", "run.requested", "run.started", "run.completed"} <= set(carried)
+    completions = {f"run.completed.{name}.completed" for name in ("extract", "transform", "load")}
+    assert {"run.submitted", "run.requested", "run.started", *completions} <= set(carried)
     assert set(carried.values()) == {trace_ids.pop()}
 
     shown = system.cli("runs", "show", transform["id"]).stdout
@@ -312,9 +314,14 @@ async def test_external_workflow_completion_fires_routines_and_bad_ones_are_park
     dead = await client.nc.subscribe("deadletter.>")
     await client.nc.flush()  # the CLI calls below block this loop: subscribe before them
 
+    refused = system.cli(
+        "publish", "run.completed.nightly-etl.completed", '{"run_id": "x"}', check=False
+    )
+    assert refused.returncode != 0
+    assert "report a workflow outside Mainspring on external.completed" in refused.stderr
     system.cli(
         "publish",
-        "run.completed",
+        "external.completed.nightly-etl.completed",
         json.dumps(
             {
                 "run_id": "etl-2026-11-25",
@@ -324,7 +331,11 @@ async def test_external_workflow_completion_fires_routines_and_bad_ones_are_park
             }
         ),
     )
-    system.cli("publish", "run.completed", '{"routine": "nightly-etl", "status": "done"}')
+    system.cli(
+        "publish",
+        "external.completed.nightly-etl.done",
+        '{"routine": "nightly-etl", "status": "done"}',
+    )
 
     [run] = await eventually(lambda: finished_runs(client, "after-etl", 1), timeout=60)
     assert run["outputs"] == {"rows": 1200, "upstream": "etl-2026-11-25"}
@@ -332,15 +343,14 @@ async def test_external_workflow_completion_fires_routines_and_bad_ones_are_park
     assert run["hop"] == 1
     parked = await dead.next_msg(timeout=30)
     await dead.unsubscribe()
-    assert parked.subject == "deadletter.run.completed"
+    assert parked.subject == "deadletter.external.completed.nightly-etl.done"
     assert "malformed RunCompleted" in parked_reason(parked)
     assert "run_id: Field required" in parked_reason(parked)
-    # Both the dispatcher and the recorder parse run.completed: the message is parked once.
-    for consumer in ("dispatcher-completed", "recorder-runs"):
-        await eventually(
-            functools.partial(consumer_idle, client.js, consumer), what=f"{consumer} idle"
-        )
-    assert await stored_count(client, "deadletter.run.completed") == 1
+    await eventually(
+        functools.partial(consumer_idle, client.js, "dispatcher-external-completed"),
+        what="dispatcher idle",
+    )
+    assert await stored_count(client, "deadletter.external.completed.nightly-etl.done") == 1
     assert all(s.alive() for s in system.services.values())
     shown = system.cli("runs", "show", run["id"]).stdout
     assert "parent: nightly-etl #? completed (-) etl-2026-11-25" in shown
@@ -380,7 +390,7 @@ async def test_chain_fires_exactly_once_per_completion_across_dispatcher_kills(
         )
     # Exactly once on the bus, not just in the database (which is keyed by run id).
     assert await stored_count(client, subjects.RUN_REQUESTED) == 3 * upstream_runs
-    assert await stored_count(client, subjects.RUN_COMPLETED) == 3 * upstream_runs
+    assert await stored_count(client, subjects.RUN_COMPLETED_ANY) == 3 * upstream_runs
     assert len(await runs_of(client, "load")) == upstream_runs
 
 

@@ -18,7 +18,8 @@ from tests.harness import ROOT, Deployment, NatsServer, copy_example, eventually
 pytestmark = pytest.mark.e2e
 
 SERVICES = ("ticker", "dataset_watcher", "dispatcher", "runner", "recorder", "client")
-PASSWORDS = {f"MAINSPRING_{name.upper()}_PASSWORD": f"secret-{name}" for name in SERVICES}
+USERS = (*SERVICES, "admin", "external")
+PASSWORDS = {f"MAINSPRING_{name.upper()}_PASSWORD": f"secret-{name}" for name in USERS}
 
 
 def url(server: NatsServer, user: str) -> str:
@@ -39,6 +40,7 @@ def secured(tmp_path: Path) -> Iterator[Deployment]:
     home.mkdir()
     deployment = Deployment(home=home, database_url=f"sqlite:///{home / 'runs.db'}", nats=server)
     deployment.extra_env = {"MAINSPRING_NATS_URL": url(server, "client")}
+    deployment.set_up(url(server, "admin"))
     for name in ("recorder", "dispatcher", "runner", "ticker", "dataset_watcher"):
         deployment.start(name, env={"MAINSPRING_NATS_URL": url(server, name)})
     try:
@@ -151,9 +153,9 @@ async def test_only_the_dispatcher_requests_in_memory_runs(secured: Deployment) 
 
 async def test_the_client_cannot_publish_a_run_outcome(secured: Deployment) -> None:
     # Outcomes are settled and published by services; the client reports or commands.
-    errors = await _refused(secured, "client", "run.completed")
+    errors = await _refused(secured, "client", "run.completed.hello.completed")
 
-    assert any('"run.completed"' in str(e) for e in errors), errors
+    assert any("run.completed.hello.completed" in str(e) for e in errors), errors
 
 
 IN_MEMORY = """
@@ -216,3 +218,46 @@ async def test_a_report_for_a_run_that_is_not_in_memory_ends_nothing(
 
 async def _logged(log: str, text: str) -> bool | None:
     return True if text in log else None
+
+
+async def refusal_of(server: NatsServer, user: str, subject: str) -> str:
+    """Publish as `user` and return the server's permissions error for `subject`."""
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def on_error(error: Exception) -> None:
+        if "permissions violation" in str(error).lower() and not refused.done():
+            refused.set_result(str(error))
+
+    connection = await nats.connect(url(server, user), error_cb=on_error)
+    try:
+        await connection.publish(subject, b"{}")
+        return await asyncio.wait_for(refused, timeout=10)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize(
+    "subject", ["run.completed.hello.completed", "run.requested", "run.submitted"]
+)
+async def test_an_external_system_cannot_forge_a_routines_run(
+    secured: Deployment, subject: str
+) -> None:
+    error = await refusal_of(secured.nats, "external", subject)
+
+    assert subject in error
+
+
+@pytest.mark.parametrize(
+    "subject", ["external.completed.nightly-etl.completed", "dataset.appended"]
+)
+async def test_an_external_system_may_report_workflows_and_appends(
+    secured: Deployment, subject: str
+) -> None:
+    connection = await nats.connect(url(secured.nats, "external"))
+    try:
+        # A stream acknowledgement proves the server let the message through and stored it.
+        ack = await connection.jetstream().publish(subject, b"{}")
+    finally:
+        await connection.close()
+
+    assert ack.stream == "MAINSPRING"

@@ -54,7 +54,7 @@ def run_events(index: int) -> list[tuple[str, bytes]]:
     return [
         (subjects.RUN_REQUESTED, request.model_dump_json().encode()),
         (subjects.RUN_STARTED, started.model_dump_json().encode()),
-        (subjects.RUN_COMPLETED, completed.model_dump_json().encode()),
+        (completed.subject(), completed.model_dump_json().encode()),
     ]
 
 
@@ -81,13 +81,15 @@ async def test_thousands_of_runs_are_recorded_and_page_without_gaps_or_duplicate
     dead = await client.nc.subscribe("deadletter.run.>")
     messages = [m for i in range(RUNS) for m in run_events(i)]
     # One malformed completion in the middle of the burst: parked alone, the rest recorded.
-    messages.insert(len(messages) // 2, (subjects.RUN_COMPLETED, b'{"run_id": "x"}'))
+    messages.insert(
+        len(messages) // 2, (subjects.run_completed_subject("x", "completed"), b'{"run_id": "x"}')
+    )
 
     await publish_all(client.js, messages)
 
     await eventually(lambda: all_acked(client.js), timeout=120, what="every run event acked")
     parked = await dead.next_msg(timeout=10)
-    assert parked.subject == "deadletter.run.completed"
+    assert parked.subject == "deadletter.run.completed.x.completed"
     assert parked.headers is not None
     assert "malformed RunCompleted" in parked.headers["Mainspring-Error"]
     expected = [f"run-{i:05d}" for i in reversed(range(RUNS))]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mainspring import subjects
 from mainspring.client import Client
 from mainspring.records import RunQuery
 from tests.harness import Deployment, consumer_info, copy_example, eventually
@@ -24,7 +25,7 @@ async def test_runs_finished_while_the_recorder_was_dead_are_recorded(
     await client.wait(first, timeout=60)
 
     system.services["recorder"].kill(signal.SIGKILL)
-    completed = await client.nc.subscribe("run.completed")
+    completed = await client.nc.subscribe(subjects.RUN_COMPLETED_ANY)
     submitted = [await client.submit("hello", {"steps": 1, "name": f"n{i}"}) for i in range(5)]
     finished: set[str] = set()
     while not set(submitted) <= finished:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
-from mainspring import tracing
+from mainspring import bus, subjects, tracing
+from mainspring.messages import RunCompleted, ScheduleFired
+from services.ticker.handlers import Ticker
+from services.ticker.settings import TickerSettings
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -47,3 +53,44 @@ def test_a_message_without_valid_context_is_handled_in_a_new_trace(
     assert current is not None
     assert len(current) == 32
     assert tracing.trace_id_of(headers) is None
+
+
+class RecordingStream:
+    """Stands in for a JetStream context: keeps what was published and with which headers."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, str]]] = []
+
+    async def publish(
+        self, subject: str, payload: bytes, stream: str | None = None, **options: Any
+    ) -> None:
+        self.published.append((subject, dict(options["headers"])))
+
+
+async def test_ticks_carry_their_message_id_and_a_trace() -> None:
+    js = RecordingStream()
+    fired = ScheduleFired(
+        routine="nightly",
+        scheduled_at=datetime(2026, 11, 28, tzinfo=UTC),
+        fired_at=datetime.now(UTC),
+    )
+
+    await Ticker(TickerSettings(), js=js).publish(fired)  # type: ignore[arg-type]
+
+    [(subject, headers)] = js.published
+    assert subject == subjects.SCHEDULE_FIRED
+    assert headers["Nats-Msg-Id"] == fired.message_id()
+    assert tracing.trace_id_of(headers) is not None
+
+
+async def test_a_completion_published_from_the_sdk_continues_the_callers_trace() -> None:
+    js = RecordingStream()
+    completed = RunCompleted(run_id="r-1", routine="team/report", status="cancelled")
+
+    with tracing.handling({"traceparent": PARENT}, "cancel"):
+        await bus.publish(js, completed, completed.subject())  # type: ignore[arg-type]
+
+    [(subject, headers)] = js.published
+    assert subject == "run.completed.team_2freport.cancelled"
+    assert headers["Nats-Msg-Id"] == "completed:r-1"
+    assert tracing.trace_id_of(headers) == "0af7651916cd43dd8448eb211c80319c"

@@ -1,0 +1,84 @@
+"""`mainspring setup` declares the bus once; services refuse a bus that is not set up as they need."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import nats
+import pytest
+
+from mainspring import subjects
+from mainspring.bus import check_bus
+from tests.harness import Deployment, deployment_context, eventually
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def bare(tmp_path: Path) -> Iterator[Deployment]:
+    """A nats-server nobody has set up yet."""
+    with deployment_context(tmp_path, "sqlite", set_up=False) as deployed:
+        yield deployed
+
+
+def refused_start(deployment: Deployment, name: str) -> str:
+    """Start a service, wait for it to exit, and return its log."""
+    service = deployment.start(name)
+    assert service.process is not None
+    assert service.process.wait(timeout=60) == 2, service.log()
+    return service.log()
+
+
+def test_a_service_refuses_a_bus_without_setup_in_one_line(bare: Deployment) -> None:
+    log = refused_start(bare, "dispatcher")
+
+    [line] = [line for line in log.splitlines() if "cannot start" in line]
+    assert line.endswith(
+        "dispatcher cannot start: stream MAINSPRING is missing (and 8 more): "
+        "run `mainspring setup` (as an admin user in a deployment)"
+    )
+    assert "Traceback" not in log
+
+
+async def test_setup_twice_changes_nothing_the_second_time(bare: Deployment) -> None:
+    first = bare.cli("setup").stdout
+    second = bare.cli("setup").stdout
+
+    assert "created stream MAINSPRING" in first and "created bucket leases" in first
+    assert second.strip().endswith("is set up (unchanged)"), second
+    connection = await nats.connect(bare.nats.url)
+    try:
+        await check_bus(connection.jetstream(), bare.settings())
+    finally:
+        await connection.close()
+
+
+async def test_a_changed_stream_setting_is_reported_then_corrected_by_setup(
+    bare: Deployment,
+) -> None:
+    bare.cli("setup")
+    connection = await nats.connect(bare.nats.url)
+    try:
+        js = connection.jetstream()
+        info = await js.stream_info(subjects.STREAM)
+        await js.update_stream(replace(info.config, duplicate_window=60.0))
+
+        log = refused_start(bare, "recorder")
+        assert (
+            "recorder cannot start: stream MAINSPRING has duplicate_window 60.0, this version "
+            "needs 600.0: run `mainspring setup`"
+        ) in log
+
+        corrected = bare.cli("setup").stdout
+        assert "updated stream MAINSPRING has duplicate_window 60.0" in corrected
+        bare.start("dispatcher")
+
+        async def consumer_declared() -> bool:
+            await js.consumer_info(subjects.STREAM, "dispatcher-submitted")
+            return True
+
+        await eventually(consumer_declared, what="the dispatcher started on the corrected bus")
+    finally:
+        await connection.close()
