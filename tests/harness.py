@@ -21,8 +21,8 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
 from mainspring import subjects
-from mainspring.settings import Settings
 from mainspring.bus import set_up_now
+from mainspring.settings import Settings
 from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mainspring.bus import connect, ensure_bus
+from mainspring.bus import connect, setup_bus
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
+from mainspring.settings import Settings
 from mainspring.triggers import ScheduleTrigger
 from tests.harness import Deployment, eventually
 
@@ -35,7 +36,7 @@ async def test_escaped_names_round_trip_through_list_catalog_and_delete(
 ) -> None:
     nc = await connect(deployment.nats.url)
     try:
-        await ensure_bus(nc.jetstream())
+        await setup_bus(nc.jetstream(), Settings())
         store = await RoutineStore.open(nc.jetstream())
         for name in NAMES:
             await store.put(definition(name))

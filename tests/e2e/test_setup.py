@@ -46,7 +46,8 @@ async def test_setup_twice_changes_nothing_the_second_time(bare: Deployment) -> 
     first = bare.cli("setup").stdout
     second = bare.cli("setup").stdout
 
-    assert "created stream MAINSPRING" in first and "created bucket leases" in first
+    assert "created stream MAINSPRING" in first
+    assert "created bucket leases" in first
     assert second.strip().endswith("is set up (unchanged)"), second
     connection = await nats.connect(bare.nats.url)
     try:

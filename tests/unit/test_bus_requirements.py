@@ -30,9 +30,10 @@ def test_the_stream_as_setup_declares_it_fits() -> None:
     ],
 )
 def test_a_changed_stream_setting_is_named(change: dict[str, object], phrase: str) -> None:
-    [found] = differences(STREAM, replace(stream_config(600.0, 1), **change))
+    [found] = differences(STREAM, replace(stream_config(600.0, 1), **change))  # type: ignore[arg-type]
 
-    assert found.startswith("stream MAINSPRING has ") and phrase in found
+    assert found.startswith("stream MAINSPRING has ")
+    assert phrase in found
 
 
 def test_subject_order_is_not_a_difference() -> None:
