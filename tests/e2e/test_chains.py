@@ -181,7 +181,7 @@ async def test_self_triggering_routine_stops_at_max_hops_with_the_reason(
     assert all(r["status"] == "completed" for r in runs)
     last = next(r for r in runs if r["hop"] == 3)
     assert "hop 4 exceeds max_hops 3" in event["reason"]
-    assert len(event["chain"]) == 5
+    assert len(event["chain"]) == 4
     assert event["chain"][-1] == f"echo:{last['id']}"
     assert await consumer_idle(client.js, "dispatcher-completed")
     assert len(await runs_of(client, "echo")) == 5
