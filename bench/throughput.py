@@ -29,7 +29,6 @@ import json
 import os
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +50,7 @@ from bench.system import BenchSystem
 from mainspring import subjects
 from mainspring.client import Client
 from mainspring.records import RunQuery, as_utc, normalise_url
+from tests.harness import POSTGRES_ADMIN_URL, create_postgres_database, drop_postgres_database
 
 ROUTINE = """
 from mainspring import Routine, on_schedule
@@ -68,9 +68,6 @@ WARMUP_S = 1.0 if smoke() else 8.0
 BASELINE_S = 1.0 if smoke() else 5.0
 BACKLOG = 50 if smoke() else 400
 QUERY_HZ = 25.0
-POSTGRES_ADMIN_URL = os.environ.get(
-    "MAINSPRING_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
 
 @dataclass(frozen=True)
@@ -109,25 +106,6 @@ def chosen_configs() -> list[Config]:
 
 
 # --- the database ---------------------------------------------------------------------------
-
-
-def create_postgres_database() -> str:
-    """A fresh database for one configuration."""
-    import psycopg
-
-    name = f"mainspring_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_postgres_database(url: str) -> None:
-    """Remove a database made for one configuration."""
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def postgres_commits(url: str) -> int | None:
