@@ -580,6 +580,22 @@ def threshold_shortfall(
     return None
 
 
+def cursor_starting_at(
+    dataset: str, appended: DatasetAppended, table_id: str | None
+) -> DatasetCursor:
+    """A cursor that starts just before this announcement, with the table's earlier rows as base."""
+    base = None
+    if appended.table_records is not None:
+        base = max(0, appended.table_records - appended.added_records)
+    return DatasetCursor(
+        dataset=dataset,
+        fired_version=appended.from_version,
+        seen_version=appended.from_version,
+        base_records=base,
+        table_id=table_id,
+    )
+
+
 def decide_dataset_append(
     definition: RoutineDefinition,
     cursor: DatasetCursor | None,
@@ -597,15 +613,7 @@ def decide_dataset_append(
         return DatasetDecision(cursor=None)
     if cursor is None or cursor.dataset != trigger.dataset:
         # No seeded cursor (a definition not written by `routine create`): start at this event.
-        base = None
-        if appended.table_records is not None:
-            base = max(0, appended.table_records - appended.added_records)
-        cursor = DatasetCursor(
-            dataset=trigger.dataset,
-            fired_version=appended.from_version,
-            seen_version=appended.from_version,
-            base_records=base,
-        )
+        cursor = cursor_starting_at(trigger.dataset, appended, table_id=None)
     restarted: list[TriggerRecorded] = []
     if cursor.table_id and appended.table_id and cursor.table_id != appended.table_id:
         # Deleted and created again under the same name: versions restart at 0, and the old
@@ -618,16 +626,7 @@ def decide_dataset_append(
         )
         key = f"dataset:{trigger.dataset}@{appended.table_id}:recreated"
         restarted.append(_history(definition, "dataset", key, "skipped", now, reason=reason))
-        base = None
-        if appended.table_records is not None:
-            base = max(0, appended.table_records - appended.added_records)
-        cursor = DatasetCursor(
-            dataset=trigger.dataset,
-            fired_version=appended.from_version,
-            seen_version=appended.from_version,
-            base_records=base,
-            table_id=appended.table_id,
-        )
+        cursor = cursor_starting_at(trigger.dataset, appended, table_id=appended.table_id)
     if appended.to_version <= cursor.seen_version:
         # Already counted: a redelivery, or an announcement repeated past the dedup window.
         return DatasetDecision(cursor=None)
