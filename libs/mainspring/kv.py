@@ -81,11 +81,30 @@ async def compare_and_set(
 
     Returns the value written.
     """
+    value, _ = await compare_and_set_from(kv, key, change, None, attempts)
+    return value
+
+
+async def compare_and_set_from(
+    kv: KeyValue,
+    key: str,
+    change: Callable[[bytes | None], bytes],
+    known: tuple[bytes | None, int] | None,
+    attempts: int = 100,
+) -> tuple[bytes, int]:
+    """compare_and_set starting from a value and revision the caller remembers.
+
+    The single writer of a key that kept what it last wrote spends one round trip (the write)
+    instead of two; when someone else wrote since, the write loses and the key is read.
+    Returns the value written and its revision, for the caller to remember.
+    """
     for _ in range(attempts):
-        current, revision = await read(kv, key)
+        current, revision = known if known is not None else await read(kv, key)
+        known = None
         new_value = change(current)
-        if await write_if_unchanged(kv, key, new_value, revision) is not None:
-            return new_value
+        written = await write_if_unchanged(kv, key, new_value, revision)
+        if written is not None:
+            return new_value, written
     raise TooManyConflicts(f"{key} changed {attempts} times while being updated; try again")
 
 

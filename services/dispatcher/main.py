@@ -5,6 +5,7 @@ from __future__ import annotations
 from faststream import FastStream
 
 from mainspring import subjects
+from mainspring.numbers import RunNumbers
 from mainspring.registry import RoutineCatalog, RoutineStore
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging, run_service
@@ -12,7 +13,6 @@ from services.dispatcher.handlers import (
     CrashLoopCounts,
     Dispatcher,
     OverlapGate,
-    RunNumbers,
     register,
     register_datasets,
     register_timed,

@@ -9,7 +9,7 @@ from nats.js.api import KeyValueConfig
 
 from mainspring import kv
 from mainspring.bus import connect
-from mainspring.numbers import next_run_number
+from mainspring.numbers import RunNumbers, next_run_number
 from tests.harness import Deployment
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +29,25 @@ async def test_concurrent_run_numbers_are_unique_and_contiguous(deployment: Depl
             await nc.close()
     assert sorted(numbers) == list(range(1, 61))
     assert other == 1  # a/b and a_b are different routines with their own counters
+
+
+async def test_replicas_remembering_their_last_number_still_never_share_one(
+    deployment: Deployment,
+) -> None:
+    writers = [await connect(deployment.nats.url, name=f"replica-{i}") for i in range(3)]
+    try:
+        replicas = [
+            RunNumbers(await kv.declare_bucket(nc.jetstream(), KeyValueConfig(bucket="numbers")))
+            for nc in writers
+        ]
+        # Each replica's remembered revision goes stale whenever another one takes a number.
+        first = await asyncio.gather(*(replicas[i % 3].next("r") for i in range(30)))
+        second = [await replicas[i % 3].next("r") for i in range(30)]
+    finally:
+        for nc in writers:
+            await nc.close()
+    assert sorted(first) == list(range(1, 31))
+    assert second == list(range(31, 61))
 
 
 async def test_a_stale_revision_loses_and_says_so(deployment: Deployment) -> None:
