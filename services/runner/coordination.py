@@ -22,7 +22,14 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
-from mainspring.ledger import attempts_key, cancel_key, ledger_bucket, settle_outcome
+from mainspring.kv import read
+from mainspring.ledger import (
+    attempts_key,
+    cancel_key,
+    ledger_bucket,
+    outcome_key,
+    settle_outcome,
+)
 from mainspring.messages import RunCompleted
 
 _MISSING = (KeyNotFoundError, NotFoundError)
@@ -62,6 +69,11 @@ class RunLedger:
         except _MISSING:
             return False
         return True
+
+    async def settled(self, run_id: str) -> RunCompleted | None:
+        """The run's outcome if one was settled already (by a runner or the stale sweep)."""
+        value, _ = await read(self._kv, outcome_key(run_id))
+        return RunCompleted.model_validate_json(value) if value else None
 
     async def settle(self, completed: RunCompleted) -> RunCompleted:
         """The run's outcome to publish: ours, or the one settled before us (see settle_outcome)."""

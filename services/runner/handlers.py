@@ -42,6 +42,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def delivery_count(message: NatsMessage) -> int:
+    """How many times JetStream delivered this message (1 on its first delivery)."""
+    return int(message.raw_message.metadata.num_delivered or 1)
+
+
 def memory_info() -> tuple[int, int]:
     """(available, total) bytes of this machine, from /proc/meminfo."""
     values: dict[str, int] = {}
@@ -159,16 +164,14 @@ class Runner:
         """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
         assert self.ledger is not None and self.leases is not None
         started_at = _now()
-        if request.run_id in self.cancelled or await self.ledger.cancel_requested(request.run_id):
-            await self.complete(
-                request, Outcome("cancelled", {}, "cancelled before it started"), None, []
-            )
+        if request.run_id in self.cancelled:
+            await self.complete_cancelled(request)
             return
         if request.memory_limit:
             available, total = memory_info()
             waiting = core.memory_reason(request.memory_limit, available, total)
             if waiting:
-                await self.hold(request, message, waiting)
+                await self.hold_unless_cancelled(request, message, waiting)
                 return
         lease: str | None = None
         if request.max_concurrent:
@@ -178,7 +181,7 @@ class Runner:
             if lease is None:
                 holders = await self.leases.holders(request.routine, request.max_concurrent)
                 reason = core.concurrency_reason(request.routine, request.max_concurrent, holders)
-                await self.hold(request, message, reason)
+                await self.hold_unless_cancelled(request, message, reason)
                 return
         self.announced_holds.pop(request.run_id, None)
         try:
@@ -187,17 +190,57 @@ class Runner:
             if lease is not None:
                 await self.leases.release(lease)
 
+    async def complete_cancelled(self, request: RequestRun) -> None:
+        """End a run that was cancelled before it started."""
+        await self.complete(
+            request, Outcome("cancelled", {}, "cancelled before it started"), None, []
+        )
+
+    async def hold_unless_cancelled(
+        self, request: RequestRun, message: NatsMessage, reason: str
+    ) -> None:
+        """Hold a run back, unless it was cancelled meanwhile: a cancelled run is not queued."""
+        assert self.ledger is not None
+        if await self.ledger.cancel_requested(request.run_id):
+            await self.complete_cancelled(request)
+            return
+        await self.hold(request, message, reason)
+
     async def attempt(
         self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
     ) -> None:
         """Start one attempt of a run and report how it ended (or schedule its retry)."""
-        assert self.ledger is not None
-        attempt = await self.ledger.started_attempts(request.run_id) + 1
+        assert self.ledger is not None and self.state_kv is not None
+        # No runner saw a first delivery before: nothing to read to know this is attempt 1.
+        first = delivery_count(message) <= 1
+        attempt = 1 if first else await self.ledger.started_attempts(request.run_id) + 1
         lost = core.lost_run_outcome(attempt, request.retries, self.settings.run_ack_wait_s)
         if lost is not None:
             await self.complete(request, lost, started_at, [])
             return
-        await self.ledger.set_attempts(request.run_id, attempt)
+        # Everything the start needs from the bus in one round trip, not four in a row: the
+        # cancel mark, an outcome settled by an earlier copy of this request (a request
+        # published again after the dedup window must not run twice), the attempt count
+        # (written before the routine starts, so a runner killed mid-run is charged for it)
+        # and the routine's state.
+        cancelled, settled, _, (state, state_revision) = await asyncio.gather(
+            self.ledger.cancel_requested(request.run_id),
+            self.ledger.settled(request.run_id),
+            self.ledger.set_attempts(request.run_id, attempt),
+            load_state(self.state_kv, request.routine),
+        )
+        if cancelled:
+            await self.complete_cancelled(request)
+            return
+        if settled is not None:
+            log.warning(
+                "run %s of %s already ended %s: not run again",
+                request.run_id,
+                request.routine,
+                settled.status,
+            )
+            await publish_event(self.broker, settled, settled.subject())
+            return
         try:
             bundle = await self.bundle_dir(request.routine_version)
         except Exception as exc:
@@ -209,23 +252,26 @@ class Runner:
             )
             await self.complete(request, outcome, started_at, [])
             return
-        await publish_event(
-            self.broker,
-            RunStarted(
-                run_id=request.run_id,
-                routine=request.routine,
-                runner=self.name,
-                attempt=attempt,
-                started_at=started_at,
-                isolation=request.isolation,
-            ),
-            subjects.RUN_STARTED,
+        # Announced while the routine starts, not before: the completion waits for it below,
+        # so the bus still says started before it says how the run ended.
+        announced = asyncio.create_task(
+            publish_event(
+                self.broker,
+                RunStarted(
+                    run_id=request.run_id,
+                    routine=request.routine,
+                    runner=self.name,
+                    attempt=attempt,
+                    started_at=started_at,
+                    isolation=request.isolation,
+                ),
+                subjects.RUN_STARTED,
+            )
         )
         child = ChildRun(
             request, bundle, self.settings.home.resolve() / "logs" / f"{request.run_id}.log"
         )
-        assert self.state_kv is not None
-        child.state, state_revision = await load_state(self.state_kv, request.routine)
+        child.state = state
         self.active[request.run_id] = child
 
         async def on_child_message(payload: dict[str, Any]) -> None:
@@ -252,6 +298,11 @@ class Runner:
         finally:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
+            # Never left pending. After a runner fault the run is redelivered, so a failed
+            # announcement does not matter then; otherwise its failure is raised just below.
+            with contextlib.suppress(Exception):
+                await announced
+        await announced  # stored before the completion; failing, the run is redelivered
         # Released only once the run left `active`: a late cancel must not reach a worker
         # that already waits for (or serves) another run.
         await self.release_worker(request, worker, outcome, child.leftovers)

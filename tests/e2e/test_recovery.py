@@ -76,3 +76,47 @@ async def test_system_recovers_from_a_killed_nats_server(
 async def _running(client: Client, run_id: str) -> bool:
     run = await client.get_run(run_id)
     return run is not None and run["status"] == "running"
+
+
+FENCED = """
+from pathlib import Path
+
+from mainspring import Routine, on_schedule
+
+
+class Once(Routine):
+    def run(self, tick=on_schedule(cron="0 0 29 2 *"), marker: str = "") -> dict:
+        with Path(marker).open("a") as out:
+            out.write("ran\\n")
+        return {}
+"""
+
+
+async def test_a_request_published_again_after_its_run_ended_does_not_run_it_twice(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    folder = tmp_path / "once"
+    folder.mkdir()
+    (folder / "routine.py").write_text(FENCED)
+    marker = tmp_path / "ran.txt"
+    await client.create_routine(folder, "once")
+    run_id = await client.submit("once", {"marker": str(marker)})
+    assert (await client.wait(run_id, timeout=60))["status"] == "completed"
+
+    # The same request again under another message id: what a dispatcher deciding a
+    # message again after the stream's duplicate window would publish.
+    request = await client.js.get_last_msg(subjects.STREAM, subjects.RUN_REQUESTED)
+    await client.js.publish(
+        subjects.RUN_REQUESTED,
+        request.data,
+        stream=subjects.STREAM,
+        headers={"Nats-Msg-Id": f"again:{run_id}"},
+    )
+    runner = system.services["runner-0"]
+
+    async def refused() -> bool:
+        return f"run {run_id} of once already ended completed: not run again" in runner.log()
+
+    await eventually(refused, timeout=30, what="the runner to refuse the second copy")
+    assert marker.read_text() == "ran\n"
+    assert (await client.get_run(run_id) or {})["status"] == "completed"
