@@ -277,6 +277,9 @@ class Client:
         )
 
     async def _submit(self, request: SubmitRun) -> str:
+        if self._store is not None and not request.registry_revision:
+            # Read-your-writes: the dispatcher must see this client's own registry changes.
+            request = request.model_copy(update={"registry_revision": self._store.written_revision})
         await self.js.publish(
             subjects.RUN_SUBMITTED,
             request.model_dump_json().encode(),

@@ -130,6 +130,10 @@ class SubmitRun(Message):
     rerun_of: str | None = None
     trigger_kind: TriggerKind | None = None
     event: dict[str, Any] | None = None
+    # The registry revision of the submitter's own last write to the registry: the
+    # dispatcher answers from its in-memory copy only once that copy has seen it, so a
+    # routine created (or changed) a moment before by the same client is never missed.
+    registry_revision: int = Field(default=0, ge=0)
 
     # in_memory: the dispatcher numbers and requests the run on run.in_memory, and the
     # caller executes it in its own process instead of a runner.

@@ -12,7 +12,7 @@ from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from mainspring import subjects
-from mainspring.kv import TooManyConflicts, compare_and_set, key_token
+from mainspring.kv import TooManyConflicts, compare_and_set_from, key_token
 from mainspring.messages import Isolation
 from mainspring.routine import InputSpec
 from mainspring.triggers import AnyTrigger
@@ -124,6 +124,8 @@ class RoutineStore:
     def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self._kv = kv
         self._js = js
+        # The registry revision of this store's last write (see SubmitRun.registry_revision).
+        self.written_revision = 0
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> RoutineStore:
@@ -132,7 +134,11 @@ class RoutineStore:
 
     async def put(self, definition: RoutineDefinition) -> None:
         """Create or replace a definition."""
-        await self._kv.put(_key(definition.name), definition.model_dump_json().encode())
+        revision = await self._kv.put(_key(definition.name), definition.model_dump_json().encode())
+        self._wrote(revision)
+
+    def _wrote(self, revision: int) -> None:
+        self.written_revision = max(self.written_revision, int(revision))
 
     async def get(self, name: str) -> RoutineDefinition:
         """One definition, or RegistryError naming the fix."""
@@ -180,6 +186,9 @@ class RoutineStore:
         """Remove a definition (its bundle stays: runs in flight may still need it)."""
         await self.get(name)
         await self._kv.delete(_key(name))
+        # nats-py does not return a delete's revision: the bucket's last one is at least it.
+        info = await self._js.stream_info(f"KV_{subjects.ROUTINES_BUCKET}")
+        self._wrote(info.state.last_seq)
 
     async def set_enabled(
         self,
@@ -205,7 +214,10 @@ class RoutineStore:
             return updated.model_dump_json().encode()
 
         try:
-            written = await compare_and_set(self._kv, _key(name), toggled, attempts=10)
+            written, revision = await compare_and_set_from(
+                self._kv, _key(name), toggled, None, attempts=10
+            )
+            self._wrote(revision)
         except TooManyConflicts:
             raise RegistryError(
                 f"routine {name!r} changed too often concurrently; try again"
@@ -228,16 +240,17 @@ class RoutineStore:
         result = await store.get(digest)
         return result.data or b""
 
-    async def watch(self) -> AsyncIterator[tuple[str, RoutineDefinition | None]]:
-        """Every current definition, then each change (None when deleted)."""
+    async def watch(self) -> AsyncIterator[tuple[str, RoutineDefinition | None, int]]:
+        """Every current definition, then each change (None when deleted), with its revision."""
         watcher = await self._kv.watchall()
         async for entry in watcher:
             if entry is None:
                 continue
+            revision = int(entry.revision or 0)
             if entry.operation in ("DEL", "PURGE") or not entry.value:
-                yield entry.key, None
+                yield entry.key, None, revision
             else:
-                yield entry.key, RoutineDefinition.model_validate_json(entry.value)
+                yield entry.key, RoutineDefinition.model_validate_json(entry.value), revision
 
 
 class RoutineCatalog:
@@ -247,6 +260,8 @@ class RoutineCatalog:
         self._definitions: dict[str, RoutineDefinition] = {}
         self._task: Any = None
         self.changed: Any = None
+        # The registry revision this copy has caught up to.
+        self.revision = 0
 
     async def start(self, store: RoutineStore) -> None:
         """Load every definition, then follow changes in the background."""
@@ -260,7 +275,8 @@ class RoutineCatalog:
         names_by_key: dict[str, str] = {}
 
         async def follow() -> None:
-            async for key, definition in store.watch():
+            async for key, definition, revision in store.watch():
+                self.revision = max(self.revision, revision)
                 if definition is None:
                     self._definitions.pop(names_by_key.pop(key, key), None)
                 else:
@@ -282,3 +298,8 @@ class RoutineCatalog:
     def get(self, name: str) -> RoutineDefinition | None:
         """One definition by name."""
         return self._definitions.get(name)
+
+    def current(self, name: str, written_revision: int) -> RoutineDefinition | None:
+        """The definition, if this copy has seen the registry up to `written_revision` (a
+        submitter's own last write) and knows the name; else None: read the registry."""
+        return self.get(name) if self.revision >= written_revision else None

@@ -27,7 +27,7 @@ from mainspring.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.numbers import next_run_number
+from mainspring.numbers import RunNumbers
 from mainspring.records import RunQuery
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import durable, parse_or_park, publish_event
@@ -36,17 +36,6 @@ from services.dispatcher import core, timed
 from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger("mainspring.dispatcher")
-
-
-class RunNumbers:
-    """Per-routine run numbers, incremented with compare-and-set in the dispatch bucket."""
-
-    def __init__(self, bucket: KeyValue) -> None:
-        self._kv = bucket
-
-    async def next(self, routine: str) -> int:
-        """The next run number of a routine."""
-        return await next_run_number(self._kv, routine)
 
 
 class CrashLoopCounts:
@@ -84,6 +73,12 @@ class Dispatcher:
         self.settings = settings
         self.crashes: CrashLoopCounts | None = None
         self.overlap: OverlapGate | None = None
+
+    async def find(self, submitted: SubmitRun) -> RoutineDefinition | None:
+        """The submitted routine's definition: the in-memory copy when it is current enough
+        for the submitter, else the registry (a name the copy does not know yet included)."""
+        known = self.catalog.current(submitted.routine, submitted.registry_revision)
+        return known if known is not None else await self.store.find(submitted.routine)
 
     async def publish(
         self, decision: core.Decision, request_subject: str = subjects.RUN_REQUESTED
@@ -281,7 +276,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     async def on_run_submitted(message: NatsMessage) -> None:
         submitted = await parse_or_park(broker, message, SubmitRun)
         if submitted and submitted.execution == "in_memory":
-            definition = await dispatcher.store.find(submitted.routine)
+            definition = await dispatcher.find(submitted)
             context = await dispatcher.manual_context(definition, submitted)
             decision = core.decide_in_memory(definition, submitted, _now(), context)
             js = broker.connection.jetstream()
@@ -290,7 +285,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
                 await mark_in_memory(js, request.run_id)
             await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
         elif submitted:
-            definition = await dispatcher.store.find(submitted.routine)
+            definition = await dispatcher.find(submitted)
             context = await dispatcher.manual_context(definition, submitted)
             await dispatcher.publish(core.decide_manual(definition, submitted, _now(), context))
 

@@ -278,7 +278,7 @@ class Ticker:
 
     async def follow_registry(self, store: RoutineStore) -> None:
         """Apply registry changes as they happen."""
-        async for key, definition in store.watch():
+        async for key, definition, _ in store.watch():
             try:
                 self.on_definition(key, definition, _now())
             except Exception:

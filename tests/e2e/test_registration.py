@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mainspring.client import Client
 from tests.harness import Deployment, write_routine
 
 pytestmark = pytest.mark.e2e
@@ -62,3 +63,31 @@ def test_an_entrypoint_class_that_is_not_there_is_one_clear_line(
     [line] = result.stderr.strip().splitlines()
     assert "no Routine class 'NotARoutine'" in line
     assert "--entrypoint" in line
+
+
+VERSIONED = """
+from mainspring import Routine, on_schedule
+
+
+class Versioned(Routine):
+    def run(self, tick=on_schedule(cron="0 0 29 2 *")) -> dict:
+        return {{"version": {n}}}
+"""
+
+
+async def test_a_run_submitted_right_after_a_change_runs_the_changed_code(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    # The dispatcher answers submits from its in-memory copy of the registry; the client's
+    # own last write must be in that copy before it is used (read-your-writes).
+    folder = tmp_path / "versioned"
+    folder.mkdir()
+    for n in range(4):
+        (folder / "routine.py").write_text(VERSIONED.format(n=n))
+        await client.create_routine(folder, "versioned")
+        run = await client.wait(await client.submit("versioned"), timeout=60)
+        assert run["outputs"] == {"version": n}
+    await (await client.store()).delete("versioned")
+    refused = await client.wait(await client.submit("versioned"), timeout=60)
+    assert refused["status"] == "failed"
+    assert "not registered" in (refused["error"] or "")
