@@ -29,15 +29,14 @@ from mainspring.records import RunQuery
 from mainspring.registry import (
     InputSchema,
     RoutineDefinition,
-    RoutineOptions,
     RoutineStore,
     carry_trigger_state,
+    routine_options,
 )
 from mainspring.routine import inspect_contract, validate_inputs
 from mainspring.schedules import ScheduleWarning
 from mainspring.settings import Settings
 from mainspring.triggers import TimedSpec
-from mainspring.units import parse_memory
 
 
 class ServiceUnavailable(RuntimeError):
@@ -65,16 +64,7 @@ def definition_from_folder(
     contract = inspect_contract(cls)
     validated = validate_inputs(contract.inputs, defaults)
     data, digest = make_bundle(folder)
-    options = RoutineOptions(
-        timeout_s=cls.timeout_s,
-        memory_limit=parse_memory(cls.memory) if cls.memory else None,
-        retries=cls.retries,
-        retry_backoff_s=cls.retry_backoff_s,
-        max_hops=cls.max_hops,
-        max_concurrent=cls.max_concurrent,
-        allow_in_memory=cls.allow_in_memory,
-        isolation=cls.isolation,
-    )
+    options = routine_options(cls)
     definition = RoutineDefinition(
         name=name,
         version=digest,

@@ -14,8 +14,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from mainspring import subjects
 from mainspring.kv import TooManyConflicts, compare_and_set, key_token
 from mainspring.messages import Isolation
-from mainspring.routine import InputSpec
+from mainspring.routine import InputSpec, Routine
 from mainspring.triggers import AnyTrigger
+from mainspring.units import parse_memory
 
 
 class RegistryError(LookupError):
@@ -47,6 +48,20 @@ class RoutineOptions(BaseModel):
     max_concurrent: int | None = None
     allow_in_memory: bool = False
     isolation: Isolation = "worker"
+
+
+def routine_options(cls: type[Routine]) -> RoutineOptions:
+    """A routine class's execution options, checked as registration checks them."""
+    return RoutineOptions(
+        timeout_s=cls.timeout_s,
+        memory_limit=parse_memory(cls.memory) if cls.memory else None,
+        retries=cls.retries,
+        retry_backoff_s=cls.retry_backoff_s,
+        max_hops=cls.max_hops,
+        max_concurrent=cls.max_concurrent,
+        allow_in_memory=cls.allow_in_memory,
+        isolation=cls.isolation,
+    )
 
 
 DisabledBy = Literal["user", "crash_loop"]
