@@ -46,7 +46,7 @@ from mainspring.triggers import (
     ScheduleEvent,
 )
 
-__all__ = ["FireResult", "Progress", "fire"]
+__all__ = ["FireResult", "Progress", "TestSystem", "fire"]
 
 _EVENTS: dict[str, tuple[type[Any], str]] = {
     "schedule": (ScheduleEvent, "ScheduleEvent.at(datetime(2026, 1, 1, 9, 0))"),
@@ -251,3 +251,161 @@ def _result(
         run_info=info,
         inputs=inputs,
     )
+
+
+class TestSystem:
+    """The whole system (nats-server, the five services, SQLite) in a home of its own.
+
+    For integration tests: `start()`, register routines, append rows, wait for their runs,
+    `stop()`. It is what `mainspring up` starts, without the web page. The pytest plugin's
+    `mainspring_system` fixture gives one; the helpers work from sync and async tests.
+    """
+
+    __test__ = False  # a helper, not a test class pytest should collect
+
+    def __init__(self, home: Path, runners: int = 1) -> None:
+        from mainspring.settings import Settings
+
+        home = home.resolve()
+        self.home = home
+        self.settings = Settings(
+            home=home,
+            nats_url=None,
+            database_url=f"sqlite:///{home / 'runs.db'}",
+            dataset_root=str(home / "datasets"),
+            artifact_root=str(home / "artifacts"),
+        )
+        self.runners = runners
+        self._system: Any = None
+
+    def start(self, timeout_s: float = 60.0) -> TestSystem:
+        """Start every part and return once each is connected to the bus."""
+        import io
+
+        from mainspring.status import collect_status, everything_ready, wait_until
+        from mainspring.up import System
+
+        # Started from the caller's thread: the parts get SIGTERM when the thread that
+        # started them ends (Linux's parent-death signal), so not from a helper thread.
+        self._system = System(
+            self.settings, runners=self.runners, web_port=None, echo=io.StringIO()
+        )
+        self._system.start()
+        self.settings = self.settings.model_copy(update={"nats_url": self._system.nats_url})
+        if not wait_until(lambda: everything_ready(collect_status(self.settings)), timeout_s):
+            parts = collect_status(self.settings).get("parts") or []
+            waiting = [f"{p['name']} {p['state']}" for p in parts if p.get("state") != "ready"]
+            self.stop()
+            raise TimeoutError(
+                f"the test system in {self.home} was not ready after {timeout_s:g}s "
+                f"({', '.join(waiting)}); see the logs in {self.home / 'logs'}"
+            )
+        return self
+
+    def stop(self) -> None:
+        """Stop the services, then nats-server."""
+        if self._system is not None:
+            self._system.stop()
+            self._system = None
+
+    @property
+    def nats_url(self) -> str:
+        """Where its nats-server listens."""
+        return self.settings.resolved_nats_url()
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `mainspring` command (or any SDK process) against this system."""
+        import os
+
+        return {
+            **os.environ,
+            "MAINSPRING_HOME": str(self.home),
+            "MAINSPRING_NATS_URL": self.nats_url,
+            "MAINSPRING_DATABASE_URL": self.settings.resolved_database_url(),
+            "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
+            "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
+        }
+
+    async def connect(self) -> Any:
+        """An SDK client connected to this system (close it when done)."""
+        from mainspring.client import Client
+
+        return await Client.connect(self.settings)
+
+    def register(
+        self,
+        folder: Path | str,
+        name: str,
+        *,
+        entrypoint: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> Any:
+        """Register (or update) the routine in `folder` as `name`; returns its definition."""
+
+        async def register(client: Any) -> Any:
+            return await client.create_routine(Path(folder), name, entrypoint, config)
+
+        return self._with_client(register)
+
+    def create_dataset(self, name: str, schema: str | None = None, data: Any = None) -> int:
+        """Create a dataset (columns as 'id:int64,text:string', or initial rows); its version."""
+        from mainspring import datasets
+
+        root = self.settings.resolved_dataset_root()
+        return datasets.create(name, schema, data=data, root=root).version
+
+    def append(self, dataset: str, rows: Any) -> int:
+        """Append rows (a pyarrow Table, a dict of columns, a list of rows); the new version."""
+        from mainspring import datasets
+
+        return datasets.append(dataset, rows, root=self.settings.resolved_dataset_root())
+
+    def run(
+        self, routine: str, inputs: dict[str, Any] | None = None, timeout_s: float = 60.0
+    ) -> dict[str, Any]:
+        """Start a run by hand and return its record once it has ended."""
+
+        async def run(client: Any) -> dict[str, Any]:
+            run_id = await client.submit(routine, inputs or {})
+            finished: dict[str, Any] = await client.wait(run_id, timeout=timeout_s)
+            return finished
+
+        result: dict[str, Any] = self._with_client(run)
+        return result
+
+    def wait_for_runs(
+        self, routine: str, count: int = 1, timeout_s: float = 60.0
+    ) -> list[dict[str, Any]]:
+        """The routine's first `count` runs once all of them have ended, oldest first."""
+
+        async def wait(client: Any) -> list[dict[str, Any]]:
+            from mainspring.messages import TERMINAL_STATUSES
+            from mainspring.records import RunQuery
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while True:
+                runs = await client.list_runs(RunQuery(routine=routine, limit=10_000))
+                oldest = sorted(runs, key=lambda r: (r["created_at"], r["run_number"]))[:count]
+                if len(oldest) == count and all(r["status"] in TERMINAL_STATUSES for r in oldest):
+                    return oldest
+                if loop.time() > deadline:
+                    seen = ", ".join(f"#{r['run_number']} {r['status']}" for r in oldest)
+                    raise TimeoutError(
+                        f"{routine} has not ended {count} run(s) after {timeout_s:g}s "
+                        f"(runs: {seen or 'none'}); see the logs in {self.home / 'logs'}"
+                    )
+                await asyncio.sleep(0.1)
+
+        result: list[dict[str, Any]] = self._with_client(wait)
+        return result
+
+    def _with_client(self, action: Any) -> Any:
+        async def go() -> Any:
+            client = await self.connect()
+            try:
+                return await action(client)
+            finally:
+                await client.close()
+
+        return _outside_any_loop(asyncio.run, go())
