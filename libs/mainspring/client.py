@@ -7,7 +7,7 @@ import json
 import uuid
 import warnings
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,13 @@ from mainspring.messages import (
 )
 from mainspring.records import RunQuery
 from mainspring.registry import (
+    BUNDLE_GRACE,
     InputSchema,
     RoutineDefinition,
     RoutineStore,
     carry_trigger_state,
     routine_options,
+    sweep_bundles,
 )
 from mainspring.routine import inspect_contract, validate_inputs
 from mainspring.schedules import ScheduleWarning
@@ -147,6 +149,30 @@ class Client:
         if doubt is not None:
             warnings.warn(f"routine {name}: {doubt}", ScheduleWarning, stacklevel=2)
         return definition
+
+    async def collect_bundles(
+        self, grace: timedelta = BUNDLE_GRACE, now: datetime | None = None
+    ) -> list[str]:
+        """Delete code bundles that nothing has used for `grace`; returns their digests.
+
+        Used: the version of a registered routine, or of a run not yet ended (it finishes on
+        the code it started with). Without the recorder's answer nothing is deleted.
+        """
+        store = await self.store()
+        referenced = {definition.version for definition in await store.list()}
+        for status in ("queued", "running"):
+            async for run in self.iter_runs(RunQuery(status=status, limit=1_000_000)):
+                referenced.add(run.get("routine_version") or "")
+        sweep = sweep_bundles(
+            await store.stored_bundles(), referenced, now or datetime.now(UTC), grace
+        )
+        for digest in sweep.unmark:
+            await store.mark_bundle(digest, None)
+        for digest in sweep.mark:
+            await store.mark_bundle(digest, now or datetime.now(UTC))
+        for digest in sweep.delete:
+            await store.delete_bundle(digest)
+        return sweep.delete
 
     async def seed_dataset_cursor(self, definition: RoutineDefinition) -> None:
         """A new dataset routine starts at the dataset's current version: old rows never fire.
