@@ -121,7 +121,7 @@ def fire(
     tick at now when no event is given; dataset and completion routines need one.
     """
     contract = inspect_contract(routine)
-    routine_options(routine)
+    routine_options(routine)  # registration refuses a bad `memory` or `isolation`: so does this
     specs = _configured(contract.inputs, config or {})
     fired = _checked_event(routine.__name__, contract, event)
     given = dict(inputs or {})

@@ -14,6 +14,7 @@ from typing import IO
 import pyarrow as pa
 import pytest
 
+from mainspring.bundle import make_bundle
 from mainspring.testing import TestSystem
 from tests.harness import copy_example, eventually, write_routine
 
@@ -167,6 +168,23 @@ async def test_unused_code_bundles_are_deleted_and_those_of_unfinished_runs_kept
         stored = {bundle.digest for bundle in await (await client.store()).stored_bundles()}
         assert {old.version, new.version} <= stored
         assert gone.version not in stored
+
+        # Code registered again while marked loses its mark, so the next sweep cannot delete it.
+        store = await client.store()
+        await client.collect_bundles(grace=timedelta(hours=1))
+        marked = {b.digest: b.unreferenced_since for b in await store.stored_bundles()}
+        assert marked[old.version] is None  # the unfinished run uses it
+        again = write_routine(tmp_path / "again", EDITED.format(extra="", version="again"))
+        first = await client.create_routine(again, "again")
+        write_routine(again, EDITED.format(extra="", version="again, changed"))
+        await client.create_routine(again, "again")
+        await client.collect_bundles(grace=timedelta(hours=1))
+        assert {b.digest: b for b in await store.stored_bundles()}[first.version].unreferenced_since
+        data, _ = make_bundle(write_routine(again, EDITED.format(extra="", version="again")))
+        await store.put_bundle(first.version, data)
+        assert {b.digest: b for b in await store.stored_bundles()}[
+            first.version
+        ].unreferenced_since is None
 
         gate.touch()
         finished = await client.wait(run_id, timeout=30)
