@@ -201,3 +201,15 @@ def test_event_builders_give_what_a_fired_trigger_gives() -> None:
     assert [b.num_rows for b in rows.added_rows()] == [2, 2, 1]
     with pytest.raises(ValueError, match="must be below to_version"):
         DatasetEvent.from_table(pa.table({"id": [1]}), from_version=2, to_version=2)
+
+
+class Greedy(Routine):
+    memory = "lots"
+
+    def run(self, tick: ScheduleEvent = on_schedule(every="1h")) -> None:
+        return None
+
+
+def test_an_option_registration_refuses_is_refused() -> None:
+    with pytest.raises(ValueError, match="memory 'lots' is not a size"):
+        fire(Greedy)
