@@ -30,12 +30,15 @@ Say = Callable[[str], None]
 Signature = tuple[tuple[str, int, int], ...]
 
 # Errors of an edit the author fixes in the code: refused in one line, the loop goes on.
-EDIT_ERRORS = (BundleError, ContractError, InputError, ScheduleError, ValueError)
+# OSError: a file renamed or removed while it was bundled; the next look sees the result.
+EDIT_ERRORS = (BundleError, ContractError, InputError, ScheduleError, ValueError, OSError)
 
 
 def folder_signature(folder: Path) -> Signature:
     """What an edit changes: each bundled file's path, modification time and size."""
     signature: list[tuple[str, int, int]] = []
+    if not folder.is_dir():  # moved away for a moment (a checkout): nothing to register
+        return ()
     for path in bundle_files(folder):
         with contextlib.suppress(FileNotFoundError):  # removed while we looked
             stat = path.stat()

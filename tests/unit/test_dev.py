@@ -24,6 +24,7 @@ def test_an_edit_changes_the_signature_and_caches_do_not(tmp_path: Path) -> None
     source.write_text("x = 2\n")  # same size: the modification time tells
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert folder_signature(tmp_path) != before
+    assert folder_signature(tmp_path / "moved away") == ()
 
 
 @pytest.mark.parametrize(
