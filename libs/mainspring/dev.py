@@ -118,10 +118,10 @@ class DevLoop:
         try:
             entrypoints = await asyncio.to_thread(routine_entrypoints, self.folder)
             targets = routine_names(self.folder, entrypoints, self.name)
+            _, digest = await asyncio.to_thread(make_bundle, self.folder)
         except EDIT_ERRORS as exc:
             self.refuse("", exc)
             return False
-        _, digest = await asyncio.to_thread(make_bundle, self.folder)
         changed = False
         for routine, entrypoint in targets.items():
             last = self.registered.get(routine)
