@@ -20,8 +20,8 @@ test *ARGS:
 
 # ruff (lint and format check) and mypy strict
 lint:
-    ruff check libs services tests bench
-    ruff format --check libs services tests bench
+    ruff check libs services tests bench examples
+    ruff format --check libs services tests bench examples
     mypy
 
 # benchmarks, each beside a raw nats-py baseline measured in the same run

@@ -35,9 +35,7 @@ class EmbedNewRows(Routine):
             self.progress(min(1.0, done), f"{len(ids)} of {new_rows.added_records} rows")
         self.save_artifact(
             "embeddings",
-            pa.table(
-                {"id": ids, "vector": pa.array(vectors, pa.list_(pa.float32(), DIMENSIONS))}
-            ),
+            pa.table({"id": ids, "vector": pa.array(vectors, pa.list_(pa.float32(), DIMENSIONS))}),
         )
         return {
             "embedded": new_rows.added_records,

@@ -141,6 +141,11 @@ def _routine_entrypoints(folder: Path, only_file: str | None = None) -> list[str
     return found
 
 
+def routine_entrypoints(folder: Path) -> list[str]:
+    """`path.py:Class` of every Routine class defined in the folder."""
+    return _routine_entrypoints(folder)
+
+
 def detect_entrypoint(folder: Path) -> str:
     """The `path.py:Class` of the only Routine class in a folder."""
     found = _routine_entrypoints(folder)

@@ -345,6 +345,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- routines ------------------------------------------------------------------------------
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    # Checked before connecting: a typo in DIR should not wait for the bus.
+    if not Path(args.dir).is_dir():
+        raise CliError(
+            f"{args.dir} is not a folder: pass the folder holding your routine's .py files"
+        )
+    if args.poll <= 0:
+        raise CliError(f"--poll {args.poll:g} must be above 0 seconds, e.g. --poll 0.5")
+    return with_client(dev_loop)(args)
+
+
+async def dev_loop(client: Any, args: argparse.Namespace) -> int:
+    from mainspring.dev import develop
+
+    await develop(client, Path(args.dir), args.name, poll_s=args.poll)
+    return 0
+
+
 async def routine_create(client: Any, args: argparse.Namespace) -> int:
     import warnings
 
@@ -1096,6 +1114,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--keep-up", action="store_true", help="stay up after the demo until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
+
+    dev = commands.add_parser(
+        "dev",
+        help="register the routines in DIR and re-register on each edit, printing each run",
+    )
+    dev.add_argument("dir", help="folder holding the routine's .py files")
+    dev.add_argument(
+        "--name", default=None, help="routine name (default: the folder's name; one routine)"
+    )
+    dev.add_argument(
+        "--poll", type=float, default=0.5, help="seconds between looks at the files (default 0.5)"
+    )
+    dev.set_defaults(func=cmd_dev)
 
     routine = commands.add_parser("routine", help="register and manage routines")
     routines = routine.add_subparsers(dest="routine_command", metavar="ACTION", required=True)

@@ -7,7 +7,7 @@ import json
 import uuid
 import warnings
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,18 @@ from mainspring.messages import (
 )
 from mainspring.records import RunQuery
 from mainspring.registry import (
+    BUNDLE_GRACE,
     InputSchema,
     RoutineDefinition,
-    RoutineOptions,
     RoutineStore,
     carry_trigger_state,
+    routine_options,
+    sweep_bundles,
 )
 from mainspring.routine import inspect_contract, validate_inputs
 from mainspring.schedules import ScheduleWarning
 from mainspring.settings import Settings
 from mainspring.triggers import TimedSpec
-from mainspring.units import parse_memory
 
 
 class ServiceUnavailable(RuntimeError):
@@ -65,16 +66,7 @@ def definition_from_folder(
     contract = inspect_contract(cls)
     validated = validate_inputs(contract.inputs, defaults)
     data, digest = make_bundle(folder)
-    options = RoutineOptions(
-        timeout_s=cls.timeout_s,
-        memory_limit=parse_memory(cls.memory) if cls.memory else None,
-        retries=cls.retries,
-        retry_backoff_s=cls.retry_backoff_s,
-        max_hops=cls.max_hops,
-        max_concurrent=cls.max_concurrent,
-        allow_in_memory=cls.allow_in_memory,
-        isolation=cls.isolation,
-    )
+    options = routine_options(cls)
     definition = RoutineDefinition(
         name=name,
         version=digest,
@@ -157,6 +149,30 @@ class Client:
         if doubt is not None:
             warnings.warn(f"routine {name}: {doubt}", ScheduleWarning, stacklevel=2)
         return definition
+
+    async def collect_bundles(
+        self, grace: timedelta = BUNDLE_GRACE, now: datetime | None = None
+    ) -> list[str]:
+        """Delete code bundles that nothing has used for `grace`; returns their digests.
+
+        Used: the version of a registered routine, or of a run not yet ended (it finishes on
+        the code it started with). Without the recorder's answer nothing is deleted.
+        """
+        store = await self.store()
+        referenced = {definition.version for definition in await store.list()}
+        for status in ("queued", "running"):
+            async for run in self.iter_runs(RunQuery(status=status, limit=1_000_000)):
+                referenced.add(run.get("routine_version") or "")
+        sweep = sweep_bundles(
+            await store.stored_bundles(), referenced, now or datetime.now(UTC), grace
+        )
+        for digest in sweep.unmark:
+            await store.mark_bundle(digest, None)
+        for digest in sweep.mark:
+            await store.mark_bundle(digest, now or datetime.now(UTC))
+        for digest in sweep.delete:
+            await store.delete_bundle(digest)
+        return sweep.delete
 
     async def seed_dataset_cursor(self, definition: RoutineDefinition) -> None:
         """A new dataset routine starts at the dataset's current version: old rows never fire.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import datetime
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from nats.js import JetStreamContext
+from nats.js.api import ObjectMeta
 from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -14,8 +17,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from mainspring import subjects
 from mainspring.kv import TooManyConflicts, compare_and_set_from, key_token
 from mainspring.messages import Isolation
-from mainspring.routine import InputSpec
+from mainspring.routine import InputSpec, Routine
 from mainspring.triggers import AnyTrigger
+from mainspring.units import parse_memory
 
 
 class RegistryError(LookupError):
@@ -47,6 +51,20 @@ class RoutineOptions(BaseModel):
     max_concurrent: int | None = None
     allow_in_memory: bool = False
     isolation: Isolation = "worker"
+
+
+def routine_options(cls: type[Routine]) -> RoutineOptions:
+    """A routine class's execution options, checked as registration checks them."""
+    return RoutineOptions(
+        timeout_s=cls.timeout_s,
+        memory_limit=parse_memory(cls.memory) if cls.memory else None,
+        retries=cls.retries,
+        retry_backoff_s=cls.retry_backoff_s,
+        max_hops=cls.max_hops,
+        max_concurrent=cls.max_concurrent,
+        allow_in_memory=cls.allow_in_memory,
+        isolation=cls.isolation,
+    )
 
 
 DisabledBy = Literal["user", "crash_loop"]
@@ -116,6 +134,63 @@ def carry_trigger_state(
 
 def _key(name: str) -> str:
     return key_token(name)
+
+
+# Kept in a bundle's object description: when a sweep first found nothing using it.
+UNREFERENCED_MARK = "unreferenced since "
+# How long a bundle stays unreferenced before a sweep deletes it.
+BUNDLE_GRACE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class StoredBundle:
+    """A code bundle in the object store and when a sweep first found it unreferenced."""
+
+    digest: str
+    unreferenced_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BundleSweep:
+    """What one sweep of the bundle store does."""
+
+    mark: list[str]
+    unmark: list[str]
+    delete: list[str]
+
+
+def unreferenced_since(description: str | None) -> datetime | None:
+    """The time in an unreferenced mark (None: no mark)."""
+    if not description or not description.startswith(UNREFERENCED_MARK):
+        return None
+    try:
+        return datetime.fromisoformat(description.removeprefix(UNREFERENCED_MARK))
+    except ValueError:
+        return None
+
+
+def sweep_bundles(
+    stored: Iterable[StoredBundle], referenced: set[str], now: datetime, grace: timedelta
+) -> BundleSweep:
+    """Which bundles to mark unreferenced, to unmark, and to delete.
+
+    A bundle is deleted only after two sweeps at least `grace` apart found no current
+    definition and no unfinished run using it. The first sweep cannot see a run requested
+    from a definition replaced a moment ago (a dispatcher deciding on the old version, a
+    recorder not caught up); by the second that run is recorded, and keeps its code.
+    """
+    mark: list[str] = []
+    unmark: list[str] = []
+    delete: list[str] = []
+    for bundle in stored:
+        if bundle.digest in referenced:
+            if bundle.unreferenced_since is not None:
+                unmark.append(bundle.digest)
+        elif bundle.unreferenced_since is None:
+            mark.append(bundle.digest)
+        elif now - bundle.unreferenced_since >= grace:
+            delete.append(bundle.digest)
+    return BundleSweep(mark=mark, unmark=unmark, delete=delete)
 
 
 class RoutineStore:
@@ -225,14 +300,40 @@ class RoutineStore:
         return RoutineDefinition.model_validate_json(written)
 
     async def put_bundle(self, digest: str, data: bytes) -> None:
-        """Store code by digest (once)."""
+        """Store code by digest (once); code registered again loses its unreferenced mark."""
         store = await self._js.object_store(subjects.BUNDLES_BUCKET)
         try:
-            await store.get_info(digest)
-            return
+            info = await store.get_info(digest)
         except (ObjectNotFoundError, NotFoundError):
-            pass
-        await store.put(digest, data)
+            await store.put(digest, data)
+            return
+        if unreferenced_since(info.description) is not None:
+            await self.mark_bundle(digest, None)
+
+    async def stored_bundles(self) -> tuple[StoredBundle, ...]:
+        """Every stored code bundle with its unreferenced mark."""
+        store = await self._js.object_store(subjects.BUNDLES_BUCKET)
+        try:
+            infos = await store.list(ignore_deletes=True)
+        except NotFoundError:  # nats-py's answer for an empty store
+            return ()
+        return tuple(
+            StoredBundle(info.name, unreferenced_since(info.description))
+            for info in infos
+            if info.name and not info.deleted
+        )
+
+    async def mark_bundle(self, digest: str, since: datetime | None) -> None:
+        """Record when a bundle was first found unreferenced (None: clear the mark)."""
+        store = await self._js.object_store(subjects.BUNDLES_BUCKET)
+        description = None if since is None else UNREFERENCED_MARK + since.isoformat()
+        await store.update_meta(digest, ObjectMeta(name=digest, description=description))
+
+    async def delete_bundle(self, digest: str) -> None:
+        """Delete a bundle's code (a deleted one is gone already: fine)."""
+        store = await self._js.object_store(subjects.BUNDLES_BUCKET)
+        with contextlib.suppress(ObjectNotFoundError, NotFoundError):
+            await store.delete(digest)
 
     async def get_bundle(self, digest: str) -> bytes:
         """Fetch code by digest."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -200,6 +200,12 @@ class ScheduleEvent(BaseModel):
     scheduled_at: datetime
     fired_at: datetime
 
+    @classmethod
+    def at(cls, scheduled_at: datetime, fired_at: datetime | None = None) -> ScheduleEvent:
+        """The event of a tick at `scheduled_at` (a naive time is UTC), for tests."""
+        nominal = _aware(scheduled_at)
+        return cls(scheduled_at=nominal, fired_at=_aware(fired_at) if fired_at else nominal)
+
 
 class CompletionEvent(BaseModel):
     """Delivered to a completion-triggered run: the upstream run's result."""
@@ -212,6 +218,27 @@ class CompletionEvent(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict)
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls,
+        routine: str,
+        outputs: dict[str, Any] | None = None,
+        status: str = "completed",
+        *,
+        run_id: str | None = None,
+        run_number: int = 1,
+        artifacts: list[dict[str, Any]] | None = None,
+    ) -> CompletionEvent:
+        """The event of a finished run of `routine`, for tests."""
+        return cls(
+            routine=routine,
+            run_id=run_id or f"{routine}-run-{run_number}",
+            run_number=run_number,
+            status=status,
+            outputs=outputs or {},
+            artifacts=artifacts or [],
+        )
+
 
 class PollEvent(BaseModel):
     """Delivered to a poll-triggered run: what the poll function returned."""
@@ -219,6 +246,13 @@ class PollEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
     scheduled_at: datetime
     payload: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def with_payload(
+        cls, payload: dict[str, Any] | None = None, scheduled_at: datetime | None = None
+    ) -> PollEvent:
+        """The event of a poll that returned `payload` (at `scheduled_at`, default now), for tests."""
+        return cls(scheduled_at=_aware(scheduled_at or datetime.now(UTC)), payload=payload or {})
 
 
 class ManualEvent(BaseModel):
@@ -262,8 +296,60 @@ class DatasetEvent:
         """
         return list(self)
 
+    @classmethod
+    def from_table(
+        cls,
+        data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
+        from_version: int = 0,
+        to_version: int | None = None,
+        *,
+        dataset: str = "",
+        batch_size: int = 1024,
+    ) -> DatasetEvent:
+        """The event of appending `data` in versions (from_version, to_version], for tests.
+
+        Iterating it yields batches of `batch_size` rows, as a fired event's do. `dataset`
+        left empty becomes the routine's trigger dataset when the event is fired.
+        """
+        import pyarrow as pa
+
+        if isinstance(data, pa.RecordBatch):
+            table = pa.Table.from_batches([data])
+        elif isinstance(data, pa.Table):
+            table = data
+        else:
+            table = pa.Table.from_batches(list(data))
+        end = from_version + 1 if to_version is None else to_version
+        if from_version >= end:
+            raise ValueError(
+                f"from_version {from_version} must be below to_version {end}: "
+                "the range (from_version, to_version] holds the appended versions"
+            )
+        rows = table.combine_chunks()
+
+        def batches(batch_rows: int) -> Iterator[pa.RecordBatch]:
+            return iter(rows.to_batches(max_chunksize=max(1, batch_rows)))
+
+        return cls(dataset, from_version, end, rows.num_rows, batches, batch_size)
+
+    def replace(self, *, dataset: str | None = None, batch_size: int | None = None) -> DatasetEvent:
+        """The same rows under another dataset name or batch size."""
+        return DatasetEvent(
+            dataset if dataset is not None else self.dataset,
+            self.from_version,
+            self.to_version,
+            self.added_records,
+            self._batches,
+            batch_size if batch_size is not None else self.batch_size,
+        )
+
     def __repr__(self) -> str:
         return (
             f"DatasetEvent({self.dataset!r}, versions ({self.from_version}, {self.to_version}], "
             f"{self.added_records} rows)"
         )
+
+
+def _aware(moment: datetime) -> datetime:
+    # Fired events carry UTC times; a test's naive datetime means UTC, not the machine's zone.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

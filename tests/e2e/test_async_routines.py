@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mainspring.client import Client
-from tests.harness import Deployment, eventually, write_routine
+from mainspring.testing import TestSystem
+from tests.harness import eventually, write_routine
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def client(mainspring_system: TestSystem) -> AsyncIterator[Client]:
+    """A client of the system the module's tests share (their routines have distinct names)."""
+    connected: Client = await mainspring_system.connect()
+    yield connected
+    await connected.close()
+
 
 ASYNC_ROUTINE = """
 import asyncio
@@ -64,7 +75,7 @@ async def finished(client: Client, run_id: str) -> dict[str, Any] | None:
 
 
 async def test_async_run_records_its_real_outputs_and_async_failures_fail(
-    system: Deployment, client: Client, tmp_path: Path
+    client: Client, tmp_path: Path
 ) -> None:
     await client.create_routine(write_routine(tmp_path / "fetch", ASYNC_ROUTINE), "fetch")
     await client.create_routine(write_routine(tmp_path / "broken", ASYNC_FAILURE), "broken")
@@ -82,7 +93,7 @@ async def test_async_run_records_its_real_outputs_and_async_failures_fail(
 
 
 async def test_an_async_poll_function_fires_with_its_payload(
-    system: Deployment, client: Client, tmp_path: Path
+    client: Client, tmp_path: Path
 ) -> None:
     await client.create_routine(write_routine(tmp_path / "orders", ASYNC_POLL), "orders")
 
