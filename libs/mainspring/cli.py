@@ -537,6 +537,8 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "statistics": args.statistics,
         "previews": args.previews,
         "store_artifacts": not args.no_store,
+        # Inputs asked for one by one are Xperiflow's workflow invocation.
+        "invocation": "workflow" if args.interactive else "direct",
     }
 
 
@@ -755,6 +757,7 @@ def print_run(run: dict[str, Any]) -> None:
         "rerun_of",
         "started_by",
         "name",
+        "description",
         "labels",
         "attributes",
         "inputs",
@@ -769,6 +772,8 @@ def print_run(run: dict[str, Any]) -> None:
         "memory_limit",
         "runner",
         "attempt",
+        "invocation",
+        "execution",
         "isolation",
         "queue_reason",
         "updated_at",
@@ -780,6 +785,15 @@ def print_run(run: dict[str, Any]) -> None:
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         print(f"{key:>14}: {value}")
+    options = run_options_text(run)
+    if options:
+        print(f"{'options':>14}: {options}")
+    used = resources_text(run)
+    if used:
+        print(f"{'resources':>14}: {used}")
+    for key, label in (("artifact_location", "artifacts at"), ("log_uri", "log")):
+        if run.get(key):
+            print(f"{label:>14}: {run[key]}")
     if run.get("progress") is not None:
         print(f"{'progress':>14}: {run['progress'] * 100:.0f}% {run.get('progress_message') or ''}")
     for item in run.get("artifacts") or []:
@@ -793,6 +807,31 @@ def print_run(run: dict[str, Any]) -> None:
     print_lineage(run)
     if run.get("traceback"):
         print(run["traceback"].rstrip())
+
+
+def run_options_text(run: dict[str, Any]) -> str:
+    """The run options as `statistics on, previews off, store artifacts on` (empty: unknown)."""
+    names = (
+        ("statistics", "statistics"),
+        ("previews", "previews"),
+        ("store_artifacts", "store artifacts"),
+    )
+    known = [(label, run.get(key)) for key, label in names if run.get(key) is not None]
+    return ", ".join(f"{label} {'on' if value else 'off'}" for label, value in known)
+
+
+def resources_text(run: dict[str, Any]) -> str:
+    """What the run used: `peak memory 41.2 MiB, CPU 0.31s, wall 0.52s` (parts it measured)."""
+    from mainspring.units import format_bytes
+
+    parts = []
+    if run.get("peak_memory_bytes") is not None:
+        parts.append(f"peak memory {format_bytes(run['peak_memory_bytes'])}")
+    if run.get("cpu_seconds") is not None:
+        parts.append(f"CPU {run['cpu_seconds']:.2f}s")
+    if run.get("wall_seconds") is not None:
+        parts.append(f"wall {run['wall_seconds']:.2f}s")
+    return ", ".join(parts)
 
 
 def describe_run(brief: dict[str, Any]) -> str:
@@ -836,6 +875,8 @@ async def runs_list(client: Any, args: argparse.Namespace) -> int:
         since=datetime.fromisoformat(args.since) if args.since else None,
         until=datetime.fromisoformat(args.until) if args.until else None,
         chain=args.chain,
+        name=args.run_name,
+        description=args.description,
         limit=args.limit,
     )
     runs = [run async for run in client.iter_runs(query)]
@@ -1219,6 +1260,10 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--since", help="ISO time")
     rl.add_argument("--until", help="ISO time")
     rl.add_argument("--chain", metavar="RUN_ID", help="every run in the chain of this run")
+    rl.add_argument(
+        "--name", dest="run_name", metavar="TEXT", help="runs whose name contains TEXT (any case)"
+    )
+    rl.add_argument("--description", metavar="TEXT", help="runs whose description contains TEXT")
     rl.add_argument("--limit", type=int, default=50)
     rl.add_argument("--json", action="store_true")
     rl.set_defaults(func=with_client(runs_list))

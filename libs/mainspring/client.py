@@ -20,6 +20,7 @@ from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.bus import connect, publish
 from mainspring.messages import (
+    INVOCATIONS,
     ISOLATIONS,
     TERMINAL_STATUSES,
     CancelRun,
@@ -209,6 +210,7 @@ class Client:
         to_version: int | None = None,
         upstream: str | None = None,
         payload: dict[str, Any] | None = None,
+        invocation: str = "direct",
     ) -> str:
         """Ask for a run; returns its run id at once.
 
@@ -222,6 +224,11 @@ class Client:
             raise ValueError(f"isolation {isolation!r}: use 'worker' or 'process'")
         if payload is not None and not isinstance(payload, dict):
             raise ValueError('payload must be a JSON object (a dict), e.g. {"city": "Oslo"}')
+        if invocation not in INVOCATIONS:
+            raise ValueError(
+                f"invocation {invocation!r}: use 'workflow' (inputs asked for step by step) "
+                "or 'direct' (given at once)"
+            )
         return await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
@@ -243,6 +250,7 @@ class Client:
                 to_version=to_version,
                 upstream_run_id=upstream,
                 payload=payload,
+                invocation=invocation,
             )
         )
 
@@ -269,6 +277,9 @@ class Client:
                 started_by=self.settings.user or _login(),
                 source=source,
                 memory_limit=original.get("memory_limit"),
+                statistics=bool(original.get("statistics")),
+                previews=bool(original.get("previews")),
+                store_artifacts=original.get("store_artifacts") is not False,
                 submitted_at=datetime.now(UTC),
                 rerun_of=run_id,
                 trigger_kind=replayed,

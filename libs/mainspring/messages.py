@@ -17,6 +17,12 @@ FiringStatus = Literal["fired", "skipped", "failed", "loop_blocked", "disabled"]
 # "worker": a reused worker process pinned to the code's digest; "process": a fresh fork per run.
 Isolation = Literal["worker", "process"]
 ISOLATIONS: tuple[str, ...] = ("worker", "process")
+# How a run got its inputs (Xperiflow's invocation method): "workflow" when they were collected
+# step by step (`mainspring run --interactive`), "direct" when given at once (API, flags, a trigger).
+InvocationType = Literal["workflow", "direct"]
+INVOCATIONS: tuple[str, ...] = ("workflow", "direct")
+# "background": a runner executes it; "in_memory": the caller executes it in its own process.
+ExecutionType = Literal["background", "in_memory"]
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 # "start": the run failed before run() was called (code, entrypoint, contract, inputs);
@@ -133,7 +139,8 @@ class SubmitRun(Message):
 
     # in_memory: the dispatcher numbers and requests the run on run.in_memory, and the
     # caller executes it in its own process instead of a runner.
-    execution: Literal["background", "in_memory"] = "background"
+    execution: ExecutionType = "background"
+    invocation: InvocationType = "direct"
 
     @model_validator(mode="after")
     def _event_with_its_kind(self) -> SubmitRun:
@@ -176,6 +183,8 @@ class RequestRun(Message):
     isolation: Isolation = "worker"
     # The run this one repeats (`runs rerun`), if any.
     rerun_of: str | None = None
+    execution: ExecutionType = "background"
+    invocation: InvocationType = "direct"
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""
@@ -195,6 +204,8 @@ class RunStarted(Message):
     attempt: int = 1
     started_at: AwareDatetime
     isolation: Isolation | None = None
+    # The run's folder in the artifact store (`runs/<id>/`): its artifacts and its log go there.
+    artifact_location: str | None = None
 
 
 class RunQueued(Message):
@@ -233,6 +244,24 @@ class ArtifactRef(Message):
     size_bytes: int | None = None
 
 
+class RunResources(Message):
+    """What a run's execution used: peak resident memory of its process tree, CPU and wall time."""
+
+    peak_memory_bytes: int | None = Field(default=None, ge=0)
+    cpu_seconds: float | None = Field(default=None, ge=0)
+    wall_seconds: float | None = Field(default=None, ge=0)
+
+
+class RunLogged(Message):
+    """A piece of a running run's stdout or stderr (core NATS, not stored: the log file is)."""
+
+    run_id: str
+    stream: Literal["stdout", "stderr"]
+    text: str
+    # Where this piece starts in the run's log file, so a follower can tell what it missed.
+    offset: int = Field(ge=0)
+
+
 class RunCompleted(Message):
     """A run reached a terminal status (published by runners, the dispatcher or external systems)."""
 
@@ -252,6 +281,9 @@ class RunCompleted(Message):
     phase: RunPhase = "run"
     source: RunSource | None = None
     isolation: Isolation | None = None
+    resources: RunResources | None = None
+    # The run's stdout and stderr, kept as one file in the artifact store.
+    log_uri: str | None = None
 
     def message_id(self) -> str:
         """A run completes once."""
