@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mainspring import subjects
+from mainspring.messages import TERMINAL_STATUSES
 from mainspring.settings import ConfigError, Settings
 
 EXIT_FAILED = 1
@@ -927,6 +928,28 @@ async def runs_rerun(client: Any, args: argparse.Namespace) -> int:
     return 0 if run["status"] == "completed" else EXIT_FAILED
 
 
+async def runs_logs(client: Any, args: argparse.Namespace) -> int:
+    run = await client.get_run(args.id)
+    if run is None:
+        raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+    if args.follow:
+        async for text in client.follow_log(run["id"]):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return 0
+    text = await client.run_log(run["id"])
+    if text is None:
+        if run["status"] not in TERMINAL_STATUSES:
+            raise CliError(
+                f"run {run['id']} is {run['status']}: its log is stored when it ends; "
+                f"watch it live with `mainspring runs logs {run['id']} --follow`"
+            )
+        print(f"run {run['id']} kept no log (it wrote no output, or never started)")
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
 async def runs_cancel(client: Any, args: argparse.Namespace) -> int:
     run = await client.get_run(args.id)
     if run is None:
@@ -1284,6 +1307,12 @@ def build_parser() -> argparse.ArgumentParser:
     rc = runs_actions.add_parser("cancel", help="stop a queued or running run")
     rc.add_argument("id")
     rc.set_defaults(func=with_client(runs_cancel))
+    rlog = runs_actions.add_parser("logs", help="a run's stdout and stderr; --follow while it runs")
+    rlog.add_argument("id")
+    rlog.add_argument(
+        "--follow", "-f", action="store_true", help="print output as it is written, until the end"
+    )
+    rlog.set_defaults(func=with_client(runs_logs))
     rw = runs_actions.add_parser("watch", help="a live progress bar until the run ends")
     rw.add_argument("id")
     rw.add_argument("--interval", type=float, default=0.25, help="poll interval in seconds")

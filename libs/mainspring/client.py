@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 import warnings
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
@@ -24,6 +26,7 @@ from mainspring.messages import (
     ISOLATIONS,
     TERMINAL_STATUSES,
     CancelRun,
+    RunLogged,
     SubmitRun,
 )
 from mainspring.records import RunQuery
@@ -455,6 +458,60 @@ class Client:
                 if run["status"] in TERMINAL_STATUSES:
                     return
             await asyncio.sleep(poll_s)
+
+    async def run_log(self, run_id: str) -> str | None:
+        """A finished run's stdout and stderr, from the artifact store (None: it kept none yet)."""
+        from mainspring.runlogs import read_log
+
+        root = self.settings.resolved_artifact_root()
+        data = await asyncio.to_thread(read_log, root, run_id)
+        return None if data is None else data.decode(errors="replace")
+
+    async def follow_log(self, run_id: str, poll_s: float = 0.5) -> AsyncIterator[str]:
+        """A run's output as it is written, until the run ends (then the stored log's rest).
+
+        Output written before this call is in the stored log once the run ends; a line
+        says how much was missed.
+        """
+        pieces: asyncio.Queue[RunLogged] = asyncio.Queue()
+
+        async def on_piece(message: Msg) -> None:
+            with contextlib.suppress(ValueError):
+                pieces.put_nowait(RunLogged.model_validate_json(message.data))
+
+        # Listening before the first look at the run: no piece can pass by unseen.
+        subscription = await self.nc.subscribe(subjects.run_log_subject(run_id), cb=on_piece)
+        try:
+            seen = 0
+            ended = False
+            while True:
+                try:
+                    piece = await asyncio.wait_for(pieces.get(), poll_s)
+                except TimeoutError:
+                    if ended:
+                        break
+                    run = await self.get_run(run_id)
+                    if run is None:
+                        raise ValueError(
+                            f"run {run_id} is not recorded: find its id with `mainspring runs list`"
+                        ) from None
+                    # Pieces are published before the run's outcome: once it is recorded,
+                    # one more quiet wait drains them.
+                    ended = run["status"] in TERMINAL_STATUSES
+                    continue
+                if piece.offset > seen:
+                    yield (
+                        f"[mainspring: {piece.offset - seen} bytes written before this point "
+                        f"are in the stored log once the run ends: mainspring runs logs {run_id}]\n"
+                    )
+                yield piece.text
+                seen = piece.offset + len(piece.text.encode())
+            stored = await self.run_log(run_id)
+            if stored is not None and seen == 0:
+                yield stored
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
     async def run_in_memory(
         self, routine: str, inputs: dict[str, Any] | None = None, **options: Any
