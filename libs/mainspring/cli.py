@@ -950,6 +950,50 @@ async def runs_logs(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_time(text: str | None, flag: str) -> datetime | None:
+    """An ISO time from a flag; without an offset it is local time."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"{flag} {text!r} is not an ISO time: write e.g. 2026-11-01 or 2026-11-01T09:00+01:00"
+        ) from None
+    return value if value.tzinfo else value.astimezone()
+
+
+async def runs_delete(client: Any, args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.routine):
+        raise CliError("name the runs to delete: run ids, or --routine N (with --status, --before)")
+    if args.ids and (args.status or args.before):
+        raise CliError("--status and --before narrow --routine: leave out the run ids")
+    reply = await client.delete_runs(
+        args.ids,
+        routine=args.routine,
+        status=args.status,
+        before=parse_time(args.before, "--before"),
+        dry_run=args.dry_run,
+    )
+    for run_id in reply["missing"]:
+        print(f"run {run_id} not found: nothing to delete")
+    for run_id in reply["running"]:
+        print(
+            f"run {run_id} has not ended: not deleted (cancel it with "
+            f"`mainspring runs cancel {run_id}`, or delete it once it ends)"
+        )
+    hidden = reply["running_count"] - len(reply["running"])
+    if hidden:
+        print(f"... and {hidden} more runs not ended, not deleted")
+    verb = "would delete" if reply["dry_run"] else "deleted"
+    if args.dry_run:
+        for run_id in reply["deleted"]:
+            print(f"{verb} {run_id}")
+    count = reply["deleted_count"]
+    print(f"{verb} {count} run{'' if count == 1 else 's'} with their progress, logs and artifacts")
+    return 0 if not reply["missing"] else EXIT_FAILED
+
+
 async def runs_cancel(client: Any, args: argparse.Namespace) -> int:
     run = await client.get_run(args.id)
     if run is None:
@@ -1313,6 +1357,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", "-f", action="store_true", help="print output as it is written, until the end"
     )
     rlog.set_defaults(func=with_client(runs_logs))
+    rd = runs_actions.add_parser(
+        "delete", help="delete finished runs with their progress, logs and artifacts"
+    )
+    rd.add_argument("ids", nargs="*", metavar="ID", help="run ids (or use --routine)")
+    rd.add_argument("--routine", help="the finished runs of this routine")
+    rd.add_argument("--status", choices=["completed", "failed", "cancelled"])
+    rd.add_argument("--before", metavar="TIME", help="with --routine: runs created before (ISO)")
+    rd.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    rd.set_defaults(func=with_client(runs_delete))
     rw = runs_actions.add_parser("watch", help="a live progress bar until the run ends")
     rw.add_argument("id")
     rw.add_argument("--interval", type=float, default=0.25, help="poll interval in seconds")

@@ -26,6 +26,7 @@ from mainspring.messages import (
     ISOLATIONS,
     TERMINAL_STATUSES,
     CancelRun,
+    DeleteRuns,
     RunLogged,
     SubmitRun,
 )
@@ -458,6 +459,33 @@ class Client:
                 if run["status"] in TERMINAL_STATUSES:
                     return
             await asyncio.sleep(poll_s)
+
+    async def delete_runs(
+        self,
+        run_ids: list[str] | None = None,
+        *,
+        routine: str | None = None,
+        status: str | None = None,
+        before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Delete finished runs with their progress, logs and artifacts: by id, or a routine's
+        (narrowed by status and creation time). Runs not yet ended are never deleted.
+
+        Returns `deleted` and `running` (run ids, counted in `deleted_count` and
+        `running_count`) and `missing` (ids not recorded); with dry_run nothing is deleted.
+        """
+        request = DeleteRuns(
+            run_ids=run_ids or [],
+            routine=routine,
+            status=status,
+            before=before,
+            dry_run=dry_run,
+        )
+        # Deleting many runs' files takes a while: a longer wait than a query's.
+        return await self._request(
+            subjects.API_RUNS_DELETE, json.loads(request.model_dump_json()), timeout=120.0
+        )
 
     async def run_log(self, run_id: str) -> str | None:
         """A finished run's stdout and stderr, from the artifact store (None: it kept none yet)."""

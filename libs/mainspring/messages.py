@@ -301,6 +301,32 @@ class CancelRun(Message):
     requested_by: str | None = None
 
 
+class DeleteRuns(Message):
+    """Ask the recorder to delete finished runs: their rows, progress, logs and artifacts.
+
+    Either run ids, or a routine narrowed by status and creation time. A run that has not
+    ended is never deleted: the reply names it instead.
+    """
+
+    run_ids: list[str] = Field(default_factory=list)
+    routine: str | None = None
+    status: TerminalStatus | None = None
+    # Runs created before this time.
+    before: AwareDatetime | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _ids_or_routine(self) -> DeleteRuns:
+        if bool(self.run_ids) == bool(self.routine):
+            raise ValueError(
+                "name the runs to delete by id, or by routine (with status and before): "
+                "one of the two"
+            )
+        if self.run_ids and (self.status or self.before):
+            raise ValueError("status and before narrow a routine's runs: give them with routine")
+        return self
+
+
 class TriggerRecorded(Message):
     """A trigger of a routine fired, was skipped, failed or was blocked (trigger history)."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mainspring.messages import (
@@ -296,3 +296,19 @@ def completion_for_stale(
         source=source if source in ("trigger", "manual", "api") else None,
         isolation=isolation if isolation in ("worker", "process") else None,
     )
+
+
+def split_deletable(statuses: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(runs that may be deleted, runs kept because they have not ended), each sorted.
+
+    A run still created, queued or running is never deleted: its runner would write it
+    back, and its outcome is still to come.
+    """
+    finished = sorted(run_id for run_id, status in statuses.items() if status in TERMINAL_STATUSES)
+    unfinished = sorted(run_id for run_id, status in statuses.items() if run_id not in finished)
+    return finished, unfinished
+
+
+def retention_cutoff(now: datetime, keep_days: float | None) -> datetime | None:
+    """Finished runs created before this time are past the retention (None: kept by age)."""
+    return None if keep_days is None else now - timedelta(days=keep_days)
