@@ -440,3 +440,31 @@ def test_tree_memory_counts_what_a_process_forked() -> None:
         parent.wait()
     # Gone: nothing below it, rather than its last size.
     assert descendants_rss_bytes(parent.pid) == 0
+
+
+async def test_a_run_reports_its_output_live_and_the_resources_it_used(
+    harness: Harness, tmp_path: Path
+) -> None:
+    bundle = _bundle(
+        tmp_path / "b",
+        "print('busy', flush=True)\n"
+        "block = touched(64 * 2**20)\n"
+        "deadline = time.process_time() + 0.2\n"
+        "while time.process_time() < deadline: pass\n",
+    )
+    heard: list[dict[str, Any]] = []
+
+    async def on_message(message: dict[str, Any]) -> None:
+        heard.append(message)
+
+    outcome, worker, child = await harness.run(bundle, _request("d1"), on_message=on_message)
+    used = child.resources()
+
+    assert outcome.status == "completed"
+    assert {"type": "log", "stream": "stdout", "text": "busy\n", "offset": 0} in heard
+    assert used.peak_memory_bytes is not None
+    assert used.peak_memory_bytes > worker.baseline_rss + 60 * MiB
+    assert used.cpu_seconds is not None
+    assert used.cpu_seconds >= 0.2
+    assert used.wall_seconds is not None
+    assert used.wall_seconds >= used.cpu_seconds - 0.05
