@@ -253,10 +253,10 @@ class RunResources(Message):
 
 
 class RunLogged(Message):
-    """A piece of a running run's stdout or stderr (core NATS, not stored: the log file is)."""
+    """A piece of a running run's output, stdout and stderr as written (core NATS, not
+    stored: the log file is)."""
 
     run_id: str
-    stream: Literal["stdout", "stderr"]
     text: str
     # Where this piece starts in the run's log file, so a follower can tell what it missed.
     offset: int = Field(ge=0)

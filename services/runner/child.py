@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from mainspring.bundle import BundleError, import_entrypoint
 from mainspring.invoke import build_event, invoke
@@ -181,11 +181,13 @@ def snapshot() -> WorkerSnapshot:
 
 
 class OutputCapture:
-    """A run's fds 1 and 2 in pipes: a thread copies them to the run's log, up to a cap, and
+    """A run's fds 1 and 2 in one pipe: a thread copies it to the run's log, up to a cap, and
     to the runner as `log` lines (streamed live); the worker's own fds come back afterwards.
 
-    Pipes rather than the log file itself, so the cap holds whatever the routine (or a
-    process it started) writes, and the runner sees output as it happens.
+    A pipe rather than the log file itself, so the cap holds whatever the routine (or a
+    process it started) writes, and the runner sees output as it happens. One pipe for
+    both, so the log keeps stdout and stderr in the order they were written, as a terminal
+    shows them (a traceback after the prints that led to it).
     """
 
     def __init__(self, log_path: str, max_bytes: int, pipe: ControlPipe) -> None:
@@ -200,46 +202,43 @@ class OutputCapture:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = self.log_path.open("ab")
         self.offset = self.log.tell()
-        streams: dict[int, Literal["stdout", "stderr"]] = {}
         sys.stdout.flush()
         sys.stderr.flush()
         self.saved = os.dup(1), os.dup(2)
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            read_end, write_end = os.pipe()
-            os.dup2(write_end, fd)
-            os.close(write_end)
-            streams[read_end] = name  # type: ignore[assignment]
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
         self.thread = threading.Thread(
-            target=self._copy, args=(streams,), name="mainspring-run-output", daemon=True
+            target=self._copy, args=(read_end,), name="mainspring-run-output", daemon=True
         )
         self.thread.start()
         return self
 
-    def _copy(self, streams: dict[int, Literal["stdout", "stderr"]]) -> None:
-        open_streams = dict(streams)
-        while open_streams:
-            ready, _, _ = select.select(list(open_streams), [], [], 0.1)
-            if not ready and self.stopping.is_set():
-                break  # a process the run started still holds the pipe: stop listening
-            for fd in ready:
-                data = os.read(fd, 65536)
-                if not data:
-                    os.close(fd)
-                    del open_streams[fd]
+    def _copy(self, output: int) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([output], [], [], 0.1)
+                if not ready:
+                    if self.stopping.is_set():
+                        break  # a process the run started still holds the pipe: stop listening
                     continue
-                self._keep(open_streams[fd], data)
-        for fd in open_streams:
-            os.close(fd)
-        self._keep("stderr", self.bounded.cut_marker(), capped=False)
+                data = os.read(output, 65536)
+                if not data:
+                    break
+                self._keep(data)
+        finally:
+            os.close(output)
+        self._keep(self.bounded.cut_marker(), capped=False)
 
-    def _keep(self, stream: Literal["stdout", "stderr"], data: bytes, capped: bool = True) -> None:
+    def _keep(self, data: bytes, capped: bool = True) -> None:
         kept = self.bounded.take(data) if capped else data
         if not kept:
             return
         self.log.write(kept)
         self.log.flush()
         text = kept.decode(errors="replace")
-        self.pipe.send({"type": "log", "stream": stream, "text": text, "offset": self.offset})
+        self.pipe.send({"type": "log", "text": text, "offset": self.offset})
         self.offset += len(kept)
 
     def __exit__(self, *exc: object) -> None:

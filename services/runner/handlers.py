@@ -300,7 +300,6 @@ class Runner:
         with contextlib.suppress(Exception):
             piece = RunLogged(
                 run_id=run_id,
-                stream=payload["stream"],
                 text=payload["text"],
                 offset=payload["offset"],
             )
