@@ -56,6 +56,8 @@ def store_log(root: str, run_id: str, local: Path) -> str | None:
         data = local.read_bytes()
     except FileNotFoundError:
         return None
+    if not data:
+        return None  # most runs print nothing: no empty file for each of them
     fs, path = log_path(root, run_id)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as out:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from mainspring.artifacts import delete_run_files
 from mainspring.messages import DeleteRuns, RequestRun, RunCompleted, RunResources, SubmitRun
-from mainspring.runlogs import BoundedLog
+from mainspring.runlogs import BoundedLog, read_log, store_log
 from services.recorder.core import (
     changes_for,
     merge,
@@ -116,3 +118,19 @@ def test_the_retention_cutoff_is_now_minus_the_days_kept(
 def test_a_delete_request_names_runs_one_way(fields: dict[str, object], reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         DeleteRuns.model_validate(fields)
+
+
+def test_a_log_is_stored_under_the_run_and_an_empty_one_is_not(tmp_path: Path) -> None:
+    root = str(tmp_path / "artifacts")
+    (tmp_path / "a.log").write_bytes(b"hello\n")
+    (tmp_path / "b.log").write_bytes(b"")
+
+    stored = store_log(root, "a", tmp_path / "a.log")
+
+    assert stored == f"{tmp_path}/artifacts/runs/a/logs/output.log"
+    assert read_log(root, "a") == b"hello\n"
+    assert store_log(root, "b", tmp_path / "b.log") is None
+    assert read_log(root, "b") is None
+    assert delete_run_files(root, "a") is True
+    assert read_log(root, "a") is None
+    assert delete_run_files(root, "a") is False
