@@ -21,6 +21,7 @@ import select
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -197,6 +198,7 @@ class OutputCapture:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.saved: tuple[int, int] = (-1, -1)
+        self.stopped_at = 0.0
 
     def __enter__(self) -> OutputCapture:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,9 +221,11 @@ class OutputCapture:
         try:
             while True:
                 ready, _, _ = select.select([output], [], [], 0.1)
+                if self.stopping.wait(0) and (not ready or self._drained_long_enough()):
+                    # A process the run started may still hold the pipe, quiet or chatty:
+                    # its output after the run is not this run's, nor the next one's.
+                    break
                 if not ready:
-                    if self.stopping.is_set():
-                        break  # a process the run started still holds the pipe: stop listening
                     continue
                 data = os.read(output, 65536)
                 if not data:
@@ -230,6 +234,9 @@ class OutputCapture:
         finally:
             os.close(output)
         self._keep(self.bounded.cut_marker(), capped=False)
+
+    def _drained_long_enough(self) -> bool:
+        return time.monotonic() - self.stopped_at > OUTPUT_DRAIN_S
 
     def _keep(self, data: bytes, capped: bool = True) -> None:
         kept = self.bounded.take(data) if capped else data
@@ -251,9 +258,10 @@ class OutputCapture:
         os.dup2(self.saved[1], 2)
         os.close(self.saved[0])
         os.close(self.saved[1])
+        self.stopped_at = time.monotonic()
         self.stopping.set()
         if self.thread is not None:
-            self.thread.join(timeout=OUTPUT_DRAIN_S)
+            self.thread.join(timeout=OUTPUT_DRAIN_S + 1.0)
         self.log.close()
 
 

@@ -470,3 +470,23 @@ async def test_a_run_reports_its_output_live_and_the_resources_it_used(
     assert used.cpu_seconds >= 0.2
     assert used.wall_seconds is not None
     assert used.wall_seconds >= used.cpu_seconds - 0.05
+
+
+async def test_a_process_left_printing_after_its_run_does_not_hold_the_run_or_its_log(
+    harness: Harness, tmp_path: Path
+) -> None:
+    bundle = _bundle(
+        tmp_path / "b",
+        "print('run output', flush=True)\n"
+        "subprocess.Popen([sys.executable, '-c', "
+        "'import time\\nwhile True: print(\"orphan\", flush=True); time.sleep(0.01)'])\n"
+        "time.sleep(0.2)\n",
+    )
+    started = time.monotonic()
+
+    outcome, worker, child = await harness.run(bundle, _request("d1"))
+
+    assert outcome.status == "completed"
+    assert time.monotonic() - started < 10, "the run ends though the orphan keeps printing"
+    assert child.log_path.read_text().startswith("run output\n")
+    assert not worker.alive(), "the worker with a live child is recycled"
