@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mainspring.artifacts import delete_run_files
+from mainspring.cli import build_parser, resources_text, run_options, run_options_text
 from mainspring.messages import DeleteRuns, RequestRun, RunCompleted, RunResources, SubmitRun
 from mainspring.runlogs import BoundedLog, read_log, store_log
 from services.recorder.core import (
@@ -134,3 +135,25 @@ def test_a_log_is_stored_under_the_run_and_an_empty_one_is_not(tmp_path: Path) -
     assert delete_run_files(root, "a") is True
     assert read_log(root, "a") is None
     assert delete_run_files(root, "a") is False
+
+
+@pytest.mark.parametrize(("flags", "invocation"), [([], "direct"), (["--interactive"], "workflow")])
+def test_inputs_asked_for_one_by_one_are_a_workflow_invocation(
+    flags: list[str], invocation: str
+) -> None:
+    args = build_parser().parse_args(["run", "eval", *flags])
+
+    assert run_options(args)["invocation"] == invocation
+
+
+def test_the_record_prints_options_and_resources_it_knows() -> None:
+    run = {
+        "statistics": True,
+        "previews": False,
+        "peak_memory_bytes": 3 * 2**20,
+        "cpu_seconds": 0.5,
+    }
+
+    assert run_options_text(run) == "statistics on, previews off"
+    assert resources_text(run) == "peak memory 3.0MiB, CPU 0.50s"
+    assert (run_options_text({}), resources_text({})) == ("", "")
