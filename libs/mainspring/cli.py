@@ -963,11 +963,21 @@ def parse_time(text: str | None, flag: str) -> datetime | None:
     return value if value.tzinfo else value.astimezone()
 
 
-async def runs_delete(client: Any, args: argparse.Namespace) -> int:
+def check_delete_selection(args: argparse.Namespace) -> None:
+    """`runs delete` names runs by id or by routine, checked before reaching for the bus."""
     if bool(args.ids) == bool(args.routine):
         raise CliError("name the runs to delete: run ids, or --routine N (with --status, --before)")
     if args.ids and (args.status or args.before):
         raise CliError("--status and --before narrow --routine: leave out the run ids")
+    parse_time(args.before, "--before")
+
+
+def cmd_runs_delete(args: argparse.Namespace) -> int:
+    check_delete_selection(args)
+    return with_client(runs_delete)(args)
+
+
+async def runs_delete(client: Any, args: argparse.Namespace) -> int:
     reply = await client.delete_runs(
         args.ids,
         routine=args.routine,
@@ -1365,7 +1375,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--status", choices=["completed", "failed", "cancelled"])
     rd.add_argument("--before", metavar="TIME", help="with --routine: runs created before (ISO)")
     rd.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
-    rd.set_defaults(func=with_client(runs_delete))
+    rd.set_defaults(func=cmd_runs_delete)
     rw = runs_actions.add_parser("watch", help="a live progress bar until the run ends")
     rw.add_argument("id")
     rw.add_argument("--interval", type=float, default=0.25, help="poll interval in seconds")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mainspring.artifacts import delete_run_files
-from mainspring.cli import build_parser, resources_text, run_options, run_options_text
+from mainspring.cli import build_parser, main, resources_text, run_options, run_options_text
 from mainspring.messages import DeleteRuns, RequestRun, RunCompleted, RunResources, SubmitRun
 from mainspring.runlogs import BoundedLog, read_log, store_log
 from services.recorder.core import (
@@ -157,3 +157,21 @@ def test_the_record_prints_options_and_resources_it_knows() -> None:
     assert run_options_text(run) == "statistics on, previews off"
     assert resources_text(run) == "peak memory 3.0MiB, CPU 0.50s"
     assert (run_options_text({}), resources_text({})) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["runs", "delete"], "name the runs to delete: run ids, or --routine N"),
+        (["runs", "delete", "a", "--routine", "r"], "name the runs to delete"),
+        (["runs", "delete", "a", "--status", "failed"], "--status and --before narrow --routine"),
+        (["runs", "delete", "--routine", "r", "--before", "soon"], "--before 'soon' is not an ISO"),
+    ],
+)
+def test_runs_delete_refuses_an_unclear_selection_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert error.count("\n") == 1
