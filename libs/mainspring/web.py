@@ -34,7 +34,7 @@ T = TypeVar("T")
 class LiveLogs:
     """The latest output of running runs, heard on `log.run.>`, for the run page.
 
-    Bounded: the last LIVE_LOG_BYTES of each of the LIVE_LOG_RUNS runs heard from most
+    Bounded: the last LIVE_LOG_CHARS of each of the LIVE_LOG_RUNS runs heard from most
     recently. A finished run's page reads its stored log instead.
     """
 
@@ -43,7 +43,7 @@ class LiveLogs:
 
     def hear(self, piece: RunLogged) -> None:
         """Add a piece of a run's output."""
-        tail = (self.tails.pop(piece.run_id, "") + piece.text)[-LIVE_LOG_BYTES:]
+        tail = (self.tails.pop(piece.run_id, "") + piece.text)[-LIVE_LOG_CHARS:]
         self.tails[piece.run_id] = tail
         while len(self.tails) > LIVE_LOG_RUNS:
             self.tails.popitem(last=False)
@@ -53,7 +53,7 @@ class LiveLogs:
         return self.tails.get(run_id, "")
 
 
-LIVE_LOG_BYTES = 64 * 1024
+LIVE_LOG_CHARS = 64 * 1024
 LIVE_LOG_RUNS = 64
 
 
