@@ -24,10 +24,31 @@ def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(root).resolve())
 
 
+def run_folder(root: str, run_id: str) -> tuple[pafs.FileSystem, str]:
+    """Filesystem and folder of everything a run keeps: runs/{run_id}/ (artifacts, logs)."""
+    fs, base = _filesystem(root)
+    return fs, f"{base}/runs/{run_id}"
+
+
+def run_location(root: str, run_id: str) -> str:
+    """A run's folder written as its root is (a local path or an object-store URI)."""
+    base = root.rstrip("/") if "://" in root else str(Path(root).resolve())
+    return f"{base}/runs/{run_id}"
+
+
+def delete_run_files(root: str, run_id: str) -> bool:
+    """Remove a run's folder (artifacts and logs); False when it kept none."""
+    fs, folder = run_folder(root, run_id)
+    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+        return False
+    fs.delete_dir(folder)
+    return True
+
+
 def artifact_dir(root: str, run_id: str, name: str) -> tuple[pafs.FileSystem, str]:
     """Filesystem and folder of one artifact: runs/{run_id}/artifacts/{name}/."""
-    fs, base = _filesystem(root)
-    return fs, f"{base}/runs/{run_id}/artifacts/{name}"
+    fs, folder = run_folder(root, run_id)
+    return fs, f"{folder}/artifacts/{name}"
 
 
 def column_statistics(table: pa.Table) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mainspring import subjects
+from mainspring.messages import TERMINAL_STATUSES
 from mainspring.settings import ConfigError, Settings
 
 EXIT_FAILED = 1
@@ -555,6 +556,8 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "statistics": args.statistics,
         "previews": args.previews,
         "store_artifacts": not args.no_store,
+        # Inputs asked for one by one are Xperiflow's workflow invocation.
+        "invocation": "workflow" if args.interactive else "direct",
     }
 
 
@@ -773,6 +776,7 @@ def print_run(run: dict[str, Any]) -> None:
         "rerun_of",
         "started_by",
         "name",
+        "description",
         "labels",
         "attributes",
         "inputs",
@@ -787,6 +791,8 @@ def print_run(run: dict[str, Any]) -> None:
         "memory_limit",
         "runner",
         "attempt",
+        "invocation",
+        "execution",
         "isolation",
         "queue_reason",
         "updated_at",
@@ -798,6 +804,15 @@ def print_run(run: dict[str, Any]) -> None:
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         print(f"{key:>14}: {value}")
+    options = run_options_text(run)
+    if options:
+        print(f"{'options':>14}: {options}")
+    used = resources_text(run)
+    if used:
+        print(f"{'resources':>14}: {used}")
+    for key, label in (("artifact_location", "artifacts at"), ("log_uri", "log")):
+        if run.get(key):
+            print(f"{label:>14}: {run[key]}")
     if run.get("progress") is not None:
         print(f"{'progress':>14}: {run['progress'] * 100:.0f}% {run.get('progress_message') or ''}")
     for item in run.get("artifacts") or []:
@@ -811,6 +826,31 @@ def print_run(run: dict[str, Any]) -> None:
     print_lineage(run)
     if run.get("traceback"):
         print(run["traceback"].rstrip())
+
+
+def run_options_text(run: dict[str, Any]) -> str:
+    """The run options as `statistics on, previews off, store artifacts on` (empty: unknown)."""
+    names = (
+        ("statistics", "statistics"),
+        ("previews", "previews"),
+        ("store_artifacts", "store artifacts"),
+    )
+    known = [(label, run.get(key)) for key, label in names if run.get(key) is not None]
+    return ", ".join(f"{label} {'on' if value else 'off'}" for label, value in known)
+
+
+def resources_text(run: dict[str, Any]) -> str:
+    """What the run used: `peak memory 41.2 MiB, CPU 0.31s, wall 0.52s` (parts it measured)."""
+    from mainspring.units import format_bytes
+
+    parts = []
+    if run.get("peak_memory_bytes") is not None:
+        parts.append(f"peak memory {format_bytes(run['peak_memory_bytes'])}")
+    if run.get("cpu_seconds") is not None:
+        parts.append(f"CPU {run['cpu_seconds']:.2f}s")
+    if run.get("wall_seconds") is not None:
+        parts.append(f"wall {run['wall_seconds']:.2f}s")
+    return ", ".join(parts)
 
 
 def describe_run(brief: dict[str, Any]) -> str:
@@ -854,6 +894,8 @@ async def runs_list(client: Any, args: argparse.Namespace) -> int:
         since=datetime.fromisoformat(args.since) if args.since else None,
         until=datetime.fromisoformat(args.until) if args.until else None,
         chain=args.chain,
+        name=args.run_name,
+        description=args.description,
         limit=args.limit,
     )
     runs = [run async for run in client.iter_runs(query)]
@@ -902,6 +944,82 @@ async def runs_rerun(client: Any, args: argparse.Namespace) -> int:
     else:
         print_run(run)
     return 0 if run["status"] == "completed" else EXIT_FAILED
+
+
+async def runs_logs(client: Any, args: argparse.Namespace) -> int:
+    run = await client.get_run(args.id)
+    if run is None:
+        raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+    if args.follow:
+        async for text in client.follow_log(run["id"]):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return 0
+    text = await client.run_log(run["id"])
+    if text is None:
+        if run["status"] not in TERMINAL_STATUSES:
+            raise CliError(
+                f"run {run['id']} is {run['status']}: its log is stored when it ends; "
+                f"watch it live with `mainspring runs logs {run['id']} --follow`"
+            )
+        print(f"run {run['id']} kept no log (it wrote no output, or never started)")
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+def parse_time(text: str | None, flag: str) -> datetime | None:
+    """An ISO time from a flag; without an offset it is local time."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"{flag} {text!r} is not an ISO time: write e.g. 2026-11-01 or 2026-11-01T09:00+01:00"
+        ) from None
+    return value if value.tzinfo else value.astimezone()
+
+
+def check_delete_selection(args: argparse.Namespace) -> None:
+    """`runs delete` names runs by id or by routine, checked before reaching for the bus."""
+    if bool(args.ids) == bool(args.routine):
+        raise CliError("name the runs to delete: run ids, or --routine N (with --status, --before)")
+    if args.ids and (args.status or args.before):
+        raise CliError("--status and --before narrow --routine: leave out the run ids")
+    parse_time(args.before, "--before")
+
+
+def cmd_runs_delete(args: argparse.Namespace) -> int:
+    check_delete_selection(args)
+    return with_client(runs_delete)(args)
+
+
+async def runs_delete(client: Any, args: argparse.Namespace) -> int:
+    reply = await client.delete_runs(
+        args.ids,
+        routine=args.routine,
+        status=args.status,
+        before=parse_time(args.before, "--before"),
+        dry_run=args.dry_run,
+    )
+    for run_id in reply["missing"]:
+        print(f"run {run_id} not found: nothing to delete")
+    for run_id in reply["running"]:
+        print(
+            f"run {run_id} has not ended: not deleted (cancel it with "
+            f"`mainspring runs cancel {run_id}`, or delete it once it ends)"
+        )
+    hidden = reply["running_count"] - len(reply["running"])
+    if hidden:
+        print(f"... and {hidden} more runs not ended, not deleted")
+    verb = "would delete" if reply["dry_run"] else "deleted"
+    if args.dry_run:
+        for run_id in reply["deleted"]:
+            print(f"{verb} {run_id}")
+    count = reply["deleted_count"]
+    print(f"{verb} {count} run{'' if count == 1 else 's'} with their progress, logs and artifacts")
+    return 0 if not reply["missing"] else EXIT_FAILED
 
 
 async def runs_cancel(client: Any, args: argparse.Namespace) -> int:
@@ -1250,6 +1368,10 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--since", help="ISO time")
     rl.add_argument("--until", help="ISO time")
     rl.add_argument("--chain", metavar="RUN_ID", help="every run in the chain of this run")
+    rl.add_argument(
+        "--name", dest="run_name", metavar="TEXT", help="runs whose name contains TEXT (any case)"
+    )
+    rl.add_argument("--description", metavar="TEXT", help="runs whose description contains TEXT")
     rl.add_argument("--limit", type=int, default=50)
     rl.add_argument("--json", action="store_true")
     rl.set_defaults(func=with_client(runs_list))
@@ -1270,6 +1392,21 @@ def build_parser() -> argparse.ArgumentParser:
     rc = runs_actions.add_parser("cancel", help="stop a queued or running run")
     rc.add_argument("id")
     rc.set_defaults(func=with_client(runs_cancel))
+    rlog = runs_actions.add_parser("logs", help="a run's stdout and stderr; --follow while it runs")
+    rlog.add_argument("id")
+    rlog.add_argument(
+        "--follow", "-f", action="store_true", help="print output as it is written, until the end"
+    )
+    rlog.set_defaults(func=with_client(runs_logs))
+    rd = runs_actions.add_parser(
+        "delete", help="delete finished runs with their progress, logs and artifacts"
+    )
+    rd.add_argument("ids", nargs="*", metavar="ID", help="run ids (or use --routine)")
+    rd.add_argument("--routine", help="the finished runs of this routine")
+    rd.add_argument("--status", choices=["completed", "failed", "cancelled"])
+    rd.add_argument("--before", metavar="TIME", help="with --routine: runs created before (ISO)")
+    rd.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    rd.set_defaults(func=cmd_runs_delete)
     rw = runs_actions.add_parser("watch", help="a live progress bar until the run ends")
     rw.add_argument("id")
     rw.add_argument("--interval", type=float, default=0.25, help="poll interval in seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 import warnings
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
@@ -20,9 +22,12 @@ from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.bus import connect, publish
 from mainspring.messages import (
+    INVOCATIONS,
     ISOLATIONS,
     TERMINAL_STATUSES,
     CancelRun,
+    DeleteRuns,
+    RunLogged,
     SubmitRun,
 )
 from mainspring.records import RunQuery
@@ -225,6 +230,7 @@ class Client:
         to_version: int | None = None,
         upstream: str | None = None,
         payload: dict[str, Any] | None = None,
+        invocation: str = "direct",
     ) -> str:
         """Ask for a run; returns its run id at once.
 
@@ -238,6 +244,11 @@ class Client:
             raise ValueError(f"isolation {isolation!r}: use 'worker' or 'process'")
         if payload is not None and not isinstance(payload, dict):
             raise ValueError('payload must be a JSON object (a dict), e.g. {"city": "Oslo"}')
+        if invocation not in INVOCATIONS:
+            raise ValueError(
+                f"invocation {invocation!r}: use 'workflow' (inputs asked for step by step) "
+                "or 'direct' (given at once)"
+            )
         return await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
@@ -259,6 +270,7 @@ class Client:
                 to_version=to_version,
                 upstream_run_id=upstream,
                 payload=payload,
+                invocation=invocation,
             )
         )
 
@@ -285,6 +297,9 @@ class Client:
                 started_by=self.settings.user or _login(),
                 source=source,
                 memory_limit=original.get("memory_limit"),
+                statistics=bool(original.get("statistics")),
+                previews=bool(original.get("previews")),
+                store_artifacts=original.get("store_artifacts") is not False,
                 submitted_at=datetime.now(UTC),
                 rerun_of=run_id,
                 trigger_kind=replayed,
@@ -463,6 +478,87 @@ class Client:
                 if run["status"] in TERMINAL_STATUSES:
                     return
             await asyncio.sleep(poll_s)
+
+    async def delete_runs(
+        self,
+        run_ids: list[str] | None = None,
+        *,
+        routine: str | None = None,
+        status: str | None = None,
+        before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Delete finished runs with their progress, logs and artifacts: by id, or a routine's
+        (narrowed by status and creation time). Runs not yet ended are never deleted.
+
+        Returns `deleted` and `running` (run ids, counted in `deleted_count` and
+        `running_count`) and `missing` (ids not recorded); with dry_run nothing is deleted.
+        """
+        request = DeleteRuns(
+            run_ids=run_ids or [],
+            routine=routine,
+            status=status,
+            before=before,
+            dry_run=dry_run,
+        )
+        # Deleting many runs' files takes a while: a longer wait than a query's.
+        return await self._request(
+            subjects.API_RUNS_DELETE, json.loads(request.model_dump_json()), timeout=120.0
+        )
+
+    async def run_log(self, run_id: str) -> str | None:
+        """A finished run's stdout and stderr, from the artifact store (None: it kept none yet)."""
+        from mainspring.runlogs import read_log
+
+        root = self.settings.resolved_artifact_root()
+        data = await asyncio.to_thread(read_log, root, run_id)
+        return None if data is None else data.decode(errors="replace")
+
+    async def follow_log(self, run_id: str, poll_s: float = 0.5) -> AsyncIterator[str]:
+        """A run's output as it is written, until the run ends (then the stored log's rest).
+
+        Output written before this call is in the stored log once the run ends; a line
+        says how much was missed.
+        """
+        pieces: asyncio.Queue[RunLogged] = asyncio.Queue()
+
+        async def on_piece(message: Msg) -> None:
+            with contextlib.suppress(ValueError):
+                pieces.put_nowait(RunLogged.model_validate_json(message.data))
+
+        # Listening before the first look at the run: no piece can pass by unseen.
+        subscription = await self.nc.subscribe(subjects.run_log_subject(run_id), cb=on_piece)
+        try:
+            seen = 0
+            ended = False
+            while True:
+                try:
+                    piece = await asyncio.wait_for(pieces.get(), poll_s)
+                except TimeoutError:
+                    if ended:
+                        break
+                    run = await self.get_run(run_id)
+                    if run is None:
+                        raise ValueError(
+                            f"run {run_id} is not recorded: find its id with `mainspring runs list`"
+                        ) from None
+                    # Pieces are published before the run's outcome: once it is recorded,
+                    # one more quiet wait drains them.
+                    ended = run["status"] in TERMINAL_STATUSES
+                    continue
+                if piece.offset > seen:
+                    yield (
+                        f"[mainspring: {piece.offset - seen} bytes written before this point "
+                        f"are in the stored log once the run ends: mainspring runs logs {run_id}]\n"
+                    )
+                yield piece.text
+                seen = piece.offset + len(piece.text.encode())
+            stored = await self.run_log(run_id)
+            if stored is not None and seen == 0:
+                yield stored
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
     async def run_in_memory(
         self, routine: str, inputs: dict[str, Any] | None = None, **options: Any

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,16 +22,18 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 
 from mainspring import subjects, tracing
-from mainspring.artifacts import save_artifact
+from mainspring.artifacts import run_location, save_artifact
 from mainspring.bundle import extract_bundle, import_entrypoint
 from mainspring.bus import message_headers
 from mainspring.invoke import build_event, invoke
 from mainspring.messages import (
+    InvocationType,
     Message,
     RequestRun,
     RunCompleted,
     RunHeartbeat,
     RunProgressed,
+    RunResources,
     RunStarted,
     SubmitRun,
 )
@@ -156,6 +159,7 @@ async def run_in_memory(
     previews: bool = False,
     store_artifacts: bool = True,
     started_by: str | None = None,
+    invocation: InvocationType = "direct",
 ) -> dict[str, Any]:
     """Run a routine here and now; returns the terminal record (id, status, outputs, error)."""
     definition = await (await client.store()).get(routine)
@@ -184,6 +188,7 @@ async def run_in_memory(
             store_artifacts=store_artifacts,
             submitted_at=now,
             execution="in_memory",
+            invocation=invocation,
         ),
     )
     run_id = request.run_id
@@ -200,6 +205,7 @@ async def run_in_memory(
             routine=routine,
             runner=runner,
             started_at=started_at,
+            artifact_location=run_location(client.settings.resolved_artifact_root(), run_id),
         ),
         subjects.RUN_STARTED,
     )
@@ -207,6 +213,7 @@ async def run_in_memory(
     state, revision = await load_state(state_kv, routine)
     context = _Context(client, asyncio.get_running_loop(), request)
     beating = asyncio.create_task(_heartbeat(client, run_id, runner))
+    wall_start = time.monotonic()
     try:
         result = await asyncio.to_thread(
             _execute,
@@ -219,6 +226,10 @@ async def run_in_memory(
         )
     finally:
         beating.cancel()
+    # Peak memory is left out: the caller's process holds more than this run.
+    resources = RunResources(
+        cpu_seconds=result.pop("cpu_seconds", None), wall_seconds=time.monotonic() - wall_start
+    )
     status, outputs = result["status"], result.get("outputs", {})
     error, trace, final_state = result.get("error"), result.get("traceback"), result.get("state")
     if status == "completed" and final_state is not None:
@@ -241,6 +252,7 @@ async def run_in_memory(
         parent_run_id=request.parent_run_id,
         started_at=started_at,
         finished_at=datetime.now(UTC),
+        resources=resources,
         **request.carried_forward(),
     )
     # The outcome is the dispatcher's to publish: it settles it like any run's.
@@ -281,4 +293,9 @@ def _execute(
     # an upstream run's completion, a tick at now, a poll payload).
     batch_size = int(request.inputs.get("batch_size", 1024) or 1024)
     event = build_event(request, batch_size, dataset_root)
-    return invoke(cls, {contract.trigger_param: event, **request.inputs}, context, run_info, state)
+    # This thread's CPU time only: the caller's other threads are not the run's.
+    cpu_start = time.thread_time()
+    result = invoke(
+        cls, {contract.trigger_param: event, **request.inputs}, context, run_info, state
+    )
+    return {**result, "cpu_seconds": time.thread_time() - cpu_start}

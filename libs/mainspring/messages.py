@@ -17,6 +17,12 @@ FiringStatus = Literal["fired", "skipped", "failed", "loop_blocked", "disabled"]
 # "worker": a reused worker process pinned to the code's digest; "process": a fresh fork per run.
 Isolation = Literal["worker", "process"]
 ISOLATIONS: tuple[str, ...] = ("worker", "process")
+# How a run got its inputs (Xperiflow's invocation method): "workflow" when they were collected
+# step by step (`mainspring run --interactive`), "direct" when given at once (API, flags, a trigger).
+InvocationType = Literal["workflow", "direct"]
+INVOCATIONS: tuple[str, ...] = ("workflow", "direct")
+# "background": a runner executes it; "in_memory": the caller executes it in its own process.
+ExecutionType = Literal["background", "in_memory"]
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 # "start": the run failed before run() was called (code, entrypoint, contract, inputs);
@@ -137,7 +143,8 @@ class SubmitRun(Message):
 
     # in_memory: the dispatcher numbers and requests the run on run.in_memory, and the
     # caller executes it in its own process instead of a runner.
-    execution: Literal["background", "in_memory"] = "background"
+    execution: ExecutionType = "background"
+    invocation: InvocationType = "direct"
 
     @model_validator(mode="after")
     def _event_with_its_kind(self) -> SubmitRun:
@@ -180,6 +187,8 @@ class RequestRun(Message):
     isolation: Isolation = "worker"
     # The run this one repeats (`runs rerun`), if any.
     rerun_of: str | None = None
+    execution: ExecutionType = "background"
+    invocation: InvocationType = "direct"
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""
@@ -199,6 +208,8 @@ class RunStarted(Message):
     attempt: int = 1
     started_at: AwareDatetime
     isolation: Isolation | None = None
+    # The run's folder in the artifact store (`runs/<id>/`): its artifacts and its log go there.
+    artifact_location: str | None = None
 
 
 class RunQueued(Message):
@@ -237,6 +248,24 @@ class ArtifactRef(Message):
     size_bytes: int | None = None
 
 
+class RunResources(Message):
+    """What a run's execution used: peak resident memory of its process tree, CPU and wall time."""
+
+    peak_memory_bytes: int | None = Field(default=None, ge=0)
+    cpu_seconds: float | None = Field(default=None, ge=0)
+    wall_seconds: float | None = Field(default=None, ge=0)
+
+
+class RunLogged(Message):
+    """A piece of a running run's output, stdout and stderr as written (core NATS, not
+    stored: the log file is)."""
+
+    run_id: str
+    text: str
+    # Where this piece starts in the run's log file, so a follower can tell what it missed.
+    offset: int = Field(ge=0)
+
+
 class RunCompleted(Message):
     """A run reached a terminal status (published by runners, the dispatcher or external systems)."""
 
@@ -256,6 +285,9 @@ class RunCompleted(Message):
     phase: RunPhase = "run"
     source: RunSource | None = None
     isolation: Isolation | None = None
+    resources: RunResources | None = None
+    # The run's stdout and stderr, kept as one file in the artifact store.
+    log_uri: str | None = None
 
     def message_id(self) -> str:
         """A run completes once."""
@@ -271,6 +303,32 @@ class CancelRun(Message):
 
     run_id: str
     requested_by: str | None = None
+
+
+class DeleteRuns(Message):
+    """Ask the recorder to delete finished runs: their rows, progress, logs and artifacts.
+
+    Either run ids, or a routine narrowed by status and creation time. A run that has not
+    ended is never deleted: the reply names it instead.
+    """
+
+    run_ids: list[str] = Field(default_factory=list)
+    routine: str | None = None
+    status: TerminalStatus | None = None
+    # Runs created before this time.
+    before: AwareDatetime | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _ids_or_routine(self) -> DeleteRuns:
+        if bool(self.run_ids) == bool(self.routine):
+            raise ValueError(
+                "name the runs to delete by id, or by routine (with status and before): "
+                "one of the two"
+            )
+        if self.run_ids and (self.status or self.before):
+            raise ValueError("status and before narrow a routine's runs: give them with routine")
+        return self
 
 
 class TriggerRecorded(Message):

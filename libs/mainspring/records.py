@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Engine,
@@ -79,6 +80,20 @@ class RunRecord(SQLModel, table=True):
     isolation: str | None = None
     # The run this one repeats with the same inputs and event (`runs rerun`).
     rerun_of: str | None = None
+    # How it got its inputs (workflow | direct) and where it executed (background | in_memory).
+    invocation: str | None = None
+    execution: str | None = None
+    # The run options its artifacts were saved with.
+    statistics: bool | None = None
+    previews: bool | None = None
+    store_artifacts: bool | None = None
+    # Resources used: peak resident memory of the run's process tree, CPU and wall seconds.
+    peak_memory_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    cpu_seconds: float | None = None
+    wall_seconds: float | None = None
+    # The run's folder in the artifact store, and its stdout/stderr log file there.
+    artifact_location: str | None = None
+    log_uri: str | None = None
 
 
 class ProgressRecord(SQLModel, table=True):
@@ -193,6 +208,9 @@ class RunQuery(SQLModel):
     since: datetime | None = None
     until: datetime | None = None
     chain: str | None = None
+    # Parts of the run's name or description (case-insensitive).
+    name: str | None = None
+    description: str | None = None
     limit: int = Field(default=50, ge=0)
     # Continue after this run: the `next` cursor of the previous page.
     after: str | None = None
@@ -230,6 +248,14 @@ def list_runs(session: Session, query: RunQuery, limit: int | None = None) -> li
         statement = statement.where(RunRecord.status == query.status)
     if query.source:
         statement = statement.where(RunRecord.source == query.source)
+    if query.name:
+        statement = statement.where(
+            col(RunRecord.name).ilike(f"%{_like_escaped(query.name)}%", escape="\\")
+        )
+    if query.description:
+        statement = statement.where(
+            col(RunRecord.description).ilike(f"%{_like_escaped(query.description)}%", escape="\\")
+        )
     if query.since:
         statement = statement.where(col(RunRecord.created_at) >= as_utc(query.since))
     if query.until:
@@ -251,6 +277,11 @@ def list_runs(session: Session, query: RunQuery, limit: int | None = None) -> li
         )
     statement = statement.order_by(col(RunRecord.created_at).desc(), col(RunRecord.id).desc())
     return list(session.exec(statement.limit(query.limit if limit is None else limit)))
+
+
+def _like_escaped(text: str) -> str:
+    # A `%` or `_` the user typed is looked for as itself, not as a wildcard.
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _has_label(dialect: str, label: str) -> TextClause:

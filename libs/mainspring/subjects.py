@@ -21,6 +21,10 @@ RUN_CANCEL = "run.cancel"
 RUN_QUEUED = "run.queued"
 # Outside the stream's `run.>` on purpose: heartbeats are core NATS, never stored.
 RUN_HEARTBEAT = "heartbeat.run"
+# A running run's stdout and stderr, live: `log.run.<run_id>`. Core NATS and outside the
+# stream's `run.>` on purpose: the log file in the artifact store is the stored copy.
+RUN_LOG = "log.run"
+RUN_LOG_ANY = f"{RUN_LOG}.>"
 # In-memory runs execute in the caller's process: recorded like run.requested, never executed by runners.
 RUN_IN_MEMORY = "run.in_memory"
 # The caller's report of how an in-memory run ended; the dispatcher settles and publishes it.
@@ -44,6 +48,8 @@ STREAM_SUBJECTS = [
 API_RUNS_LIST = "api.runs.list"
 API_RUNS_GET = "api.runs.get"
 API_TRIGGER_EVENTS = "api.trigger.events"
+# Delete finished runs (rows, progress, logs, artifacts); the recorder owns the run history.
+API_RUNS_DELETE = "api.runs.delete"
 
 ROUTINES_BUCKET = "routines"
 BUNDLES_BUCKET = "bundles"
@@ -74,6 +80,11 @@ def dead_letter_subject(subject: str) -> str:
 def run_completed_subject(routine: str, status: str) -> str:
     """Where a routine's run completion is published: one token for the routine, one for status."""
     return f"{RUN_COMPLETED}.{key_token(routine)}.{status}"
+
+
+def run_log_subject(run_id: str) -> str:
+    """Where a running run's output is streamed live."""
+    return f"{RUN_LOG}.{key_token(run_id)}"
 
 
 def external_completed_subject(workflow: str, status: str) -> str:

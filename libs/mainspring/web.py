@@ -7,8 +7,10 @@ loop runs in a background thread, so the page sees exactly what the CLI sees.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,13 +18,43 @@ from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
+from nats.aio.msg import Msg
+
+from mainspring import subjects
 from mainspring.client import Client, RunRefused
+from mainspring.messages import RunLogged
 from mainspring.records import RunQuery
 from mainspring.registry import RegistryError
 from mainspring.routine import InputError
 from mainspring.settings import Settings
 
 T = TypeVar("T")
+
+
+class LiveLogs:
+    """The latest output of running runs, heard on `log.run.>`, for the run page.
+
+    Bounded: the last LIVE_LOG_CHARS of each of the LIVE_LOG_RUNS runs heard from most
+    recently. A finished run's page reads its stored log instead.
+    """
+
+    def __init__(self) -> None:
+        self.tails: OrderedDict[str, str] = OrderedDict()
+
+    def hear(self, piece: RunLogged) -> None:
+        """Add a piece of a run's output."""
+        tail = (self.tails.pop(piece.run_id, "") + piece.text)[-LIVE_LOG_CHARS:]
+        self.tails[piece.run_id] = tail
+        while len(self.tails) > LIVE_LOG_RUNS:
+            self.tails.popitem(last=False)
+
+    def tail(self, run_id: str) -> str:
+        """What was heard of a run's output (its latest part)."""
+        return self.tails.get(run_id, "")
+
+
+LIVE_LOG_CHARS = 64 * 1024
+LIVE_LOG_RUNS = 64
 
 
 class ClientThread:
@@ -35,6 +67,22 @@ class ClientThread:
         )
         self.thread.start()
         self.client: Client = self.call(Client.connect(settings))
+        self.live_logs = LiveLogs()
+        self.call(self._listen_to_logs())
+
+    async def _listen_to_logs(self) -> None:
+        async def on_piece(message: Msg) -> None:
+            with contextlib.suppress(ValueError):
+                self.live_logs.hear(RunLogged.model_validate_json(message.data))
+
+        await self.client.nc.subscribe(subjects.RUN_LOG_ANY, cb=on_piece)
+
+    def run_log(self, run_id: str) -> dict[str, Any]:
+        """A run's stored log, else what was heard of it live."""
+        stored = self.call(self.client.run_log(run_id))
+        if stored is not None:
+            return {"log": stored, "live": False}
+        return {"log": self.live_logs.tail(run_id), "live": True}
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:
         """Run a coroutine on the client's loop and wait for its result."""
@@ -94,6 +142,8 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
                         limit=int(query.get("limit", 100)),
                     )
                     self.send_json(200, {"runs": bridge.call(bridge.client.list_runs(run_query))})
+                elif len(parts) == 4 and parts[:2] == ["api", "runs"] and parts[3] == "log":
+                    self.send_json(200, bridge.run_log(parts[2]))
                 elif len(parts) == 3 and parts[:2] == ["api", "runs"]:
                     run = bridge.call(bridge.client.get_run(parts[2]))
                     self.send_json(200 if run else 404, {"run": run})

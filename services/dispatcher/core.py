@@ -13,6 +13,8 @@ from mainspring.messages import (
     CHAIN_LIMIT,
     TERMINAL_STATUSES,
     DatasetAppended,
+    ExecutionType,
+    InvocationType,
     Isolation,
     RequestRun,
     RunCompleted,
@@ -68,6 +70,8 @@ class RunDraft:
     submitted_at: datetime | None = None
     isolation: Isolation | None = None
     rerun_of: str | None = None
+    execution: ExecutionType = "background"
+    invocation: InvocationType = "direct"
 
 
 def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime) -> RequestRun:
@@ -103,6 +107,8 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         max_concurrent=options.max_concurrent,
         isolation=draft.isolation or options.isolation,
         rerun_of=draft.rerun_of,
+        execution=draft.execution,
+        invocation=draft.invocation,
     )
 
 
@@ -324,6 +330,8 @@ def decide_manual(
         submitted_at=submitted.submitted_at,
         isolation=submitted.isolation,
         rerun_of=submitted.rerun_of,
+        execution=submitted.execution,
+        invocation=submitted.invocation,
     )
     try:
         return Decision(requests=[build_request(definition, draft, now)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mainspring.messages import (
@@ -19,6 +19,21 @@ from mainspring.messages import (
 _RANK = {"created": 0, "queued": 1, "running": 2}
 # Fields an event may clear by sending None (a started run has no queue reason any more).
 _CLEARABLE = frozenset({"queue_reason"})
+# What the first terminal event wrote stays: a later copy (or an outside writer) cannot change it.
+_SETTLED_RESULT = frozenset(
+    {
+        "outputs",
+        "error",
+        "traceback",
+        "finished_at",
+        "artifacts",
+        "queue_reason",
+        "peak_memory_bytes",
+        "cpu_seconds",
+        "wall_seconds",
+        "log_uri",
+    }
+)
 
 
 def status_rank(status: str) -> int:
@@ -48,6 +63,7 @@ def changes_for_submitted(event: SubmitRun, now: datetime) -> dict[str, Any]:
         "started_by": event.started_by,
         "memory_limit": event.memory_limit,
         "rerun_of": event.rerun_of,
+        **run_options(event),
         # The submit time, not when the recorder got to it (it may lag or restart).
         "created_at": event.submitted_at or now,
     }
@@ -75,6 +91,7 @@ def changes_for_requested(event: RequestRun) -> dict[str, Any]:
         "trace_id": event.trace_id,
         "memory_limit": event.memory_limit,
         "timeout_s": event.timeout_s,
+        **run_options(event),
         "created_at": event.submitted_at or event.requested_at,
         "queued_at": event.requested_at,
         # Until a runner takes it, a queued run waits for one (all slots busy or none running).
@@ -94,6 +111,7 @@ def changes_for_started(event: RunStarted) -> dict[str, Any]:
         "attempt": event.attempt,
         "queue_reason": None,
         "isolation": event.isolation,
+        "artifact_location": event.artifact_location,
     }
 
 
@@ -126,6 +144,7 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
         "hop": event.hop,
         "parent_run_id": event.parent_run_id,
         "isolation": event.isolation,
+        "log_uri": event.log_uri,
         # A run refused before it was requested (or reported by an outside workflow) has no
         # other creation time; an earlier one recorded for it wins (see merge).
         "created_at": event.started_at or event.finished_at,
@@ -136,7 +155,24 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
         changes["started_at"] = event.started_at
     if event.status == "completed":
         changes["progress"] = 1.0
+    if event.resources is not None:
+        changes.update(
+            peak_memory_bytes=event.resources.peak_memory_bytes,
+            cpu_seconds=event.resources.cpu_seconds,
+            wall_seconds=event.resources.wall_seconds,
+        )
     return changes
+
+
+def run_options(event: SubmitRun | RequestRun) -> dict[str, Any]:
+    """How the run was asked for: invocation and execution type, and its artifact options."""
+    return {
+        "invocation": event.invocation,
+        "execution": event.execution,
+        "statistics": event.statistics,
+        "previews": event.previews,
+        "store_artifacts": event.store_artifacts,
+    }
 
 
 def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:
@@ -148,14 +184,7 @@ def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, 
     for key, value in changes.items():
         if key == "status":
             continue
-        if terminal_already and key in (
-            "outputs",
-            "error",
-            "traceback",
-            "finished_at",
-            "artifacts",
-            "queue_reason",
-        ):
+        if terminal_already and key in _SETTLED_RESULT:
             continue
         if value is None and row.get(key) is not None and key not in _CLEARABLE:
             continue
@@ -267,3 +296,19 @@ def completion_for_stale(
         source=source if source in ("trigger", "manual", "api") else None,
         isolation=isolation if isolation in ("worker", "process") else None,
     )
+
+
+def split_deletable(statuses: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(runs that may be deleted, runs kept because they have not ended), each sorted.
+
+    A run still created, queued or running is never deleted: its runner would write it
+    back, and its outcome is still to come.
+    """
+    finished = sorted(run_id for run_id, status in statuses.items() if status in TERMINAL_STATUSES)
+    unfinished = sorted(run_id for run_id, status in statuses.items() if run_id not in finished)
+    return finished, unfinished
+
+
+def retention_cutoff(now: datetime, keep_days: float | None) -> datetime | None:
+    """Finished runs created before this time are past the retention (None: kept by age)."""
+    return None if keep_days is None else now - timedelta(days=keep_days)

@@ -18,8 +18,10 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from mainspring import subjects
+from mainspring.artifacts import delete_run_files
 from mainspring.ledger import ledger_bucket, mark_cancelled, settle_outcome
 from mainspring.messages import (
+    DeleteRuns,
     RequestRun,
     RunCompleted,
     RunHeartbeat,
@@ -265,10 +267,103 @@ async def answer(what: str, produce: Callable[[], Any]) -> bytes:
 
 # Queries answered side by side; the database reads run on as many threads.
 QUERY_WORKERS = 4
+# Run ids a delete reply lists at most (the counts are whole): it must fit one message.
+DELETE_REPLY_IDS = 1000
+# Runs the retention deletes per transaction.
+RETENTION_BATCH = 500
 
 
-def register(broker: NatsBroker, replies: QueryReplies) -> None:
-    """Answer run queries."""
+class RunDeletion:
+    """Deletes finished runs: their files (logs, artifacts) first, then rows and progress.
+
+    Files first, so a run whose files could not be removed stays listed and a second delete
+    tries again. Rows are deleted on the writer thread, never beside a batch merging them.
+    """
+
+    def __init__(self, history: RunHistory, writes: Executor | None, artifact_root: str) -> None:
+        self.history = history
+        self.writes = writes
+        self.artifact_root = artifact_root
+
+    async def delete(self, request: DeleteRuns) -> dict[str, Any]:
+        """Delete what a request names (or say what it would); running runs are only named."""
+        loop = asyncio.get_running_loop()
+        statuses = await loop.run_in_executor(self.writes, self.history.statuses, request)
+        finished, unfinished = core.split_deletable(statuses)
+        if finished and not request.dry_run:
+            await self.remove(finished)
+        return {
+            "dry_run": request.dry_run,
+            "deleted": finished[:DELETE_REPLY_IDS],
+            "deleted_count": len(finished),
+            "running": unfinished[:DELETE_REPLY_IDS],
+            "running_count": len(unfinished),
+            "missing": sorted(set(request.run_ids) - statuses.keys())[:DELETE_REPLY_IDS],
+        }
+
+    async def remove(self, run_ids: Sequence[str]) -> int:
+        """Delete finished runs' files, rows and progress; returns how many rows went."""
+        for run_id in run_ids:
+            await asyncio.to_thread(delete_run_files, self.artifact_root, run_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.writes, self.history.delete, list(run_ids))
+
+
+class Retention:
+    """Deletes finished runs past the retention setting, every retention_every_s."""
+
+    def __init__(self, deletion: RunDeletion, settings: RecorderSettings) -> None:
+        self.deletion = deletion
+        self.settings = settings
+
+    def enabled(self) -> bool:
+        """Is any retention set (else every run is kept)?"""
+        return (
+            self.settings.retention_days is not None
+            or self.settings.retention_runs_per_routine is not None
+        )
+
+    async def apply_once(self) -> int:
+        """Delete what is past the retention now; returns how many runs went."""
+        cutoff = core.retention_cutoff(_now(), self.settings.retention_days)
+        keep = self.settings.retention_runs_per_routine
+        loop = asyncio.get_running_loop()
+        deleted = 0
+        while True:
+            past = await loop.run_in_executor(
+                self.deletion.writes,
+                self.deletion.history.past_retention,
+                cutoff,
+                keep,
+                RETENTION_BATCH,
+            )
+            if past:
+                deleted += await self.deletion.remove(past)
+            if len(past) < RETENTION_BATCH:
+                return deleted
+
+    async def run_forever(self) -> None:
+        """Apply the retention at start and then every retention_every_s, until cancelled."""
+        while True:
+            try:
+                deleted = await self.apply_once()
+                if deleted:
+                    log.info("retention: deleted %d finished run(s)", deleted)
+            except Exception:
+                log.exception("applying the retention failed; trying again")
+            await asyncio.sleep(self.settings.retention_every_s)
+
+
+def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -> None:
+    """Answer run queries and delete requests."""
+
+    @broker.subscriber(subjects.API_RUNS_DELETE)
+    async def on_runs_delete(message: NatsMessage) -> bytes:
+        async def produce() -> bytes:
+            request = DeleteRuns.model_validate_json(message.body or b"{}")
+            return json.dumps(await deletion.delete(request)).encode()
+
+        return await answer("runs delete", produce)
 
     @broker.subscriber(subjects.API_RUNS_GET, max_workers=QUERY_WORKERS)
     async def on_runs_get(message: NatsMessage) -> bytes:

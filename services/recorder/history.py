@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 
-from mainspring.messages import RunProgressed, TriggerRecorded
+from mainspring.messages import TERMINAL_STATUSES, DeleteRuns, RunProgressed, TriggerRecorded
 from mainspring.records import (
     ProgressRecord,
     RunQuery,
@@ -97,6 +97,68 @@ class RunHistory:
         with Session(self.engine) as session:
             rows = session.exec(select(RunRecord).where(RunRecord.status == "running")).all()
             return [(r.id, as_utc(r.started_at), r.queue_reason) for r in rows]
+
+    def statuses(self, request: DeleteRuns) -> dict[str, str]:
+        """The recorded runs a delete request names, with their status."""
+        statement = select(RunRecord.id, RunRecord.status)
+        if request.run_ids:
+            statement = statement.where(col(RunRecord.id).in_(request.run_ids))
+        else:
+            statement = statement.where(RunRecord.routine == request.routine)
+            if request.status:
+                statement = statement.where(RunRecord.status == request.status)
+            if request.before:
+                statement = statement.where(col(RunRecord.created_at) < as_utc(request.before))
+        with Session(self.engine) as session:
+            return {run_id: status for run_id, status in session.exec(statement).all()}
+
+    def past_retention(
+        self, cutoff: datetime | None, keep_per_routine: int | None, limit: int
+    ) -> list[str]:
+        """Finished runs past the retention, at most `limit`: created before the cutoff, or
+        older than the newest keep_per_routine finished runs of their routine."""
+        finished = col(RunRecord.status).in_(sorted(TERMINAL_STATUSES))
+        found: set[str] = set()
+        with Session(self.engine) as session:
+            if cutoff is not None:
+                found.update(
+                    session.exec(
+                        select(RunRecord.id)
+                        .where(finished, col(RunRecord.created_at) < cutoff)
+                        .limit(limit)
+                    ).all()
+                )
+            if keep_per_routine is not None:
+                routines = session.exec(select(RunRecord.routine).where(finished).distinct()).all()
+                for routine in routines:
+                    found.update(
+                        session.exec(
+                            select(RunRecord.id)
+                            .where(RunRecord.routine == routine, finished)
+                            .order_by(col(RunRecord.created_at).desc(), col(RunRecord.id).desc())
+                            .offset(keep_per_routine)
+                            .limit(limit)
+                        ).all()
+                    )
+        return sorted(found)[:limit]
+
+    def delete(self, run_ids: Sequence[str]) -> int:
+        """Delete finished runs' rows and progress history; returns how many runs went."""
+        ids = list(run_ids)
+        with Session(self.engine) as session:
+            # The status is checked again in the same transaction: only a finished run goes.
+            gone = list(
+                session.exec(
+                    select(RunRecord.id).where(
+                        col(RunRecord.id).in_(ids),
+                        col(RunRecord.status).in_(sorted(TERMINAL_STATUSES)),
+                    )
+                ).all()
+            )
+            session.exec(delete(ProgressRecord).where(col(ProgressRecord.run_id).in_(gone)))
+            session.exec(delete(RunRecord).where(col(RunRecord.id).in_(gone)))
+            session.commit()
+        return len(gone)
 
     def rows(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored rows of some runs, by id (times in UTC)."""

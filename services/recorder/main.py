@@ -17,6 +17,8 @@ from services.recorder.handlers import (
     TRIGGERS_DURABLE,
     EventBatches,
     QueryReplies,
+    Retention,
+    RunDeletion,
     StaleRunSweep,
     register,
     register_stale_sweep,
@@ -35,7 +37,9 @@ def build_app(settings: RecorderSettings) -> FastStream:
     writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder-write")
     reads = ThreadPoolExecutor(max_workers=QUERY_WORKERS, thread_name_prefix="recorder-read")
     replies = QueryReplies(RunQueries(open_engine(url, migrate=False)), reads)
-    register(broker, replies)
+    deletion = RunDeletion(history, writes, settings.resolved_artifact_root())
+    retention = Retention(deletion, settings)
+    register(broker, replies, deletion)
     sweep = StaleRunSweep(history, settings, writes, broker)
     register_stale_sweep(broker, sweep)
     batches = [
@@ -67,6 +71,8 @@ def build_app(settings: RecorderSettings) -> FastStream:
         replies.max_payload = broker.connection.max_payload
         tasks.extend(asyncio.create_task(consumer.run_forever(js)) for consumer in batches)
         tasks.append(asyncio.create_task(sweep.run_forever()))
+        if retention.enabled():
+            tasks.append(asyncio.create_task(retention.run_forever()))
 
     @app.on_shutdown
     async def stop_tasks() -> None:

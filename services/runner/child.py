@@ -3,8 +3,9 @@
 The runner talks to it over two pipes: jobs come in as JSON lines on MAINSPRING_JOB_FD;
 `ready`, progress, artifacts and each run's result go out as JSON lines on
 MAINSPRING_CONTROL_FD. A worker is pinned to one code bundle: the routine class and its
-contract are loaded once and reused. Each run's stdout/stderr go to that run's own log file
-(redirected for the run, restored after) and never mix with the protocol. After each result
+contract are loaded once and reused. Each run's stdout/stderr go through pipes to that run's
+own log file, capped, and to the runner line by line (redirected for the run, restored
+after); they never mix with the protocol. After each result
 the worker reports what the run left behind (threads, cwd, environment, sys.path, signal
 handlers) so the runner can decide to recycle it.
 """
@@ -15,10 +16,12 @@ import contextlib
 import importlib
 import json
 import os
+import resource
+import select
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,12 +37,15 @@ from mainspring.routine import (
     inspect_contract,
     validate_inputs,
 )
+from mainspring.runlogs import DEFAULT_MAX_BYTES, BoundedLog
 from services.runner.core import MEMORY_EXCEEDED, WorkerSnapshot, leftovers
 from services.runner.procfs import peak_rss_bytes, reset_peak_rss
 
 # Imported by every worker (and by the fork server before it forks) so a run does not pay
 # for them: the point of keeping interpreters around.
 HEAVY_MODULES = ("pyarrow", "pyarrow.parquet", "pyarrow.compute", "mainspring.artifacts")
+# How long a run's output may take to drain once the run returned.
+OUTPUT_DRAIN_S = 2.0
 
 
 class ControlPipe:
@@ -47,11 +53,15 @@ class ControlPipe:
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
+        # The run's output thread sends too: lines must not interleave.
+        self._lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
         """One JSON line to the runner."""
-        self._stream.write(json.dumps(message, default=str) + "\n")
-        self._stream.flush()
+        line = json.dumps(message, default=str) + "\n"
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
 
 
 class Control:
@@ -171,27 +181,97 @@ def snapshot() -> WorkerSnapshot:
     )
 
 
-@contextlib.contextmanager
-def run_output(log_path: str) -> Iterator[None]:
-    """Send fds 1 and 2 to the run's log for the run, and back afterwards."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    saved = os.dup(1), os.dup(2)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    try:
-        yield
-    finally:
+class OutputCapture:
+    """A run's fds 1 and 2 in one pipe: a thread copies it to the run's log, up to a cap, and
+    to the runner as `log` lines (streamed live); the worker's own fds come back afterwards.
+
+    A pipe rather than the log file itself, so the cap holds whatever the routine (or a
+    process it started) writes, and the runner sees output as it happens. One pipe for
+    both, so the log keeps stdout and stderr in the order they were written, as a terminal
+    shows them (a traceback after the prints that led to it).
+    """
+
+    def __init__(self, log_path: str, max_bytes: int, pipe: ControlPipe) -> None:
+        self.log_path = Path(log_path)
+        self.bounded = BoundedLog(max_bytes)
+        self.pipe = pipe
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.saved: tuple[int, int] = (-1, -1)
+        self.stopped_at = 0.0
+
+    def __enter__(self) -> OutputCapture:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = self.log_path.open("ab")
+        self.offset = self.log.tell()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = os.dup(1), os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self.thread = threading.Thread(
+            target=self._copy, args=(read_end,), name="mainspring-run-output", daemon=True
+        )
+        self.thread.start()
+        return self
+
+    def _copy(self, output: int) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([output], [], [], 0.1)
+                if self.stopping.wait(0) and (not ready or self._drained_long_enough()):
+                    # A process the run started may still hold the pipe, quiet or chatty:
+                    # its output after the run is not this run's, nor the next one's.
+                    break
+                if not ready:
+                    continue
+                data = os.read(output, 65536)
+                if not data:
+                    break
+                self._keep(data)
+        finally:
+            os.close(output)
+        self._keep(self.bounded.cut_marker(), capped=False)
+
+    def _drained_long_enough(self) -> bool:
+        return time.monotonic() - self.stopped_at > OUTPUT_DRAIN_S
+
+    def _keep(self, data: bytes, capped: bool = True) -> None:
+        kept = self.bounded.take(data) if capped else data
+        if not kept:
+            return
+        self.log.write(kept)
+        self.log.flush()
+        text = kept.decode(errors="replace")
+        self.pipe.send({"type": "log", "text": text, "offset": self.offset})
+        self.offset += len(kept)
+
+    def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
+        # Restoring fds 1 and 2 closes this process's write ends: the copy thread then
+        # reads to the end of what the run wrote.
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        os.close(self.saved[0])
+        os.close(self.saved[1])
+        self.stopped_at = time.monotonic()
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=OUTPUT_DRAIN_S + 1.0)
+        self.log.close()
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children it has waited for."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def serve_job(
@@ -213,13 +293,15 @@ def serve_job(
         }
     os.environ["MAINSPRING_RUN_ID"] = request.run_id
     os.environ["MAINSPRING_RUN_HOP"] = str(request.hop)
-    with run_output(job["log_path"]):
+    max_log = int(job.get("log_max_bytes") or DEFAULT_MAX_BYTES)
+    with OutputCapture(job["log_path"], max_log, pipe):
         # Importing the bundle (sys.path entry, module-level code) belongs to the worker, not
         # to this run: load it before the snapshot the run is compared against.
         with contextlib.suppress(BundleError, ContractError):
             loader.load(Path(job["bundle_dir"]), request.entrypoint)
         before = snapshot()
         reset_peak_rss(os.getpid())
+        cpu_at_start = cpu_seconds()
         result = execute(
             request,
             Path(job["bundle_dir"]),
@@ -229,6 +311,7 @@ def serve_job(
             loader,
         )
         peak_rss = peak_rss_bytes(os.getpid())
+        used_cpu = cpu_seconds() - cpu_at_start
         after = snapshot()
     return {
         "type": "result",
@@ -237,6 +320,7 @@ def serve_job(
         "leftovers": leftovers(before, after),
         # Measured here: a forked child may be gone before the runner could look.
         "peak_rss": peak_rss,
+        "cpu_seconds": used_cpu,
     }
 
 
@@ -244,6 +328,10 @@ def serve(job_fd: int, control_fd: int, max_jobs: int | None) -> None:
     """Answer job lines until the runner closes the job pipe (or after max_jobs)."""
     jobs = os.fdopen(job_fd, "rb")
     pipe = ControlPipe(os.fdopen(control_fd, "w", buffering=1))
+    # Line by line, so a run's prints reach its live log as they happen.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     pipe.send({"type": "ready", "pid": os.getpid()})
     loader = RoutineLoader()
     pinned: str | None = None

@@ -14,6 +14,7 @@ from faststream.nats import NatsBroker, NatsMessage
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
+from mainspring.artifacts import run_location
 from mainspring.bundle import extract_bundle
 from mainspring.messages import (
     ArtifactRef,
@@ -21,11 +22,14 @@ from mainspring.messages import (
     RequestRun,
     RunCompleted,
     RunHeartbeat,
+    RunLogged,
     RunProgressed,
     RunQueued,
+    RunResources,
     RunStarted,
 )
 from mainspring.registry import RoutineStore
+from mainspring.runlogs import store_log
 from mainspring.service import durable, instance_name, parse_or_park, publish_event
 from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
 from services.runner import core
@@ -206,10 +210,11 @@ class Runner:
             return
         await self.hold(request, message, reason)
 
-    async def attempt(
-        self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
-    ) -> None:
-        """Start one attempt of a run and report how it ended (or schedule its retry)."""
+    async def prepare(
+        self, request: RequestRun, message: NatsMessage, started_at: datetime
+    ) -> tuple[int, dict[str, Any], int] | None:
+        """The attempt number and the routine's state (with its revision) for a run that may
+        start; None when it ended here instead (lost, cancelled, or already settled)."""
         assert self.ledger is not None and self.state_kv is not None
         # No runner saw a first delivery before: nothing to read to know this is attempt 1.
         first = delivery_count(message) <= 1
@@ -217,7 +222,7 @@ class Runner:
         lost = core.lost_run_outcome(attempt, request.retries, self.settings.run_ack_wait_s)
         if lost is not None:
             await self.complete(request, lost, started_at, [])
-            return
+            return None
         # Everything the start needs from the bus in one round trip, not four in a row: the
         # cancel mark, an outcome settled by an earlier copy of this request (a request
         # published again after the dedup window must not run twice), the attempt count
@@ -231,7 +236,7 @@ class Runner:
         )
         if cancelled:
             await self.complete_cancelled(request)
-            return
+            return None
         if settled is not None:
             log.warning(
                 "run %s of %s already ended %s: not run again",
@@ -240,7 +245,18 @@ class Runner:
                 settled.status,
             )
             await publish_event(self.broker, settled, settled.subject())
+            return None
+        return attempt, state, state_revision
+
+    async def attempt(
+        self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
+    ) -> None:
+        """Start one attempt of a run and report how it ended (or schedule its retry)."""
+        assert self.ledger is not None and self.state_kv is not None
+        prepared = await self.prepare(request, message, started_at)
+        if prepared is None:
             return
+        attempt, state, state_revision = prepared
         try:
             bundle = await self.bundle_dir(request.routine_version)
         except Exception as exc:
@@ -264,18 +280,26 @@ class Runner:
                     attempt=attempt,
                     started_at=started_at,
                     isolation=request.isolation,
+                    artifact_location=run_location(
+                        self.settings.resolved_artifact_root(), request.run_id
+                    ),
                 ),
                 subjects.RUN_STARTED,
             )
         )
         child = ChildRun(
-            request, bundle, self.settings.home.resolve() / "logs" / f"{request.run_id}.log"
+            request,
+            bundle,
+            self.local_log(request.run_id),
+            self.settings.run_log_max_bytes,
         )
         child.state = state
         self.active[request.run_id] = child
 
         async def on_child_message(payload: dict[str, Any]) -> None:
-            if payload.get("type") == "progress":
+            if payload.get("type") == "log":
+                await self.publish_log(request.run_id, payload)
+            elif payload.get("type") == "progress":
                 await publish_event(
                     self.broker,
                     RunProgressed(
@@ -328,7 +352,36 @@ class Runner:
                 await save_state(self.state_kv, request.routine, child.final_state, state_revision)
             except (StateConflict, StateTooLarge) as exc:
                 outcome = Outcome("failed", outcome.outputs, str(exc))
-        await self.complete(request, outcome, started_at, child.artifacts)
+        await self.complete(request, outcome, started_at, child.artifacts, child.resources())
+
+    def local_log(self, run_id: str) -> Path:
+        """Where a run's output is written on this runner while it runs (every attempt)."""
+        return self.settings.home.resolve() / "logs" / f"{run_id}.log"
+
+    async def publish_log(self, run_id: str, payload: dict[str, Any]) -> None:
+        """Stream a piece of a run's output live (core NATS: nobody may be listening)."""
+        with contextlib.suppress(Exception):
+            piece = RunLogged(
+                run_id=run_id,
+                text=payload["text"],
+                offset=payload["offset"],
+            )
+            await self.broker.publish(
+                piece.model_dump_json().encode(), subjects.run_log_subject(run_id)
+            )
+
+    async def keep_log(self, run_id: str) -> str | None:
+        """Move a finished run's output file to the artifact store; its path there."""
+        local = self.local_log(run_id)
+        try:
+            uri = await asyncio.to_thread(
+                store_log, self.settings.resolved_artifact_root(), run_id, local
+            )
+        except Exception as exc:
+            log.warning("run %s: its log could not be stored (%s); kept at %s", run_id, exc, local)
+            return None
+        local.unlink(missing_ok=True)
+        return uri
 
     async def worker_for(self, request: RequestRun) -> Worker:
         """A ready process for the run: a reused worker of its code, or a fresh fork."""
@@ -383,9 +436,11 @@ class Runner:
         outcome: Outcome,
         started_at: datetime | None,
         artifacts: list[dict[str, Any]],
+        resources: RunResources | None = None,
     ) -> None:
-        """Publish the terminal event of a run."""
+        """Keep the run's log and publish its terminal event."""
         self.announced_holds.pop(request.run_id, None)
+        log_uri = await self.keep_log(request.run_id) if started_at is not None else None
         log.info(
             "run %s of %s %s%s",
             request.run_id,
@@ -409,6 +464,8 @@ class Runner:
             finished_at=_now(),
             phase=outcome.phase,
             isolation=request.isolation if started_at is not None else None,
+            resources=resources,
+            log_uri=log_uri,
             **request.carried_forward(),
         )
         settled = await self.ledger.settle(ours)

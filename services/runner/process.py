@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from mainspring.messages import RequestRun
+from mainspring.messages import RequestRun, RunResources
+from mainspring.runlogs import DEFAULT_MAX_BYTES
 from services.runner.core import Outcome, memory_over_limit, outcome_of
 from services.runner.pool import Worker
 from services.runner.procfs import descendants_rss_bytes, tree_rss_bytes
@@ -23,10 +24,17 @@ LAST_WORDS_S = 5.0
 class ChildRun:
     """One execution attempt of a run in a worker process."""
 
-    def __init__(self, request: RequestRun, bundle_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        request: RequestRun,
+        bundle_dir: Path,
+        log_path: Path,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.request = request
         self.bundle_dir = bundle_dir
         self.log_path = log_path
+        self.log_max_bytes = log_max_bytes
         self.worker: Worker | None = None
         self.cancelled = False
         self.memory_exceeded = False
@@ -37,6 +45,19 @@ class ChildRun:
         # Instance state handed to the run, and what it ended with (None: unchanged).
         self.state: dict[str, Any] = {}
         self.final_state: dict[str, Any] | None = None
+        # Resources the run used: the most its process tree held (polled, and the kernel's
+        # peak count reported by the worker), its CPU seconds (reported) and its wall time.
+        self.peak_memory = 0
+        self.cpu_seconds: float | None = None
+        self.wall_seconds: float | None = None
+
+    def resources(self) -> RunResources:
+        """What the run used, as recorded."""
+        return RunResources(
+            peak_memory_bytes=self.peak_memory or None,
+            cpu_seconds=self.cpu_seconds,
+            wall_seconds=self.wall_seconds,
+        )
 
     async def run(self, on_message: OnMessage, memory_poll_s: float, worker: Worker) -> Outcome:
         """Execute to the end in a ready worker and say how it ended."""
@@ -53,8 +74,10 @@ class ChildRun:
                 "log_path": str(self.log_path),
                 "request": self.request.model_dump(mode="json"),
                 "state": self.state,
+                "log_max_bytes": self.log_max_bytes,
             }
         )
+        started = time.monotonic()
 
         async def read_until_result() -> dict[str, Any] | None:
             while (message := await worker.read_message()) is not None:
@@ -83,20 +106,22 @@ class ChildRun:
             limits.cancel()
             if not reading.done():
                 reading.cancel()
+        self.wall_seconds = time.monotonic() - started
         # From here the worker may go back to its pool: stop() must no longer signal it.
         self.worker = None
         result = reading.result() if reading.done() and not reading.cancelled() else None
         if result is not None:
             self.final_state = result.get("state")
             self.leftovers = list(result.get("leftovers") or [])
+            self.cpu_seconds = result.get("cpu_seconds")
+            # A run that spiked and freed its memory between two polls still reached its
+            # peak: the worker's peak during the run (the kernel's count) says so.
+            # One reading of what it forked: a forked child may exit between two.
+            peak = int(result.get("peak_rss") or 0) + descendants_rss_bytes(worker.pid)
+            self.peak_memory = max(self.peak_memory, peak)
             limit = self.request.memory_limit
-            if limit:
-                # A run that spiked and freed its memory between two polls is still over its
-                # limit: the worker's peak during the run (the kernel's count) says so.
-                # One reading of what it forked: a forked child may exit between two.
-                peak = int(result.get("peak_rss") or 0) + descendants_rss_bytes(worker.pid)
-                if memory_over_limit(peak, baseline, limit):
-                    self.memory_exceeded = True
+            if limit and memory_over_limit(peak, baseline, limit):
+                self.memory_exceeded = True
         return outcome_of(
             result,
             worker.returncode() or 0,
@@ -111,7 +136,9 @@ class ChildRun:
         timeout = self.request.timeout_s
         started = time.monotonic()
         while worker.alive():
-            if limit and memory_over_limit(tree_rss_bytes(worker.pid), baseline, limit):
+            used = tree_rss_bytes(worker.pid)
+            self.peak_memory = max(self.peak_memory, used)
+            if limit and memory_over_limit(used, baseline, limit):
                 self.memory_exceeded = True
                 worker.kill()
                 return

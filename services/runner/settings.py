@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from mainspring.runlogs import DEFAULT_MAX_BYTES
 from mainspring.settings import Settings
 from mainspring.units import parse_memory
 
@@ -31,8 +32,10 @@ class RunnerSettings(Settings):
     worker_max_rss_growth: int = Field(default=512 * 2**20, ge=0)
     # Idle workers kept across all digests; the least recently used go first.
     max_idle_workers: int = Field(default=8, ge=0)
+    # A run's stdout and stderr together keep at most this much (the cut is marked).
+    run_log_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=0)
 
-    @field_validator("worker_max_rss_growth", mode="before")
+    @field_validator("worker_max_rss_growth", "run_log_max_bytes", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         # Written like a routine's `memory`: 512MiB, 1GiB, or plain bytes.

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from mainspring import subjects
-from tests.harness import ROOT, Deployment, NatsServer, copy_example, eventually
+from tests.harness import ROOT, Deployment, NatsServer, copy_example, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +50,15 @@ def secured(tmp_path: Path) -> Iterator[Deployment]:
         deployment.stop()
 
 
+PRINTS = """
+from mainspring import Routine, on_schedule
+
+class Prints(Routine):
+    def run(self, tick=on_schedule(every="1d")):
+        print("printed by the run")
+"""
+
+
 async def test_system_runs_with_per_service_users(secured: Deployment, tmp_path: Path) -> None:
     folder = copy_example("hello", tmp_path)
     secured.cli("routine", "create", str(folder), "--name", "hello")
@@ -58,6 +68,28 @@ async def test_system_runs_with_per_service_users(secured: Deployment, tmp_path:
     assert "status: completed" in result.stdout, secured.logs()
     runs = json.loads(secured.cli("runs", "list", "--json").stdout)
     assert runs[0]["status"] == "completed"
+
+    # A run's output streams live from the runner to a client, and is kept.
+    secured.cli("routine", "create", str(write_routine(tmp_path / "p", PRINTS)), "--name", "p")
+    heard: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def on_output(message: Msg) -> None:
+        if not heard.done():
+            heard.set_result(message.data)
+
+    connection = await nats.connect(url(secured.nats, "client"))
+    try:
+        await connection.subscribe(subjects.RUN_LOG_ANY, cb=on_output)
+        await connection.flush()
+        run_id = secured.cli("run", "p").stdout.strip()
+        assert b"printed by the run" in await asyncio.wait_for(heard, timeout=30)
+    finally:
+        await connection.close()
+
+    def stored_log() -> bool:
+        return "printed by the run" in secured.cli("runs", "logs", run_id, check=False).stdout
+
+    await eventually(lambda: asyncio.to_thread(stored_log), what="the run's stored log")
 
 
 @pytest.mark.parametrize("user", ["runner", "ticker", "client", "recorder"])

@@ -108,7 +108,7 @@ async def test_a_request_published_again_after_its_run_ended_does_not_run_it_twi
     request = await client.js.get_last_msg(subjects.STREAM, subjects.RUN_REQUESTED)
     await client.js.publish(
         subjects.RUN_REQUESTED,
-        request.data,
+        request.data or b"",
         stream=subjects.STREAM,
         headers={"Nats-Msg-Id": f"again:{run_id}"},
     )

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session, select
 
 from mainspring.messages import (
+    DeleteRuns,
     RequestRun,
     RunCompleted,
     RunProgressed,
@@ -175,3 +176,61 @@ def test_firings_are_written_in_the_batch_commit_and_a_redelivery_keeps_one_row(
 
     assert len(commits) == 1
     assert [e["run_id"] for e in RunQueries(engine).trigger_events("hello", 10)] == ["a"]
+
+
+def test_runs_are_found_by_part_of_their_name_or_description(engine: Engine) -> None:
+    history = RunHistory(engine)
+    events = [
+        requested("a", T0, name="Nightly eval", description="red kite 100%"),
+        requested("b", T0, name="nightly_load", description="blue"),
+        requested("c", T0),
+    ]
+    history.record_batch([core.changes_for(e, T0) for e in events], [], T0)
+    queries = RunQueries(engine)
+
+    def ids(**filters: Any) -> list[str]:
+        return sorted(run["id"] for run in page_runs(queries, RunQuery(**filters)))
+
+    assert ids(name="NIGHTLY") == ["a", "b"]
+    assert ids(name="y_l") == ["b"], "an underscore is looked for as itself"
+    assert ids(description="100%") == ["a"]
+    assert ids(description="kite", name="load") == []
+
+
+def page_runs(queries: RunQueries, query: RunQuery) -> list[dict[str, Any]]:
+    return [json.loads(row) for row in queries.page(query, 1 << 20).runs]
+
+
+def test_retention_and_deletion_take_only_finished_runs_with_their_progress(
+    engine: Engine,
+) -> None:
+    history = RunHistory(engine)
+    events: list[core.RunEvent] = []
+    for index in range(4):
+        at = T0 + timedelta(minutes=index)
+        events += [
+            requested(f"old{index}", at),
+            RunCompleted(run_id=f"old{index}", routine="hello", status="completed", finished_at=at),
+        ]
+    events += [
+        requested("other", T0, routine="other"),
+        RunCompleted(run_id="other", routine="other", status="failed", finished_at=T0),
+        requested("busy", T0),
+        RunStarted(run_id="busy", routine="hello", runner="r1", started_at=T0),
+        RunProgressed(run_id="old0", fraction=0.5, at=T0),
+    ]
+    progress = [e for e in events if isinstance(e, RunProgressed)]
+    history.record_batch([core.changes_for(e, T0) for e in events], progress, T0)
+
+    by_count = history.past_retention(None, 2, limit=100)
+    by_age = history.past_retention(T0 + timedelta(seconds=90), None, limit=100)
+    named = history.statuses(DeleteRuns(routine="hello", before=T0 + timedelta(minutes=10)))
+    deleted = history.delete(["old0", "busy"])
+
+    assert by_count == ["old0", "old1"], "the two newest finished runs of each routine stay"
+    assert by_age == ["old0", "old1", "other"]
+    assert named == {f"old{i}": "completed" for i in range(4)} | {"busy": "running"}
+    assert deleted == 1, "a running run is never deleted"
+    assert set(history.rows(["old0", "busy"])) == {"busy"}
+    with Session(engine) as session:
+        assert list(session.exec(select(ProgressRecord))) == []

@@ -440,3 +440,53 @@ def test_tree_memory_counts_what_a_process_forked() -> None:
         parent.wait()
     # Gone: nothing below it, rather than its last size.
     assert descendants_rss_bytes(parent.pid) == 0
+
+
+async def test_a_run_reports_its_output_live_and_the_resources_it_used(
+    harness: Harness, tmp_path: Path
+) -> None:
+    bundle = _bundle(
+        tmp_path / "b",
+        "print('busy', flush=True)\n"
+        "block = touched(64 * 2**20)\n"
+        "deadline = time.process_time() + 0.2\n"
+        "while time.process_time() < deadline: pass\n",
+    )
+    heard: list[dict[str, Any]] = []
+
+    async def on_message(message: dict[str, Any]) -> None:
+        heard.append(message)
+
+    outcome, worker, child = await harness.run(bundle, _request("d1"), on_message=on_message)
+    used = child.resources()
+
+    assert outcome.status == "completed"
+    pieces = [m for m in heard if m["type"] == "log"]
+    assert "".join(m["text"] for m in pieces) == "busy\n"
+    assert pieces[0]["offset"] == 0
+    assert used.peak_memory_bytes is not None
+    assert used.peak_memory_bytes > worker.baseline_rss + 60 * MiB
+    assert used.cpu_seconds is not None
+    assert used.cpu_seconds >= 0.2
+    assert used.wall_seconds is not None
+    assert used.wall_seconds >= used.cpu_seconds - 0.05
+
+
+async def test_a_process_left_printing_after_its_run_does_not_hold_the_run_or_its_log(
+    harness: Harness, tmp_path: Path
+) -> None:
+    bundle = _bundle(
+        tmp_path / "b",
+        "print('run output', flush=True)\n"
+        "subprocess.Popen([sys.executable, '-c', "
+        "'import time\\nwhile True: print(\"orphan\", flush=True); time.sleep(0.01)'])\n"
+        "time.sleep(0.2)\n",
+    )
+    started = time.monotonic()
+
+    outcome, worker, child = await harness.run(bundle, _request("d1"))
+
+    assert outcome.status == "completed"
+    assert time.monotonic() - started < 10, "the run ends though the orphan keeps printing"
+    assert child.log_path.read_text().startswith("run output\n")
+    assert not worker.alive(), "the worker with a live child is recycled"
