@@ -30,7 +30,7 @@ from mainspring.messages import (
 from mainspring.numbers import RunNumbers
 from mainspring.records import RunQuery
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
-from mainspring.service import durable, parse_or_park, publish_event
+from mainspring.service import durable, parse_or_park, publish_event, subscriber
 from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger
 from services.dispatcher import core, timed
 from services.dispatcher.settings import DispatcherSettings
@@ -272,7 +272,7 @@ def _now() -> datetime:
 def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to manual requests, ticks and completions."""
 
-    @broker.subscriber(**durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
+    @subscriber(broker, **durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
     async def on_run_submitted(message: NatsMessage) -> None:
         submitted = await parse_or_park(broker, message, SubmitRun)
         if submitted and submitted.execution == "in_memory":
@@ -289,7 +289,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             context = await dispatcher.manual_context(definition, submitted)
             await dispatcher.publish(core.decide_manual(definition, submitted, _now(), context))
 
-    @broker.subscriber(**durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
+    @subscriber(broker, **durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
     async def on_schedule_fired(message: NatsMessage) -> None:
         fired = await parse_or_park(broker, message, ScheduleFired)
         if fired:
@@ -310,20 +310,20 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         await dispatcher.publish(decision)
         await dispatcher.release_timed(completed, _now())
 
-    @broker.subscriber(**durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
+    @subscriber(broker, **durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
     async def on_run_completed(message: NatsMessage) -> None:
         completed = await parse_or_park(broker, message, RunCompleted)
         if completed:
             await handle_completed(completed)
 
     # on_complete(name) matches an external workflow of that name as it matches a routine.
-    @broker.subscriber(**durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY))
+    @subscriber(broker, **durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY))
     async def on_external_completed(message: NatsMessage) -> None:
         completed = await parse_or_park(broker, message, RunCompleted)
         if completed:
             await handle_completed(completed)
 
-    @broker.subscriber(**durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED))
+    @subscriber(broker, **durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED))
     async def on_in_memory_reported(message: NatsMessage) -> None:
         reported = await parse_or_park(broker, message, RunCompleted)
         if reported is None:
@@ -337,7 +337,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         settled = await settle_outcome(await ledger_bucket(js), reported)
         await publish_event(broker, settled, settled.subject())
 
-    @broker.subscriber(**durable("dispatcher-cancel", subjects.RUN_CANCEL))
+    @subscriber(broker, **durable("dispatcher-cancel", subjects.RUN_CANCEL))
     async def on_run_cancel(message: NatsMessage) -> None:
         cancel = await parse_or_park(broker, message, CancelRun)
         if cancel:
@@ -349,8 +349,9 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
 
     # New messages only: firings that failed before this consumer first existed must not
     # disable a trigger when a deployment is upgraded.
-    @broker.subscriber(
-        **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True)
+    @subscriber(
+        broker,
+        **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True),
     )
     async def on_trigger_recorded(message: NatsMessage) -> None:
         recorded = await parse_or_park(broker, message, TriggerRecorded)
@@ -421,10 +422,11 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
 
     # One message in flight keeps appends in stream order; since a message held by a killed
     # dispatcher blocks the ones after it until ack_wait, ack_wait is short (handling takes ms).
-    @broker.subscriber(
+    @subscriber(
+        broker,
         **durable(
             "dispatcher-dataset", subjects.DATASET_APPENDED, ack_wait_s=5.0, max_ack_pending=1
-        )
+        ),
     )
     async def on_dataset_appended(message: NatsMessage) -> None:
         appended = await parse_or_park(broker, message, DatasetAppended)
@@ -443,7 +445,7 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
 def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to poll results."""
 
-    @broker.subscriber(**durable("dispatcher-poll", subjects.POLL_COMPLETED))
+    @subscriber(broker, **durable("dispatcher-poll", subjects.POLL_COMPLETED))
     async def on_poll_completed(message: NatsMessage) -> None:
         polled = await parse_or_park(broker, message, PollCompleted)
         if polled:

@@ -39,6 +39,7 @@ from mainspring.service import (
     park,
     publish_event,
     stream_sequence,
+    subscriber,
 )
 from services.recorder import core
 from services.recorder.history import ReplyTooLarge, RunHistory, RunQueries
@@ -357,7 +358,7 @@ class Retention:
 def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -> None:
     """Answer run queries and delete requests."""
 
-    @broker.subscriber(subjects.API_RUNS_DELETE)
+    @subscriber(broker, subjects.API_RUNS_DELETE)
     async def on_runs_delete(message: NatsMessage) -> bytes:
         async def produce() -> bytes:
             request = DeleteRuns.model_validate_json(message.body or b"{}")
@@ -365,7 +366,7 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
 
         return await answer("runs delete", produce)
 
-    @broker.subscriber(subjects.API_RUNS_GET, max_workers=QUERY_WORKERS)
+    @subscriber(broker, subjects.API_RUNS_GET, max_workers=QUERY_WORKERS)
     async def on_runs_get(message: NatsMessage) -> bytes:
         async def produce() -> bytes:
             run_id = json.loads(message.body or b"{}").get("run_id", "")
@@ -374,11 +375,11 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
 
         return await answer("run", produce)
 
-    @broker.subscriber(subjects.API_RUNS_LIST, max_workers=QUERY_WORKERS)
+    @subscriber(broker, subjects.API_RUNS_LIST, max_workers=QUERY_WORKERS)
     async def on_runs_list(message: NatsMessage) -> bytes:
         return await answer("runs list", lambda: replies.runs_page(message.body))
 
-    @broker.subscriber(subjects.API_TRIGGER_EVENTS, max_workers=QUERY_WORKERS)
+    @subscriber(broker, subjects.API_TRIGGER_EVENTS, max_workers=QUERY_WORKERS)
     async def on_trigger_events(message: NatsMessage) -> bytes:
         async def produce() -> bytes:
             request = json.loads(message.body or b"{}")
@@ -459,7 +460,7 @@ class StaleRunSweep:
 def register_stale_sweep(broker: NatsBroker, sweep: StaleRunSweep) -> None:
     """Listen to runner heartbeats (core NATS) for the stale run sweep."""
 
-    @broker.subscriber(subjects.RUN_HEARTBEAT)
+    @subscriber(broker, subjects.RUN_HEARTBEAT)
     async def on_heartbeat(message: NatsMessage) -> None:
         with contextlib.suppress(ValidationError):
             sweep.beat(RunHeartbeat.model_validate_json(message.body))

@@ -30,7 +30,7 @@ from mainspring.messages import (
 )
 from mainspring.registry import RoutineStore
 from mainspring.runlogs import store_log
-from mainspring.service import durable, instance_name, parse_or_park, publish_event
+from mainspring.service import durable, instance_name, parse_or_park, publish_event, subscriber
 from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
 from services.runner import core
 from services.runner.coordination import ConcurrencyLeases, RunLedger
@@ -491,7 +491,8 @@ class Runner:
 def register(broker: NatsBroker, runner: Runner) -> None:
     """Subscribe to the shared run queue and to cancel requests."""
 
-    @broker.subscriber(
+    @subscriber(
+        broker,
         **durable(
             subjects.RUNNER_CONSUMER,
             subjects.RUN_REQUESTED,
@@ -511,7 +512,7 @@ def register(broker: NatsBroker, runner: Runner) -> None:
             return
         await runner.admit(request, message)
 
-    @broker.subscriber(subjects.RUN_CANCEL)
+    @subscriber(broker, subjects.RUN_CANCEL)
     async def on_run_cancel(message: NatsMessage) -> None:
         cancel = await parse_or_park(broker, message, CancelRun)
         if cancel:

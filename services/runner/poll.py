@@ -22,7 +22,7 @@ from faststream.nats import NatsBroker, NatsMessage
 
 from mainspring import subjects
 from mainspring.messages import PollCompleted, PollRequested
-from mainspring.service import durable, parse_or_park, publish_event
+from mainspring.service import durable, parse_or_park, publish_event, subscriber
 from services.runner.handlers import Runner
 
 
@@ -90,7 +90,8 @@ async def keep_alive(message: NatsMessage, every_s: float) -> None:
 def register_poll(broker: NatsBroker, runner: Runner) -> None:
     """Subscribe the runner to poll requests (its own durable, shared by replicas)."""
 
-    @broker.subscriber(  # type: ignore[untyped-decorator]
+    @subscriber(
+        broker,
         **durable(subjects.RUNNER_POLL_CONSUMER, subjects.POLL_REQUESTED, ack_wait_s=30.0),
         max_workers=runner.settings.runner_slots,
     )
