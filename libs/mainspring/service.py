@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from faststream import BaseMiddleware, FastStream
@@ -17,11 +18,11 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
 from pydantic import BaseModel, ValidationError
 
-from mainspring import subjects
-from mainspring.bus import BusNotSetUp, check_bus, message_headers
+from mainspring import subjects, tracing
+from mainspring.bus import BusNotSetUp, check_bus, message_id_headers
+from mainspring.log_format import JsonFormatter, LogConfigError, log_format, note_message
 from mainspring.messages import Message
 from mainspring.settings import Settings
-from mainspring.tracing import TraceContextMiddleware
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,17 +32,55 @@ STREAM = JStream(name=subjects.STREAM, declare=False)
 
 
 def configure_logging(service: str) -> None:
-    """One line per record, naming the service."""
-    logging.basicConfig(
-        level=os.environ.get("MAINSPRING_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {service} %(levelname)s %(message)s",
-    )
+    """One line per record naming the service: text, or JSON with MAINSPRING_LOG_FORMAT=json."""
+    try:
+        chosen = log_format()
+    except LogConfigError as exc:
+        raise SystemExit(f"{service} cannot start: {exc}") from None
+    handler = logging.StreamHandler()
+    if chosen == "json":
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+    logging.basicConfig(level=os.environ.get("MAINSPRING_LOG_LEVEL", "INFO"), handlers=[handler])
     logging.getLogger("faststream").setLevel(logging.WARNING)
+
+
+def configure_tracing(service: str) -> None:
+    """Export spans as the OTEL_* variables say, and to MAINSPRING_TRACE_DIR when set."""
+    trace_dir = os.environ.get("MAINSPRING_TRACE_DIR")
+    try:
+        tracing.configure_tracing(service, Path(trace_dir) if trace_dir else None)
+    except tracing.TracingConfigError as exc:
+        raise SystemExit(f"{service} cannot start: {exc}") from None
 
 
 def instance_name(service: str) -> str:
     """A name for this replica: host and pid."""
     return f"{service}@{socket.gethostname()}:{os.getpid()}"
+
+
+class TraceContextMiddleware(BaseMiddleware):
+    """Broker middleware: handle each message in a process span, each publish in a send span."""
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
+        """Continue the incoming message's trace while its handler runs."""
+        subject = getattr(msg.raw_message, "subject", "message")
+        body = getattr(msg, "body", None)
+        with tracing.handling(msg.headers, subject, len(body) if isinstance(body, bytes) else None):
+            return await call_next(msg)
+
+    async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
+        """Carry the send span's context (a new trace outside any) in the message's headers."""
+        if cmd.headers is None:
+            cmd.headers = {}
+        if tracing.TRACEPARENT in cmd.headers:
+            return await call_next(cmd)
+        body = getattr(cmd, "body", None)
+        size = len(body) if isinstance(body, bytes | str) else None
+        with tracing.sending(str(getattr(cmd, "destination", "") or ""), cmd.headers, size):
+            tracing.inject(cmd.headers)
+            return await call_next(cmd)
 
 
 RETRY_DELAY_S = 2.0
@@ -116,6 +155,7 @@ EXIT_NOT_SET_UP = 2
 
 def run_service(app: FastStream, service: str) -> None:
     """Run a service until stopped; on a bus not set up, exit 2 with one line saying why."""
+    configure_tracing(service)
     try:
         asyncio.run(app.run())
     except BaseException as exc:
@@ -124,6 +164,8 @@ def run_service(app: FastStream, service: str) -> None:
             raise
         log.error("%s cannot start: %s", service, refused)
         raise SystemExit(EXIT_NOT_SET_UP) from None
+    finally:
+        tracing.shutdown_tracing()
 
 
 def _not_set_up(exc: BaseException) -> BusNotSetUp | None:
@@ -180,9 +222,12 @@ async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]
     """Parse a message body, or park it on the dead-letter subject with the reason."""
     subject = message.raw_message.subject
     try:
-        return model.model_validate_json(message.body)
+        parsed = model.model_validate_json(message.body)
     except ValidationError as exc:
         reason = malformed_reason(model, subject, exc)
+    else:
+        note_message(parsed)
+        return parsed
     await park(broker, subject, message.body, reason, stream_sequence(message.raw_message))
     return None
 
@@ -219,7 +264,7 @@ async def publish_event(broker: NatsBroker, event: Message, subject: str) -> Non
     await broker.publish(
         event.model_dump_json().encode(),
         subject,
-        headers=message_headers(event),
+        headers=message_id_headers(event),
         stream=subjects.STREAM,
     )
 

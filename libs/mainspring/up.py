@@ -334,6 +334,8 @@ class System:
             "MAINSPRING_DATABASE_URL": self.settings.resolved_database_url(),
             "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
             "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
+            # Sampled spans stay in the home for `mainspring runs trace`, with no collector.
+            "MAINSPRING_TRACE_DIR": str(self.settings.resolved_trace_dir().resolve()),
         }
         names = [*SERVICES[:2], *(["runner"] * self.runners), *SERVICES[3:]]
         for index, name in enumerate(names):

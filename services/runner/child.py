@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from mainspring import tracing
 from mainspring.bundle import BundleError, import_entrypoint
 from mainspring.invoke import build_event, invoke
 from mainspring.messages import RequestRun
@@ -40,6 +41,9 @@ from services.runner.procfs import peak_rss_bytes, reset_peak_rss
 # Imported by every worker (and by the fork server before it forks) so a run does not pay
 # for them: the point of keeping interpreters around.
 HEAVY_MODULES = ("pyarrow", "pyarrow.parquet", "pyarrow.compute", "mainspring.artifacts")
+
+# This worker's finished spans, until a run's result carries them to the runner.
+SPANS = tracing.SpanCollector()
 
 
 class ControlPipe:
@@ -213,7 +217,8 @@ def serve_job(
         }
     os.environ["MAINSPRING_RUN_ID"] = request.run_id
     os.environ["MAINSPRING_RUN_HOP"] = str(request.hop)
-    with run_output(job["log_path"]):
+    # The runner's execution span is the parent of setup, run, cleanup and the user's spans.
+    with run_output(job["log_path"]), tracing.continuing(job.get("traceparent")):
         # Importing the bundle (sys.path entry, module-level code) belongs to the worker, not
         # to this run: load it before the snapshot the run is compared against.
         with contextlib.suppress(BundleError, ContractError):
@@ -237,6 +242,9 @@ def serve_job(
         "leftovers": leftovers(before, after),
         # Measured here: a forked child may be gone before the runner could look.
         "peak_rss": peak_rss,
+        # Sent back with the result: the runner exports them with its own, so a worker needs
+        # no exporter (no thread, no connection) and a short-lived forked child loses none.
+        "spans": SPANS.drain(),
     }
 
 
@@ -271,7 +279,8 @@ def die_with_parent() -> None:
 
 
 def preload() -> None:
-    """Pay for heavy imports before any run arrives."""
+    """Pay for heavy imports (and the tracer) before any run arrives."""
+    tracing.configure_worker_tracing(SPANS, "runner")
     for module in HEAVY_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
