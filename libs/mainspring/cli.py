@@ -225,7 +225,7 @@ def print_status(status: dict[str, Any]) -> None:
     if status.get("failure"):
         console.print(f"failure   {status['failure']}")
     grid = Table(box=None, header_style="bold")
-    for column in ("part", "state", "pid", "uptime", "restarts", "detail"):
+    for column in ("part", "state", "pid", "uptime", "restarts", "http", "detail"):
         grid.add_column(column.upper())
     for part in status["parts"]:
         detail = part.get("gave_up") or (
@@ -237,6 +237,8 @@ def print_status(status: dict[str, Any]) -> None:
             str(part.get("pid") or "-"),
             format_seconds(part.get("uptime_s")),
             str(part.get("restarts", 0)),
+            # /healthz, /readyz and /metrics of the part, where it serves them.
+            f":{part['http_port']}" if part.get("http_port") else "-",
             detail,
         )
     console.print(grid)

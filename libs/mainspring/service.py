@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.metadata
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from faststream import BaseMiddleware, FastStream
-from faststream.exceptions import HandlerException, NackMessage
+from faststream.exceptions import HandlerException, IncorrectState, NackMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import DeliverPolicy as NatsDeliverPolicy
+from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
+from faststream.prometheus import PrometheusMiddleware
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
-from mainspring import subjects, tracing
+from mainspring import metrics, subjects, tracing
 from mainspring.bus import BusNotSetUp, check_bus, message_id_headers
+from mainspring.health import OpsServer, ReadyCheck
 from mainspring.log_format import JsonFormatter, LogConfigError, log_format, note_message
 from mainspring.messages import Message
 from mainspring.settings import Settings
@@ -117,6 +123,28 @@ async def _log_reconnected() -> None:
     log.warning("reconnected to NATS")
 
 
+class TemplatedNatsMetrics(NatsMetricsSettingsProvider):
+    """FastStream's NATS message metrics with subjects as templates: reply inboxes carry a
+    random id each, so raw subjects would grow one series per request."""
+
+    def get_consume_attrs_from_message(self, msg: Any) -> Any:
+        attrs = super().get_consume_attrs_from_message(msg)
+        return {
+            **attrs,
+            "destination_name": tracing.destination_template(attrs["destination_name"]),
+        }
+
+    def get_publish_destination_name_from_cmd(self, cmd: Any) -> str:
+        return tracing.destination_template(str(cmd.destination))
+
+
+def metrics_settings_provider(msg: Any) -> TemplatedNatsMetrics | None:
+    """One message's metric settings; KV and object-store watches are not counted."""
+    if msg is None or isinstance(msg, Msg):
+        return TemplatedNatsMetrics()
+    return None
+
+
 def build_broker(settings: Settings, service: str) -> NatsBroker:
     """A broker that reconnects forever: services outlive NATS restarts."""
     return NatsBroker(
@@ -130,16 +158,54 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
         logger=log,
         # Per-message receive/process lines are debug detail, not service health.
         log_level=logging.DEBUG,
-        middlewares=[TraceContextMiddleware, RetryLaterMiddleware],
+        middlewares=[
+            TraceContextMiddleware,
+            PrometheusMiddleware(
+                settings_provider_factory=metrics_settings_provider,
+                registry=REGISTRY,
+                app_name=f"mainspring-{service}",
+            ),
+            RetryLaterMiddleware,
+        ],
     )
 
 
-def build_app(broker: NatsBroker, settings: Settings, service: str) -> FastStream:
-    """The FastStream app that checks the bus is set up before subscribers start."""
+def build_app(
+    broker: NatsBroker,
+    settings: Settings,
+    service: str,
+    *,
+    ready_checks: Sequence[ReadyCheck] = (),
+) -> FastStream:
+    """The FastStream app that checks the bus is set up before subscribers start.
+
+    With settings.http_port set it serves /healthz, /readyz and /metrics there; every replica
+    also answers the NATS service protocol ($SRV.PING, $SRV.INFO, $SRV.STATS).
+    """
     app = FastStream(broker, logger=log)
+    started = asyncio.Event()
+
+    async def bus_ready() -> str | None:
+        if not started.is_set():
+            return "starting: subscribers not bound yet"
+        try:
+            connected = broker.connection.is_connected
+        except IncorrectState:
+            connected = False
+        return None if connected else "not connected to NATS"
+
+    ops = (
+        OpsServer(settings.http_port, [bus_ready, *ready_checks])
+        if settings.http_port is not None
+        else None
+    )
+    micro: list[Any] = []
 
     @app.on_startup
     async def check_setup() -> None:
+        if ops is not None:
+            # Listening first: /healthz answers while the service starts, /readyz says why not yet.
+            await ops.start()
         # Connect before subscribers start so state bound in later start-up hooks is
         # ready when the first message arrives.
         await broker.connect()
@@ -147,7 +213,53 @@ def build_app(broker: NatsBroker, settings: Settings, service: str) -> FastStrea
         # the stream's settings back and forth during a rolling upgrade.
         await check_bus(broker.connection.jetstream(), settings)
 
+    @app.after_startup
+    async def announce() -> None:
+        started.set()
+        found = await add_micro_service(broker, service, settings.http_port)
+        if found is not None:
+            micro.append(found)
+
+    @app.on_shutdown
+    async def stop_ops() -> None:
+        started.clear()
+        for one in micro:
+            with contextlib.suppress(Exception):
+                await one.stop()
+        if ops is not None:
+            await ops.stop()
+
     return app
+
+
+async def add_micro_service(broker: NatsBroker, service: str, http_port: int | None) -> Any:
+    """Answer $SRV.PING/INFO/STATS as `mainspring-<service>`: one request finds every replica."""
+    try:
+        from nats import micro
+    except ImportError:
+        return None
+    metadata = {"instance": instance_name(service)}
+    if http_port is not None:
+        metadata["http_port"] = str(http_port)
+    try:
+        return await micro.add_service(
+            broker.connection,
+            name=f"mainspring-{service}",
+            version=_package_version(),
+            description=f"Mainspring {service}",
+            metadata=metadata,
+        )
+    except Exception as exc:
+        # Only discovery is lost (a user without $SRV.> permission): the service still works.
+        log.warning("not answering the NATS service protocol: %s", exc)
+        return None
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("mainspring")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
 
 
 EXIT_NOT_SET_UP = 2
@@ -242,6 +354,7 @@ async def park(
 ) -> None:
     """Put a message that cannot be handled on the dead-letter subject, with the reason."""
     log.error("%s; parked on %s", reason, subjects.dead_letter_subject(subject))
+    metrics.parked(subject)
     headers = {"Mainspring-Error": reason[:1000]}
     if sequence is not None:
         # Several services parse one subject (run.completed): park each stored message once.

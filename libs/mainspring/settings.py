@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # Where services append their sampled spans as JSON lines for `mainspring runs trace`
     # (`mainspring up` sets it to <home>/traces); unset, services write no span files.
     trace_dir: str | None = None
+    # A service serves /healthz, /readyz and /metrics on this port (`mainspring up` assigns
+    # one per process); unset, it serves none.
+    http_port: int | None = None
 
     def resolved_nats_url(self) -> str:
         """The NATS URL from the environment, else the one `mainspring up` wrote in home."""

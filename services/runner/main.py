@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from faststream import FastStream
 
+from mainspring import metrics
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging, run_service
 from services.runner.handlers import Runner, register
 from services.runner.poll import register_poll
 from services.runner.settings import RunnerSettings
+
+
+def runner_gauges(runner: Runner) -> list[tuple[str, str, dict[str, str], float]]:
+    """Slots and workers, read at each scrape: each admitted run holds one slot."""
+    slots = max(1, runner.settings.runner_slots)
+    busy = len(runner.admitted)
+    slot_help = "Run slots of this runner, free and busy."
+    pool_help = "Worker processes kept by this runner: idle (bound to code) and spare."
+    return [
+        ("mainspring_runner_slots", slot_help, {"state": "free"}, float(max(0, slots - busy))),
+        ("mainspring_runner_slots", slot_help, {"state": "busy"}, float(busy)),
+        ("mainspring_worker_pool_workers", pool_help, {"state": "idle"}, runner.pool.idle_count()),
+        (
+            "mainspring_worker_pool_workers",
+            pool_help,
+            {"state": "spare"},
+            runner.pool.spare_count(),
+        ),
+    ]
 
 
 def build_app(settings: RunnerSettings) -> FastStream:
@@ -18,6 +38,7 @@ def build_app(settings: RunnerSettings) -> FastStream:
     runner = Runner(broker, settings)
     register(broker, runner)
     register_poll(broker, runner)
+    metrics.register_gauges(lambda: runner_gauges(runner))
 
     @app.on_startup
     async def bind_store() -> None:
