@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mainspring.messages import RequestRun, ScheduleFired
+from mainspring.messages import RequestRun, ScheduleFired, TriggerRecorded
 from mainspring.tracing import destination_template
 
 # Schedule-to-start is promised in milliseconds; runs last seconds to hours.
@@ -67,7 +67,16 @@ TICKER_LAG = Histogram(
 )
 
 TRIGGER_KINDS = ("schedule", "dataset", "completion", "manual", "poll", "external")
-REFUSAL_REASONS = ("loop_blocked", "crash_loop", "overlap", "threshold", "inputs", "other")
+REFUSAL_REASONS = (
+    "loop_blocked",
+    "crash_loop",
+    "overlap",
+    "threshold",
+    "disabled",
+    "start_failed",
+    "inputs",
+    "other",
+)
 RECYCLE_REASONS = ("fault", "children", "memory", "max_runs", "stopping", "leftovers")
 
 
@@ -92,10 +101,11 @@ def refusal_reason(error: str | None) -> str:
     """The category of a dispatcher refusal, from its one-line reason."""
     text = (error or "").lower()
     for words, reason in (
-        (("hop",), "loop_blocked"),
+        (("trigger disabled",), "disabled"),
+        (("exceeds max_hops",), "loop_blocked"),
         (("crash loop", "crash-loop"), "crash_loop"),
-        (("overlap", "already running"), "overlap"),
-        (("threshold", "min_rows", "not enough"), "threshold"),
+        (("overlap", "still running", "already running"), "overlap"),
+        (("threshold not met",), "threshold"),
         (("input",), "inputs"),
     ):
         if any(w in text for w in words):
@@ -135,8 +145,26 @@ def run_finished(
 
 
 def refused(error: str | None) -> None:
-    """Count one dispatcher refusal."""
+    """Count one run the dispatcher refused to start (a RunCompleted it published)."""
     REFUSALS.labels(refusal_reason(error)).inc()
+
+
+def trigger_outcome_reason(status: str, reason: str | None) -> str | None:
+    """The refusal category of a recorded firing; None for one that started a run."""
+    if status == "fired":
+        return None
+    if status == "loop_blocked":
+        return "loop_blocked"
+    if status == "failed":
+        return "start_failed"
+    return refusal_reason(reason)
+
+
+def trigger_recorded(record: TriggerRecorded) -> None:
+    """Count a firing that did not start a run (threshold not met, loop blocked, overlap...)."""
+    found = trigger_outcome_reason(record.status, record.reason)
+    if found is not None:
+        REFUSALS.labels(found).inc()
 
 
 def parked(subject: str) -> None:

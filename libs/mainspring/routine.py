@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from opentelemetry import trace
 from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -154,8 +153,10 @@ class Routine:
         It is a child of the run's span, so it shows in `mainspring runs trace` and in any
         tracing backend; outside a traced run it costs next to nothing and goes nowhere.
         """
-        tracer = trace.get_tracer("mainspring.routine")
-        with tracer.start_as_current_span(name, attributes=attributes or None) as opened:
+        # Imported here: `import mainspring` stays free of the OpenTelemetry SDK.
+        from mainspring import tracing
+
+        with tracing.span(name, attributes) as opened:
             yield opened
 
     def save_artifact(self, name: str, data: Any) -> str:

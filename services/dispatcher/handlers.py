@@ -109,6 +109,7 @@ class Dispatcher:
             )
         for recorded in decision.history:
             await publish_event(self.broker, recorded, subjects.TRIGGER_RECORDED)
+            metrics.trigger_recorded(recorded)
         for refused in decision.refused:
             log.warning("refused run %s of %s: %s", refused.run_id, refused.routine, refused.error)
             metrics.refused(refused.error)

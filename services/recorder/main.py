@@ -58,6 +58,7 @@ def build_app(settings: RecorderSettings) -> FastStream:
             subject=subjects.EXTERNAL_COMPLETED_ANY,
         ),
     ]
+
     async def database_reachable() -> str | None:
         try:
             await asyncio.wait_for(
