@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -59,6 +59,14 @@ DEAD_LETTERS = Counter(
     "mainspring_dead_letters",
     "Messages parked on the dead-letter subject, by the subject they came on (a template).",
     ["subject"],
+)
+RUN_QUEUE_PENDING = Gauge(
+    "mainspring_run_queue_pending",
+    "Run requests no runner has taken yet (the run queue consumer's pending count).",
+)
+RUN_QUEUE_OLDEST_AGE = Gauge(
+    "mainspring_run_queue_oldest_age_seconds",
+    "Age of the oldest run request not yet acknowledged by a runner (0 when none waits).",
 )
 TICKER_LAG = Histogram(
     "mainspring_ticker_lag_seconds",
@@ -175,6 +183,13 @@ def parked(subject: str) -> None:
 def tick_published(fired: ScheduleFired, now_s: float) -> None:
     """The ticker's lag observer: how late this tick went out."""
     TICKER_LAG.observe(max(0.0, now_s - fired.scheduled_at.timestamp()))
+
+
+def queue_age(now: datetime, oldest: datetime | None, waiting: int) -> float:
+    """Seconds the oldest unacknowledged request has waited; 0 when nothing waits."""
+    if oldest is None or waiting == 0:
+        return 0.0
+    return max(0.0, (now - oldest).total_seconds())
 
 
 class GaugeCollector(Collector):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from faststream import FastStream
 
 from mainspring import metrics
@@ -9,6 +11,7 @@ from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging, run_service
 from services.runner.handlers import Runner, register
 from services.runner.poll import register_poll
+from services.runner.queue_depth import watch_queue
 from services.runner.settings import RunnerSettings
 
 
@@ -40,12 +43,20 @@ def build_app(settings: RunnerSettings) -> FastStream:
     register_poll(broker, runner)
     metrics.register_gauges(lambda: runner_gauges(runner))
 
+    watching: list[asyncio.Task[None]] = []
+
     @app.on_startup
     async def bind_store() -> None:
         await runner.bind(broker.connection.jetstream())
 
+    @app.after_startup
+    async def start_watching_queue() -> None:
+        watching.append(asyncio.create_task(watch_queue(broker.connection.jetstream())))
+
     @app.on_shutdown
     async def drain() -> None:
+        for task in watching:
+            task.cancel()
         await runner.drain()
 
     return app

@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import shutil
+import signal
 import subprocess
 import urllib.parse
 import urllib.request
@@ -18,12 +19,14 @@ from typing import Any
 
 import nats
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from mainspring import tracing
 from mainspring.client import Client
 from mainspring.records import RunQuery
 from mainspring.up import free_port
+from services.runner.queue_depth import measure_queue
 from tests.harness import Deployment, deployment_context, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
@@ -332,3 +335,24 @@ async def test_every_service_answers_the_nats_service_protocol(ops: OpsSystem) -
         await connection.close()
 
     assert names == {f"mainspring-{s}" for s in SERVICES}
+
+
+async def test_a_request_no_runner_takes_shows_in_the_queue_gauges(ops: OpsSystem) -> None:
+    runner = ops.deployment.services["runner"].process
+    assert runner is not None
+    connection = await nats.connect(ops.deployment.nats.url)
+    runner.send_signal(signal.SIGSTOP)  # frozen: it cannot take or finish the request
+    try:
+        ops.deployment.cli("run", "tick")
+        js = connection.jetstream()
+
+        async def measured() -> float | None:
+            await measure_queue(js)
+            return REGISTRY.get_sample_value("mainspring_run_queue_oldest_age_seconds")
+
+        age = await eventually(measured, timeout=10, what="the request to wait")
+    finally:
+        runner.send_signal(signal.SIGCONT)
+        await connection.close()
+
+    assert 0 < age < 30

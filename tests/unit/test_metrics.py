@@ -110,3 +110,16 @@ def test_gauges_are_read_at_scrape_time() -> None:
 
     assert 'mainspring_runner_slots{state="busy"} 2.0' in text
     assert 'mainspring_runner_slots{state="free"} 0.0' in text
+
+
+@pytest.mark.parametrize(
+    ("oldest", "waiting", "age"),
+    [
+        (datetime(2026, 3, 1, 11, 59, 50, 500_000, tzinfo=UTC), 3, 10.0),
+        (datetime(2026, 3, 1, 11, 59, 50, tzinfo=UTC), 0, 0.0),
+        (None, 2, 0.0),
+        (datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC), 1, 0.0),
+    ],
+)
+def test_the_oldest_queued_request_age(oldest: datetime | None, waiting: int, age: float) -> None:
+    assert metrics.queue_age(NOW, oldest, waiting) == age
