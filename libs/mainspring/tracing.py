@@ -72,8 +72,6 @@ class _Active:
         self.tracer = self.provider.get_tracer("mainspring")
 
 
-# A provider of our own with no span processor: ids and context propagation, no export.
-_active = _Active(TracerProvider(shutdown_on_exit=False))
 
 
 # ---------------------------------------------------------------- names and attributes
@@ -317,6 +315,19 @@ def sampler_from_env(environ: Mapping[str, str]) -> Sampler | None:
             f"to keep with {RATE_LIMITED}, e.g. 10"
         ) from None
     return ParentBased(RateLimitedSampler(rate))
+
+
+def _default_sampler() -> Sampler | None:
+    # A process that never configures tracing (a client submitting runs) still decides for
+    # the traces it starts, so an SDK caller cannot make every chain sampled.
+    try:
+        return sampler_from_env(os.environ)
+    except TracingConfigError:
+        return ParentBased(RateLimitedSampler(DEFAULT_TRACES_PER_SECOND))
+
+
+# A provider of our own with no span processor: ids, sampling decisions and propagation.
+_active = _Active(TracerProvider(sampler=_default_sampler(), shutdown_on_exit=False))
 
 
 # ---------------------------------------------------------------- export
