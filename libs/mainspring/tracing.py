@@ -72,8 +72,6 @@ class _Active:
         self.tracer = self.provider.get_tracer("mainspring")
 
 
-
-
 # ---------------------------------------------------------------- names and attributes
 
 
@@ -556,11 +554,12 @@ def read_span_files(trace_dir: Path, trace_id: str) -> list[dict[str, Any]]:
     return sorted(found.values(), key=lambda r: int(r.get("start_ns") or 0))
 
 
-def span_tree_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The spans of one trace as an indented tree with durations, roots first by start time.
+def span_tree(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The spans of one trace in tree order (each parent before its children, siblings by
+    start), each with its depth, service, start offset and duration in milliseconds.
 
     A span whose parent is not stored (sampled out of the file, or older than it keeps) is
-    shown as a root, so nothing stored is hidden.
+    placed as a root, so nothing stored is hidden.
     """
     by_id = {str(r["span_id"]): r for r in records}
     children: dict[str | None, list[Mapping[str, Any]]] = {}
@@ -571,19 +570,32 @@ def span_tree_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
     for siblings in children.values():
         siblings.sort(key=lambda r: int(r.get("start_ns") or 0))
     start = min((int(r.get("start_ns") or 0) for r in records), default=0)
-    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
 
     def walk(record: Mapping[str, Any], depth: int) -> None:
-        began = (int(record.get("start_ns") or 0) - start) / 1e6
-        took = (int(record.get("end_ns") or 0) - int(record.get("start_ns") or 0)) / 1e6
-        service = str(record.get("service") or "").removeprefix("mainspring-")
-        failed = " ERROR" if record.get("status") == "ERROR" else ""
-        lines.append(
-            f"{'  ' * depth}{record['name']}  [{service}]  +{began:.1f} ms  {took:.1f} ms{failed}"
+        began = int(record.get("start_ns") or 0)
+        rows.append(
+            {
+                "name": record["name"],
+                "depth": depth,
+                "service": str(record.get("service") or "").removeprefix("mainspring-"),
+                "offset_ms": (began - start) / 1e6,
+                "duration_ms": (int(record.get("end_ns") or 0) - began) / 1e6,
+                "error": record.get("status") == "ERROR",
+            }
         )
         for child in children.get(str(record["span_id"]), []):
             walk(child, depth + 1)
 
     for root in children.get(None, []):
         walk(root, 0)
-    return lines
+    return rows
+
+
+def span_tree_lines(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The spans of one trace as an indented tree with durations (`mainspring runs trace`)."""
+    return [
+        f"{'  ' * row['depth']}{row['name']}  [{row['service']}]  +{row['offset_ms']:.1f} ms  "
+        f"{row['duration_ms']:.1f} ms{' ERROR' if row['error'] else ''}"
+        for row in span_tree(records)
+    ]

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -25,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mainspring import tracing
 from mainspring.client import Client
 from mainspring.records import RunQuery
-from mainspring.up import free_port
+from mainspring.up import free_port, wait_for_port
 from services.runner.queue_depth import measure_queue
 from tests.harness import Deployment, deployment_context, eventually, write_routine
 
@@ -203,6 +204,35 @@ async def test_runs_trace_prints_the_tree_with_durations(ops: OpsSystem) -> None
     assert lines[1].startswith("send schedule.fired  [ticker]  +0.0 ms  ")
     [user_line] = [line for line in lines if "after-work" in line]
     assert re.fullmatch(r" {20}after-work  \[runner\]  \+[\d.]+ ms  [\d.]+ ms", user_line)
+
+
+def test_the_web_page_gets_the_chain_as_waterfall_rows(ops: OpsSystem) -> None:
+    asyncio.run(
+        eventually(
+            lambda: stored_trace(ops.trace_dir, ops.after_run["trace_id"]), timeout=20, what="spans"
+        )
+    )
+    port = free_port()
+    web = subprocess.Popen(
+        [sys.executable, "-m", "mainspring", "web", "--port", str(port)],
+        env=ops.deployment.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        status, body = http_get(port, f"/api/runs/{ops.after_run['id']}/trace")
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+
+    rows = json.loads(body)["spans"]
+    assert status == 200
+    assert rows[0] == {**rows[0], "name": "send schedule.fired", "depth": 0, "offset_ms": 0.0}
+    [user] = [r for r in rows if r["name"] == "after-work"]
+    assert user["depth"] == 10
+    assert user["service"] == "runner"
+    assert all(r["offset_ms"] >= 0 and r["duration_ms"] >= 0 for r in rows)
 
 
 def test_json_logs_are_one_object_a_line_naming_run_routine_and_trace(ops: OpsSystem) -> None:
