@@ -63,7 +63,7 @@ def encode(reply: Reply) -> bytes:
 class OpsServer:
     """Serves /healthz (the process answers), /readyz (every check passes) and /metrics."""
 
-    def __init__(self, port: int, checks: Sequence[ReadyCheck], host: str = "0.0.0.0") -> None:
+    def __init__(self, port: int, checks: Sequence[ReadyCheck], host: str = "127.0.0.1") -> None:
         self.port = port
         self.host = host
         self.checks = list(checks)

@@ -195,7 +195,7 @@ def build_app(
         return None if connected else "not connected to NATS"
 
     ops = (
-        OpsServer(settings.http_port, [bus_ready, *ready_checks])
+        OpsServer(settings.http_port, [bus_ready, *ready_checks], host=settings.http_host)
         if settings.http_port is not None
         else None
     )

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # A service serves /healthz, /readyz and /metrics on this port (`mainspring up` assigns
     # one per process); unset, it serves none.
     http_port: int | None = None
+    # All interfaces, for containers; `mainspring up` keeps its processes on loopback.
+    http_host: str = "0.0.0.0"
 
     def resolved_nats_url(self) -> str:
         """The NATS URL from the environment, else the one `mainspring up` wrote in home."""

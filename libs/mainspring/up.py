@@ -345,7 +345,11 @@ class System:
             label = name if name != "runner" or self.runners == 1 else f"runner-{index - 1}"
             # Many processes share one host: each gets its own port, kept across restarts.
             port = free_port()
-            child_env = {**env, "MAINSPRING_HTTP_PORT": str(port)}
+            child_env = {
+                **env,
+                "MAINSPRING_HTTP_PORT": str(port),
+                "MAINSPRING_HTTP_HOST": "127.0.0.1",
+            }
             child = Child(label, service_command(name), child_env, logs / f"{label}.log")
             child.http_port = port
             child.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mainspring import metrics
 from mainspring.health import OpsServer, Reply, encode, readiness, request_target
 
 
@@ -51,7 +52,9 @@ async def test_readyz_runs_every_check_and_healthz_does_not() -> None:
 
 
 async def test_metrics_are_served_in_the_prometheus_text_format() -> None:
+    metrics.RUNS.labels("hello", "completed").inc()
+
     reply = await OpsServer(0, []).answer("GET", "/metrics")
 
     assert reply.content_type.startswith("text/plain; version=")
-    assert b"# TYPE mainspring_runs_total counter" in reply.body
+    assert b'mainspring_runs_total{routine="hello",status="completed"}' in reply.body
