@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,3 +304,17 @@ def test_the_span_file_rolls_over_past_its_size(
 
     assert len(path.read_text().splitlines()) == 1
     assert len((tmp_path / "runner-1.jsonl.1").read_text().splitlines()) == 1
+
+
+def test_a_missing_otlp_package_is_one_warning_line_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # None in sys.modules makes the import fail as if the package were not installed.
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+
+    with caplog.at_level(logging.WARNING, logger="mainspring"):
+        found = tracing.otlp_exporter({})
+
+    assert found is None
+    [line] = caplog.messages
+    assert "pip install opentelemetry-exporter-otlp-proto-http" in line
