@@ -5,9 +5,9 @@ Every message published carries a `traceparent` header. A service handling a mes
 `send` span, a child of it, so a chain of runs across services (and into the routine's own
 process) is one tree.
 
-Until `configure_tracing` runs, spans exist for their ids and parentage only: nothing is
-exported, and tracing costs a few microseconds per message. Services call it at start; it
-reads the standard `OTEL_*` variables (see README "Operations").
+Until `configure_tracing` runs (a client, a test), spans exist for their ids, parentage and
+sampling decision only, and nothing is exported. Services call it at start; it reads the
+standard `OTEL_*` variables (see README "Operations").
 
 Span names and attributes follow the current messaging conventions (`messaging.operation.type`
 `send`/`process`, `messaging.destination.name`), the names the project promises. FastStream's
