@@ -54,6 +54,8 @@ class BenchSystem:
             "MAINSPRING_DATASET_ROOT": settings.resolved_dataset_root(),
             "MAINSPRING_ARTIFACT_ROOT": settings.resolved_artifact_root(),
             "MAINSPRING_LOG_LEVEL": "WARNING",
+            # Traces as `mainspring up` has them: the default sampler, spans written to files.
+            "MAINSPRING_TRACE_DIR": str(self.home / "traces"),
             **self.env_overrides,
         }
 

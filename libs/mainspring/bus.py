@@ -231,24 +231,27 @@ async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
         ) from None
 
 
-def message_headers(event: BaseModel) -> dict[str, str]:
-    """What every published message carries: its deterministic Nats-Msg-Id if any, traceparent."""
+def message_id_headers(event: BaseModel) -> dict[str, str]:
+    """The deterministic Nats-Msg-Id of a message, when it has one (a broker adds traceparent)."""
     headers: dict[str, str] = {}
     message_id: Callable[[], str] | None = getattr(event, "message_id", None)
     if message_id is not None:
         # A redelivered handler or a second replica publishes the same id: stored once.
         headers["Nats-Msg-Id"] = message_id()
-    return dict(tracing.inject(headers))
+    return headers
+
+
+def message_headers(event: BaseModel) -> dict[str, str]:
+    """What every published message carries: its deterministic Nats-Msg-Id if any, traceparent."""
+    return dict(tracing.inject(message_id_headers(event)))
 
 
 async def publish(js: JetStreamContext, event: BaseModel, subject: str) -> None:
     """Publish a message on the stream from outside a service (SDK, client, ticker loop)."""
-    await js.publish(
-        subject,
-        event.model_dump_json().encode(),
-        stream=subjects.STREAM,
-        headers=message_headers(event),
-    )
+    body = event.model_dump_json().encode()
+    headers = message_id_headers(event)
+    with tracing.sending(subject, headers, len(body)):
+        await js.publish(subject, body, stream=subjects.STREAM, headers=message_headers(event))
 
 
 async def set_up(settings: Settings) -> list[str]:

@@ -226,7 +226,7 @@ def print_status(status: dict[str, Any]) -> None:
     if status.get("failure"):
         console.print(f"failure   {status['failure']}")
     grid = Table(box=None, header_style="bold")
-    for column in ("part", "state", "pid", "uptime", "restarts", "detail"):
+    for column in ("part", "state", "pid", "uptime", "restarts", "http", "detail"):
         grid.add_column(column.upper())
     for part in status["parts"]:
         detail = part.get("gave_up") or (
@@ -238,6 +238,8 @@ def print_status(status: dict[str, Any]) -> None:
             str(part.get("pid") or "-"),
             format_seconds(part.get("uptime_s")),
             str(part.get("restarts", 0)),
+            # /healthz, /readyz and /metrics of the part, where it serves them.
+            f":{part['http_port']}" if part.get("http_port") else "-",
             detail,
         )
     console.print(grid)
@@ -930,6 +932,37 @@ async def runs_show(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+TRACE_ID_LENGTH = 32
+
+
+async def runs_trace(client: Any, args: argparse.Namespace) -> int:
+    from mainspring.tracing import read_span_files, span_tree_lines
+
+    trace_id = args.id if len(args.id) == TRACE_ID_LENGTH else None
+    if trace_id is None:
+        run = await client.get_run(args.id)
+        if run is None:
+            raise CliError(f"run {args.id!r} not found: list runs with `mainspring runs list`")
+        trace_id = run.get("trace_id")
+        if not trace_id:
+            raise CliError(f"run {args.id!r} has no trace id (it was recorded without one)")
+    trace_dir = Settings().resolved_trace_dir()
+    spans = read_span_files(trace_dir, trace_id)
+    if not spans:
+        raise CliError(
+            f"no stored spans of trace {trace_id} in {trace_dir}: it was not sampled, or is "
+            "older than the span files keep; services write them under `mainspring up` "
+            "or with MAINSPRING_TRACE_DIR set"
+        )
+    if args.json:
+        print(json.dumps(spans, indent=2))
+        return 0
+    print(f"trace {trace_id}: {len(spans)} spans")
+    for line in span_tree_lines(spans):
+        print(line)
+    return 0
+
+
 async def runs_rerun(client: Any, args: argparse.Namespace) -> int:
     try:
         run_id = await client.rerun(args.id, source="manual")
@@ -1379,6 +1412,12 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("id")
     rs.add_argument("--json", action="store_true")
     rs.set_defaults(func=with_client(runs_show))
+    rt = runs_actions.add_parser(
+        "trace", help="the stored spans of a run's trace as a tree with durations"
+    )
+    rt.add_argument("id", help="a run id, or a trace id (32 hex digits)")
+    rt.add_argument("--json", action="store_true", help="the spans as JSON")
+    rt.set_defaults(func=with_client(runs_trace))
     rr = runs_actions.add_parser(
         "rerun", help="a new run with the same inputs, labels, attributes and event"
     )

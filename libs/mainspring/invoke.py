@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from mainspring import tracing
 from mainspring.messages import RequestRun
 from mainspring.routine import Routine, RunContext, RunInfo
 from mainspring.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
@@ -46,11 +47,14 @@ def invoke(
     instance._state = json.loads(initial_state)
     with RunLoop() as loop:
         try:
-            call(loop, instance.setup)
+            with tracing.span("setup"):
+                call(loop, instance.setup)
             try:
-                value = call(loop, instance.run, **arguments)  # type: ignore[attr-defined]
+                with tracing.span("run"):
+                    value = call(loop, instance.run, **arguments)  # type: ignore[attr-defined]
             finally:
-                call(loop, instance.cleanup)
+                with tracing.span("cleanup"):
+                    call(loop, instance.cleanup)
         except SystemExit as exc:
             return {"status": "failed", "error": f"routine called sys.exit({exc.code!r})"}
         except MemoryError as exc:

@@ -8,11 +8,12 @@ import inspect
 import json
 import types
 import typing
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from mainspring.messages import ISOLATIONS
@@ -144,6 +145,19 @@ class Routine:
         """Report progress (0..1) with a message; shown by `mainspring runs watch`."""
         if self._context is not None:
             self._context.progress(max(0.0, min(1.0, float(fraction))), message)
+
+    @contextlib.contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[Span]:
+        """A trace span around part of a run: `with self.span("load"): ...`.
+
+        It is a child of the run's span, so it shows in `mainspring runs trace` and in any
+        tracing backend; outside a traced run it costs next to nothing and goes nowhere.
+        """
+        # Imported here: `import mainspring` stays free of the OpenTelemetry SDK.
+        from mainspring import tracing
+
+        with tracing.span(name, attributes) as opened:
+            yield opened
 
     def save_artifact(self, name: str, data: Any) -> str:
         """Save a pyarrow table or a file path as an artifact of this run; returns its URI."""

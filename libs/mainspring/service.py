@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.metadata
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from faststream import BaseMiddleware, FastStream
-from faststream.exceptions import HandlerException, NackMessage
+from faststream.exceptions import HandlerException, IncorrectState, NackMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import DeliverPolicy as NatsDeliverPolicy
+from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
+from faststream.prometheus import PrometheusMiddleware
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy as JsAckPolicy
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
-from mainspring import subjects
-from mainspring.bus import BusNotSetUp, check_bus, message_headers
+from mainspring import metrics, subjects, tracing
+from mainspring.bus import BusNotSetUp, check_bus, message_id_headers
+from mainspring.health import OpsServer, ReadyCheck
+from mainspring.log_format import JsonFormatter, LogConfigError, log_format, note_message
 from mainspring.messages import Message
 from mainspring.settings import Settings
-from mainspring.tracing import TraceContextMiddleware
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -32,17 +39,55 @@ STREAM = JStream(name=subjects.STREAM, declare=False)
 
 
 def configure_logging(service: str) -> None:
-    """One line per record, naming the service."""
-    logging.basicConfig(
-        level=os.environ.get("MAINSPRING_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {service} %(levelname)s %(message)s",
-    )
+    """One line per record naming the service: text, or JSON with MAINSPRING_LOG_FORMAT=json."""
+    try:
+        chosen = log_format()
+    except LogConfigError as exc:
+        raise SystemExit(f"{service} cannot start: {exc}") from None
+    handler = logging.StreamHandler()
+    if chosen == "json":
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+    logging.basicConfig(level=os.environ.get("MAINSPRING_LOG_LEVEL", "INFO"), handlers=[handler])
     logging.getLogger("faststream").setLevel(logging.WARNING)
+
+
+def configure_tracing(service: str) -> None:
+    """Export spans as the OTEL_* variables say, and to MAINSPRING_TRACE_DIR when set."""
+    trace_dir = os.environ.get("MAINSPRING_TRACE_DIR")
+    try:
+        tracing.configure_tracing(service, Path(trace_dir) if trace_dir else None)
+    except tracing.TracingConfigError as exc:
+        raise SystemExit(f"{service} cannot start: {exc}") from None
 
 
 def instance_name(service: str) -> str:
     """A name for this replica: host and pid."""
     return f"{service}@{socket.gethostname()}:{os.getpid()}"
+
+
+class TraceContextMiddleware(BaseMiddleware):
+    """Broker middleware: handle each message in a process span, each publish in a send span."""
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
+        """Continue the incoming message's trace while its handler runs."""
+        subject = getattr(msg.raw_message, "subject", "message")
+        body = getattr(msg, "body", None)
+        with tracing.handling(msg.headers, subject, len(body) if isinstance(body, bytes) else None):
+            return await call_next(msg)
+
+    async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
+        """Carry the send span's context (a new trace outside any) in the message's headers."""
+        if cmd.headers is None:
+            cmd.headers = {}
+        if tracing.TRACEPARENT in cmd.headers:
+            return await call_next(cmd)
+        body = getattr(cmd, "body", None)
+        size = len(body) if isinstance(body, bytes | str) else None
+        with tracing.sending(str(getattr(cmd, "destination", "") or ""), cmd.headers, size):
+            tracing.inject(cmd.headers)
+            return await call_next(cmd)
 
 
 RETRY_DELAY_S = 2.0
@@ -79,6 +124,28 @@ async def _log_reconnected() -> None:
     log.warning("reconnected to NATS")
 
 
+class TemplatedNatsMetrics(NatsMetricsSettingsProvider):
+    """FastStream's NATS message metrics with subjects as templates: reply inboxes carry a
+    random id each, so raw subjects would grow one series per request."""
+
+    def get_consume_attrs_from_message(self, msg: Any) -> Any:
+        attrs = super().get_consume_attrs_from_message(msg)
+        return {
+            **attrs,
+            "destination_name": tracing.destination_template(attrs["destination_name"]),
+        }
+
+    def get_publish_destination_name_from_cmd(self, cmd: Any) -> str:
+        return tracing.destination_template(str(cmd.destination))
+
+
+def metrics_settings_provider(msg: Any) -> TemplatedNatsMetrics | None:
+    """One message's metric settings; KV and object-store watches are not counted."""
+    if msg is None or isinstance(msg, Msg):
+        return TemplatedNatsMetrics()
+    return None
+
+
 def build_broker(settings: Settings, service: str) -> NatsBroker:
     """A broker that reconnects forever: services outlive NATS restarts."""
     return NatsBroker(
@@ -92,16 +159,54 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
         logger=log,
         # Per-message receive/process lines are debug detail, not service health.
         log_level=logging.DEBUG,
-        middlewares=[TraceContextMiddleware, RetryLaterMiddleware],
+        middlewares=[
+            TraceContextMiddleware,
+            PrometheusMiddleware(
+                settings_provider_factory=metrics_settings_provider,
+                registry=REGISTRY,
+                app_name=f"mainspring-{service}",
+            ),
+            RetryLaterMiddleware,
+        ],
     )
 
 
-def build_app(broker: NatsBroker, settings: Settings, service: str) -> FastStream:
-    """The FastStream app that checks the bus is set up before subscribers start."""
+def build_app(
+    broker: NatsBroker,
+    settings: Settings,
+    service: str,
+    *,
+    ready_checks: Sequence[ReadyCheck] = (),
+) -> FastStream:
+    """The FastStream app that checks the bus is set up before subscribers start.
+
+    With settings.http_port set it serves /healthz, /readyz and /metrics there; every replica
+    also answers the NATS service protocol ($SRV.PING, $SRV.INFO, $SRV.STATS).
+    """
     app = FastStream(broker, logger=log)
+    started = asyncio.Event()
+
+    async def bus_ready() -> str | None:
+        if not started.is_set():
+            return "starting: subscribers not bound yet"
+        try:
+            connected = broker.connection.is_connected
+        except IncorrectState:
+            connected = False
+        return None if connected else "not connected to NATS"
+
+    ops = (
+        OpsServer(settings.http_port, [bus_ready, *ready_checks], host=settings.http_host)
+        if settings.http_port is not None
+        else None
+    )
+    micro: list[Any] = []
 
     @app.on_startup
     async def check_setup() -> None:
+        if ops is not None:
+            # Listening first: /healthz answers while the service starts, /readyz says why not yet.
+            await ops.start()
         # Connect before subscribers start so state bound in later start-up hooks is
         # ready when the first message arrives.
         await broker.connect()
@@ -109,7 +214,53 @@ def build_app(broker: NatsBroker, settings: Settings, service: str) -> FastStrea
         # the stream's settings back and forth during a rolling upgrade.
         await check_bus(broker.connection.jetstream(), settings)
 
+    @app.after_startup
+    async def announce() -> None:
+        started.set()
+        found = await add_micro_service(broker, service, settings.http_port)
+        if found is not None:
+            micro.append(found)
+
+    @app.on_shutdown
+    async def stop_ops() -> None:
+        started.clear()
+        for one in micro:
+            with contextlib.suppress(Exception):
+                await one.stop()
+        if ops is not None:
+            await ops.stop()
+
     return app
+
+
+async def add_micro_service(broker: NatsBroker, service: str, http_port: int | None) -> Any:
+    """Answer $SRV.PING/INFO/STATS as `mainspring-<service>`: one request finds every replica."""
+    try:
+        from nats import micro
+    except ImportError:
+        return None
+    metadata = {"instance": instance_name(service)}
+    if http_port is not None:
+        metadata["http_port"] = str(http_port)
+    try:
+        return await micro.add_service(
+            broker.connection,
+            name=f"mainspring-{service}",
+            version=_package_version(),
+            description=f"Mainspring {service}",
+            metadata=metadata,
+        )
+    except Exception as exc:
+        # Only discovery is lost (a user without $SRV.> permission): the service still works.
+        log.warning("not answering the NATS service protocol: %s", exc)
+        return None
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("mainspring")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
 
 
 EXIT_NOT_SET_UP = 2
@@ -117,6 +268,7 @@ EXIT_NOT_SET_UP = 2
 
 def run_service(app: FastStream, service: str) -> None:
     """Run a service until stopped; on a bus not set up, exit 2 with one line saying why."""
+    configure_tracing(service)
     try:
         asyncio.run(app.run())
     except BaseException as exc:
@@ -125,6 +277,8 @@ def run_service(app: FastStream, service: str) -> None:
             raise
         log.error("%s cannot start: %s", service, refused)
         raise SystemExit(EXIT_NOT_SET_UP) from None
+    finally:
+        tracing.shutdown_tracing()
 
 
 def _not_set_up(exc: BaseException) -> BusNotSetUp | None:
@@ -181,9 +335,12 @@ async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]
     """Parse a message body, or park it on the dead-letter subject with the reason."""
     subject = message.raw_message.subject
     try:
-        return model.model_validate_json(message.body)
+        parsed = model.model_validate_json(message.body)
     except ValidationError as exc:
         reason = malformed_reason(model, subject, exc)
+    else:
+        note_message(parsed)
+        return parsed
     await park(broker, subject, message.body, reason, stream_sequence(message.raw_message))
     return None
 
@@ -198,6 +355,7 @@ async def park(
 ) -> None:
     """Put a message that cannot be handled on the dead-letter subject, with the reason."""
     log.error("%s; parked on %s", reason, subjects.dead_letter_subject(subject))
+    metrics.parked(subject)
     headers = {"Mainspring-Error": reason[:1000]}
     if sequence is not None:
         # Several services parse one subject (run.completed): park each stored message once.
@@ -220,7 +378,7 @@ async def publish_event(broker: NatsBroker, event: Message, subject: str) -> Non
     await broker.publish(
         event.model_dump_json().encode(),
         subject,
-        headers=message_headers(event),
+        headers=message_id_headers(event),
         stream=subjects.STREAM,
     )
 

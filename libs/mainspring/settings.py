@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     # How often the embedded nats-server of `mainspring up` fsyncs: "always" (every write,
     # survives a machine crash) or an interval like "1s"; empty keeps nats' own 2 minutes.
     nats_sync_interval: str = "always"
+    # Where services append their sampled spans as JSON lines for `mainspring runs trace`
+    # (`mainspring up` sets it to <home>/traces); unset, services write no span files.
+    trace_dir: str | None = None
+    # A service serves /healthz, /readyz and /metrics on this port (`mainspring up` assigns
+    # one per process); unset, it serves none.
+    http_port: int | None = None
+    # All interfaces, for containers; `mainspring up` keeps its processes on loopback.
+    http_host: str = "0.0.0.0"
 
     def resolved_nats_url(self) -> str:
         """The NATS URL from the environment, else the one `mainspring up` wrote in home."""
@@ -46,6 +54,10 @@ class Settings(BaseSettings):
             f"no NATS server: start one with `mainspring up` (home {self.home}) "
             "or set MAINSPRING_NATS_URL"
         )
+
+    def resolved_trace_dir(self) -> Path:
+        """Where `mainspring runs trace` looks for spans: the setting, else <home>/traces."""
+        return Path(self.trace_dir) if self.trace_dir else self.home / "traces"
 
     def resolved_database_url(self) -> str:
         """The run history database; SQLite under home by default."""

@@ -187,6 +187,8 @@ class Child:
     restart_at: float | None = None
     last_exit: str | None = None
     gave_up: str | None = None
+    # Where a service serves /healthz, /readyz and /metrics (MAINSPRING_HTTP_PORT in its env).
+    http_port: int | None = None
 
     def start(self) -> None:
         """(Re)start the process, its output appended to its log."""
@@ -216,6 +218,7 @@ class Child:
             "last_exit": self.last_exit,
             "gave_up": self.gave_up,
             "log": str(self.log_path),
+            "http_port": self.http_port,
         }
 
 
@@ -334,11 +337,21 @@ class System:
             "MAINSPRING_DATABASE_URL": self.settings.resolved_database_url(),
             "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
             "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
+            # Sampled spans stay in the home for `mainspring runs trace`, with no collector.
+            "MAINSPRING_TRACE_DIR": str(self.settings.resolved_trace_dir().resolve()),
         }
         names = [*SERVICES[:2], *(["runner"] * self.runners), *SERVICES[3:]]
         for index, name in enumerate(names):
             label = name if name != "runner" or self.runners == 1 else f"runner-{index - 1}"
-            child = Child(label, service_command(name), env, logs / f"{label}.log")
+            # Many processes share one host: each gets its own port, kept across restarts.
+            port = free_port()
+            child_env = {
+                **env,
+                "MAINSPRING_HTTP_PORT": str(port),
+                "MAINSPRING_HTTP_HOST": "127.0.0.1",
+            }
+            child = Child(label, service_command(name), child_env, logs / f"{label}.log")
+            child.http_port = port
             child.start()
             self.children.append(child)
         if self.web_port is not None:

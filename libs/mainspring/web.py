@@ -27,6 +27,7 @@ from mainspring.records import RunQuery
 from mainspring.registry import RegistryError
 from mainspring.routine import InputError
 from mainspring.settings import Settings
+from mainspring.tracing import read_span_files, span_tree
 
 T = TypeVar("T")
 
@@ -105,6 +106,15 @@ def routine_summary(definition: Any) -> dict[str, Any]:
     }
 
 
+def run_trace(run: dict[str, Any] | None) -> dict[str, Any]:
+    """The stored spans of a run's whole trace in tree order, for the page's waterfall."""
+    trace_id = (run or {}).get("trace_id")
+    if not trace_id:
+        return {"trace_id": None, "spans": []}
+    records = read_span_files(Settings().resolved_trace_dir(), str(trace_id))
+    return {"trace_id": trace_id, "spans": span_tree(records)}
+
+
 def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
     """The request handler bound to one client."""
 
@@ -144,6 +154,8 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
                     self.send_json(200, {"runs": bridge.call(bridge.client.list_runs(run_query))})
                 elif len(parts) == 4 and parts[:2] == ["api", "runs"] and parts[3] == "log":
                     self.send_json(200, bridge.run_log(parts[2]))
+                elif len(parts) == 4 and parts[:2] == ["api", "runs"] and parts[3] == "trace":
+                    self.send_json(200, run_trace(bridge.call(bridge.client.get_run(parts[2]))))
                 elif len(parts) == 3 and parts[:2] == ["api", "runs"]:
                     run = bridge.call(bridge.client.get_run(parts[2]))
                     self.send_json(200 if run else 404, {"run": run})

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from faststream.nats import NatsBroker, NatsMessage
 from nats.js.kv import KeyValue
 
-from mainspring import kv, subjects, tracing
+from mainspring import kv, metrics, subjects, tracing
 from mainspring.client import Client, ServiceUnavailable
 from mainspring.cursors import load_cursor, save_cursor
 from mainspring.ledger import (
@@ -104,8 +104,10 @@ class Dispatcher:
             )
         for recorded in decision.history:
             await publish_event(self.broker, recorded, subjects.TRIGGER_RECORDED)
+            metrics.trigger_recorded(recorded)
         for refused in decision.refused:
             log.warning("refused run %s of %s: %s", refused.run_id, refused.routine, refused.error)
+            metrics.refused(refused.error)
             await publish_event(self.broker, refused, refused.subject())
 
     async def check_crash_loop(
@@ -145,6 +147,7 @@ class Dispatcher:
                     routine, False, verdict.disable_reason, _now(), by="crash_loop"
                 )
                 log.warning("disabled the trigger of %s: %s", routine, verdict.disable_reason)
+                metrics.DISABLED.labels("crash_loop").inc()
             return
         raise RuntimeError(f"crash-loop count of {routine} kept changing concurrently")
 

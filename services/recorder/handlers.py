@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from mainspring import subjects
+from mainspring import subjects, tracing
 from mainspring.artifacts import delete_run_files
 from mainspring.ledger import ledger_bucket, mark_cancelled, settle_outcome
 from mainspring.messages import (
@@ -182,6 +182,11 @@ class EventBatches:
 
     async def record(self, messages: Sequence[Msg]) -> None:
         """Park malformed events, commit the rest in one transaction, then ack the batch."""
+        traced = [(m.subject, m.headers, len(m.data)) for m in messages]
+        with tracing.handling_batch(traced):
+            await self._record(messages)
+
+    async def _record(self, messages: Sequence[Msg]) -> None:
         loop = asyncio.get_running_loop()
         now = _now()
         batch = await loop.run_in_executor(self.writes, parse_batch, messages, now)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, text
 from sqlmodel import Session, col, select
 
 from mainspring.messages import TERMINAL_STATUSES, DeleteRuns, RunProgressed, TriggerRecorded
@@ -200,6 +200,11 @@ class RunQueries:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (for /readyz)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         """A run with its progress history, parent and children."""

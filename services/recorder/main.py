@@ -6,6 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from faststream import FastStream
+from sqlalchemy.exc import SQLAlchemyError
 
 from mainspring import subjects
 from mainspring.records import open_engine
@@ -61,7 +62,17 @@ def build_app(settings: RecorderSettings) -> FastStream:
             subject=subjects.EXTERNAL_COMPLETED_ANY,
         ),
     ]
-    app = build_service_app(broker, settings, "recorder")
+
+    async def database_reachable() -> str | None:
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(reads, replies.queries.ping), 5
+            )
+        except (TimeoutError, OSError, SQLAlchemyError) as exc:
+            return f"the run history database does not answer ({type(exc).__name__})"
+        return None
+
+    app = build_service_app(broker, settings, "recorder", ready_checks=[database_reachable])
     tasks: list[asyncio.Task[None]] = []
 
     @app.after_startup

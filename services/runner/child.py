@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from mainspring import tracing
 from mainspring.bundle import BundleError, import_entrypoint
 from mainspring.invoke import build_event, invoke
 from mainspring.messages import RequestRun
@@ -46,6 +47,9 @@ from services.runner.procfs import peak_rss_bytes, reset_peak_rss
 HEAVY_MODULES = ("pyarrow", "pyarrow.parquet", "pyarrow.compute", "mainspring.artifacts")
 # How long a run's output may take to drain once the run returned.
 OUTPUT_DRAIN_S = 2.0
+
+# This worker's finished spans, until a run's result carries them to the runner.
+SPANS = tracing.SpanCollector()
 
 
 class ControlPipe:
@@ -294,7 +298,8 @@ def serve_job(
     os.environ["MAINSPRING_RUN_ID"] = request.run_id
     os.environ["MAINSPRING_RUN_HOP"] = str(request.hop)
     max_log = int(job.get("log_max_bytes") or DEFAULT_MAX_BYTES)
-    with OutputCapture(job["log_path"], max_log, pipe):
+    # The runner's execution span is the parent of setup, run, cleanup and the user's spans.
+    with OutputCapture(job["log_path"], max_log, pipe), tracing.continuing(job.get("traceparent")):
         # Importing the bundle (sys.path entry, module-level code) belongs to the worker, not
         # to this run: load it before the snapshot the run is compared against.
         with contextlib.suppress(BundleError, ContractError):
@@ -321,6 +326,9 @@ def serve_job(
         # Measured here: a forked child may be gone before the runner could look.
         "peak_rss": peak_rss,
         "cpu_seconds": used_cpu,
+        # Sent back with the result: the runner exports them with its own, so a worker needs
+        # no exporter (no thread, no connection) and a short-lived forked child loses none.
+        "spans": SPANS.drain(),
     }
 
 
@@ -359,7 +367,8 @@ def die_with_parent() -> None:
 
 
 def preload() -> None:
-    """Pay for heavy imports before any run arrives."""
+    """Pay for heavy imports (and the tracer) before any run arrives."""
+    tracing.configure_worker_tracing(SPANS, "runner")
     for module in HEAVY_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)

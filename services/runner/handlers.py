@@ -13,7 +13,7 @@ from faststream import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage
 from nats.js.kv import KeyValue
 
-from mainspring import subjects
+from mainspring import metrics, subjects
 from mainspring.artifacts import run_location
 from mainspring.bundle import extract_bundle
 from mainspring.messages import (
@@ -287,6 +287,8 @@ class Runner:
                 subjects.RUN_STARTED,
             )
         )
+        if attempt == 1:
+            metrics.run_started(request, started_at)
         child = ChildRun(
             request,
             bundle,
@@ -479,6 +481,7 @@ class Runner:
                 settled.error,
             )
         await publish_event(self.broker, settled, settled.subject())
+        metrics.run_finished(settled.routine, settled.status, started_at, ours.finished_at)
 
     async def cancel(self, run_id: str) -> None:
         """Stop a run this runner holds; remember the id in case it arrives later."""

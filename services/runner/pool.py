@@ -24,6 +24,7 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
+from mainspring import metrics
 from services.runner import core
 from services.runner.procfs import live_descendants, tree_rss_bytes
 
@@ -255,6 +256,7 @@ class WorkerPool:
             log.info(
                 "worker %d recycled after %d run(s): %s", worker.pid, worker.runs_served, reason
             )
+            metrics.WORKER_RECYCLES.labels(metrics.recycle_reason(reason)).inc()
             await worker.discard()
             return
         assert worker.digest is not None, "take() binds every worker it hands out"

@@ -9,6 +9,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import StatusCode
+
+from mainspring import tracing
 from mainspring.messages import RequestRun, RunResources
 from mainspring.runlogs import DEFAULT_MAX_BYTES
 from services.runner.core import Outcome, memory_over_limit, outcome_of
@@ -61,6 +64,19 @@ class ChildRun:
 
     async def run(self, on_message: OnMessage, memory_poll_s: float, worker: Worker) -> Outcome:
         """Execute to the end in a ready worker and say how it ended."""
+        attributes = {
+            "mainspring.run_id": self.request.run_id,
+            "mainspring.routine": self.request.routine,
+            "mainspring.isolation": self.request.isolation,
+        }
+        with tracing.span("execute", attributes) as span:
+            outcome = await self._run(on_message, memory_poll_s, worker)
+            span.set_attribute("mainspring.status", outcome.status)
+            if outcome.status != "completed":
+                span.set_status(StatusCode.ERROR, outcome.error or outcome.status)
+            return outcome
+
+    async def _run(self, on_message: OnMessage, memory_poll_s: float, worker: Worker) -> Outcome:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.worker = worker
         if self.cancelled:
@@ -75,6 +91,7 @@ class ChildRun:
                 "request": self.request.model_dump(mode="json"),
                 "state": self.state,
                 "log_max_bytes": self.log_max_bytes,
+                "traceparent": tracing.current_traceparent(),
             }
         )
         started = time.monotonic()
@@ -111,6 +128,7 @@ class ChildRun:
         self.worker = None
         result = reading.result() if reading.done() and not reading.cancelled() else None
         if result is not None:
+            tracing.export_records(result.get("spans"))
             self.final_state = result.get("state")
             self.leftovers = list(result.get("leftovers") or [])
             self.cpu_seconds = result.get("cpu_seconds")

@@ -6,7 +6,7 @@ import asyncio
 
 from faststream import FastStream
 
-from mainspring import subjects
+from mainspring import metrics, subjects
 from mainspring.registry import RoutineStore
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging, run_service
@@ -18,7 +18,7 @@ def build_app(settings: TickerSettings) -> FastStream:
     """Wire the broker, the state bucket and the tick loop."""
     broker = build_broker(settings, "ticker")
     app = build_service_app(broker, settings, "ticker")
-    ticker = Ticker(settings)
+    ticker = Ticker(settings, lag_observer=metrics.tick_published)
     tasks: list[asyncio.Task[None]] = []
 
     @app.after_startup

@@ -24,7 +24,7 @@ def test_publishing_outside_a_trace_starts_a_new_one() -> None:
 
 
 def test_handling_a_message_continues_its_trace_in_what_it_publishes() -> None:
-    with tracing.handling({"traceparent": PARENT}, "run.completed process"):
+    with tracing.handling({"traceparent": PARENT}, "run.completed.a.completed"):
         published = tracing.inject({"Nats-Msg-Id": "run:1"})
         current = tracing.current_trace_id()
 
@@ -47,7 +47,7 @@ def test_handling_a_message_continues_its_trace_in_what_it_publishes() -> None:
 def test_a_message_without_valid_context_is_handled_in_a_new_trace(
     headers: dict[str, str] | None,
 ) -> None:
-    with tracing.handling(headers, "schedule.fired process"):
+    with tracing.handling(headers, "schedule.fired"):
         current = tracing.current_trace_id()
 
     assert current is not None
@@ -87,7 +87,7 @@ async def test_a_completion_published_from_the_sdk_continues_the_callers_trace()
     js = RecordingStream()
     completed = RunCompleted(run_id="r-1", routine="team/report", status="cancelled")
 
-    with tracing.handling({"traceparent": PARENT}, "cancel"):
+    with tracing.handling({"traceparent": PARENT}, "run.cancel"):
         await bus.publish(js, completed, completed.subject())  # type: ignore[arg-type]
 
     [(subject, headers)] = js.published
