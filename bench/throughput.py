@@ -17,7 +17,7 @@ stream, JetStream API calls, messages each service published and had delivered, 
 transactions (PostgreSQL's own counter), and CPU milliseconds of each process, its workers
 included.
 
-While one configuration runs, a page of 50 runs is queried from the recorder 25 times a
+While one configuration runs, a page of 50 runs is queried from the recorder 30 times a
 second (in a second load period, so the throughput figures carry no query load).
 """
 
@@ -67,7 +67,7 @@ LOAD_S = 4.0 if smoke() else 40.0
 WARMUP_S = 1.0 if smoke() else 8.0
 BASELINE_S = 1.0 if smoke() else 5.0
 BACKLOG = 50 if smoke() else 400
-QUERY_HZ = 25.0
+QUERY_HZ = 30.0
 
 
 @dataclass(frozen=True)
