@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -300,18 +301,24 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             await dispatcher.on_tick(definition, fired, _now())
 
     async def handle_completed(completed: RunCompleted) -> None:
-        await dispatcher.check_crash_loop(
-            completed.routine,
-            core.start_outcome(completed),
-            completed.run_id,
-            completed.error,
-            completed.run_id,
-        )
+        # Downstream runs first: they wait on nothing but the catalog, while the completed
+        # routine's own bookkeeping (crash-loop count, overlap slot: separate keys) follows,
+        # both at once. A crash in between redelivers the completion, which requests the
+        # same (deduplicated) runs again and then does the bookkeeping.
         decision = core.decide_completion(
             dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
         )
         await dispatcher.publish(decision)
-        await dispatcher.release_timed(completed, _now())
+        await asyncio.gather(
+            dispatcher.check_crash_loop(
+                completed.routine,
+                core.start_outcome(completed),
+                completed.run_id,
+                completed.error,
+                completed.run_id,
+            ),
+            dispatcher.release_timed(completed, _now()),
+        )
 
     @subscriber(broker, **durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
     async def on_run_completed(message: NatsMessage) -> None:
