@@ -328,9 +328,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from mainspring.web import serve
+    from mainspring.web import check_exposure, serve
 
-    server = serve(Settings(), args.host, args.port)
+    settings = Settings()
+    exposed = check_exposure(args.host, settings.web_token)
+    if exposed:
+        raise CliError(exposed)
+    server = serve(settings, args.host, args.port)
     print(f"mainspring web page on http://{args.host}:{args.port}", flush=True)
     try:
         server.serve_forever()

@@ -320,6 +320,11 @@ class Client:
             )
         )
 
+    async def submit_request(self, request: SubmitRun) -> str:
+        """Publish a prepared SubmitRun (its request_id becomes the run id); returns once
+        JetStream stored it. A repeat within the bus's duplicate window is dropped."""
+        return await self._submit(request)
+
     async def _submit(self, request: SubmitRun) -> str:
         if self._store is not None and not request.registry_revision:
             # Read-your-writes: the dispatcher must see this client's own registry changes.
