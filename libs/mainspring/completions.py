@@ -1,10 +1,12 @@
 """Following finished runs from outside: the pure parts of `Client.completions` and `runs follow`.
 
 A follower is a JetStream pull consumer on `run.completed.<routine>.<status>`, filtered by
-the server. A durable one is named `follow-<name>` (the `client` user may create consumers
-under any name; a narrower subscriber identity is granted exactly this prefix) and is
-deleted by the server after `inactive_threshold` without a pull, so an abandoned follower
-does not pin the stream's messages forever.
+the server. A durable one is named `follow-<name>`: the `client` user may create consumers
+of any name ($JS.API.>), and the prefix keeps followers apart from the services' own
+consumers (a follower called `runner` must never bind the runners' work queue). NATS
+permissions match whole subject tokens, so a prefix inside the consumer-name token cannot
+be granted on its own. The server deletes a durable follower after `inactive_threshold`
+without a pull, so an abandoned one does not hold a consumer forever.
 """
 
 from __future__ import annotations
