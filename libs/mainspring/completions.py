@@ -26,6 +26,7 @@ STREAM_RETENTION = timedelta(days=14)
 FOLLOWER_PREFIX = "follow-"
 # A durable follower nobody pulled from for this long is deleted by the server.
 DEFAULT_INACTIVE_THRESHOLD = timedelta(days=1)
+EPHEMERAL_IDLE_S = 300.0
 # How long the server waits for an event's ack before it delivers the event again.
 ACK_WAIT = timedelta(seconds=60)
 
@@ -97,8 +98,9 @@ def follower_config(
         opt_start_time=since,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ACK_WAIT.total_seconds(),
-        # An ephemeral follower goes with its connection; a durable one waits this long.
-        inactive_threshold=inactive_threshold.total_seconds() if name else 5.0,
+        # A durable waits this long for its follower to come back. An ephemeral one goes
+        # soon after its follower stops pulling, yet outlives a slow loop body between pulls.
+        inactive_threshold=inactive_threshold.total_seconds() if name else EPHEMERAL_IDLE_S,
     )
 
 
