@@ -1,12 +1,15 @@
 """Other systems on a real bus: following completions (SDK, CLI, plain nats-py) and HTTP ingress.
 
-One system for the module: recorder, dispatcher, one runner and the web service with a token.
+One system for the module, with the deployment's NATS users: recorder, dispatcher, one
+runner and the web service with a token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -22,8 +25,9 @@ from mainspring import subjects
 from mainspring.client import Client, Completions
 from mainspring.messages import DatasetAppended, RunCompleted
 from mainspring.records import RunQuery
+from mainspring.settings import Settings
 from mainspring.up import free_port, wait_for_port
-from tests.harness import ROOT, Deployment, deployment_context, eventually, write_routine
+from tests.harness import ROOT, Deployment, NatsServer, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -46,25 +50,62 @@ class AfterEtl(Routine):
 """
 
 
+# The deployment's NATS users (deploy/nats/permissions.conf): the SDK, CLI and web service
+# connect as `client`, the plain append example as `external`, each service as itself.
+USERS = (
+    "admin",
+    "client",
+    "external",
+    "recorder",
+    "dispatcher",
+    "runner",
+    "ticker",
+    "dataset_watcher",
+)
+PASSWORDS = {f"MAINSPRING_{user.upper()}_PASSWORD": f"secret-{user}" for user in USERS}
+
+
+def user_url(server: NatsServer, user: str) -> str:
+    return f"nats://{user}:secret-{user}@127.0.0.1:{server.port}"
+
+
 @dataclass
 class Integrations:
     deployment: Deployment
+    settings: Settings
     web: str
     started_at: datetime
+
+    def url(self, user: str) -> str:
+        return user_url(self.deployment.nats, user)
 
 
 @pytest.fixture(scope="module")
 def integrations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Integrations]:
-    """The system without ticker and watcher (runs here are started by hand or by HTTP)."""
-    with deployment_context(tmp_path_factory.mktemp("integrations"), "sqlite") as deployment:
-        deployment.extra_env["MAINSPRING_WEB_TOKEN"] = TOKEN
+    """The system with per-service users, without ticker and watcher (runs here are started
+    by hand or by HTTP), and the web service with a token."""
+    tmp = tmp_path_factory.mktemp("integrations")
+    store = tmp / "nats"
+    store.mkdir()
+    # nats-server resolves includes relative to the config file.
+    shutil.copy(ROOT / "deploy" / "nats" / "permissions.conf", store / "permissions.conf")
+    server = NatsServer(store, "include ./permissions.conf\n", {**os.environ, **PASSWORDS})
+    server.start()
+    home = tmp / "home"
+    home.mkdir()
+    deployment = Deployment(home=home, database_url=f"sqlite:///{home / 'runs.db'}", nats=server)
+    client_url = user_url(server, "client")
+    deployment.extra_env = {"MAINSPRING_NATS_URL": client_url, "MAINSPRING_WEB_TOKEN": TOKEN}
+    settings = deployment.settings().model_copy(update={"nats_url": client_url})
+    web: subprocess.Popen[bytes] | None = None
+    try:
+        deployment.set_up(user_url(server, "admin"))
         started_at = datetime.now(UTC)
         for name in ("recorder", "dispatcher", "runner"):
-            deployment.start(name)
-        tmp = deployment.home.parent
+            deployment.start(name, env={"MAINSPRING_NATS_URL": user_url(server, name)})
 
         async def register() -> None:
-            client = await Client.connect(deployment.settings())
+            client = await Client.connect(settings)
             try:
                 for name, source in (("alpha", QUICK), ("beta", QUICK), ("after_etl", AFTER_ETL)):
                     await client.create_routine(write_routine(tmp / name, source), name)
@@ -78,19 +119,20 @@ def integrations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Integrati
             [sys.executable, "-m", "mainspring", "web", "--port", str(port)],
             env=deployment.env(),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(home / "web.log").open("wb"),
         )
-        try:
-            wait_for_port(port)
-            yield Integrations(deployment, f"http://127.0.0.1:{port}", started_at)
-        finally:
+        wait_for_port(port)
+        yield Integrations(deployment, settings, f"http://127.0.0.1:{port}", started_at)
+    finally:
+        if web is not None:
             web.terminate()
             web.wait(timeout=10)
+        deployment.stop()
 
 
 @pytest.fixture
 async def client(integrations: Integrations) -> AsyncIterator[Client]:
-    connected = await Client.connect(integrations.deployment.settings())
+    connected = await Client.connect(integrations.settings)
     yield connected
     await connected.close()
 
@@ -178,7 +220,7 @@ async def test_the_cli_prints_one_json_object_per_finished_run(
 async def test_the_plain_nats_py_examples_run_as_written(
     client: Client, integrations: Integrations
 ) -> None:
-    env = {**integrations.deployment.env(), "NATS_URL": integrations.deployment.nats.url}
+    env = {**integrations.deployment.env(), "NATS_URL": integrations.url("client")}
     examples = ROOT / "examples" / "plain_nats"
     follow = await asyncio.create_subprocess_exec(
         *[sys.executable, str(examples / "follow.py"), "beta", "--durable", "plain"],
@@ -203,7 +245,7 @@ async def test_the_plain_nats_py_examples_run_as_written(
 
     append = await asyncio.create_subprocess_exec(
         *[sys.executable, str(examples / "append.py"), "photos", "4", "6", "120"],
-        env=env,
+        env={**env, "NATS_URL": integrations.url("external")},
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(append.communicate(), 30)
@@ -272,7 +314,7 @@ async def test_http_external_completion_triggers_a_routine(
     url = integrations.web + "/api/events/run.completed"
     done = {"run_id": "etl-77", "routine": "nightly-etl", "status": "completed"}
     status, answer = await send(url, {**done, "outputs": {"rows": 1200}})
-    assert status == 202
+    assert status == 202, answer
     assert answer["subject"] == "external.completed.nightly-etl.completed"
 
     async def downstream() -> dict[str, Any] | None:
