@@ -732,18 +732,37 @@ async def runs_watch(client: Any, args: argparse.Namespace) -> int:
     return 0 if final["status"] == "completed" else EXIT_FAILED
 
 
-async def runs_follow(client: Any, args: argparse.Namespace) -> int:
-    """One line (or JSON object) per finished run, as it happens, until interrupted."""
-    from mainspring.completions import FollowError, completion_line, parse_since
+def cmd_runs_follow(args: argparse.Namespace) -> int:
+    """`runs follow`: the selection is checked before reaching for the bus."""
+    from mainspring.completions import (
+        FollowError,
+        completion_filter,
+        follower_name,
+        parse_since,
+    )
 
     try:
-        since = parse_since(args.since, datetime.now(UTC)) if args.since else None
-        follower = client.completions(args.routine, args.status, args.durable, since)
+        completion_filter(args.routine, args.status)
+        if args.durable:
+            follower_name(args.durable)
+        args.since_time = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    except FollowError as exc:
+        raise CliError(str(exc)) from None
+    return with_client(runs_follow)(args)
+
+
+async def runs_follow(client: Any, args: argparse.Namespace) -> int:
+    """One line (or JSON object) per finished run, as it happens, until interrupted."""
+    from mainspring.completions import FollowError, completion_line
+
+    try:
+        follower = client.completions(args.routine, args.status, args.durable, args.since_time)
         async with follower:
             async for event in follower:
                 line = event.model_dump_json() if args.json else completion_line(event)
                 print(line, flush=True)
     except FollowError as exc:
+        # A durable name already following another selection.
         raise CliError(str(exc)) from None
     return 0
 
@@ -1482,7 +1501,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--since", metavar="T", help="replay from an ISO time or a duration ago (90m, 2d)"
     )
     rf.add_argument("--json", action="store_true", help="one JSON object per line")
-    rf.set_defaults(func=with_client(runs_follow))
+    rf.set_defaults(func=cmd_runs_follow)
     ra = runs_actions.add_parser("artifacts", help="a run's artifacts; --download fetches one")
     ra.add_argument("id")
     ra.add_argument("--download", metavar="NAME", help="copy this artifact's files locally")

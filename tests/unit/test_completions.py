@@ -109,3 +109,25 @@ def test_completion_line() -> None:
     assert completion_line(event) == (
         "2026-11-29T12:00:02+00:00 embed #7 failed r1 2.5s error: ValueError: bad"
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--since", "yesterday"], "since 'yesterday': give an ISO time"),
+        (["--since", "30d"], "older than the stream keeps completions (14 days)"),
+        (["--durable", "a.b"], "durable name 'a.b': use letters, digits"),
+    ],
+)
+def test_runs_follow_refuses_a_bad_selection_before_connecting(
+    flags: list[str],
+    error: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mainspring.cli import main
+
+    # Nothing listens here: reaching for the bus would be a different error.
+    monkeypatch.setenv("MAINSPRING_NATS_URL", "nats://127.0.0.1:1")
+    assert main(["runs", "follow", *flags]) == 2
+    assert error in capsys.readouterr().err
