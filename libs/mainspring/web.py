@@ -13,7 +13,7 @@ import json
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from mainspring import subjects
 from mainspring.client import Client, RunRefused
@@ -149,7 +150,8 @@ async def start_api_run(
         )
     # The dispatcher checks again (it decides); checked here too so the caller hears at once.
     validate_inputs(definition.input_specs(), request.inputs)
-    await client.submit_request(request)
+    async with acknowledged(subjects.RUN_SUBMITTED):
+        await client.submit_request(request)
     return 202, {"run_id": run_id, "status": "created", "repeated": False}
 
 
@@ -171,8 +173,24 @@ async def publish_event(client: Client, kind: str, body: Any) -> dict[str, Any]:
             f"no event {kind!r}: post {subjects.DATASET_APPENDED} or {subjects.RUN_COMPLETED} "
             "(an external workflow's completion)",
         )
-    await client.publish(subject, data.encode(), message_id)
+    async with acknowledged(subject):
+        await client.publish(subject, data.encode(), message_id)
     return {"subject": subject, "message_id": message_id}
+
+
+@contextlib.asynccontextmanager
+async def acknowledged(subject: str) -> AsyncIterator[None]:
+    """Turn a publish JetStream never acknowledged into a 503 that says where to look."""
+    try:
+        yield
+    except NatsTimeoutError:
+        # A subject the user may not publish is dropped by the server without a word to
+        # the publisher: it looks exactly like a slow stream.
+        raise IngressError(
+            503,
+            f"JetStream did not acknowledge {subject}: check that the web service's NATS user "
+            "may publish it (deploy/nats/permissions.conf) and that `mainspring setup` ran",
+        ) from None
 
 
 def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTTPRequestHandler]:

@@ -80,3 +80,14 @@ def test_the_page_leaves_loopback_only_with_a_token() -> None:
     refusal = check_exposure("0.0.0.0", None)
     assert refusal is not None
     assert "MAINSPRING_WEB_TOKEN" in refusal
+
+
+async def test_an_unacknowledged_publish_is_a_503_naming_the_likely_causes() -> None:
+    from nats.errors import TimeoutError as NatsTimeoutError
+
+    from mainspring.web import acknowledged
+
+    with pytest.raises(IngressError, match="may publish it .*permissions.conf") as refused:
+        async with acknowledged("external.completed.x.completed"):
+            raise NatsTimeoutError
+    assert refused.value.status == 503
