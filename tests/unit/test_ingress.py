@@ -87,7 +87,7 @@ async def test_an_unacknowledged_publish_is_a_503_naming_the_likely_causes() -> 
 
     from mainspring.web import acknowledged
 
-    with pytest.raises(IngressError, match="may publish it .*permissions.conf") as refused:
+    with pytest.raises(IngressError, match=r"may publish it .*permissions\.conf") as refused:
         async with acknowledged("external.completed.x.completed"):
             raise NatsTimeoutError
     assert refused.value.status == 503
