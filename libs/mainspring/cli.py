@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -328,9 +328,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from mainspring.web import serve
+    from mainspring.web import check_exposure, serve
 
-    server = serve(Settings(), args.host, args.port)
+    settings = Settings()
+    exposed = check_exposure(args.host, settings.web_token)
+    if exposed:
+        raise CliError(exposed)
+    server = serve(settings, args.host, args.port)
     print(f"mainspring web page on http://{args.host}:{args.port}", flush=True)
     try:
         server.serve_forever()
@@ -726,6 +730,41 @@ async def runs_watch(client: Any, args: argparse.Namespace) -> int:
     if final.get("error"):
         print(f"error: {final['error']}", flush=True)
     return 0 if final["status"] == "completed" else EXIT_FAILED
+
+
+def cmd_runs_follow(args: argparse.Namespace) -> int:
+    """`runs follow`: the selection is checked before reaching for the bus."""
+    from mainspring.completions import (
+        FollowError,
+        completion_filter,
+        follower_name,
+        parse_since,
+    )
+
+    try:
+        completion_filter(args.routine, args.status)
+        if args.durable:
+            follower_name(args.durable)
+        args.since_time = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    except FollowError as exc:
+        raise CliError(str(exc)) from None
+    return with_client(runs_follow)(args)
+
+
+async def runs_follow(client: Any, args: argparse.Namespace) -> int:
+    """One line (or JSON object) per finished run, as it happens, until interrupted."""
+    from mainspring.completions import FollowError, completion_line
+
+    try:
+        follower = client.completions(args.routine, args.status, args.durable, args.since_time)
+        async with follower:
+            async for event in follower:
+                line = event.model_dump_json() if args.json else completion_line(event)
+                print(line, flush=True)
+    except FollowError as exc:
+        # A durable name already following another selection.
+        raise CliError(str(exc)) from None
+    return 0
 
 
 async def runs_artifacts(client: Any, args: argparse.Namespace) -> int:
@@ -1450,6 +1489,19 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("id")
     rw.add_argument("--interval", type=float, default=0.25, help="poll interval in seconds")
     rw.set_defaults(func=with_client(runs_watch))
+    rf = runs_actions.add_parser(
+        "follow", help="one line per finished run as it happens (for pipelines); Ctrl-C stops"
+    )
+    rf.add_argument("--routine", help="only this routine's runs (filtered by the server)")
+    rf.add_argument("--status", choices=["completed", "failed", "cancelled"])
+    rf.add_argument(
+        "--durable", metavar="NAME", help="resume where the follower of this name stopped"
+    )
+    rf.add_argument(
+        "--since", metavar="T", help="replay from an ISO time or a duration ago (90m, 2d)"
+    )
+    rf.add_argument("--json", action="store_true", help="one JSON object per line")
+    rf.set_defaults(func=cmd_runs_follow)
     ra = runs_actions.add_parser("artifacts", help="a run's artifacts; --download fetches one")
     ra.add_argument("id")
     ra.add_argument("--download", metavar="NAME", help="copy this artifact's files locally")

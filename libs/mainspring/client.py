@@ -16,17 +16,30 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
+from pydantic import ValidationError
 
 from mainspring import subjects, tracing
 from mainspring.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.bus import connect, publish
+from mainspring.completions import (
+    DEFAULT_INACTIVE_THRESHOLD,
+    FollowError,
+    check_since,
+    completion_filter,
+    follower_config,
+    follower_name,
+    resume_mismatch,
+)
 from mainspring.messages import (
     INVOCATIONS,
     ISOLATIONS,
     TERMINAL_STATUSES,
     CancelRun,
     DeleteRuns,
+    RunCompleted,
     RunLogged,
     SubmitRun,
 )
@@ -307,6 +320,11 @@ class Client:
             )
         )
 
+    async def submit_request(self, request: SubmitRun) -> str:
+        """Publish a prepared SubmitRun (its request_id becomes the run id); returns once
+        JetStream stored it. A repeat within the bus's duplicate window is dropped."""
+        return await self._submit(request)
+
     async def _submit(self, request: SubmitRun) -> str:
         if self._store is not None and not request.registry_revision:
             # Read-your-writes: the dispatcher must see this client's own registry changes.
@@ -456,6 +474,29 @@ class Client:
                 raise TimeoutError(f"run {run_id} not finished after {timeout}s")
             await asyncio.sleep(poll_s)
 
+    def completions(
+        self,
+        routine: str | None = None,
+        status: str | None = None,
+        durable: str | None = None,
+        since: datetime | None = None,
+        *,
+        inactive_threshold: timedelta = DEFAULT_INACTIVE_THRESHOLD,
+    ) -> Completions:
+        """Finished runs as they happen (`RunCompleted`), filtered by the server.
+
+        `durable` resumes after the last acknowledged event of a follower of that name;
+        `since` starts from a time within the stream's retention instead of now (for a
+        durable, only when it is first created). Delivery is at least once: an event is
+        acknowledged when the loop asks for the next one or its `async with` block ends
+        without an error, so deduplicate by `run_id`.
+        """
+        filter_subject = completion_filter(routine, status)
+        name = follower_name(durable) if durable else None
+        start = check_since(since, datetime.now(UTC)) if since else None
+        config = follower_config(filter_subject, name, start, inactive_threshold)
+        return Completions(self.js, config)
+
     async def follow(self, run_id: str, poll_s: float = 0.25) -> AsyncIterator[dict[str, Any]]:
         """Yield a run each time its status or progress changes, until it is terminal."""
         last: tuple[Any, ...] | None = None
@@ -596,6 +637,75 @@ class Client:
         """Publish an external event on the stream."""
         headers = {"Nats-Msg-Id": message_id} if message_id else {}
         await self.js.publish(subject, body, headers=dict(tracing.inject(headers)))
+
+
+class Completions:
+    """A follower of finished runs: `async with` it (or just `async for` over it)."""
+
+    def __init__(self, js: JetStreamContext, config: ConsumerConfig) -> None:
+        self.js = js
+        self.config = config
+        self._subscription: JetStreamContext.PullSubscription | None = None
+        self._unacked: Msg | None = None
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        filter_subject = self.config.filter_subject or subjects.RUN_COMPLETED_ANY
+        name = self.config.durable_name
+        if name:
+            with contextlib.suppress(NotFoundError):
+                existing = await self.js.consumer_info(subjects.STREAM, name)
+                why = resume_mismatch(name, existing.config.filter_subject, filter_subject)
+                if why:
+                    raise FollowError(why)
+        return await self.js.pull_subscribe(
+            filter_subject, durable=name, stream=subjects.STREAM, config=self.config
+        )
+
+    async def __aenter__(self) -> Completions:
+        self._subscription = await self._subscribe()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        # A block left without an error has handled the last event; after an error (or a
+        # crash) the server delivers it again.
+        if exc_type is None:
+            await self._ack()
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop pulling (a durable follower stays on the server to resume)."""
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    async def _ack(self) -> None:
+        if self._unacked is not None:
+            await self._unacked.ack_sync()
+            self._unacked = None
+
+    def __aiter__(self) -> Completions:
+        return self
+
+    async def __anext__(self) -> RunCompleted:
+        await self._ack()
+        if self._subscription is None:
+            self._subscription = await self._subscribe()
+        while True:
+            try:
+                # One at a time: an event fetched but not yet handled is never held past
+                # its ack wait, so a slow loop body does not get events twice.
+                (message,) = await self._subscription.fetch(1, timeout=5.0)
+            except NatsTimeoutError:
+                continue
+            try:
+                event = RunCompleted.model_validate_json(message.data)
+            except ValidationError:
+                # Not a completion (the services park such messages): never block the follower.
+                await message.ack()
+                continue
+            self._unacked = message
+            return event
 
 
 def _login() -> str:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     http_port: int | None = None
     # All interfaces, for containers; `mainspring up` keeps its processes on loopback.
     http_host: str = "0.0.0.0"
+    # The bearer token every /api/ request of the web service must carry; unset, the web
+    # service answers anyone and so only listens on loopback.
+    web_token: str | None = None
 
     def resolved_nats_url(self) -> str:
         """The NATS URL from the environment, else the one `mainspring up` wrote in home."""

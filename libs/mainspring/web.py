@@ -1,4 +1,5 @@
-"""`mainspring web`: a small web page to watch and control runs and routines.
+"""`mainspring web`: a small web page to watch and control runs and routines, and HTTP
+ingress (events and run requests) for systems without a NATS client.
 
 Stdlib HTTP server in threads; each request is answered through one SDK client whose event
 loop runs in a background thread, so the page sees exactly what the CLI sees.
@@ -10,8 +11,9 @@ import asyncio
 import contextlib
 import json
 import threading
+import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -19,13 +21,22 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from mainspring import subjects
 from mainspring.client import Client, RunRefused
+from mainspring.ingress import (
+    IngressError,
+    authorized,
+    dataset_appended,
+    external_completion,
+    idempotent_run_id,
+    run_request,
+)
 from mainspring.messages import RunLogged
 from mainspring.records import RunQuery
 from mainspring.registry import RegistryError
-from mainspring.routine import InputError
+from mainspring.routine import InputError, validate_inputs
 from mainspring.settings import Settings
 from mainspring.tracing import read_span_files, span_tree
 
@@ -115,8 +126,75 @@ def run_trace(run: dict[str, Any] | None) -> dict[str, Any]:
     return {"trace_id": trace_id, "spans": span_tree(records)}
 
 
-def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
-    """The request handler bound to one client."""
+async def start_api_run(
+    client: Client, routine: str, body: Any, key: str | None
+) -> tuple[int, dict[str, Any]]:
+    """`POST /api/routines/NAME/runs`: a new run (202), or the run a repeated key stands for (200).
+
+    The run id is derived from the key, so a repeat finds its run in the history however
+    late it comes; two requests racing before the first is recorded carry the same
+    Nats-Msg-Id and the stream keeps one.
+    """
+    run_id = idempotent_run_id(routine, key) if key is not None else str(uuid.uuid4())
+    if key is not None:
+        existing = await client.get_run(run_id)
+        if existing is not None:
+            return 200, {"run_id": run_id, "status": existing["status"], "repeated": True}
+    request = run_request(routine, body, run_id, started_by="http")
+    definition = await (await client.store()).find(routine)
+    if definition is None:
+        raise IngressError(
+            404,
+            f"routine {routine!r} is not registered: create it with "
+            f"`mainspring routine create DIR --name {routine}`",
+        )
+    # The dispatcher checks again (it decides); checked here too so the caller hears at once.
+    validate_inputs(definition.input_specs(), request.inputs)
+    async with acknowledged(subjects.RUN_SUBMITTED):
+        await client.submit_request(request)
+    return 202, {"run_id": run_id, "status": "created", "repeated": False}
+
+
+async def publish_event(client: Client, kind: str, body: Any) -> dict[str, Any]:
+    """`POST /api/events/KIND`: validate and publish; returns once JetStream stored it."""
+    if kind == subjects.DATASET_APPENDED:
+        appended = dataset_appended(body)
+        subject, message_id, data = (
+            subjects.DATASET_APPENDED,
+            appended.message_id(),
+            appended.model_dump_json(),
+        )
+    elif kind == subjects.RUN_COMPLETED:
+        completed, subject, message_id = external_completion(body)
+        data = completed.model_dump_json()
+    else:
+        raise IngressError(
+            404,
+            f"no event {kind!r}: post {subjects.DATASET_APPENDED} or {subjects.RUN_COMPLETED} "
+            "(an external workflow's completion)",
+        )
+    async with acknowledged(subject):
+        await client.publish(subject, data.encode(), message_id)
+    return {"subject": subject, "message_id": message_id}
+
+
+@contextlib.asynccontextmanager
+async def acknowledged(subject: str) -> AsyncIterator[None]:
+    """Turn a publish JetStream never acknowledged into a 503 that says where to look."""
+    try:
+        yield
+    except NatsTimeoutError:
+        # A subject the user may not publish is dropped by the server without a word to
+        # the publisher: it looks exactly like a slow stream.
+        raise IngressError(
+            503,
+            f"JetStream did not acknowledge {subject}: check that the web service's NATS user "
+            "may publish it (deploy/nats/permissions.conf) and that `mainspring setup` ran",
+        ) from None
+
+
+def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTTPRequestHandler]:
+    """The request handler bound to one client (every /api/ request needs `token` if set)."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mainspring-web"
@@ -132,9 +210,28 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def refused(self, parts: list[str]) -> bool:
+            """Answer 401 to an /api/ request without the token; True when it did."""
+            if parts[:1] != ["api"] or authorized(token, self.headers.get("Authorization")):
+                return False
+            body = json.dumps(
+                {
+                    "error": "missing or wrong token: send `Authorization: Bearer <MAINSPRING_WEB_TOKEN>`"
+                }
+            ).encode()
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", "Bearer")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+
         def do_GET(self) -> None:
             url = urlparse(self.path)
             parts = [p for p in url.path.split("/") if p]
+            if self.refused(parts):
+                return
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
                 if not parts:
@@ -173,6 +270,8 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             parts = [p for p in urlparse(self.path).path.split("/") if p]
+            if self.refused(parts):
+                return
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -181,7 +280,13 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
                 return
             client = bridge.client
             try:
-                if len(parts) == 4 and parts[:2] == ["api", "routines"] and parts[3] == "run":
+                if len(parts) == 3 and parts[:2] == ["api", "events"]:
+                    self.send_json(202, bridge.call(publish_event(client, parts[2], body)))
+                elif len(parts) == 4 and parts[:2] == ["api", "routines"] and parts[3] == "runs":
+                    key = self.headers.get("Idempotency-Key")
+                    status, answer = bridge.call(start_api_run(client, parts[2], body, key))
+                    self.send_json(status, answer)
+                elif len(parts) == 4 and parts[:2] == ["api", "routines"] and parts[3] == "run":
                     # Started from the page (or a POST like it): a manual run, with the
                     # same event options as `mainspring run`.
                     run_id = bridge.call(
@@ -216,6 +321,8 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
                     self.send_json(202, {"ok": True})
                 else:
                     self.send_json(404, {"error": "no such action"})
+            except IngressError as exc:
+                self.send_json(exc.status, {"error": str(exc)})
             except (RegistryError, InputError, RunRefused, ValueError) as exc:
                 self.send_json(400, {"error": str(exc)})
             except Exception as exc:
@@ -227,4 +334,14 @@ def make_handler(bridge: ClientThread) -> type[BaseHTTPRequestHandler]:
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
     """Build the web server (call serve_forever on it)."""
     bridge = ClientThread(settings)
-    return ThreadingHTTPServer((host, port), make_handler(bridge))
+    return ThreadingHTTPServer((host, port), make_handler(bridge, settings.web_token))
+
+
+def check_exposure(host: str, token: str | None) -> str | None:
+    """Why the web service must not listen on `host` (None: it may)."""
+    if token or host in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return (
+        f"--host {host} would let anyone on the network start runs: set MAINSPRING_WEB_TOKEN "
+        "(clients then send `Authorization: Bearer <token>`) or keep --host 127.0.0.1"
+    )
