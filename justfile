@@ -24,6 +24,10 @@ lint:
     ruff format --check libs services tests bench examples
     mypy
 
+# regenerate docs/asyncapi.json, the bus contract (a unit test fails when it is stale)
+docs:
+    python -m mainspring.asyncapi > docs/asyncapi.json
+
 # benchmarks, each beside a raw nats-py baseline measured in the same run
 bench *ARGS:
     python -m bench {{ARGS}}
