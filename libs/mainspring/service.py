@@ -411,3 +411,37 @@ def subscriber(
         return handler
 
     return register
+
+
+TypedHandler = Callable[[M, NatsMessage], Awaitable[None]]
+
+
+def consumer(
+    broker: NatsBroker, model: type[M], *args: Any, **options: Any
+) -> Callable[[TypedHandler[M]], TypedHandler[M]]:
+    """A subscriber of one message type: the handler gets a valid `model` and the message.
+
+    A body that is not a valid `model` never reaches the handler: it is parked on the
+    dead-letter subject with the reason and, from a stream, acknowledged (it is kept there
+    now; redelivering it would park it again), whatever the subscriber's ack policy.
+    """
+
+    def register(handler: TypedHandler[M]) -> TypedHandler[M]:
+        async def handle_message(message: NatsMessage) -> None:
+            parsed = await parse_or_park(broker, message, model)
+            if parsed is not None:
+                await handler(parsed, message)
+            elif message.committed is None and is_stream_message(message):
+                await message.ack()
+
+        handle_message.__name__ = handler.__name__
+        handle_message.__qualname__ = handler.__qualname__
+        subscriber(broker, *args, **options)(handle_message)
+        return handler
+
+    return register
+
+
+def is_stream_message(message: NatsMessage) -> bool:
+    """Was this delivered by a JetStream consumer (so it must be acknowledged)?"""
+    return str(message.raw_message.reply or "").startswith("$JS.ACK")

@@ -31,7 +31,7 @@ from mainspring.messages import (
 from mainspring.numbers import RunNumbers
 from mainspring.records import RunQuery
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
-from mainspring.service import durable, parse_or_park, publish_event, subscriber
+from mainspring.service import consumer, durable, publish_event
 from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger
 from services.dispatcher import core, timed
 from services.dispatcher.settings import DispatcherSettings
@@ -276,29 +276,24 @@ def _now() -> datetime:
 def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to manual requests, ticks and completions."""
 
-    @subscriber(broker, **durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
-    async def on_run_submitted(message: NatsMessage) -> None:
-        submitted = await parse_or_park(broker, message, SubmitRun)
-        if submitted and submitted.execution == "in_memory":
-            definition = await dispatcher.find(submitted)
-            context = await dispatcher.manual_context(definition, submitted)
+    @consumer(broker, SubmitRun, **durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
+    async def on_run_submitted(submitted: SubmitRun, _message: NatsMessage) -> None:
+        definition = await dispatcher.find(submitted)
+        context = await dispatcher.manual_context(definition, submitted)
+        if submitted.execution == "in_memory":
             decision = core.decide_in_memory(definition, submitted, _now(), context)
             js = broker.connection.jetstream()
             for request in decision.requests:
                 # Before the request: the caller may report as soon as it sees it.
                 await mark_in_memory(js, request.run_id)
             await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
-        elif submitted:
-            definition = await dispatcher.find(submitted)
-            context = await dispatcher.manual_context(definition, submitted)
+        else:
             await dispatcher.publish(core.decide_manual(definition, submitted, _now(), context))
 
-    @subscriber(broker, **durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
-    async def on_schedule_fired(message: NatsMessage) -> None:
-        fired = await parse_or_park(broker, message, ScheduleFired)
-        if fired:
-            definition = await dispatcher.store.find(fired.routine)
-            await dispatcher.on_tick(definition, fired, _now())
+    @consumer(broker, ScheduleFired, **durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
+    async def on_schedule_fired(fired: ScheduleFired, _message: NatsMessage) -> None:
+        definition = await dispatcher.store.find(fired.routine)
+        await dispatcher.on_tick(definition, fired, _now())
 
     async def handle_completed(completed: RunCompleted) -> None:
         # Downstream runs first: they wait on nothing but the catalog, while the completed
@@ -320,24 +315,23 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             dispatcher.release_timed(completed, _now()),
         )
 
-    @subscriber(broker, **durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
-    async def on_run_completed(message: NatsMessage) -> None:
-        completed = await parse_or_park(broker, message, RunCompleted)
-        if completed:
-            await handle_completed(completed)
+    @consumer(broker, RunCompleted, **durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
+    async def on_run_completed(completed: RunCompleted, _message: NatsMessage) -> None:
+        await handle_completed(completed)
 
     # on_complete(name) matches an external workflow of that name as it matches a routine.
-    @subscriber(broker, **durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY))
-    async def on_external_completed(message: NatsMessage) -> None:
-        completed = await parse_or_park(broker, message, RunCompleted)
-        if completed:
-            await handle_completed(completed)
+    @consumer(
+        broker,
+        RunCompleted,
+        **durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY),
+    )
+    async def on_external_completed(completed: RunCompleted, _message: NatsMessage) -> None:
+        await handle_completed(completed)
 
-    @subscriber(broker, **durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED))
-    async def on_in_memory_reported(message: NatsMessage) -> None:
-        reported = await parse_or_park(broker, message, RunCompleted)
-        if reported is None:
-            return
+    @consumer(
+        broker, RunCompleted, **durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED)
+    )
+    async def on_in_memory_reported(reported: RunCompleted, _message: NatsMessage) -> None:
         js = broker.connection.jetstream()
         if not await is_in_memory(js, reported.run_id):
             # Only the caller of an in-memory run reports its outcome; anything else would
@@ -347,29 +341,26 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         settled = await settle_outcome(await ledger_bucket(js), reported)
         await publish_event(broker, settled, settled.subject())
 
-    @subscriber(broker, **durable("dispatcher-cancel", subjects.RUN_CANCEL))
-    async def on_run_cancel(message: NatsMessage) -> None:
-        cancel = await parse_or_park(broker, message, CancelRun)
-        if cancel:
-            # The mark decides whether the run may still start: the runner that picks it up
-            # (now or after a hold) ends it cancelled instead; a running one its holder stops.
-            by = cancel.requested_by or "request"
-            await mark_cancelled(broker.connection.jetstream(), cancel.run_id, by)
-            log.info("run %s cancelled by %s", cancel.run_id, by)
+    @consumer(broker, CancelRun, **durable("dispatcher-cancel", subjects.RUN_CANCEL))
+    async def on_run_cancel(cancel: CancelRun, _message: NatsMessage) -> None:
+        # The mark decides whether the run may still start: the runner that picks it up
+        # (now or after a hold) ends it cancelled instead; a running one its holder stops.
+        by = cancel.requested_by or "request"
+        await mark_cancelled(broker.connection.jetstream(), cancel.run_id, by)
+        log.info("run %s cancelled by %s", cancel.run_id, by)
 
     # New messages only: firings that failed before this consumer first existed must not
     # disable a trigger when a deployment is upgraded.
-    @subscriber(
+    @consumer(
         broker,
+        TriggerRecorded,
         **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True),
     )
-    async def on_trigger_recorded(message: NatsMessage) -> None:
-        recorded = await parse_or_park(broker, message, TriggerRecorded)
-        if recorded:
-            outcome, failure_key = core.trigger_outcome(recorded)
-            await dispatcher.check_crash_loop(
-                recorded.routine, outcome, failure_key, recorded.reason, recorded.run_id
-            )
+    async def on_trigger_recorded(recorded: TriggerRecorded, _message: NatsMessage) -> None:
+        outcome, failure_key = core.trigger_outcome(recorded)
+        await dispatcher.check_crash_loop(
+            recorded.routine, outcome, failure_key, recorded.reason, recorded.run_id
+        )
 
 
 class DatasetDispatch:
@@ -432,16 +423,14 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
 
     # One message in flight keeps appends in stream order; since a message held by a killed
     # dispatcher blocks the ones after it until ack_wait, ack_wait is short (handling takes ms).
-    @subscriber(
+    @consumer(
         broker,
+        DatasetAppended,
         **durable(
             "dispatcher-dataset", subjects.DATASET_APPENDED, ack_wait_s=5.0, max_ack_pending=1
         ),
     )
-    async def on_dataset_appended(message: NatsMessage) -> None:
-        appended = await parse_or_park(broker, message, DatasetAppended)
-        if appended is None:
-            return
+    async def on_dataset_appended(appended: DatasetAppended, message: NatsMessage) -> None:
         try:
             await datasets.on_appended(appended)
         except Exception:
@@ -455,8 +444,6 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
 def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to poll results."""
 
-    @subscriber(broker, **durable("dispatcher-poll", subjects.POLL_COMPLETED))
-    async def on_poll_completed(message: NatsMessage) -> None:
-        polled = await parse_or_park(broker, message, PollCompleted)
-        if polled:
-            await dispatcher.on_polled(polled, _now())
+    @consumer(broker, PollCompleted, **durable("dispatcher-poll", subjects.POLL_COMPLETED))
+    async def on_poll_completed(polled: PollCompleted, _message: NatsMessage) -> None:
+        await dispatcher.on_polled(polled, _now())

@@ -30,7 +30,12 @@ from mainspring.messages import (
 )
 from mainspring.registry import RoutineStore
 from mainspring.runlogs import store_log
-from mainspring.service import durable, instance_name, parse_or_park, publish_event, subscriber
+from mainspring.service import (
+    consumer,
+    durable,
+    instance_name,
+    publish_event,
+)
 from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
 from services.runner import core
 from services.runner.coordination import ConcurrencyLeases, RunLedger
@@ -494,8 +499,9 @@ class Runner:
 def register(broker: NatsBroker, runner: Runner) -> None:
     """Subscribe to the shared run queue and to cancel requests."""
 
-    @subscriber(
+    @consumer(
         broker,
+        RequestRun,
         **durable(
             subjects.RUNNER_CONSUMER,
             subjects.RUN_REQUESTED,
@@ -508,15 +514,9 @@ def register(broker: NatsBroker, runner: Runner) -> None:
         # meanwhile and it would run twice.
         ack_policy=AckPolicy.MANUAL,
     )
-    async def on_run_requested(message: NatsMessage) -> None:
-        request = await parse_or_park(broker, message, RequestRun)
-        if request is None:
-            await message.ack()  # parked on the dead-letter subject
-            return
+    async def on_run_requested(request: RequestRun, message: NatsMessage) -> None:
         await runner.admit(request, message)
 
-    @subscriber(broker, subjects.RUN_CANCEL)
-    async def on_run_cancel(message: NatsMessage) -> None:
-        cancel = await parse_or_park(broker, message, CancelRun)
-        if cancel:
-            await runner.cancel(cancel.run_id)
+    @consumer(broker, CancelRun, subjects.RUN_CANCEL)
+    async def on_run_cancel(cancel: CancelRun, _message: NatsMessage) -> None:
+        await runner.cancel(cancel.run_id)

@@ -22,7 +22,7 @@ from faststream.nats import NatsBroker, NatsMessage
 
 from mainspring import subjects
 from mainspring.messages import PollCompleted, PollRequested
-from mainspring.service import durable, parse_or_park, publish_event, subscriber
+from mainspring.service import consumer, durable, publish_event
 from services.runner.handlers import Runner
 
 
@@ -90,17 +90,16 @@ async def keep_alive(message: NatsMessage, every_s: float) -> None:
 def register_poll(broker: NatsBroker, runner: Runner) -> None:
     """Subscribe the runner to poll requests (its own durable, shared by replicas)."""
 
-    @subscriber(
+    @consumer(
         broker,
+        PollRequested,
         **durable(subjects.RUNNER_POLL_CONSUMER, subjects.POLL_REQUESTED, ack_wait_s=30.0),
         max_workers=runner.settings.runner_slots,
     )
-    async def on_poll_requested(message: NatsMessage) -> None:
-        request = await parse_or_park(broker, message, PollRequested)
-        if request:
-            heartbeat = asyncio.create_task(keep_alive(message, runner.settings.heartbeat_s))
-            try:
-                completed = await poll(runner, request)
-            finally:
-                heartbeat.cancel()
-            await publish_event(broker, completed, subjects.POLL_COMPLETED)
+    async def on_poll_requested(request: PollRequested, message: NatsMessage) -> None:
+        heartbeat = asyncio.create_task(keep_alive(message, runner.settings.heartbeat_s))
+        try:
+            completed = await poll(runner, request)
+        finally:
+            heartbeat.cancel()
+        await publish_event(broker, completed, subjects.POLL_COMPLETED)
