@@ -262,8 +262,12 @@ class RoutineStore:
         await self.get(name)
         await self._kv.delete(_key(name))
         # nats-py does not return a delete's revision: the bucket's last one is at least it.
+        self._wrote(await self.last_revision())
+
+    async def last_revision(self) -> int:
+        """The revision of the registry's latest write (any routine), in one round trip."""
         info = await self._js.stream_info(f"KV_{subjects.ROUTINES_BUCKET}")
-        self._wrote(info.state.last_seq)
+        return int(info.state.last_seq)
 
     async def set_enabled(
         self,
@@ -399,6 +403,13 @@ class RoutineCatalog:
     def get(self, name: str) -> RoutineDefinition | None:
         """One definition by name."""
         return self._definitions.get(name)
+
+    async def current_all(self, store: RoutineStore) -> list[RoutineDefinition]:
+        """Every definition as the registry holds it now: this copy when it has seen the
+        registry's latest write (one round trip to ask), else the registry read in full."""
+        if self.revision >= await store.last_revision():
+            return self.all()
+        return await store.list()
 
     def current(self, name: str, written_revision: int) -> RoutineDefinition | None:
         """The definition, if this copy has seen the registry up to `written_revision` (a

@@ -379,9 +379,10 @@ class DatasetDispatch:
 
     async def on_appended(self, appended: DatasetAppended) -> None:
         """Apply one append to every routine watching its dataset."""
-        # Read the registry, not the catalog copy: a routine registered a moment before the
-        # append must not miss it while the catalog's watch catches up.
-        definitions = core.dataset_routines(await self.dispatcher.store.list(), appended.dataset)
+        # The catalog copy only once it has caught up with the registry: a routine registered
+        # a moment before the append must not miss it while the catalog's watch catches up.
+        everything = await self.dispatcher.catalog.current_all(self.dispatcher.store)
+        definitions = core.dataset_routines(everything, appended.dataset)
         for definition in definitions:
             await self.apply(definition, appended)
 
