@@ -107,7 +107,7 @@ def _import_module(folder: Path, relative: str) -> Any:
         raise BundleError(
             f"cannot import {relative}: syntax error at line {exc.lineno}: {exc.msg}; fix the code"
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - user code may raise anything on import
         raise BundleError(
             f"cannot import {relative}: {type(exc).__name__}: {exc}; fix the code or its imports"
         ) from None

@@ -224,7 +224,7 @@ async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
             allow_reconnect=True,
             **options,
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any connect failure is one line
         raise BusError(
             f"cannot reach NATS at {url}: {type(exc).__name__}; is `mainspring up` running "
             "or MAINSPRING_NATS_URL right?"

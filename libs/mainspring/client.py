@@ -212,7 +212,7 @@ class Client:
             # first append restarts it instead of hiding below its old version.
             fs, base = deltalog.filesystem(root)
             table_id = await asyncio.to_thread(deltalog.table_identity, fs, base, trigger.dataset)
-        except Exception:
+        except Exception:  # noqa: BLE001 - store unreachable: dispatcher seeds
             # The store is out of this client's reach: the dispatcher then starts the
             # cursor at the first append it is told about.
             return
@@ -713,5 +713,5 @@ def _login() -> str:
 
     try:
         return getpass.getuser()
-    except Exception:
+    except (KeyError, OSError):  # no name for this uid (containers)
         return "unknown"

@@ -298,7 +298,7 @@ def update(
         )
     try:
         table.update(updates=set_values, predicate=where, commit_properties=run_commit_properties())
-    except (DeltaError, Exception) as exc:
+    except (DeltaError, Exception) as exc:  # noqa: BLE001 - delta-rs raises many types
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DatasetError(
             f"cannot update dataset {name!r}: {first}; expressions are SQL, e.g. "

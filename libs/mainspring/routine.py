@@ -239,7 +239,7 @@ def inspect_contract(cls: type) -> RoutineContract:
     signature = inspect.signature(inspect.unwrap(run))
     try:
         hints = typing.get_type_hints(inspect.unwrap(run))
-    except Exception:
+    except (NameError, TypeError, AttributeError):  # annotations that do not resolve
         hints = {}
     params = [p for p in list(signature.parameters.values())[1:]]
     trigger_params = [p for p in params if isinstance(p.default, TriggerSpec)]

@@ -19,6 +19,7 @@ from faststream.nats import DeliverPolicy as NatsDeliverPolicy
 from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
 from faststream.prometheus import PrometheusMiddleware
 from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 from nats.js.api import AckPolicy as JsAckPolicy
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
@@ -250,7 +251,7 @@ async def add_micro_service(broker: NatsBroker, service: str, http_port: int | N
             description=f"Mainspring {service}",
             metadata=metadata,
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - discovery is optional
         # Only discovery is lost (a user without $SRV.> permission): the service still works.
         log.warning("not answering the NATS service protocol: %s", exc)
         return None
@@ -369,7 +370,7 @@ def stream_sequence(raw: Msg) -> int | None:
     """The stream sequence of a message consumed from JetStream (None for core NATS)."""
     try:
         return int(raw.metadata.sequence.stream)
-    except Exception:
+    except (NotJSMessageError, AttributeError, TypeError, ValueError):
         return None
 
 

@@ -265,7 +265,7 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                     self.send_json(200, {"events": events})
                 else:
                     self.send_json(404, {"error": f"no such page {url.path}"})
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the page answers, never dies
                 self.send_json(503, {"error": str(exc)})
 
         def do_POST(self) -> None:
@@ -325,7 +325,7 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                 self.send_json(exc.status, {"error": str(exc)})
             except (RegistryError, InputError, RunRefused, ValueError) as exc:
                 self.send_json(400, {"error": str(exc)})
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the page answers, never dies
                 self.send_json(503, {"error": str(exc)})
 
     return Handler

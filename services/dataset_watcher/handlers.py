@@ -107,7 +107,7 @@ class Watcher:
                 table.load_as_version(version)
             cache = self.footer_records.setdefault(dataset, {})
             return datasets.table_records(table, self.root, dataset, cache)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - counts fall back
             self.tables.pop(dataset, None)
             log.warning("row count of %s at version %s unavailable: %s", dataset, version, exc)
             return None

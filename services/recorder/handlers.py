@@ -150,7 +150,7 @@ class EventBatches:
                     config=options["config"],
                 )
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - retried until bound
                 log.warning(
                     "cannot consume %s yet (%s); trying again", self.subject, _first_line(exc)
                 )
@@ -170,7 +170,7 @@ class EventBatches:
             messages = await subscription.fetch(batch=self.batch_size, timeout=FETCH_WAIT_S)
         except TimeoutError:
             return  # idle, or the bus is reconnecting: ask again
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - retried after a pause
             log.warning("fetching run events failed (%s); trying again", _first_line(exc))
             await asyncio.sleep(RETRY_DELAY_S)
             return
@@ -201,7 +201,7 @@ class EventBatches:
                 now,
                 batch.triggers,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - not acked: redelivered
             log.error(
                 "could not record %d events of %s in the run history database (%s); "
                 "none acked, they come back in %.0fs",

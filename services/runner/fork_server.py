@@ -51,7 +51,7 @@ def fork_child(fds: list[int], closed_in_child: list[int]) -> int:
         os.setsid()
         die_with_parent()
         serve(fds[0], fds[1], max_jobs=1)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - the child reports and exits
         traceback.print_exc()
         code = 70
     finally:

@@ -264,7 +264,7 @@ class Runner:
         attempt, state, state_revision = prepared
         try:
             bundle = await self.bundle_dir(request.routine_version)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the run fails with why
             outcome = Outcome(
                 "failed",
                 {},
@@ -384,7 +384,7 @@ class Runner:
             uri = await asyncio.to_thread(
                 store_log, self.settings.resolved_artifact_root(), run_id, local
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the log stays local
             log.warning("run %s: its log could not be stored (%s); kept at %s", run_id, exc, local)
             return None
         local.unlink(missing_ok=True)

@@ -68,7 +68,7 @@ async def poll(runner: Runner, request: PollRequested) -> PollCompleted:
         bundle = await runner.bundle_dir(request.routine_version)
         logs = runner.settings.home.resolve() / "logs" / f"poll-{request.routine}.log"
         result = await call_in_child(bundle, request.fn, request.timeout_s, logs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as the poll's error
         result = {"error": f"cannot run poll function {request.fn}: {type(exc).__name__}: {exc}"}
     return PollCompleted(
         routine=request.routine,

@@ -24,14 +24,14 @@ def call_poll(bundle_dir: Path, fn: str) -> dict[str, Any]:
         target: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             target = getattr(target, part)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - user code
         return {"error": f"cannot import poll function {fn}: {type(exc).__name__}: {exc}"}
     try:
         value = target()
         if inspect.isawaitable(value):
             # An `async def` poll function: its result is what the coroutine returns.
             value = asyncio.run(_awaited(value))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - user code
         return {"error": f"{type(exc).__name__}: {exc}"}
     if value is not None and not isinstance(value, dict):
         return {

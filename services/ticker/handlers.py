@@ -181,7 +181,7 @@ class Ticker:
         try:
             async with self.in_flight:
                 await self._publish_ticks(name, armed, plan)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - retried
             log.error("publishing ticks of %s failed (%s); retrying", name, exc)
             return False
         return True
