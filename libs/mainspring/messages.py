@@ -288,6 +288,10 @@ class RunCompleted(Message):
     resources: RunResources | None = None
     # The run's stdout and stderr, kept as one file in the artifact store.
     log_uri: str | None = None
+    # What run.started says, for a run that ended before its start was announced.
+    runner: str | None = None
+    attempt: int | None = None
+    artifact_location: str | None = None
 
     def message_id(self) -> str:
         """A run completes once."""

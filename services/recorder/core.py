@@ -155,6 +155,10 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
         changes["started_at"] = event.started_at
     if event.status == "completed":
         changes["progress"] = 1.0
+    # A run that ended before run.started was announced says here who ran it.
+    for field in ("runner", "attempt", "artifact_location"):
+        if getattr(event, field) is not None:
+            changes[field] = getattr(event, field)
     if event.resources is not None:
         changes.update(
             peak_memory_bytes=event.resources.peak_memory_bytes,

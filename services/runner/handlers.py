@@ -273,25 +273,17 @@ class Runner:
             )
             await self.complete(request, outcome, started_at, [])
             return
-        # Announced while the routine starts, not before: the completion waits for it below,
-        # so the bus still says started before it says how the run ended.
-        announced = asyncio.create_task(
-            publish_event(
-                self.broker,
-                RunStarted(
-                    run_id=request.run_id,
-                    routine=request.routine,
-                    runner=self.name,
-                    attempt=attempt,
-                    started_at=started_at,
-                    isolation=request.isolation,
-                    artifact_location=run_location(
-                        self.settings.resolved_artifact_root(), request.run_id
-                    ),
-                ),
-                subjects.RUN_STARTED,
-            )
+        started = RunStarted(
+            run_id=request.run_id,
+            routine=request.routine,
+            runner=self.name,
+            attempt=attempt,
+            started_at=started_at,
+            isolation=request.isolation,
+            artifact_location=run_location(self.settings.resolved_artifact_root(), request.run_id),
         )
+        ended = asyncio.Event()
+        announced = asyncio.create_task(self.announce(started, ended))
         if attempt == 1:
             metrics.run_started(request, started_at)
         child = ChildRun(
@@ -326,17 +318,38 @@ class Runner:
             except BaseException:
                 await worker.discard()
                 raise
+        except BaseException:
+            # A runner fault: the run is redelivered, so there is nothing to announce.
+            ended.set()
+            with contextlib.suppress(Exception):
+                await announced
+            raise
         finally:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
-            # Never left pending. After a runner fault the run is redelivered, so a failed
-            # announcement does not matter then; otherwise its failure is raised just below.
-            with contextlib.suppress(Exception):
-                await announced
+        if request.run_id not in self.handed_back and not core.should_retry(
+            outcome, attempt, request.retries
+        ):
+            # It ends here, and its completion says who ran it.
+            ended.set()
         await announced  # stored before the completion; failing, the run is redelivered
         # Released only once the run left `active`: a late cancel must not reach a worker
         # that already waits for (or serves) another run.
         await self.release_worker(request, worker, outcome, child.leftovers)
+        await self.after_attempt(request, message, started, outcome, child, state_revision)
+
+    async def after_attempt(
+        self,
+        request: RequestRun,
+        message: NatsMessage,
+        started: RunStarted,
+        outcome: Outcome,
+        child: ChildRun,
+        state_revision: int,
+    ) -> None:
+        """Hand the run back, schedule its retry, or complete it (saving the routine's state)."""
+        assert self.ledger is not None and self.state_kv is not None
+        attempt = started.attempt
         if request.run_id in self.handed_back:
             # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
             self.handed_back.discard(request.run_id)
@@ -359,7 +372,17 @@ class Runner:
                 await save_state(self.state_kv, request.routine, child.final_state, state_revision)
             except (StateConflict, StateTooLarge) as exc:
                 outcome = Outcome("failed", outcome.outputs, str(exc))
-        await self.complete(request, outcome, started_at, child.artifacts, child.resources())
+        await self.complete(
+            request, outcome, started.started_at, child.artifacts, child.resources(), started
+        )
+
+    async def announce(self, started: RunStarted, ended: asyncio.Event) -> None:
+        """Publish run.started once the run has lasted run_started_after_s; a run that ends
+        sooner (`ended`) is announced by its completion alone."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), self.settings.run_started_after_s)
+            return
+        await publish_event(self.broker, started, subjects.RUN_STARTED)
 
     def local_log(self, run_id: str) -> Path:
         """Where a run's output is written on this runner while it runs (every attempt)."""
@@ -444,8 +467,10 @@ class Runner:
         started_at: datetime | None,
         artifacts: list[dict[str, Any]],
         resources: RunResources | None = None,
+        started: RunStarted | None = None,
     ) -> None:
-        """Keep the run's log and publish its terminal event."""
+        """Keep the run's log and publish its terminal event (with what `started` said, in
+        case run.started was never announced)."""
         self.announced_holds.pop(request.run_id, None)
         log_uri = await self.keep_log(request.run_id) if started_at is not None else None
         log.info(
@@ -473,6 +498,9 @@ class Runner:
             isolation=request.isolation if started_at is not None else None,
             resources=resources,
             log_uri=log_uri,
+            runner=started.runner if started else None,
+            attempt=started.attempt if started else None,
+            artifact_location=started.artifact_location if started else None,
             **request.carried_forward(),
         )
         settled = await self.ledger.settle(ours)

@@ -32,6 +32,10 @@ class RunnerSettings(Settings):
     worker_max_rss_growth: int = Field(default=512 * 2**20, ge=0)
     # Idle workers kept across all digests; the least recently used go first.
     max_idle_workers: int = Field(default=8, ge=0)
+    # run.started is published once a run has lasted this long: a shorter run is told by
+    # its completion alone (which names the runner, attempt and folder), so a quick run
+    # costs three stored messages (submitted or fired, requested, completed), not four.
+    run_started_after_s: float = Field(default=0.1, ge=0)
     # A run's stdout and stderr together keep at most this much (the cut is marked).
     run_log_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=0)
 
