@@ -100,6 +100,8 @@ async def test_malformed_message_is_dead_lettered_and_service_lives(
 
     message = await dead.next_msg(timeout=30)
 
+    # A subscription nobody reads would hold the client's drain at close for its timeout.
+    await dead.unsubscribe()
     assert message.subject == "deadletter.run.submitted"
     assert "malformed SubmitRun" in parked_reason(message)
     folder = copy_example("hello", tmp_path)
