@@ -49,7 +49,8 @@ from bench.measure import (
 from bench.system import BenchSystem
 from mainspring import subjects
 from mainspring.client import Client
-from mainspring.records import RunQuery, as_utc, normalise_url
+from mainspring.queries import RunQuery
+from mainspring.records import as_utc, normalise_url
 from tests.harness import POSTGRES_ADMIN_URL, create_postgres_database, drop_postgres_database
 
 ROUTINE = """

@@ -39,7 +39,7 @@ from mainspring.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 
 # Who sends and receives: the five services, the SDK/CLI/web client, and systems outside.
 CLIENT = "client"

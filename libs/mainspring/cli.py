@@ -432,7 +432,7 @@ async def routine_list(client: Any, args: argparse.Namespace) -> int:
 
 
 async def routine_show(client: Any, args: argparse.Namespace) -> int:
-    from mainspring.records import RunQuery
+    from mainspring.queries import RunQuery
 
     definition = await (await client.store()).get(args.name)
     data = json.loads(definition.model_dump_json())
@@ -922,7 +922,7 @@ def print_lineage(run: dict[str, Any]) -> None:
 
 
 async def runs_list(client: Any, args: argparse.Namespace) -> int:
-    from mainspring.records import RunQuery
+    from mainspring.queries import RunQuery
 
     if args.limit < 0:
         raise CliError(f"--limit {args.limit} is negative: give 0 or more runs, e.g. --limit 100")

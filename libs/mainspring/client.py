@@ -43,7 +43,7 @@ from mainspring.messages import (
     RunLogged,
     SubmitRun,
 )
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from mainspring.registry import (
     BUNDLE_GRACE,
     InputSchema,

@@ -9,7 +9,7 @@ from typing import Any
 
 from mainspring.cli import print_run, short_time, table
 from mainspring.client import Client
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from mainspring.settings import Settings
 from mainspring.up import System
 

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, Session, SQLModel, and_, col, create_engine, select
 
+from mainspring.queries import RunQuery as RunQuery
+
 
 def _json() -> Any:
     return Field(default=None, sa_column=Column(JSON))
@@ -195,25 +197,6 @@ def _add_missing_columns(engine: Engine) -> None:
                     conn.execute(
                         text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
                     )
-
-
-class RunQuery(SQLModel):
-    """Filters for listing runs (CLI, SDK and the recorder's API share it)."""
-
-    routine: str | None = None
-    status: str | None = None
-    label: str | None = None
-    attribute: dict[str, Any] | None = None
-    source: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    chain: str | None = None
-    # Parts of the run's name or description (case-insensitive).
-    name: str | None = None
-    description: str | None = None
-    limit: int = Field(default=50, ge=0)
-    # Continue after this run: the `next` cursor of the previous page.
-    after: str | None = None
 
 
 class CursorError(ValueError):

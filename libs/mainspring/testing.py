@@ -380,7 +380,7 @@ class TestSystem:
 
         async def wait(client: Any) -> list[dict[str, Any]]:
             from mainspring.messages import TERMINAL_STATUSES
-            from mainspring.records import RunQuery
+            from mainspring.queries import RunQuery
 
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s

@@ -34,7 +34,7 @@ from mainspring.ingress import (
     run_request,
 )
 from mainspring.messages import RunLogged
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from mainspring.registry import RegistryError
 from mainspring.routine import InputError, validate_inputs
 from mainspring.settings import Settings

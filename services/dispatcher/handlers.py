@@ -29,7 +29,7 @@ from mainspring.messages import (
     TriggerRecorded,
 )
 from mainspring.numbers import RunNumbers
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import consumer, durable, publish_event
 from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger

@@ -31,7 +31,8 @@ from mainspring.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.records import CursorError, RunQuery
+from mainspring.queries import RunQuery
+from mainspring.records import CursorError
 from mainspring.service import (
     RETRY_DELAY_S,
     durable,

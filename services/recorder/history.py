@@ -12,9 +12,9 @@ from sqlalchemy import Engine, delete, text
 from sqlmodel import Session, col, select
 
 from mainspring.messages import TERMINAL_STATUSES, DeleteRuns, RunProgressed, TriggerRecorded
+from mainspring.queries import RunQuery
 from mainspring.records import (
     ProgressRecord,
-    RunQuery,
     RunRecord,
     TriggerEventRecord,
     as_utc,

@@ -12,7 +12,7 @@ import pytest
 
 from mainspring import subjects, tracing
 from mainspring.client import Client
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from tests.harness import (
     Deployment,
     consumer_idle,

@@ -13,7 +13,7 @@ import pytest
 from mainspring import datasets, subjects
 from mainspring.client import Client
 from mainspring.messages import DatasetAppended
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from tests.harness import (
     Deployment,
     copy_example,

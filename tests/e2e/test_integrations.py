@@ -24,7 +24,7 @@ import pytest
 from mainspring import subjects
 from mainspring.client import Client, Completions
 from mainspring.messages import DatasetAppended, RunCompleted
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from mainspring.settings import Settings
 from mainspring.up import free_port, wait_for_port
 from tests.harness import ROOT, Deployment, NatsServer, eventually, write_routine

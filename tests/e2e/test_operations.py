@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mainspring import tracing
 from mainspring.client import Client
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from mainspring.up import free_port, wait_for_port
 from services.runner.queue_depth import measure_queue
 from tests.harness import Deployment, deployment_context, eventually, write_routine

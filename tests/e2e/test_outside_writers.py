@@ -21,7 +21,7 @@ from deltalake.transaction import AddAction
 from mainspring import datasets
 from mainspring.client import Client
 from mainspring.messages import DatasetVersionsUnreadable
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from tests.harness import Deployment, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,8 @@ from sqlmodel import Session, SQLModel, select
 from mainspring import subjects
 from mainspring.client import Client, RunRefused, ServiceUnavailable
 from mainspring.messages import RequestRun, RunCompleted, RunStarted
-from mainspring.records import RunQuery, RunRecord, open_engine
+from mainspring.queries import RunQuery
+from mainspring.records import RunRecord, open_engine
 from mainspring.service import build_broker
 from mainspring.settings import Settings
 from services.recorder.handlers import RUNS_DURABLE, EventBatches

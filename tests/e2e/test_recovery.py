@@ -11,7 +11,7 @@ import pytest
 
 from mainspring import subjects
 from mainspring.client import Client
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from tests.harness import Deployment, consumer_info, copy_example, eventually
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ import pytest
 
 from mainspring import subjects
 from mainspring.client import Client
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from tests.harness import ROOT, Deployment, consumer_idle, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

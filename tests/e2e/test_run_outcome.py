@@ -12,7 +12,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from mainspring import subjects
 from mainspring.client import Client
 from mainspring.messages import RunCompleted
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from tests.harness import Deployment, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

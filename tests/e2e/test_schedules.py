@@ -15,7 +15,7 @@ import pytest
 from mainspring import subjects
 from mainspring.client import Client
 from mainspring.messages import ScheduleFired
-from mainspring.records import RunQuery
+from mainspring.queries import RunQuery
 from tests.harness import Deployment, consumer_idle, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

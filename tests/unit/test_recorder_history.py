@@ -20,7 +20,8 @@ from mainspring.messages import (
     RunStarted,
     TriggerRecorded,
 )
-from mainspring.records import CursorError, ProgressRecord, RunQuery, RunRecord, open_engine
+from mainspring.queries import RunQuery
+from mainspring.records import CursorError, ProgressRecord, RunRecord, open_engine
 from services.recorder import core
 from services.recorder.history import RunHistory, RunQueries
 from tests.harness import create_postgres_database, drop_postgres_database
