@@ -18,11 +18,12 @@ demo *ARGS:
 test *ARGS:
     pytest {{ARGS}}
 
-# ruff (lint and format check) and mypy strict
+# ruff (lint and format check), mypy strict, and the import contracts (import-linter)
 lint:
     ruff check libs services tests bench examples
     ruff format --check libs services tests bench examples
     mypy
+    lint-imports
 
 # regenerate docs/asyncapi.json, the bus contract (a unit test fails when it is stale)
 docs:
