@@ -435,12 +435,9 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
         appended = await parse_or_park(broker, message, DatasetAppended)
         if appended is None:
             return
-        try:
-            await datasets.on_appended(appended)
-        except Exception:
-            # Not terminated (FastStream's default on error): retried in order after a pause.
-            log.exception("dataset.appended %s failed; retrying", appended.message_id())
-            await message.nack(delay=1.0)
+        # A failure is retried in order (one message in flight) with the shared redelivery
+        # policy, and dead-lettered past its limit so later appends flow again.
+        await datasets.on_appended(appended)
 
     return datasets
 

@@ -501,6 +501,11 @@ def register(broker: NatsBroker, runner: Runner) -> None:
             subjects.RUN_REQUESTED,
             ack_wait_s=runner.settings.run_ack_wait_s,
             max_ack_pending=10_000,
+            # No delivery limit here: a run held for admission (max_concurrent, memory) is
+            # nak'ed and comes back every hold_retry_s for as long as it waits, and waiting is
+            # not failing. Real failures are bounded by the attempts in the run ledger: a run
+            # past its budget ends failed with the reason (lost_run_outcome), never parked.
+            redelivery=None,
         ),
         # Acks are the run's own: the handler only admits a run and its task acks or naks it
         # when it ends. FastStream's max_workers would instead fetch a run ahead and let it
