@@ -31,7 +31,7 @@ from mainspring import datasets
 from mainspring.client import Client
 from tests.chaos.routines import routine_folder
 from tests.chaos.tally import TERMINAL, read_executions, tally
-from tests.harness import Deployment, deployment_context, eventually
+from tests.harness import SHIPPED_NATS_CONFIG, Deployment, deployment_context, eventually
 
 CHAOS_SECONDS = float(os.environ.get("MAINSPRING_CHAOS_SECONDS", "55"))
 MIN_TRIGGERS = int(os.environ.get("MAINSPRING_CHAOS_MIN_TRIGGERS", "0"))
@@ -208,7 +208,8 @@ async def test_every_accepted_trigger_runs_exactly_once_under_kills_and_pauses(
     tmp_path: Path,
 ) -> None:
     rng = random.Random(SEED)
-    with deployment_context(tmp_path, "sqlite") as deployment:
+    # The server as shipped: nats-server's default flushes writes after acknowledging them.
+    with deployment_context(tmp_path, "sqlite", nats_config=SHIPPED_NATS_CONFIG) as deployment:
         deployment.extra_env.update(
             {"MAINSPRING_RUN_ACK_WAIT_S": str(RUN_ACK_WAIT_S), "MAINSPRING_HEARTBEAT_S": "1"}
         )
@@ -291,10 +292,28 @@ async def _chaos_run(
     )
     assert not result.not_terminal, result.summary()
     assert not result.lost_count, result.summary() + "\n" + deployment.logs()
-    assert not result.doubled_count, result.summary()
+    assert not result.doubled_count, result.summary() + _evidence(
+        deployment, effects, result.reexecuted
+    )
     assert not result.mismatched, result.summary()
     assert all(r["status"] in TERMINAL for r in runs)
     assert result.triggers >= MIN_TRIGGERS
+
+
+def _evidence(deployment: Deployment, effects: Path, run_ids: list[str]) -> str:
+    """Each re-executed run's executions and every service log line naming it."""
+    lines = effects.read_text().splitlines()
+    found = []
+    for run_id in run_ids[:5]:
+        found.append(f"\n== {run_id}")
+        found += [line for line in lines if run_id in line]
+        for path in sorted((deployment.home / "logs").glob("*.log")):
+            found += [
+                f"{path.stem}: {line}"
+                for line in path.read_text(errors="replace").splitlines()
+                if run_id in line
+            ]
+    return "\n".join(found)
 
 
 def _executions(effects: Path) -> list[Any]:
