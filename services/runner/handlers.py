@@ -33,7 +33,7 @@ from mainspring.runlogs import store_log
 from mainspring.service import durable, instance_name, parse_or_park, publish_event, subscriber
 from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
 from services.runner import core
-from services.runner.coordination import ConcurrencyLeases, RunLedger
+from services.runner.coordination import ConcurrencyLeases, RunClaims, RunLedger
 from services.runner.core import Outcome
 from services.runner.pool import ForkServer, Worker, WorkerPool
 from services.runner.process import ChildRun
@@ -72,6 +72,7 @@ class Runner:
         self.store: RoutineStore | None = None
         self.ledger: RunLedger | None = None
         self.leases: ConcurrencyLeases | None = None
+        self.claims: RunClaims | None = None
         self.state_kv: KeyValue | None = None
         self.pool = WorkerPool(
             self.child_env(),
@@ -101,6 +102,7 @@ class Runner:
         self.store = await RoutineStore.open(js)
         self.ledger = await RunLedger.open(js)
         self.leases = await ConcurrencyLeases.open(js)
+        self.claims = await RunClaims.open(js, self.name, self.settings.run_ack_wait_s)
         self.state_kv = await state_bucket(js)
         await self.pool.fill()
 
@@ -223,17 +225,34 @@ class Runner:
         if lost is not None:
             await self.complete(request, lost, started_at, [])
             return None
-        # Everything the start needs from the bus in one round trip, not four in a row: the
+        # Everything the start needs from the bus in one round trip, not five in a row: the
         # cancel mark, an outcome settled by an earlier copy of this request (a request
-        # published again after the dedup window must not run twice), the attempt count
-        # (written before the routine starts, so a runner killed mid-run is charged for it)
-        # and the routine's state.
-        cancelled, settled, _, (state, state_revision) = await asyncio.gather(
+        # published again after the dedup window, or redelivered because the server lost its
+        # ack, must not run twice), the run's claim (no other copy is running it now), the
+        # attempt count (written before the routine starts, so a runner killed mid-run is
+        # charged for it) and the routine's state.
+        assert self.claims is not None
+        cancelled, settled, claimed, _, (state, state_revision) = await asyncio.gather(
             self.ledger.cancel_requested(request.run_id),
             self.ledger.settled(request.run_id),
+            self.claims.claim(request.run_id),
             self.ledger.set_attempts(request.run_id, attempt),
             load_state(self.state_kv, request.routine),
         )
+        if not claimed:
+            # Another copy runs now. Not its attempt: the count goes back, and this copy
+            # returns after the ack wait (refused as settled then, or taken over once the
+            # holder stopped refreshing its claim).
+            log.info(
+                "run %s of %s is running elsewhere; this copy waits",
+                request.run_id,
+                request.routine,
+            )
+            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await message.nack(delay=self.settings.run_ack_wait_s)
+            return None
+        if cancelled or settled is not None:
+            await self.claims.release(request.run_id)
         if cancelled:
             await self.complete_cancelled(request)
             return None
@@ -256,6 +275,25 @@ class Runner:
         prepared = await self.prepare(request, message, started_at)
         if prepared is None:
             return
+        assert self.claims is not None
+        try:
+            await self.run_attempt(request, message, started_at, lease, prepared)
+        finally:
+            # After the outcome is settled (or a retry scheduled): a later copy of the request
+            # is refused as settled, or starts the next attempt.
+            with contextlib.suppress(Exception):
+                await self.claims.release(request.run_id)
+
+    async def run_attempt(
+        self,
+        request: RequestRun,
+        message: NatsMessage,
+        started_at: datetime,
+        lease: str | None,
+        prepared: tuple[int, dict[str, Any], int],
+    ) -> None:
+        """Run the claimed attempt in a worker and report how it ended (or schedule its retry)."""
+        assert self.ledger is not None and self.state_kv is not None
         attempt, state, state_revision = prepared
         try:
             bundle = await self.bundle_dir(request.routine_version)
@@ -410,6 +448,9 @@ class Runner:
                 await message.in_progress()
                 beat = RunHeartbeat(run_id=run_id, runner=self.name, at=_now())
                 await self.broker.publish(beat.model_dump_json().encode(), subjects.RUN_HEARTBEAT)
+            if self.claims is not None:
+                with contextlib.suppress(Exception):
+                    await self.claims.refresh(run_id)
             if lease is not None and self.leases is not None:
                 with contextlib.suppress(Exception):
                     await self.leases.refresh(lease, run_id)
