@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.errors import (
@@ -82,6 +83,9 @@ class RunLedger:
         return await settle_outcome(self._kv, completed)
 
 
+Claim = Literal["claimed", "held", "done"]
+
+
 class RunClaims:
     """At most one live attempt per run, across runner replicas.
 
@@ -104,27 +108,45 @@ class RunClaims:
         """Claims on the lease bucket (declared with its TTL by `mainspring setup`)."""
         return cls(await js.key_value(subjects.LEASES_BUCKET), holder, stale_after_s)
 
-    def _value(self) -> bytes:
-        return json.dumps({"holder": self._holder, "at": time.time()}).encode()
+    def _value(self, done: bool = False) -> bytes:
+        return json.dumps({"holder": self._holder, "at": time.time(), "done": done}).encode()
 
-    async def claim(self, run_id: str) -> bool:
-        """Take the run's claim; False while another attempt holds it and is alive."""
+    async def claim(self, run_id: str) -> Claim:
+        """Take the run's claim: "claimed"; "held" while another live attempt has it; "done"
+        once an attempt settled the run's outcome (its claim is kept, marked, not deleted, so
+        a copy whose outcome read raced the settle cannot then find the claim free)."""
         key = run_claim_key(run_id)
         if await write_if_unchanged(self._kv, key, self._value(), 0) is not None:
-            return True
+            return "claimed"
         value, revision = await read(self._kv, key)
+        if value and claim_is_done(value):
+            return "done"
         if value and not claim_is_stale(value, time.time(), self._stale_after_s):
-            return False
-        return await write_if_unchanged(self._kv, key, self._value(), revision) is not None
+            return "held"
+        if await write_if_unchanged(self._kv, key, self._value(), revision) is None:
+            return "held"
+        return "claimed"
 
     async def refresh(self, run_id: str) -> None:
         """Re-write a held claim so it stays fresh while the attempt is alive."""
         await self._kv.put(run_claim_key(run_id), self._value())
 
+    async def finish(self, run_id: str) -> None:
+        """Mark the claim done once the run's outcome is settled (the bucket's TTL removes it)."""
+        await self._kv.put(run_claim_key(run_id), self._value(done=True))
+
     async def release(self, run_id: str) -> None:
         """Let the next copy of the run's request start (or be refused as settled)."""
         with contextlib.suppress(*_MISSING):
             await self._kv.delete(run_claim_key(run_id))
+
+
+def claim_is_done(value: bytes) -> bool:
+    """Did the claim's attempt settle the run's outcome?"""
+    try:
+        return bool(json.loads(value).get("done"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def claim_is_stale(value: bytes, now: float, stale_after_s: float) -> bool:

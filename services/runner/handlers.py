@@ -239,7 +239,10 @@ class Runner:
             self.ledger.set_attempts(request.run_id, attempt),
             load_state(self.state_kv, request.routine),
         )
-        if not claimed:
+        if claimed == "done" and settled is None:
+            # Settled between this copy's outcome read and its claim: read it again.
+            settled = await self.ledger.settled(request.run_id)
+        if claimed == "held" or (settled is None and claimed == "done"):
             # Another copy runs now. Not its attempt: the count goes back, and this copy
             # returns after the ack wait (refused as settled then, or taken over once the
             # holder stopped refreshing its claim).
@@ -251,7 +254,7 @@ class Runner:
             await self.ledger.set_attempts(request.run_id, attempt - 1)
             await message.nack(delay=self.settings.run_ack_wait_s)
             return None
-        if cancelled or settled is not None:
+        if cancelled and claimed == "claimed":
             await self.claims.release(request.run_id)
         if cancelled:
             await self.complete_cancelled(request)
@@ -276,11 +279,10 @@ class Runner:
         if prepared is None:
             return
         assert self.claims is not None
-        try:
-            await self.run_attempt(request, message, started_at, lease, prepared)
-        finally:
-            # After the outcome is settled (or a retry scheduled): a later copy of the request
-            # is refused as settled, or starts the next attempt.
+        settled = await self.run_attempt(request, message, started_at, lease, prepared)
+        if not settled:
+            # A retry scheduled or the run handed back: the next copy starts the next attempt
+            # at once. (After a fault the claim goes stale within the ack wait instead.)
             with contextlib.suppress(Exception):
                 await self.claims.release(request.run_id)
 
@@ -291,8 +293,9 @@ class Runner:
         started_at: datetime,
         lease: str | None,
         prepared: tuple[int, dict[str, Any], int],
-    ) -> None:
-        """Run the claimed attempt in a worker and report how it ended (or schedule its retry)."""
+    ) -> bool:
+        """Run the claimed attempt in a worker and report how it ended (or schedule its retry);
+        whether the run's outcome was settled."""
         assert self.ledger is not None and self.state_kv is not None
         attempt, state, state_revision = prepared
         try:
@@ -305,7 +308,7 @@ class Runner:
                 phase="start",
             )
             await self.complete(request, outcome, started_at, [])
-            return
+            return True
         # Announced while the routine starts, not before: the completion waits for it below,
         # so the bus still says started before it says how the run ended.
         announced = asyncio.create_task(
@@ -375,7 +378,7 @@ class Runner:
             self.handed_back.discard(request.run_id)
             await self.ledger.set_attempts(request.run_id, attempt - 1)
             await message.nack()
-            return
+            return False
         if core.should_retry(outcome, attempt, request.retries):
             delay = core.retry_delay(attempt, request.retry_backoff_s)
             reason = core.retry_reason(outcome, attempt, request.retries, delay)
@@ -386,13 +389,14 @@ class Runner:
                 subjects.RUN_QUEUED,
             )
             await message.nack(delay=delay)
-            return
+            return False
         if outcome.status == "completed" and child.final_state is not None:
             try:
                 await save_state(self.state_kv, request.routine, child.final_state, state_revision)
             except (StateConflict, StateTooLarge) as exc:
                 outcome = Outcome("failed", outcome.outputs, str(exc))
         await self.complete(request, outcome, started_at, child.artifacts, child.resources())
+        return True
 
     def local_log(self, run_id: str) -> Path:
         """Where a run's output is written on this runner while it runs (every attempt)."""
@@ -521,7 +525,13 @@ class Runner:
                 settled.status,
                 settled.error,
             )
-        await publish_event(self.broker, settled, settled.subject())
+        assert self.claims is not None
+        # The claim is marked done, never deleted: a copy of the request whose outcome read
+        # raced this settle would otherwise find the claim free and run the code again.
+        await asyncio.gather(
+            publish_event(self.broker, settled, settled.subject()),
+            self.claims.finish(request.run_id),
+        )
         metrics.run_finished(settled.routine, settled.status, started_at, ours.finished_at)
 
     async def cancel(self, run_id: str) -> None:

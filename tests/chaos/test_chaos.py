@@ -122,8 +122,9 @@ class Chaos:
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * FAULT_EVERY_S)
             target = targets.pop() if targets else self.rng.choice([*SERVICES, "nats"])
             # A paused target may be killed too: a frozen process dies like any other.
-            # The first runner hit is paused past its ack wait, every later hit is a kill.
-            if target.startswith("runner") and not any(p.startswith("runner") for p in self.pauses):
+            # The first runner hit is paused past its ack wait, a third of later ones too.
+            first = not any(p.startswith("runner") for p in self.pauses)
+            if target.startswith("runner") and (first or self.rng.random() < 1 / 3):
                 self.pause(target)
             else:
                 await self.kill(target)
@@ -242,7 +243,8 @@ async def _chaos_run(
     appending = asyncio.create_task(load.append(f"{root}/events", until))
     await chaos.deal(until)
     while not enough(load, began) and time.monotonic() < began + MAX_SECONDS:
-        until = time.monotonic() + 10
+        # Long enough for each round to open with another pause past a 30 s ack wait.
+        until = time.monotonic() + OTHER_ACK_WAIT_S + 10
         submitting = asyncio.create_task(load.submit(client, until, rng))
         appending = asyncio.create_task(load.append(f"{root}/events", until))
         await chaos.deal(until)
