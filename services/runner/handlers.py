@@ -279,12 +279,16 @@ class Runner:
         if prepared is None:
             return
         assert self.claims is not None
-        settled = await self.run_attempt(request, message, started_at, lease, prepared)
-        if not settled:
-            # A retry scheduled or the run handed back: the next copy starts the next attempt
-            # at once. (After a fault the claim goes stale within the ack wait instead.)
-            with contextlib.suppress(Exception):
-                await self.claims.release(request.run_id)
+        settled = False
+        try:
+            settled = await self.run_attempt(request, message, started_at, lease, prepared)
+        finally:
+            if not settled:
+                # A retry scheduled, the run handed back, or a runner fault: the attempt is
+                # over here, so the next copy starts the next attempt without waiting for the
+                # claim to go stale.
+                with contextlib.suppress(Exception):
+                    await self.claims.release(request.run_id)
 
     async def run_attempt(
         self,
