@@ -18,6 +18,10 @@ demo *ARGS:
 test *ARGS:
     pytest {{ARGS}}
 
+# the long chaos run: at least 2,000 mixed triggers under kills and pauses (ARGS go to pytest)
+chaos *ARGS:
+    MAINSPRING_CHAOS_SECONDS=120 MAINSPRING_CHAOS_MIN_TRIGGERS=2000 MAINSPRING_CHAOS_MAX_SECONDS=900 pytest -m chaos -s tests/chaos {{ARGS}}
+
 # ruff (lint and format check), mypy strict, and the import contracts (import-linter)
 lint:
     ruff check libs services tests bench examples

@@ -315,15 +315,23 @@ def write_routine(folder: Path, source: str, filename: str = "routine.py") -> Pa
     return folder
 
 
+# What `mainspring up` and deploy/nats configure: every write fsynced before it is
+# acknowledged. Without it nats-server acknowledges a write it has not yet handed to the
+# kernel, so a SIGKILL can lose an acknowledged KV write (a run's settled outcome).
+SHIPPED_NATS_CONFIG = "jetstream {\n  sync_interval: always\n}\n"
+
+
 @contextlib.contextmanager
-def deployment_context(tmp: Path, database: str, set_up: bool = True) -> Iterator[Deployment]:
+def deployment_context(
+    tmp: Path, database: str, set_up: bool = True, nats_config: str | None = None
+) -> Iterator[Deployment]:
     """A deployment on SQLite or a fresh PostgreSQL database, set up, torn down afterwards."""
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     database_url = (
         create_postgres_database() if database == "postgres" else f"sqlite:///{home / 'runs.db'}"
     )
-    nats = NatsServer(tmp / "nats")
+    nats = NatsServer(tmp / "nats", config=nats_config)
     nats.start()
     deployment = Deployment(home=home, database_url=database_url, nats=nats)
     if set_up:

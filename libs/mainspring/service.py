@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from faststream import BaseMiddleware, FastStream
-from faststream.exceptions import HandlerException, IncorrectState, NackMessage
+from faststream.exceptions import AckMessage, HandlerException, IncorrectState, NackMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import DeliverPolicy as NatsDeliverPolicy
 from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from mainspring import metrics, subjects, tracing
 from mainspring.bus import BusNotSetUp, check_bus, message_id_headers
+from mainspring.deadletters import REDELIVERY, RedeliveryPolicy, dead_letter_headers
 from mainspring.health import OpsServer, ReadyCheck
 from mainspring.log_format import JsonFormatter, LogConfigError, log_format, note_message
 from mainspring.messages import Message
@@ -93,14 +95,40 @@ class TraceContextMiddleware(BaseMiddleware):
 
 RETRY_DELAY_S = 2.0
 
+# Each durable's redelivery policy by consumer name (None: no delivery limit), set by
+# durable() when a service subscribes, read when one of its messages fails.
+_POLICIES: dict[str, RedeliveryPolicy | None] = {}
+
+
+def delivered(raw: Msg) -> int:
+    """How many times JetStream delivered this message (1 on the first delivery)."""
+    try:
+        return int(raw.metadata.num_delivered or 1)
+    except (NotJSMessageError, AttributeError, TypeError, ValueError):  # not from a stream
+        return 1
+
+
+def failure_reason(subject: str, deliveries: int, error: BaseException) -> str:
+    """Why a message is dead-lettered after its last failed delivery, naming the way back."""
+    text = str(error).strip().splitlines()
+    return (
+        f"{subject} failed on all {deliveries} deliveries, last with {type(error).__name__}: "
+        f"{text[0] if text else ''}; fix the cause, then `mainspring deadletters replay`"
+    )
+
 
 class RetryLaterMiddleware(BaseMiddleware):
-    """A stream message whose handler raised is nak'ed with a delay, never dropped.
+    """A stream message whose handler raised is nak'ed with a growing delay, never dropped,
+    and dead-lettered (reason and original headers) after its consumer's delivery limit.
 
-    FastStream's default terminates such a message; for us a raised handler means a
-    transient fault (database or bus briefly away), so the message must come back, but
-    not in a tight loop.
+    FastStream's default terminates such a message; for us a raised handler usually means a
+    transient fault (database or bus briefly away), so the message must come back, but not in
+    a tight loop; one that fails for a quarter of an hour is a real failure and is parked.
     """
+
+    def __init__(self, msg: Any, /, *, context: Any, broker: NatsBroker) -> None:
+        super().__init__(msg, context=context)
+        self.broker = broker
 
     async def consume_scope(self, call_next: Any, msg: Any) -> Any:
         try:
@@ -109,12 +137,25 @@ class RetryLaterMiddleware(BaseMiddleware):
             raise
         except Exception as exc:
             raw = getattr(msg, "raw_message", None)
-            if not str(getattr(raw, "reply", "") or "").startswith("$JS.ACK"):
+            if raw is None or not str(getattr(raw, "reply", "") or "").startswith("$JS.ACK"):
                 raise
-            log.exception(
-                "handling %s failed; retrying in %.0fs", getattr(raw, "subject", "?"), RETRY_DELAY_S
-            )
-            raise NackMessage(delay=RETRY_DELAY_S) from exc
+            subject = getattr(raw, "subject", "?")
+            policy = _POLICIES.get(str(getattr(raw.metadata, "consumer", "")), REDELIVERY)
+            count = delivered(raw)
+            if policy is not None and policy.exhausted(count):
+                await park(
+                    self.broker,
+                    subject,
+                    raw.data,
+                    failure_reason(subject, count, exc),
+                    stream_sequence(raw),
+                    original=raw.headers,
+                    deliveries=count,
+                )
+                raise AckMessage() from exc
+            delay = policy.delay_s(count) if policy is not None else RETRY_DELAY_S
+            log.exception("handling %s failed; retrying in %.0fs", subject, delay)
+            raise NackMessage(delay=delay) from exc
 
 
 async def _log_disconnected() -> None:
@@ -149,7 +190,7 @@ def metrics_settings_provider(msg: Any) -> TemplatedNatsMetrics | None:
 
 def build_broker(settings: Settings, service: str) -> NatsBroker:
     """A broker that reconnects forever: services outlive NATS restarts."""
-    return NatsBroker(
+    broker = NatsBroker(
         settings.resolved_nats_url(),
         name=instance_name(service),
         max_reconnect_attempts=-1,
@@ -167,9 +208,11 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
                 registry=REGISTRY,
                 app_name=f"mainspring-{service}",
             ),
-            RetryLaterMiddleware,
         ],
     )
+    # Innermost, as the last of the list would be; it dead-letters through this broker.
+    broker.add_middleware(functools.partial(RetryLaterMiddleware, broker=broker))
+    return broker
 
 
 def build_app(
@@ -301,12 +344,16 @@ def durable(
     ack_wait_s: float = 30.0,
     max_ack_pending: int = 1000,
     deliver_new_only: bool = False,
+    redelivery: RedeliveryPolicy | None = REDELIVERY,
 ) -> dict[str, Any]:
     """Subscriber options for a durable pull consumer with explicit acks.
 
     Every durable is explicit-ack: a message is acked after its handler finished and
-    nak'ed with a delay when it raised, so a crash or a transient fault redelivers it.
+    nak'ed with a growing delay when it raised, so a crash or a transient fault redelivers
+    it; after `redelivery.max_deliveries` failures it is dead-lettered. `redelivery=None`
+    sets no limit, for a consumer whose naks are not failures (the runner's holds).
     """
+    _POLICIES[name] = redelivery
     return {
         "subject": subject,
         "stream": STREAM,
@@ -317,7 +364,7 @@ def durable(
             ack_policy=JsAckPolicy.EXPLICIT,
             ack_wait=ack_wait_s,
             max_ack_pending=max_ack_pending,
-            max_deliver=-1,
+            max_deliver=redelivery.server_limit() if redelivery is not None else -1,
             filter_subject=subject,
             deliver_policy=NatsDeliverPolicy.NEW if deliver_new_only else NatsDeliverPolicy.ALL,
         ),
@@ -342,7 +389,14 @@ async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]
     else:
         note_message(parsed)
         return parsed
-    await park(broker, subject, message.body, reason, stream_sequence(message.raw_message))
+    await park(
+        broker,
+        subject,
+        message.body,
+        reason,
+        stream_sequence(message.raw_message),
+        original=message.raw_message.headers,
+    )
     return None
 
 
@@ -352,17 +406,24 @@ def malformed_reason(model: type[BaseModel], subject: str, error: ValidationErro
 
 
 async def park(
-    broker: NatsBroker, subject: str, body: bytes, reason: str, sequence: int | None
+    broker: NatsBroker,
+    subject: str,
+    body: bytes,
+    reason: str,
+    sequence: int | None,
+    *,
+    original: Mapping[str, str] | None = None,
+    deliveries: int | None = None,
 ) -> None:
-    """Put a message that cannot be handled on the dead-letter subject, with the reason."""
+    """Put a message that cannot be handled on the dead-letter subject, with the reason and
+    its original headers (so a replay carries its trace and identity)."""
     log.error("%s; parked on %s", reason, subjects.dead_letter_subject(subject))
     metrics.parked(subject)
-    headers = {"Mainspring-Error": reason[:1000]}
-    if sequence is not None:
-        # Several services parse one subject (run.completed): park each stored message once.
-        headers["Nats-Msg-Id"] = f"deadletter:{sequence}"
     await broker.publish(
-        body, subjects.dead_letter_subject(subject), headers=headers, stream=subjects.STREAM
+        body,
+        subjects.dead_letter_subject(subject),
+        headers=dead_letter_headers(reason, sequence, original, deliveries),
+        stream=subjects.STREAM,
     )
 
 

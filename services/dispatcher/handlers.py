@@ -431,13 +431,10 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
             "dispatcher-dataset", subjects.DATASET_APPENDED, ack_wait_s=5.0, max_ack_pending=1
         ),
     )
-    async def on_dataset_appended(appended: DatasetAppended, message: NatsMessage) -> None:
-        try:
-            await datasets.on_appended(appended)
-        except Exception:
-            # Not terminated (FastStream's default on error): retried in order after a pause.
-            log.exception("dataset.appended %s failed; retrying", appended.message_id())
-            await message.nack(delay=1.0)
+    async def on_dataset_appended(appended: DatasetAppended, _message: NatsMessage) -> None:
+        # A failure is retried in order (one message in flight) with the shared redelivery
+        # policy, and dead-lettered past its limit so later appends flow again.
+        await datasets.on_appended(appended)
 
     return datasets
 

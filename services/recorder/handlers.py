@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from mainspring import subjects, tracing
 from mainspring.artifacts import delete_run_files
+from mainspring.deadletters import REDELIVERY
 from mainspring.ledger import ledger_bucket, mark_cancelled, settle_outcome
 from mainspring.messages import (
     DeleteRuns,
@@ -35,7 +36,9 @@ from mainspring.queries import RunQuery
 from mainspring.records import CursorError
 from mainspring.service import (
     RETRY_DELAY_S,
+    delivered,
     durable,
+    failure_reason,
     malformed_reason,
     park,
     publish_event,
@@ -192,7 +195,14 @@ class EventBatches:
         now = _now()
         batch = await loop.run_in_executor(self.writes, parse_batch, messages, now)
         for message, reason in batch.malformed:
-            await park(self.broker, message.subject, message.data, reason, stream_sequence(message))
+            await park(
+                self.broker,
+                message.subject,
+                message.data,
+                reason,
+                stream_sequence(message),
+                original=message.headers,
+            )
         try:
             await loop.run_in_executor(
                 self.writes,
@@ -202,20 +212,40 @@ class EventBatches:
                 now,
                 batch.triggers,
             )
-        except Exception as exc:  # noqa: BLE001 - not acked: redelivered
-            log.error(
-                "could not record %d events of %s in the run history database (%s); "
-                "none acked, they come back in %.0fs",
-                len(messages),
-                self.subject,
-                _first_line(exc),
-                RETRY_DELAY_S,
-            )
-            for message in messages:
-                await message.nak(delay=RETRY_DELAY_S)
+        except Exception as exc:  # noqa: BLE001 - not acked: retried, then dead-lettered
+            await self.retry_later(messages, exc)
             return
         for message in messages:
             await message.ack()
+
+    async def retry_later(self, messages: Sequence[Msg], error: Exception) -> None:
+        """Nak a batch that could not be committed with the shared redelivery policy; an event
+        past its delivery limit (about 15 minutes of failures) is dead-lettered instead."""
+        delay = REDELIVERY.delay_s(max(delivered(m) for m in messages))
+        log.error(
+            "could not record %d events of %s in the run history database (%s); "
+            "none acked, they come back in %.0fs",
+            len(messages),
+            self.subject,
+            _first_line(error),
+            delay,
+        )
+        for message in messages:
+            count = delivered(message)
+            if REDELIVERY.exhausted(count):
+                reason = failure_reason(message.subject, count, error)
+                await park(
+                    self.broker,
+                    message.subject,
+                    message.data,
+                    reason,
+                    stream_sequence(message),
+                    original=message.headers,
+                    deliveries=count,
+                )
+                await message.ack()
+            else:
+                await message.nak(delay=REDELIVERY.delay_s(count))
 
 
 def _first_line(error: BaseException) -> str:

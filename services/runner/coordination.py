@@ -12,6 +12,9 @@ work queue, costs no runner slot while it waits) and a `run.queued` event says w
 from __future__ import annotations
 
 import contextlib
+import json
+import time
+from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.errors import (
@@ -22,7 +25,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from mainspring import subjects
-from mainspring.kv import read
+from mainspring.kv import read, write_if_unchanged
 from mainspring.ledger import (
     attempts_key,
     cancel_key,
@@ -78,6 +81,86 @@ class RunLedger:
     async def settle(self, completed: RunCompleted) -> RunCompleted:
         """The run's outcome to publish: ours, or the one settled before us (see settle_outcome)."""
         return await settle_outcome(self._kv, completed)
+
+
+Claim = Literal["claimed", "held", "done"]
+
+
+class RunClaims:
+    """At most one live attempt per run, across runner replicas.
+
+    A run's request can be in two runners' hands at once: redelivered after the ack wait
+    while its runner was blocked on the bus, or handed out again by a restarted server that
+    lost its consumer state. The attempt's runner creates `run.<id>` in the leases bucket
+    before the routine starts and re-writes it (with the time) every heartbeat; a second copy
+    finds it fresh and waits instead of running the code a second time. A claim not refreshed
+    for the ack wait belongs to a runner that died or froze, as a redelivery would say: the
+    next copy takes it over with compare-and-set, so a run is taken over as soon as before.
+    """
+
+    def __init__(self, kv: KeyValue, holder: str, stale_after_s: float) -> None:
+        self._kv = kv
+        self._holder = holder
+        self._stale_after_s = stale_after_s
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, holder: str, stale_after_s: float) -> RunClaims:
+        """Claims on the lease bucket (declared with its TTL by `mainspring setup`)."""
+        return cls(await js.key_value(subjects.LEASES_BUCKET), holder, stale_after_s)
+
+    def _value(self, done: bool = False) -> bytes:
+        return json.dumps({"holder": self._holder, "at": time.time(), "done": done}).encode()
+
+    async def claim(self, run_id: str) -> Claim:
+        """Take the run's claim: "claimed"; "held" while another live attempt has it; "done"
+        once an attempt settled the run's outcome (its claim is kept, marked, not deleted, so
+        a copy whose outcome read raced the settle cannot then find the claim free)."""
+        key = run_claim_key(run_id)
+        if await write_if_unchanged(self._kv, key, self._value(), 0) is not None:
+            return "claimed"
+        value, revision = await read(self._kv, key)
+        if value and claim_is_done(value):
+            return "done"
+        if value and not claim_is_stale(value, time.time(), self._stale_after_s):
+            return "held"
+        if await write_if_unchanged(self._kv, key, self._value(), revision) is None:
+            return "held"
+        return "claimed"
+
+    async def refresh(self, run_id: str) -> None:
+        """Re-write a held claim so it stays fresh while the attempt is alive."""
+        await self._kv.put(run_claim_key(run_id), self._value())
+
+    async def finish(self, run_id: str) -> None:
+        """Mark the claim done once the run's outcome is settled (the bucket's TTL removes it)."""
+        await self._kv.put(run_claim_key(run_id), self._value(done=True))
+
+    async def release(self, run_id: str) -> None:
+        """Let the next copy of the run's request start (or be refused as settled)."""
+        with contextlib.suppress(*_MISSING):
+            await self._kv.delete(run_claim_key(run_id))
+
+
+def claim_is_done(value: bytes) -> bool:
+    """Did the claim's attempt settle the run's outcome?"""
+    try:
+        return bool(json.loads(value).get("done"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def claim_is_stale(value: bytes, now: float, stale_after_s: float) -> bool:
+    """Was a claim last refreshed longer ago than a live holder ever leaves it?"""
+    try:
+        at = float(json.loads(value)["at"])
+    except (ValueError, KeyError, TypeError):
+        return True  # unreadable: nobody can be holding it on purpose
+    return now - at > stale_after_s
+
+
+def run_claim_key(run_id: str) -> str:
+    """The key of a run's live attempt in the leases bucket."""
+    return f"run.{run_id}"
 
 
 class ConcurrencyLeases:

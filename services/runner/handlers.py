@@ -32,13 +32,14 @@ from mainspring.registry import RoutineStore
 from mainspring.runlogs import store_log
 from mainspring.service import (
     consumer,
+    delivered,
     durable,
     instance_name,
     publish_event,
 )
 from mainspring.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
 from services.runner import core
-from services.runner.coordination import ConcurrencyLeases, RunLedger
+from services.runner.coordination import ConcurrencyLeases, RunClaims, RunLedger
 from services.runner.core import Outcome
 from services.runner.pool import ForkServer, Worker, WorkerPool
 from services.runner.process import ChildRun
@@ -49,11 +50,6 @@ log = logging.getLogger("mainspring.runner")
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def delivery_count(message: NatsMessage) -> int:
-    """How many times JetStream delivered this message (1 on its first delivery)."""
-    return int(message.raw_message.metadata.num_delivered or 1)
 
 
 def memory_info() -> tuple[int, int]:
@@ -77,6 +73,7 @@ class Runner:
         self.store: RoutineStore | None = None
         self.ledger: RunLedger | None = None
         self.leases: ConcurrencyLeases | None = None
+        self.claims: RunClaims | None = None
         self.state_kv: KeyValue | None = None
         self.pool = WorkerPool(
             self.child_env(),
@@ -106,6 +103,7 @@ class Runner:
         self.store = await RoutineStore.open(js)
         self.ledger = await RunLedger.open(js)
         self.leases = await ConcurrencyLeases.open(js)
+        self.claims = await RunClaims.open(js, self.name, self.settings.run_ack_wait_s)
         self.state_kv = await state_bucket(js)
         await self.pool.fill()
 
@@ -222,23 +220,43 @@ class Runner:
         start; None when it ended here instead (lost, cancelled, or already settled)."""
         assert self.ledger is not None and self.state_kv is not None
         # No runner saw a first delivery before: nothing to read to know this is attempt 1.
-        first = delivery_count(message) <= 1
+        first = delivered(message.raw_message) <= 1
         attempt = 1 if first else await self.ledger.started_attempts(request.run_id) + 1
         lost = core.lost_run_outcome(attempt, request.retries, self.settings.run_ack_wait_s)
         if lost is not None:
             await self.complete(request, lost, started_at, [])
             return None
-        # Everything the start needs from the bus in one round trip, not four in a row: the
+        # Everything the start needs from the bus in one round trip, not five in a row: the
         # cancel mark, an outcome settled by an earlier copy of this request (a request
-        # published again after the dedup window must not run twice), the attempt count
-        # (written before the routine starts, so a runner killed mid-run is charged for it)
-        # and the routine's state.
-        cancelled, settled, _, (state, state_revision) = await asyncio.gather(
+        # published again after the dedup window, or redelivered because the server lost its
+        # ack, must not run twice), the run's claim (no other copy is running it now), the
+        # attempt count (written before the routine starts, so a runner killed mid-run is
+        # charged for it) and the routine's state.
+        assert self.claims is not None
+        cancelled, settled, claimed, _, (state, state_revision) = await asyncio.gather(
             self.ledger.cancel_requested(request.run_id),
             self.ledger.settled(request.run_id),
+            self.claims.claim(request.run_id),
             self.ledger.set_attempts(request.run_id, attempt),
             load_state(self.state_kv, request.routine),
         )
+        if claimed == "done" and settled is None:
+            # Settled between this copy's outcome read and its claim: read it again.
+            settled = await self.ledger.settled(request.run_id)
+        if claimed == "held" or (settled is None and claimed == "done"):
+            # Another copy runs now. Not its attempt: the count goes back, and this copy
+            # returns after the ack wait (refused as settled then, or taken over once the
+            # holder stopped refreshing its claim).
+            log.info(
+                "run %s of %s is running elsewhere; this copy waits",
+                request.run_id,
+                request.routine,
+            )
+            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await message.nack(delay=self.settings.run_ack_wait_s)
+            return None
+        if cancelled and claimed == "claimed":
+            await self.claims.release(request.run_id)
         if cancelled:
             await self.complete_cancelled(request)
             return None
@@ -261,6 +279,29 @@ class Runner:
         prepared = await self.prepare(request, message, started_at)
         if prepared is None:
             return
+        assert self.claims is not None
+        settled = False
+        try:
+            settled = await self.run_attempt(request, message, started_at, lease, prepared)
+        finally:
+            if not settled:
+                # A retry scheduled, the run handed back, or a runner fault: the attempt is
+                # over here, so the next copy starts the next attempt without waiting for the
+                # claim to go stale.
+                with contextlib.suppress(Exception):
+                    await self.claims.release(request.run_id)
+
+    async def run_attempt(
+        self,
+        request: RequestRun,
+        message: NatsMessage,
+        started_at: datetime,
+        lease: str | None,
+        prepared: tuple[int, dict[str, Any], int],
+    ) -> bool:
+        """Run the claimed attempt in a worker and report how it ended (or schedule its retry);
+        whether the run's outcome was settled."""
+        assert self.ledger is not None and self.state_kv is not None
         attempt, state, state_revision = prepared
         try:
             bundle = await self.bundle_dir(request.routine_version)
@@ -272,7 +313,7 @@ class Runner:
                 phase="start",
             )
             await self.complete(request, outcome, started_at, [])
-            return
+            return True
         started = RunStarted(
             run_id=request.run_id,
             routine=request.routine,
@@ -336,7 +377,7 @@ class Runner:
         # Released only once the run left `active`: a late cancel must not reach a worker
         # that already waits for (or serves) another run.
         await self.release_worker(request, worker, outcome, child.leftovers)
-        await self.after_attempt(request, message, started, outcome, child, state_revision)
+        return await self.after_attempt(request, message, started, outcome, child, state_revision)
 
     async def after_attempt(
         self,
@@ -346,8 +387,9 @@ class Runner:
         outcome: Outcome,
         child: ChildRun,
         state_revision: int,
-    ) -> None:
-        """Hand the run back, schedule its retry, or complete it (saving the routine's state)."""
+    ) -> bool:
+        """Hand the run back, schedule its retry, or complete it (saving the routine's state);
+        whether the run's outcome was settled."""
         assert self.ledger is not None and self.state_kv is not None
         attempt = started.attempt
         if request.run_id in self.handed_back:
@@ -355,7 +397,7 @@ class Runner:
             self.handed_back.discard(request.run_id)
             await self.ledger.set_attempts(request.run_id, attempt - 1)
             await message.nack()
-            return
+            return False
         if core.should_retry(outcome, attempt, request.retries):
             delay = core.retry_delay(attempt, request.retry_backoff_s)
             reason = core.retry_reason(outcome, attempt, request.retries, delay)
@@ -366,7 +408,7 @@ class Runner:
                 subjects.RUN_QUEUED,
             )
             await message.nack(delay=delay)
-            return
+            return False
         if outcome.status == "completed" and child.final_state is not None:
             try:
                 await save_state(self.state_kv, request.routine, child.final_state, state_revision)
@@ -375,6 +417,7 @@ class Runner:
         await self.complete(
             request, outcome, started.started_at, child.artifacts, child.resources(), started
         )
+        return True
 
     async def announce(self, started: RunStarted, ended: asyncio.Event) -> None:
         """Publish run.started once the run has lasted run_started_after_s; a run that ends
@@ -438,6 +481,9 @@ class Runner:
                 await message.in_progress()
                 beat = RunHeartbeat(run_id=run_id, runner=self.name, at=_now())
                 await self.broker.publish(beat.model_dump_json().encode(), subjects.RUN_HEARTBEAT)
+            if self.claims is not None:
+                with contextlib.suppress(Exception):
+                    await self.claims.refresh(run_id)
             if lease is not None and self.leases is not None:
                 with contextlib.suppress(Exception):
                     await self.leases.refresh(lease, run_id)
@@ -513,7 +559,13 @@ class Runner:
                 settled.status,
                 settled.error,
             )
-        await publish_event(self.broker, settled, settled.subject())
+        assert self.claims is not None
+        # The claim is marked done, never deleted: a copy of the request whose outcome read
+        # raced this settle would otherwise find the claim free and run the code again.
+        await asyncio.gather(
+            publish_event(self.broker, settled, settled.subject()),
+            self.claims.finish(request.run_id),
+        )
         metrics.run_finished(settled.routine, settled.status, started_at, ours.finished_at)
 
     async def cancel(self, run_id: str) -> None:
@@ -535,6 +587,11 @@ def register(broker: NatsBroker, runner: Runner) -> None:
             subjects.RUN_REQUESTED,
             ack_wait_s=runner.settings.run_ack_wait_s,
             max_ack_pending=10_000,
+            # No delivery limit here: a run held for admission (max_concurrent, memory) is
+            # nak'ed and comes back every hold_retry_s for as long as it waits, and waiting is
+            # not failing. Real failures are bounded by the attempts in the run ledger: a run
+            # past its budget ends failed with the reason (lost_run_outcome), never parked.
+            redelivery=None,
         ),
         # Acks are the run's own: the handler only admits a run and its task acks or naks it
         # when it ends. FastStream's max_workers would instead fetch a run ahead and let it

@@ -12,7 +12,7 @@ import pytest
 from mainspring import subjects
 from mainspring.client import Client
 from mainspring.queries import RunQuery
-from tests.harness import Deployment, consumer_info, copy_example, eventually
+from tests.harness import Deployment, consumer_idle, consumer_info, copy_example, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -120,3 +120,51 @@ async def test_a_request_published_again_after_its_run_ended_does_not_run_it_twi
     await eventually(refused, timeout=30, what="the runner to refuse the second copy")
     assert marker.read_text() == "ran\n"
     assert (await client.get_run(run_id) or {})["status"] == "completed"
+
+
+SLOW_MARK = """
+import time
+from pathlib import Path
+
+from mainspring import Routine, on_schedule
+
+
+class SlowOnce(Routine):
+    def run(self, tick=on_schedule(cron="0 0 29 2 *"), marker: str = "") -> dict:
+        with Path(marker).open("a") as out:
+            out.write("ran\\n")
+        time.sleep(3)
+        return {}
+"""
+
+
+async def test_a_second_copy_of_a_request_while_its_run_is_running_does_not_run_it_again(
+    deployment: Deployment, client: Client, tmp_path: Path
+) -> None:
+    deployment.extra_env.update({"MAINSPRING_RUN_ACK_WAIT_S": "3", "MAINSPRING_HEARTBEAT_S": "1"})
+    deployment.start_all(runners=2)
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "routine.py").write_text(SLOW_MARK)
+    marker = tmp_path / "ran.txt"
+    await client.create_routine(folder, "slow")
+    run_id = await client.submit("slow", {"marker": str(marker)})
+    await eventually(functools.partial(_running, client, run_id), timeout=60, what="running")
+
+    # What a redelivery to the other runner looks like while the first one still runs it
+    # (its ack wait passed while it was cut off from the bus): nothing is settled yet.
+    request = await client.js.get_last_msg(subjects.STREAM, subjects.RUN_REQUESTED)
+    await client.js.publish(
+        subjects.RUN_REQUESTED,
+        request.data or b"",
+        stream=subjects.STREAM,
+        headers={"Nats-Msg-Id": f"copy:{run_id}"},
+    )
+
+    assert (await client.wait(run_id, timeout=60))["status"] == "completed"
+    await eventually(
+        functools.partial(consumer_idle, client.js, subjects.RUNNER_CONSUMER),
+        timeout=30,
+        what="the copy handled",
+    )
+    assert marker.read_text() == "ran\n", deployment.logs()
