@@ -609,11 +609,7 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
             raise TimeoutError(f"run {run_id} not finished after {args.timeout}s") from None
     else:
         run = await client.wait(run_id, timeout=args.timeout)
-    if args.json:
-        print(json.dumps(run, indent=2))
-    else:
-        print_run(run)
-    return 0 if run["status"] == "completed" else EXIT_FAILED
+    return report_finished(run, args.json)
 
 
 async def dispatched_or_refused(client: Any, run_id: str) -> None:
@@ -1002,6 +998,15 @@ async def runs_trace(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def report_finished(run: dict[str, Any], as_json: bool) -> int:
+    """Print a finished run (as JSON or as a record); exit 0 only if it completed."""
+    if as_json:
+        print(json.dumps(run, indent=2))
+    else:
+        print_run(run)
+    return 0 if run["status"] == "completed" else EXIT_FAILED
+
+
 async def runs_rerun(client: Any, args: argparse.Namespace) -> int:
     try:
         run_id = await client.rerun(args.id, source="manual")
@@ -1011,11 +1016,7 @@ async def runs_rerun(client: Any, args: argparse.Namespace) -> int:
         print(run_id)
         return 0
     run = await client.wait(run_id, timeout=args.timeout)
-    if args.json:
-        print(json.dumps(run, indent=2))
-    else:
-        print_run(run)
-    return 0 if run["status"] == "completed" else EXIT_FAILED
+    return report_finished(run, args.json)
 
 
 async def runs_logs(client: Any, args: argparse.Namespace) -> int:

@@ -143,14 +143,8 @@ class RetryLaterMiddleware(BaseMiddleware):
             policy = _POLICIES.get(str(getattr(raw.metadata, "consumer", "")), REDELIVERY)
             count = delivered(raw)
             if policy is not None and policy.exhausted(count):
-                await park(
-                    self.broker,
-                    subject,
-                    raw.data,
-                    failure_reason(subject, count, exc),
-                    stream_sequence(raw),
-                    original=raw.headers,
-                    deliveries=count,
+                await park_message(
+                    self.broker, raw, failure_reason(subject, count, exc), deliveries=count
                 )
                 raise AckMessage() from exc
             delay = policy.delay_s(count) if policy is not None else RETRY_DELAY_S
@@ -389,20 +383,28 @@ async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]
     else:
         note_message(parsed)
         return parsed
-    await park(
-        broker,
-        subject,
-        message.body,
-        reason,
-        stream_sequence(message.raw_message),
-        original=message.raw_message.headers,
-    )
+    await park_message(broker, message.raw_message, reason)
     return None
 
 
 def malformed_reason(model: type[BaseModel], subject: str, error: ValidationError) -> str:
     """Why a body is not a valid `model`, in one line naming who must fix it."""
     return f"malformed {model.__name__} on {subject}: {one_line(error)}; fix the producer"
+
+
+async def park_message(
+    broker: NatsBroker, raw: Msg, reason: str, deliveries: int | None = None
+) -> None:
+    """Park a consumed message as it came: its subject, body, stream sequence and headers."""
+    await park(
+        broker,
+        raw.subject,
+        raw.data,
+        reason,
+        stream_sequence(raw),
+        original=raw.headers,
+        deliveries=deliveries,
+    )
 
 
 async def park(

@@ -40,9 +40,8 @@ from mainspring.service import (
     durable,
     failure_reason,
     malformed_reason,
-    park,
+    park_message,
     publish_event,
-    stream_sequence,
     subscriber,
 )
 from services.recorder import core
@@ -195,14 +194,7 @@ class EventBatches:
         now = _now()
         batch = await loop.run_in_executor(self.writes, parse_batch, messages, now)
         for message, reason in batch.malformed:
-            await park(
-                self.broker,
-                message.subject,
-                message.data,
-                reason,
-                stream_sequence(message),
-                original=message.headers,
-            )
+            await park_message(self.broker, message, reason)
         try:
             await loop.run_in_executor(
                 self.writes,
@@ -234,15 +226,7 @@ class EventBatches:
             count = delivered(message)
             if REDELIVERY.exhausted(count):
                 reason = failure_reason(message.subject, count, error)
-                await park(
-                    self.broker,
-                    message.subject,
-                    message.data,
-                    reason,
-                    stream_sequence(message),
-                    original=message.headers,
-                    deliveries=count,
-                )
+                await park_message(self.broker, message, reason, deliveries=count)
                 await message.ack()
             else:
                 await message.nak(delay=REDELIVERY.delay_s(count))
