@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from mainspring import subjects
 from mainspring.kv import TooManyConflicts, compare_and_set_from, key_token
-from mainspring.messages import Isolation
+from mainspring.messages import DefinitionKind, Isolation
 from mainspring.routine import InputSpec, Routine
 from mainspring.triggers import AnyTrigger
 from mainspring.units import parse_memory
@@ -89,6 +89,8 @@ class RoutineDefinition(BaseModel):
     disabled_by: DisabledBy | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    # "dag": `entrypoint` is `module.py:namespace` and `name` the DAG's nsref (mainspring.compose).
+    kind: DefinitionKind = "routine"
 
     def input_specs(self) -> dict[str, InputSpec]:
         """Input specs with the instance's --set defaults applied."""

@@ -27,7 +27,12 @@ from mainspring.messages import (
 )
 from mainspring.registry import RoutineDefinition
 from mainspring.routine import InputError, validate_inputs
-from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger, PollTrigger
+from mainspring.triggers import (
+    CompletionTrigger,
+    DatasetAppendTrigger,
+    ManualTrigger,
+    PollTrigger,
+)
 
 _RUN_NAMESPACE = uuid.UUID("6f1c8f52-2a5e-4d7e-9a38-6f0d1d3b9c11")
 
@@ -109,6 +114,7 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         rerun_of=draft.rerun_of,
         execution=draft.execution,
         invocation=draft.invocation,
+        kind=definition.kind,
     )
 
 
@@ -170,6 +176,12 @@ def manual_event(
         return "completion", _manual_completion_event(definition.name, trigger, submitted, context)
     if isinstance(trigger, PollTrigger):
         return "poll", {"scheduled_at": now.isoformat(), "payload": submitted.payload or {}}
+    if isinstance(trigger, ManualTrigger):
+        return "manual", {
+            "requested_by": submitted.started_by,
+            "request_id": submitted.request_id,
+            "payload": submitted.payload or {},
+        }
     return "schedule", {"scheduled_at": now.isoformat(), "fired_at": now.isoformat()}
 
 
@@ -183,7 +195,8 @@ def _check_narrowing(definition: RoutineDefinition, submitted: SubmitRun) -> Non
         "poll": ["--payload"] * (submitted.payload is not None),
     }
     for owner, options in given.items():
-        if options and owner != kind:
+        # A manual trigger (a DAG's) takes --payload as its source nodes' inputs.
+        if options and owner != kind and not (owner == "poll" and kind == "manual"):
             raise ManualEventError(
                 f"{options[0]} applies to {owner} routines; {definition.name} has a {kind} "
                 "trigger: leave it out"

@@ -19,6 +19,7 @@ from mainspring.bundle import extract_bundle
 from mainspring.messages import (
     ArtifactRef,
     CancelRun,
+    DagRecord,
     RequestRun,
     RunCompleted,
     RunHeartbeat,
@@ -547,6 +548,7 @@ class Runner:
             runner=started.runner if started else None,
             attempt=started.attempt if started else None,
             artifact_location=started.artifact_location if started else None,
+            dag=DagRecord.model_validate(outcome.dag) if outcome.dag else None,
             **request.carried_forward(),
         )
         settled = await self.ledger.settle(ours)
