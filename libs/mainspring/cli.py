@@ -801,6 +801,14 @@ async def runs_artifacts(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def print_node_table(run: dict[str, Any]) -> None:
+    """A DAG run's node table and edges (nothing for a routine's run)."""
+    if run.get("dag"):
+        from mainspring.cli_dags import node_table_lines
+
+        print("\n".join(node_table_lines(run["dag"])))
+
+
 def print_run(run: dict[str, Any]) -> None:
     """A run as `key: value` lines."""
     fields = [
@@ -852,6 +860,7 @@ def print_run(run: dict[str, Any]) -> None:
             print(f"{label:>14}: {run[key]}")
     if run.get("progress") is not None:
         print(f"{'progress':>14}: {run['progress'] * 100:.0f}% {run.get('progress_message') or ''}")
+    print_node_table(run)
     for item in run.get("artifacts") or []:
         print(
             f"{'artifact':>14}: {item['name']} ({item['kind']}, {item.get('rows') or '-'} rows) {item['uri']}"
@@ -1602,6 +1611,10 @@ def build_parser() -> argparse.ArgumentParser:
     ra.set_defaults(func=with_client(runs_artifacts))
 
     add_dataset_commands(commands)
+    from mainspring.cli_dags import add_dag_commands, add_resume_actions
+
+    add_dag_commands(commands)
+    add_resume_actions(runs_actions)
 
     publish = commands.add_parser(
         "publish",

@@ -320,6 +320,33 @@ class Client:
             )
         )
 
+    async def create_dags(self, path: Path) -> list[RoutineDefinition]:
+        """Register every DAG a module (or folder) registers in its Namespace."""
+        from mainspring import dag_client
+
+        return await dag_client.create_dags(self, path)
+
+    async def run_dag(
+        self, nsref: str, payload: dict[str, Any] | None = None, *, source: str = "api"
+    ) -> str:
+        """Start a run of a registered DAG; payload keys reach its source nodes by name."""
+        from mainspring import dag_client
+
+        await dag_client.check_dag(self, nsref)
+        return await self.submit(nsref, payload=payload or {}, source=source)
+
+    async def restart(self, run_id: str) -> str:
+        """Resume a failed DAG run from its failed node, as a new run; returns its id."""
+        from mainspring import dag_client
+
+        return await dag_client.restart(self, run_id, self.settings.user or _login())
+
+    async def replay(self, run_id: str, nodes: list[str]) -> str:
+        """Run chosen nodes of a DAG run again, as a new run (the rest skipped); its id."""
+        from mainspring import dag_client
+
+        return await dag_client.replay(self, run_id, nodes, self.settings.user or _login())
+
     async def submit_request(self, request: SubmitRun) -> str:
         """Publish a prepared SubmitRun (its request_id becomes the run id); returns once
         JetStream stored it. A repeat within the bus's duplicate window is dropped."""
