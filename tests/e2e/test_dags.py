@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import pytest
 
 from mainspring.client import Client
+from tests.e2e.test_web import fetch, read_page
+from tests.e2e.test_web import web as web  # the fixture: the web service on a free port
 from tests.harness import Deployment, copy_example, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +81,7 @@ def nodes_of(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 async def test_the_market_summary_dag_runs_with_its_node_table_and_fires_completions(
-    system: Deployment, client: Client, tmp_path: Path
+    system: Deployment, client: Client, web: str, tmp_path: Path
 ) -> None:
     registered = system.cli("dag", "create", str(copy_example("market_summary", tmp_path)))
     assert "registered DAG pipelines:market_summary" in registered.stdout
@@ -102,6 +105,10 @@ async def test_the_market_summary_dag_runs_with_its_node_table_and_fires_complet
     shown = system.cli("runs", "show", run["id"]).stdout
     assert "DAG pipelines:market_summary completed" in shown
     assert "edges: fetch >> summarize" in shown
+    status, on_page = await fetch(web + "/api/runs/" + run["id"])
+    assert status == 200
+    assert [n["label"] for n in on_page["run"]["dag"]["nodes"]] == ["fetch", "summarize"]
+    assert b"function nodeTable(dag)" in await asyncio.to_thread(read_page, web + "/")
 
     async def announced() -> dict[str, Any]:
         (found,) = await client.list_runs(_query("announce"))
@@ -197,3 +204,68 @@ async def test_a_failing_node_is_a_failed_run_that_restarts_from_it_and_replays_
     assert "is completed, not failed" in not_failed.stderr
     unknown_node = system.cli("runs", "replay", replayed["id"], "--nodes", "nope", check=False)
     assert "has no node 'nope'" in unknown_node.stderr
+
+
+UNKEPT = """
+import threading
+
+from mainspring.compose import Dag, Namespace
+
+
+class Handle:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.lock = threading.Lock()  # a lock cannot be pickled: the output is not kept
+
+
+def open_handle(seed: int) -> Handle:
+    return Handle(seed)
+
+
+def use(handle: Handle) -> int:
+    raise RuntimeError(f"cannot use handle {handle.seed}")
+
+
+ns = Namespace()
+dag = Dag()
+dag.node(open_handle) >> dag.node(use)
+ns.register(dag, nsref="pipelines:unkept")
+"""
+
+
+async def test_payload_reaches_the_source_and_a_restart_needing_an_unkept_output_is_refused(
+    system: Deployment, tmp_path: Path
+) -> None:
+    system.cli("dag", "create", str(write_routine(tmp_path / "unkept", UNKEPT)))
+
+    failed = json.loads(
+        system.cli(
+            "dag",
+            "run",
+            "pipelines:unkept",
+            "--payload",
+            '{"seed": 7}',
+            "--wait",
+            "--json",
+            check=False,
+        ).stdout
+    )
+    assert failed["status"] == "failed"
+    assert failed["error"] == "node use failed: RuntimeError: cannot use handle 7"
+    handle = nodes_of(failed)["open_handle"]
+    assert handle["inputs"] == {"seed": 7}
+    assert handle["output_kept"] == "none"
+    assert "cannot be pickled" in handle["output_note"]
+
+    refused = system.cli("runs", "restart", failed["id"], check=False)
+    assert refused.returncode == 2
+    assert (
+        f"run {failed['id']}: the output of node open_handle was not kept (cannot be pickled"
+        in refused.stderr
+    )
+
+    no_payload = json.loads(
+        system.cli("dag", "run", "pipelines:unkept", "--wait", "--json", check=False).stdout
+    )
+    assert no_payload["status"] == "failed"
+    assert "payload has no 'seed', which source node open_handle needs" in no_payload["error"]
