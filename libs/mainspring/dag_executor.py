@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +19,20 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mainspring.compose import Binding, Dag, Plan, plan_dag
-from mainspring.dag_outputs import InlineOutputs, OutputStore, recorded_input, small_json
+from mainspring.dag_outputs import (
+    INLINE_JSON_BYTES,
+    InlineOutputs,
+    OutputStore,
+    preview,
+    small_json,
+)
 from mainspring.messages import DagNodeRecord, DagRecord
 
 # Sync nodes of one DAG run at most this many at a time (each holds a thread while it runs).
 DEFAULT_THREADS = 4
+# Inputs shown in the node table, all nodes together (the record is one bus message).
+INPUTS_BUDGET_BYTES = 64 * 1024
+INPUT_JSON_BYTES = 2048
 
 OnNode = Callable[[DagNodeRecord], None]
 
@@ -165,8 +175,10 @@ class DagExecutor:
 
 
 def _sink_json(value: Any) -> Any:
-    ok, data = small_json(value, 256 * 1024)
-    return data if ok else str(value)
+    """A sink's value as the run's output: small JSON as is, else a short repr (the whole
+    value is in the node table's kept output)."""
+    ok, data = small_json(value, INLINE_JSON_BYTES)
+    return data if ok else preview(value)
 
 
 def run_dag(
@@ -205,6 +217,17 @@ class _RunState:
         self.values: dict[str, Any] = {}
         self.skipped: set[str] = set()
         self.failures: list[NodeFailed] = []
+        self.inputs_budget = INPUTS_BUDGET_BYTES
+
+    def recorded_input(self, value: Any) -> Any:
+        """An input as the node table shows it: small JSON within the run's budget for
+        inputs (they repeat upstream outputs, kept already), else a short repr."""
+        ok, data = small_json(value, INPUT_JSON_BYTES)
+        size = len(json.dumps(data)) if ok else 0
+        if not ok or size > self.inputs_budget:
+            return preview(value)
+        self.inputs_budget -= size
+        return data
 
     def update(self, label: str, **changes: Any) -> None:
         """Change one node's record and report it."""
@@ -255,7 +278,7 @@ class _RunState:
         """Run one node and record how it ended."""
         node = self.dag.nodes[label]
         arguments = self.arguments(label)
-        shown = {k: recorded_input(v) for k, v in arguments.items()}
+        shown = {k: self.recorded_input(v) for k, v in arguments.items()}
         self.update(label, status="running", started_at=_now(), inputs=shown)
         try:
             value = await self.executor._call(node.kind, node.target, arguments, self.plan, label)

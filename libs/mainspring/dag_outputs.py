@@ -13,9 +13,11 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# Inline JSON in the run record: the record travels in one bus message, so each node's share
-# stays small; a larger output goes to the artifact store.
+# Inline JSON in the run record: the record travels in one bus message (and one KV value,
+# the settled outcome), so each node's share stays small and all nodes together stay well
+# below the bus's 1 MiB payload; past either, an output goes to the artifact store.
 INLINE_JSON_BYTES = 16 * 1024
+INLINE_RUN_BUDGET_BYTES = 256 * 1024
 # A pickled output above this is not kept (a restart from it is refused, saying so).
 ARTIFACT_CAP_BYTES = 64 * 1024 * 1024
 PREVIEW_CHARS = 200
@@ -63,12 +65,6 @@ def small_json(value: Any, cap: int = INLINE_JSON_BYTES) -> tuple[bool, Any]:
     return same, value if same else None
 
 
-def recorded_input(value: Any) -> Any:
-    """An input as the node table shows it: small JSON as is, else a short repr."""
-    ok, data = small_json(value, 2048)
-    return data if ok else preview(value)
-
-
 class OutputStore(Protocol):
     """Where node outputs are kept and read back."""
 
@@ -84,9 +80,23 @@ class OutputStore(Protocol):
 class InlineOutputs:
     """Keeps small JSON outputs only (no artifact store: a local run, a test)."""
 
+    def __init__(self, budget_bytes: int = INLINE_RUN_BUDGET_BYTES) -> None:
+        self.budget_bytes = budget_bytes
+
+    def inline(self, value: Any) -> tuple[bool, Any]:
+        """Small JSON within what is left of this run's inline budget (which it then uses)."""
+        ok, data = small_json(value)
+        if not ok:
+            return False, None
+        size = len(json.dumps(data))
+        if size > self.budget_bytes:
+            return False, None
+        self.budget_bytes -= size
+        return True, data
+
     def keep(self, label: str, value: Any) -> KeptOutput:
         """Inline when small JSON, else not kept."""
-        ok, data = small_json(value)
+        ok, data = self.inline(value)
         if ok:
             return KeptOutput("json", output=data)
         return KeptOutput(
@@ -104,13 +114,14 @@ class ArtifactOutputs(InlineOutputs):
     """Small JSON inline; anything else pickled to runs/<id>/nodes/<label>.pickle."""
 
     def __init__(self, root: str, run_id: str, cap_bytes: int = ARTIFACT_CAP_BYTES) -> None:
+        super().__init__()
         self.root = root
         self.run_id = run_id
         self.cap_bytes = cap_bytes
 
     def keep(self, label: str, value: Any) -> KeptOutput:
         """Inline when small JSON, else a pickle file up to the cap."""
-        ok, data = small_json(value)
+        ok, data = self.inline(value)
         if ok:
             return KeptOutput("json", output=data)
         shown = preview(value)

@@ -407,3 +407,12 @@ def test_a_replay_skips_reused_nodes_and_runs_the_chosen_ones() -> None:
     assert calls == ["summarize"]
     assert [n.status for n in record.nodes] == ["skipped", "completed"]
     assert record.outputs == {"summarize": "total 5.0"}
+
+
+def test_inline_outputs_of_one_run_share_a_budget_then_go_to_the_artifact_store(
+    tmp_path: Path,
+) -> None:
+    store = ArtifactOutputs(str(tmp_path), "run-2")
+    store.budget_bytes = 30
+    assert store.keep("a", "x" * 20).kept == "json"
+    assert store.keep("b", "y" * 20).kept == "artifact"
