@@ -416,3 +416,25 @@ def test_inline_outputs_of_one_run_share_a_budget_then_go_to_the_artifact_store(
     store.budget_bytes = 30
     assert store.keep("a", "x" * 20).kept == "json"
     assert store.keep("b", "y" * 20).kept == "artifact"
+
+
+def test_independent_async_nodes_run_at_the_same_time_on_one_loop() -> None:
+    async def slow_a() -> int:
+        await asyncio.sleep(0.4)
+        return 1
+
+    async def slow_b() -> str:
+        await asyncio.sleep(0.4)
+        return "b"
+
+    def join(a: int, b: str) -> str:
+        return f"{a}{b}"
+
+    dag = Dag()
+    sink = dag.node(join)
+    dag.node(slow_a) >> sink
+    dag.node(slow_b) >> sink
+    Namespace().register(dag, nsref="x:async_parallel")
+    started = time.monotonic()
+    assert run_dag(dag).values == {"join": "1b"}
+    assert time.monotonic() - started < 0.75
