@@ -27,7 +27,8 @@ from typing import Any
 from bench.baselines import raw_delivery_latencies
 from bench.measure import Summary, print_table, ratio, save_results, smoke
 from bench.system import BenchSystem
-from mainspring import datasets, subjects
+from mainspring.storage import datasets
+from mainspring.contract import subjects
 from mainspring.client import Client
 
 SAMPLES = 10 if smoke() else 1000

@@ -2,7 +2,7 @@
 
 from market_summary import dag
 
-from mainspring.dag_executor import run_dag
+from mainspring.runtime.dag_executor import run_dag
 
 
 def test_summarize_receives_the_fetched_prices_and_is_the_output():

@@ -103,7 +103,7 @@ class NamespaceNode:
         if isinstance(self.target, Dag):
             raise TypeError(
                 f"{self.nsref} is a DAG: run it with `mainspring dag run {self.nsref}` "
-                "or mainspring.dag_executor.run_dag"
+                "or mainspring.runtime.dag_executor.run_dag"
             )
         return self.target(*args, **kwargs)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
-from mainspring import subjects
+from mainspring.contract import subjects
 from mainspring.client import Client
 from tests.harness import (
     SHIPPED_NATS_CONFIG,

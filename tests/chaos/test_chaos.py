@@ -27,7 +27,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from mainspring import datasets
+from mainspring.storage import datasets
 from mainspring.client import Client
 from tests.chaos.routines import routine_folder
 from tests.chaos.tally import TERMINAL, read_executions, tally

@@ -131,7 +131,7 @@ async def test_the_market_summary_dag_runs_with_its_node_table_and_fires_complet
 
 
 def _query(routine: str) -> Any:
-    from mainspring.queries import RunQuery
+    from mainspring.contract.queries import RunQuery
 
     return RunQuery(routine=routine)
 

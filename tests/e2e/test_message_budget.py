@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mainspring import subjects
+from mainspring.contract import subjects
 from mainspring.client import Client
 from tests.harness import Deployment, write_routine
 

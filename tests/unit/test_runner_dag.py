@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.messages import RequestRun
-from services.runner import core
+from mainspring.contract.messages import RequestRun
+from mainspring_services.runner import core
 from tests.unit.test_runner_pool import Harness
 
 PIPELINE = """
