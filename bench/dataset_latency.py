@@ -23,11 +23,11 @@ from pathlib import Path
 from nats.aio.msg import Msg
 
 from bench.measure import Summary
-from mainspring.storage import datasets
-from mainspring.runtime.bus import connect, set_up_now
-from mainspring.client import Client
-from mainspring.base.settings import Settings
 from mainspring.apps.up import free_port, service_command, start_nats_server
+from mainspring.base.settings import Settings
+from mainspring.client import Client
+from mainspring.runtime.bus import connect, set_up_now
+from mainspring.storage import datasets
 
 ROUTINE = """
 from mainspring import Routine, on_dataset_append

@@ -32,11 +32,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from bench.measure import percentile
-from mainspring.contract import subjects
-from mainspring.runtime.bus import set_up_now
-from mainspring.contract.messages import RequestRun, RunCompleted, RunStarted
-from mainspring.base.settings import Settings
 from mainspring.apps.up import free_port, start_nats_server, wait_for_port
+from mainspring.base.settings import Settings
+from mainspring.contract import subjects
+from mainspring.contract.messages import RequestRun, RunCompleted, RunStarted
+from mainspring.runtime.bus import set_up_now
 
 RUNS = int(os.environ.get("MAINSPRING_BENCH_RECORDER_RUNS", "5000"))
 BATCH = 500

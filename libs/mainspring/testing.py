@@ -23,10 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mainspring.storage.artifacts import save_artifact
-from mainspring.runtime.invoke import invoke
 from mainspring.contract.messages import ArtifactRef
-from mainspring.storage.registry import routine_options
+from mainspring.runtime.invoke import invoke
 from mainspring.sdk.routine import (
     InputSpec,
     Routine,
@@ -36,7 +34,6 @@ from mainspring.sdk.routine import (
     inspect_contract,
     validate_inputs,
 )
-from mainspring.storage.state import StateTooLarge, encode_state
 from mainspring.sdk.triggers import (
     CompletionEvent,
     CompletionTrigger,
@@ -45,6 +42,9 @@ from mainspring.sdk.triggers import (
     PollEvent,
     ScheduleEvent,
 )
+from mainspring.storage.artifacts import save_artifact
+from mainspring.storage.registry import routine_options
+from mainspring.storage.state import StateTooLarge, encode_state
 
 __all__ = ["FireResult", "Progress", "TestSystem", "fire"]
 
@@ -350,12 +350,14 @@ class TestSystem:
     def create_dataset(self, name: str, schema: str | None = None, data: Any = None) -> int:
         """Create a dataset (columns as 'id:int64,text:string', or initial rows); its version."""
         from mainspring.storage import datasets
+
         root = self.settings.resolved_dataset_root()
         return datasets.create(name, schema, data=data, root=root).version
 
     def append(self, dataset: str, rows: Any) -> int:
         """Append rows (a pyarrow Table, a dict of columns, a list of rows); the new version."""
         from mainspring.storage import datasets
+
         return datasets.append(dataset, rows, root=self.settings.resolved_dataset_root())
 
     def run(

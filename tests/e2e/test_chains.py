@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from mainspring.contract import subjects
-
 from mainspring.base import tracing
 from mainspring.client import Client
+from mainspring.contract import subjects
 from mainspring.contract.queries import RunQuery
 from tests.harness import (
     Deployment,

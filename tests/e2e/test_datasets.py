@@ -10,12 +10,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring.storage import datasets
-
-from mainspring.contract import subjects
 from mainspring.client import Client
+from mainspring.contract import subjects
 from mainspring.contract.messages import DatasetAppended
 from mainspring.contract.queries import RunQuery
+from mainspring.storage import datasets
 from tests.harness import (
     Deployment,
     copy_example,

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from mainspring.contract import subjects
+from mainspring.apps.up import free_port, wait_for_port
+from mainspring.base.settings import Settings
 from mainspring.client import Client, Completions
+from mainspring.contract import subjects
 from mainspring.contract.messages import DatasetAppended, RunCompleted
 from mainspring.contract.queries import RunQuery
-from mainspring.base.settings import Settings
-from mainspring.apps.up import free_port, wait_for_port
 from tests.harness import ROOT, Deployment, NatsServer, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

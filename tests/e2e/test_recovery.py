@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.contract import subjects
 from mainspring.client import Client
+from mainspring.contract import subjects
 from mainspring.contract.queries import RunQuery
 from tests.harness import Deployment, consumer_idle, consumer_info, copy_example, eventually
 

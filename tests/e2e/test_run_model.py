@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring.contract import subjects
 from mainspring.client import Client
+from mainspring.contract import subjects
 from mainspring.contract.queries import RunQuery
 from tests.harness import ROOT, Deployment, consumer_idle, eventually, write_routine
 

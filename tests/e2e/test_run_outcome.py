@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from mainspring.contract import subjects
 from mainspring.client import Client
+from mainspring.contract import subjects
 from mainspring.contract.messages import RunCompleted
 from mainspring.contract.queries import RunQuery
 from tests.harness import Deployment, eventually, write_routine

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from mainspring.contract import subjects
 from mainspring.client import Client
+from mainspring.contract import subjects
 from mainspring.contract.messages import ScheduleFired
 from mainspring.contract.queries import RunQuery
 from tests.harness import Deployment, consumer_idle, eventually, write_routine

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from mainspring.apps import asyncapi
-
 from mainspring.contract import subjects
 from tests.harness import ROOT
 

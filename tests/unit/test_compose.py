@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mainspring.compose import Dag, GraphError, Namespace
+from mainspring.contract.messages import DagNodeRecord, DagRecord
 from mainspring.runtime.dag_executor import DagExecutor, run_dag
 from mainspring.runtime.dag_outputs import ArtifactOutputs, InlineOutputs
 from mainspring.runtime.dag_resume import KeptValue, ResumeRefused, plan_replay, plan_restart
-from mainspring.contract.messages import DagNodeRecord, DagRecord
 
 
 async def fetch_prices() -> dict[str, float]:

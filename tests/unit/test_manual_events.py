@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from mainspring_services.dispatcher import core
 
-from mainspring.storage.cursors import DatasetCursor
 from mainspring.contract.messages import SubmitRun
-from mainspring.storage.registry import InputSchema, RoutineDefinition
 from mainspring.sdk.triggers import (
     AnyTrigger,
     CompletionTrigger,
@@ -17,7 +16,8 @@ from mainspring.sdk.triggers import (
     PollTrigger,
     ScheduleTrigger,
 )
-from mainspring_services.dispatcher import core
+from mainspring.storage.cursors import DatasetCursor
+from mainspring.storage.registry import InputSchema, RoutineDefinition
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PHOTOS = DatasetAppendTrigger(dataset="photos", batch_rows=100)

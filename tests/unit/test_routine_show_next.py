@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from mainspring.apps.cli import CliError, build_parser, next_fires_text
-from mainspring.storage.registry import RoutineDefinition
 from mainspring.sdk.triggers import ScheduleTrigger, on_schedule
+from mainspring.storage.registry import RoutineDefinition
 
 DEFINED = datetime(2025, 1, 1, tzinfo=UTC)
 

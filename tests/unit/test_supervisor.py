@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from mainspring.apps.service_logs import LogFollower, NoSuchLog, find_log, last_lines
-from mainspring.base.settings import Settings
 from mainspring.apps.status import part_state, pid_alive, pid_of_connection_name
 from mainspring.apps.up import Child, RestartPolicy, System, describe_exit, restart_delay
+from mainspring.base.settings import Settings
 
 POLICY = RestartPolicy(max_restarts=3, window_s=60, first_delay_s=0.5, max_delay_s=1.0)
 

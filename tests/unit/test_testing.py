@@ -23,8 +23,8 @@ from mainspring import (
     on_schedule,
     on_workflow_success,
 )
-from mainspring.sdk.bundle import import_entrypoint
 from mainspring.client import definition_from_folder
+from mainspring.sdk.bundle import import_entrypoint
 from mainspring.sdk.routine import InputError
 from mainspring.storage.state import MAX_STATE_BYTES
 from mainspring.testing import Progress, fire

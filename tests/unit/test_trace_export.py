@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 
 from mainspring import on_schedule
-
 from mainspring.base import tracing
 from mainspring.runtime.invoke import invoke
 from mainspring.sdk.routine import Routine, RunInfo

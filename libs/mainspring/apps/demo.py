@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from mainspring.apps.cli import print_run, short_time, table
+from mainspring.apps.up import System
+from mainspring.base.settings import Settings
 from mainspring.client import Client
 from mainspring.contract.queries import RunQuery
-from mainspring.base.settings import Settings
-from mainspring.apps.up import System
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -67,6 +67,7 @@ async def _demo(settings: Settings) -> None:
 async def _dataset_demo(client: Client, settings: Settings) -> None:
     """A `photos` dataset, EmbedNewRows watching it, appends in a few commits, the firings."""
     from mainspring.storage import datasets
+
     root = settings.resolved_dataset_root()
     say("mainspring dataset create photos --schema 'id:int64,text:string'")
     if datasets.current_state("photos", root) is None:

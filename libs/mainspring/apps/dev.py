@@ -19,12 +19,12 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from mainspring.contract import subjects
-from mainspring.sdk.bundle import BundleError, bundle_files, make_bundle, routine_entrypoints
-from mainspring.contract.messages import RequestRun, RunCompleted
-from mainspring.storage.registry import RoutineDefinition
-from mainspring.sdk.routine import ContractError, InputError
 from mainspring.base.schedules import ScheduleError
+from mainspring.contract import subjects
+from mainspring.contract.messages import RequestRun, RunCompleted
+from mainspring.sdk.bundle import BundleError, bundle_files, make_bundle, routine_entrypoints
+from mainspring.sdk.routine import ContractError, InputError
+from mainspring.storage.registry import RoutineDefinition
 
 Say = Callable[[str], None]
 Signature = tuple[tuple[str, int, int], ...]

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mainspring.runtime.bus import set_up_now
 from mainspring.base.settings import Settings
+from mainspring.runtime.bus import set_up_now
 
 SERVICES = ("recorder", "dispatcher", "runner", "ticker", "dataset_watcher")
 

@@ -23,8 +23,6 @@ from urllib.parse import parse_qs, urlparse
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from mainspring.contract import subjects
-from mainspring.client import Client, RunRefused
 from mainspring.apps.ingress import (
     IngressError,
     authorized,
@@ -33,12 +31,14 @@ from mainspring.apps.ingress import (
     idempotent_run_id,
     run_request,
 )
-from mainspring.contract.messages import RunLogged
-from mainspring.contract.queries import RunQuery
-from mainspring.storage.registry import RegistryError
-from mainspring.sdk.routine import InputError, validate_inputs
 from mainspring.base.settings import Settings
 from mainspring.base.tracing import read_span_files, span_tree
+from mainspring.client import Client, RunRefused
+from mainspring.contract import subjects
+from mainspring.contract.messages import RunLogged
+from mainspring.contract.queries import RunQuery
+from mainspring.sdk.routine import InputError, validate_inputs
+from mainspring.storage.registry import RegistryError
 
 T = TypeVar("T")
 

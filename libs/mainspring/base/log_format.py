@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mainspring.base import tracing
+
 FORMATS = ("text", "json")
 
 # The run the message being handled is about. Set where a message is parsed; an asyncio task

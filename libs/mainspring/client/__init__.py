@@ -21,11 +21,9 @@ from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from mainspring.contract import subjects
-
 from mainspring.base import tracing
-from mainspring.sdk.bundle import import_entrypoint, make_bundle, resolve_entrypoint
-from mainspring.runtime.bus import connect, publish
+from mainspring.base.schedules import ScheduleWarning
+from mainspring.base.settings import Settings
 from mainspring.client.completions import (
     DEFAULT_INACTIVE_THRESHOLD,
     FollowError,
@@ -35,6 +33,7 @@ from mainspring.client.completions import (
     follower_name,
     resume_mismatch,
 )
+from mainspring.contract import subjects
 from mainspring.contract.messages import (
     INVOCATIONS,
     ISOLATIONS,
@@ -46,6 +45,10 @@ from mainspring.contract.messages import (
     SubmitRun,
 )
 from mainspring.contract.queries import RunQuery
+from mainspring.runtime.bus import connect, publish
+from mainspring.sdk.bundle import import_entrypoint, make_bundle, resolve_entrypoint
+from mainspring.sdk.routine import inspect_contract, validate_inputs
+from mainspring.sdk.triggers import TimedSpec
 from mainspring.storage.registry import (
     BUNDLE_GRACE,
     InputSchema,
@@ -55,10 +58,6 @@ from mainspring.storage.registry import (
     routine_options,
     sweep_bundles,
 )
-from mainspring.sdk.routine import inspect_contract, validate_inputs
-from mainspring.base.schedules import ScheduleWarning
-from mainspring.base.settings import Settings
-from mainspring.sdk.triggers import TimedSpec
 
 
 class ServiceUnavailable(RuntimeError):
@@ -199,10 +198,10 @@ class Client:
 
         Written before the definition, so no append can reach the dispatcher in between.
         """
+        from mainspring.sdk.triggers import DatasetAppendTrigger
         from mainspring.storage import deltalog
         from mainspring.storage.cursors import seed_cursor
         from mainspring.storage.datasets import current_state
-        from mainspring.sdk.triggers import DatasetAppendTrigger
 
         trigger = definition.trigger
         if not isinstance(trigger, DatasetAppendTrigger):

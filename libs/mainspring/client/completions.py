@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mainspring.contract import subjects
 from mainspring.base.kv import key_token
+from mainspring.contract import subjects
 from mainspring.contract.messages import TERMINAL_STATUSES, RunCompleted
 
 # The stream keeps every message this long (`max_age` of the MAINSPRING stream): the

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mainspring.storage.dag_definitions import dag_definitions
-from mainspring.runtime.dag_resume import ResumeSpec, dag_record_of, plan_replay, plan_restart
 from mainspring.contract.messages import SubmitRun
+from mainspring.runtime.dag_resume import ResumeSpec, dag_record_of, plan_replay, plan_restart
+from mainspring.storage.dag_definitions import dag_definitions
 from mainspring.storage.registry import RegistryError, RoutineDefinition, carry_trigger_state
 
 if TYPE_CHECKING:

@@ -21,13 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
-from mainspring.contract import subjects
-
 from mainspring.base import tracing
-from mainspring.storage.artifacts import run_location, save_artifact
-from mainspring.sdk.bundle import extract_bundle, import_entrypoint
-from mainspring.runtime.bus import message_headers
-from mainspring.runtime.invoke import build_event, invoke
+from mainspring.contract import subjects
 from mainspring.contract.messages import (
     InvocationType,
     Message,
@@ -39,8 +34,18 @@ from mainspring.contract.messages import (
     RunStarted,
     SubmitRun,
 )
+from mainspring.runtime.bus import message_headers
+from mainspring.runtime.invoke import build_event, invoke
+from mainspring.sdk.bundle import extract_bundle, import_entrypoint
 from mainspring.sdk.routine import RunInfo, inspect_contract, validate_inputs
-from mainspring.storage.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
+from mainspring.storage.artifacts import run_location, save_artifact
+from mainspring.storage.state import (
+    StateConflict,
+    StateTooLarge,
+    load_state,
+    save_state,
+    state_bucket,
+)
 
 if TYPE_CHECKING:
     from mainspring.client import Client

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from mainspring.contract import subjects
+
 RunStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
 TerminalStatus = Literal["completed", "failed", "cancelled"]
 RunSource = Literal["trigger", "manual", "api"]

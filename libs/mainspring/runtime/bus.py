@@ -27,12 +27,11 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
-from mainspring.contract import subjects
-
 from mainspring.base import tracing
 from mainspring.base.kv import declare_bucket
-from mainspring.storage.ledger import LEDGER_TTL_S
 from mainspring.base.settings import Settings
+from mainspring.contract import subjects
+from mainspring.storage.ledger import LEDGER_TTL_S
 
 
 class BusError(ConnectionError):

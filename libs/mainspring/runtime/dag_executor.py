@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mainspring.compose import Binding, Dag, Plan, plan_dag
+from mainspring.contract.messages import DagNodeRecord, DagRecord
 from mainspring.runtime.dag_outputs import (
     INLINE_JSON_BYTES,
     InlineOutputs,
@@ -26,7 +27,6 @@ from mainspring.runtime.dag_outputs import (
     preview,
     small_json,
 )
-from mainspring.contract.messages import DagNodeRecord, DagRecord
 
 # Sync nodes of one DAG run at most this many at a time (each holds a thread while it runs).
 DEFAULT_THREADS = 4

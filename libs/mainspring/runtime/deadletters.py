@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mainspring.contract import subjects
+
 ERROR_HEADER = "Mainspring-Error"
 DELIVERIES_HEADER = "Mainspring-Deliveries"
 ORIGINAL_ID_HEADER = "Mainspring-Original-Msg-Id"

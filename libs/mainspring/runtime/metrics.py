@@ -16,8 +16,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mainspring.contract.messages import RequestRun, ScheduleFired, TriggerRecorded
 from mainspring.base.tracing import destination_template
+from mainspring.contract.messages import RequestRun, ScheduleFired, TriggerRecorded
 
 # Schedule-to-start is promised in milliseconds; runs last seconds to hours.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -25,17 +25,15 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
 
-from mainspring.runtime import metrics
-
-from mainspring.contract import subjects
-
 from mainspring.base import tracing
-from mainspring.runtime.bus import BusNotSetUp, check_bus, message_id_headers
-from mainspring.runtime.deadletters import REDELIVERY, RedeliveryPolicy, dead_letter_headers
 from mainspring.base.health import OpsServer, ReadyCheck
 from mainspring.base.log_format import JsonFormatter, LogConfigError, log_format, note_message
-from mainspring.contract.messages import Message
 from mainspring.base.settings import Settings
+from mainspring.contract import subjects
+from mainspring.contract.messages import Message
+from mainspring.runtime import metrics
+from mainspring.runtime.bus import BusNotSetUp, check_bus, message_id_headers
+from mainspring.runtime.deadletters import REDELIVERY, RedeliveryPolicy, dead_letter_headers
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")

@@ -155,6 +155,7 @@ class Routine:
         """
         # Imported here: `import mainspring` stays free of the OpenTelemetry SDK.
         from mainspring.base import tracing
+
         with tracing.span(name, attributes) as opened:
             yield opened
 

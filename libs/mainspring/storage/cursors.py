@@ -10,6 +10,8 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from mainspring.base import kv
+
+
 class DatasetCursor(BaseModel):
     """Rows in (fired_version, seen_version] are announced but not yet fired (the pending range)."""
 

@@ -11,10 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mainspring.sdk.bundle import BundleError, bundle_files, import_file, make_bundle
 from mainspring.compose import Dag, Namespace
-from mainspring.storage.registry import RoutineDefinition
+from mainspring.sdk.bundle import BundleError, bundle_files, import_file, make_bundle
 from mainspring.sdk.triggers import ManualTrigger
+from mainspring.storage.registry import RoutineDefinition
 
 
 def namespaces_in(module: Any) -> dict[str, Namespace]:

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, SchemaMismatchError, TableNotFoundError
 
-from mainspring.storage import deltalog
 from mainspring.base.settings import Settings
 from mainspring.sdk.triggers import DatasetEvent
+from mainspring.storage import deltalog
 
 log = logging.getLogger("mainspring.storage.datasets")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from mainspring.contract import subjects
 from mainspring.base.kv import read, write_if_unchanged
+from mainspring.contract import subjects
 from mainspring.contract.messages import RunCompleted
 
 LEDGER_TTL_S = 14 * 24 * 3600.0

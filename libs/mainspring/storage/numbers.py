@@ -5,6 +5,8 @@ from __future__ import annotations
 from nats.js.kv import KeyValue
 
 from mainspring.base import kv
+
+
 def run_number_key(routine: str) -> str:
     """The dispatch-bucket key of a routine's last run number."""
     return f"number.{kv.key_token(routine)}"

@@ -14,12 +14,12 @@ from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from mainspring.contract import subjects
 from mainspring.base.kv import TooManyConflicts, compare_and_set_from, key_token
+from mainspring.base.units import parse_memory
+from mainspring.contract import subjects
 from mainspring.contract.messages import DefinitionKind, Isolation
 from mainspring.sdk.routine import InputSpec, Routine
 from mainspring.sdk.triggers import AnyTrigger
-from mainspring.base.units import parse_memory
 
 
 class RegistryError(LookupError):

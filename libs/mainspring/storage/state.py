@@ -16,8 +16,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mainspring.base import kv
-
 from mainspring.contract import subjects
+
 MAX_STATE_BYTES = 64 * 1024
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from mainspring.storage.deltalog import COMMIT_FILE, DATASET_NAME, Commit
 from mainspring.contract.messages import DatasetAppended, DatasetVersionsUnreadable
+from mainspring.storage.deltalog import COMMIT_FILE, DATASET_NAME, Commit
 
 
 def announcement(

@@ -9,8 +9,8 @@ from faststream import FastStream
 from mainspring.contract import subjects
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
-from mainspring_services.dataset_watcher.version_watch import Watcher, cancel_all
 from mainspring_services.dataset_watcher.settings import WatcherSettings
+from mainspring_services.dataset_watcher.version_watch import Watcher, cancel_all
 
 
 def build_app(settings: WatcherSettings) -> FastStream:

@@ -14,13 +14,10 @@ from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from mainspring.storage import datasets
-
-from mainspring.storage import deltalog
-
 from mainspring.contract import subjects
 from mainspring.contract.messages import DatasetVersionsUnreadable
 from mainspring.runtime.service import publish_event
+from mainspring.storage import datasets, deltalog
 from mainspring_services.dataset_watcher import core
 from mainspring_services.dataset_watcher.settings import WatcherSettings
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from mainspring.storage.cursors import DatasetCursor
 from mainspring.contract.messages import (
     CHAIN_LIMIT,
     TERMINAL_STATUSES,
@@ -25,7 +24,6 @@ from mainspring.contract.messages import (
     TriggerKind,
     TriggerRecorded,
 )
-from mainspring.storage.registry import RoutineDefinition
 from mainspring.sdk.routine import InputError, validate_inputs
 from mainspring.sdk.triggers import (
     CompletionTrigger,
@@ -33,6 +31,8 @@ from mainspring.sdk.triggers import (
     ManualTrigger,
     PollTrigger,
 )
+from mainspring.storage.cursors import DatasetCursor
+from mainspring.storage.registry import RoutineDefinition
 
 _RUN_NAMESPACE = uuid.UUID("6f1c8f52-2a5e-4d7e-9a38-6f0d1d3b9c11")
 

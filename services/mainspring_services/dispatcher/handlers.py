@@ -9,22 +9,9 @@ from datetime import UTC, datetime
 from faststream.nats import NatsBroker, NatsMessage
 from nats.js.kv import KeyValue
 
-from mainspring.base import kv
-
-from mainspring.runtime import metrics
-
-from mainspring.contract import subjects
-
-from mainspring.base import tracing
+from mainspring.base import kv, tracing
 from mainspring.client import Client, ServiceUnavailable
-from mainspring.storage.cursors import load_cursor, save_cursor
-from mainspring.storage.ledger import (
-    is_in_memory,
-    ledger_bucket,
-    mark_cancelled,
-    mark_in_memory,
-    settle_outcome,
-)
+from mainspring.contract import subjects
 from mainspring.contract.messages import (
     CancelRun,
     DatasetAppended,
@@ -34,11 +21,20 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.storage.numbers import RunNumbers
 from mainspring.contract.queries import RunQuery
-from mainspring.storage.registry import RoutineCatalog, RoutineDefinition, RoutineStore
+from mainspring.runtime import metrics
 from mainspring.runtime.service import consumer, durable, publish_event
 from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger
+from mainspring.storage.cursors import load_cursor, save_cursor
+from mainspring.storage.ledger import (
+    is_in_memory,
+    ledger_bucket,
+    mark_cancelled,
+    mark_in_memory,
+    settle_outcome,
+)
+from mainspring.storage.numbers import RunNumbers
+from mainspring.storage.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring_services.dispatcher import core, timed
 from mainspring_services.dispatcher.settings import DispatcherSettings
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from faststream import FastStream
 
 from mainspring.contract import subjects
-from mainspring.storage.numbers import RunNumbers
-from mainspring.storage.registry import RoutineCatalog, RoutineStore
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
+from mainspring.storage.numbers import RunNumbers
+from mainspring.storage.registry import RoutineCatalog, RoutineStore
 from mainspring_services.dispatcher.handlers import (
     CrashLoopCounts,
     Dispatcher,

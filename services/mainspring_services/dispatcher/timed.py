@@ -18,10 +18,16 @@ from mainspring.contract.messages import (
     ScheduleFired,
     TriggerRecorded,
 )
-from mainspring.storage.registry import RoutineDefinition
 from mainspring.sdk.routine import InputError
 from mainspring.sdk.triggers import Overlap, PollTrigger, TimedSpec
-from mainspring_services.dispatcher.core import Decision, RunDraft, _history, build_request, run_id_for
+from mainspring.storage.registry import RoutineDefinition
+from mainspring_services.dispatcher.core import (
+    Decision,
+    RunDraft,
+    _history,
+    build_request,
+    run_id_for,
+)
 
 MAX_REASON = 500
 

@@ -17,12 +17,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from mainspring.contract import subjects
-
 from mainspring.base import tracing
-from mainspring.storage.artifacts import delete_run_files
-from mainspring.runtime.deadletters import REDELIVERY
-from mainspring.storage.ledger import ledger_bucket, mark_cancelled, settle_outcome
+from mainspring.contract import subjects
 from mainspring.contract.messages import (
     DeleteRuns,
     RequestRun,
@@ -35,7 +31,7 @@ from mainspring.contract.messages import (
     TriggerRecorded,
 )
 from mainspring.contract.queries import RunQuery
-from mainspring.storage.records import CursorError
+from mainspring.runtime.deadletters import REDELIVERY
 from mainspring.runtime.service import (
     RETRY_DELAY_S,
     delivered,
@@ -46,6 +42,9 @@ from mainspring.runtime.service import (
     publish_event,
     subscriber,
 )
+from mainspring.storage.artifacts import delete_run_files
+from mainspring.storage.ledger import ledger_bucket, mark_cancelled, settle_outcome
+from mainspring.storage.records import CursorError
 from mainspring_services.recorder import core
 from mainspring_services.recorder.history import ReplyTooLarge, RunHistory, RunQueries
 from mainspring_services.recorder.settings import RecorderSettings

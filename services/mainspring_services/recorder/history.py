@@ -11,7 +11,12 @@ from typing import Any
 from sqlalchemy import Engine, delete, text
 from sqlmodel import Session, col, select
 
-from mainspring.contract.messages import TERMINAL_STATUSES, DeleteRuns, RunProgressed, TriggerRecorded
+from mainspring.contract.messages import (
+    TERMINAL_STATUSES,
+    DeleteRuns,
+    RunProgressed,
+    TriggerRecorded,
+)
 from mainspring.contract.queries import RunQuery
 from mainspring.storage.records import (
     ProgressRecord,

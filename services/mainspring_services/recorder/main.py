@@ -9,9 +9,9 @@ from faststream import FastStream
 from sqlalchemy.exc import SQLAlchemyError
 
 from mainspring.contract import subjects
-from mainspring.storage.records import open_engine
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
+from mainspring.storage.records import open_engine
 from mainspring_services.recorder.handlers import (
     EXTERNAL_DURABLE,
     QUERY_WORKERS,

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from mainspring.base import tracing
-from mainspring.sdk.bundle import BundleError, import_entrypoint
-from mainspring.runtime.invoke import build_event, invoke
 from mainspring.contract.messages import RequestRun
+from mainspring.runtime.invoke import build_event, invoke
+from mainspring.sdk.bundle import BundleError, import_entrypoint
 from mainspring.sdk.routine import (
     ContractError,
     InputError,

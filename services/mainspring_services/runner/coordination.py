@@ -24,8 +24,9 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from mainspring.contract import subjects
 from mainspring.base.kv import read, write_if_unchanged
+from mainspring.contract import subjects
+from mainspring.contract.messages import RunCompleted
 from mainspring.storage.ledger import (
     attempts_key,
     cancel_key,
@@ -33,7 +34,6 @@ from mainspring.storage.ledger import (
     outcome_key,
     settle_outcome,
 )
-from mainspring.contract.messages import RunCompleted
 
 _MISSING = (KeyNotFoundError, NotFoundError)
 

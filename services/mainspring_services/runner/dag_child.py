@@ -16,13 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mainspring.sdk.bundle import BundleError
 from mainspring.compose import GraphError, plan_dag
-from mainspring.storage.dag_definitions import load_dag
+from mainspring.contract.messages import DagNodeRecord, DagRecord, RequestRun
 from mainspring.runtime.dag_executor import DEFAULT_THREADS, DagExecutor
 from mainspring.runtime.dag_outputs import ArtifactOutputs
 from mainspring.runtime.dag_resume import ResumeSpec
-from mainspring.contract.messages import DagNodeRecord, DagRecord, RequestRun
+from mainspring.sdk.bundle import BundleError
+from mainspring.storage.dag_definitions import load_dag
 
 Send = Callable[[dict[str, Any]], None]
 

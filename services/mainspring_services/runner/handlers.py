@@ -13,11 +13,7 @@ from faststream import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage
 from nats.js.kv import KeyValue
 
-from mainspring.runtime import metrics
-
 from mainspring.contract import subjects
-from mainspring.storage.artifacts import run_location
-from mainspring.sdk.bundle import extract_bundle
 from mainspring.contract.messages import (
     ArtifactRef,
     CancelRun,
@@ -31,8 +27,7 @@ from mainspring.contract.messages import (
     RunResources,
     RunStarted,
 )
-from mainspring.storage.registry import RoutineStore
-from mainspring.storage.runlogs import store_log
+from mainspring.runtime import metrics
 from mainspring.runtime.service import (
     consumer,
     delivered,
@@ -40,7 +35,17 @@ from mainspring.runtime.service import (
     instance_name,
     publish_event,
 )
-from mainspring.storage.state import StateConflict, StateTooLarge, load_state, save_state, state_bucket
+from mainspring.sdk.bundle import extract_bundle
+from mainspring.storage.artifacts import run_location
+from mainspring.storage.registry import RoutineStore
+from mainspring.storage.runlogs import store_log
+from mainspring.storage.state import (
+    StateConflict,
+    StateTooLarge,
+    load_state,
+    save_state,
+    state_bucket,
+)
 from mainspring_services.runner import core
 from mainspring_services.runner.coordination import ConcurrencyLeases, RunClaims, RunLedger
 from mainspring_services.runner.core import Outcome

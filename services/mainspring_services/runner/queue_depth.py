@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
 
+from mainspring.contract import subjects
 from mainspring.runtime import metrics
 
-from mainspring.contract import subjects
 log = logging.getLogger("mainspring.runner")
 
 QUEUE_POLL_S = 5.0

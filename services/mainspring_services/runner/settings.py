@@ -5,9 +5,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from mainspring.storage.runlogs import DEFAULT_MAX_BYTES
 from mainspring.base.settings import Settings
 from mainspring.base.units import parse_memory
+from mainspring.storage.runlogs import DEFAULT_MAX_BYTES
 
 
 class RunnerSettings(Settings):

@@ -6,14 +6,13 @@ import asyncio
 
 from faststream import FastStream
 
-from mainspring.runtime import metrics
-
 from mainspring.contract import subjects
-from mainspring.storage.registry import RoutineStore
+from mainspring.runtime import metrics
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
-from mainspring_services.ticker.timers import Ticker
+from mainspring.storage.registry import RoutineStore
 from mainspring_services.ticker.settings import TickerSettings
+from mainspring_services.ticker.timers import Ticker
 
 
 def build_app(settings: TickerSettings) -> FastStream:

@@ -16,10 +16,10 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mainspring.contract import subjects
-from mainspring.runtime.bus import publish, read_bucket
 from mainspring.contract.messages import ScheduleFired
-from mainspring.storage.registry import RoutineDefinition, RoutineStore
+from mainspring.runtime.bus import publish, read_bucket
 from mainspring.sdk.triggers import TimedSpec
+from mainspring.storage.registry import RoutineDefinition, RoutineStore
 from mainspring_services.ticker import core
 from mainspring_services.ticker.settings import TickerSettings
 

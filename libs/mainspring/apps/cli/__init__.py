@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mainspring.base.settings import ConfigError, Settings
 from mainspring.contract import subjects
 from mainspring.contract.messages import TERMINAL_STATUSES
-from mainspring.base.settings import ConfigError, Settings
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -764,8 +764,8 @@ async def runs_follow(client: Any, args: argparse.Namespace) -> int:
 
 
 async def runs_artifacts(client: Any, args: argparse.Namespace) -> int:
-    from mainspring.storage.artifacts import artifact_files, download_artifact
     from mainspring.base.units import format_bytes
+    from mainspring.storage.artifacts import artifact_files, download_artifact
 
     run = await client.get_run(args.id)
     if run is None:
@@ -1167,7 +1167,11 @@ async def deadletters_show(client: Any, args: argparse.Namespace) -> int:
 
 
 async def deadletters_replay(client: Any, args: argparse.Namespace) -> int:
-    from mainspring.runtime.deadletters import DeadLetterError, list_dead_letters, replay_dead_letter
+    from mainspring.runtime.deadletters import (
+        DeadLetterError,
+        list_dead_letters,
+        replay_dead_letter,
+    )
 
     if args.all == bool(args.sequence):
         raise CliError("give dead letter sequences (see `mainspring deadletters list`) or --all")
@@ -1243,6 +1247,7 @@ def dataset_command(
 
 def dataset_create(args: argparse.Namespace) -> int:
     from mainspring.storage import datasets
+
     if (args.schema is None) == (args.from_file is None):
         raise CliError("give exactly one of --schema 'id:int64,text:string' and --from FILE")
     created = datasets.create(args.name, schema=args.schema, data=args.from_file)
@@ -1255,6 +1260,7 @@ def dataset_create(args: argparse.Namespace) -> int:
 
 def dataset_append(args: argparse.Namespace) -> int:
     from mainspring.storage import datasets
+
     datasets.info(args.name)  # a missing dataset is the first thing to say
     rows = datasets.read_file(args.file)
     version = datasets.append(args.name, rows)
@@ -1264,6 +1270,7 @@ def dataset_append(args: argparse.Namespace) -> int:
 
 def dataset_update(args: argparse.Namespace) -> int:
     from mainspring.storage import datasets
+
     if args.column:
         if not args.from_file or args.set:
             raise CliError(
@@ -1285,6 +1292,7 @@ def dataset_list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from mainspring.storage import datasets
+
     found = datasets.list_datasets()
     if args.json:
         print(json.dumps([asdict(d) for d in found], indent=2))
@@ -1302,6 +1310,7 @@ def dataset_show(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from mainspring.storage import datasets
+
     versions = datasets.history(args.name)[: args.limit]
     try:
         about: dict[str, Any] = asdict(datasets.info(args.name))
@@ -1691,11 +1700,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mainspring` command."""
     from nats.js.errors import NoStreamResponseError
 
-    from mainspring.sdk.bundle import BundleError
-    from mainspring.runtime.bus import BusError
-    from mainspring.storage.registry import RegistryError
-    from mainspring.sdk.routine import ContractError, InputError
     from mainspring.base.schedules import ScheduleError
+    from mainspring.runtime.bus import BusError
+    from mainspring.sdk.bundle import BundleError
+    from mainspring.sdk.routine import ContractError, InputError
+    from mainspring.storage.registry import RegistryError
 
     args = build_parser().parse_args(argv)
     try:
