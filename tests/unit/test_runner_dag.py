@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from mainspring_services.runner import core
 
 from mainspring.contract.messages import RequestRun
+from mainspring_services.runner import core
 from tests.unit.test_runner_pool import Harness
 
 PIPELINE = """

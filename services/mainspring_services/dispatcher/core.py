@@ -617,6 +617,37 @@ def cursor_starting_at(
     )
 
 
+def registered_cursor(definition: RoutineDefinition) -> DatasetCursor | None:
+    """The cursor a dataset routine starts with: the dataset as `routine create` found it.
+
+    The registration's snapshot keeps rows older than the routine from firing it. None
+    without one (the dataset was out of the client's reach, or not created yet).
+    """
+    trigger = definition.trigger
+    start = definition.dataset_start
+    if not isinstance(trigger, DatasetAppendTrigger) or start is None:
+        return None
+    if start.dataset != trigger.dataset:
+        return None  # registered for another dataset before; says nothing of this one
+    return DatasetCursor(
+        dataset=start.dataset,
+        fired_version=start.version,
+        seen_version=start.version,
+        base_records=start.records,
+        table_id=start.table_id,
+    )
+
+
+def first_cursor(definition: RoutineDefinition, appended: DatasetAppended) -> DatasetCursor:
+    """A routine's first cursor: the registered start, else just before this announcement."""
+    trigger = definition.trigger
+    assert isinstance(trigger, DatasetAppendTrigger)
+    registered = registered_cursor(definition)
+    if registered is not None:
+        return registered
+    return cursor_starting_at(trigger.dataset, appended, table_id=None)
+
+
 def decide_dataset_append(
     definition: RoutineDefinition,
     cursor: DatasetCursor | None,
@@ -633,8 +664,7 @@ def decide_dataset_append(
         # Not an append to this routine: a later range spanning it reads appends only.
         return DatasetDecision(cursor=None)
     if cursor is None or cursor.dataset != trigger.dataset:
-        # No seeded cursor (a definition not written by `routine create`): start at this event.
-        cursor = cursor_starting_at(trigger.dataset, appended, table_id=None)
+        cursor = first_cursor(definition, appended)
     restarted: list[TriggerRecorded] = []
     if cursor.table_id and appended.table_id and cursor.table_id != appended.table_id:
         # Deleted and created again under the same name: versions restart at 0, and the old

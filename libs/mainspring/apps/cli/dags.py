@@ -7,32 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mainspring.apps.cli import CliError, parse_payload, report_finished, table, with_client
-
-
-def node_table_lines(dag: dict[str, Any]) -> list[str]:
-    """A DAG run's node table and edges as lines for `runs show`."""
-    rows = []
-    for node in dag.get("nodes") or []:
-        output = node.get("output") if node.get("output_kept") == "json" else None
-        shown = json.dumps(output) if output is not None else node.get("output_preview") or ""
-        rows.append(
-            {
-                "node": node["label"],
-                "status": node["status"],
-                "started": (node.get("started_at") or "")[11:23],
-                "finished": (node.get("finished_at") or "")[11:23],
-                "output": shown if len(shown) <= 60 else shown[:57] + "...",
-                "kept": node.get("output_kept") or "",
-                "error": node.get("error") or "",
-            }
-        )
-    columns = ["node", "status", "started", "finished", "output", "kept", "error"]
-    edges = ", ".join(f"{a} >> {b}" for a, b in dag.get("edges") or [])
-    head = f"DAG {dag.get('nsref')} {dag.get('status')}"
-    if dag.get("resumed_from"):
-        head += f" ({dag.get('mode')} of {dag['resumed_from']})"
-    return [head, table(rows, columns), f"edges: {edges or 'none'}"]
+from mainspring.apps.cli.common import CliError, parse_payload, report_finished, with_client
+from mainspring.apps.present import table
 
 
 async def dag_create(client: Any, args: argparse.Namespace) -> int:
