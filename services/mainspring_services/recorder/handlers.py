@@ -31,7 +31,7 @@ from mainspring.contract.messages import (
     TriggerRecorded,
 )
 from mainspring.contract.queries import RunQuery
-from mainspring.runtime.deadletters import REDELIVERY
+from mainspring.runtime.deadletters import REDELIVERY, RedeliveryPolicy
 from mainspring.runtime.service import (
     RETRY_DELAY_S,
     delivered,
@@ -59,6 +59,9 @@ TRIGGERS_DURABLE = "recorder-triggers"
 EXTERNAL_DURABLE = "recorder-external"
 # How long one fetch waits for the first event; an idle recorder asks again after it.
 FETCH_WAIT_S = 5.0
+# Pauses between tries of a database that does not answer: from 1s, doubling, at most 10s,
+# well within the consumer's ack wait (30s) that each try renews for the held batch.
+DATABASE_RETRY = RedeliveryPolicy(first_delay_s=1.0, max_delay_s=10.0)
 # Room left in a reply for its envelope around the encoded runs.
 REPLY_ENVELOPE_BYTES = 1024
 
@@ -196,20 +199,62 @@ class EventBatches:
         batch = await loop.run_in_executor(self.writes, parse_batch, messages, now)
         for message, reason in batch.malformed:
             await park_message(self.broker, message, reason)
-        try:
-            await loop.run_in_executor(
-                self.writes,
-                self.history.record_batch,
-                batch.changes,
-                batch.progress,
-                now,
-                batch.triggers,
-            )
-        except Exception as exc:  # noqa: BLE001 - not acked: retried, then dead-lettered
-            await self.retry_later(messages, exc)
-            return
+        while True:
+            try:
+                await loop.run_in_executor(
+                    self.writes,
+                    self.history.record_batch,
+                    batch.changes,
+                    batch.progress,
+                    now,
+                    batch.triggers,
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - not acked: held, or retried then parked
+                if await self.database_answers():
+                    # The database is there and refused this batch: its events must come
+                    # back (and, failing for long, be parked) like any failed message.
+                    await self.retry_later(messages, exc)
+                    return
+                await self.hold_until_database_answers(messages, exc)
         for message in messages:
             await message.ack()
+
+    async def database_answers(self) -> bool:
+        """Does the run history database answer a trivial query now?"""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.writes, self.history.ping)
+        except Exception:  # noqa: BLE001 - any failure means it does not answer
+            return False
+        return True
+
+    async def hold_until_database_answers(self, messages: Sequence[Msg], error: Exception) -> None:
+        """Keep a batch unacked, and in progress on the server, until the database answers.
+
+        A database that is away is nobody's message's fault: nak'ing each batch would fetch,
+        fail and nak every new event in a tight loop, and burn the deliveries that dead-letter
+        a message after a quarter of an hour, so a long outage would park the whole history.
+        Holding the batch stops fetching, tries the database with a growing pause, and records
+        the same batch the moment it answers.
+        """
+        log.error(
+            "the run history database does not answer (%s); holding %d events of %s unacked "
+            "until it does",
+            _first_line(error),
+            len(messages),
+            self.subject,
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            await asyncio.sleep(DATABASE_RETRY.delay_s(attempt))
+            # Below the consumer's ack wait, so the server does not hand the batch out again.
+            for message in messages:
+                await message.in_progress()
+            if await self.database_answers():
+                log.warning("the run history database answers again; recording %s", self.subject)
+                return
 
     async def retry_later(self, messages: Sequence[Msg], error: Exception) -> None:
         """Nak a batch that could not be committed with the shared redelivery policy; an event

@@ -93,6 +93,11 @@ class RunHistory:
             session.commit()
         return len(run_ids)
 
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
     def apply(self, run_id: str, changes: dict[str, Any], now: datetime) -> None:
         """Merge one change into a run row (insert when new)."""
         self.record_batch([(run_id, changes)], [], now)
