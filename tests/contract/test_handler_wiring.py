@@ -10,7 +10,7 @@ from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
 from mainspring.base.settings import Settings
 from mainspring.contract import subjects
 from mainspring.contract.messages import RequestRun, RunCompleted, SubmitRun
-from mainspring.runtime.service import STREAM
+from mainspring.runtime.service import STREAM, subscriber
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import InputSchema, RoutineCatalog, RoutineDefinition
 from mainspring_services.dispatcher.handlers import Dispatcher
@@ -109,3 +109,20 @@ async def test_malformed_message_goes_to_dead_letter() -> None:
         await test_broker.publish(b'{"routine": 5}', subjects.RUN_SUBMITTED)
 
     assert parked == [{"routine": 5}]
+
+
+async def test_a_body_nested_too_deep_for_json_is_parked_not_failed() -> None:
+    broker = _dispatcher_broker()
+    parked: list[bytes] = []
+
+    @subscriber(broker, subjects.dead_letter_subject(subjects.RUN_SUBMITTED), stream=STREAM)
+    async def capture(message: NatsMessage) -> None:
+        parked.append(message.body)
+
+    # Deeper than Python's recursion limit: decoding it as JSON before the handler would
+    # raise RecursionError, and the message would be retried instead of parked at once.
+    deep = b"[" * 5000 + b"]" * 5000
+    async with TestNatsBroker(broker) as test_broker:
+        await test_broker.publish(deep, subjects.RUN_SUBMITTED)
+
+    assert parked == [deep]

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from faststream import BaseMiddleware, FastStream
 from faststream.exceptions import AckMessage, HandlerException, IncorrectState, NackMessage
+from faststream.message import StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import DeliverPolicy as NatsDeliverPolicy
 from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
@@ -473,10 +474,17 @@ def subscriber(
 
         handle.__name__ = handler.__name__
         handle.__qualname__ = handler.__qualname__
-        broker.subscriber(*args, **options)(handle)
+        broker.subscriber(*args, **{"decoder": undecoded, **options})(handle)
         return handler
 
     return register
+
+
+async def undecoded(message: StreamMessage[Any]) -> bytes:
+    """The body as it came: FastStream's default decoder parses JSON before the handler runs,
+    where a body nested too deep raises RecursionError, so the message failed (and came back
+    for a quarter of an hour) instead of reaching the handler that parks it as malformed."""
+    return message.body
 
 
 TypedHandler = Callable[[M, NatsMessage], Awaitable[None]]
