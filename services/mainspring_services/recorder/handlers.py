@@ -98,6 +98,8 @@ class ParsedBatch:
     progress: list[RunProgressed] = field(default_factory=list)
     triggers: list[TriggerRecorded] = field(default_factory=list)
     malformed: list[tuple[Msg, str]] = field(default_factory=list)
+    # Each message that changes a row, with the run it changes.
+    runs: list[tuple[Msg, str]] = field(default_factory=list)
 
 
 def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
@@ -117,7 +119,9 @@ def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
             continue
         if isinstance(event, RunProgressed):
             batch.progress.append(event)
-        batch.changes.append(core.changes_for(event, now))
+        change = core.changes_for(event, now)
+        batch.changes.append(change)
+        batch.runs.append((message, change[0]))
     return batch
 
 
@@ -201,7 +205,7 @@ class EventBatches:
             await park_message(self.broker, message, reason)
         while True:
             try:
-                await loop.run_in_executor(
+                recorded = await loop.run_in_executor(
                     self.writes,
                     self.history.record_batch,
                     batch.changes,
@@ -217,6 +221,11 @@ class EventBatches:
                     await self.retry_later(messages, exc)
                     return
                 await self.hold_until_database_answers(messages, exc)
+        for message, run_id in batch.runs:
+            if run_id in recorded.unattached:
+                await park_message(
+                    self.broker, message, core.unattached_reason(message.subject, run_id)
+                )
         for message in messages:
             await message.ack()
 
