@@ -273,8 +273,40 @@ async def test_progress_of_an_unknown_run_is_parked_and_its_batch_recorded(
 
     await eventually(lambda: all_acked(client.js), what="the batch recorded and acked")
     assert [r["id"] for r in await client.list_runs()] == ["run-00000"]
+
     async def orphan_parked() -> list[Msg]:
         return parked
 
     await eventually(orphan_parked, what="the orphan progress parked")
     assert "the run history does not have" in parked_reason(parked[0])
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "reason"),
+    [
+        (subjects.API_RUNS_GET, b"[1]", "bad run request: body: Input should be an object"),
+        (subjects.API_RUNS_GET, b"\xff", "bad run request: body: Invalid JSON"),
+        (
+            subjects.API_TRIGGER_EVENTS,
+            b'{"routine": "r", "limit": "many"}',
+            "bad trigger events request: limit: Input should be a valid integer",
+        ),
+        (
+            subjects.API_RUNS_LIST,
+            b'{"limit": -1, "since": "yesterday"}',
+            "bad runs list request: since: Input should be a valid datetime or date, input is too "
+            "short (+1 more)",
+        ),
+    ],
+)
+async def test_a_malformed_query_is_answered_with_a_one_line_reason(
+    deployment: Deployment, client: Client, subject: str, body: bytes, reason: str
+) -> None:
+    deployment.start("recorder")
+    await client.wait_ready()
+
+    reply = await client.nc.request(subject, body, timeout=10)
+
+    error = json.loads(reply.data)["error"]
+    assert error.startswith(reason), error
+    assert "\n" not in error

@@ -25,3 +25,16 @@ class RunQuery(BaseModel):
     limit: int = Field(default=50, ge=0)
     # Continue after this run: the `next` cursor of the previous page.
     after: str | None = None
+
+
+class RunLookup(BaseModel):
+    """One run asked for by id (`api.runs.get`)."""
+
+    run_id: str
+
+
+class TriggerEventsQuery(BaseModel):
+    """A routine's latest trigger firings (`api.trigger.events`)."""
+
+    routine: str
+    limit: int = Field(default=50, ge=0)

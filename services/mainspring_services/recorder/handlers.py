@@ -30,7 +30,7 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.contract.queries import RunQuery
+from mainspring.contract.queries import RunLookup, RunQuery, TriggerEventsQuery
 from mainspring.runtime.deadletters import REDELIVERY, RedeliveryPolicy
 from mainspring.runtime.service import (
     RETRY_DELAY_S,
@@ -38,6 +38,7 @@ from mainspring.runtime.service import (
     durable,
     failure_reason,
     malformed_reason,
+    one_line,
     park_message,
     publish_event,
     subscriber,
@@ -332,7 +333,9 @@ async def answer(what: str, produce: Callable[[], Any]) -> bytes:
     try:
         reply: bytes = await produce()
         return reply
-    except (ValidationError, CursorError) as exc:
+    except ValidationError as exc:
+        return error_reply(f"bad {what} request: {one_line(exc)}")
+    except CursorError as exc:
         return error_reply(f"bad {what} request: {exc}")
     except ReplyTooLarge as exc:
         return error_reply(str(exc))
@@ -444,7 +447,7 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
     @subscriber(broker, subjects.API_RUNS_GET, max_workers=QUERY_WORKERS)
     async def on_runs_get(message: NatsMessage) -> bytes:
         async def produce() -> bytes:
-            run_id = json.loads(message.body or b"{}").get("run_id", "")
+            run_id = RunLookup.model_validate_json(message.body or b"{}").run_id
             run = await replies.read(replies.queries.get, run_id)
             return replies.fit(f"run {run_id}", {"run": run})
 
@@ -457,10 +460,9 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
     @subscriber(broker, subjects.API_TRIGGER_EVENTS, max_workers=QUERY_WORKERS)
     async def on_trigger_events(message: NatsMessage) -> bytes:
         async def produce() -> bytes:
-            request = json.loads(message.body or b"{}")
-            routine, limit = request.get("routine", ""), int(request.get("limit", 50))
-            rows = await replies.read(replies.queries.trigger_events, routine, limit)
-            return replies.fit(f"the trigger history of {routine}", {"events": rows})
+            query = TriggerEventsQuery.model_validate_json(message.body or b"{}")
+            rows = await replies.read(replies.queries.trigger_events, query.routine, query.limit)
+            return replies.fit(f"the trigger history of {query.routine}", {"events": rows})
 
         return await answer("trigger events", produce)
 
