@@ -34,7 +34,12 @@ from mainspring.contract import subjects
 from mainspring.contract.messages import Message
 from mainspring.runtime import metrics
 from mainspring.runtime.bus import BusNotSetUp, check_bus, message_id_headers
-from mainspring.runtime.deadletters import REDELIVERY, RedeliveryPolicy, dead_letter_headers
+from mainspring.runtime.deadletters import (
+    REDELIVERY,
+    RedeliveryPolicy,
+    dead_letter_headers,
+    fit_dead_letter,
+)
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -424,12 +429,22 @@ async def park(
     its original headers (so a replay carries its trace and identity)."""
     log.error("%s; parked on %s", reason, subjects.dead_letter_subject(subject))
     metrics.parked(subject)
-    await broker.publish(
-        body,
-        subjects.dead_letter_subject(subject),
-        headers=dead_letter_headers(reason, sequence, original, deliveries),
-        stream=subjects.STREAM,
+    body, headers = fit_dead_letter(
+        body, dead_letter_headers(reason, sequence, original, deliveries), max_payload(broker)
     )
+    await broker.publish(
+        body, subjects.dead_letter_subject(subject), headers=headers, stream=subjects.STREAM
+    )
+
+
+# nats-server's default max_payload, for a broker whose server has not said (a test broker).
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+def max_payload(broker: NatsBroker) -> int:
+    """The largest message (headers and body) the connected server accepts."""
+    announced = broker.connection.max_payload
+    return announced if isinstance(announced, int) else DEFAULT_MAX_PAYLOAD
 
 
 def stream_sequence(raw: Msg) -> int | None:
