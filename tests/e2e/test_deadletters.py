@@ -86,3 +86,22 @@ async def test_a_message_too_big_to_park_whole_is_parked_cut_and_the_service_sta
     assert "did not fit" not in str(after["reason"])
     assert dispatcher.alive()
     assert "lost the connection" not in dispatcher.log()
+
+
+async def test_a_publish_the_server_would_refuse_fails_its_handler_not_the_connection(
+    deployment: Deployment, client: Client
+) -> None:
+    dispatcher = deployment.start("dispatcher")
+    # Valid, but its refusal would go out on run.completed.<routine>.failed: a subject longer
+    # than nats-server accepts, which the server answers by closing the connection.
+    huge = SubmitRun(request_id=str(uuid.uuid4()), routine="r" * 5000)
+    await client.js.publish(subjects.RUN_SUBMITTED, huge.model_dump_json().encode())
+    await client.js.publish(subjects.RUN_SUBMITTED, b"not json", headers={"X-Origin": "after"})
+
+    async def after_parked() -> bool:
+        listed = json.loads(deployment.cli("deadletters", "list", "--json").stdout)
+        return any("malformed SubmitRun" in str(letter["reason"]) for letter in listed)
+
+    await eventually(after_parked, timeout=60, what="the next message handled")
+    assert "MessageTooLarge: a subject of 5021 bytes" in dispatcher.log()
+    assert "lost the connection" not in dispatcher.log()

@@ -39,6 +39,7 @@ from mainspring.runtime.deadletters import (
     RedeliveryPolicy,
     dead_letter_headers,
     fit_dead_letter,
+    header_bytes,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -160,6 +161,62 @@ class RetryLaterMiddleware(BaseMiddleware):
             raise NackMessage(delay=delay) from exc
 
 
+class MessageTooLarge(ValueError):
+    """A message nats-server would refuse by closing the publisher's connection."""
+
+
+# nats-server's limit on a protocol line (HPUB subject reply sizes): a longer subject is a
+# protocol error that closes the connection.
+MAX_SUBJECT_BYTES = 3072
+# Room for what is added after the middleware: FastStream's correlation id and content type.
+PUBLISH_HEADROOM_BYTES = 512
+
+
+def oversized(subject: str, body: object, headers: Mapping[str, str], limit: int) -> str | None:
+    """Why a message cannot be sent whole (one line), or None when it fits the server's limits."""
+    if len(subject.encode()) > MAX_SUBJECT_BYTES:
+        return (
+            f"a subject of {len(subject.encode())} bytes is more than nats-server accepts "
+            f"({MAX_SUBJECT_BYTES}): a name in it is too long"
+        )
+    if not isinstance(body, bytes | str):
+        return None  # encoded later by FastStream: small models, never near the limit
+    size = len(body.encode() if isinstance(body, str) else body) + header_bytes(headers)
+    if size + PUBLISH_HEADROOM_BYTES > limit:
+        return (
+            f"a message of {size} bytes for {tracing.destination_template(subject)} is more than "
+            f"the bus's max payload of {limit} bytes: raise max_payload in the nats-server "
+            "configuration, or send less"
+        )
+    return None
+
+
+class FitsTheBusMiddleware(BaseMiddleware):
+    """Refuses a message too large for the bus before it is sent.
+
+    nats-server answers an oversized publish (or an overlong subject) by closing the
+    connection, and the client, resending it on reconnect, never gets back: one message
+    would cut the whole service off the bus. Refused here, it is an error of the one
+    handler that sent it (retried, then dead-lettered) and the service keeps serving.
+    """
+
+    def __init__(self, msg: Any, /, *, context: Any, broker: NatsBroker) -> None:
+        super().__init__(msg, context=context)
+        self.broker = broker
+
+    async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
+        """Send the message only when the server will take it."""
+        problem = oversized(
+            str(getattr(cmd, "destination", "") or ""),
+            getattr(cmd, "body", None),
+            cmd.headers or {},
+            max_payload(self.broker),
+        )
+        if problem is not None:
+            raise MessageTooLarge(problem)
+        return await call_next(cmd)
+
+
 async def _log_disconnected() -> None:
     log.warning("lost the connection to NATS; reconnecting until it is back")
 
@@ -214,6 +271,7 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
     )
     # Innermost, as the last of the list would be; it dead-letters through this broker.
     broker.add_middleware(functools.partial(RetryLaterMiddleware, broker=broker))
+    broker.add_middleware(functools.partial(FitsTheBusMiddleware, broker=broker))
     return broker
 
 

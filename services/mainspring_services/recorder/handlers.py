@@ -310,8 +310,9 @@ class QueryReplies:
         body = json.dumps(reply).encode()
         if len(body) <= self.max_payload:
             return body
+        # `what` may name a requested id of any length: cut, so the error reply itself fits.
         return error_reply(
-            f"{what} is {len(body)} bytes, more than the bus's max payload of "
+            f"{what[:200]} is {len(body)} bytes, more than the bus's max payload of "
             f"{self.max_payload} bytes: raise max_payload in the nats-server configuration"
         )
 

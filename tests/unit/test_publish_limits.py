@@ -1,0 +1,37 @@
+"""A message is refused before sending when nats-server would close the connection for it."""
+
+from __future__ import annotations
+
+import pytest
+
+from mainspring.runtime.service import MAX_SUBJECT_BYTES, PUBLISH_HEADROOM_BYTES, oversized
+
+LIMIT = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "headers", "why"),
+    [
+        ("run.submitted", b"{}", {"traceparent": "00-ab-cd-01"}, None),
+        ("run.submitted", b"x" * (LIMIT - PUBLISH_HEADROOM_BYTES), {}, None),
+        ("run.submitted", b"x" * LIMIT, {}, "more than the bus's max payload of 1048576 bytes"),
+        ("run.submitted", b"x" * (LIMIT - 600), {"X-Big": "h" * 200}, "max payload"),
+        (
+            "run.completed." + "r" * MAX_SUBJECT_BYTES + ".failed",
+            b"{}",
+            {},
+            "name in it is too long",
+        ),
+        ("run.submitted", "é" * (LIMIT // 2), {}, "max payload"),
+    ],
+)
+def test_oversized_names_what_the_server_would_refuse(
+    subject: str, body: bytes | str, headers: dict[str, str], why: str | None
+) -> None:
+    problem = oversized(subject, body, headers, LIMIT)
+    if why is None:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert why in problem
+        assert "\n" not in problem
