@@ -451,18 +451,20 @@ class Runner:
                 piece.model_dump_json().encode(), subjects.run_log_subject(run_id)
             )
 
-    async def keep_log(self, run_id: str) -> str | None:
-        """Move a finished run's output file to the artifact store; its path there."""
+    async def keep_log(self, run_id: str) -> tuple[str | None, str | None]:
+        """Move a finished run's output file to the artifact store: its path there, or why
+        it could not be stored (the file then stays on this runner)."""
         local = self.local_log(run_id)
         try:
             uri = await asyncio.to_thread(
                 store_log, self.settings.resolved_artifact_root(), run_id, local
             )
-        except Exception as exc:  # noqa: BLE001 - the log stays local
-            log.warning("run %s: its log could not be stored (%s); kept at %s", run_id, exc, local)
-            return None
+        except Exception as exc:  # noqa: BLE001 - the log stays local, the run says why
+            problem = f"{exc}; the output is kept on runner {self.name} at {local}"
+            log.warning("run %s: %s", run_id, problem)
+            return None, problem
         local.unlink(missing_ok=True)
-        return uri
+        return uri, None
 
     async def worker_for(self, request: RequestRun) -> Worker:
         """A ready process for the run: a reused worker of its code, or a fresh fork."""
@@ -526,7 +528,11 @@ class Runner:
         """Keep the run's log and publish its terminal event (with what `started` said, in
         case run.started was never announced)."""
         self.announced_holds.pop(request.run_id, None)
-        log_uri = await self.keep_log(request.run_id) if started_at is not None else None
+        if started_at is not None:
+            log_uri, not_kept = await self.keep_log(request.run_id)
+            outcome = core.with_output_not_kept(outcome, not_kept)
+        else:
+            log_uri = None
         log.info(
             "run %s of %s %s%s",
             request.run_id,
