@@ -88,20 +88,22 @@ async def test_a_message_too_big_to_park_whole_is_parked_cut_and_the_service_sta
     assert "lost the connection" not in dispatcher.log()
 
 
-async def test_a_publish_the_server_would_refuse_fails_its_handler_not_the_connection(
+async def test_a_name_too_long_for_a_subject_is_parked_at_once_and_the_service_stays_connected(
     deployment: Deployment, client: Client
 ) -> None:
     dispatcher = deployment.start("dispatcher")
-    # Valid, but its refusal would go out on run.completed.<routine>.failed: a subject longer
-    # than nats-server accepts, which the server answers by closing the connection.
-    huge = SubmitRun(request_id=str(uuid.uuid4()), routine="r" * 5000)
-    await client.js.publish(subjects.RUN_SUBMITTED, huge.model_dump_json().encode())
+    # Its refusal would go out on run.completed.<routine>.failed: a subject longer than
+    # nats-server accepts, which the server answers by closing the publisher's connection.
+    huge = {"request_id": str(uuid.uuid4()), "routine": "r" * 5000}
+    await client.js.publish(subjects.RUN_SUBMITTED, json.dumps(huge).encode())
     await client.js.publish(subjects.RUN_SUBMITTED, b"not json", headers={"X-Origin": "after"})
 
-    async def after_parked() -> bool:
+    async def both_parked() -> list[str] | None:
         listed = json.loads(deployment.cli("deadletters", "list", "--json").stdout)
-        return any("malformed SubmitRun" in str(letter["reason"]) for letter in listed)
+        reasons = [str(letter["reason"]) for letter in listed]
+        return reasons if len(reasons) == 2 else None
 
-    await eventually(after_parked, timeout=60, what="the next message handled")
-    assert "MessageTooLarge: a subject of 5021 bytes" in dispatcher.log()
+    too_long, after = await eventually(both_parked, timeout=60, what="both parked")
+    assert "routine: Value error, a name of 5000 bytes as a subject token" in too_long
+    assert "Invalid JSON" in after
     assert "lost the connection" not in dispatcher.log()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from mainspring.contract.messages import SubmitRun
 from mainspring.runtime.service import MAX_SUBJECT_BYTES, PUBLISH_HEADROOM_BYTES, oversized
 
 LIMIT = 1024 * 1024
@@ -35,3 +37,16 @@ def test_oversized_names_what_the_server_would_refuse(
         assert problem is not None
         assert why in problem
         assert "\n" not in problem
+
+
+@pytest.mark.parametrize(
+    ("routine", "valid"),
+    [("r" * 1024, True), ("r" * 1025, False), ("é" * 170, True), ("é" * 171, False)],
+)
+def test_a_routine_name_must_fit_a_subject_token(routine: str, valid: bool) -> None:
+    body = SubmitRun(request_id="a", routine="x").model_dump() | {"routine": routine}
+    if valid:
+        assert SubmitRun.model_validate(body).routine == routine
+    else:
+        with pytest.raises(ValidationError, match="as a subject token is longer than the 1024"):
+            SubmitRun.model_validate(body)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
+from mainspring.base.kv import key_token
 from mainspring.contract import subjects
 
 RunStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
@@ -30,6 +38,25 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled
 # "start": the run failed before run() was called (code, entrypoint, contract, inputs);
 # "run": run() was reached. Crash-loop protection counts only start failures.
 RunPhase = Literal["start", "run"]
+
+# A routine's name becomes a subject token (run.completed.<routine>.<status>) and a KV key,
+# escaped (key_token). Much longer, it could not be published on at all (nats-server closes
+# the connection on an overlong subject), so a message naming one is malformed and parked at
+# once rather than failing for a quarter of an hour.
+MAX_NAME_TOKEN_BYTES = 1024
+
+
+def _fits_a_subject(name: str) -> str:
+    token = len(key_token(name).encode())
+    if token > MAX_NAME_TOKEN_BYTES:
+        raise ValueError(
+            f"a name of {token} bytes as a subject token is longer than the "
+            f"{MAX_NAME_TOKEN_BYTES} a name may take: use a shorter name"
+        )
+    return name
+
+
+RoutineName = Annotated[str, AfterValidator(_fits_a_subject)]
 # A run's chain names its ancestors as "routine:run_id", oldest first, at most this many.
 CHAIN_LIMIT = 32
 
@@ -47,7 +74,7 @@ class Message(BaseModel):
 class ScheduleFired(Message):
     """A schedule (or poll) trigger reached its nominal time."""
 
-    routine: str
+    routine: RoutineName
     scheduled_at: AwareDatetime
     fired_at: AwareDatetime
     routine_version: str = ""
@@ -111,7 +138,7 @@ class SubmitRun(Message):
     """Ask the dispatcher to start a routine now (CLI, SDK or API)."""
 
     request_id: str
-    routine: str
+    routine: RoutineName
     inputs: dict[str, Any] = Field(default_factory=dict)
     labels: list[str] = Field(default_factory=list)
     attributes: dict[str, Any] = Field(default_factory=dict)
@@ -159,7 +186,7 @@ class RequestRun(Message):
     """A run the dispatcher decided on; one runner replica executes it."""
 
     run_id: str
-    routine: str
+    routine: RoutineName
     routine_version: str
     entrypoint: str
     run_number: int
@@ -207,7 +234,7 @@ class RunStarted(Message):
     """A runner began executing a run."""
 
     run_id: str
-    routine: str
+    routine: RoutineName
     runner: str
     attempt: int = 1
     started_at: AwareDatetime
@@ -220,7 +247,7 @@ class RunQueued(Message):
     """A runner holds a run back (concurrency limit, memory, retry backoff) and says why."""
 
     run_id: str
-    routine: str
+    routine: RoutineName
     reason: str
     at: AwareDatetime
 
@@ -318,7 +345,7 @@ class RunCompleted(Message):
     """A run reached a terminal status (published by runners, the dispatcher or external systems)."""
 
     run_id: str = Field(min_length=1)
-    routine: str = Field(min_length=1)
+    routine: RoutineName = Field(min_length=1)
     run_number: int = 0
     status: TerminalStatus
     outputs: dict[str, Any] = Field(default_factory=dict)
@@ -388,7 +415,7 @@ class DeleteRuns(Message):
 class TriggerRecorded(Message):
     """A trigger of a routine fired, was skipped, failed or was blocked (trigger history)."""
 
-    routine: str
+    routine: RoutineName
     kind: TriggerKind
     status: FiringStatus
     event_key: str
@@ -406,7 +433,7 @@ class TriggerRecorded(Message):
 class PollRequested(Message):
     """A poll trigger ticked: a runner must call the routine's poll function."""
 
-    routine: str
+    routine: RoutineName
     routine_version: str
     fn: str
     scheduled_at: AwareDatetime
@@ -420,7 +447,7 @@ class PollRequested(Message):
 class PollCompleted(Message):
     """A poll function returned a payload (fire), None (skip), or failed (error)."""
 
-    routine: str
+    routine: RoutineName
     scheduled_at: AwareDatetime
     payload: dict[str, Any] | None = None
     error: str | None = None
