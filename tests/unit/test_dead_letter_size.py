@@ -1,12 +1,18 @@
-"""A dead letter always fits the bus's max payload, headers and body counted together."""
+"""A dead letter always fits the bus's max payload (headers and body counted together) and
+reads back as text whatever its headers hold."""
 
 from __future__ import annotations
+
+import json
+from email.header import Header
+from types import SimpleNamespace
 
 import pytest
 
 from mainspring.runtime.deadletters import (
     CUT_HEADER,
     ERROR_HEADER,
+    _letter,
     dead_letter_headers,
     fit_dead_letter,
     header_bytes,
@@ -41,3 +47,19 @@ def test_a_message_near_the_limit_is_cut_to_fit_and_marked(
     assert body.startswith(kept)
     assert marked[CUT_HEADER] == f"{len(kept)} of {body_size} bytes"
     assert marked[ERROR_HEADER] == "r" * 1000
+
+
+def test_a_letter_with_non_ascii_headers_reads_as_text() -> None:
+    # What nats-py's get_msg returns for a stored message whose header value is not ASCII.
+    stored = SimpleNamespace(
+        seq=5,
+        subject="deadletter.run.submitted",
+        headers={ERROR_HEADER: "malformed", "X-Name": Header("café", "utf-8")},
+        data=b"{}",
+        time=None,
+    )
+
+    letter = _letter(stored)
+
+    assert letter.headers == {ERROR_HEADER: "malformed", "X-Name": "café"}
+    assert json.loads(json.dumps(letter.headers))["X-Name"] == "café"

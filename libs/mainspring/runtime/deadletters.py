@@ -152,7 +152,9 @@ class DeadLetter:
 
 
 def _letter(raw: Any) -> DeadLetter:
-    headers = dict(raw.headers or {})
+    # nats-py reads a stored message's headers with the email parser, which gives a Header
+    # object for a non-ASCII value: as text, so a letter can be shown as JSON and replayed.
+    headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
     return DeadLetter(
         sequence=int(raw.seq),
         subject=str(raw.subject),
