@@ -104,6 +104,6 @@ async def test_a_name_too_long_for_a_subject_is_parked_at_once_and_the_service_s
         return reasons if len(reasons) == 2 else None
 
     too_long, after = await eventually(both_parked, timeout=60, what="both parked")
-    assert "routine: Value error, a name of 5000 bytes as a subject token" in too_long
+    assert "routine: Value error, 5000 bytes as a subject token" in too_long
     assert "Invalid JSON" in after
     assert "lost the connection" not in dispatcher.log()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from mainspring.contract.messages import SubmitRun
+from mainspring.contract.messages import CancelRun, SubmitRun
 from mainspring.runtime.service import MAX_SUBJECT_BYTES, PUBLISH_HEADROOM_BYTES, oversized
 
 LIMIT = 1024 * 1024
@@ -48,5 +48,10 @@ def test_a_routine_name_must_fit_a_subject_token(routine: str, valid: bool) -> N
     if valid:
         assert SubmitRun.model_validate(body).routine == routine
     else:
-        with pytest.raises(ValidationError, match="as a subject token is longer than the 1024"):
+        with pytest.raises(ValidationError, match="as a subject token, more than the 1024"):
             SubmitRun.model_validate(body)
+
+
+def test_a_run_id_must_fit_a_subject_token() -> None:
+    with pytest.raises(ValidationError, match=r"run_id\n  Value error, 5000 bytes as a subject"):
+        CancelRun.model_validate({"run_id": "x" * 5000})

@@ -39,24 +39,26 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled
 # "run": run() was reached. Crash-loop protection counts only start failures.
 RunPhase = Literal["start", "run"]
 
-# A routine's name becomes a subject token (run.completed.<routine>.<status>) and a KV key,
-# escaped (key_token). Much longer, it could not be published on at all (nats-server closes
-# the connection on an overlong subject), so a message naming one is malformed and parked at
-# once rather than failing for a quarter of an hour.
-MAX_NAME_TOKEN_BYTES = 1024
+# A routine's name and a run's id become subject tokens (run.completed.<routine>.<status>,
+# log.run.<id>) and KV keys (cancel.<id>), escaped by key_token. Much longer, they could not
+# be used at all: nats-server closes the connection of a client that sends an overlong
+# subject. A message carrying one is malformed, parked at once instead of cutting a service
+# off the bus.
+MAX_TOKEN_BYTES = 1024
 
 
 def _fits_a_subject(name: str) -> str:
     token = len(key_token(name).encode())
-    if token > MAX_NAME_TOKEN_BYTES:
+    if token > MAX_TOKEN_BYTES:
         raise ValueError(
-            f"a name of {token} bytes as a subject token is longer than the "
-            f"{MAX_NAME_TOKEN_BYTES} a name may take: use a shorter name"
+            f"{token} bytes as a subject token, more than the {MAX_TOKEN_BYTES} a name or id "
+            "may take: use a shorter one"
         )
     return name
 
 
 RoutineName = Annotated[str, AfterValidator(_fits_a_subject)]
+RunId = Annotated[str, AfterValidator(_fits_a_subject)]
 # A run's chain names its ancestors as "routine:run_id", oldest first, at most this many.
 CHAIN_LIMIT = 32
 
@@ -137,7 +139,7 @@ class DatasetVersionsUnreadable(Message):
 class SubmitRun(Message):
     """Ask the dispatcher to start a routine now (CLI, SDK or API)."""
 
-    request_id: str
+    request_id: RunId
     routine: RoutineName
     inputs: dict[str, Any] = Field(default_factory=dict)
     labels: list[str] = Field(default_factory=list)
@@ -185,7 +187,7 @@ class SubmitRun(Message):
 class RequestRun(Message):
     """A run the dispatcher decided on; one runner replica executes it."""
 
-    run_id: str
+    run_id: RunId
     routine: RoutineName
     routine_version: str
     entrypoint: str
@@ -233,7 +235,7 @@ class RequestRun(Message):
 class RunStarted(Message):
     """A runner began executing a run."""
 
-    run_id: str
+    run_id: RunId
     routine: RoutineName
     runner: str
     attempt: int = 1
@@ -246,7 +248,7 @@ class RunStarted(Message):
 class RunQueued(Message):
     """A runner holds a run back (concurrency limit, memory, retry backoff) and says why."""
 
-    run_id: str
+    run_id: RunId
     routine: RoutineName
     reason: str
     at: AwareDatetime
@@ -255,7 +257,7 @@ class RunQueued(Message):
 class RunHeartbeat(Message):
     """A runner still holds a run (core NATS, not stored: only the latest one matters)."""
 
-    run_id: str
+    run_id: RunId
     runner: str
     at: AwareDatetime
 
@@ -263,7 +265,7 @@ class RunHeartbeat(Message):
 class RunProgressed(Message):
     """A running routine reported progress."""
 
-    run_id: str
+    run_id: RunId
     fraction: float = Field(ge=0.0, le=1.0)
     message: str = ""
     at: AwareDatetime
@@ -291,7 +293,7 @@ class RunLogged(Message):
     """A piece of a running run's output, stdout and stderr as written (core NATS, not
     stored: the log file is)."""
 
-    run_id: str
+    run_id: RunId
     text: str
     # Where this piece starts in the run's log file, so a follower can tell what it missed.
     offset: int = Field(ge=0)
@@ -344,7 +346,7 @@ class DagRecord(Message):
 class RunCompleted(Message):
     """A run reached a terminal status (published by runners, the dispatcher or external systems)."""
 
-    run_id: str = Field(min_length=1)
+    run_id: RunId = Field(min_length=1)
     routine: RoutineName = Field(min_length=1)
     run_number: int = 0
     status: TerminalStatus
@@ -382,7 +384,7 @@ class RunCompleted(Message):
 class CancelRun(Message):
     """Ask whoever holds a run to stop it."""
 
-    run_id: str
+    run_id: RunId
     requested_by: str | None = None
 
 
