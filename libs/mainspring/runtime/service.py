@@ -195,9 +195,9 @@ class FitsTheBusMiddleware(BaseMiddleware):
     """Refuses a message too large for the bus before it is sent.
 
     nats-server answers an oversized publish (or an overlong subject) by closing the
-    connection, and the client, resending it on reconnect, never gets back: one message
-    would cut the whole service off the bus. Refused here, it is an error of the one
-    handler that sent it (retried, then dead-lettered) and the service keeps serving.
+    connection, and services cut off that way never reconnected: one message took the whole
+    service off the bus. Refused here, it is an error of the one handler that sent it
+    (retried, then dead-lettered) and the service keeps serving.
     """
 
     def __init__(self, msg: Any, /, *, context: Any, broker: NatsBroker) -> None:
