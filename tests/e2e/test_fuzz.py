@@ -35,6 +35,7 @@ from mainspring.contract.messages import (
     PollRequested,
     RequestRun,
     RunCompleted,
+    RunHeartbeat,
     RunProgressed,
     RunQueued,
     RunStarted,
@@ -99,6 +100,7 @@ SAMPLES: dict[type[BaseModel], dict[str, Any]] = {
     },
     RunStarted: {"run_id": "fuzz-run", "routine": "fuzz-none", "runner": "r", "started_at": AT},
     RunProgressed: {"run_id": "fuzz-run", "fraction": 0.5, "at": AT},
+    RunHeartbeat: {"run_id": "fuzz-run", "runner": "r", "at": AT},
     RunQueued: {"run_id": "fuzz-run", "routine": "fuzz-none", "reason": "r", "at": AT},
 }
 
@@ -359,6 +361,9 @@ def test_malformed_messages_are_parked_and_every_service_keeps_serving(
         )
         if not ack.duplicate:  # a repeated Nats-Msg-Id is dropped by the stream, not consumed
             stored.append(message)
+    # Heartbeats are core NATS and best effort: a bad one is dropped, never parked.
+    heartbeat = data.draw(bodies(RunHeartbeat, room), label="heartbeat body")
+    bus.call(bus.nc.publish(subjects.RUN_HEARTBEAT, heartbeat, headers=data.draw(headers())))
     too_big = data.draw(st.integers(1, 100_000), label="bytes past the max payload")
     with pytest.raises(MaxPayloadError):
         bus.call(bus.nc.publish(subjects.RUN_SUBMITTED, b"x" * (bus.nc.max_payload + too_big)))
