@@ -29,9 +29,10 @@ lint:
     mypy
     lint-imports
 
-# regenerate docs/asyncapi.json, the bus contract (a unit test fails when it is stale)
+# regenerate docs/asyncapi.json (the bus contract) and deploy/nats/permissions.conf (its users); unit tests fail when they are stale
 docs:
     python -m mainspring.apps.asyncapi > docs/asyncapi.json
+    python -m mainspring.contract.permissions > deploy/nats/permissions.conf
 
 # benchmarks, each beside a raw nats-py baseline measured in the same run
 bench *ARGS:

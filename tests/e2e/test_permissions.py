@@ -13,14 +13,13 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from mainspring.contract import subjects
+from mainspring.contract import permissions, subjects
 from tests.harness import ROOT, Deployment, NatsServer, copy_example, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
 
 SERVICES = ("ticker", "dataset_watcher", "dispatcher", "runner", "recorder", "client")
-USERS = (*SERVICES, "admin", "external")
-PASSWORDS = {f"MAINSPRING_{name.upper()}_PASSWORD": f"secret-{name}" for name in USERS}
+PASSWORDS = {user.password_variable(): f"secret-{user.name}" for user in permissions.USERS}
 
 
 def url(server: NatsServer, user: str) -> str:
@@ -48,6 +47,14 @@ def secured(tmp_path: Path) -> Iterator[Deployment]:
         yield deployment
     finally:
         deployment.stop()
+    # Every service works within its narrowed grants: a call it makes but was not granted
+    # shows as a violation in its log (often retried quietly), so any is a failure.
+    refused = [
+        name
+        for name, process in deployment.services.items()
+        if "permissions violation" in process.log().lower()
+    ]
+    assert not refused, f"services refused by the server: {refused}\n{deployment.logs()}"
 
 
 PRINTS = """
