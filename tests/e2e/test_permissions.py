@@ -261,7 +261,11 @@ async def test_a_report_for_a_run_that_is_not_in_memory_ends_nothing(
         30,
         what="the dispatcher refusing the report",
     )
-    assert '"run_id": "held-by-a-runner"' not in secured.cli("runs", "list", "--json").stdout
+    # The recorder may still be starting: ask until it answers.
+    listed = await eventually(
+        lambda: asyncio.to_thread(secured.cli, "runs", "list", "--json"), 30, what="the recorder"
+    )
+    assert '"run_id": "held-by-a-runner"' not in listed.stdout
 
 
 async def _logged(log: str, text: str) -> bool | None:

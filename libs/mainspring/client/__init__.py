@@ -45,7 +45,7 @@ from mainspring.contract.messages import (
     SubmitRun,
 )
 from mainspring.contract.queries import RunQuery
-from mainspring.runtime.bus import connect, publish
+from mainspring.runtime.bus import connect_with, publish
 from mainspring.sdk.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.sdk.routine import inspect_contract, validate_inputs
 from mainspring.sdk.triggers import TimedSpec
@@ -123,8 +123,8 @@ class Client:
         settings = settings or Settings()
         # Reconnect for as long as it takes: a restarted nats-server (under `up`, or a
         # deployment's rolling restart) must not leave a long-lived client (the web page) dead.
-        nc = await connect(
-            settings.resolved_nats_url(),
+        nc = await connect_with(
+            settings,
             name="mainspring-client",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,

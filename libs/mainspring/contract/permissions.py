@@ -236,6 +236,8 @@ USERS: tuple[User, ...] = (
             subjects.POLL_COMPLETED,
             subjects.DATASET_APPENDED,
             *own_durables("runner"),
+            # The run queue's oldest waiting request, for the queue-age metric.
+            f"{API}.STREAM.MSG.GET.{subjects.STREAM}",
             *bucket_reads(
                 subjects.ROUTINES_BUCKET,
                 subjects.DISPATCH_BUCKET,

@@ -12,6 +12,8 @@ from typing import Any
 
 from mainspring.apps.cli.common import EXIT_FAILED, CliError, with_client
 from mainspring.apps.present import print_status
+from mainspring.base import credentials
+from mainspring.base.credentials import redacted
 from mainspring.base.settings import Settings
 
 
@@ -182,11 +184,16 @@ def cmd_setup(args: argparse.Namespace) -> int:
     from mainspring.runtime.bus import set_up_now
 
     settings = Settings()
+    admin = credentials.path_of(settings.home, "admin")
+    if not settings.nats_url and not settings.nats_credentials and admin.exists():
+        # Declaring is the admin's step: on a machine running `mainspring up`, its admin.
+        settings = settings.model_copy(update={"nats_credentials": str(admin)})
     changed = set_up_now(settings)
     for line in changed:
         print(line)
     print(
-        f"the bus at {settings.resolved_nats_url()} is set up" + ("" if changed else " (unchanged)")
+        f"the bus at {redacted(settings.resolved_nats_url())} is set up"
+        + ("" if changed else " (unchanged)")
     )
     return 0
 
