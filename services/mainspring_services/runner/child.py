@@ -42,6 +42,7 @@ from mainspring.storage.runlogs import DEFAULT_MAX_BYTES, BoundedLog
 from mainspring_services.runner.core import MEMORY_EXCEEDED, WorkerSnapshot, leftovers
 from mainspring_services.runner.dag_child import DagLoader, execute_dag
 from mainspring_services.runner.procfs import peak_rss_bytes, reset_peak_rss
+from mainspring_services.runner.worker_user import become_worker_user
 
 # Imported by every worker (and by the fork server before it forks) so a run does not pay
 # for them: the point of keeping interpreters around.
@@ -392,6 +393,8 @@ def preload() -> None:
 
 def main() -> None:
     """Entry point of a worker: `python -m mainspring_services.runner.child`."""
+    # First: a change of user clears the parent-death signal, so that is asked for after it.
+    become_worker_user(os.environ)
     die_with_parent()
     preload()
     serve(int(os.environ["MAINSPRING_JOB_FD"]), int(os.environ["MAINSPRING_CONTROL_FD"]), None)
