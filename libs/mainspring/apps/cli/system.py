@@ -267,7 +267,9 @@ def add_supervisor_commands(commands: Any) -> None:
 def add_system_commands(commands: Any) -> None:
     """`up`, `status`, `down`, `logs`, `setup`, `service`, `web`, `demo`, `dev`."""
     up = commands.add_parser(
-        "up", help="start nats-server and all services on this machine (Ctrl-C stops)"
+        "up",
+        help="start nats-server (users and passwords on, generated into HOME/credentials; TLS "
+        "with MAINSPRING_NATS_TLS_CERT/KEY) and all services on this machine (Ctrl-C stops)",
     )
     up.add_argument("--runners", type=int, default=1, help="runner replicas (default 1)")
     up.add_argument(
