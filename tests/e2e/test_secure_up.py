@@ -24,7 +24,7 @@ import pytest
 from mainspring.base import credentials
 from mainspring.contract import permissions
 from tests.e2e.test_up import Up
-from tests.harness import write_routine
+from tests.harness import eventually, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -291,3 +291,40 @@ def read_json(address: str) -> dict[str, Any]:
     with urllib.request.urlopen(address, timeout=10) as answer:
         loaded: dict[str, Any] = json.loads(answer.read())
     return loaded
+
+
+POLLER = """
+import os
+from mainspring import Routine, on_poll
+
+
+def check():
+    secrets = sorted(k for k in os.environ if "NATS" in k or "PASSWORD" in k)
+    return {"polled_by": os.getuid(), "secrets": secrets}
+
+
+class Poller(Routine):
+    def run(self, event=on_poll(check, every="1s", timeout_s=10), polled_by: int = -1):
+        return {"payload": event.payload, "run_by": os.getuid()}
+"""
+
+
+async def test_a_poll_function_runs_as_the_worker_user_too(open_up: Up) -> None:
+    open_up.start("--web-port", "0")
+    await open_up.ready()
+    poller = write_routine(open_up.cwd / "poller", POLLER)
+    assert open_up.cli("routine", "create", str(poller), "--name", "poller").returncode == 0
+
+    async def completed() -> dict[str, Any] | None:
+        listed = open_up.cli(
+            "runs", "list", "--routine", "poller", "--status", "completed", "--json"
+        )
+        runs: list[dict[str, Any]] = json.loads(listed.stdout or "[]")
+        return runs[0] if runs else None
+
+    run = await eventually(completed, 90, what="a run fired by the poll")
+
+    assert run["outputs"] == {
+        "payload": {"polled_by": NOBODY, "secrets": []},
+        "run_by": NOBODY,
+    }, open_up.logs()
