@@ -514,7 +514,8 @@ async def routine_enable(client: Any, args: argparse.Namespace) -> int:
     from datetime import UTC
 
     await (await client.store()).set_enabled(args.name, True, None, datetime.now(UTC))
-    print(f"routine {args.name} enabled")
+    following = await client.follow_routine_state(args.name, True, None)
+    print(f"routine {args.name} enabled" + (f" with {following} trigger(s)" if following else ""))
     return 0
 
 
@@ -522,7 +523,8 @@ async def routine_disable(client: Any, args: argparse.Namespace) -> int:
     from datetime import UTC
 
     await (await client.store()).set_enabled(args.name, False, args.reason, datetime.now(UTC))
-    print(f"routine {args.name} disabled")
+    following = await client.follow_routine_state(args.name, False, args.reason)
+    print(f"routine {args.name} disabled" + (f" with {following} trigger(s)" if following else ""))
     return 0
 
 
@@ -1602,6 +1604,9 @@ def build_parser() -> argparse.ArgumentParser:
     ra.set_defaults(func=with_client(runs_artifacts))
 
     add_dataset_commands(commands)
+    from mainspring.cli_triggers import add_trigger_commands  # it imports this module's helpers
+
+    add_trigger_commands(commands)
 
     publish = commands.add_parser(
         "publish",
@@ -1685,6 +1690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mainspring.bundle import BundleError
     from mainspring.bus import BusError
+    from mainspring.named_triggers import TriggerError
     from mainspring.registry import RegistryError
     from mainspring.routine import ContractError, InputError
     from mainspring.schedules import ScheduleError
@@ -1701,6 +1707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RegistryError,
         ScheduleError,
         ConfigError,
+        TriggerError,
     ) as exc:
         print(f"mainspring: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -56,6 +56,7 @@ from mainspring.registry import (
 from mainspring.routine import inspect_contract, validate_inputs
 from mainspring.schedules import ScheduleWarning
 from mainspring.settings import Settings
+from mainspring.trigger_calls import TriggerCalls
 from mainspring.triggers import TimedSpec
 
 
@@ -104,7 +105,7 @@ def definition_from_folder(
     return definition, data
 
 
-class Client:
+class Client(TriggerCalls):
     """A connection to a Mainspring deployment."""
 
     def __init__(self, nc: NatsClient, settings: Settings) -> None:
@@ -449,10 +450,15 @@ class Client:
             if after is None or not runs:
                 return
 
-    async def trigger_events(self, routine: str, limit: int = 50) -> list[dict[str, Any]]:
-        """A routine's trigger history, newest first."""
+    async def trigger_events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A trigger's history, newest first (`fired_at`, `status`, `run_id`, `payload`, why).
+
+        `name` is a named trigger, or a routine for its own trigger (named after it).
+        """
         events: list[dict[str, Any]] = (
-            await self._request(subjects.API_TRIGGER_EVENTS, {"routine": routine, "limit": limit})
+            await self._request(
+                subjects.API_TRIGGER_EVENTS, {"routine": name, "trigger": name, "limit": limit}
+            )
         )["events"]
         return events
 

@@ -28,12 +28,13 @@ from mainspring.messages import (
     SubmitRun,
     TriggerRecorded,
 )
+from mainspring.named_triggers import TriggerStore
 from mainspring.numbers import RunNumbers
 from mainspring.queries import RunQuery
 from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from mainspring.service import consumer, durable, publish_event
 from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger
-from services.dispatcher import core, timed
+from services.dispatcher import core, named_handlers, timed
 from services.dispatcher.settings import DispatcherSettings
 
 log = logging.getLogger("mainspring.dispatcher")
@@ -74,6 +75,8 @@ class Dispatcher:
         self.settings = settings
         self.crashes: CrashLoopCounts | None = None
         self.overlap: OverlapGate | None = None
+        # Named triggers' definitions and last runs (bound on first use).
+        self.triggers: TriggerStore | None = None
 
     async def find(self, submitted: SubmitRun) -> RoutineDefinition | None:
         """The submitted routine's definition: the in-memory copy when it is current enough
@@ -148,6 +151,7 @@ class Dispatcher:
                     routine, False, verdict.disable_reason, _now(), by="crash_loop"
                 )
                 log.warning("disabled the trigger of %s: %s", routine, verdict.disable_reason)
+                await named_handlers.deactivate_targeting(self, routine, verdict.disable_reason)
                 metrics.DISABLED.labels("crash_loop").inc()
             return
         raise RuntimeError(f"crash-loop count of {routine} kept changing concurrently")
@@ -156,6 +160,9 @@ class Dispatcher:
         self, definition: RoutineDefinition | None, fired: ScheduleFired, now: datetime
     ) -> None:
         """A schedule tick: poll routines ask a runner to poll, the others start a run."""
+        if fired.trigger is not None:
+            await named_handlers.on_tick(self, fired)
+            return
         poll = timed.poll_request(definition, fired)
         if poll is not None:
             await publish_event(self.broker, poll, subjects.POLL_REQUESTED)
@@ -236,6 +243,9 @@ class Dispatcher:
 
     async def on_polled(self, polled: PollCompleted, now: datetime) -> None:
         """A poll function's result: a run (through the overlap policy) or a history row."""
+        if polled.trigger is not None:
+            await named_handlers.on_polled(self, polled)
+            return
         definition = await self.store.find(polled.routine)
         await self.start_timed(definition, timed.decide_poll_result(definition, polled, now), now)
 

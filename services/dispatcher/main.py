@@ -17,6 +17,7 @@ from services.dispatcher.handlers import (
     register_datasets,
     register_timed,
 )
+from services.dispatcher.named_handlers import register_named
 from services.dispatcher.settings import DispatcherSettings
 
 
@@ -29,6 +30,7 @@ def build_app(settings: DispatcherSettings) -> FastStream:
     register(broker, dispatcher)
     register_datasets(broker, dispatcher)
     register_timed(broker, dispatcher)
+    register_named(broker, dispatcher)
 
     @app.on_startup
     async def bind_state() -> None:

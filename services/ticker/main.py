@@ -7,6 +7,7 @@ import asyncio
 from faststream import FastStream
 
 from mainspring import metrics, subjects
+from mainspring.named_triggers import TriggerStore
 from mainspring.registry import RoutineStore
 from mainspring.service import build_app as build_service_app
 from mainspring.service import build_broker, configure_logging, run_service
@@ -29,6 +30,8 @@ def build_app(settings: TickerSettings) -> FastStream:
         await ticker.load_cursors()
         store = await RoutineStore.open(js)
         tasks.append(asyncio.create_task(ticker.follow_registry(store)))
+        triggers = await TriggerStore.open(js)
+        tasks.append(asyncio.create_task(ticker.follow_triggers(triggers)))
         tasks.append(asyncio.create_task(ticker.loop()))
         tasks.append(asyncio.create_task(ticker.persist_loop()))
 

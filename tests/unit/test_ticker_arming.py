@@ -67,7 +67,9 @@ def test_update_without_timing_change_neither_resets_nor_doubles() -> None:
     assert fire(ticker, at(15)) == []
     assert fire(ticker, at(20.1)) == [at(20)]
     assert fire(ticker, at(20.5)) == []
-    assert ticker.armed["r"].definition.version == "v2"
+    armed = ticker.armed["r"].definition
+    assert armed is not None
+    assert armed.version == "v2"
 
 
 def test_changed_timing_rearms_from_now() -> None:
