@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mainspring.cli import CliError, parse_payload, short_time, table, with_client
@@ -126,6 +128,88 @@ async def trigger_events(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def read_definition(path: str | None) -> dict[str, Any] | None:
+    """`--definition FILE`: a JSON object with the keys of `trigger create`'s flags."""
+    if path is None:
+        return None
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"--definition {path}: cannot read it ({exc.strerror})") from None
+    except ValueError:
+        loaded = None
+    if not isinstance(loaded, dict):
+        raise CliError(
+            f"--definition {path} is not a JSON object: write e.g. "
+            '{"cron": "*/5 * * * *", "payload": {"city": "Oslo"}}'
+        )
+    return loaded
+
+
+def replay_lines(report: Any) -> list[str]:
+    """A replay for people: what it covers, then one line per event."""
+    subject, window, verdicts = report.subject, report.horizon, report.verdicts
+    runs = [v for v in verdicts if v.would_run]
+    held = (
+        "the stream holds nothing"
+        if window.stream_oldest is None
+        else (
+            f"the stream holds messages since {window.stream_oldest.isoformat(timespec='seconds')}"
+        )
+    )
+    history = (
+        f"the run history records this trigger since {window.history_oldest.isoformat(timespec='seconds')}"
+        if window.history_oldest
+        else "the run history records no firing of this trigger"
+    )
+    lines = [
+        f"dry run of trigger {subject.name} (target {subject.target}): nothing was started",
+        f"horizon: from {window.start.isoformat(timespec='seconds')} "
+        f"(asked {window.since.isoformat(timespec='seconds')}; {held}; {history})",
+        f"would have started {len(runs)} run(s) of {subject.target}; "
+        f"{len(verdicts) - len(runs)} event(s) would not start one",
+    ]
+    for verdict in verdicts:
+        mark = "run " if verdict.would_run else "skip"
+        payload = f" payload {json.dumps(verdict.payload)}" if verdict.payload else ""
+        then = f"  [then: {verdict.recorded}]" if verdict.recorded else ""
+        lines.append(
+            f"  {mark}  {verdict.at.isoformat(timespec='seconds')}  {verdict.why}{payload}{then}"
+        )
+    return lines
+
+
+async def trigger_replay(client: Any, args: argparse.Namespace) -> int:
+    from mainspring.completions import FollowError, parse_since
+
+    try:
+        since = parse_since(args.since, datetime.now(UTC))
+    except FollowError as exc:
+        raise CliError(str(exc).replace("since ", "--since ", 1)) from None
+    report = await client.replay_trigger(args.name, since, read_definition(args.definition))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "trigger": report.subject.name,
+                    "target": report.subject.target,
+                    "horizon_start": report.horizon.start.isoformat(),
+                    "stream_oldest": report.horizon.stream_oldest.isoformat()
+                    if report.horizon.stream_oldest
+                    else None,
+                    "history_oldest": report.horizon.history_oldest.isoformat()
+                    if report.horizon.history_oldest
+                    else None,
+                    "verdicts": [v.as_json() for v in report.verdicts],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print("\n".join(replay_lines(report)))
+    return 0
+
+
 async def trigger_delete(client: Any, args: argparse.Namespace) -> int:
     await client.delete_trigger(args.name)
     print(f"trigger {args.name} deleted")
@@ -201,6 +285,22 @@ def add_trigger_commands(commands: Any) -> None:
     events.add_argument("--limit", type=int, default=50)
     events.add_argument("--json", action="store_true")
     events.set_defaults(func=with_client(trigger_events))
+
+    replay = actions.add_parser(
+        "replay",
+        help="dry run: which runs a trigger (or a changed definition) would have started since T",
+    )
+    replay.add_argument("name")
+    replay.add_argument(
+        "--since", required=True, help="an ISO time (2026-11-01T09:00) or a duration ago (2h)"
+    )
+    replay.add_argument(
+        "--definition",
+        metavar="FILE",
+        help='JSON changes to evaluate instead, e.g. {"cron": "*/5 * * * *"}',
+    )
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=with_client(trigger_replay))
 
     delete = actions.add_parser("delete", help="remove a named trigger")
     delete.add_argument("name")

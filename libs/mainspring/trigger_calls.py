@@ -31,6 +31,15 @@ from mainspring.named_triggers import (
 )
 from mainspring.registry import RoutineDefinition, RoutineStore
 from mainspring.settings import Settings
+from mainspring.trigger_replay import (
+    ReplayReport,
+    Subject,
+    changed_definition,
+    horizon,
+    read_recorded,
+    replay,
+    stream_oldest,
+)
 from mainspring.triggers import TimedSpec
 
 if TYPE_CHECKING:
@@ -73,6 +82,7 @@ class TriggerCalls:
         # Provided by Client, which this class is mixed into.
         async def store(self) -> RoutineStore: ...
         async def list_runs(self, query: RunQuery | None = None) -> list[dict[str, Any]]: ...
+        async def trigger_events(self, name: str, limit: int = 50) -> list[dict[str, Any]]: ...
 
     async def trigger_store(self) -> TriggerStore:
         """The named triggers bucket."""
@@ -232,3 +242,22 @@ class TriggerCalls:
                 await triggers.change(trigger.name, lambda t: activated(t, _now(), None))
                 changed += 1
         return changed
+
+    async def replay_trigger(
+        self, name: str, since: datetime, definition: dict[str, Any] | None = None
+    ) -> ReplayReport:
+        """Which runs a trigger (or `definition`'s changes to it) would have started since
+        `since`, and why, from what the stream and the run history hold; starts none."""
+        current = await (await self.trigger_store()).find(name)
+        if definition is not None:
+            trigger = changed_definition(name, current, definition, _now())
+            subject = Subject(name, trigger.target, trigger.schedule(), trigger)
+        elif current is not None:
+            subject = Subject(name, current.target, current.schedule(), current)
+        else:
+            own = await self._own(name)
+            subject = Subject(name, name, own.trigger)
+        history = await self.trigger_events(name, limit=100_000)
+        window = horizon(since, await stream_oldest(self.js), history)
+        recorded = await read_recorded(self.js, window.start)
+        return ReplayReport(subject, window, replay(subject, recorded, history, window, _now()))

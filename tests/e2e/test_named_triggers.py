@@ -269,3 +269,56 @@ async def test_next_fire_times_show_utc_and_zone_and_mark_dst_moves(
     )
     assert every.returncode == 2
     assert "--every 'soon' is not an interval" in every.stderr
+
+
+async def test_replay_evaluates_a_definition_against_the_recorded_events_and_starts_nothing(
+    system: Deployment, client: Client, tmp_path: Path
+) -> None:
+    register_greet(system, tmp_path)
+    system.cli("trigger", "create", "beat", "--target", "greet", "--every", "1s")
+    system.cli("trigger", "create", "orders", "--target", "greet", "--push")
+    started = datetime.now(UTC)
+    system.cli("trigger", "activate", "beat")
+    system.cli("trigger", "activate", "orders")
+    pushed = await client.fire_trigger("orders", {"city": "Quito"})
+    await eventually(lambda: _count_at_least(client, "beat", 4), timeout=60, what="ticks")
+    system.cli("trigger", "deactivate", "beat")
+    await finished_run(client, pushed)
+    await eventually(lambda: _count_at_least(client, "orders", 1), timeout=30)
+    fired_beats = await fired(client, "beat")
+    runs_before = len(await client.list_runs(RunQuery(routine="greet", limit=1000)))
+    since = started.isoformat()
+
+    report = json.loads(system.cli("trigger", "replay", "beat", "--since", since, "--json").stdout)
+    assert report["horizon_start"] >= since
+    assert report["stream_oldest"] is not None
+    would = [v for v in report["verdicts"] if v["would_run"]]
+    matched = {v["at"] for v in would if (v["recorded"] or "").startswith("fired: run ")}
+    assert {e["scheduled_at"] for e in fired_beats} <= matched
+    # Ticks after the deactivation would have run under the definition, but did not then.
+    assert any(v["recorded"] == "not fired then" for v in would)
+
+    # A changed definition: every 2 s would have started about half as many runs.
+    changed = tmp_path / "slower.json"
+    changed.write_text(json.dumps({"every": "2s", "payload": {"city": "Kyiv"}}))
+    slower = json.loads(
+        system.cli(
+            "trigger", "replay", "beat", "--since", since, "--definition", str(changed), "--json"
+        ).stdout
+    )
+    slower_runs = [v for v in slower["verdicts"] if v["would_run"]]
+    assert 0 < len(slower_runs) < len(would)
+    assert {v["payload"]["city"] for v in slower_runs} == {"Kyiv"}
+    assert all(datetime.fromisoformat(v["at"]).second % 2 == 0 for v in slower_runs)
+
+    text = system.cli("trigger", "replay", "orders", "--since", since).stdout
+    assert "nothing was started" in text
+    assert "horizon: from" in text
+    assert "the stream holds messages since" in text
+    assert "would have started 1 run(s) of greet" in text
+    assert f'payload {{"city": "Quito"}}  [then: fired: run {pushed}]' in text
+
+    assert len(await client.list_runs(RunQuery(routine="greet", limit=1000))) == runs_before
+    bad = system.cli("trigger", "replay", "beat", "--since", "yesterday", check=False)
+    assert bad.returncode == 2
+    assert "--since 'yesterday'" in bad.stderr
