@@ -322,3 +322,34 @@ async def test_replay_evaluates_a_definition_against_the_recorded_events_and_sta
     bad = system.cli("trigger", "replay", "beat", "--since", "yesterday", check=False)
     assert bad.returncode == 2
     assert "--since 'yesterday'" in bad.stderr
+
+
+async def test_routine_disable_and_enable_act_on_its_triggers_through_their_records(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    system = deployment
+    system.start("recorder")  # the own trigger's last run is asked of the run history
+    register_greet(system, tmp_path)
+    for name in ("a", "b", "kept-off"):
+        system.cli("trigger", "create", name, "--target", "greet", "--push")
+    system.cli("trigger", "activate", "a")
+    system.cli("trigger", "activate", "b")
+
+    assert "with 2 trigger(s)" in system.cli("routine", "disable", "greet").stdout
+    assert {show(system, n)["disabled_by"] for n in ("a", "b")} == {"routine"}
+    assert show(system, "greet")["status"] == "disabled"  # its own trigger, by its name
+
+    assert "with 2 trigger(s)" in system.cli("routine", "enable", "greet").stdout
+    assert [show(system, n)["status"] for n in ("a", "b", "kept-off")] == [
+        "active",
+        "active",
+        "disabled",
+    ]
+    # The routine's own trigger is activated and deactivated by its name, too.
+    system.cli("trigger", "deactivate", "greet")
+    assert show(system, "greet")["status"] == "disabled"
+    system.cli("trigger", "activate", "greet")
+    assert show(system, "greet")["status"] == "active"
+    taken = system.cli("trigger", "create", "greet", "--target", "greet", "--push", check=False)
+    assert taken.returncode == 2
+    assert "routine greet's own trigger" in taken.stderr
