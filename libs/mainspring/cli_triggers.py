@@ -151,7 +151,7 @@ def replay_lines(report: Any) -> list[str]:
     subject, window, verdicts = report.subject, report.horizon, report.verdicts
     runs = [v for v in verdicts if v.would_run]
     held = (
-        "the stream holds nothing"
+        "the stream holds every message it stored"
         if window.stream_oldest is None
         else (
             f"the stream holds messages since {window.stream_oldest.isoformat(timespec='seconds')}"

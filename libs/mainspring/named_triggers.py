@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -278,13 +277,14 @@ def not_found(name: str) -> TriggerError:
 class TriggerStore:
     """Named trigger definitions and their last runs in the `triggers` bucket."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self._kv = kv
+        self._js = js
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> TriggerStore:
         """Bind to the declared bucket."""
-        return cls(await js.key_value(subjects.TRIGGERS_BUCKET))
+        return cls(await js.key_value(subjects.TRIGGERS_BUCKET), js)
 
     async def create(self, trigger: NamedTrigger) -> None:
         """Store a new definition; an existing name is an error naming the fix."""
@@ -310,20 +310,17 @@ class TriggerStore:
 
     async def list(self) -> list[NamedTrigger]:
         """Every definition, sorted by name."""
+        # The bucket stream's per-subject state, not KeyValue.keys(): on a busy machine the
+        # latter's watch can close before the first key arrives and report none.
+        prefix = f"$KV.{subjects.TRIGGERS_BUCKET}."
+        info = await self._js.stream_info(
+            f"KV_{subjects.TRIGGERS_BUCKET}", subjects_filter=f"{prefix}{DEFINITION_PREFIX}>"
+        )
         found: list[NamedTrigger] = []
-        try:
-            keys = await self._kv.keys()
-        except (NotFoundError, KeyNotFoundError):
-            return []
-        except Exception as exc:  # nats-py raises NoKeysError for an empty bucket
-            if type(exc).__name__ == "NoKeysError":
-                return []
-            raise
-        for key in keys:
-            if key.startswith(DEFINITION_PREFIX):
-                value, _ = await read(self._kv, key)
-                if value:
-                    found.append(NamedTrigger.model_validate_json(value))
+        for subject in info.state.subjects or {}:
+            value, _ = await read(self._kv, subject[len(prefix) :])
+            if value:
+                found.append(NamedTrigger.model_validate_json(value))
         return sorted(found, key=lambda t: t.name)
 
     async def change(

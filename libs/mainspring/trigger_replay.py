@@ -56,7 +56,7 @@ class Horizon:
 
     since: datetime  # what was asked for
     start: datetime  # what the replay evaluates from: the later of `since` and the stream's oldest message
-    stream_oldest: datetime | None  # None: the stream holds nothing
+    stream_oldest: datetime | None  # None: the stream still holds every message it stored
     history_oldest: datetime | None  # the oldest recorded firing of the trigger, if any
 
 
@@ -239,14 +239,17 @@ def replay(
 
 
 async def stream_oldest(js: JetStreamContext) -> datetime | None:
-    """When the stream's oldest message still held was stored (None: it is empty)."""
+    """When the stream's oldest message still held was stored; None when the stream has
+    never dropped one (its first sequence is still 1), so it holds all it ever stored."""
     info = await js.stream_info(subjects.STREAM)
-    if not info.state.messages:
+    if info.state.first_seq <= 1:
         return None
+    if not info.state.messages:
+        return datetime.now(UTC)  # every message it stored has aged out
     try:
         oldest = await js.get_msg(subjects.STREAM, seq=info.state.first_seq)
     except NotFoundError:
-        return None
+        return datetime.now(UTC)
     return oldest.time
 
 

@@ -291,7 +291,7 @@ async def test_replay_evaluates_a_definition_against_the_recorded_events_and_sta
 
     report = json.loads(system.cli("trigger", "replay", "beat", "--since", since, "--json").stdout)
     assert report["horizon_start"] >= since
-    assert report["stream_oldest"] is not None
+    assert report["stream_oldest"] is None  # a new stream has dropped nothing
     would = [v for v in report["verdicts"] if v["would_run"]]
     matched = {v["at"] for v in would if (v["recorded"] or "").startswith("fired: run ")}
     assert {e["scheduled_at"] for e in fired_beats} <= matched
@@ -314,7 +314,7 @@ async def test_replay_evaluates_a_definition_against_the_recorded_events_and_sta
     text = system.cli("trigger", "replay", "orders", "--since", since).stdout
     assert "nothing was started" in text
     assert "horizon: from" in text
-    assert "the stream holds messages since" in text
+    assert "the stream holds every message it stored" in text
     assert "would have started 1 run(s) of greet" in text
     assert f'payload {{"city": "Quito"}}  [then: fired: run {pushed}]' in text
 
@@ -353,3 +353,48 @@ async def test_routine_disable_and_enable_act_on_its_triggers_through_their_reco
     taken = system.cli("trigger", "create", "greet", "--target", "greet", "--push", check=False)
     assert taken.returncode == 2
     assert "routine greet's own trigger" in taken.stderr
+
+
+BROKEN = """
+import os
+
+from mainspring import Routine, on_schedule
+
+if "MAINSPRING_CONTROL_FD" in os.environ:
+    # Importable where it is registered, missing where it runs: every run fails to start.
+    import a_dependency_missing_on_the_runner  # noqa: F401
+
+
+class Broken(Routine):
+    def run(self, tick=on_schedule(cron="0 0 1 1 *")) -> dict:
+        return {}
+"""
+
+
+async def test_crash_loop_protection_switches_off_the_routines_triggers_through_their_records(
+    deployment: Deployment, client: Client, tmp_path: Path
+) -> None:
+    deployment.extra_env["MAINSPRING_CRASH_LOOP_THRESHOLD"] = "3"
+    deployment.start_all()
+    system = deployment
+    system.cli("routine", "create", str(write_routine(tmp_path / "b", BROKEN)), "--name", "broken")
+    system.cli("trigger", "create", "kick", "--target", "broken", "--push")
+    system.cli("trigger", "activate", "kick")
+
+    for _ in range(3):
+        run = await client.fire_trigger("kick")
+        assert (await finished_run(client, run))["status"] == "failed"
+
+    async def switched_off() -> dict[str, Any] | None:
+        info = show(system, "kick")
+        return info if info["status"] == "disabled" else None
+
+    kick = await eventually(switched_off, timeout=60, what="the trigger to be switched off")
+    assert kick["disabled_by"] == "crash_loop"
+    assert kick["disabled_reason"].startswith("crash loop: 3 triggered runs in a row")
+    assert not (await (await client.store()).get("broken")).enabled
+    refused = system.cli("trigger", "fire", "kick", check=False)
+    assert "trigger activate kick" in refused.stderr
+
+    system.cli("routine", "enable", "broken")
+    assert show(system, "kick")["status"] == "active"

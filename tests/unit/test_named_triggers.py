@@ -281,3 +281,9 @@ def test_a_changed_definition_replaces_the_timing_as_a_whole() -> None:
         changed_definition("beat", current, {"colour": "red"}, T0)
     with pytest.raises(TriggerError, match="must name its target"):
         changed_definition("new", None, {"every": "1m"}, T0)
+
+
+def test_the_horizon_starts_where_the_stream_stopped_holding_messages() -> None:
+    assert horizon(at(0), at(40), []).start == at(40)  # older messages aged out
+    assert horizon(at(50), at(40), []).start == at(50)
+    assert horizon(at(0), None, []).start == at(0)  # the stream dropped nothing
