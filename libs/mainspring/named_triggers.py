@@ -109,7 +109,9 @@ class NamedTrigger(BaseModel):
 def _as_flags(message: str) -> str:
     # The schedule checks speak the SDK's keyword arguments; the trigger is made with flags.
     return re.sub(
-        r"\b(cron|every)=(\S?)", lambda m: f"--{m[1]}" + (f" {m[2]}" if m[2] else ""), message
+        r"\b(cron|every|tz)=(['\"\w]?)",
+        lambda m: f"--{m[1]}" + (f" {m[2]}" if m[2] else ""),
+        message,
     )
 
 

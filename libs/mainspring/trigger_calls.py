@@ -170,11 +170,13 @@ class TriggerCalls:
             raise TriggerError(
                 f"trigger {name!r} is inactive: activate it with `mainspring trigger activate {name}`"
             )
+        from mainspring.client import _login  # the client module mixes this class in
+
         fire = FireTrigger(
             request_id=str(uuid.uuid4()),
             trigger=name,
             payload=payload,
-            requested_by=self.settings.user,
+            requested_by=self.settings.user or _login(),
             requested_at=_now(),
         )
         await publish(self.js, fire, subjects.TRIGGER_FIRE)
