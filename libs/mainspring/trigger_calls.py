@@ -225,6 +225,12 @@ class TriggerCalls:
             )
         await triggers.delete(name)
 
+    async def set_routine_enabled(self, routine: str, enabled: bool, reason: str | None) -> int:
+        """`routine enable/disable`: the routine's own trigger, then its named triggers
+        (see follow_routine_state); returns how many named triggers changed."""
+        await (await self.store()).set_enabled(routine, enabled, reason, _now())
+        return await self.follow_routine_state(routine, enabled, reason)
+
     async def follow_routine_state(self, routine: str, enabled: bool, reason: str | None) -> int:
         """`routine enable/disable` acts on the routine's named triggers too; returns how many.
 

@@ -14,7 +14,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, TypeVar
@@ -309,10 +308,9 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                     and parts[:2] == ["api", "routines"]
                     and parts[3] in ("enable", "disable")
                 ):
-                    store = bridge.call(client.store())
                     bridge.call(
-                        store.set_enabled(
-                            parts[2], parts[3] == "enable", body.get("reason"), datetime.now(UTC)
+                        client.set_routine_enabled(
+                            parts[2], parts[3] == "enable", body.get("reason")
                         )
                     )
                     self.send_json(200, {"ok": True})
