@@ -52,6 +52,11 @@ class Armed:
     target: str = ""
 
 
+def shown(name: str) -> str:
+    """A held name as logs show it (a named trigger without its internal prefix)."""
+    return f"trigger {name.removeprefix(NAMED)}" if name.startswith(NAMED) else name
+
+
 def cursor_key(name: str) -> str:
     """Where a held name's cursor is saved in the TICKER bucket."""
     if name.startswith(NAMED):
@@ -189,7 +194,7 @@ class Ticker:
             if plan.missed:
                 log.warning(
                     "%s: %d missed tick(s) dropped by catchup=%s",
-                    name,
+                    shown(name),
                     plan.missed,
                     armed.spec.catchup,
                 )
@@ -227,7 +232,7 @@ class Ticker:
             async with self.in_flight:
                 await self._publish_ticks(name, armed, plan)
         except Exception as exc:  # noqa: BLE001 - retried
-            log.error("publishing ticks of %s failed (%s); retrying", name, exc)
+            log.error("publishing ticks of %s failed (%s); retrying", shown(name), exc)
             return False
         return True
 
