@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from mainspring_services.dispatcher import named
 
-from mainspring.messages import FireTrigger, PollCompleted, ScheduleFired
-from mainspring.named_triggers import (
+from mainspring.client.trigger_replay import Recorded, Subject, changed_definition, horizon, replay
+from mainspring.contract.messages import FireTrigger, PollCompleted, ScheduleFired
+from mainspring.sdk.triggers import ScheduleTrigger
+from mainspring.storage.named_triggers import (
     LastRun,
     NamedTrigger,
     TriggerError,
@@ -20,10 +23,7 @@ from mainspring.named_triggers import (
     resume_cursor,
     upcoming,
 )
-from mainspring.registry import InputSchema, RoutineDefinition
-from mainspring.trigger_replay import Recorded, Subject, changed_definition, horizon, replay
-from mainspring.triggers import ScheduleTrigger
-from services.dispatcher import named
+from mainspring.storage.registry import InputSchema, RoutineDefinition
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 

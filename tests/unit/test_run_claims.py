@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from services.runner.coordination import claim_is_done, claim_is_stale
+from mainspring_services.runner.coordination import claim_is_done, claim_is_stale
 
 
 @pytest.mark.parametrize(

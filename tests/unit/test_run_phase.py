@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from services.runner.core import outcome_of
+from mainspring_services.runner.core import outcome_of
 
 
 @pytest.mark.parametrize(

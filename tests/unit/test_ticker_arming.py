@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mainspring.named_triggers import NamedTrigger, OnResume, new_trigger
-from mainspring.registry import RoutineDefinition
-from mainspring.triggers import CatchUp, ScheduleTrigger
-from services.ticker.core import next_fire
-from services.ticker.handlers import NAMED, Ticker
-from services.ticker.settings import TickerSettings
+from mainspring_services.ticker.core import next_fire
+from mainspring_services.ticker.settings import TickerSettings
+from mainspring_services.ticker.timers import NAMED, Ticker
+
+from mainspring.sdk.triggers import CatchUp, ScheduleTrigger
+from mainspring.storage.named_triggers import NamedTrigger, OnResume, new_trigger
+from mainspring.storage.registry import RoutineDefinition
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
