@@ -18,9 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mainspring_services.ticker.settings import TickerSettings
-from mainspring_services.ticker.timers import Ticker
-
 from bench.measure import Summary, ratio
 from mainspring.apps.up import free_port, start_nats_server
 from mainspring.contract import subjects
@@ -28,6 +25,8 @@ from mainspring.contract.messages import ScheduleFired
 from mainspring.runtime.bus import connect, setup_bus
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import RoutineDefinition
+from mainspring_services.ticker.settings import TickerSettings
+from mainspring_services.ticker.timers import Ticker
 
 SCHEDULES = 100_000
 LAG_WINDOW_S = 20.0

@@ -6,8 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
-from mainspring_services.dispatcher.handlers import Dispatcher
-from mainspring_services.dispatcher.handlers import register as register_dispatcher
 
 from mainspring.base.settings import Settings
 from mainspring.contract import subjects
@@ -15,6 +13,8 @@ from mainspring.contract.messages import RequestRun, RunCompleted, SubmitRun
 from mainspring.runtime.service import STREAM
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import InputSchema, RoutineCatalog, RoutineDefinition
+from mainspring_services.dispatcher.handlers import Dispatcher
+from mainspring_services.dispatcher.handlers import register as register_dispatcher
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 DEFINITION = RoutineDefinition(

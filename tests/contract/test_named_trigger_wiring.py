@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker, TestNatsBroker
-from mainspring_services.dispatcher.handlers import Dispatcher
-from mainspring_services.dispatcher.named_handlers import register_named
 
 from mainspring.base.settings import Settings
 from mainspring.contract import subjects
@@ -16,6 +14,8 @@ from mainspring.contract.messages import FireTrigger, RequestRun
 from mainspring.runtime.service import STREAM
 from mainspring.storage.named_triggers import NamedTrigger, new_trigger
 from mainspring.storage.registry import RoutineCatalog
+from mainspring_services.dispatcher.handlers import Dispatcher
+from mainspring_services.dispatcher.named_handlers import register_named
 from tests.contract.test_handler_wiring import CountingNumbers, OneRoutineStore
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)

@@ -10,8 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mainspring_services.recorder.handlers import RUNS_DURABLE, EventBatches
-from mainspring_services.recorder.history import RunHistory
 from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlmodel import Session, SQLModel, select
@@ -23,6 +21,8 @@ from mainspring.contract.messages import RequestRun, RunCompleted, RunStarted
 from mainspring.contract.queries import RunQuery
 from mainspring.runtime.service import build_broker
 from mainspring.storage.records import RunRecord, open_engine
+from mainspring_services.recorder.handlers import RUNS_DURABLE, EventBatches
+from mainspring_services.recorder.history import RunHistory
 from tests.harness import Deployment, eventually
 
 pytestmark = pytest.mark.e2e

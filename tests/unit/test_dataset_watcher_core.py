@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from mainspring_services.dataset_watcher import core
 
 from mainspring.storage.deltalog import HOP_KEY, RUN_ID_KEY, parse_commit
+from mainspring_services.dataset_watcher import core
 from tests.unit.test_deltalog import commit_text
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from mainspring_services.dispatcher import core
 from pydantic import ValidationError
 
 from mainspring.contract.messages import DatasetAppended
 from mainspring.sdk.triggers import DatasetAppendTrigger, ScheduleTrigger
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.registry import RoutineDefinition, RoutineOptions
+from mainspring_services.dispatcher import core
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

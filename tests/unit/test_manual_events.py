@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from mainspring_services.dispatcher import core
 
 from mainspring.contract.messages import SubmitRun
 from mainspring.sdk.triggers import (
@@ -18,6 +17,7 @@ from mainspring.sdk.triggers import (
 )
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.registry import InputSchema, RoutineDefinition
+from mainspring_services.dispatcher import core
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PHOTOS = DatasetAppendTrigger(dataset="photos", batch_rows=100)

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mainspring_services.dispatcher import named
 
 from mainspring.client.trigger_replay import Recorded, Subject, changed_definition, horizon, replay
 from mainspring.contract.messages import FireTrigger, PollCompleted, ScheduleFired
@@ -24,6 +23,7 @@ from mainspring.storage.named_triggers import (
     upcoming,
 )
 from mainspring.storage.registry import InputSchema, RoutineDefinition
+from mainspring_services.dispatcher import named
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 

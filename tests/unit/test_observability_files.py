@@ -11,10 +11,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from mainspring_services.runner.main import runner_gauges
 from prometheus_client import REGISTRY, generate_latest
 
 from mainspring.runtime import metrics
+from mainspring_services.runner.main import runner_gauges
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 DASHBOARD = OBSERVABILITY / "grafana" / "dashboards" / "mainspring.json"

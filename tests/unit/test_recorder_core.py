@@ -7,6 +7,7 @@ from itertools import permutations
 from typing import Any
 
 import pytest
+
 from mainspring_services.recorder.core import fold, merge, next_status
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

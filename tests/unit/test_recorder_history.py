@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mainspring_services.recorder import core
-from mainspring_services.recorder.history import RunHistory, RunQueries
 from sqlalchemy import Engine, event
 from sqlmodel import Session, select
 
@@ -24,6 +22,8 @@ from mainspring.contract.messages import (
 )
 from mainspring.contract.queries import RunQuery
 from mainspring.storage.records import CursorError, ProgressRecord, RunRecord, open_engine
+from mainspring_services.recorder import core
+from mainspring_services.recorder.history import RunHistory, RunQueries
 from tests.harness import create_postgres_database, drop_postgres_database
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)

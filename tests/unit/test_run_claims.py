@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from mainspring_services.runner.coordination import claim_is_done, claim_is_stale
 
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mainspring_services.recorder import core as recorder
-from mainspring_services.runner import core as runner
 
 from mainspring.contract.messages import RunCompleted, RunQueued, RunStarted
 from mainspring.storage.state import StateTooLarge, encode_state
+from mainspring_services.recorder import core as recorder
+from mainspring_services.runner import core as runner
 
 FAILED = runner.Outcome("failed", {}, "ValueError: bad")
 COMPLETED = runner.Outcome("completed", {"n": 1})

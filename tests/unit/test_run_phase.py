@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from mainspring_services.runner.core import outcome_of
 
 

@@ -6,12 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from mainspring_services.recorder.core import (
-    changes_for,
-    merge,
-    retention_cutoff,
-    split_deletable,
-)
 
 from mainspring.apps.cli import build_parser, main, resources_text, run_options, run_options_text
 from mainspring.contract.messages import (
@@ -23,6 +17,12 @@ from mainspring.contract.messages import (
 )
 from mainspring.storage.artifacts import delete_run_files
 from mainspring.storage.runlogs import BoundedLog, read_log, store_log
+from mainspring_services.recorder.core import (
+    changes_for,
+    merge,
+    retention_cutoff,
+    split_deletable,
+)
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 

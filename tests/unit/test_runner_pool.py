@@ -21,12 +21,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+
+from mainspring.contract.messages import Isolation, RequestRun
 from mainspring_services.runner import core
 from mainspring_services.runner.pool import ForkServer, Worker, WorkerPool
 from mainspring_services.runner.process import ChildRun
 from mainspring_services.runner.procfs import descendants_rss_bytes, rss_bytes, tree_rss_bytes
-
-from mainspring.contract.messages import Isolation, RequestRun
 
 MiB = 2**20
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from mainspring_services.ticker import core as ticker
 
 from mainspring import on_poll, on_schedule
 from mainspring.base.schedules import ScheduleError, every_tz_warning, upcoming_fires
+from mainspring_services.ticker import core as ticker
 
 
 def utc(text: str) -> datetime:

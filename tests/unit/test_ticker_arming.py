@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mainspring_services.ticker.core import next_fire
-from mainspring_services.ticker.settings import TickerSettings
-from mainspring_services.ticker.timers import NAMED, Ticker
-
 from mainspring.sdk.triggers import CatchUp, ScheduleTrigger
 from mainspring.storage.named_triggers import NamedTrigger, OnResume, new_trigger
 from mainspring.storage.registry import RoutineDefinition
+from mainspring_services.ticker.core import next_fire
+from mainspring_services.ticker.settings import TickerSettings
+from mainspring_services.ticker.timers import NAMED, Ticker
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
