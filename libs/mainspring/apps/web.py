@@ -102,7 +102,7 @@ class ClientThread:
 
 def routine_summary(definition: Any) -> dict[str, Any]:
     """What the page shows for a routine."""
-    from mainspring.apps.cli import describe_trigger, next_fire_text
+    from mainspring.apps.present import describe_trigger, next_fire_text
 
     return {
         "name": definition.name,
@@ -234,7 +234,7 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
                 if not parts:
-                    page = resources.files("mainspring").joinpath("webpage.html").read_bytes()
+                    page = resources.files("mainspring.apps").joinpath("webpage.html").read_bytes()
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html; charset=utf-8")
                     self.send_header("Content-Length", str(len(page)))

@@ -52,6 +52,7 @@ from mainspring.sdk.routine import inspect_contract, validate_inputs
 from mainspring.sdk.triggers import TimedSpec
 from mainspring.storage.registry import (
     BUNDLE_GRACE,
+    DatasetStart,
     InputSchema,
     RoutineDefinition,
     RoutineStore,
@@ -162,7 +163,9 @@ class Client(TriggerCalls):
             await store.find(name), fresh, enable
         )
         await store.put_bundle(definition.version, data)
-        await self.seed_dataset_cursor(definition)
+        start = await self.dataset_start(definition)
+        if start is not None:
+            definition = definition.model_copy(update={"dataset_start": start})
         await store.put(definition)
         trigger = definition.trigger
         doubt = trigger.timing_warning() if isinstance(trigger, TimedSpec) else None
@@ -194,37 +197,32 @@ class Client(TriggerCalls):
             await store.delete_bundle(digest)
         return sweep.delete
 
-    async def seed_dataset_cursor(self, definition: RoutineDefinition) -> None:
-        """A new dataset routine starts at the dataset's current version: old rows never fire.
+    async def dataset_start(self, definition: RoutineDefinition) -> DatasetStart | None:
+        """The dataset of a dataset routine as it is now: where the dispatcher starts its cursor.
 
-        Written before the definition, so no append can reach the dispatcher in between.
+        None when the dataset is out of reach or not created yet: the dispatcher then starts
+        the cursor at the first append announced for it.
         """
         from mainspring.sdk.triggers import DatasetAppendTrigger
         from mainspring.storage import deltalog
-        from mainspring.storage.cursors import seed_cursor
         from mainspring.storage.datasets import current_state
 
         trigger = definition.trigger
         if not isinstance(trigger, DatasetAppendTrigger):
-            return
+            return None
         root = self.settings.resolved_dataset_root()
         try:
             state = await asyncio.to_thread(current_state, trigger.dataset, root)
-            # The cursor names its table, so one deleted and created again before the
-            # first append restarts it instead of hiding below its old version.
             fs, base = deltalog.filesystem(root)
             table_id = await asyncio.to_thread(deltalog.table_identity, fs, base, trigger.dataset)
-        except Exception:  # noqa: BLE001 - store unreachable: dispatcher seeds
-            # The store is out of this client's reach: the dispatcher then starts the
-            # cursor at the first append it is told about.
-            return
+        except Exception:  # noqa: BLE001 - store unreachable from here: the dispatcher starts it
+            return None
         if state is None:
-            # Not created yet (or under another root than this client's): the dispatcher
-            # starts the cursor at the first append announced for it.
-            return
+            return None
         version, records = state
-        kv = await self.js.key_value(subjects.DISPATCH_BUCKET)
-        await seed_cursor(kv, definition.name, trigger.dataset, version, records, table_id)
+        return DatasetStart(
+            dataset=trigger.dataset, version=version, records=records, table_id=table_id
+        )
 
     async def submit(
         self,
@@ -321,6 +319,33 @@ class Client(TriggerCalls):
                 event=event if replayed else None,
             )
         )
+
+    async def create_dags(self, path: Path) -> list[RoutineDefinition]:
+        """Register every DAG a module (or folder) registers in its Namespace."""
+        from mainspring.client import dags as dag_client
+
+        return await dag_client.create_dags(self, path)
+
+    async def run_dag(
+        self, nsref: str, payload: dict[str, Any] | None = None, *, source: str = "api"
+    ) -> str:
+        """Start a run of a registered DAG; payload keys reach its source nodes by name."""
+        from mainspring.client import dags as dag_client
+
+        await dag_client.check_dag(self, nsref)
+        return await self.submit(nsref, payload=payload or {}, source=source)
+
+    async def restart(self, run_id: str) -> str:
+        """Resume a failed DAG run from its failed node, as a new run; returns its id."""
+        from mainspring.client import dags as dag_client
+
+        return await dag_client.restart(self, run_id, self.settings.user or _login())
+
+    async def replay(self, run_id: str, nodes: list[str]) -> str:
+        """Run chosen nodes of a DAG run again, as a new run (the rest skipped); its id."""
+        from mainspring.client import dags as dag_client
+
+        return await dag_client.replay(self, run_id, nodes, self.settings.user or _login())
 
     async def submit_request(self, request: SubmitRun) -> str:
         """Publish a prepared SubmitRun (its request_id becomes the run id); returns once

@@ -96,6 +96,8 @@ class RunRecord(SQLModel, table=True):
     # The run's folder in the artifact store, and its stdout/stderr log file there.
     artifact_location: str | None = None
     log_uri: str | None = None
+    # A DAG run's node table and edges (mainspring.contract.messages.DagRecord as JSON).
+    dag: dict[str, Any] | None = _json()
 
 
 class ProgressRecord(SQLModel, table=True):

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from mainspring.base.kv import TooManyConflicts, compare_and_set_from, key_token
 from mainspring.base.units import parse_memory
 from mainspring.contract import subjects
-from mainspring.contract.messages import Isolation
+from mainspring.contract.messages import DefinitionKind, Isolation
 from mainspring.sdk.routine import InputSpec, Routine
 from mainspring.sdk.triggers import AnyTrigger
 
@@ -70,6 +70,23 @@ def routine_options(cls: type[Routine]) -> RoutineOptions:
 DisabledBy = Literal["user", "crash_loop"]
 
 
+class DatasetStart(BaseModel):
+    """Where a dataset routine's cursor starts: the dataset as `routine create` found it.
+
+    The dispatcher owns cursors; registration only observes the dataset, so rows that existed
+    before the routine never fire it. The dispatcher seeds the cursor from this at the first
+    append it sees for a routine with no cursor (an existing cursor is kept across updates).
+    """
+
+    model_config = ConfigDict(frozen=True)
+    dataset: str
+    version: int = Field(ge=-1)
+    records: int | None = None
+    # The table's metaData.id, so a table deleted and created again before the first append
+    # restarts the cursor instead of hiding below the old table's version.
+    table_id: str | None = None
+
+
 class RoutineDefinition(BaseModel):
     """A registered routine instance: code version, trigger, inputs, state of its trigger."""
 
@@ -87,8 +104,11 @@ class RoutineDefinition(BaseModel):
     disabled_reason: str | None = None
     # Who turned the trigger off: a person, or crash-loop protection (re-armed by new code).
     disabled_by: DisabledBy | None = None
+    dataset_start: DatasetStart | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    # "dag": `entrypoint` is `module.py:namespace` and `name` the DAG's nsref (mainspring.compose).
+    kind: DefinitionKind = "routine"
 
     def input_specs(self) -> dict[str, InputSpec]:
         """Input specs with the instance's --set defaults applied."""

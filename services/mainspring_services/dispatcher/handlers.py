@@ -225,7 +225,7 @@ class Dispatcher:
         if isinstance(trigger, DatasetAppendTrigger):
             bucket = await self.broker.connection.jetstream().key_value(subjects.DISPATCH_BUCKET)
             cursor, _ = await load_cursor(bucket, definition.name)
-            return core.ManualContext(cursor=cursor)
+            return core.ManualContext(cursor=cursor or core.registered_cursor(definition))
         if isinstance(trigger, CompletionTrigger):
             # Asked the way the SDK asks: through the client's request/reply calls.
             history = Client(self.broker.connection, self.settings)

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mainspring.apps.cli import CliError, parse_payload, short_time, table, with_client
+from mainspring.apps.cli.common import CliError, parse_payload, with_client
+from mainspring.apps.present import short_time, table
 from mainspring.storage.named_triggers import ON_RESUME_CHOICES
 
 
