@@ -10,7 +10,7 @@ import pytest
 
 from mainspring.client.trigger_replay import Recorded, Subject, changed_definition, horizon, replay
 from mainspring.contract.messages import FireTrigger, PollCompleted, ScheduleFired
-from mainspring.sdk.triggers import ScheduleTrigger
+from mainspring.sdk.triggers import ManualTrigger, ScheduleTrigger
 from mainspring.storage.named_triggers import (
     LastRun,
     NamedTrigger,
@@ -19,6 +19,7 @@ from mainspring.storage.named_triggers import (
     deactivated,
     new_trigger,
     newer_last_run,
+    redefined,
     resume_cursor,
     upcoming,
 )
@@ -218,6 +219,59 @@ def test_a_poll_result_fires_skips_or_fails(
     decision = named.decide_poll_result(trigger, greet(), polled, at(3))
     assert decision.history[0].status == status
     assert [r.inputs for r in decision.requests] == ([inputs] if inputs else [])
+
+
+def market_summary_dag() -> RoutineDefinition:
+    return RoutineDefinition(
+        name="pipelines:process_order",
+        version="v1",
+        entrypoint="market_summary.py:ns",
+        class_name="Dag",
+        trigger_param="payload",
+        trigger=ManualTrigger(),
+        kind="dag",
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+def test_a_poll_result_for_a_dag_is_its_payload_not_run_inputs() -> None:
+    # A DAG has no run() inputs: the dict reaches its source nodes by name, as `dag run
+    # --payload` sends it; checking it against run() inputs refused every key.
+    trigger = every_second(
+        status="active", target="pipelines:process_order", poll_fn="market_summary:check_queue"
+    )
+    polled = PollCompleted(
+        routine="pipelines:process_order",
+        scheduled_at=at(3),
+        payload={"message": "new order"},
+        finished_at=at(3),
+        trigger="beat",
+    )
+    decision = named.decide_poll_result(trigger, market_summary_dag(), polled, at(3))
+    (request,) = decision.requests
+    assert request.inputs == {}
+    assert request.event["payload"] == {"message": "new order"}
+    assert decision.history[0].status == "fired"
+
+
+def test_a_six_field_cron_counts_seconds_first() -> None:
+    trigger = new_trigger("queue_check", "greet", T0, cron="*/10 * * * * *")
+    fires = [fire.utc for fire in upcoming(trigger.schedule(), at(5), 3)]
+    assert fires == [at(10), at(20), at(30)]
+    hourly = new_trigger("hourly", "greet", T0, cron="0 * * * *")
+    assert [f.utc for f in upcoming(hourly.schedule(), at(5), 1)] == [at(3600)]
+
+
+def test_a_redeclared_trigger_takes_the_code_and_keeps_its_activation() -> None:
+    current = activated(new_trigger("q", "greet", T0, cron="0 * * * *"), at(5), None)
+    declared = new_trigger("q", "other", at(9), cron="*/10 * * * * *", payload={"a": 1})
+    changed = redefined(current, declared, at(9))
+    assert (changed.status, changed.activated_at, changed.created_at) == ("active", at(5), T0)
+    assert (changed.target, changed.cron, changed.payload) == ("other", "*/10 * * * * *", {"a": 1})
+    assert changed.updated_at == at(9)
+    same = new_trigger("q", "greet", at(9), cron="0 * * * *")
+    assert redefined(current, same, at(9)) is current
 
 
 def test_replay_lists_the_ticks_a_definition_would_fire_beside_what_fired() -> None:

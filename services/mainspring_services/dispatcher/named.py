@@ -107,13 +107,16 @@ def poll_request(
 
 def submission(trigger: NamedTrigger, definition: RoutineDefinition, firing: Firing) -> SubmitRun:
     """The firing as a manual request of the target (what its event is built from)."""
+    # A DAG has no run() inputs: its payload reaches its source nodes by name, as
+    # `dag run --payload` sends it.
+    is_dag = definition.kind == "dag"
     return SubmitRun(
         request_id=firing.run_id,
         routine=definition.name,
-        inputs=firing.payload,
+        inputs={} if is_dag else firing.payload,
         started_by=firing.requested_by,
         # A poll routine's event carries the payload, as its own poll trigger's does.
-        payload=firing.payload if definition.trigger.kind == "poll" else None,
+        payload=firing.payload if is_dag or definition.trigger.kind == "poll" else None,
     )
 
 
@@ -171,7 +174,7 @@ def decide_firing(
             source="trigger",
             trigger_kind=kind,
             event=event,
-            inputs=firing.payload,
+            inputs=submitted.inputs,
             attributes={"trigger": trigger.name},
             started_by=firing.requested_by,
         )
