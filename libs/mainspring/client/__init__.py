@@ -10,7 +10,7 @@ import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -60,6 +60,10 @@ from mainspring.storage.registry import (
     routine_options,
     sweep_bundles,
 )
+
+if TYPE_CHECKING:
+    from mainspring.client.dags import DagsRegistered
+    from mainspring.compose import Namespace
 
 
 class ServiceUnavailable(RuntimeError):
@@ -320,11 +324,18 @@ class Client(TriggerCalls):
             )
         )
 
-    async def create_dags(self, path: Path) -> list[RoutineDefinition]:
-        """Register every DAG a module (or folder) registers in its Namespace."""
+    async def create_dags(self, path: Path) -> DagsRegistered:
+        """Register every DAG a module (or folder) registers in its Namespace, and the
+        triggers it declares (created inactive; existing ones keep their activation)."""
         from mainspring.client import dags as dag_client
 
         return await dag_client.create_dags(self, path)
+
+    async def register_namespace(self, namespace: Namespace) -> DagsRegistered:
+        """Register a live Namespace's DAGs and triggers (its module's folder is the code)."""
+        from mainspring.client import dags as dag_client
+
+        return await dag_client.register_namespace(self, namespace)
 
     async def run_dag(
         self, nsref: str, payload: dict[str, Any] | None = None, *, source: str = "api"

@@ -161,6 +161,24 @@ def new_trigger(
     ).check()
 
 
+# What a declaration in code decides; the rest of a stored trigger (activation, who
+# switched it off, when it was created, its on-resume choice) belongs to the record.
+DECLARED_FIELDS = ("target", "type", "cron", "every", "tz", "poll_fn", "payload")
+
+
+def redefined(current: NamedTrigger, declared: NamedTrigger, now: datetime) -> NamedTrigger:
+    """`current` with the timing, target and payload its code now declares; its activation
+    and last run are kept (re-registering a namespace switches nothing on or off)."""
+    changes = {
+        name: getattr(declared, name)
+        for name in DECLARED_FIELDS
+        if getattr(declared, name) != getattr(current, name)
+    }
+    if not changes:
+        return current
+    return current.model_copy(update={**changes, "updated_at": now})
+
+
 def activated(trigger: NamedTrigger, now: datetime, on_resume: OnResume | None) -> NamedTrigger:
     """The trigger switched on (its last run is kept: it lives under its own key)."""
     return trigger.model_copy(
@@ -303,6 +321,18 @@ class TriggerStore:
                 f"trigger {trigger.name!r} exists already: delete it first with "
                 f"`mainspring trigger delete {trigger.name}`, or choose another name"
             )
+
+    async def declare(self, declared: NamedTrigger, now: datetime) -> NamedTrigger:
+        """Create a trigger declared in code, inactive; one that exists takes the declared
+        definition and keeps its activation and last run."""
+        current = await self.find(declared.name)
+        if current is None:
+            key = DEFINITION_PREFIX + key_token(declared.name)
+            if await write_if_unchanged(self._kv, key, declared.model_dump_json().encode(), 0):
+                return declared
+        elif redefined(current, declared, now) is current:
+            return current  # unchanged: no new revision for the ticker to re-arm on
+        return await self.change(declared.name, lambda t: redefined(t, declared, now))
 
     async def find(self, name: str) -> NamedTrigger | None:
         """One definition, or None."""
