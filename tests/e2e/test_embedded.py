@@ -121,6 +121,11 @@ async def main(result_path, home, provenance_db, queue):
         if fired:
             result["order_run"] = await manager.wait(fired[0]["run_id"], timeout=60)
 
+    # Registering the namespace again (a second start on the same home) keeps activation
+    # and last run.
+    async with mainspring.embedded(namespace=ns, home=home, provenance=provenance) as manager:
+        result["reregistered"] = await manager.client.trigger_info("hourly_market")
+
     async with mainspring.embedded(namespace=ns, home=home + "-null", provenance=None) as manager:
         await manager.activate("hourly_market")
         run_id = await manager.fire("hourly_market")
@@ -208,6 +213,16 @@ def test_the_trigger_history_shows_the_firing_and_survives_deactivation(
     assert tutorial["events_while_inactive"] == tutorial["events"]
     assert tutorial["events_after_reactivation"] == tutorial["events"]
     assert tutorial["last_run_id"] == tutorial["fired_run_id"]
+
+
+def test_registering_again_keeps_activation_and_last_run(tutorial: dict[str, Any]) -> None:
+    again = tutorial["reregistered"]
+    assert (again["status"], again["last_run_id"]) == ("active", tutorial["fired_run_id"])
+    assert (again["type"], again["cron"], again["target"]) == (
+        "poll",
+        "0 * * * *",
+        "pipelines:market_summary",
+    )
 
 
 def test_the_poll_trigger_skips_on_none_and_fires_with_the_poll_payload(
