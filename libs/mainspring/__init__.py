@@ -1,6 +1,6 @@
 """Mainspring: event-driven routines in Python on NATS JetStream."""
 
-from mainspring.routine import ContractError, Routine, RoutineInvocationError, RunInfo
+from mainspring.routine import ContractError, Routine, RoutineInvocationError, RunInfo, method
 from mainspring.triggers import (
     CompletionEvent,
     DatasetEvent,
@@ -25,6 +25,7 @@ __all__ = [
     "RoutineInvocationError",
     "RunInfo",
     "ScheduleEvent",
+    "method",
     "on_complete",
     "on_dataset_append",
     "on_poll",

@@ -33,6 +33,13 @@ from mainspring.completions import (
     follower_name,
     resume_mismatch,
 )
+from mainspring.instances import (
+    carried_instance_fields,
+    check_registration,
+    method_inputs,
+    method_schemas,
+    record_version,
+)
 from mainspring.messages import (
     INVOCATIONS,
     ISOLATIONS,
@@ -100,6 +107,8 @@ def definition_from_folder(
         options=options,
         created_at=now,
         updated_at=now,
+        routine=name,
+        methods=method_schemas(contract),
     )
     return definition, data
 
@@ -156,12 +165,16 @@ class Client:
             definition_from_folder, folder, name, entrypoint, defaults or {}, now
         )
         store = await self.store()
+        existing = await store.find(name)
+        # The blueprint `name` and its instance `name`, which follows its latest version.
+        check_registration(existing, name)
         definition, self.last_registration_note = carry_trigger_state(
-            await store.find(name), fresh, enable
+            existing, carried_instance_fields(existing, fresh), enable
         )
         await store.put_bundle(definition.version, data)
         await self.seed_dataset_cursor(definition)
         await store.put(definition)
+        await record_version(self, definition, now)
         trigger = definition.trigger
         doubt = trigger.timing_warning() if isinstance(trigger, TimedSpec) else None
         if doubt is not None:
@@ -244,8 +257,9 @@ class Client:
         upstream: str | None = None,
         payload: dict[str, Any] | None = None,
         invocation: str = "direct",
+        method: str = "run",
     ) -> str:
-        """Ask for a run; returns its run id at once.
+        """Ask for a run (of `method`, run() by default); returns its run id at once.
 
         The dispatcher checks the routine and the inputs; a refused run is recorded as failed
         with the reason (`dispatched` waits for that decision). The run gets the event its trigger would deliver: a dataset routine the rows since
@@ -262,6 +276,8 @@ class Client:
                 f"invocation {invocation!r}: use 'workflow' (inputs asked for step by step) "
                 "or 'direct' (given at once)"
             )
+        if method != "run":
+            inputs = await method_inputs(self, routine, method, inputs or {})
         return await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
@@ -284,6 +300,7 @@ class Client:
                 upstream_run_id=upstream,
                 payload=payload,
                 invocation=invocation,
+                method=method,
             )
         )
 
@@ -317,6 +334,7 @@ class Client:
                 rerun_of=run_id,
                 trigger_kind=replayed,
                 event=event if replayed else None,
+                method=original.get("method") or "run",
             )
         )
 

@@ -36,6 +36,8 @@ def invoke(
     state: dict[str, Any] | None,
     catch: type[BaseException] = Exception,
     memory_error_reason: str | None = None,
+    method: str = "run",
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one instance to a result dict: status, outputs, error, traceback, and `state` when
     run() changed it. Routine faults (those of type `catch`) become a failed result; where a
@@ -45,13 +47,14 @@ def invoke(
     instance._run_info = run_info
     initial_state = json.dumps(state or {}, sort_keys=True, default=str)
     instance._state = json.loads(initial_state)
+    instance._config = dict(config or {})
     with RunLoop() as loop:
         try:
             with tracing.span("setup"):
                 call(loop, instance.setup)
             try:
-                with tracing.span("run"):
-                    value = call(loop, instance.run, **arguments)  # type: ignore[attr-defined]
+                with tracing.span(method):
+                    value = call(loop, getattr(instance, method), **arguments)
             finally:
                 with tracing.span("cleanup"):
                     call(loop, instance.cleanup)
@@ -112,6 +115,17 @@ def _failed(exc: BaseException) -> dict[str, Any]:
         "error": f"{type(exc).__name__}: {exc}",
         "traceback": traceback.format_exc(),
     }
+
+
+def method_arguments(
+    request: RequestRun, trigger_param: str, inputs: dict[str, Any], dataset_root: str
+) -> dict[str, Any]:
+    """What the requested method is called with: run() gets its trigger's event besides its
+    inputs; any other method its inputs alone."""
+    if request.method != "run":
+        return dict(inputs)
+    batch_size = int(inputs.get("batch_size", 1024) or 1024)
+    return {trigger_param: build_event(request, batch_size, dataset_root), **inputs}
 
 
 def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from mainspring import subjects
 from mainspring.kv import TooManyConflicts, compare_and_set_from, key_token
 from mainspring.messages import Isolation
-from mainspring.routine import InputSpec, Routine
+from mainspring.routine import RUN_METHOD, InputSpec, Routine
 from mainspring.triggers import AnyTrigger
 from mainspring.units import parse_memory
 
@@ -67,6 +67,19 @@ def routine_options(cls: type[Routine]) -> RoutineOptions:
     )
 
 
+class MethodSchema(BaseModel):
+    """A declared method besides run() as stored: its inputs and in-memory permission."""
+
+    model_config = ConfigDict(frozen=True)
+    inputs: dict[str, InputSchema] = Field(default_factory=dict)
+    in_memory: bool = False
+    constructor: bool = False
+
+    def input_specs(self) -> dict[str, InputSpec]:
+        """Input specs for validation."""
+        return {name: schema.spec() for name, schema in self.inputs.items()}
+
+
 DisabledBy = Literal["user", "crash_loop"]
 
 
@@ -89,6 +102,23 @@ class RoutineDefinition(BaseModel):
     disabled_by: DisabledBy | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    # An entry is a routine instance: `routine` names its blueprint ("" for entries written
+    # before instances existed: the blueprint of the same name), and the instance either
+    # follows the blueprint's latest version or stays on `version`.
+    routine: str = ""
+    follow_latest: bool = True
+    # The configuration its last constructor (`configure`) run was given.
+    config: dict[str, Any] = Field(default_factory=dict)
+    methods: dict[str, MethodSchema] = Field(default_factory=dict)
+
+    @property
+    def blueprint(self) -> str:
+        """The routine (blueprint) this instance configures."""
+        return self.routine or self.name
+
+    def constructor(self) -> str | None:
+        """The name of the instance's constructor method, if its routine has one."""
+        return next((name for name, m in self.methods.items() if m.constructor), None)
 
     def input_specs(self) -> dict[str, InputSpec]:
         """Input specs with the instance's --set defaults applied."""
@@ -98,6 +128,47 @@ class RoutineDefinition(BaseModel):
             )
             for name, s in self.inputs.items()
         }
+
+
+def method_input_specs(definition: RoutineDefinition, method: str) -> dict[str, InputSpec]:
+    """The inputs of one of the instance's methods (run(): with its --set defaults)."""
+    if method == RUN_METHOD:
+        return definition.input_specs()
+    return definition.methods[method].input_specs()
+
+
+def unknown_method(definition: RoutineDefinition, method: str) -> str | None:
+    """Why `method` cannot run on this instance (None: it can)."""
+    if method == RUN_METHOD or method in definition.methods:
+        return None
+    known = ", ".join([RUN_METHOD, *sorted(definition.methods)])
+    return (
+        f"routine {definition.blueprint} has no method {method!r}: instance {definition.name} "
+        f"can run {known} (declare others with @method)"
+    )
+
+
+def in_memory_refusal(definition: RoutineDefinition, method: str) -> str | None:
+    """Why `method` of this instance may not run in memory (None: it may).
+
+    run() follows the class's `allow_in_memory`; every other method decides for itself.
+    """
+    if method == RUN_METHOD:
+        if definition.options.allow_in_memory:
+            return None
+        return (
+            f"routine {definition.name} does not allow in-memory runs: set "
+            "`allow_in_memory = True` on its class and re-register it, or run it without "
+            "--in-memory"
+        )
+    declared = definition.methods.get(method)
+    if declared is None or declared.in_memory:
+        return None  # an unknown method is refused by the manual decision, naming the known
+    return (
+        f"method {method} of routine {definition.blueprint} does not allow in-memory runs: "
+        f"declare it with `@method(in_memory=True)` and re-register, or run it without "
+        "--in-memory"
+    )
 
 
 def carry_trigger_state(

@@ -25,8 +25,13 @@ from mainspring.messages import (
     TriggerKind,
     TriggerRecorded,
 )
-from mainspring.registry import RoutineDefinition
-from mainspring.routine import InputError, validate_inputs
+from mainspring.registry import (
+    RoutineDefinition,
+    in_memory_refusal,
+    method_input_specs,
+    unknown_method,
+)
+from mainspring.routine import RUN_METHOD, InputError, validate_inputs
 from mainspring.triggers import CompletionTrigger, DatasetAppendTrigger, PollTrigger
 
 _RUN_NAMESPACE = uuid.UUID("6f1c8f52-2a5e-4d7e-9a38-6f0d1d3b9c11")
@@ -72,6 +77,7 @@ class RunDraft:
     rerun_of: str | None = None
     execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
+    method: str = RUN_METHOD
 
 
 def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime) -> RequestRun:
@@ -86,7 +92,7 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         source=draft.source,
         trigger_kind=draft.trigger_kind,
         event=draft.event,
-        inputs=validate_inputs(definition.input_specs(), draft.inputs),
+        inputs=validate_inputs(method_input_specs(definition, draft.method), draft.inputs),
         labels=draft.labels,
         attributes=draft.attributes,
         name=draft.name,
@@ -109,6 +115,9 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         rerun_of=draft.rerun_of,
         execution=draft.execution,
         invocation=draft.invocation,
+        method=draft.method,
+        blueprint=definition.blueprint,
+        configuration=definition.config,
     )
 
 
@@ -297,8 +306,23 @@ def decide_manual(
             f"`mainspring routine create DIR --name {submitted.routine}`"
         )
         return Decision(refused=[refuse(submitted.request_id, submitted.routine, reason, now)])
+    problem = unknown_method(definition, submitted.method)
+    if problem is not None:
+        return Decision(
+            refused=[
+                refuse(submitted.request_id, definition.name, problem, now, source=submitted.source)
+            ]
+        )
+    trigger_kind: TriggerKind
+    event: dict[str, Any]
     try:
-        trigger_kind, event = manual_event(definition, submitted, context or ManualContext(), now)
+        if submitted.method != RUN_METHOD:
+            # Only run() takes a trigger's event; another method has its inputs alone.
+            trigger_kind, event = "manual", {}
+        else:
+            trigger_kind, event = manual_event(
+                definition, submitted, context or ManualContext(), now
+            )
     except ManualEventError as exc:
         return Decision(
             refused=[
@@ -332,6 +356,7 @@ def decide_manual(
         rerun_of=submitted.rerun_of,
         execution=submitted.execution,
         invocation=submitted.invocation,
+        method=submitted.method,
     )
     try:
         return Decision(requests=[build_request(definition, draft, now)])
@@ -352,12 +377,8 @@ def decide_in_memory(
     context: ManualContext | None = None,
 ) -> Decision:
     """An in-memory request is a manual one, refused unless the routine allows in-memory runs."""
-    if definition is not None and not definition.options.allow_in_memory:
-        reason = (
-            f"routine {definition.name} does not allow in-memory runs: set "
-            "`allow_in_memory = True` on its class and re-register it, or run it without "
-            "--in-memory"
-        )
+    reason = None if definition is None else in_memory_refusal(definition, submitted.method)
+    if definition is not None and reason is not None:
         return Decision(refused=[refuse(submitted.request_id, definition.name, reason, now)])
     return decide_manual(definition, submitted, now, context)
 
