@@ -411,9 +411,11 @@ def describe_trigger(trigger: Any) -> str:
 
 
 async def routine_list(client: Any, args: argparse.Namespace) -> int:
-    routines = await (await client.store()).list()
+    # Instances grouped under their routine (blueprint).
+    routines = sorted(await (await client.store()).list(), key=lambda d: (d.blueprint, d.name))
     rows = [
         {
+            "routine": d.blueprint,
             "name": d.name,
             "trigger": describe_trigger(d.trigger),
             "enabled": "yes" if d.enabled else "no",
@@ -425,7 +427,7 @@ async def routine_list(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json.loads(d.model_dump_json()) for d in routines], indent=2))
     elif rows:
-        print(table(rows, ["name", "trigger", "enabled", "version", "entrypoint"]))
+        print(table(rows, ["routine", "name", "trigger", "enabled", "version", "entrypoint"]))
     else:
         print("no routines: register one with `mainspring routine create DIR --name NAME`")
     return 0
@@ -444,6 +446,7 @@ async def routine_show(client: Any, args: argparse.Namespace) -> int:
         data["next_fires"] = next_fires_text(definition, args.next)
     if definition.trigger.kind == "dataset":
         data["dataset_cursor"] = await dataset_cursor(client, args.name)
+    data.update(await routine_versions_and_instances(client, definition.blueprint))
     print(json.dumps(data, indent=2))
     if not definition.enabled:
         print(
@@ -451,6 +454,15 @@ async def routine_show(client: Any, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+async def routine_versions_and_instances(client: Any, routine: str) -> dict[str, Any]:
+    """The routine's versions (newest first) and its instances, for `routine show`."""
+    from mainspring.instances import blueprints, summarise
+
+    blueprint = await (await blueprints(client)).find(routine)
+    summary = summarise(blueprint, routine, await (await client.store()).list())
+    return {"versions": summary.versions, "instances": summary.model_dump()["instances"]}
 
 
 async def dataset_cursor(client: Any, routine: str) -> dict[str, Any] | None:
@@ -564,6 +576,7 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "store_artifacts": not args.no_store,
         # Inputs asked for one by one are Xperiflow's workflow invocation.
         "invocation": "workflow" if args.interactive else "direct",
+        "method": args.method,
     }
 
 
@@ -806,6 +819,10 @@ def print_run(run: dict[str, Any]) -> None:
     fields = [
         "id",
         "routine",
+        "blueprint",
+        "routine_version",
+        "method",
+        "configuration",
         "run_number",
         "status",
         "source",
@@ -1337,6 +1354,8 @@ def dataset_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mainspring.cli_instances import add_instance_commands, add_runs_diff_command
+
     parser = argparse.ArgumentParser(
         prog="mainspring",
         description="Event-driven routines on NATS JetStream.",
@@ -1463,6 +1482,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("name")
     run.add_argument(
         "--input", action="append", metavar="K=V", help="run() input (validated against its type)"
+    )
+    run.add_argument(
+        "--method",
+        default="run",
+        help="the routine method to run (default: run); its inputs are given with --input",
     )
     run.add_argument("--label", action="append", help="label (repeatable)")
     run.add_argument(
@@ -1602,6 +1626,8 @@ def build_parser() -> argparse.ArgumentParser:
     ra.set_defaults(func=with_client(runs_artifacts))
 
     add_dataset_commands(commands)
+    add_instance_commands(commands)
+    add_runs_diff_command(runs_actions)
 
     publish = commands.add_parser(
         "publish",

@@ -267,6 +267,7 @@ async def run_in_memory(
     return {
         "id": run_id,
         "routine": routine,
+        "method": method,
         "run_number": request.run_number,
         "status": status,
         "outputs": outputs,
