@@ -155,6 +155,12 @@ async def create_instance(
         )
     blueprint = await (await blueprints(client)).get(routine)
     chosen = blueprint.version(version) if version is not None else blueprint.latest()
+    if chosen.digest not in {stored.digest for stored in await store.stored_bundles()}:
+        # The bundle sweep deletes code no instance used for a while; its record stays.
+        raise RegistryError(
+            f"the code of version {chosen.digest[:12]} of routine {routine} was deleted, as no "
+            "instance used it: register that code again with `mainspring routine create`"
+        )
     now = datetime.now(UTC)
     template = chosen.template
     given = settings or {}
