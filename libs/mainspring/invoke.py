@@ -16,7 +16,7 @@ from typing import Any
 
 from mainspring import tracing
 from mainspring.messages import RequestRun
-from mainspring.routine import Routine, RunContext, RunInfo
+from mainspring.routine import CONSTRUCTOR, Routine, RunContext, RunInfo, constructor_parameters
 from mainspring.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
 
 
@@ -42,7 +42,10 @@ def invoke(
     """Run one instance to a result dict: status, outputs, error, traceback, and `state` when
     run() changed it. Routine faults (those of type `catch`) become a failed result; where a
     memory limit is set, a MemoryError is reported as `memory_error_reason`."""
-    instance = cls()
+    # A routine configured through `__init__` is built with its instance's configuration.
+    taken = constructor_parameters(cls)
+    built_with = {k: v for k, v in (config or {}).items() if k in taken}
+    instance = cls(**built_with)
     instance._context = context
     instance._run_info = run_info
     initial_state = json.dumps(state or {}, sort_keys=True, default=str)
@@ -54,7 +57,11 @@ def invoke(
                 call(loop, instance.setup)
             try:
                 with tracing.span(method):
-                    value = call(loop, getattr(instance, method), **arguments)
+                    if method == CONSTRUCTOR and not hasattr(instance, CONSTRUCTOR):
+                        # Building the instance above was its constructor run.
+                        value = built_with
+                    else:
+                        value = call(loop, getattr(instance, method), **arguments)
             finally:
                 with tracing.span("cleanup"):
                     call(loop, instance.cleanup)

@@ -348,11 +348,38 @@ def inspect_methods(cls: type) -> dict[str, MethodContract]:
                     "private names are taken; rename it"
                 )
             found[attr] = _method_contract(cls.__name__, attr, value, mark)
+    if CONSTRUCTOR not in found and constructor_parameters(cls):
+        # `__init__` parameters are the configuration of a routine without `configure`.
+        found[CONSTRUCTOR] = _method_contract(cls.__name__, "__init__", _own_init(cls), None, True)
     return found
 
 
+def _own_init(cls: type) -> Callable[..., Any]:
+    # Read from the class, not an instance: the routine's own signature is the contract.
+    init: Callable[..., Any] = cls.__init__  # type: ignore[misc]
+    return init
+
+
+def constructor_parameters(cls: type) -> list[str]:
+    """The named parameters of a routine's own `__init__` (none: it takes no configuration).
+
+    An `__init__` taking `*args` or `**kwargs` only passes them on: it declares nothing.
+    """
+    init = _own_init(cls)
+    if init is object.__init__:
+        return []
+    params = list(inspect.signature(init).parameters.values())[1:]
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return []
+    return [p.name for p in params]
+
+
 def _method_contract(
-    cls_name: str, name: str, function: Callable[..., Any], mark: _MethodMark | None
+    cls_name: str,
+    name: str,
+    function: Callable[..., Any],
+    mark: _MethodMark | None,
+    constructor: bool = False,
 ) -> MethodContract:
     target = inspect.unwrap(function)
     signature = inspect.signature(target)
@@ -373,7 +400,7 @@ def _method_contract(
     return MethodContract(
         inputs=inputs,
         in_memory=mark.in_memory if mark is not None else False,
-        constructor=name == CONSTRUCTOR,
+        constructor=constructor or name == CONSTRUCTOR,
     )
 
 

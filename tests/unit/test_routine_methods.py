@@ -120,3 +120,38 @@ def test_a_method_sees_the_configuration_and_a_constructor_sets_state() -> None:
 def test_call_refuses_run_which_needs_an_event() -> None:
     with pytest.raises(RuntimeError, match="test it with fire"):
         call(Clustering, "run")
+
+
+class Thresholds(Routine):
+    def __init__(self, limit: int = 10, unit: str = "rows") -> None:
+        self.limit = limit
+        self.unit = unit
+
+    @method(in_memory=True)
+    def check(self, value: int = 0) -> dict[str, object]:
+        return {"over": value > self.limit, "unit": self.unit}
+
+    def run(self, tick=on_schedule(every="1h")) -> dict[str, str]:  # type: ignore[no-untyped-def]
+        return {}
+
+
+def test_init_parameters_are_the_constructor_when_there_is_no_configure() -> None:
+    contract = inspect_contract(Thresholds)
+
+    assert contract.methods["configure"].constructor is True
+    assert sorted(contract.methods["configure"].inputs) == ["limit", "unit"]
+    built = call(Thresholds, "configure", inputs={"limit": 3}, configuration={"limit": 3})
+    checked = call(Thresholds, "check", inputs={"value": 5}, configuration={"limit": 3})
+    assert built.outputs == {"limit": 3}
+    assert checked.outputs == {"over": True, "unit": "rows"}
+
+
+def test_an_init_passing_arguments_on_declares_no_configuration() -> None:
+    class PassesOn(Routine):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__()
+
+        def run(self, tick=on_schedule(every="1h")) -> dict[str, str]:  # type: ignore[no-untyped-def]
+            return {}
+
+    assert inspect_contract(PassesOn).methods == {}
