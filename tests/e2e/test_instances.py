@@ -121,6 +121,9 @@ async def test_bad_method_runs_are_refused_with_one_line_naming_the_fix(
     assert [r for r in runs if r.get("method") == "fit"] == []
 
 
+@pytest.mark.parametrize(
+    "deployment", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 async def test_a_reconfiguration_is_a_constructor_run_and_runs_diff_shows_what_changed(
     system: Deployment, tmp_path: Path
 ) -> None:
