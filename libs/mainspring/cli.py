@@ -436,7 +436,15 @@ async def routine_list(client: Any, args: argparse.Namespace) -> int:
 async def routine_show(client: Any, args: argparse.Namespace) -> int:
     from mainspring.queries import RunQuery
 
-    definition = await (await client.store()).get(args.name)
+    definition = await (await client.store()).find(args.name)
+    if definition is None:
+        # A routine whose instance of the same name was deleted still has versions and
+        # maybe other instances; anything else is the registry's error naming the fix.
+        summary = await routine_versions_and_instances(client, args.name)
+        if not summary["versions"]:
+            await (await client.store()).get(args.name)
+        print(json.dumps({"routine": args.name, **summary}, indent=2))
+        return 0
     data = json.loads(definition.model_dump_json())
     latest = await client.list_runs(RunQuery(routine=args.name, limit=1))
     data["last_run_id"] = latest[0]["id"] if latest else None

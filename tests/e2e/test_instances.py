@@ -220,3 +220,13 @@ async def test_a_pinned_instance_stays_while_a_following_one_moves_to_new_code(
     assert following["routine_version"] == second
     assert following["outputs"] == {"v2": True, "clusters": 5, "max_iterations": 20}
     assert (await store.get("following")).config == {"clusters": 5, "max_iterations": 20}
+
+    # Deleting the instance named like the routine leaves the routine and its other instances.
+    system.cli("routine", "delete", "kmeans")
+    remaining = json.loads(system.cli("routine", "show", "kmeans").stdout)
+    assert remaining["routine"] == "kmeans"
+    assert sorted(i["name"] for i in remaining["instances"]) == ["following", "pinned"]
+    assert len(remaining["versions"]) == 2
+    unknown = system.cli("routine", "show", "nope", check=False)
+    assert unknown.returncode == 2
+    assert "routine 'nope' is not registered" in unknown.stderr
