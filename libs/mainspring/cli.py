@@ -597,7 +597,7 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         raise CliError(f"--memory: {exc}") from None
     inputs: dict[str, Any] = parse_pairs(args.input, "--input")
     if args.interactive:
-        inputs = await prompt_inputs(client, args.name, inputs)
+        inputs = await prompt_inputs(client, args.name, inputs, args.method)
     if args.in_memory:
         narrowing = [args.from_version, args.to_version, args.upstream, args.payload]
         if any(option is not None for option in narrowing):
@@ -658,13 +658,20 @@ def parse_payload(text: str | None) -> dict[str, Any] | None:
     return payload
 
 
-async def prompt_inputs(client: Any, routine: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Ask for each input not given on the command line, showing its type and default."""
+async def prompt_inputs(
+    client: Any, routine: str, given: dict[str, Any], method: str = "run"
+) -> dict[str, Any]:
+    """Ask for each input of the method not given on the command line, showing its type and
+    default."""
+    from mainspring.registry import method_input_specs, unknown_method
     from mainspring.routine import InputError, coerce_input
 
     definition = await (await client.store()).get(routine)
+    problem = unknown_method(definition, method)
+    if problem is not None:
+        raise CliError(problem)
     inputs = dict(given)
-    for name, spec in definition.input_specs().items():
+    for name, spec in method_input_specs(definition, method).items():
         if name in inputs:
             continue
         kind = f"{spec.type} or empty" if spec.optional else spec.type

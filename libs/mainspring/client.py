@@ -315,11 +315,16 @@ class Client:
         event = original.get("trigger_event")
         # A run refused before the dispatcher built its event has none: it gets a fresh one.
         replayed = original.get("trigger_kind") if event is not None else None
+        method = original.get("method") or "run"
+        inputs = original.get("inputs") or {}
+        if method != "run":
+            # A constructor run repeated configures the instance again, as it did then.
+            inputs = await method_inputs(self, original["routine"], method, inputs)
         return await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
                 routine=original["routine"],
-                inputs=original.get("inputs") or {},
+                inputs=inputs,
                 labels=original.get("labels") or [],
                 attributes=original.get("attributes") or {},
                 name=original.get("name"),
@@ -334,7 +339,7 @@ class Client:
                 rerun_of=run_id,
                 trigger_kind=replayed,
                 event=event if replayed else None,
-                method=original.get("method") or "run",
+                method=method,
             )
         )
 

@@ -179,6 +179,20 @@ async def test_a_reconfiguration_is_a_constructor_run_and_runs_diff_shows_what_c
     only = system.cli("runs", "diff", before["id"], after["id"], "--only-differences").stdout
     assert "method" not in only
 
+    # Repeating the first constructor run configures the instance as it did then.
+    first_configure = oldest_first[0]["id"]
+    again = json.loads(
+        system.cli("runs", "rerun", first_configure, "--wait", "--json", "--timeout", "60").stdout
+    )
+    assert (again["method"], again["rerun_of"], again["status"]) == (
+        "configure",
+        first_configure,
+        "completed",
+    )
+    assert again["configuration"] == {"clusters": 2, "max_iterations": 20}
+    relisted = json.loads(system.cli("instance", "list", "--json").stdout)
+    assert {d["name"]: d["config"] for d in relisted}["segments"]["clusters"] == 2
+
 
 async def test_a_pinned_instance_stays_while_a_following_one_moves_to_new_code(
     system: Deployment, tmp_path: Path, client: Client
