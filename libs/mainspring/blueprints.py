@@ -62,7 +62,8 @@ def with_version(current: Blueprint | None, name: str, version: BlueprintVersion
     versions = list(current.versions) if current is not None else []
     if versions and versions[-1].digest == version.digest:
         # The same code again (a `dev` save that changed nothing, a repeated create) keeps
-        # its version, but the template is the newest (class options may differ in inputs).
+        # its version and first registration time; the template is the newest, as the same
+        # code may be registered with another entrypoint or other input defaults.
         versions[-1] = version.model_copy(update={"registered_at": versions[-1].registered_at})
     else:
         versions = [v for v in versions if v.digest != version.digest] + [version]

@@ -77,11 +77,12 @@ def carried_instance_fields(
     existing: RoutineDefinition | None, fresh: RoutineDefinition
 ) -> RoutineDefinition:
     """New code for an instance keeps its configuration (what the new constructor still takes)."""
-    if existing is None or not existing.config or fresh.constructor() is None:
+    constructor = fresh.constructor()
+    if existing is None or not existing.config or constructor is None:
         return fresh
-    specs = fresh.methods[fresh.constructor() or ""].inputs
+    taken = fresh.methods[constructor].inputs
     return fresh.model_copy(
-        update={"config": {k: v for k, v in existing.config.items() if k in specs}}
+        update={"config": {k: v for k, v in existing.config.items() if k in taken}}
     )
 
 
