@@ -33,7 +33,12 @@ async def instance_configure(client: Any, args: argparse.Namespace) -> int:
     settings = parse_pairs(args.set, "--set")
     if not settings:
         raise CliError("give the new configuration with --set, e.g. --set clusters=5")
-    definition = await (await client.store()).get(args.name)
+    definition = await (await client.store()).find(args.name)
+    if definition is None:
+        raise CliError(
+            f"instance {args.name!r} does not exist: create it with `mainspring instance create "
+            f"{args.name} --routine ROUTINE` (see `mainspring instance list`)"
+        )
     constructor = definition.constructor()
     if constructor is None:
         raise CliError(

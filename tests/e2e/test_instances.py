@@ -104,8 +104,23 @@ async def test_bad_method_runs_are_refused_with_one_line_naming_the_fix(
         "instance", "create", "y", "--routine", "kmeans", "--set", "clusters=many", check=False
     )
     taken = system.cli("instance", "create", "kmeans", "--routine", "kmeans", check=False)
+    no_instance = system.cli("instance", "configure", "nope", "--set", "clusters=2", check=False)
+    bad_pair = system.cli("instance", "configure", "kmeans", "--set", "clusters", check=False)
+    no_version = system.cli(
+        "instance", "create", "z", "--routine", "kmeans", "--version", "ffff", check=False
+    )
 
-    for result in (in_memory, unknown, bad_input, no_routine, bad_set, taken):
+    for result in (
+        in_memory,
+        unknown,
+        bad_input,
+        no_routine,
+        bad_set,
+        taken,
+        no_instance,
+        bad_pair,
+        no_version,
+    ):
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "method fit of routine kmeans does not allow in-memory runs" in in_memory.stderr
@@ -116,6 +131,9 @@ async def test_bad_method_runs_are_refused_with_one_line_naming_the_fix(
     assert "routine 'nope' is not registered" in no_routine.stderr
     assert "clusters" in bad_set.stderr
     assert "instance 'kmeans' exists" in taken.stderr
+    assert "instance 'nope' does not exist: create it with" in no_instance.stderr
+    assert "--set 'clusters' is not key=value" in bad_pair.stderr
+    assert "'ffff' is not a version of routine kmeans: pick one of" in no_version.stderr
     # A refused in-memory run never started: nothing ran fit.
     runs = json.loads(system.cli("runs", "list", "--routine", "kmeans", "--json").stdout)
     assert [r for r in runs if r.get("method") == "fit"] == []
