@@ -140,6 +140,10 @@ def method(
 class Routine:
     """Base class of user routines: override run(), optionally setup() and cleanup().
 
+    Other methods a run may execute are declared with `@method`; `configure` (or the
+    parameters of `__init__`) is the constructor, whose inputs are an instance's
+    configuration, read in every run as `self.config`.
+
     Class attributes set per-routine options: timeout_s, memory ("2GiB"), retries,
     retry_backoff_s, max_hops, max_concurrent, allow_in_memory, isolation ("worker": a
     reused worker process, the default; "process": a fresh process per run).
