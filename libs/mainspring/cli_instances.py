@@ -10,14 +10,12 @@ from mainspring.cli import CliError, parse_pairs, table, with_client
 
 
 async def instance_create(client: Any, args: argparse.Namespace) -> int:
-    from mainspring.instances import create_instance
-
-    definition, run_id = await create_instance(
-        client,
+    definition, run_id = await client.create_instance(
         args.name,
         args.routine,
         version=args.version,
         settings=parse_pairs(args.set, "--set"),
+        source="manual",
     )
     follows = "follows the latest version" if definition.follow_latest else "pinned"
     print(
@@ -33,19 +31,12 @@ async def instance_configure(client: Any, args: argparse.Namespace) -> int:
     settings = parse_pairs(args.set, "--set")
     if not settings:
         raise CliError("give the new configuration with --set, e.g. --set clusters=5")
-    definition = await (await client.store()).find(args.name)
-    if definition is None:
+    if await (await client.store()).find(args.name) is None:
         raise CliError(
             f"instance {args.name!r} does not exist: create it with `mainspring instance create "
             f"{args.name} --routine ROUTINE` (see `mainspring instance list`)"
         )
-    constructor = definition.constructor()
-    if constructor is None:
-        raise CliError(
-            f"routine {definition.blueprint} has no constructor, so instance {args.name} has "
-            "no configuration: declare `def configure(self, k: int = 3)` on its class"
-        )
-    run_id = await client.submit(args.name, settings, method=constructor, source="manual")
+    run_id = await client.configure_instance(args.name, settings, source="manual")
     await _report_constructor_run(client, run_id, args.wait)
     return 0
 

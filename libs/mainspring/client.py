@@ -36,6 +36,7 @@ from mainspring.completions import (
 from mainspring.instances import (
     carried_instance_fields,
     check_registration,
+    create_instance,
     method_inputs,
     method_schemas,
     record_version,
@@ -54,6 +55,7 @@ from mainspring.queries import RunQuery
 from mainspring.registry import (
     BUNDLE_GRACE,
     InputSchema,
+    RegistryError,
     RoutineDefinition,
     RoutineStore,
     carry_trigger_state,
@@ -180,6 +182,34 @@ class Client:
         if doubt is not None:
             warnings.warn(f"routine {name}: {doubt}", ScheduleWarning, stacklevel=2)
         return definition
+
+    async def create_instance(
+        self,
+        name: str,
+        routine: str,
+        *,
+        version: str | None = None,
+        settings: dict[str, Any] | None = None,
+        source: str = "api",
+    ) -> tuple[RoutineDefinition, str | None]:
+        """A new instance of `routine` (pinned to `version`, a digest prefix, or following the
+        latest); returns it and its constructor run's id (see `mainspring.instances`)."""
+        return await create_instance(
+            self, name, routine, version=version, settings=settings, source=source
+        )
+
+    async def configure_instance(
+        self, name: str, settings: dict[str, Any], source: str = "api"
+    ) -> str:
+        """Reconfigure an instance: a run of its constructor; returns the run id."""
+        definition = await (await self.store()).get(name)
+        constructor = definition.constructor()
+        if constructor is None:
+            raise RegistryError(
+                f"routine {definition.blueprint} has no constructor, so instance {name} has no "
+                "configuration: declare `def configure(self, k: int = 3)` on its class"
+            )
+        return await self.submit(name, settings, method=constructor, source=source)
 
     async def collect_bundles(
         self, grace: timedelta = BUNDLE_GRACE, now: datetime | None = None

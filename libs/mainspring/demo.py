@@ -132,7 +132,6 @@ async def _dataset_demo(client: Client, settings: Settings) -> None:
 async def _instances_demo(client: Client, settings: Settings) -> None:
     """Routine -> instance -> run -> artifacts: the clustering routine, configured, fitted,
     reconfigured, fitted again, asked in memory, and its two fits compared."""
-    from mainspring.instances import create_instance
     from mainspring.rundiff import artifact_statistics, compare_runs, render_diff
 
     say("registering examples/kmeans_clustering as routine kmeans (constructor, fit, predict)")
@@ -140,8 +139,8 @@ async def _instances_demo(client: Client, settings: Settings) -> None:
     print(f"    kmeans: version {kmeans.version[:12]}, methods {', '.join(kmeans.methods)}")
 
     say("mainspring instance create customer_segments --routine kmeans --set clusters=2")
-    instance, configured = await create_instance(
-        client, "customer_segments", "kmeans", settings={"clusters": 2}
+    instance, configured = await client.create_instance(
+        "customer_segments", "kmeans", settings={"clusters": 2}
     )
     if configured is not None:
         await client.wait(configured, timeout=60)
@@ -151,9 +150,7 @@ async def _instances_demo(client: Client, settings: Settings) -> None:
     for clusters in (2, 3):
         if clusters != 2:
             say(f"mainspring instance configure customer_segments --set clusters={clusters}")
-            rerun = await client.submit(
-                "customer_segments", {"clusters": clusters}, method="configure", source="manual"
-            )
+            rerun = await client.configure_instance("customer_segments", {"clusters": clusters})
             reconfigured = await client.wait(rerun, timeout=60)
             print(f"    run {reconfigured['run_number']} of configure: {reconfigured['inputs']}")
         say("mainspring run customer_segments --method fit --statistics --wait")

@@ -143,6 +143,7 @@ async def create_instance(
     *,
     version: str | None = None,
     settings: dict[str, Any] | None = None,
+    source: str = "api",
 ) -> tuple[RoutineDefinition, str | None]:
     """Create instance `name` of `routine`, pinned to `version` (a digest prefix) or
     following the latest; returns it and the id of its constructor run (None: the routine
@@ -190,7 +191,7 @@ async def create_instance(
     constructor = definition.constructor()
     if constructor is None:
         return definition, None
-    run_id = await client.submit(name, config, method=constructor, source="manual")
+    run_id = await client.submit(name, config, method=constructor, source=source)
     return definition, run_id
 
 
