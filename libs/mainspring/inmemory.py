@@ -196,6 +196,8 @@ async def run_in_memory(
             execution="in_memory",
             invocation=invocation,
             method=method,
+            # Read-your-writes: a constructor run's configuration was written just before.
+            registry_revision=(await client.store()).written_revision,
         ),
     )
     run_id = request.run_id

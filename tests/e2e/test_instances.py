@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mainspring.client import Client
-from tests.harness import Deployment, copy_example
+from tests.harness import Deployment, copy_example, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -262,3 +262,34 @@ async def test_a_pinned_instance_stays_while_a_following_one_moves_to_new_code(
     unknown = system.cli("routine", "show", "nope", check=False)
     assert unknown.returncode == 2
     assert "routine 'nope' is not registered" in unknown.stderr
+
+
+async def test_an_in_memory_constructor_run_configures_the_instance_it_runs_on(
+    system: Deployment, tmp_path: Path
+) -> None:
+    folder = write_routine(
+        tmp_path / "scaler",
+        (
+            "from mainspring import Routine, method, on_schedule\n"
+            "class Scaler(Routine):\n"
+            "    @method(in_memory=True)\n"
+            "    def configure(self, factor: int = 2) -> dict:\n"
+            "        return {'configured': self.config}\n"
+            "    @method(in_memory=True)\n"
+            "    def scale(self, value: int = 1) -> dict:\n"
+            "        return {'scaled': value * self.config['factor']}\n"
+            "    def run(self, tick=on_schedule(every='1d')) -> dict:\n"
+            "        return {}\n"
+        ),
+    )
+    system.cli("routine", "create", str(folder), "--name", "scaler")
+    system.cli("instance", "create", "triple", "--routine", "scaler", "--set", "factor=3", "--wait")
+
+    configured = system.cli(
+        "run", "triple", "--method", "configure", "--input", "factor=5", "--in-memory"
+    ).stdout
+    scaled = system.cli("run", "triple", "--method", "scale", "--input", "value=7", "--in-memory")
+
+    # The constructor run itself already sees the configuration it sets.
+    assert '"configured": {"factor": 5}' in configured
+    assert '"scaled": 35' in scaled.stdout
