@@ -31,7 +31,7 @@ lint:
 
 # regenerate docs/asyncapi.json, the bus contract (a unit test fails when it is stale)
 docs:
-    python -m mainspring.asyncapi > docs/asyncapi.json
+    python -m mainspring.apps.asyncapi > docs/asyncapi.json
 
 # benchmarks, each beside a raw nats-py baseline measured in the same run
 bench *ARGS:

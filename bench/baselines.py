@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from mainspring.bus import connect
+from mainspring.runtime.bus import connect
 
 RAW_STREAM = "BENCH_RAW"
 RAW_SUBJECT = "benchraw.msg"

@@ -23,11 +23,11 @@ from pathlib import Path
 from nats.aio.msg import Msg
 
 from bench.measure import Summary
-from mainspring import datasets
-from mainspring.bus import connect, set_up_now
+from mainspring.apps.up import free_port, service_command, start_nats_server
+from mainspring.base.settings import Settings
 from mainspring.client import Client
-from mainspring.settings import Settings
-from mainspring.up import free_port, service_command, start_nats_server
+from mainspring.runtime.bus import connect, set_up_now
+from mainspring.storage import datasets
 
 ROUTINE = """
 from mainspring import Routine, on_dataset_append

@@ -27,8 +27,9 @@ from typing import Any
 from bench.baselines import raw_delivery_latencies
 from bench.measure import Summary, print_table, ratio, save_results, smoke
 from bench.system import BenchSystem
-from mainspring import datasets, subjects
 from mainspring.client import Client
+from mainspring.contract import subjects
+from mainspring.storage import datasets
 
 SAMPLES = 10 if smoke() else 1000
 SCHEDULE_S = 5.0 if smoke() else 60.0

@@ -32,11 +32,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from bench.measure import percentile
-from mainspring import subjects
-from mainspring.bus import set_up_now
-from mainspring.messages import RequestRun, RunCompleted, RunStarted
-from mainspring.settings import Settings
-from mainspring.up import free_port, start_nats_server, wait_for_port
+from mainspring.apps.up import free_port, start_nats_server, wait_for_port
+from mainspring.base.settings import Settings
+from mainspring.contract import subjects
+from mainspring.contract.messages import RequestRun, RunCompleted, RunStarted
+from mainspring.runtime.bus import set_up_now
 
 RUNS = int(os.environ.get("MAINSPRING_BENCH_RECORDER_RUNS", "5000"))
 BATCH = 500
@@ -116,7 +116,7 @@ def measure(database_url: str, home: Path) -> dict[str, float | int]:
     set_up_now(Settings(nats_url=env["MAINSPRING_NATS_URL"], duplicate_window_s=120))
     with (home / "recorder.log").open("wb") as log:
         recorder = subprocess.Popen(
-            [sys.executable, "-m", "services.recorder.main"],
+            [sys.executable, "-m", "mainspring_services.recorder.main"],
             env=env,
             cwd=ROOT,
             stdout=log,

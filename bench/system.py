@@ -14,9 +14,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mainspring.bus import set_up_now
-from mainspring.settings import Settings
-from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
+from mainspring.apps.up import free_port, nats_server_binary, service_command, wait_for_port
+from mainspring.base.settings import Settings
+from mainspring.runtime.bus import set_up_now
 
 SERVICES = ("recorder", "dispatcher", "ticker", "dataset_watcher")
 

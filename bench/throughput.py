@@ -47,10 +47,10 @@ from bench.measure import (
     tree_cpu_seconds,
 )
 from bench.system import BenchSystem
-from mainspring import subjects
 from mainspring.client import Client
-from mainspring.queries import RunQuery
-from mainspring.records import as_utc, normalise_url
+from mainspring.contract import subjects
+from mainspring.contract.queries import RunQuery
+from mainspring.storage.records import as_utc, normalise_url
 from tests.harness import POSTGRES_ADMIN_URL, create_postgres_database, drop_postgres_database
 
 ROUTINE = """

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Summary, ratio
-from mainspring import subjects
-from mainspring.bus import connect, setup_bus
-from mainspring.messages import ScheduleFired
-from mainspring.registry import RoutineDefinition
-from mainspring.triggers import ScheduleTrigger
-from mainspring.up import free_port, start_nats_server
-from services.ticker.handlers import Ticker
-from services.ticker.settings import TickerSettings
+from mainspring.apps.up import free_port, start_nats_server
+from mainspring.contract import subjects
+from mainspring.contract.messages import ScheduleFired
+from mainspring.runtime.bus import connect, setup_bus
+from mainspring.sdk.triggers import ScheduleTrigger
+from mainspring.storage.registry import RoutineDefinition
+from mainspring_services.ticker.settings import TickerSettings
+from mainspring_services.ticker.timers import Ticker
 
 SCHEDULES = 100_000
 LAG_WINDOW_S = 20.0

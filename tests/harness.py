@@ -20,10 +20,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
-from mainspring import subjects
-from mainspring.bus import set_up_now
-from mainspring.settings import Settings
-from mainspring.up import free_port, nats_server_binary, service_command, wait_for_port
+from mainspring.apps.up import free_port, nats_server_binary, service_command, wait_for_port
+from mainspring.base.settings import Settings
+from mainspring.contract import subjects
+from mainspring.runtime.bus import set_up_now
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -1,7 +1,7 @@
 """Mainspring: event-driven routines in Python on NATS JetStream."""
 
-from mainspring.routine import ContractError, Routine, RoutineInvocationError, RunInfo, method
-from mainspring.triggers import (
+from mainspring.sdk.routine import ContractError, Routine, RoutineInvocationError, RunInfo, method
+from mainspring.sdk.triggers import (
     CompletionEvent,
     DatasetEvent,
     ManualEvent,

@@ -1,5 +1,5 @@
 import sys
 
-from mainspring.cli import main
+from mainspring.apps.cli import main
 
 sys.exit(main())

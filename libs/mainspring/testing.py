@@ -24,11 +24,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mainspring.artifacts import save_artifact
-from mainspring.invoke import invoke
-from mainspring.messages import ArtifactRef
-from mainspring.registry import routine_options
-from mainspring.routine import (
+from mainspring.contract.messages import ArtifactRef
+from mainspring.runtime.invoke import invoke
+from mainspring.sdk.routine import (
     InputSpec,
     Routine,
     RoutineContract,
@@ -38,8 +36,7 @@ from mainspring.routine import (
     method_specs,
     validate_inputs,
 )
-from mainspring.state import StateTooLarge, encode_state
-from mainspring.triggers import (
+from mainspring.sdk.triggers import (
     CompletionEvent,
     CompletionTrigger,
     DatasetAppendTrigger,
@@ -47,6 +44,9 @@ from mainspring.triggers import (
     PollEvent,
     ScheduleEvent,
 )
+from mainspring.storage.artifacts import save_artifact
+from mainspring.storage.registry import routine_options
+from mainspring.storage.state import StateTooLarge, encode_state
 
 __all__ = ["FireResult", "Progress", "TestSystem", "call", "fire"]
 
@@ -294,7 +294,7 @@ class TestSystem:
     __test__ = False  # a helper, not a test class pytest should collect
 
     def __init__(self, home: Path, runners: int = 1) -> None:
-        from mainspring.settings import Settings
+        from mainspring.base.settings import Settings
 
         home = home.resolve()
         self.home = home
@@ -312,8 +312,8 @@ class TestSystem:
         """Start every part and return once each is connected to the bus."""
         import io
 
-        from mainspring.status import collect_status, everything_ready, wait_until
-        from mainspring.up import System
+        from mainspring.apps.status import collect_status, everything_ready, wait_until
+        from mainspring.apps.up import System
 
         # Started from the caller's thread: the parts get SIGTERM when the thread that
         # started them ends (Linux's parent-death signal), so not from a helper thread.
@@ -379,14 +379,14 @@ class TestSystem:
 
     def create_dataset(self, name: str, schema: str | None = None, data: Any = None) -> int:
         """Create a dataset (columns as 'id:int64,text:string', or initial rows); its version."""
-        from mainspring import datasets
+        from mainspring.storage import datasets
 
         root = self.settings.resolved_dataset_root()
         return datasets.create(name, schema, data=data, root=root).version
 
     def append(self, dataset: str, rows: Any) -> int:
         """Append rows (a pyarrow Table, a dict of columns, a list of rows); the new version."""
-        from mainspring import datasets
+        from mainspring.storage import datasets
 
         return datasets.append(dataset, rows, root=self.settings.resolved_dataset_root())
 
@@ -409,8 +409,8 @@ class TestSystem:
         """The routine's first `count` runs once all of them have ended, oldest first."""
 
         async def wait(client: Any) -> list[dict[str, Any]]:
-            from mainspring.messages import TERMINAL_STATUSES
-            from mainspring.queries import RunQuery
+            from mainspring.contract.messages import TERMINAL_STATUSES
+            from mainspring.contract.queries import RunQuery
 
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
-from mainspring import subjects
 from mainspring.client import Client
+from mainspring.contract import subjects
 from tests.harness import (
     SHIPPED_NATS_CONFIG,
     Deployment,

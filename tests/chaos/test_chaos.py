@@ -27,8 +27,8 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from mainspring import datasets
 from mainspring.client import Client
+from mainspring.storage import datasets
 from tests.chaos.routines import routine_folder
 from tests.chaos.tally import TERMINAL, read_executions, tally
 from tests.harness import SHIPPED_NATS_CONFIG, Deployment, deployment_context, eventually

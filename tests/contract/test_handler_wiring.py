@@ -7,14 +7,14 @@ from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
 
-from mainspring import subjects
-from mainspring.messages import RequestRun, RunCompleted, SubmitRun
-from mainspring.registry import InputSchema, RoutineCatalog, RoutineDefinition
-from mainspring.service import STREAM
-from mainspring.settings import Settings
-from mainspring.triggers import ScheduleTrigger
-from services.dispatcher.handlers import Dispatcher
-from services.dispatcher.handlers import register as register_dispatcher
+from mainspring.base.settings import Settings
+from mainspring.contract import subjects
+from mainspring.contract.messages import RequestRun, RunCompleted, SubmitRun
+from mainspring.runtime.service import STREAM
+from mainspring.sdk.triggers import ScheduleTrigger
+from mainspring.storage.registry import InputSchema, RoutineCatalog, RoutineDefinition
+from mainspring_services.dispatcher.handlers import Dispatcher
+from mainspring_services.dispatcher.handlers import register as register_dispatcher
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 DEFINITION = RoutineDefinition(

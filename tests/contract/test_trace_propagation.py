@@ -6,8 +6,8 @@ from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
 
-from mainspring import tracing
-from mainspring.service import TraceContextMiddleware
+from mainspring.base import tracing
+from mainspring.runtime.service import TraceContextMiddleware
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

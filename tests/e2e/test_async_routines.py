@@ -98,7 +98,7 @@ async def test_an_async_poll_function_fires_with_its_payload(
     await client.create_routine(write_routine(tmp_path / "orders", ASYNC_POLL), "orders")
 
     async def a_completed_run() -> list[dict[str, Any]]:
-        from mainspring.queries import RunQuery
+        from mainspring.contract.queries import RunQuery
 
         runs = await client.list_runs(RunQuery(routine="orders", status="completed"))
         return runs

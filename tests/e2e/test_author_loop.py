@@ -14,7 +14,7 @@ from typing import IO
 import pyarrow as pa
 import pytest
 
-from mainspring.bundle import make_bundle
+from mainspring.sdk.bundle import make_bundle
 from mainspring.testing import TestSystem
 from tests.harness import copy_example, eventually, write_routine
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from mainspring import subjects, tracing
+from mainspring.base import tracing
 from mainspring.client import Client
-from mainspring.queries import RunQuery
+from mainspring.contract import subjects
+from mainspring.contract.queries import RunQuery
 from tests.harness import (
     Deployment,
     consumer_idle,

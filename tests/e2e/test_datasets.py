@@ -10,10 +10,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring import datasets, subjects
 from mainspring.client import Client
-from mainspring.messages import DatasetAppended
-from mainspring.queries import RunQuery
+from mainspring.contract import subjects
+from mainspring.contract.messages import DatasetAppended
+from mainspring.contract.queries import RunQuery
+from mainspring.storage import datasets
 from tests.harness import (
     Deployment,
     copy_example,
@@ -234,9 +235,8 @@ class Collect(Routine):
 
 LOOPING = """
 from mainspring import Routine, on_dataset_append
-from mainspring import datasets, subjects
-
-
+from mainspring.storage import datasets
+from mainspring.contract import subjects
 class Echo(Routine):
     def run(self, new_rows=on_dataset_append("echo")):
         ids = [i for batch in new_rows.added_rows() for i in batch.column("id").to_pylist()]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mainspring import subjects
 from mainspring.client import Client
-from mainspring.deadletters import ERROR_HEADER
-from mainspring.messages import SubmitRun
+from mainspring.contract import subjects
+from mainspring.contract.messages import SubmitRun
+from mainspring.runtime.deadletters import ERROR_HEADER
 from tests.harness import Deployment, copy_example, eventually
 
 pytestmark = pytest.mark.e2e

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from mainspring import subjects
+from mainspring.apps.up import free_port, wait_for_port
+from mainspring.base.settings import Settings
 from mainspring.client import Client, Completions
-from mainspring.messages import DatasetAppended, RunCompleted
-from mainspring.queries import RunQuery
-from mainspring.settings import Settings
-from mainspring.up import free_port, wait_for_port
+from mainspring.contract import subjects
+from mainspring.contract.messages import DatasetAppended, RunCompleted
+from mainspring.contract.queries import RunQuery
 from tests.harness import ROOT, Deployment, NatsServer, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from nats.js.api import KeyValueConfig
 
-from mainspring import kv
-from mainspring.bus import connect
-from mainspring.numbers import RunNumbers, next_run_number
+from mainspring.base import kv
+from mainspring.runtime.bus import connect
+from mainspring.storage.numbers import RunNumbers, next_run_number
 from tests.harness import Deployment
 
 pytestmark = pytest.mark.e2e

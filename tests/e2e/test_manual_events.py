@@ -9,8 +9,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring import datasets
 from mainspring.client import Client
+from mainspring.storage import datasets
 from tests.e2e.test_permissions import secured  # noqa: F401 (a fixture)
 from tests.e2e.test_web import call, web  # noqa: F401 (web is a fixture)
 from tests.harness import Deployment, copy_example, eventually, write_routine

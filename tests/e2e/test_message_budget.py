@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mainspring import subjects
 from mainspring.client import Client
+from mainspring.contract import subjects
 from tests.harness import Deployment, write_routine
 
 pytestmark = pytest.mark.e2e

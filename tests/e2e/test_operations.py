@@ -23,11 +23,11 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from mainspring import tracing
+from mainspring.apps.up import free_port, wait_for_port
+from mainspring.base import tracing
 from mainspring.client import Client
-from mainspring.queries import RunQuery
-from mainspring.up import free_port, wait_for_port
-from services.runner.queue_depth import measure_queue
+from mainspring.contract.queries import RunQuery
+from mainspring_services.runner.queue_depth import measure_queue
 from tests.harness import Deployment, deployment_context, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

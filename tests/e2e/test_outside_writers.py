@@ -18,10 +18,10 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from deltalake.transaction import AddAction
 
-from mainspring import datasets
 from mainspring.client import Client
-from mainspring.messages import DatasetVersionsUnreadable
-from mainspring.queries import RunQuery
+from mainspring.contract.messages import DatasetVersionsUnreadable
+from mainspring.contract.queries import RunQuery
+from mainspring.storage import datasets
 from tests.harness import Deployment, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from mainspring import subjects
+from mainspring.contract import subjects
 from tests.harness import ROOT, Deployment, NatsServer, copy_example, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

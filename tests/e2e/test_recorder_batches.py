@@ -14,15 +14,15 @@ from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlmodel import Session, SQLModel, select
 
-from mainspring import subjects
+from mainspring.base.settings import Settings
 from mainspring.client import Client, RunRefused, ServiceUnavailable
-from mainspring.messages import RequestRun, RunCompleted, RunStarted
-from mainspring.queries import RunQuery
-from mainspring.records import RunRecord, open_engine
-from mainspring.service import build_broker
-from mainspring.settings import Settings
-from services.recorder.handlers import RUNS_DURABLE, EventBatches
-from services.recorder.history import RunHistory
+from mainspring.contract import subjects
+from mainspring.contract.messages import RequestRun, RunCompleted, RunStarted
+from mainspring.contract.queries import RunQuery
+from mainspring.runtime.service import build_broker
+from mainspring.storage.records import RunRecord, open_engine
+from mainspring_services.recorder.handlers import RUNS_DURABLE, EventBatches
+from mainspring_services.recorder.history import RunHistory
 from tests.harness import Deployment, eventually
 
 pytestmark = pytest.mark.e2e

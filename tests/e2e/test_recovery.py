@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mainspring import subjects
 from mainspring.client import Client
-from mainspring.queries import RunQuery
+from mainspring.contract import subjects
+from mainspring.contract.queries import RunQuery
 from tests.harness import Deployment, consumer_idle, consumer_info, copy_example, eventually
 
 pytestmark = pytest.mark.e2e

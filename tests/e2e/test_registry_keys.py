@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mainspring.bus import connect, setup_bus
-from mainspring.registry import RoutineCatalog, RoutineDefinition, RoutineStore
-from mainspring.settings import Settings
-from mainspring.triggers import ScheduleTrigger
+from mainspring.base.settings import Settings
+from mainspring.runtime.bus import connect, setup_bus
+from mainspring.sdk.triggers import ScheduleTrigger
+from mainspring.storage.registry import RoutineCatalog, RoutineDefinition, RoutineStore
 from tests.harness import Deployment, eventually
 
 pytestmark = pytest.mark.e2e

@@ -18,9 +18,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring import subjects
 from mainspring.client import Client
-from mainspring.queries import RunQuery
+from mainspring.contract import subjects
+from mainspring.contract.queries import RunQuery
 from tests.harness import ROOT, Deployment, consumer_idle, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from mainspring import subjects
 from mainspring.client import Client
-from mainspring.messages import RunCompleted
-from mainspring.queries import RunQuery
+from mainspring.contract import subjects
+from mainspring.contract.messages import RunCompleted
+from mainspring.contract.queries import RunQuery
 from tests.harness import Deployment, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

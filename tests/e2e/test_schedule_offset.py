@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mainspring.client import Client
-from mainspring.queries import RunQuery
+from mainspring.contract.queries import RunQuery
 from tests.harness import Deployment, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

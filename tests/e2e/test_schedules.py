@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from mainspring import subjects
 from mainspring.client import Client
-from mainspring.messages import ScheduleFired
-from mainspring.queries import RunQuery
+from mainspring.contract import subjects
+from mainspring.contract.messages import ScheduleFired
+from mainspring.contract.queries import RunQuery
 from tests.harness import Deployment, consumer_idle, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from mainspring import subjects
-from mainspring.bus import check_bus
+from mainspring.contract import subjects
+from mainspring.runtime.bus import check_bus
 from tests.harness import Deployment, deployment_context, eventually
 
 pytestmark = pytest.mark.e2e

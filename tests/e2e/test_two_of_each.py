@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mainspring.client import Client
-from mainspring.queries import RunQuery
+from mainspring.contract.queries import RunQuery
 from tests.e2e.test_schedules import assert_contiguous, fired_ticks, stream_ticks, tick_times
 from tests.harness import Deployment, eventually, write_routine
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from mainspring.settings import Settings
-from mainspring.status import collect_status, everything_ready, pid_alive, read_up_state
-from mainspring.up import free_port, port_is_free
+from mainspring.apps.status import collect_status, everything_ready, pid_alive, read_up_state
+from mainspring.apps.up import free_port, port_is_free
+from mainspring.base.settings import Settings
 from tests.harness import copy_example, eventually, write_routine
 
 pytestmark = pytest.mark.e2e

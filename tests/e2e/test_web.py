@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from mainspring.apps.up import free_port, wait_for_port
 from mainspring.client import Client
-from mainspring.up import free_port, wait_for_port
 from tests.harness import Deployment, copy_example
 
 pytestmark = pytest.mark.e2e

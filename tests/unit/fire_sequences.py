@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from mainspring.schedules import DstRepeat, next_cron_fire
+from mainspring.base.schedules import DstRepeat, next_cron_fire
 
 
 def assert_fires_in_order(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from mainspring.schedules import DstRepeat
-from mainspring.triggers import CatchUp, Overlap
+from mainspring.base.schedules import DstRepeat
+from mainspring.sdk.triggers import CatchUp, Overlap
 
 
 class ScheduleOptions(TypedDict, total=False):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mainspring import asyncapi, subjects
+from mainspring.apps import asyncapi
+from mainspring.contract import subjects
 from tests.harness import ROOT
 
 COMMITTED = ROOT / "docs" / "asyncapi.json"
@@ -15,7 +16,7 @@ def test_the_committed_document_is_what_the_code_generates() -> None:
 
 
 def subject_constants() -> dict[str, str]:
-    """Every subject named in mainspring.subjects (not buckets, consumers or the stream)."""
+    """Every subject named in mainspring.contract.subjects (not buckets, consumers or the stream)."""
     return {
         name: value
         for name, value in vars(subjects).items()
@@ -35,7 +36,7 @@ def test_every_subject_of_the_bus_is_a_channel() -> None:
         for name, subject in named.items()
         if not any(a == subject or a.startswith(subject + ".") for a in addresses)
     ]
-    assert not missing, f"subjects without a channel in mainspring.asyncapi: {missing}"
+    assert not missing, f"subjects without a channel in mainspring.apps.asyncapi: {missing}"
 
 
 def test_routine_completions_and_external_workflows_have_separate_roots() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.bundle import BundleError, detect_entrypoint, import_entrypoint, make_bundle
-from mainspring.units import parse_memory
+from mainspring.base.units import parse_memory
+from mainspring.sdk.bundle import BundleError, detect_entrypoint, import_entrypoint, make_bundle
 
 ROUTINE = "from mainspring import Routine, on_schedule\nclass {name}(Routine):\n    def run(self, t=on_schedule(every='1m')): ...\n"
 

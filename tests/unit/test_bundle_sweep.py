@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mainspring.registry import (
+from mainspring.storage.registry import (
     UNREFERENCED_MARK,
     BundleSweep,
     StoredBundle,

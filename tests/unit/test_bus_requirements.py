@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 from nats.js.api import StorageType, StreamConfig
 
-from mainspring import subjects
-from mainspring.bus import differences, refusal, requirements, stream_config
-from mainspring.settings import Settings
+from mainspring.base.settings import Settings
+from mainspring.contract import subjects
+from mainspring.runtime.bus import differences, refusal, requirements, stream_config
 
 SETTINGS = Settings(nats_url="nats://unused", duplicate_window_s=600.0, stream_replicas=1)
 [STREAM] = [r for r in requirements(SETTINGS) if r.stream == subjects.STREAM]

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from mainspring.messages import CHAIN_LIMIT, RunCompleted, TriggerRecorded
-from mainspring.registry import InputSchema, RoutineDefinition, RoutineOptions
-from mainspring.triggers import CompletionTrigger, ScheduleTrigger
-from services.dispatcher import core
+from mainspring.contract.messages import CHAIN_LIMIT, RunCompleted, TriggerRecorded
+from mainspring.sdk.triggers import CompletionTrigger, ScheduleTrigger
+from mainspring.storage.registry import InputSchema, RoutineDefinition, RoutineOptions
+from mainspring_services.dispatcher import core
 
 NOW = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 CREATED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nats.js.api import DeliverPolicy
 
-from mainspring.completions import (
+from mainspring.client.completions import (
     FollowError,
     check_since,
     completion_filter,
@@ -17,8 +17,8 @@ from mainspring.completions import (
     parse_since,
     resume_mismatch,
 )
-from mainspring.messages import RunCompleted
-from mainspring.subjects import run_completed_subject
+from mainspring.contract.messages import RunCompleted
+from mainspring.contract.subjects import run_completed_subject
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -125,7 +125,7 @@ def test_runs_follow_refuses_a_bad_selection_before_connecting(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mainspring.cli import main
+    from mainspring.apps.cli import main
 
     # Nothing listens here: reaching for the bus would be a different error.
     monkeypatch.setenv("MAINSPRING_NATS_URL", "nats://127.0.0.1:1")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.cli import main
+from mainspring.apps.cli import main
 
 
 @pytest.fixture(autouse=True)

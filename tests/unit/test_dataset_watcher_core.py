@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mainspring.deltalog import HOP_KEY, RUN_ID_KEY, parse_commit
-from services.dataset_watcher import core
+from mainspring.storage.deltalog import HOP_KEY, RUN_ID_KEY, parse_commit
+from mainspring_services.dataset_watcher import core
 from tests.unit.test_deltalog import commit_text
 
 

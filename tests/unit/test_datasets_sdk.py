@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from mainspring import datasets
-from mainspring.datasets import DatasetError
+from mainspring.storage import datasets
+from mainspring.storage.datasets import DatasetError
 
 
 @pytest.fixture

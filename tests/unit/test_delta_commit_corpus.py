@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring import datasets
-from mainspring.deltalog import count_added_records, filesystem, parse_commit
+from mainspring.storage import datasets
+from mainspring.storage.deltalog import count_added_records, filesystem, parse_commit
 
 CORPUS = Path(__file__).parent / "delta_commits"
 TABLES = Path(__file__).parent / "delta_tables"

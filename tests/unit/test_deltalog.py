@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring.deltalog import (
+from mainspring.storage.deltalog import (
     HOP_KEY,
     RUN_ID_KEY,
     UnreadableCommit,

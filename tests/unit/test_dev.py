@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.bundle import BundleError
-from mainspring.dev import describe_run, folder_signature, routine_names, snake_case
-from mainspring.messages import RunCompleted
+from mainspring.apps.dev import describe_run, folder_signature, routine_names, snake_case
+from mainspring.contract.messages import RunCompleted
+from mainspring.sdk.bundle import BundleError
 
 
 def test_an_edit_changes_the_signature_and_caches_do_not(tmp_path: Path) -> None:

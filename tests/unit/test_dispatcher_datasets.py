@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from mainspring.cursors import DatasetCursor
-from mainspring.messages import DatasetAppended
-from mainspring.registry import RoutineDefinition, RoutineOptions
-from mainspring.triggers import DatasetAppendTrigger, ScheduleTrigger
-from services.dispatcher import core
+from mainspring.contract.messages import DatasetAppended
+from mainspring.sdk.triggers import DatasetAppendTrigger, ScheduleTrigger
+from mainspring.storage.cursors import DatasetCursor
+from mainspring.storage.registry import RoutineDefinition, RoutineOptions
+from mainspring_services.dispatcher import core
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mainspring.messages import PollCompleted, ScheduleFired
-from mainspring.registry import InputSchema, RoutineDefinition
-from mainspring.triggers import Overlap, PollTrigger, ScheduleTrigger
-from services.dispatcher import core, timed
+from mainspring.contract.messages import PollCompleted, ScheduleFired
+from mainspring.sdk.triggers import Overlap, PollTrigger, ScheduleTrigger
+from mainspring.storage.registry import InputSchema, RoutineDefinition
+from mainspring_services.dispatcher import core, timed
 
 NOW = datetime(2025, 6, 1, 12, 0, 5, tzinfo=UTC)
 

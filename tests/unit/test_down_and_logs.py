@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.settings import Settings
-from mainspring.status import NotUp, pid_alive, stop_system
+from mainspring.apps.status import NotUp, pid_alive, stop_system
+from mainspring.base.settings import Settings
 
 IGNORES_SIGTERM = (
     "import signal, sys, time\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mainspring import metrics
-from mainspring.health import OpsServer, Reply, encode, readiness, request_target
+from mainspring.base.health import OpsServer, Reply, encode, readiness, request_target
+from mainspring.runtime import metrics
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mainspring.messages import SubmitRun
-from mainspring.registry import RoutineDefinition, RoutineOptions
-from mainspring.triggers import ScheduleTrigger
-from services.dispatcher import core as dispatcher
+from mainspring.contract.messages import SubmitRun
+from mainspring.sdk.triggers import ScheduleTrigger
+from mainspring.storage.registry import RoutineDefinition, RoutineOptions
+from mainspring_services.dispatcher import core as dispatcher
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mainspring.ingress import (
+from mainspring.apps.ingress import (
     IngressError,
     authorized,
     dataset_appended,
@@ -12,7 +12,7 @@ from mainspring.ingress import (
     idempotent_run_id,
     run_request,
 )
-from mainspring.web import check_exposure
+from mainspring.apps.web import check_exposure
 
 
 def test_token_is_required_only_when_set() -> None:
@@ -85,7 +85,7 @@ def test_the_page_leaves_loopback_only_with_a_token() -> None:
 async def test_an_unacknowledged_publish_is_a_503_naming_the_likely_causes() -> None:
     from nats.errors import TimeoutError as NatsTimeoutError
 
-    from mainspring.web import acknowledged
+    from mainspring.apps.web import acknowledged
 
     with pytest.raises(IngressError, match=r"may publish it .*permissions\.conf") as refused:
         async with acknowledged("external.completed.x.completed"):

@@ -7,20 +7,25 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mainspring.blueprints import Blueprint, BlueprintVersion, instance_from_version, with_version
-from mainspring.instances import check_registration, configuration
-from mainspring.messages import SubmitRun
-from mainspring.registry import (
+from mainspring.client.instances import check_registration, configuration
+from mainspring.contract.messages import SubmitRun
+from mainspring.sdk.routine import InputError
+from mainspring.sdk.triggers import DatasetAppendTrigger
+from mainspring.storage.blueprints import (
+    Blueprint,
+    BlueprintVersion,
+    instance_from_version,
+    with_version,
+)
+from mainspring.storage.registry import (
     InputSchema,
     MethodSchema,
     RegistryError,
     RoutineDefinition,
     RoutineOptions,
 )
-from mainspring.routine import InputError
-from mainspring.triggers import DatasetAppendTrigger
-from services.dispatcher import core as dispatcher
-from services.recorder.core import changes_for_requested
+from mainspring_services.dispatcher import core as dispatcher
+from mainspring_services.recorder.core import changes_for_requested
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

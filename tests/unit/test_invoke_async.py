@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from mainspring import Routine, ScheduleEvent, on_schedule
-from mainspring.invoke import invoke
-from mainspring.routine import RunInfo
+from mainspring.runtime.invoke import invoke
+from mainspring.sdk.routine import RunInfo
 
 
 class Context:

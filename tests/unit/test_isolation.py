@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from mainspring import Routine, on_complete
-from mainspring.messages import RunCompleted, RunStarted, SubmitRun
-from mainspring.registry import RoutineDefinition, RoutineOptions
-from mainspring.routine import ContractError, inspect_contract
-from mainspring.triggers import ScheduleTrigger
-from services.dispatcher import core as dispatcher
-from services.recorder import core as recorder
+from mainspring.contract.messages import RunCompleted, RunStarted, SubmitRun
+from mainspring.sdk.routine import ContractError, inspect_contract
+from mainspring.sdk.triggers import ScheduleTrigger
+from mainspring.storage.registry import RoutineDefinition, RoutineOptions
+from mainspring_services.dispatcher import core as dispatcher
+from mainspring_services.recorder import core as recorder
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from mainspring.kv import key_token
+from mainspring.base.kv import key_token
 
 VALID_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mainspring import log_format, tracing
+from mainspring.base import log_format, tracing
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from mainspring.cursors import DatasetCursor
-from mainspring.messages import SubmitRun
-from mainspring.registry import InputSchema, RoutineDefinition
-from mainspring.triggers import (
+from mainspring.contract.messages import SubmitRun
+from mainspring.sdk.triggers import (
     AnyTrigger,
     CompletionTrigger,
     DatasetAppendTrigger,
     PollTrigger,
     ScheduleTrigger,
 )
-from services.dispatcher import core
+from mainspring.storage.cursors import DatasetCursor
+from mainspring.storage.registry import InputSchema, RoutineDefinition
+from mainspring_services.dispatcher import core
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PHOTOS = DatasetAppendTrigger(dataset="photos", batch_rows=100)
@@ -268,7 +268,7 @@ def test_a_rerun_replays_the_original_event_and_names_the_original() -> None:
 
 
 def test_the_recorder_keeps_what_a_rerun_repeats() -> None:
-    from services.recorder import core as recorder
+    from mainspring_services.recorder import core as recorder
 
     request = core.decide_manual(
         definition(ScheduleTrigger(every="1h")),

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mainspring import metrics
-from mainspring.messages import RequestRun, TriggerKind
+from mainspring.contract.messages import RequestRun, TriggerKind
+from mainspring.runtime import metrics
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from mainspring import metrics
-from services.runner.main import runner_gauges
+from mainspring.runtime import metrics
+from mainspring_services.runner.main import runner_gauges
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 DASHBOARD = OBSERVABILITY / "grafana" / "dashboards" / "mainspring.json"

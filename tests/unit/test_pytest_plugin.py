@@ -7,7 +7,7 @@ import sys
 
 
 def test_loading_the_plugin_imports_no_storage_or_system_code() -> None:
-    heavy = ("mainspring.testing", "mainspring.up", "pyarrow", "deltalake", "sqlmodel")
+    heavy = ("mainspring.testing", "mainspring.apps.up", "pyarrow", "deltalake", "sqlmodel")
     probe = (
         "import sys, mainspring.pytest_plugin; "
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"

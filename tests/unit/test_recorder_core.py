@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.recorder.core import fold, merge, next_status
+from mainspring_services.recorder.core import fold, merge, next_status
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import Session, select
 
-from mainspring.messages import (
+from mainspring.contract.messages import (
     DeleteRuns,
     RequestRun,
     RunCompleted,
@@ -20,10 +20,10 @@ from mainspring.messages import (
     RunStarted,
     TriggerRecorded,
 )
-from mainspring.queries import RunQuery
-from mainspring.records import CursorError, ProgressRecord, RunRecord, open_engine
-from services.recorder import core
-from services.recorder.history import RunHistory, RunQueries
+from mainspring.contract.queries import RunQuery
+from mainspring.storage.records import CursorError, ProgressRecord, RunRecord, open_engine
+from mainspring_services.recorder import core
+from mainspring_services.recorder.history import RunHistory, RunQueries
 from tests.harness import create_postgres_database, drop_postgres_database
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)

@@ -12,7 +12,7 @@ import pytest
 from faststream.exceptions import AckMessage, NackMessage
 from pydantic import ValidationError
 
-from mainspring.deadletters import (
+from mainspring.runtime.deadletters import (
     DELIVERIES_HEADER,
     ERROR_HEADER,
     ORIGINAL_ID_HEADER,
@@ -21,7 +21,7 @@ from mainspring.deadletters import (
     RedeliveryPolicy,
     dead_letter_headers,
 )
-from mainspring.service import RetryLaterMiddleware, durable
+from mainspring.runtime.service import RetryLaterMiddleware, durable
 
 
 @pytest.mark.parametrize(

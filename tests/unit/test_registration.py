@@ -8,9 +8,9 @@ from typing import TypedDict, Unpack
 
 import pytest
 
-from mainspring.bundle import BundleError, resolve_entrypoint
-from mainspring.registry import DisabledBy, RoutineDefinition, carry_trigger_state
-from mainspring.triggers import ScheduleTrigger
+from mainspring.sdk.bundle import BundleError, resolve_entrypoint
+from mainspring.sdk.triggers import ScheduleTrigger
+from mainspring.storage.registry import DisabledBy, RoutineDefinition, carry_trigger_state
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 EARLIER = datetime(2026, 1, 1, tzinfo=UTC)

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from mainspring import Routine, RoutineInvocationError, on_dataset_append, on_schedule
-from mainspring.routine import (
+from mainspring.sdk.routine import (
     ContractError,
     InputError,
     InputSpec,
     inspect_contract,
     validate_inputs,
 )
-from mainspring.triggers import ManualEvent, ScheduleTrigger
+from mainspring.sdk.triggers import ManualEvent, ScheduleTrigger
 
 
 class Good(Routine):

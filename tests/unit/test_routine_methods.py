@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mainspring import Routine, method, on_schedule
-from mainspring.routine import ContractError, inspect_contract, method_specs
+from mainspring.sdk.routine import ContractError, inspect_contract, method_specs
 from mainspring.testing import call
 
 

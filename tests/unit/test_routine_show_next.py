@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mainspring.cli import CliError, build_parser, next_fires_text
-from mainspring.registry import RoutineDefinition
-from mainspring.triggers import ScheduleTrigger, on_schedule
+from mainspring.apps.cli import CliError, build_parser, next_fires_text
+from mainspring.sdk.triggers import ScheduleTrigger, on_schedule
+from mainspring.storage.registry import RoutineDefinition
 
 DEFINED = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.runner.coordination import claim_is_done, claim_is_stale
+from mainspring_services.runner.coordination import claim_is_done, claim_is_stale
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mainspring.rundiff import compare_runs, render_diff
+from mainspring.apps.rundiff import compare_runs, render_diff
 
 
 def _run(run_id: str, **fields: Any) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from mainspring.messages import RunCompleted, RunQueued, RunStarted
-from mainspring.state import StateTooLarge, encode_state
-from services.recorder import core as recorder
-from services.runner import core as runner
+from mainspring.contract.messages import RunCompleted, RunQueued, RunStarted
+from mainspring.storage.state import StateTooLarge, encode_state
+from mainspring_services.recorder import core as recorder
+from mainspring_services.runner import core as runner
 
 FAILED = runner.Outcome("failed", {}, "ValueError: bad")
 COMPLETED = runner.Outcome("completed", {"n": 1})

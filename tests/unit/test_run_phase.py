@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.runner.core import outcome_of
+from mainspring_services.runner.core import outcome_of
 
 
 @pytest.mark.parametrize(

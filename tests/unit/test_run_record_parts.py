@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.artifacts import delete_run_files
-from mainspring.cli import build_parser, main, resources_text, run_options, run_options_text
-from mainspring.messages import DeleteRuns, RequestRun, RunCompleted, RunResources, SubmitRun
-from mainspring.runlogs import BoundedLog, read_log, store_log
-from services.recorder.core import (
+from mainspring.apps.cli import build_parser, main, resources_text, run_options, run_options_text
+from mainspring.contract.messages import (
+    DeleteRuns,
+    RequestRun,
+    RunCompleted,
+    RunResources,
+    SubmitRun,
+)
+from mainspring.storage.artifacts import delete_run_files
+from mainspring.storage.runlogs import BoundedLog, read_log, store_log
+from mainspring_services.recorder.core import (
     changes_for,
     merge,
     retention_cutoff,

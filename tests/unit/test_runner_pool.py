@@ -22,11 +22,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring.messages import Isolation, RequestRun
-from services.runner import core
-from services.runner.pool import ForkServer, Worker, WorkerPool
-from services.runner.process import ChildRun
-from services.runner.procfs import descendants_rss_bytes, rss_bytes, tree_rss_bytes
+from mainspring.contract.messages import Isolation, RequestRun
+from mainspring_services.runner import core
+from mainspring_services.runner.pool import ForkServer, Worker, WorkerPool
+from mainspring_services.runner.process import ChildRun
+from mainspring_services.runner.procfs import descendants_rss_bytes, rss_bytes, tree_rss_bytes
 
 MiB = 2**20
 
@@ -370,7 +370,7 @@ def test_a_killed_runner_takes_its_workers_and_forked_children_with_it(tmp_path:
     script = tmp_path / "runner.py"
     script.write_text(
         "import asyncio, sys\n"
-        "from services.runner.pool import WorkerPool, ForkServer\n"
+        "from mainspring_services.runner.pool import WorkerPool, ForkServer\n"
         "async def main():\n"
         "    pool = WorkerPool({}, spares=0, max_idle=1, max_runs=1, max_rss_growth=2**30)\n"
         "    worker = await pool.take('d')\n"

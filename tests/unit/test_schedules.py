@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mainspring.schedules import (
+from mainspring.base.schedules import (
     DstRepeat,
     ScheduleError,
     check_cron,
@@ -20,7 +20,7 @@ from mainspring.schedules import (
     parse_tz,
     upcoming_fires,
 )
-from mainspring.triggers import on_poll, on_schedule
+from mainspring.sdk.triggers import on_poll, on_schedule
 from tests.unit.fire_sequences import assert_fires_in_order
 from tests.unit.schedule_options import ScheduleOptions
 

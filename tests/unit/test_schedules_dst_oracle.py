@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mainspring.schedules import DstRepeat, next_cron_fire
+from mainspring.base.schedules import DstRepeat, next_cron_fire
 
 Matches = Callable[[datetime], bool]
 

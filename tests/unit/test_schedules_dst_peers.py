@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mainspring.schedules import DstRepeat, is_fixed_time, next_cron_fire
+from mainspring.base.schedules import DstRepeat, is_fixed_time, next_cron_fire
 from tests.unit.fire_sequences import assert_fires_in_order
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from mainspring import on_poll, on_schedule
-from mainspring.schedules import ScheduleError, every_tz_warning, upcoming_fires
-from services.ticker import core as ticker
+from mainspring.base.schedules import ScheduleError, every_tz_warning, upcoming_fires
+from mainspring_services.ticker import core as ticker
 
 
 def utc(text: str) -> datetime:

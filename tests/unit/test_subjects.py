@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mainspring import subjects
-from mainspring.messages import RunCompleted
+from mainspring.contract import subjects
+from mainspring.contract.messages import RunCompleted
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.service_logs import LogFollower, NoSuchLog, find_log, last_lines
-from mainspring.settings import Settings
-from mainspring.status import part_state, pid_alive, pid_of_connection_name
-from mainspring.up import Child, RestartPolicy, System, describe_exit, restart_delay
+from mainspring.apps.service_logs import LogFollower, NoSuchLog, find_log, last_lines
+from mainspring.apps.status import part_state, pid_alive, pid_of_connection_name
+from mainspring.apps.up import Child, RestartPolicy, System, describe_exit, restart_delay
+from mainspring.base.settings import Settings
 
 POLICY = RestartPolicy(max_restarts=3, window_s=60, first_delay_s=0.5, max_delay_s=1.0)
 

@@ -23,10 +23,10 @@ from mainspring import (
     on_schedule,
     on_workflow_success,
 )
-from mainspring.bundle import import_entrypoint
 from mainspring.client import definition_from_folder
-from mainspring.routine import InputError
-from mainspring.state import MAX_STATE_BYTES
+from mainspring.sdk.bundle import import_entrypoint
+from mainspring.sdk.routine import InputError
+from mainspring.storage.state import MAX_STATE_BYTES
 from mainspring.testing import Progress, fire
 from tests.harness import write_routine
 

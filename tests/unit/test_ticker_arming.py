@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mainspring.registry import RoutineDefinition
-from mainspring.triggers import CatchUp, ScheduleTrigger
-from services.ticker.core import next_fire
-from services.ticker.handlers import Ticker
-from services.ticker.settings import TickerSettings
+from mainspring.sdk.triggers import CatchUp, ScheduleTrigger
+from mainspring.storage.registry import RoutineDefinition
+from mainspring_services.ticker.core import next_fire
+from mainspring_services.ticker.settings import TickerSettings
+from mainspring_services.ticker.timers import Ticker
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 

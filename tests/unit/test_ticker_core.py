@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mainspring.triggers import CatchUp, TimedSpec, on_schedule
-from services.ticker.core import due_ticks, next_fire, same_timing, start_cursor
+from mainspring.sdk.triggers import CatchUp, TimedSpec, on_schedule
+from mainspring_services.ticker.core import due_ticks, next_fire, same_timing, start_cursor
 from tests.unit.schedule_options import ScheduleOptions
 
 GRACE = timedelta(seconds=1)

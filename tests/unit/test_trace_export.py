@@ -15,9 +15,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 
-from mainspring import on_schedule, tracing
-from mainspring.invoke import invoke
-from mainspring.routine import Routine, RunInfo
+from mainspring import on_schedule
+from mainspring.base import tracing
+from mainspring.runtime.invoke import invoke
+from mainspring.sdk.routine import Routine, RunInfo
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"

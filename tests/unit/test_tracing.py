@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
-from mainspring import bus, subjects, tracing
-from mainspring.messages import RunCompleted, ScheduleFired
-from services.ticker.handlers import Ticker
-from services.ticker.settings import TickerSettings
+from mainspring.base import tracing
+from mainspring.contract import subjects
+from mainspring.contract.messages import RunCompleted, ScheduleFired
+from mainspring.runtime import bus
+from mainspring_services.ticker.settings import TickerSettings
+from mainspring_services.ticker.timers import Ticker
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -1,0 +1,195 @@
+"""What runs under `mainspring up`, checked live: for `mainspring status` and `mainspring down`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mainspring.base.settings import Settings
+
+READY = "ready"
+
+
+class NotUp(RuntimeError):
+    """No `mainspring up` runs in this home."""
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Does this process exist and has it not ended (a zombie counts as ended)?"""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # The third field of /proc/PID/stat is the state; Z is a zombie waiting to be reaped.
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def part_state(
+    *,
+    alive: bool,
+    connected: bool,
+    restarts: int,
+    gave_up: bool,
+    up_running: bool,
+    bus_ready: bool = True,
+) -> str:
+    """A few words for a part: ready, starting, restarting, waiting for nats, gave up or down."""
+    if gave_up:
+        return "gave up"
+    if not up_running:
+        return "down"
+    if alive and connected:
+        return READY
+    if alive and not bus_ready:
+        # Its client keeps reconnecting; it is fine the moment nats-server is back.
+        return "waiting for nats"
+    if restarts > 0 or not alive:
+        # Dead but supervised: `up` restarts it on its next round.
+        return "restarting"
+    return "starting"
+
+
+def pid_of_connection_name(name: str) -> int | None:
+    """The pid in a service's connection name (`runner@host:1234`), if it has one."""
+    _, sep, tail = name.rpartition(":")
+    return int(tail) if sep and tail.isdigit() else None
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> bytes | None:
+    """The body of a 200 answer, or None when nothing (good) answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body: bytes = response.read()
+            return body if response.status == 200 else None
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def connected_pids(monitor_url: str) -> set[int]:
+    """Pids of the processes connected to nats-server, from its /connz monitoring page."""
+    body = http_get(f"{monitor_url}/connz?limit=4096")
+    if body is None:
+        return set()
+    connections = json.loads(body).get("connections") or []
+    pids = (pid_of_connection_name(str(c.get("name") or "")) for c in connections)
+    return {pid for pid in pids if pid is not None}
+
+
+def read_up_state(settings: Settings) -> dict[str, Any] | None:
+    """What `up` last wrote in the home (None when it wrote nothing or removed it)."""
+    state: dict[str, Any] | None = settings.up_state()
+    return state
+
+
+def collect_status(settings: Settings, now: float | None = None) -> dict[str, Any]:
+    """The state file of `up` joined with live checks of every part it lists."""
+    now = time.time() if now is None else now
+    home = settings.home.resolve()
+    state = read_up_state(settings)
+    if state is None:
+        return {"up": False, "home": str(home), "state": "not up", "parts": []}
+    up_pid = int(state.get("pid") or 0)
+    up_running = pid_alive(up_pid) and state.get("state") != "stopping"
+    monitor_url = str(state.get("monitor_url") or "")
+    connected = connected_pids(monitor_url) if up_running else set()
+    bus_ready = up_running and http_get(f"{monitor_url}/healthz") is not None
+    parts = []
+    for part in state.get("parts") or []:
+        if not isinstance(part, dict):
+            continue
+        pid = part.get("pid")
+        alive = pid_alive(pid)
+        name = str(part.get("name"))
+        if name == "nats-server":
+            reachable = alive and bus_ready
+        elif name == "web":
+            reachable = alive and http_get(f"{state.get('web_url')}/") is not None
+        else:
+            reachable = alive and pid in connected
+        started = float(part.get("started_at") or 0)
+        parts.append(
+            {
+                **part,
+                "state": part_state(
+                    alive=alive,
+                    connected=reachable,
+                    restarts=int(part.get("restarts") or 0),
+                    gave_up=bool(part.get("gave_up")),
+                    up_running=up_running,
+                    bus_ready=bus_ready,
+                ),
+                "uptime_s": round(now - started, 1) if alive and started else None,
+            }
+        )
+    started_at = float(state.get("started_at") or now)
+    return {
+        **state,
+        "up": up_running,
+        "state": state.get("state") if up_running else "not up (stale state file)",
+        "uptime_s": round(now - started_at, 1) if up_running else None,
+        "parts": parts,
+    }
+
+
+def everything_ready(status: dict[str, Any]) -> bool:
+    """Is the system up with every part ready?"""
+    parts = status.get("parts") or []
+    return bool(status.get("up")) and all(p.get("state") == READY for p in parts)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
+    """Poll condition until it holds (True) or timeout_s passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+    return True
+
+
+def stop_system(settings: Settings, timeout_s: float = 30.0) -> bool:
+    """Ask the `up` of this home to stop (SIGTERM); kill it and its parts after timeout_s.
+
+    Returns True when it had to be forced.
+    """
+    state = read_up_state(settings)
+    up_pid = int(state.get("pid") or 0) if state else 0
+    if state is None or not pid_alive(up_pid):
+        raise NotUp(
+            f"mainspring is not up in {settings.home.resolve()}: nothing to stop "
+            "(set MAINSPRING_HOME to the home `mainspring up` used)"
+        )
+    os.kill(up_pid, signal.SIGTERM)
+    if wait_until(lambda: not pid_alive(up_pid), timeout_s):
+        return False
+    for part in state.get("parts") or []:
+        pid = part.get("pid") if isinstance(part, dict) else None
+        if isinstance(pid, int) and pid_alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    if state.get("pgid") == up_pid:
+        # A detached `up` leads its own process group: this also ends what its parts forked.
+        with contextlib.suppress(OSError):
+            os.killpg(up_pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(up_pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(up_pid), 5.0)
+    with contextlib.suppress(OSError):
+        settings.up_state_path().unlink()
+    return True

@@ -1,0 +1,99 @@
+"""Subject, stream, bucket and consumer names: the bus contract in one place."""
+
+from mainspring.base.kv import key_token
+
+STREAM = "MAINSPRING"
+
+DATASET_APPENDED = "dataset.appended"
+SCHEDULE_FIRED = "schedule.fired"
+RUN_SUBMITTED = "run.submitted"
+RUN_REQUESTED = "run.requested"
+RUN_STARTED = "run.started"
+RUN_PROGRESS = "run.progress"
+# Completions: `run.completed.<routine>.<status>`, so subscribers filter on the server.
+RUN_COMPLETED = "run.completed"
+RUN_COMPLETED_ANY = f"{RUN_COMPLETED}.>"
+# Completions of workflows outside Mainspring live on their own root, so whoever may report an
+# external workflow cannot forge a routine's completion: `external.completed.<workflow>.<status>`.
+EXTERNAL_COMPLETED = "external.completed"
+EXTERNAL_COMPLETED_ANY = f"{EXTERNAL_COMPLETED}.>"
+RUN_CANCEL = "run.cancel"
+RUN_QUEUED = "run.queued"
+# Outside the stream's `run.>` on purpose: heartbeats are core NATS, never stored.
+RUN_HEARTBEAT = "heartbeat.run"
+# A running run's stdout and stderr, live: `log.run.<run_id>`. Core NATS and outside the
+# stream's `run.>` on purpose: the log file in the artifact store is the stored copy.
+RUN_LOG = "log.run"
+RUN_LOG_ANY = f"{RUN_LOG}.>"
+# In-memory runs execute in the caller's process: recorded like run.requested, never executed by runners.
+RUN_IN_MEMORY = "run.in_memory"
+# The caller's report of how an in-memory run ended; the dispatcher settles and publishes it.
+RUN_IN_MEMORY_REPORTED = "run.in_memory_reported"
+TRIGGER_RECORDED = "trigger.recorded"
+POLL_REQUESTED = "poll.requested"
+POLL_COMPLETED = "poll.completed"
+DEAD_LETTER_PREFIX = "deadletter"
+
+STREAM_SUBJECTS = [
+    DATASET_APPENDED,
+    SCHEDULE_FIRED,
+    "run.>",
+    EXTERNAL_COMPLETED_ANY,
+    TRIGGER_RECORDED,
+    f"{DEAD_LETTER_PREFIX}.>",
+    "poll.>",
+]
+
+# Request/reply subjects answered by the recorder (core NATS, not stored).
+API_RUNS_LIST = "api.runs.list"
+API_RUNS_GET = "api.runs.get"
+API_TRIGGER_EVENTS = "api.trigger.events"
+# Delete finished runs (rows, progress, logs, artifacts); the recorder owns the run history.
+API_RUNS_DELETE = "api.runs.delete"
+
+ROUTINES_BUCKET = "routines"
+BUNDLES_BUCKET = "bundles"
+DISPATCH_BUCKET = "dispatch"
+TICKER_BUCKET = "ticker"
+WATCHER_BUCKET = "watcher"
+# Per-run attempts and cancel marks shared by runners (entries expire with the stream's max age).
+LEDGER_BUCKET = "run_ledger"
+# Per-routine concurrency leases; entries expire (bucket TTL) unless their runner refreshes them.
+LEASES_BUCKET = "leases"
+# Instance state of stateful routines: key `state.<routine>`, written with compare-and-set.
+STATE_BUCKET = "state"
+# Routine blueprints: key `<routine>`, the versions of its code (digest, time, methods).
+BLUEPRINTS_BUCKET = "blueprints"
+
+# Durable consumer names: one per service role, shared by its replicas.
+RUNNER_CONSUMER = "runner"
+RECORDER_CONSUMER = "recorder"
+RUNNER_POLL_CONSUMER = "runner-poll"
+# Read by the client to say which service holds up a submitted run's decision.
+DISPATCHER_SUBMITTED_CONSUMER = "dispatcher-submitted"
+RECORDER_RUNS_CONSUMER = "recorder-runs"
+
+
+def dead_letter_subject(subject: str) -> str:
+    """Where a message that failed validation on `subject` is parked."""
+    return f"{DEAD_LETTER_PREFIX}.{subject}"
+
+
+def run_completed_subject(routine: str, status: str) -> str:
+    """Where a routine's run completion is published: one token for the routine, one for status."""
+    return f"{RUN_COMPLETED}.{key_token(routine)}.{status}"
+
+
+def run_log_subject(run_id: str) -> str:
+    """Where a running run's output is streamed live."""
+    return f"{RUN_LOG}.{key_token(run_id)}"
+
+
+def external_completed_subject(workflow: str, status: str) -> str:
+    """Where a workflow outside Mainspring reports its completion."""
+    return f"{EXTERNAL_COMPLETED}.{key_token(workflow)}.{status}"
+
+
+def is_run_completed(subject: str) -> bool:
+    """Whether a subject carries a routine's run completion."""
+    return subject.startswith(f"{RUN_COMPLETED}.")

@@ -1,0 +1,303 @@
+"""Connecting to NATS; declaring the stream, buckets and object store once (`mainspring setup`).
+
+Services and clients never declare them at connect: a service only checks that what it
+needs is there as this version needs it, so replicas of two versions during a rolling upgrade
+cannot flip stream settings back and forth. Declaring is one deliberate step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel
+
+from mainspring.base import tracing
+from mainspring.base.kv import declare_bucket
+from mainspring.base.settings import Settings
+from mainspring.contract import subjects
+from mainspring.storage.ledger import LEDGER_TTL_S
+
+
+class BusError(ConnectionError):
+    """The NATS server cannot be reached or used."""
+
+
+class BusNotSetUp(RuntimeError):
+    """The stream or a bucket is missing or differs from what this version needs."""
+
+
+SETUP_HINT = "run `mainspring setup` (as an admin user in a deployment)"
+
+# Buckets of facts the services own, kept with a little history.
+STATE_BUCKETS = (
+    subjects.ROUTINES_BUCKET,
+    subjects.DISPATCH_BUCKET,
+    subjects.TICKER_BUCKET,
+    subjects.WATCHER_BUCKET,
+    subjects.STATE_BUCKET,
+    subjects.BLUEPRINTS_BUCKET,
+)
+# The stream settings checked at start: the ones a rolling upgrade must never flip.
+STREAM_FIELDS = ("subjects", "retention", "storage", "duplicate_window", "max_age", "num_replicas")
+
+
+def stream_config(duplicate_window_s: float = 600.0, replicas: int = 1) -> StreamConfig:
+    """The one stream every subject of the system lives in (file storage, dedup window)."""
+    return StreamConfig(
+        name=subjects.STREAM,
+        subjects=list(subjects.STREAM_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=duplicate_window_s,
+        max_age=14 * 24 * 3600.0,
+        num_replicas=replicas,
+    )
+
+
+def bucket_configs(settings: Settings) -> list[KeyValueConfig]:
+    """Every KV bucket of the system with the settings this version needs."""
+
+    def bucket(name: str, history: int, ttl: float | None = None) -> KeyValueConfig:
+        return KeyValueConfig(
+            bucket=name,
+            history=history,
+            ttl=ttl,
+            storage=StorageType.FILE,
+            replicas=settings.stream_replicas,
+        )
+
+    return [
+        *(bucket(name, history=5) for name in STATE_BUCKETS),
+        bucket(subjects.LEDGER_BUCKET, history=1, ttl=LEDGER_TTL_S),
+        bucket(subjects.LEASES_BUCKET, history=1, ttl=settings.lease_ttl_s),
+    ]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A JetStream stream this version needs: how to create it and the settings it must have."""
+
+    what: str
+    stream: str
+    settings: dict[str, Any]
+    declare: StreamConfig | KeyValueConfig | ObjectStoreConfig
+
+
+def requirements(settings: Settings) -> list[Requirement]:
+    """The stream, buckets and object store of the system."""
+    stream = stream_config(settings.duplicate_window_s, settings.stream_replicas)
+    needed = [
+        Requirement(
+            f"stream {subjects.STREAM}",
+            subjects.STREAM,
+            {field: getattr(stream, field) for field in STREAM_FIELDS},
+            stream,
+        )
+    ]
+    for config in bucket_configs(settings):
+        needed.append(
+            Requirement(
+                f"bucket {config.bucket}",
+                f"KV_{config.bucket}",
+                {
+                    "max_msgs_per_subject": config.history,
+                    "max_age": config.ttl or 0.0,
+                    "storage": config.storage,
+                    "num_replicas": config.replicas,
+                },
+                config,
+            )
+        )
+    bundles = ObjectStoreConfig(
+        bucket=subjects.BUNDLES_BUCKET, storage=StorageType.FILE, replicas=settings.stream_replicas
+    )
+    needed.append(
+        Requirement(
+            f"object store {subjects.BUNDLES_BUCKET}",
+            f"OBJ_{subjects.BUNDLES_BUCKET}",
+            {"storage": bundles.storage, "num_replicas": bundles.replicas},
+            bundles,
+        )
+    )
+    return needed
+
+
+def _comparable(value: Any) -> Any:
+    # The server omits zero values and answers durations as floats: compare like with like.
+    if value is None:
+        return 0.0
+    if isinstance(value, list):
+        return sorted(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def differences(requirement: Requirement, actual: StreamConfig | None) -> list[str]:
+    """How an existing stream differs from a requirement, one phrase each (empty: it fits)."""
+    if actual is None:
+        return [f"{requirement.what} is missing"]
+    found = []
+    for field, wanted in requirement.settings.items():
+        have = _comparable(getattr(actual, field, None))
+        if have != _comparable(wanted):
+            found.append(
+                f"{requirement.what} has {field} {have}, this version needs {_comparable(wanted)}"
+            )
+    return found
+
+
+def refusal(found: list[str]) -> str | None:
+    """The one line a service refuses to start with, or None when the bus fits."""
+    if not found:
+        return None
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return f"{found[0]}{more}: {SETUP_HINT}"
+
+
+async def _stream_config(js: JetStreamContext, name: str) -> StreamConfig | None:
+    try:
+        return (await js.stream_info(name)).config
+    except NotFoundError:
+        return None
+
+
+async def check_bus(js: JetStreamContext, settings: Settings) -> None:
+    """Raise BusNotSetUp, in one line, unless the bus is set up as this version needs."""
+    found: list[str] = []
+    for requirement in requirements(settings):
+        found += differences(requirement, await _stream_config(js, requirement.stream))
+    line = refusal(found)
+    if line is not None:
+        raise BusNotSetUp(line)
+
+
+async def _declare(js: JetStreamContext, declare: Any) -> None:
+    if isinstance(declare, KeyValueConfig):
+        await declare_bucket(js, declare)
+    elif isinstance(declare, ObjectStoreConfig):
+        await js.create_object_store(declare.bucket or "", config=declare)
+    else:
+        await js.add_stream(declare)
+
+
+async def setup_bus(js: JetStreamContext, settings: Settings) -> list[str]:
+    """Create what is missing and correct what differs; returns what it changed (idempotent)."""
+    changed: list[str] = []
+    for requirement in requirements(settings):
+        current = await _stream_config(js, requirement.stream)
+        if current is None:
+            await _declare(js, requirement.declare)
+            changed.append(f"created {requirement.what}")
+            continue
+        found = differences(requirement, current)
+        if found:
+            await js.update_stream(replace(current, **requirement.settings))
+            changed += [f"updated {phrase}" for phrase in found]
+    return changed
+
+
+async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
+    """Connect to NATS, turning a refused connection into one clear line."""
+    try:
+        return await nats.connect(
+            url,
+            name=name,
+            connect_timeout=3,
+            max_reconnect_attempts=options.pop("max_reconnect_attempts", 3),
+            allow_reconnect=True,
+            **options,
+        )
+    except Exception as exc:  # noqa: BLE001 - any connect failure is one line
+        raise BusError(
+            f"cannot reach NATS at {url}: {type(exc).__name__}; is `mainspring up` running "
+            "or MAINSPRING_NATS_URL right?"
+        ) from None
+
+
+def message_id_headers(event: BaseModel) -> dict[str, str]:
+    """The deterministic Nats-Msg-Id of a message, when it has one (a broker adds traceparent)."""
+    headers: dict[str, str] = {}
+    message_id: Callable[[], str] | None = getattr(event, "message_id", None)
+    if message_id is not None:
+        # A redelivered handler or a second replica publishes the same id: stored once.
+        headers["Nats-Msg-Id"] = message_id()
+    return headers
+
+
+def message_headers(event: BaseModel) -> dict[str, str]:
+    """What every published message carries: its deterministic Nats-Msg-Id if any, traceparent."""
+    return dict(tracing.inject(message_id_headers(event)))
+
+
+async def publish(js: JetStreamContext, event: BaseModel, subject: str) -> None:
+    """Publish a message on the stream from outside a service (SDK, client, ticker loop)."""
+    body = event.model_dump_json().encode()
+    headers = message_id_headers(event)
+    with tracing.sending(subject, headers, len(body)):
+        await js.publish(subject, body, stream=subjects.STREAM, headers=message_headers(event))
+
+
+async def set_up(settings: Settings) -> list[str]:
+    """`mainspring setup`: connect as settings say, declare the bus, disconnect."""
+    nc = await connect(settings.resolved_nats_url(), name="mainspring-setup")
+    try:
+        return await setup_bus(nc.jetstream(), settings)
+    finally:
+        await nc.close()
+
+
+def set_up_now(settings: Settings) -> list[str]:
+    """`mainspring setup` from synchronous code, whether or not an event loop is running."""
+    # Its own thread gets its own event loop, so callers inside a running loop can use it too.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, set_up(settings)).result()
+
+
+async def read_bucket(js: JetStreamContext, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    """Every live key under prefix in a KV bucket with its value, read once.
+
+    The expected keys come from the bucket stream's per-subject state, and the watch is read
+    until each of them arrived: nats-py's watch can signal "initial values done" before the
+    first value is delivered when the machine is busy, which would silently drop state.
+    """
+    subject_prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{subject_prefix}{prefix}>")
+    expected = {s[len(subject_prefix) :] for s in (info.state.subjects or {})}
+    if not expected:
+        return {}
+    kv = await js.key_value(bucket)
+    watcher = await kv.watch(f"{prefix}>")
+    values: dict[str, bytes] = {}
+    seen: set[str] = set()
+    try:
+        while not expected <= seen:
+            entry = await watcher.updates(timeout=30)  # type: ignore[no-untyped-call]
+            if entry is None:
+                continue
+            seen.add(entry.key)
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                values.pop(entry.key, None)
+            else:
+                values[entry.key] = entry.value
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return values

@@ -1,3 +1,0 @@
-from services.dataset_watcher.main import main
-
-main()

@@ -1,3 +1,0 @@
-from services.dispatcher.main import main
-
-main()

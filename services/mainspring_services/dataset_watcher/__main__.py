@@ -1,0 +1,3 @@
+from mainspring_services.dataset_watcher.main import main
+
+main()

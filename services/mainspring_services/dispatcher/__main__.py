@@ -1,0 +1,3 @@
+from mainspring_services.dispatcher.main import main
+
+main()

@@ -1,0 +1,3 @@
+from mainspring_services.recorder.main import main
+
+main()

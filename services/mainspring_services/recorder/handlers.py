@@ -1,0 +1,487 @@
+"""Recorder handlers: run events recorded in batches, trigger history, and run queries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from faststream.nats import NatsBroker, NatsMessage
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from mainspring.base import tracing
+from mainspring.contract import subjects
+from mainspring.contract.messages import (
+    DeleteRuns,
+    RequestRun,
+    RunCompleted,
+    RunHeartbeat,
+    RunProgressed,
+    RunQueued,
+    RunStarted,
+    SubmitRun,
+    TriggerRecorded,
+)
+from mainspring.contract.queries import RunQuery
+from mainspring.runtime.deadletters import REDELIVERY
+from mainspring.runtime.service import (
+    RETRY_DELAY_S,
+    delivered,
+    durable,
+    failure_reason,
+    malformed_reason,
+    park_message,
+    publish_event,
+    subscriber,
+)
+from mainspring.storage.artifacts import delete_run_files
+from mainspring.storage.ledger import ledger_bucket, mark_cancelled, settle_outcome
+from mainspring.storage.records import CursorError
+from mainspring_services.recorder import core
+from mainspring_services.recorder.history import ReplyTooLarge, RunHistory, RunQueries
+from mainspring_services.recorder.settings import RecorderSettings
+
+log = logging.getLogger("mainspring.recorder")
+
+T = TypeVar("T")
+
+RUNS_DURABLE = subjects.RECORDER_RUNS_CONSUMER
+TRIGGERS_DURABLE = "recorder-triggers"
+# External workflows' completions are recorded like runs, so a chain shows its outside parent.
+EXTERNAL_DURABLE = "recorder-external"
+# How long one fetch waits for the first event; an idle recorder asks again after it.
+FETCH_WAIT_S = 5.0
+# Room left in a reply for its envelope around the encoded runs.
+REPLY_ENVELOPE_BYTES = 1024
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# The run subjects that change a run's row, and the model each one carries.
+RUN_EVENT_MODELS: dict[str, type[core.RunEvent]] = {
+    subjects.RUN_SUBMITTED: SubmitRun,
+    subjects.RUN_REQUESTED: RequestRun,
+    subjects.RUN_IN_MEMORY: RequestRun,
+    subjects.RUN_STARTED: RunStarted,
+    subjects.RUN_QUEUED: RunQueued,
+    subjects.RUN_PROGRESS: RunProgressed,
+}
+
+
+def event_model(subject: str) -> type[core.RunEvent] | type[TriggerRecorded] | None:
+    """The model a recorded subject carries; None for subjects that change no row."""
+    if subjects.is_run_completed(subject) or subject.startswith(f"{subjects.EXTERNAL_COMPLETED}."):
+        return RunCompleted
+    if subject == subjects.TRIGGER_RECORDED:
+        return TriggerRecorded
+    return RUN_EVENT_MODELS.get(subject)
+
+
+@dataclass
+class ParsedBatch:
+    """A fetched batch split into row changes, progress reports, firings and bodies to park."""
+
+    changes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    progress: list[RunProgressed] = field(default_factory=list)
+    triggers: list[TriggerRecorded] = field(default_factory=list)
+    malformed: list[tuple[Msg, str]] = field(default_factory=list)
+
+
+def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
+    """Each event of a batch as what it writes, in stream order; bad bodies set apart."""
+    batch = ParsedBatch()
+    for message in messages:
+        model = event_model(message.subject)
+        if model is None:
+            continue  # run.cancel and the like change no row
+        try:
+            event = model.model_validate_json(message.data)
+        except ValidationError as exc:
+            batch.malformed.append((message, malformed_reason(model, message.subject, exc)))
+            continue
+        if isinstance(event, TriggerRecorded):
+            batch.triggers.append(event)
+            continue
+        if isinstance(event, RunProgressed):
+            batch.progress.append(event)
+        batch.changes.append(core.changes_for(event, now))
+    return batch
+
+
+class EventBatches:
+    """Records the events of one durable a batch at a time: one commit each, acked after it.
+
+    A pull fetch returns as soon as any event is there, with everything already waiting
+    (up to batch_size): one event alone is recorded at once, a burst in few commits.
+    """
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        history: RunHistory,
+        writes: Executor | None,
+        batch_size: int,
+        *,
+        consumer: str = RUNS_DURABLE,
+        subject: str = "run.>",
+    ) -> None:
+        self.broker = broker
+        self.history = history
+        self.writes = writes
+        self.batch_size = batch_size
+        self.consumer = consumer
+        self.subject = subject
+
+    async def run_forever(self, js: JetStreamContext) -> None:
+        """Fetch and record batches until cancelled."""
+        options = durable(self.consumer, self.subject)
+        while True:
+            try:
+                subscription = await js.pull_subscribe(
+                    options["subject"],
+                    durable=self.consumer,
+                    stream=subjects.STREAM,
+                    config=options["config"],
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - retried until bound
+                log.warning(
+                    "cannot consume %s yet (%s); trying again", self.subject, _first_line(exc)
+                )
+                await asyncio.sleep(RETRY_DELAY_S)
+        try:
+            while True:
+                await self.fetch_and_record(subscription)
+        finally:
+            # A pull request still open may deliver more events to this subscription; left
+            # subscribed, the connection's drain at shutdown would wait for them forever.
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def fetch_and_record(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """Fetch what is waiting (or wait for the next event) and record it."""
+        try:
+            messages = await subscription.fetch(batch=self.batch_size, timeout=FETCH_WAIT_S)
+        except TimeoutError:
+            return  # idle, or the bus is reconnecting: ask again
+        except Exception as exc:  # noqa: BLE001 - retried after a pause
+            log.warning("fetching run events failed (%s); trying again", _first_line(exc))
+            await asyncio.sleep(RETRY_DELAY_S)
+            return
+        try:
+            await self.record(messages)
+        except Exception:
+            # Nothing acked: the events come back after the consumer's ack wait.
+            log.exception("recording %d run events failed; they will be redelivered", len(messages))
+
+    async def record(self, messages: Sequence[Msg]) -> None:
+        """Park malformed events, commit the rest in one transaction, then ack the batch."""
+        traced = [(m.subject, m.headers, len(m.data)) for m in messages]
+        with tracing.handling_batch(traced):
+            await self._record(messages)
+
+    async def _record(self, messages: Sequence[Msg]) -> None:
+        loop = asyncio.get_running_loop()
+        now = _now()
+        batch = await loop.run_in_executor(self.writes, parse_batch, messages, now)
+        for message, reason in batch.malformed:
+            await park_message(self.broker, message, reason)
+        try:
+            await loop.run_in_executor(
+                self.writes,
+                self.history.record_batch,
+                batch.changes,
+                batch.progress,
+                now,
+                batch.triggers,
+            )
+        except Exception as exc:  # noqa: BLE001 - not acked: retried, then dead-lettered
+            await self.retry_later(messages, exc)
+            return
+        for message in messages:
+            await message.ack()
+
+    async def retry_later(self, messages: Sequence[Msg], error: Exception) -> None:
+        """Nak a batch that could not be committed with the shared redelivery policy; an event
+        past its delivery limit (about 15 minutes of failures) is dead-lettered instead."""
+        delay = REDELIVERY.delay_s(max(delivered(m) for m in messages))
+        log.error(
+            "could not record %d events of %s in the run history database (%s); "
+            "none acked, they come back in %.0fs",
+            len(messages),
+            self.subject,
+            _first_line(error),
+            delay,
+        )
+        for message in messages:
+            count = delivered(message)
+            if REDELIVERY.exhausted(count):
+                reason = failure_reason(message.subject, count, error)
+                await park_message(self.broker, message, reason, deliveries=count)
+                await message.ack()
+            else:
+                await message.nak(delay=REDELIVERY.delay_s(count))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+class QueryReplies:
+    """Answers run queries on their own threads and engine; every failure answers with its cause."""
+
+    def __init__(self, queries: RunQueries, reads: Executor) -> None:
+        self.queries = queries
+        self.reads = reads
+        self.max_payload = 1024 * 1024
+
+    async def read(self, work: Callable[..., T], *args: Any) -> T:
+        """Run a database read on the query threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.reads, work, *args)
+
+    def fit(self, what: str, reply: dict[str, Any]) -> bytes:
+        """The reply encoded, or an error reply when it would exceed the bus's max payload."""
+        body = json.dumps(reply).encode()
+        if len(body) <= self.max_payload:
+            return body
+        return error_reply(
+            f"{what} is {len(body)} bytes, more than the bus's max payload of "
+            f"{self.max_payload} bytes: raise max_payload in the nats-server configuration"
+        )
+
+    async def runs_page(self, body: bytes) -> bytes:
+        """A page of runs, cut below the max payload, with the cursor to the next one."""
+        query = RunQuery.model_validate_json(body or b"{}")
+        page = await self.read(self.queries.page, query, self.max_payload - REPLY_ENVELOPE_BYTES)
+        next_cursor = json.dumps(page.next).encode()
+        return b'{"runs": [' + b", ".join(page.runs) + b'], "next": ' + next_cursor + b"}"
+
+
+def error_reply(reason: str) -> bytes:
+    """A query reply that carries why it could not be answered."""
+    return json.dumps({"error": reason}).encode()
+
+
+async def answer(what: str, produce: Callable[[], Any]) -> bytes:
+    """The reply of a query, or an error reply naming the real cause (never silence)."""
+    try:
+        reply: bytes = await produce()
+        return reply
+    except (ValidationError, CursorError) as exc:
+        return error_reply(f"bad {what} request: {exc}")
+    except ReplyTooLarge as exc:
+        return error_reply(str(exc))
+    except Exception as exc:
+        log.exception("answering %s failed", what)
+        return error_reply(f"the recorder could not read {what}: {_first_line(exc)}")
+
+
+# Queries answered side by side; the database reads run on as many threads.
+QUERY_WORKERS = 4
+# Run ids a delete reply lists at most (the counts are whole): it must fit one message.
+DELETE_REPLY_IDS = 1000
+# Runs the retention deletes per transaction.
+RETENTION_BATCH = 500
+
+
+class RunDeletion:
+    """Deletes finished runs: their files (logs, artifacts) first, then rows and progress.
+
+    Files first, so a run whose files could not be removed stays listed and a second delete
+    tries again. Rows are deleted on the writer thread, never beside a batch merging them.
+    """
+
+    def __init__(self, history: RunHistory, writes: Executor | None, artifact_root: str) -> None:
+        self.history = history
+        self.writes = writes
+        self.artifact_root = artifact_root
+
+    async def delete(self, request: DeleteRuns) -> dict[str, Any]:
+        """Delete what a request names (or say what it would); running runs are only named."""
+        loop = asyncio.get_running_loop()
+        statuses = await loop.run_in_executor(self.writes, self.history.statuses, request)
+        finished, unfinished = core.split_deletable(statuses)
+        if finished and not request.dry_run:
+            await self.remove(finished)
+        return {
+            "dry_run": request.dry_run,
+            "deleted": finished[:DELETE_REPLY_IDS],
+            "deleted_count": len(finished),
+            "running": unfinished[:DELETE_REPLY_IDS],
+            "running_count": len(unfinished),
+            "missing": sorted(set(request.run_ids) - statuses.keys())[:DELETE_REPLY_IDS],
+        }
+
+    async def remove(self, run_ids: Sequence[str]) -> int:
+        """Delete finished runs' files, rows and progress; returns how many rows went."""
+        for run_id in run_ids:
+            await asyncio.to_thread(delete_run_files, self.artifact_root, run_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.writes, self.history.delete, list(run_ids))
+
+
+class Retention:
+    """Deletes finished runs past the retention setting, every retention_every_s."""
+
+    def __init__(self, deletion: RunDeletion, settings: RecorderSettings) -> None:
+        self.deletion = deletion
+        self.settings = settings
+
+    def enabled(self) -> bool:
+        """Is any retention set (else every run is kept)?"""
+        return (
+            self.settings.retention_days is not None
+            or self.settings.retention_runs_per_routine is not None
+        )
+
+    async def apply_once(self) -> int:
+        """Delete what is past the retention now; returns how many runs went."""
+        cutoff = core.retention_cutoff(_now(), self.settings.retention_days)
+        keep = self.settings.retention_runs_per_routine
+        loop = asyncio.get_running_loop()
+        deleted = 0
+        while True:
+            past = await loop.run_in_executor(
+                self.deletion.writes,
+                self.deletion.history.past_retention,
+                cutoff,
+                keep,
+                RETENTION_BATCH,
+            )
+            if past:
+                deleted += await self.deletion.remove(past)
+            if len(past) < RETENTION_BATCH:
+                return deleted
+
+    async def run_forever(self) -> None:
+        """Apply the retention at start and then every retention_every_s, until cancelled."""
+        while True:
+            try:
+                deleted = await self.apply_once()
+                if deleted:
+                    log.info("retention: deleted %d finished run(s)", deleted)
+            except Exception:
+                log.exception("applying the retention failed; trying again")
+            await asyncio.sleep(self.settings.retention_every_s)
+
+
+def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -> None:
+    """Answer run queries and delete requests."""
+
+    @subscriber(broker, subjects.API_RUNS_DELETE)
+    async def on_runs_delete(message: NatsMessage) -> bytes:
+        async def produce() -> bytes:
+            request = DeleteRuns.model_validate_json(message.body or b"{}")
+            return json.dumps(await deletion.delete(request)).encode()
+
+        return await answer("runs delete", produce)
+
+    @subscriber(broker, subjects.API_RUNS_GET, max_workers=QUERY_WORKERS)
+    async def on_runs_get(message: NatsMessage) -> bytes:
+        async def produce() -> bytes:
+            run_id = json.loads(message.body or b"{}").get("run_id", "")
+            run = await replies.read(replies.queries.get, run_id)
+            return replies.fit(f"run {run_id}", {"run": run})
+
+        return await answer("run", produce)
+
+    @subscriber(broker, subjects.API_RUNS_LIST, max_workers=QUERY_WORKERS)
+    async def on_runs_list(message: NatsMessage) -> bytes:
+        return await answer("runs list", lambda: replies.runs_page(message.body))
+
+    @subscriber(broker, subjects.API_TRIGGER_EVENTS, max_workers=QUERY_WORKERS)
+    async def on_trigger_events(message: NatsMessage) -> bytes:
+        async def produce() -> bytes:
+            request = json.loads(message.body or b"{}")
+            routine, limit = request.get("routine", ""), int(request.get("limit", 50))
+            rows = await replies.read(replies.queries.trigger_events, routine, limit)
+            return replies.fit(f"the trigger history of {routine}", {"events": rows})
+
+        return await answer("trigger events", produce)
+
+
+class StaleRunSweep:
+    """Fails runs that stay `running` while no runner heartbeats them (every runner gone).
+
+    While any runner lives, a lost run is redelivered within the runners' ack wait and
+    beats again; this sweep covers the case where none is left to take it over. It settles
+    the run's outcome in the run ledger and publishes it as the run's RunCompleted, exactly
+    as a runner would: the run history records it from the stream, completion triggers
+    fire, and a runner that comes back later finds the outcome settled and cannot
+    contradict it. The cancel mark keeps such a runner from starting the run again.
+    """
+
+    def __init__(
+        self,
+        history: RunHistory,
+        settings: RecorderSettings,
+        writes: Executor | None = None,
+        broker: NatsBroker | None = None,
+    ) -> None:
+        self.history = history
+        self.settings = settings
+        self.writes = writes
+        self.broker = broker
+        self.last_beats: dict[str, datetime] = {}
+        self.watching_since = _now()
+        self.js: JetStreamContext | None = None
+
+    def beat(self, heartbeat: RunHeartbeat) -> None:
+        """Remember the latest heartbeat of a run."""
+        self.last_beats[heartbeat.run_id] = heartbeat.at
+
+    async def sweep_once(self) -> list[str]:
+        """Fail the stale runs now; returns their ids."""
+        loop = asyncio.get_running_loop()
+        now = _now()
+        running = await loop.run_in_executor(self.writes, self.history.running)
+        stale = core.stale_runs(
+            running, self.last_beats, self.watching_since, now, self.settings.stale_run_after_s
+        )
+        rows = await loop.run_in_executor(self.writes, self.history.rows, stale) if stale else {}
+        for run_id in stale:
+            if run_id in rows:  # else deleted meanwhile: nothing left to end
+                await self.fail(rows[run_id], now)
+        running_ids = {run_id for run_id, _, _ in running}
+        for run_id in list(self.last_beats):
+            if run_id not in running_ids:
+                del self.last_beats[run_id]
+        return stale
+
+    async def fail(self, row: dict[str, Any], now: datetime) -> None:
+        """Settle a stale run failed and publish its outcome (or the one settled before)."""
+        assert self.js is not None and self.broker is not None, "sweep used before startup"
+        await mark_cancelled(self.js, row["id"], "stale run sweep")
+        ours = core.completion_for_stale(row, self.settings.stale_run_after_s, now)
+        settled = await settle_outcome(await ledger_bucket(self.js), ours)
+        await publish_event(self.broker, settled, settled.subject())
+        log.warning("run %s %s: %s", row["id"], settled.status, settled.error)
+
+    async def run_forever(self) -> None:
+        """Sweep every stale_sweep_every_s until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.stale_sweep_every_s)
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("stale run sweep failed; trying again")
+
+
+def register_stale_sweep(broker: NatsBroker, sweep: StaleRunSweep) -> None:
+    """Listen to runner heartbeats (core NATS) for the stale run sweep."""
+
+    @subscriber(broker, subjects.RUN_HEARTBEAT)
+    async def on_heartbeat(message: NatsMessage) -> None:
+        with contextlib.suppress(ValidationError):
+            sweep.beat(RunHeartbeat.model_validate_json(message.body))

@@ -1,0 +1,106 @@
+"""Recorder: writes every run event to the run history database and answers queries."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from faststream import FastStream
+from sqlalchemy.exc import SQLAlchemyError
+
+from mainspring.contract import subjects
+from mainspring.runtime.service import build_app as build_service_app
+from mainspring.runtime.service import build_broker, configure_logging, run_service
+from mainspring.storage.records import open_engine
+from mainspring_services.recorder.handlers import (
+    EXTERNAL_DURABLE,
+    QUERY_WORKERS,
+    TRIGGERS_DURABLE,
+    EventBatches,
+    QueryReplies,
+    Retention,
+    RunDeletion,
+    StaleRunSweep,
+    register,
+    register_stale_sweep,
+)
+from mainspring_services.recorder.history import RunHistory, RunQueries
+from mainspring_services.recorder.settings import RecorderSettings
+
+
+def build_app(settings: RecorderSettings) -> FastStream:
+    """Wire the broker, the database (a write engine and a read engine) and the handlers."""
+    broker = build_broker(settings, "recorder")
+    url = settings.resolved_database_url()
+    history = RunHistory(open_engine(url))
+    # One writer thread: batches, trigger history and the sweep never merge the same row at
+    # once. Queries get their own engine and threads, so none waits behind a commit.
+    writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder-write")
+    reads = ThreadPoolExecutor(max_workers=QUERY_WORKERS, thread_name_prefix="recorder-read")
+    replies = QueryReplies(RunQueries(open_engine(url, migrate=False)), reads)
+    deletion = RunDeletion(history, writes, settings.resolved_artifact_root())
+    retention = Retention(deletion, settings)
+    register(broker, replies, deletion)
+    sweep = StaleRunSweep(history, settings, writes, broker)
+    register_stale_sweep(broker, sweep)
+    batches = [
+        EventBatches(broker, history, writes, settings.record_batch_size),
+        EventBatches(
+            broker,
+            history,
+            writes,
+            settings.record_batch_size,
+            consumer=TRIGGERS_DURABLE,
+            subject=subjects.TRIGGER_RECORDED,
+        ),
+        EventBatches(
+            broker,
+            history,
+            writes,
+            settings.record_batch_size,
+            consumer=EXTERNAL_DURABLE,
+            subject=subjects.EXTERNAL_COMPLETED_ANY,
+        ),
+    ]
+
+    async def database_reachable() -> str | None:
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(reads, replies.queries.ping), 5
+            )
+        except (TimeoutError, OSError, SQLAlchemyError) as exc:
+            return f"the run history database does not answer ({type(exc).__name__})"
+        return None
+
+    app = build_service_app(broker, settings, "recorder", ready_checks=[database_reachable])
+    tasks: list[asyncio.Task[None]] = []
+
+    @app.after_startup
+    async def start_tasks() -> None:
+        js = broker.connection.jetstream()
+        sweep.js = js
+        replies.max_payload = broker.connection.max_payload
+        tasks.extend(asyncio.create_task(consumer.run_forever(js)) for consumer in batches)
+        tasks.append(asyncio.create_task(sweep.run_forever()))
+        if retention.enabled():
+            tasks.append(asyncio.create_task(retention.run_forever()))
+
+    @app.on_shutdown
+    async def stop_tasks() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writes.shutdown(wait=True)
+        reads.shutdown(wait=True)
+
+    return app
+
+
+def main() -> None:
+    """Run the recorder until stopped."""
+    configure_logging("recorder")
+    run_service(build_app(RecorderSettings()), "recorder")
+
+
+if __name__ == "__main__":
+    main()

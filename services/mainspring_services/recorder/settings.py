@@ -1,0 +1,24 @@
+"""Recorder settings."""
+
+from pydantic import Field
+
+from mainspring.base.settings import Settings
+
+
+class RecorderSettings(Settings):
+    """The shared settings, how many run events one commit records, the stale run sweep and
+    the retention of finished runs."""
+
+    # Well above the runners' ack wait (30s): while any runner lives, a lost run is
+    # redelivered and heartbeats again long before this.
+    stale_run_after_s: float = 180.0
+    stale_sweep_every_s: float = 10.0
+    # At most this many events per transaction; below the consumer's max ack pending (1000),
+    # so a whole batch can be outstanding at once.
+    record_batch_size: int = Field(default=500, ge=1, le=1000)
+    # Retention: finished runs created more than retention_days ago, or beyond the newest
+    # retention_runs_per_routine finished runs of their routine, are deleted with their logs
+    # and artifacts, every retention_every_s. Unset: every run is kept.
+    retention_days: float | None = Field(default=None, gt=0)
+    retention_runs_per_routine: int | None = Field(default=None, ge=1)
+    retention_every_s: float = Field(default=3600.0, gt=0)

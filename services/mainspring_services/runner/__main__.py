@@ -1,0 +1,3 @@
+from mainspring_services.runner.main import main
+
+main()

@@ -1,0 +1,209 @@
+"""What runner replicas share through JetStream KV: attempt counts, cancel marks, leases.
+
+Per-routine `max_concurrent` needs a count shared by every runner replica. We use one KV
+key per concurrency slot (`lease.<routine>.<i>`) taken with create(), which the server
+applies only when the key is absent: a compare-and-set, so two replicas never hold the
+same slot. The bucket has a TTL and the holder re-writes its key on every heartbeat, so a
+lease of a runner killed with SIGKILL frees itself within the TTL instead of blocking the
+routine for ever. A run that finds every slot taken is nak'ed with a delay (it stays in the
+work queue, costs no runner slot while it waits) and a `run.queued` event says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Literal
+
+from nats.js import JetStreamContext
+from nats.js.errors import (
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+
+from mainspring.base.kv import read, write_if_unchanged
+from mainspring.contract import subjects
+from mainspring.contract.messages import RunCompleted
+from mainspring.storage.ledger import (
+    attempts_key,
+    cancel_key,
+    ledger_bucket,
+    outcome_key,
+    settle_outcome,
+)
+
+_MISSING = (KeyNotFoundError, NotFoundError)
+
+
+def _is_cas_conflict(exc: Exception) -> bool:
+    return isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc)
+
+
+class RunLedger:
+    """Attempts and cancel marks per run id, in the run ledger bucket."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> RunLedger:
+        """The ledger on its own bucket (created when missing)."""
+        return cls(await ledger_bucket(js))
+
+    async def started_attempts(self, run_id: str) -> int:
+        """How many attempts of a run any runner started."""
+        try:
+            entry = await self._kv.get(attempts_key(run_id))
+        except _MISSING:
+            return 0
+        return int(entry.value or b"0")
+
+    async def set_attempts(self, run_id: str, attempts: int) -> None:
+        """Record the number of started attempts (before the attempt runs)."""
+        await self._kv.put(attempts_key(run_id), str(attempts).encode())
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Was the run cancelled while it waited in the queue?"""
+        try:
+            await self._kv.get(cancel_key(run_id))
+        except _MISSING:
+            return False
+        return True
+
+    async def settled(self, run_id: str) -> RunCompleted | None:
+        """The run's outcome if one was settled already (by a runner or the stale sweep)."""
+        value, _ = await read(self._kv, outcome_key(run_id))
+        return RunCompleted.model_validate_json(value) if value else None
+
+    async def settle(self, completed: RunCompleted) -> RunCompleted:
+        """The run's outcome to publish: ours, or the one settled before us (see settle_outcome)."""
+        return await settle_outcome(self._kv, completed)
+
+
+Claim = Literal["claimed", "held", "done"]
+
+
+class RunClaims:
+    """At most one live attempt per run, across runner replicas.
+
+    A run's request can be in two runners' hands at once: redelivered after the ack wait
+    while its runner was blocked on the bus, or handed out again by a restarted server that
+    lost its consumer state. The attempt's runner creates `run.<id>` in the leases bucket
+    before the routine starts and re-writes it (with the time) every heartbeat; a second copy
+    finds it fresh and waits instead of running the code a second time. A claim not refreshed
+    for the ack wait belongs to a runner that died or froze, as a redelivery would say: the
+    next copy takes it over with compare-and-set, so a run is taken over as soon as before.
+    """
+
+    def __init__(self, kv: KeyValue, holder: str, stale_after_s: float) -> None:
+        self._kv = kv
+        self._holder = holder
+        self._stale_after_s = stale_after_s
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, holder: str, stale_after_s: float) -> RunClaims:
+        """Claims on the lease bucket (declared with its TTL by `mainspring setup`)."""
+        return cls(await js.key_value(subjects.LEASES_BUCKET), holder, stale_after_s)
+
+    def _value(self, done: bool = False) -> bytes:
+        return json.dumps({"holder": self._holder, "at": time.time(), "done": done}).encode()
+
+    async def claim(self, run_id: str) -> Claim:
+        """Take the run's claim: "claimed"; "held" while another live attempt has it; "done"
+        once an attempt settled the run's outcome (its claim is kept, marked, not deleted, so
+        a copy whose outcome read raced the settle cannot then find the claim free)."""
+        key = run_claim_key(run_id)
+        if await write_if_unchanged(self._kv, key, self._value(), 0) is not None:
+            return "claimed"
+        value, revision = await read(self._kv, key)
+        if value and claim_is_done(value):
+            return "done"
+        if value and not claim_is_stale(value, time.time(), self._stale_after_s):
+            return "held"
+        if await write_if_unchanged(self._kv, key, self._value(), revision) is None:
+            return "held"
+        return "claimed"
+
+    async def refresh(self, run_id: str) -> None:
+        """Re-write a held claim so it stays fresh while the attempt is alive."""
+        await self._kv.put(run_claim_key(run_id), self._value())
+
+    async def finish(self, run_id: str) -> None:
+        """Mark the claim done once the run's outcome is settled (the bucket's TTL removes it)."""
+        await self._kv.put(run_claim_key(run_id), self._value(done=True))
+
+    async def release(self, run_id: str) -> None:
+        """Let the next copy of the run's request start (or be refused as settled)."""
+        with contextlib.suppress(*_MISSING):
+            await self._kv.delete(run_claim_key(run_id))
+
+
+def claim_is_done(value: bytes) -> bool:
+    """Did the claim's attempt settle the run's outcome?"""
+    try:
+        return bool(json.loads(value).get("done"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def claim_is_stale(value: bytes, now: float, stale_after_s: float) -> bool:
+    """Was a claim last refreshed longer ago than a live holder ever leaves it?"""
+    try:
+        at = float(json.loads(value)["at"])
+    except (ValueError, KeyError, TypeError):
+        return True  # unreadable: nobody can be holding it on purpose
+    return now - at > stale_after_s
+
+
+def run_claim_key(run_id: str) -> str:
+    """The key of a run's live attempt in the leases bucket."""
+    return f"run.{run_id}"
+
+
+class ConcurrencyLeases:
+    """Slots of per-routine max_concurrent, shared across runner replicas."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> ConcurrencyLeases:
+        """The lease bucket (declared with its TTL by `mainspring setup`)."""
+        return cls(await js.key_value(subjects.LEASES_BUCKET))
+
+    async def acquire(self, routine: str, limit: int, run_id: str) -> str | None:
+        """Take a free slot for run_id (or the one it already holds); None when all are taken."""
+        for slot in range(limit):
+            key = f"lease.{routine.replace('/', '_')}.{slot}"
+            try:
+                await self._kv.create(key, run_id.encode())
+                return key
+            except Exception as exc:
+                if not _is_cas_conflict(exc):
+                    raise
+            with contextlib.suppress(*_MISSING):
+                if (await self._kv.get(key)).value == run_id.encode():
+                    return key
+        return None
+
+    async def refresh(self, key: str, run_id: str) -> None:
+        """Re-write a held lease so the TTL does not expire it while the run is alive."""
+        await self._kv.put(key, run_id.encode())
+
+    async def release(self, key: str) -> None:
+        """Free a slot."""
+        with contextlib.suppress(*_MISSING):
+            await self._kv.delete(key)
+
+    async def holders(self, routine: str, limit: int) -> list[str]:
+        """Run ids holding the routine's slots now."""
+        held: list[str] = []
+        for slot in range(limit):
+            with contextlib.suppress(*_MISSING):
+                entry = await self._kv.get(f"lease.{routine.replace('/', '_')}.{slot}")
+                if entry.value:
+                    held.append(entry.value.decode())
+        return held

@@ -1,0 +1,614 @@
+"""Runner handlers: take a run request from the shared work queue, execute it, report it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.nats import NatsBroker, NatsMessage
+from nats.js.kv import KeyValue
+
+from mainspring.contract import subjects
+from mainspring.contract.messages import (
+    ArtifactRef,
+    CancelRun,
+    RequestRun,
+    RunCompleted,
+    RunHeartbeat,
+    RunLogged,
+    RunProgressed,
+    RunQueued,
+    RunResources,
+    RunStarted,
+)
+from mainspring.runtime import metrics
+from mainspring.runtime.service import (
+    consumer,
+    delivered,
+    durable,
+    instance_name,
+    publish_event,
+)
+from mainspring.sdk.bundle import extract_bundle
+from mainspring.storage.artifacts import run_location
+from mainspring.storage.registry import RoutineStore
+from mainspring.storage.runlogs import store_log
+from mainspring.storage.state import (
+    StateConflict,
+    StateTooLarge,
+    load_state,
+    save_state,
+    state_bucket,
+)
+from mainspring_services.runner import core
+from mainspring_services.runner.coordination import ConcurrencyLeases, RunClaims, RunLedger
+from mainspring_services.runner.core import Outcome
+from mainspring_services.runner.pool import ForkServer, Worker, WorkerPool
+from mainspring_services.runner.process import ChildRun
+from mainspring_services.runner.settings import RunnerSettings
+
+log = logging.getLogger("mainspring.runner")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def memory_info() -> tuple[int, int]:
+    """(available, total) bytes of this machine, from /proc/meminfo."""
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            values[key] = int(rest.split()[0]) * 1024
+    total = values.get("MemTotal", 0)
+    return values.get("MemAvailable", total), total
+
+
+class Runner:
+    """Executes runs, one child process each, at most `runner_slots` at a time."""
+
+    def __init__(self, broker: NatsBroker, settings: RunnerSettings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.name = instance_name("runner")
+        self.store: RoutineStore | None = None
+        self.ledger: RunLedger | None = None
+        self.leases: ConcurrencyLeases | None = None
+        self.claims: RunClaims | None = None
+        self.state_kv: KeyValue | None = None
+        self.pool = WorkerPool(
+            self.child_env(),
+            spares=settings.runner_slots if settings.warm_workers else 0,
+            max_idle=settings.max_idle_workers,
+            max_runs=settings.max_runs_per_worker,
+            max_rss_growth=settings.worker_max_rss_growth,
+        )
+        self.fork_server = ForkServer(self.child_env())
+        self.active: dict[str, ChildRun] = {}
+        self.cancelled: set[str] = set()
+        self.handed_back: set[str] = set()
+        self.announced_holds: dict[str, str] = {}
+        self.draining = False
+        self.slots = asyncio.Semaphore(max(1, settings.runner_slots))
+        self.admitted: set[asyncio.Task[None]] = set()
+
+    def child_env(self) -> dict[str, str]:
+        """Environment of every worker process."""
+        return {
+            "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
+            "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
+        }
+
+    async def bind(self, js: Any) -> None:
+        """Open the shared KV state and start the warm workers."""
+        self.store = await RoutineStore.open(js)
+        self.ledger = await RunLedger.open(js)
+        self.leases = await ConcurrencyLeases.open(js)
+        self.claims = await RunClaims.open(js, self.name, self.settings.run_ack_wait_s)
+        self.state_kv = await state_bucket(js)
+        await self.pool.fill()
+
+    async def bundle_dir(self, digest: str) -> Any:
+        """The unpacked code of a routine version (fetched once per runner)."""
+        target = self.settings.bundle_cache() / digest
+        if not (target / ".complete").exists():
+            assert self.store is not None
+            extract_bundle(await self.store.get_bundle(digest), target)
+        return target
+
+    async def hold(self, request: RequestRun, message: NatsMessage, reason: str) -> None:
+        """Leave the run in the queue for later, saying why (once per reason)."""
+        if self.announced_holds.get(request.run_id) != reason:
+            self.announced_holds[request.run_id] = reason
+            await publish_event(
+                self.broker,
+                RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
+                subjects.RUN_QUEUED,
+            )
+        await message.nack(delay=self.settings.hold_retry_s)
+
+    async def admit(self, request: RequestRun, message: NatsMessage) -> None:
+        """Wait for a free slot (heartbeating the run meanwhile), then execute it in the background.
+
+        The run's own task acks or naks its message when it ends. Waiting here also stops the
+        subscriber from fetching more: at most one run waits per replica, and it is kept alive.
+        """
+        if not self.draining:
+            waiting = asyncio.create_task(self._keep_alive(message))
+            try:
+                await self.slots.acquire()
+            finally:
+                waiting.cancel()
+            if not self.draining:
+                task = asyncio.create_task(self._run_admitted(request, message))
+                self.admitted.add(task)
+                task.add_done_callback(self.admitted.discard)
+                return
+            self.slots.release()
+        # Stopping: hand the run back, a little later so another replica gets it first.
+        await message.nack(delay=self.settings.hold_retry_s)
+
+    async def _keep_alive(self, message: NatsMessage) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            with contextlib.suppress(Exception):
+                await message.in_progress()
+
+    async def _run_admitted(self, request: RequestRun, message: NatsMessage) -> None:
+        try:
+            await self.execute(request, message)
+            if message.committed is None:
+                await message.ack()
+        except Exception:
+            log.exception(
+                "run %s of %s: runner fault; redelivering", request.run_id, request.routine
+            )
+            with contextlib.suppress(Exception):
+                await message.nack(delay=5.0)
+        finally:
+            self.slots.release()
+
+    async def execute(self, request: RequestRun, message: NatsMessage) -> None:
+        """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
+        assert self.ledger is not None and self.leases is not None
+        started_at = _now()
+        if request.run_id in self.cancelled:
+            await self.complete_cancelled(request)
+            return
+        if request.memory_limit:
+            available, total = memory_info()
+            waiting = core.memory_reason(request.memory_limit, available, total)
+            if waiting:
+                await self.hold_unless_cancelled(request, message, waiting)
+                return
+        lease: str | None = None
+        if request.max_concurrent:
+            lease = await self.leases.acquire(
+                request.routine, request.max_concurrent, request.run_id
+            )
+            if lease is None:
+                holders = await self.leases.holders(request.routine, request.max_concurrent)
+                reason = core.concurrency_reason(request.routine, request.max_concurrent, holders)
+                await self.hold_unless_cancelled(request, message, reason)
+                return
+        self.announced_holds.pop(request.run_id, None)
+        try:
+            await self.attempt(request, message, started_at, lease)
+        finally:
+            if lease is not None:
+                await self.leases.release(lease)
+
+    async def complete_cancelled(self, request: RequestRun) -> None:
+        """End a run that was cancelled before it started."""
+        await self.complete(
+            request, Outcome("cancelled", {}, "cancelled before it started"), None, []
+        )
+
+    async def hold_unless_cancelled(
+        self, request: RequestRun, message: NatsMessage, reason: str
+    ) -> None:
+        """Hold a run back, unless it was cancelled meanwhile: a cancelled run is not queued."""
+        assert self.ledger is not None
+        if await self.ledger.cancel_requested(request.run_id):
+            await self.complete_cancelled(request)
+            return
+        await self.hold(request, message, reason)
+
+    async def prepare(
+        self, request: RequestRun, message: NatsMessage, started_at: datetime
+    ) -> tuple[int, dict[str, Any], int] | None:
+        """The attempt number and the routine's state (with its revision) for a run that may
+        start; None when it ended here instead (lost, cancelled, or already settled)."""
+        assert self.ledger is not None and self.state_kv is not None
+        # No runner saw a first delivery before: nothing to read to know this is attempt 1.
+        first = delivered(message.raw_message) <= 1
+        attempt = 1 if first else await self.ledger.started_attempts(request.run_id) + 1
+        lost = core.lost_run_outcome(attempt, request.retries, self.settings.run_ack_wait_s)
+        if lost is not None:
+            await self.complete(request, lost, started_at, [])
+            return None
+        # Everything the start needs from the bus in one round trip, not five in a row: the
+        # cancel mark, an outcome settled by an earlier copy of this request (a request
+        # published again after the dedup window, or redelivered because the server lost its
+        # ack, must not run twice), the run's claim (no other copy is running it now), the
+        # attempt count (written before the routine starts, so a runner killed mid-run is
+        # charged for it) and the routine's state.
+        assert self.claims is not None
+        cancelled, settled, claimed, _, (state, state_revision) = await asyncio.gather(
+            self.ledger.cancel_requested(request.run_id),
+            self.ledger.settled(request.run_id),
+            self.claims.claim(request.run_id),
+            self.ledger.set_attempts(request.run_id, attempt),
+            load_state(self.state_kv, request.routine),
+        )
+        if claimed == "done" and settled is None:
+            # Settled between this copy's outcome read and its claim: read it again.
+            settled = await self.ledger.settled(request.run_id)
+        if claimed == "held" or (settled is None and claimed == "done"):
+            # Another copy runs now. Not its attempt: the count goes back, and this copy
+            # returns after the ack wait (refused as settled then, or taken over once the
+            # holder stopped refreshing its claim).
+            log.info(
+                "run %s of %s is running elsewhere; this copy waits",
+                request.run_id,
+                request.routine,
+            )
+            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await message.nack(delay=self.settings.run_ack_wait_s)
+            return None
+        if cancelled and claimed == "claimed":
+            await self.claims.release(request.run_id)
+        if cancelled:
+            await self.complete_cancelled(request)
+            return None
+        if settled is not None:
+            log.warning(
+                "run %s of %s already ended %s: not run again",
+                request.run_id,
+                request.routine,
+                settled.status,
+            )
+            await publish_event(self.broker, settled, settled.subject())
+            return None
+        return attempt, state, state_revision
+
+    async def attempt(
+        self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
+    ) -> None:
+        """Start one attempt of a run and report how it ended (or schedule its retry)."""
+        assert self.ledger is not None and self.state_kv is not None
+        prepared = await self.prepare(request, message, started_at)
+        if prepared is None:
+            return
+        assert self.claims is not None
+        settled = False
+        try:
+            settled = await self.run_attempt(request, message, started_at, lease, prepared)
+        finally:
+            if not settled:
+                # A retry scheduled, the run handed back, or a runner fault: the attempt is
+                # over here, so the next copy starts the next attempt without waiting for the
+                # claim to go stale.
+                with contextlib.suppress(Exception):
+                    await self.claims.release(request.run_id)
+
+    async def run_attempt(
+        self,
+        request: RequestRun,
+        message: NatsMessage,
+        started_at: datetime,
+        lease: str | None,
+        prepared: tuple[int, dict[str, Any], int],
+    ) -> bool:
+        """Run the claimed attempt in a worker and report how it ended (or schedule its retry);
+        whether the run's outcome was settled."""
+        assert self.ledger is not None and self.state_kv is not None
+        attempt, state, state_revision = prepared
+        try:
+            bundle = await self.bundle_dir(request.routine_version)
+        except Exception as exc:  # noqa: BLE001 - the run fails with why
+            outcome = Outcome(
+                "failed",
+                {},
+                f"cannot fetch code {request.routine_version[:12]}: {exc}",
+                phase="start",
+            )
+            await self.complete(request, outcome, started_at, [])
+            return True
+        started = RunStarted(
+            run_id=request.run_id,
+            routine=request.routine,
+            runner=self.name,
+            attempt=attempt,
+            started_at=started_at,
+            isolation=request.isolation,
+            artifact_location=run_location(self.settings.resolved_artifact_root(), request.run_id),
+        )
+        ended = asyncio.Event()
+        announced = asyncio.create_task(self.announce(started, ended))
+        if attempt == 1:
+            metrics.run_started(request, started_at)
+        child = ChildRun(
+            request,
+            bundle,
+            self.local_log(request.run_id),
+            self.settings.run_log_max_bytes,
+        )
+        child.state = state
+        self.active[request.run_id] = child
+
+        async def on_child_message(payload: dict[str, Any]) -> None:
+            if payload.get("type") == "log":
+                await self.publish_log(request.run_id, payload)
+            elif payload.get("type") == "progress":
+                await publish_event(
+                    self.broker,
+                    RunProgressed(
+                        run_id=request.run_id,
+                        fraction=payload["fraction"],
+                        message=payload.get("message", ""),
+                        at=_now(),
+                    ),
+                    subjects.RUN_PROGRESS,
+                )
+
+        heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id, lease))
+        try:
+            worker = await self.worker_for(request)
+            try:
+                outcome = await child.run(on_child_message, self.settings.memory_poll_s, worker)
+            except BaseException:
+                await worker.discard()
+                raise
+        except BaseException:
+            # A runner fault: the run is redelivered, so there is nothing to announce.
+            ended.set()
+            with contextlib.suppress(Exception):
+                await announced
+            raise
+        finally:
+            heartbeat.cancel()
+            self.active.pop(request.run_id, None)
+        if request.run_id not in self.handed_back and not core.should_retry(
+            outcome, attempt, request.retries
+        ):
+            # It ends here, and its completion says who ran it.
+            ended.set()
+        await announced  # stored before the completion; failing, the run is redelivered
+        # Released only once the run left `active`: a late cancel must not reach a worker
+        # that already waits for (or serves) another run.
+        await self.release_worker(request, worker, outcome, child.leftovers)
+        return await self.after_attempt(request, message, started, outcome, child, state_revision)
+
+    async def after_attempt(
+        self,
+        request: RequestRun,
+        message: NatsMessage,
+        started: RunStarted,
+        outcome: Outcome,
+        child: ChildRun,
+        state_revision: int,
+    ) -> bool:
+        """Hand the run back, schedule its retry, or complete it (saving the routine's state);
+        whether the run's outcome was settled."""
+        assert self.ledger is not None and self.state_kv is not None
+        attempt = started.attempt
+        if request.run_id in self.handed_back:
+            # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
+            self.handed_back.discard(request.run_id)
+            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await message.nack()
+            return False
+        if core.should_retry(outcome, attempt, request.retries):
+            delay = core.retry_delay(attempt, request.retry_backoff_s)
+            reason = core.retry_reason(outcome, attempt, request.retries, delay)
+            log.info("run %s of %s: %s", request.run_id, request.routine, reason)
+            await publish_event(
+                self.broker,
+                RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
+                subjects.RUN_QUEUED,
+            )
+            await message.nack(delay=delay)
+            return False
+        if outcome.status == "completed" and child.final_state is not None:
+            try:
+                await save_state(self.state_kv, request.routine, child.final_state, state_revision)
+            except (StateConflict, StateTooLarge) as exc:
+                outcome = Outcome("failed", outcome.outputs, str(exc))
+        await self.complete(
+            request, outcome, started.started_at, child.artifacts, child.resources(), started
+        )
+        return True
+
+    async def announce(self, started: RunStarted, ended: asyncio.Event) -> None:
+        """Publish run.started once the run has lasted run_started_after_s; a run that ends
+        sooner (`ended`) is announced by its completion alone."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), self.settings.run_started_after_s)
+            return
+        await publish_event(self.broker, started, subjects.RUN_STARTED)
+
+    def local_log(self, run_id: str) -> Path:
+        """Where a run's output is written on this runner while it runs (every attempt)."""
+        return self.settings.home.resolve() / "logs" / f"{run_id}.log"
+
+    async def publish_log(self, run_id: str, payload: dict[str, Any]) -> None:
+        """Stream a piece of a run's output live (core NATS: nobody may be listening)."""
+        with contextlib.suppress(Exception):
+            piece = RunLogged(
+                run_id=run_id,
+                text=payload["text"],
+                offset=payload["offset"],
+            )
+            await self.broker.publish(
+                piece.model_dump_json().encode(), subjects.run_log_subject(run_id)
+            )
+
+    async def keep_log(self, run_id: str) -> str | None:
+        """Move a finished run's output file to the artifact store; its path there."""
+        local = self.local_log(run_id)
+        try:
+            uri = await asyncio.to_thread(
+                store_log, self.settings.resolved_artifact_root(), run_id, local
+            )
+        except Exception as exc:  # noqa: BLE001 - the log stays local
+            log.warning("run %s: its log could not be stored (%s); kept at %s", run_id, exc, local)
+            return None
+        local.unlink(missing_ok=True)
+        return uri
+
+    async def worker_for(self, request: RequestRun) -> Worker:
+        """A ready process for the run: a reused worker of its code, or a fresh fork."""
+        if request.isolation == "process":
+            return await self.fork_server.fork()
+        return await self.pool.take(request.routine_version)
+
+    async def release_worker(
+        self, request: RequestRun, worker: Worker, outcome: Outcome, leftovers: list[str]
+    ) -> None:
+        """After a run: a forked process ends with its run; a worker is kept or recycled."""
+        if request.isolation == "process":
+            await worker.discard()
+            return
+        fault = core.fault_of(outcome, worker_exited=not worker.alive())
+        await self.pool.give_back(worker, fault, leftovers)
+
+    async def _heartbeat(self, message: NatsMessage, run_id: str, lease: str | None) -> None:
+        # in_progress resets the ack timer: a live runner keeps its run, a dead one loses
+        # it to redelivery within ack_wait. The lease is refreshed on the same beat.
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            with contextlib.suppress(Exception):
+                await message.in_progress()
+                beat = RunHeartbeat(run_id=run_id, runner=self.name, at=_now())
+                await self.broker.publish(beat.model_dump_json().encode(), subjects.RUN_HEARTBEAT)
+            if self.claims is not None:
+                with contextlib.suppress(Exception):
+                    await self.claims.refresh(run_id)
+            if lease is not None and self.leases is not None:
+                with contextlib.suppress(Exception):
+                    await self.leases.refresh(lease, run_id)
+
+    async def drain(self) -> None:
+        """Stop taking runs; let running ones finish for a while, then hand the rest back."""
+        self.draining = True
+        log.info("draining: %d run(s) in progress", len(self.active))
+        if self.admitted:
+            await asyncio.wait(set(self.admitted), timeout=self.settings.drain_timeout_s)
+        for run_id, child in list(self.active.items()):
+            self.handed_back.add(run_id)
+            await child.stop(self.settings.hand_back_grace_s)
+        if self.admitted:
+            await asyncio.wait(set(self.admitted), timeout=5.0)
+        await self.pool.close()
+        await self.fork_server.close()
+        # The hand-back naks must reach the server before the connection closes, or the
+        # runs would wait out the ack wait instead of moving to another replica at once.
+        with contextlib.suppress(Exception):
+            await self.broker.connection.flush(timeout=5)
+
+    async def complete(
+        self,
+        request: RequestRun,
+        outcome: Outcome,
+        started_at: datetime | None,
+        artifacts: list[dict[str, Any]],
+        resources: RunResources | None = None,
+        started: RunStarted | None = None,
+    ) -> None:
+        """Keep the run's log and publish its terminal event (with what `started` said, in
+        case run.started was never announced)."""
+        self.announced_holds.pop(request.run_id, None)
+        log_uri = await self.keep_log(request.run_id) if started_at is not None else None
+        log.info(
+            "run %s of %s %s%s",
+            request.run_id,
+            request.routine,
+            outcome.status,
+            f": {outcome.error}" if outcome.error else "",
+        )
+        assert self.ledger is not None
+        ours = RunCompleted(
+            run_id=request.run_id,
+            routine=request.routine,
+            run_number=request.run_number,
+            status=outcome.status,
+            outputs=outcome.outputs,
+            error=outcome.error,
+            traceback=outcome.traceback,
+            artifacts=[ArtifactRef.model_validate(a) for a in artifacts],
+            hop=request.hop,
+            parent_run_id=request.parent_run_id,
+            started_at=started_at,
+            finished_at=_now(),
+            phase=outcome.phase,
+            isolation=request.isolation if started_at is not None else None,
+            resources=resources,
+            log_uri=log_uri,
+            runner=started.runner if started else None,
+            attempt=started.attempt if started else None,
+            artifact_location=started.artifact_location if started else None,
+            **request.carried_forward(),
+        )
+        settled = await self.ledger.settle(ours)
+        if settled.status != ours.status:
+            log.warning(
+                "run %s of %s ended %s here, but its outcome was already settled %s: %s",
+                request.run_id,
+                request.routine,
+                ours.status,
+                settled.status,
+                settled.error,
+            )
+        assert self.claims is not None
+        # The claim is marked done, never deleted: a copy of the request whose outcome read
+        # raced this settle would otherwise find the claim free and run the code again.
+        await asyncio.gather(
+            publish_event(self.broker, settled, settled.subject()),
+            self.claims.finish(request.run_id),
+        )
+        metrics.run_finished(settled.routine, settled.status, started_at, ours.finished_at)
+
+    async def cancel(self, run_id: str) -> None:
+        """Stop a run this runner holds; remember the id in case it arrives later."""
+        self.cancelled.add(run_id)
+        child = self.active.get(run_id)
+        if child is not None:
+            await child.cancel(self.settings.cancel_grace_s)
+
+
+def register(broker: NatsBroker, runner: Runner) -> None:
+    """Subscribe to the shared run queue and to cancel requests."""
+
+    @consumer(
+        broker,
+        RequestRun,
+        **durable(
+            subjects.RUNNER_CONSUMER,
+            subjects.RUN_REQUESTED,
+            ack_wait_s=runner.settings.run_ack_wait_s,
+            max_ack_pending=10_000,
+            # No delivery limit here: a run held for admission (max_concurrent, memory) is
+            # nak'ed and comes back every hold_retry_s for as long as it waits, and waiting is
+            # not failing. Real failures are bounded by the attempts in the run ledger: a run
+            # past its budget ends failed with the reason (lost_run_outcome), never parked.
+            redelivery=None,
+        ),
+        # Acks are the run's own: the handler only admits a run and its task acks or naks it
+        # when it ends. FastStream's max_workers would instead fetch a run ahead and let it
+        # wait for a slot without heartbeats, so JetStream could hand it to another replica
+        # meanwhile and it would run twice.
+        ack_policy=AckPolicy.MANUAL,
+    )
+    async def on_run_requested(request: RequestRun, message: NatsMessage) -> None:
+        await runner.admit(request, message)
+
+    @consumer(broker, CancelRun, subjects.RUN_CANCEL)
+    async def on_run_cancel(cancel: CancelRun, _message: NatsMessage) -> None:
+        await runner.cancel(cancel.run_id)

@@ -1,0 +1,72 @@
+"""Runner: executes requested runs in child processes; scale it by starting more replicas."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faststream import FastStream
+
+from mainspring.runtime import metrics
+from mainspring.runtime.service import build_app as build_service_app
+from mainspring.runtime.service import build_broker, configure_logging, run_service
+from mainspring_services.runner.handlers import Runner, register
+from mainspring_services.runner.poll import register_poll
+from mainspring_services.runner.queue_depth import watch_queue
+from mainspring_services.runner.settings import RunnerSettings
+
+
+def runner_gauges(runner: Runner) -> list[tuple[str, str, dict[str, str], float]]:
+    """Slots and workers, read at each scrape: each admitted run holds one slot."""
+    slots = max(1, runner.settings.runner_slots)
+    busy = len(runner.admitted)
+    slot_help = "Run slots of this runner, free and busy."
+    pool_help = "Worker processes kept by this runner: idle (bound to code) and spare."
+    return [
+        ("mainspring_runner_slots", slot_help, {"state": "free"}, float(max(0, slots - busy))),
+        ("mainspring_runner_slots", slot_help, {"state": "busy"}, float(busy)),
+        ("mainspring_worker_pool_workers", pool_help, {"state": "idle"}, runner.pool.idle_count()),
+        (
+            "mainspring_worker_pool_workers",
+            pool_help,
+            {"state": "spare"},
+            runner.pool.spare_count(),
+        ),
+    ]
+
+
+def build_app(settings: RunnerSettings) -> FastStream:
+    """Wire broker, bundle store and handlers."""
+    broker = build_broker(settings, "runner")
+    app = build_service_app(broker, settings, "runner")
+    runner = Runner(broker, settings)
+    register(broker, runner)
+    register_poll(broker, runner)
+    metrics.register_gauges(lambda: runner_gauges(runner))
+
+    watching: list[asyncio.Task[None]] = []
+
+    @app.on_startup
+    async def bind_store() -> None:
+        await runner.bind(broker.connection.jetstream())
+
+    @app.after_startup
+    async def start_watching_queue() -> None:
+        watching.append(asyncio.create_task(watch_queue(broker.connection.jetstream())))
+
+    @app.on_shutdown
+    async def drain() -> None:
+        for task in watching:
+            task.cancel()
+        await runner.drain()
+
+    return app
+
+
+def main() -> None:
+    """Run a runner replica until stopped."""
+    configure_logging("runner")
+    run_service(build_app(RunnerSettings()), "runner")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from mainspring_services.ticker.main import main
+
+main()

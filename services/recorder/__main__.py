@@ -1,3 +1,0 @@
-from services.recorder.main import main
-
-main()

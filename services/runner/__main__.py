@@ -1,3 +1,0 @@
-from services.runner.main import main
-
-main()

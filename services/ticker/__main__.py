@@ -1,3 +1,0 @@
-from services.ticker.main import main
-
-main()
