@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta
@@ -378,6 +378,16 @@ class RoutineStore:
                 yield entry.key, RoutineDefinition.model_validate_json(entry.value), revision
 
 
+class RegistryFeed(Protocol):
+    """What a catalog copy reads of the registry: every definition, then each change."""
+
+    async def list(self) -> list[RoutineDefinition]: ...
+
+    def watch(self) -> AsyncIterator[tuple[str, RoutineDefinition | None, int]]: ...
+
+    async def last_revision(self) -> int: ...
+
+
 class RoutineCatalog:
     """An in-memory copy of the registry kept current by a KV watch (for fan-out lookups)."""
 
@@ -388,7 +398,7 @@ class RoutineCatalog:
         # The registry revision this copy has caught up to.
         self.revision = 0
 
-    async def start(self, store: RoutineStore) -> None:
+    async def start(self, store: RegistryFeed) -> None:
         """Load every definition, then follow changes in the background."""
         import asyncio
 
@@ -416,6 +426,17 @@ class RoutineCatalog:
             loaded.set()
         await asyncio.wait_for(loaded.wait(), timeout=30)
 
+    async def stop(self) -> None:
+        """Stop following the registry (the copy keeps what it has)."""
+        import asyncio
+        import contextlib
+
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
     def all(self) -> list[RoutineDefinition]:
         """Every known definition."""
         return list(self._definitions.values())
@@ -424,7 +445,7 @@ class RoutineCatalog:
         """One definition by name."""
         return self._definitions.get(name)
 
-    async def current_all(self, store: RoutineStore) -> list[RoutineDefinition]:
+    async def current_all(self, store: RegistryFeed) -> list[RoutineDefinition]:
         """Every definition as the registry holds it now: this copy when it has seen the
         registry's latest write (one round trip to ask), else the registry read in full."""
         if self.revision >= await store.last_revision():
