@@ -265,3 +265,41 @@ async def test_every_subscriber_parks_a_malformed_message(wired: Wired, subject:
     (parked,) = wired.published[subjects.dead_letter_subject(subject)]
     assert parked == {"routine": 5, "run_id": []}
     assert not wired.requests()
+
+
+async def test_a_routine_fired_past_max_fires_is_paused_and_fires_no_more() -> None:
+    busy = routine("busy", ScheduleTrigger(every="1s", overlap="allow"))
+    busy = busy.model_copy(update={"options": busy.options.model_copy(update={"max_fires": 2})})
+    parts = fakes.dispatcher_parts(busy)
+    broker = NatsBroker()
+    catalog = RoutineCatalog()
+    register(broker, Dispatcher(broker, parts, catalog, Settings()))
+    requested: list[dict[str, Any]] = []
+    recorded: list[dict[str, Any]] = []
+
+    @broker.subscriber(subjects.RUN_REQUESTED, stream=STREAM)
+    async def capture_requests(body: dict[str, Any]) -> None:
+        requested.append(body)
+
+    @broker.subscriber(subjects.TRIGGER_RECORDED, stream=STREAM)
+    async def capture_history(body: dict[str, Any]) -> None:
+        recorded.append(body)
+
+    await catalog.start(parts.registry)
+    try:
+        async with TestNatsBroker(broker) as test_broker:
+            for second in range(5):
+                tick = NOW.replace(second=second)
+                fired = ScheduleFired(routine="busy", scheduled_at=tick, fired_at=tick)
+                await test_broker.publish(fired.model_dump_json().encode(), subjects.SCHEDULE_FIRED)
+    finally:
+        await catalog.stop()
+
+    assert len(requested) == 3, "the third run trips the breaker; later ticks find it paused"
+    registry = parts.registry
+    assert isinstance(registry, fakes.Registry)
+    ((name, on, reason, by),) = registry.switched
+    assert (name, on, by) == ("busy", False, "circuit_breaker")
+    assert reason is not None
+    assert "3 triggered runs within 60s, over max_fires=2" in reason
+    assert [r["status"] for r in recorded].count("disabled") == 1

@@ -51,6 +51,9 @@ class RoutineOptions(BaseModel):
     max_concurrent: int | None = None
     allow_in_memory: bool = False
     isolation: Isolation = "worker"
+    # The circuit breaker: more triggered runs than this within the window pause the routine.
+    max_fires: int | None = Field(default=300, ge=1)
+    max_fires_window_s: float = Field(default=60.0, gt=0)
 
 
 def routine_options(cls: type[Routine]) -> RoutineOptions:
@@ -64,10 +67,25 @@ def routine_options(cls: type[Routine]) -> RoutineOptions:
         max_concurrent=cls.max_concurrent,
         allow_in_memory=cls.allow_in_memory,
         isolation=cls.isolation,
+        max_fires=cls.max_fires,
+        max_fires_window_s=fires_window_seconds(cls),
     )
 
 
-DisabledBy = Literal["user", "crash_loop"]
+def fires_window_seconds(cls: type[Routine]) -> float:
+    """The circuit breaker's window in seconds, from `max_fires_window` ("30s", "1m", "1h")."""
+    from mainspring.base.schedules import ScheduleError, parse_every
+
+    try:
+        return parse_every(cls.max_fires_window).total_seconds()
+    except ScheduleError as exc:
+        raise RegistryError(
+            f"routine {cls.__name__}: max_fires_window {cls.max_fires_window!r} is not an "
+            f'interval: give one like "30s", "1m" or "1h" ({exc})'
+        ) from None
+
+
+DisabledBy = Literal["user", "crash_loop", "circuit_breaker"]
 
 
 class DatasetStart(BaseModel):

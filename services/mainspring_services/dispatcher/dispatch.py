@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Literal
 
 from faststream.nats import NatsBroker
 
@@ -13,16 +14,18 @@ from mainspring.contract import subjects
 from mainspring.contract.messages import (
     DatasetAppended,
     PollCompleted,
+    RequestRun,
     RunCompleted,
     ScheduleFired,
     SubmitRun,
+    TriggerRecorded,
 )
 from mainspring.contract.queries import RunQuery
 from mainspring.runtime import metrics
 from mainspring.runtime.service import publish_event
 from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger
 from mainspring.storage.registry import RoutineCatalog, RoutineDefinition
-from mainspring_services.dispatcher import core, named_firing, timed
+from mainspring_services.dispatcher import breaker, core, named_firing, timed
 from mainspring_services.dispatcher.ports import DispatcherParts
 from mainspring_services.dispatcher.settings import DispatcherSettings
 
@@ -50,6 +53,7 @@ class Dispatcher:
         self.triggers = parts.triggers
         self.catalog = catalog
         self.settings = settings
+        self.fire_windows = breaker.FireWindows()
 
     async def find(self, submitted: SubmitRun) -> RoutineDefinition | None:
         """The submitted routine's definition: the in-memory copy when it is current enough
@@ -86,6 +90,8 @@ class Dispatcher:
             log.warning("refused run %s of %s: %s", refused.run_id, refused.routine, refused.error)
             metrics.refused(refused.error)
             await publish_event(self.broker, refused, refused.subject())
+        if decision.requests:
+            await self.count_fires(decision.requests)
 
     async def check_crash_loop(
         self,
@@ -118,16 +124,36 @@ class Dispatcher:
             ):
                 continue
             if verdict.disable_reason is not None:
-                # History first: a crash before set_enabled redoes both (the record is deduplicated).
-                await self.publish(core.Decision(history=verdict.history))
-                await self.store.set_enabled(
-                    routine, False, verdict.disable_reason, _now(), by="crash_loop"
-                )
-                log.warning("disabled the trigger of %s: %s", routine, verdict.disable_reason)
-                await named_firing.deactivate_targeting(self, routine, verdict.disable_reason)
-                metrics.DISABLED.labels("crash_loop").inc()
+                await self.pause(routine, verdict.disable_reason, verdict.history, "crash_loop")
             return
         raise RuntimeError(f"crash-loop count of {routine} kept changing concurrently")
+
+    async def pause(
+        self,
+        routine: str,
+        reason: str,
+        history: list[TriggerRecorded],
+        by: Literal["crash_loop", "circuit_breaker"],
+    ) -> None:
+        """Switch off a routine's trigger and its named triggers, saying why."""
+        # History first: a crash before set_enabled redoes both (the record is deduplicated).
+        await self.publish(core.Decision(history=history))
+        await self.store.set_enabled(routine, False, reason, _now(), by=by)
+        log.warning("disabled the trigger of %s: %s", routine, reason)
+        await named_firing.deactivate_targeting(self, routine, reason, by)
+        metrics.DISABLED.labels(by).inc()
+
+    async def count_fires(self, requests: list[RequestRun]) -> None:
+        """The circuit breaker: pause a routine that triggered runs too often just now."""
+        now = _now()
+        for request in requests:
+            definition = self.catalog.get(request.routine)
+            if definition is None or not breaker.counts(request):
+                continue
+            fired = self.fire_windows.record(definition, now)
+            if fired is not None and definition.enabled:
+                reason, recorded = breaker.trip(definition, fired, now)
+                await self.pause(definition.name, reason, [recorded], "circuit_breaker")
 
     async def on_tick(
         self, definition: RoutineDefinition | None, fired: ScheduleFired, now: datetime

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import FireTrigger, PollCompleted, ScheduleFired
@@ -102,10 +102,15 @@ async def on_fire(dispatcher: Dispatcher, fire: FireTrigger) -> None:
     await _fire(dispatcher, store, trigger, definition, named.push_firing(trigger, fire))
 
 
-async def deactivate_targeting(dispatcher: Dispatcher, routine: str, reason: str) -> None:
-    """Crash-loop protection switches off every named trigger of the routine too."""
+async def deactivate_targeting(
+    dispatcher: Dispatcher,
+    routine: str,
+    reason: str,
+    by: Literal["crash_loop", "circuit_breaker"] = "crash_loop",
+) -> None:
+    """Crash-loop protection and the circuit breaker switch off the routine's named triggers too."""
     store = dispatcher.triggers
     for trigger in await store.targeting(routine):
         if trigger.status == "active":
-            await store.change(trigger.name, lambda t: deactivated(t, _now(), reason, "crash_loop"))
+            await store.change(trigger.name, lambda t: deactivated(t, _now(), reason, by))
             log.warning("deactivated trigger %s of %s: %s", trigger.name, routine, reason)
