@@ -154,6 +154,14 @@ async def test_the_client_cannot_write_the_run_ledger(secured: Deployment) -> No
     assert any("$kv.run_ledger.cancel.some-run" in str(e).lower() for e in errors), errors
 
 
+async def test_the_client_cannot_write_the_dispatchers_cursors(secured: Deployment) -> None:
+    # `routine create` records where the dataset stood on the definition; the dispatcher
+    # alone writes the cursor.
+    errors = await _refused(secured, "client", "$KV.dispatch.cursor.embed")
+
+    assert any("$kv.dispatch.cursor.embed" in str(e).lower() for e in errors), errors
+
+
 async def test_cancel_is_a_command_the_dispatcher_turns_into_a_mark(
     secured: Deployment, tmp_path: Path
 ) -> None:

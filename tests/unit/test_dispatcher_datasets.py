@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from mainspring.contract.messages import DatasetAppended
 from mainspring.sdk.triggers import DatasetAppendTrigger, ScheduleTrigger
 from mainspring.storage.cursors import DatasetCursor
-from mainspring.storage.registry import RoutineDefinition, RoutineOptions
+from mainspring.storage.registry import DatasetStart, RoutineDefinition, RoutineOptions
 from mainspring_services.dispatcher import core
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -263,3 +263,43 @@ def test_a_merge_that_only_inserted_fires_only_routines_that_opted_in() -> None:
     (request,) = core.decide_dataset_append(opted_in, cursor(4), merge, NOW, 8).requests
     assert request.event["merge_inserts"] is True
     assert request.event["added_records"] == 2
+
+
+def test_a_new_routine_counts_from_where_registration_found_the_dataset() -> None:
+    """Rows older than the routine never fire it: the first append is counted from the
+    registered start, not from the version just before that append."""
+    registered = definition(batch_rows=10).model_copy(
+        update={"dataset_start": DatasetStart(dataset="photos", version=3, records=40)}
+    )
+    # Versions 4..6 were announced while the dispatcher had no cursor: 3 rows each.
+    event = DatasetAppended(
+        dataset="photos", from_version=3, to_version=6, added_records=9, table_records=49
+    )
+    decision = core.decide_dataset_append(registered, None, event, NOW, max_hops=10)
+    assert decision.cursor is not None
+    assert not decision.requests, "9 rows since registration are below batch_rows=10"
+    assert (decision.cursor.fired_version, decision.cursor.seen_version) == (3, 6)
+    assert decision.cursor.base_records == 40
+
+
+def test_a_start_registered_for_another_dataset_is_ignored() -> None:
+    moved = definition().model_copy(
+        update={"dataset_start": DatasetStart(dataset="videos", version=30, records=5)}
+    )
+    assert core.registered_cursor(moved) is None
+    decision = core.decide_dataset_append(moved, None, appended(8, rows=2), NOW, max_hops=10)
+    assert decision.cursor is not None
+    assert decision.cursor.fired_version == 8, "fired from the announcement, not version 30"
+
+
+def test_an_existing_cursor_wins_over_the_registered_start() -> None:
+    """Re-registering new code takes a new snapshot; the cursor the routine has is kept."""
+    updated = definition(batch_rows=5).model_copy(
+        update={"dataset_start": DatasetStart(dataset="photos", version=20, records=100)}
+    )
+    decision = core.decide_dataset_append(
+        updated, cursor(10, pending=3), appended(21, rows=2), NOW, max_hops=10
+    )
+    assert decision.cursor is not None
+    assert len(decision.requests) == 1, "3 pending + 2 new meet batch_rows=5"
+    assert decision.requests[0].event["from_version"] == 10

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mainspring.apps.cli import CliError, build_parser, next_fires_text
+from mainspring.apps.cli import build_parser
+from mainspring.apps.cli.common import CliError
+from mainspring.apps.cli.routines import next_fires_text
 from mainspring.sdk.triggers import ScheduleTrigger, on_schedule
 from mainspring.storage.registry import RoutineDefinition
 

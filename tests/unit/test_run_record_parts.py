@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mainspring.apps.cli import build_parser, main, resources_text, run_options, run_options_text
+from mainspring.apps.cli import build_parser, main
+from mainspring.apps.cli.runs import run_options
+from mainspring.apps.present import resources_text, run_options_text
 from mainspring.contract.messages import (
     DeleteRuns,
     RequestRun,

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mainspring.apps.cli import print_run, short_time, table
+from mainspring.apps.present import print_run, short_time, table
 from mainspring.apps.up import System
 from mainspring.base.settings import Settings
 from mainspring.client import Client
 from mainspring.contract.queries import RunQuery
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def say(text: str) -> None:

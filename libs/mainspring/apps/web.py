@@ -14,7 +14,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, TypeVar
@@ -103,7 +102,7 @@ class ClientThread:
 
 def routine_summary(definition: Any) -> dict[str, Any]:
     """What the page shows for a routine."""
-    from mainspring.apps.cli import describe_trigger, next_fire_text
+    from mainspring.apps.present import describe_trigger, next_fire_text
 
     return {
         "name": definition.name,
@@ -262,7 +261,7 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
                 if not parts:
-                    page = resources.files("mainspring").joinpath("webpage.html").read_bytes()
+                    page = resources.files("mainspring.apps").joinpath("webpage.html").read_bytes()
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html; charset=utf-8")
                     self.send_header("Content-Length", str(len(page)))
@@ -340,10 +339,9 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                     and parts[:2] == ["api", "routines"]
                     and parts[3] in ("enable", "disable")
                 ):
-                    store = bridge.call(client.store())
                     bridge.call(
-                        store.set_enabled(
-                            parts[2], parts[3] == "enable", body.get("reason"), datetime.now(UTC)
+                        client.set_routine_enabled(
+                            parts[2], parts[3] == "enable", body.get("reason")
                         )
                     )
                     self.send_json(200, {"ok": True})

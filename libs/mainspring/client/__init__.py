@@ -41,6 +41,7 @@ from mainspring.client.instances import (
     method_schemas,
     record_version,
 )
+from mainspring.client.triggers import TriggerCalls
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
     INVOCATIONS,
@@ -59,6 +60,7 @@ from mainspring.sdk.routine import inspect_contract, validate_inputs
 from mainspring.sdk.triggers import TimedSpec
 from mainspring.storage.registry import (
     BUNDLE_GRACE,
+    DatasetStart,
     InputSchema,
     RegistryError,
     RoutineDefinition,
@@ -116,7 +118,7 @@ def definition_from_folder(
     return definition, data
 
 
-class Client:
+class Client(TriggerCalls):
     """A connection to a Mainspring deployment."""
 
     def __init__(self, nc: NatsClient, settings: Settings) -> None:
@@ -175,7 +177,7 @@ class Client:
             existing, carried_instance_fields(existing, fresh), enable
         )
         await store.put_bundle(definition.version, data)
-        await self.seed_dataset_cursor(definition)
+        definition = await self.with_dataset_start(definition)
         await store.put(definition)
         await record_version(self, definition, now)
         trigger = definition.trigger
@@ -236,37 +238,39 @@ class Client:
             await store.delete_bundle(digest)
         return sweep.delete
 
-    async def seed_dataset_cursor(self, definition: RoutineDefinition) -> None:
-        """A new dataset routine starts at the dataset's current version: old rows never fire.
+    async def with_dataset_start(self, definition: RoutineDefinition) -> RoutineDefinition:
+        """The definition with where its dataset stands now, for the dispatcher's cursor."""
+        start = await self.dataset_start(definition)
+        if start is None:
+            return definition
+        return definition.model_copy(update={"dataset_start": start})
 
-        Written before the definition, so no append can reach the dispatcher in between.
+    async def dataset_start(self, definition: RoutineDefinition) -> DatasetStart | None:
+        """The dataset of a dataset routine as it is now: where the dispatcher starts its cursor.
+
+        None when the dataset is out of reach or not created yet: the dispatcher then starts
+        the cursor at the first append announced for it.
         """
         from mainspring.sdk.triggers import DatasetAppendTrigger
         from mainspring.storage import deltalog
-        from mainspring.storage.cursors import seed_cursor
         from mainspring.storage.datasets import current_state
 
         trigger = definition.trigger
         if not isinstance(trigger, DatasetAppendTrigger):
-            return
+            return None
         root = self.settings.resolved_dataset_root()
         try:
             state = await asyncio.to_thread(current_state, trigger.dataset, root)
-            # The cursor names its table, so one deleted and created again before the
-            # first append restarts it instead of hiding below its old version.
             fs, base = deltalog.filesystem(root)
             table_id = await asyncio.to_thread(deltalog.table_identity, fs, base, trigger.dataset)
-        except Exception:  # noqa: BLE001 - store unreachable: dispatcher seeds
-            # The store is out of this client's reach: the dispatcher then starts the
-            # cursor at the first append it is told about.
-            return
+        except Exception:  # noqa: BLE001 - store unreachable from here: the dispatcher starts it
+            return None
         if state is None:
-            # Not created yet (or under another root than this client's): the dispatcher
-            # starts the cursor at the first append announced for it.
-            return
+            return None
         version, records = state
-        kv = await self.js.key_value(subjects.DISPATCH_BUCKET)
-        await seed_cursor(kv, definition.name, trigger.dataset, version, records, table_id)
+        return DatasetStart(
+            dataset=trigger.dataset, version=version, records=records, table_id=table_id
+        )
 
     async def submit(
         self,
@@ -373,6 +377,33 @@ class Client:
                 method=method,
             )
         )
+
+    async def create_dags(self, path: Path) -> list[RoutineDefinition]:
+        """Register every DAG a module (or folder) registers in its Namespace."""
+        from mainspring.client import dags as dag_client
+
+        return await dag_client.create_dags(self, path)
+
+    async def run_dag(
+        self, nsref: str, payload: dict[str, Any] | None = None, *, source: str = "api"
+    ) -> str:
+        """Start a run of a registered DAG; payload keys reach its source nodes by name."""
+        from mainspring.client import dags as dag_client
+
+        await dag_client.check_dag(self, nsref)
+        return await self.submit(nsref, payload=payload or {}, source=source)
+
+    async def restart(self, run_id: str) -> str:
+        """Resume a failed DAG run from its failed node, as a new run; returns its id."""
+        from mainspring.client import dags as dag_client
+
+        return await dag_client.restart(self, run_id, self.settings.user or _login())
+
+    async def replay(self, run_id: str, nodes: list[str]) -> str:
+        """Run chosen nodes of a DAG run again, as a new run (the rest skipped); its id."""
+        from mainspring.client import dags as dag_client
+
+        return await dag_client.replay(self, run_id, nodes, self.settings.user or _login())
 
     async def submit_request(self, request: SubmitRun) -> str:
         """Publish a prepared SubmitRun (its request_id becomes the run id); returns once
@@ -503,10 +534,15 @@ class Client:
             if after is None or not runs:
                 return
 
-    async def trigger_events(self, routine: str, limit: int = 50) -> list[dict[str, Any]]:
-        """A routine's trigger history, newest first."""
+    async def trigger_events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A trigger's history, newest first (`fired_at`, `status`, `run_id`, `payload`, why).
+
+        `name` is a named trigger, or a routine for its own trigger (named after it).
+        """
         events: list[dict[str, Any]] = (
-            await self._request(subjects.API_TRIGGER_EVENTS, {"routine": routine, "limit": limit})
+            await self._request(
+                subjects.API_TRIGGER_EVENTS, {"routine": name, "trigger": name, "limit": limit}
+            )
         )["events"]
         return events
 

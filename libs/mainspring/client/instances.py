@@ -130,7 +130,7 @@ async def record_version(
             ),
         )
         rebuilt, _ = carry_trigger_state(instance, rebuilt, None)
-        await client.seed_dataset_cursor(rebuilt)
+        rebuilt = await client.with_dataset_start(rebuilt)
         await store.put(rebuilt)
         moved.append(rebuilt)
     return moved
@@ -191,7 +191,7 @@ async def create_instance(
         existing=None,
         now=now,
     )
-    await client.seed_dataset_cursor(definition)
+    definition = await client.with_dataset_start(definition)
     await store.put(definition)
     constructor = definition.constructor()
     if constructor is None:

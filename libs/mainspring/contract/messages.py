@@ -23,6 +23,8 @@ InvocationType = Literal["workflow", "direct"]
 INVOCATIONS: tuple[str, ...] = ("workflow", "direct")
 # "background": a runner executes it; "in_memory": the caller executes it in its own process.
 ExecutionType = Literal["background", "in_memory"]
+# What a registry entry runs: a Routine class, or a DAG of plain functions (mainspring.compose).
+DefinitionKind = Literal["routine", "dag"]
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 # "start": the run failed before run() was called (code, entrypoint, contract, inputs);
@@ -49,9 +51,13 @@ class ScheduleFired(Message):
     scheduled_at: AwareDatetime
     fired_at: AwareDatetime
     routine_version: str = ""
+    # A named trigger's tick (its target is `routine`); None: the routine's own trigger.
+    trigger: str | None = None
 
     def message_id(self) -> str:
         """Deduplicates one nominal tick across tickers and restarts."""
+        if self.trigger is not None:
+            return f"trigger:{self.trigger}:{self.scheduled_at.isoformat()}"
         return f"schedule:{self.routine}:{self.scheduled_at.isoformat()}"
 
 
@@ -196,6 +202,8 @@ class RequestRun(Message):
     method: str = "run"
     blueprint: str = ""
     configuration: dict[str, Any] = Field(default_factory=dict)
+    # "dag": the entrypoint names a module's Namespace and the routine is a DAG's nsref.
+    kind: DefinitionKind = "routine"
 
     def message_id(self) -> str:
         """One request per run id, however often the dispatcher retries."""
@@ -273,6 +281,50 @@ class RunLogged(Message):
     offset: int = Field(ge=0)
 
 
+NodeStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+# How a node's output was kept for restarts: inline JSON, a pickled file in the run's folder
+# of the artifact store, or not at all (`output_note` says why).
+OutputKept = Literal["json", "artifact", "none"]
+
+
+class DagNodeRecord(Message):
+    """One node of a DAG run: status, times, inputs, output (or where it is kept), error."""
+
+    label: str
+    nsref: str | None = None
+    status: NodeStatus = "pending"
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    # Each input as JSON when it is small JSON, else a short repr.
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    output: Any = None
+    output_kept: OutputKept | None = None
+    output_uri: str | None = None
+    output_preview: str | None = None
+    output_note: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+class DagRecord(Message):
+    """A DAG run's provenance: payload, sink outputs, status, the node table and the edges."""
+
+    nsref: str
+    status: Literal["running", "completed", "failed"]
+    failed_node: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    nodes: list[DagNodeRecord] = Field(default_factory=list)
+    edges: list[tuple[str, str]] = Field(default_factory=list)
+    # A restart or replay names the run whose outputs it reused.
+    mode: Literal["run", "restart", "replay"] = "run"
+    resumed_from: str | None = None
+
+    def node(self, label: str) -> DagNodeRecord | None:
+        """The record of one node by label."""
+        return next((n for n in self.nodes if n.label == label), None)
+
+
 class RunCompleted(Message):
     """A run reached a terminal status (published by runners, the dispatcher or external systems)."""
 
@@ -299,6 +351,8 @@ class RunCompleted(Message):
     runner: str | None = None
     attempt: int | None = None
     artifact_location: str | None = None
+    # A DAG run's node table and edges (None: a routine's run).
+    dag: DagRecord | None = None
 
     def message_id(self) -> str:
         """A run completes once."""
@@ -354,6 +408,9 @@ class TriggerRecorded(Message):
     run_id: str | None = None
     reason: str | None = None
     chain: list[str] = Field(default_factory=list)
+    # The named trigger that fired (None: the routine's own trigger) and the payload it gave.
+    trigger: str | None = None
+    payload: dict[str, Any] | None = None
 
     def message_id(self) -> str:
         """One history row per routine and trigger event."""
@@ -368,9 +425,13 @@ class PollRequested(Message):
     fn: str
     scheduled_at: AwareDatetime
     timeout_s: float = Field(default=60.0, gt=0)
+    # A named trigger's poll (its target is `routine`); None: the routine's own trigger.
+    trigger: str | None = None
 
     def message_id(self) -> str:
-        """One poll per routine and nominal tick."""
+        """One poll per routine (or named trigger) and nominal tick."""
+        if self.trigger is not None:
+            return f"poll:trigger:{self.trigger}:{self.scheduled_at.isoformat()}"
         return f"poll:{self.routine}:{self.scheduled_at.isoformat()}"
 
 
@@ -382,7 +443,25 @@ class PollCompleted(Message):
     payload: dict[str, Any] | None = None
     error: str | None = None
     finished_at: AwareDatetime
+    trigger: str | None = None
 
     def message_id(self) -> str:
-        """One result per routine and nominal tick."""
+        """One result per routine (or named trigger) and nominal tick."""
+        if self.trigger is not None:
+            return f"polled:trigger:{self.trigger}:{self.scheduled_at.isoformat()}"
         return f"polled:{self.routine}:{self.scheduled_at.isoformat()}"
+
+
+class FireTrigger(Message):
+    """Fire a named trigger now (a push trigger's only way to fire); the dispatcher decides."""
+
+    request_id: str = Field(min_length=1)
+    trigger: str = Field(min_length=1)
+    # None: the trigger's default payload.
+    payload: dict[str, Any] | None = None
+    requested_by: str | None = None
+    requested_at: AwareDatetime
+
+    def message_id(self) -> str:
+        """One firing per request, however often it is sent."""
+        return f"fire:{self.request_id}"

@@ -213,3 +213,8 @@ def resolve_callable(folder: Path, reference: str) -> Any:
     for part in qualname.split("."):
         target = getattr(target, part)
     return target
+
+
+def import_file(folder: Path, relative: str) -> Any:
+    """Import one `.py` file of a bundle folder as a module (BundleError naming the fix)."""
+    return _import_module(folder, relative)

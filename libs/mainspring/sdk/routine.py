@@ -146,7 +146,9 @@ class Routine:
 
     Class attributes set per-routine options: timeout_s, memory ("2GiB"), retries,
     retry_backoff_s, max_hops, max_concurrent, allow_in_memory, isolation ("worker": a
-    reused worker process, the default; "process": a fresh process per run).
+    reused worker process, the default; "process": a fresh process per run), and the circuit
+    breaker: more than max_fires triggered runs within max_fires_window ("1m") pause the
+    routine's triggers with the reason, until `mainspring routine enable` (None: no limit).
     """
 
     timeout_s: ClassVar[float | None] = None
@@ -157,6 +159,8 @@ class Routine:
     max_concurrent: ClassVar[int | None] = None
     allow_in_memory: ClassVar[bool] = False
     isolation: ClassVar[str] = "worker"
+    max_fires: ClassVar[int | None] = 300
+    max_fires_window: ClassVar[str] = "1m"
 
     _context: RunContext | None = None
     _run_info: RunInfo | None = None

@@ -99,7 +99,15 @@ class CompletionTrigger(TriggerSpec):
     status: CompletionStatus = "any"
 
 
-AnyTrigger = ScheduleTrigger | PollTrigger | DatasetAppendTrigger | CompletionTrigger
+class ManualTrigger(TriggerSpec):
+    """Fires only when asked (`mainspring dag run`, the SDK): a DAG's own registry entry."""
+
+    kind: Literal["manual"] = "manual"
+
+
+AnyTrigger = (
+    ScheduleTrigger | PollTrigger | DatasetAppendTrigger | CompletionTrigger | ManualTrigger
+)
 
 
 def on_schedule(

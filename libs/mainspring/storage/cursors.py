@@ -1,7 +1,8 @@
 """Per-routine dataset cursors in the dispatch bucket: where a dataset routine last fired.
 
-The dispatcher owns them; `routine create` only seeds one for a new routine at the dataset's
-current version, so rows that existed before the routine do not fire it.
+The dispatcher owns them and is their only writer. A new routine's cursor starts where
+`routine create` found the dataset (`RoutineDefinition.dataset_start`), so rows that existed
+before the routine do not fire it.
 """
 
 from __future__ import annotations
@@ -45,25 +46,3 @@ async def save_cursor(bucket: KeyValue, routine: str, cursor: DatasetCursor, rev
     """Compare-and-set: True when written, False when someone else wrote first."""
     data = cursor.model_dump_json().encode()
     return await kv.write_if_unchanged(bucket, cursor_key(routine), data, revision) is not None
-
-
-async def seed_cursor(
-    bucket: KeyValue,
-    routine: str,
-    dataset: str,
-    version: int,
-    records: int | None,
-    table_id: str | None = None,
-) -> bool:
-    """Start a new routine's cursor at a dataset version, unless it already has one for it."""
-    current, revision = await load_cursor(bucket, routine)
-    if current is not None and current.dataset == dataset:
-        return False
-    cursor = DatasetCursor(
-        dataset=dataset,
-        fired_version=version,
-        seen_version=version,
-        base_records=records,
-        table_id=table_id,
-    )
-    return await save_cursor(bucket, routine, cursor, revision)

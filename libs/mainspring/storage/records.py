@@ -103,6 +103,8 @@ class RunRecord(SQLModel, table=True):
     instance: str | None = None
     method: str | None = None
     configuration: dict[str, Any] | None = _json()
+    # A DAG run's node table and edges (mainspring.contract.messages.DagRecord as JSON).
+    dag: dict[str, Any] | None = _json()
 
 
 class ProgressRecord(SQLModel, table=True):
@@ -132,6 +134,9 @@ class TriggerEventRecord(SQLModel, table=True):
     run_id: str | None = None
     reason: str | None = Field(default=None, sa_column=Column(Text))
     chain: list[str] | None = _json()
+    # The named trigger that fired (None: the routine's own) and the payload it fired with.
+    trigger: str | None = Field(default=None, index=True)
+    payload: dict[str, Any] | None = _json()
 
 
 def as_utc(value: datetime | None) -> datetime | None:

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta
@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from mainspring.base.kv import TooManyConflicts, compare_and_set_from, key_token
 from mainspring.base.units import parse_memory
 from mainspring.contract import subjects
-from mainspring.contract.messages import Isolation
+from mainspring.contract.messages import DefinitionKind, Isolation
 from mainspring.sdk.routine import RUN_METHOD, InputSpec, Routine
 from mainspring.sdk.triggers import AnyTrigger
 
@@ -51,6 +51,9 @@ class RoutineOptions(BaseModel):
     max_concurrent: int | None = None
     allow_in_memory: bool = False
     isolation: Isolation = "worker"
+    # The circuit breaker: more triggered runs than this within the window pause the routine.
+    max_fires: int | None = Field(default=300, ge=1)
+    max_fires_window_s: float = Field(default=60.0, gt=0)
 
 
 def routine_options(cls: type[Routine]) -> RoutineOptions:
@@ -64,6 +67,8 @@ def routine_options(cls: type[Routine]) -> RoutineOptions:
         max_concurrent=cls.max_concurrent,
         allow_in_memory=cls.allow_in_memory,
         isolation=cls.isolation,
+        max_fires=cls.max_fires,
+        max_fires_window_s=fires_window_seconds(cls),
     )
 
 
@@ -80,7 +85,37 @@ class MethodSchema(BaseModel):
         return {name: schema.spec() for name, schema in self.inputs.items()}
 
 
-DisabledBy = Literal["user", "crash_loop"]
+def fires_window_seconds(cls: type[Routine]) -> float:
+    """The circuit breaker's window in seconds, from `max_fires_window` ("30s", "1m", "1h")."""
+    from mainspring.base.schedules import ScheduleError, parse_every
+
+    try:
+        return parse_every(cls.max_fires_window).total_seconds()
+    except ScheduleError as exc:
+        raise RegistryError(
+            f"routine {cls.__name__}: max_fires_window {cls.max_fires_window!r} is not an "
+            f'interval: give one like "30s", "1m" or "1h" ({exc})'
+        ) from None
+
+
+DisabledBy = Literal["user", "crash_loop", "circuit_breaker"]
+
+
+class DatasetStart(BaseModel):
+    """Where a dataset routine's cursor starts: the dataset as `routine create` found it.
+
+    The dispatcher owns cursors; registration only observes the dataset, so rows that existed
+    before the routine never fire it. The dispatcher seeds the cursor from this at the first
+    append it sees for a routine with no cursor (an existing cursor is kept across updates).
+    """
+
+    model_config = ConfigDict(frozen=True)
+    dataset: str
+    version: int = Field(ge=-1)
+    records: int | None = None
+    # The table's metaData.id, so a table deleted and created again before the first append
+    # restarts the cursor instead of hiding below the old table's version.
+    table_id: str | None = None
 
 
 class RoutineDefinition(BaseModel):
@@ -100,6 +135,7 @@ class RoutineDefinition(BaseModel):
     disabled_reason: str | None = None
     # Who turned the trigger off: a person, or crash-loop protection (re-armed by new code).
     disabled_by: DisabledBy | None = None
+    dataset_start: DatasetStart | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
     # An entry is a routine instance: `routine` names its blueprint ("" for entries written
@@ -119,6 +155,9 @@ class RoutineDefinition(BaseModel):
     def constructor(self) -> str | None:
         """The name of the instance's constructor method, if its routine has one."""
         return next((name for name, m in self.methods.items() if m.constructor), None)
+
+    # "dag": `entrypoint` is `module.py:namespace` and `name` the DAG's nsref (mainspring.compose).
+    kind: DefinitionKind = "routine"
 
     def input_specs(self) -> dict[str, InputSpec]:
         """Input specs with the instance's --set defaults applied."""
@@ -429,6 +468,16 @@ class RoutineStore:
                 yield entry.key, RoutineDefinition.model_validate_json(entry.value), revision
 
 
+class RegistryFeed(Protocol):
+    """What a catalog copy reads of the registry: every definition, then each change."""
+
+    async def list(self) -> list[RoutineDefinition]: ...
+
+    def watch(self) -> AsyncIterator[tuple[str, RoutineDefinition | None, int]]: ...
+
+    async def last_revision(self) -> int: ...
+
+
 class RoutineCatalog:
     """An in-memory copy of the registry kept current by a KV watch (for fan-out lookups)."""
 
@@ -439,7 +488,7 @@ class RoutineCatalog:
         # The registry revision this copy has caught up to.
         self.revision = 0
 
-    async def start(self, store: RoutineStore) -> None:
+    async def start(self, store: RegistryFeed) -> None:
         """Load every definition, then follow changes in the background."""
         import asyncio
 
@@ -467,6 +516,17 @@ class RoutineCatalog:
             loaded.set()
         await asyncio.wait_for(loaded.wait(), timeout=30)
 
+    async def stop(self) -> None:
+        """Stop following the registry (the copy keeps what it has)."""
+        import asyncio
+        import contextlib
+
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
     def all(self) -> list[RoutineDefinition]:
         """Every known definition."""
         return list(self._definitions.values())
@@ -475,7 +535,7 @@ class RoutineCatalog:
         """One definition by name."""
         return self._definitions.get(name)
 
-    async def current_all(self, store: RoutineStore) -> list[RoutineDefinition]:
+    async def current_all(self, store: RegistryFeed) -> list[RoutineDefinition]:
         """Every definition as the registry holds it now: this copy when it has seen the
         registry's latest write (one round trip to ask), else the registry read in full."""
         if self.revision >= await store.last_revision():

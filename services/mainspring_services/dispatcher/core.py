@@ -25,7 +25,12 @@ from mainspring.contract.messages import (
     TriggerRecorded,
 )
 from mainspring.sdk.routine import RUN_METHOD, InputError, validate_inputs
-from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger, PollTrigger
+from mainspring.sdk.triggers import (
+    CompletionTrigger,
+    DatasetAppendTrigger,
+    ManualTrigger,
+    PollTrigger,
+)
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.registry import (
     RoutineDefinition,
@@ -118,6 +123,7 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         method=draft.method,
         blueprint=definition.blueprint,
         configuration=definition.config,
+        kind=definition.kind,
     )
 
 
@@ -179,6 +185,12 @@ def manual_event(
         return "completion", _manual_completion_event(definition.name, trigger, submitted, context)
     if isinstance(trigger, PollTrigger):
         return "poll", {"scheduled_at": now.isoformat(), "payload": submitted.payload or {}}
+    if isinstance(trigger, ManualTrigger):
+        return "manual", {
+            "requested_by": submitted.started_by,
+            "request_id": submitted.request_id,
+            "payload": submitted.payload or {},
+        }
     return "schedule", {"scheduled_at": now.isoformat(), "fired_at": now.isoformat()}
 
 
@@ -192,7 +204,8 @@ def _check_narrowing(definition: RoutineDefinition, submitted: SubmitRun) -> Non
         "poll": ["--payload"] * (submitted.payload is not None),
     }
     for owner, options in given.items():
-        if options and owner != kind:
+        # A manual trigger (a DAG's) takes --payload as its source nodes' inputs.
+        if options and owner != kind and not (owner == "poll" and kind == "manual"):
             raise ManualEventError(
                 f"{options[0]} applies to {owner} routines; {definition.name} has a {kind} "
                 "trigger: leave it out"
@@ -625,6 +638,37 @@ def cursor_starting_at(
     )
 
 
+def registered_cursor(definition: RoutineDefinition) -> DatasetCursor | None:
+    """The cursor a dataset routine starts with: the dataset as `routine create` found it.
+
+    The registration's snapshot keeps rows older than the routine from firing it. None
+    without one (the dataset was out of the client's reach, or not created yet).
+    """
+    trigger = definition.trigger
+    start = definition.dataset_start
+    if not isinstance(trigger, DatasetAppendTrigger) or start is None:
+        return None
+    if start.dataset != trigger.dataset:
+        return None  # registered for another dataset before; says nothing of this one
+    return DatasetCursor(
+        dataset=start.dataset,
+        fired_version=start.version,
+        seen_version=start.version,
+        base_records=start.records,
+        table_id=start.table_id,
+    )
+
+
+def first_cursor(definition: RoutineDefinition, appended: DatasetAppended) -> DatasetCursor:
+    """A routine's first cursor: the registered start, else just before this announcement."""
+    trigger = definition.trigger
+    assert isinstance(trigger, DatasetAppendTrigger)
+    registered = registered_cursor(definition)
+    if registered is not None:
+        return registered
+    return cursor_starting_at(trigger.dataset, appended, table_id=None)
+
+
 def decide_dataset_append(
     definition: RoutineDefinition,
     cursor: DatasetCursor | None,
@@ -641,8 +685,7 @@ def decide_dataset_append(
         # Not an append to this routine: a later range spanning it reads appends only.
         return DatasetDecision(cursor=None)
     if cursor is None or cursor.dataset != trigger.dataset:
-        # No seeded cursor (a definition not written by `routine create`): start at this event.
-        cursor = cursor_starting_at(trigger.dataset, appended, table_id=None)
+        cursor = first_cursor(definition, appended)
     restarted: list[TriggerRecorded] = []
     if cursor.table_id and appended.table_id and cursor.table_id != appended.table_id:
         # Deleted and created again under the same name: versions restart at 0, and the old

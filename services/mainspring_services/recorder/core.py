@@ -32,6 +32,7 @@ _SETTLED_RESULT = frozenset(
         "cpu_seconds",
         "wall_seconds",
         "log_uri",
+        "dag",
     }
 )
 
@@ -165,6 +166,8 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
     for field in ("runner", "attempt", "artifact_location"):
         if getattr(event, field) is not None:
             changes[field] = getattr(event, field)
+    if event.dag is not None:
+        changes["dag"] = event.dag.model_dump(mode="json")
     if event.resources is not None:
         changes.update(
             peak_memory_bytes=event.resources.peak_memory_bytes,

@@ -405,8 +405,9 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
         async def produce() -> bytes:
             request = json.loads(message.body or b"{}")
             routine, limit = request.get("routine", ""), int(request.get("limit", 50))
-            rows = await replies.read(replies.queries.trigger_events, routine, limit)
-            return replies.fit(f"the trigger history of {routine}", {"events": rows})
+            trigger = request.get("trigger")
+            rows = await replies.read(replies.queries.trigger_events, routine, limit, trigger)
+            return replies.fit(f"the trigger history of {trigger or routine}", {"events": rows})
 
         return await answer("trigger events", produce)
 

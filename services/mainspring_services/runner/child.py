@@ -41,6 +41,7 @@ from mainspring.sdk.routine import (
 )
 from mainspring.storage.runlogs import DEFAULT_MAX_BYTES, BoundedLog
 from mainspring_services.runner.core import MEMORY_EXCEEDED, WorkerSnapshot, leftovers
+from mainspring_services.runner.dag_child import DagLoader, execute_dag
 from mainspring_services.runner.procfs import peak_rss_bytes, reset_peak_rss
 
 # Imported by every worker (and by the fork server before it forks) so a run does not pay
@@ -51,6 +52,8 @@ OUTPUT_DRAIN_S = 2.0
 
 # This worker's finished spans, until a run's result carries them to the runner.
 SPANS = tracing.SpanCollector()
+# DAGs this worker imported (a worker is pinned to one bundle, so they stay valid).
+DAGS = DagLoader()
 
 
 class ControlPipe:
@@ -303,19 +306,32 @@ def serve_job(
     with OutputCapture(job["log_path"], max_log, pipe), tracing.continuing(job.get("traceparent")):
         # Importing the bundle (sys.path entry, module-level code) belongs to the worker, not
         # to this run: load it before the snapshot the run is compared against.
-        with contextlib.suppress(BundleError, ContractError):
-            loader.load(Path(job["bundle_dir"]), request.entrypoint)
+        is_dag = request.kind == "dag"
+        with contextlib.suppress(BundleError, ContractError, ValueError):
+            if is_dag:
+                DAGS.load(Path(job["bundle_dir"]), request.entrypoint, request.routine)
+            else:
+                loader.load(Path(job["bundle_dir"]), request.entrypoint)
         before = snapshot()
         reset_peak_rss(os.getpid())
         cpu_at_start = cpu_seconds()
-        result = execute(
-            request,
-            Path(job["bundle_dir"]),
-            control,
-            os.environ.get("MAINSPRING_DATASET_ROOT", ""),
-            job.get("state"),
-            loader,
-        )
+        if is_dag:
+            result = execute_dag(
+                request,
+                Path(job["bundle_dir"]),
+                pipe.send,
+                os.environ.get("MAINSPRING_ARTIFACT_ROOT", ".mainspring/artifacts"),
+                DAGS,
+            )
+        else:
+            result = execute(
+                request,
+                Path(job["bundle_dir"]),
+                control,
+                os.environ.get("MAINSPRING_DATASET_ROOT", ""),
+                job.get("state"),
+                loader,
+            )
         peak_rss = peak_rss_bytes(os.getpid())
         used_cpu = cpu_seconds() - cpu_at_start
         after = snapshot()

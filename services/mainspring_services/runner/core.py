@@ -20,6 +20,8 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     phase: RunPhase = "run"
+    # A DAG run's node table (DagRecord as JSON), None for a routine's run.
+    dag: dict[str, Any] | None = None
 
 
 def describe_exit(returncode: int) -> str:
@@ -61,6 +63,7 @@ def outcome_of(
             result.get("error"),
             result.get("traceback"),
             "start" if result.get("phase") == "start" else "run",
+            result.get("dag"),
         )
     reason = describe_exit(returncode)
     return Outcome("failed", {}, reason, log_tail or None)
@@ -227,3 +230,30 @@ def recycle_reason(report: WorkerReport, max_runs: int, max_rss_growth: int) -> 
     if report.runs_served >= max_runs:
         return f"served {report.runs_served} runs (max_runs_per_worker {max_runs})"
     return None
+
+
+# --- DAG runs --------------------------------------------------------------------------------
+
+
+def dag_table_update(
+    table: dict[str, Any] | None, message: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A DAG run's node table after one `dag` (the whole table) or `node` (one row) line."""
+    if message.get("type") == "dag":
+        return dict(message["record"])
+    node = message.get("node")
+    if table is None or not isinstance(node, dict):
+        return table
+    rows = [node if row.get("label") == node.get("label") else row for row in table["nodes"]]
+    return {**table, "nodes": rows}
+
+
+def interrupted_dag(table: dict[str, Any], error: str | None) -> dict[str, Any]:
+    """The node table of a DAG run whose worker ended mid-run: running nodes failed with why."""
+    reason = error or "the worker ended"
+    rows = [
+        {**row, "status": "failed", "error": reason} if row.get("status") == "running" else row
+        for row in table["nodes"]
+    ]
+    failed = next((row["label"] for row in rows if row.get("status") == "failed"), None)
+    return {**table, "nodes": rows, "status": "failed", "failed_node": failed, "outputs": {}}

@@ -17,6 +17,7 @@ from mainspring.contract import subjects
 from mainspring.contract.messages import (
     ArtifactRef,
     CancelRun,
+    DagRecord,
     RequestRun,
     RunCompleted,
     RunHeartbeat,
@@ -554,6 +555,7 @@ class Runner:
             runner=started.runner if started else None,
             attempt=started.attempt if started else None,
             artifact_location=started.artifact_location if started else None,
+            dag=DagRecord.model_validate(outcome.dag) if outcome.dag else None,
             **request.carried_forward(),
         )
         settled = await self.ledger.settle(ours)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from opentelemetry.trace import StatusCode
 from mainspring.base import tracing
 from mainspring.contract.messages import RequestRun, RunResources
 from mainspring.storage.runlogs import DEFAULT_MAX_BYTES
+from mainspring_services.runner import core
 from mainspring_services.runner.core import Outcome, memory_over_limit, outcome_of
 from mainspring_services.runner.pool import Worker
 from mainspring_services.runner.procfs import descendants_rss_bytes, tree_rss_bytes
@@ -53,6 +55,8 @@ class ChildRun:
         self.peak_memory = 0
         self.cpu_seconds: float | None = None
         self.wall_seconds: float | None = None
+        # A DAG run's node table as the worker reported it, node by node (None: a routine).
+        self.dag: dict[str, Any] | None = None
 
     def resources(self) -> RunResources:
         """What the run used, as recorded."""
@@ -103,6 +107,9 @@ class ChildRun:
                     return message
                 if kind == "artifact":
                     self.artifacts.append(message["artifact"])
+                if kind in ("dag", "node"):
+                    self.dag = core.dag_table_update(self.dag, message)
+                    continue
                 await on_message(message)
             return None
 
@@ -140,7 +147,7 @@ class ChildRun:
             limit = self.request.memory_limit
             if limit and memory_over_limit(peak, baseline, limit):
                 self.memory_exceeded = True
-        return outcome_of(
+        outcome = outcome_of(
             result,
             worker.returncode() or 0,
             cancelled=self.cancelled,
@@ -148,6 +155,10 @@ class ChildRun:
             memory_exceeded=self.memory_exceeded,
             log_tail=self.log_tail(),
         )
+        if outcome.dag is None and self.dag is not None:
+            # The worker ended without its result: the table it reported so far is the record.
+            outcome = replace(outcome, dag=core.interrupted_dag(self.dag, outcome.error))
+        return outcome
 
     async def _limits(self, worker: Worker, poll_s: float, baseline: int) -> None:
         limit = self.request.memory_limit

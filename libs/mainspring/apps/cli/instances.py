@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from mainspring.apps.cli import CliError, parse_pairs, table, with_client
+from mainspring.apps.cli.common import CliError, parse_pairs, with_client
+from mainspring.apps.present import table
 
 
 async def instance_create(client: Any, args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ async def instance_configure(client: Any, args: argparse.Namespace) -> int:
 
 
 async def _report_constructor_run(client: Any, run_id: str, wait: bool) -> None:
-    from mainspring.apps.cli import dispatched_or_refused
+    from mainspring.apps.cli.runs import dispatched_or_refused
 
     await dispatched_or_refused(client, run_id)
     if not wait:

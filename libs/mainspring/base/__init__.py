@@ -1,0 +1,1 @@
+"""Pure building blocks every layer uses: settings, tracing, units, schedules, KV helpers, log format, health."""
