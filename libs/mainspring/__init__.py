@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
-from mainspring.sdk.routine import ContractError, Routine, RoutineInvocationError, RunInfo
+from mainspring.sdk.routine import ContractError, Routine, RoutineInvocationError, RunInfo, method
 from mainspring.sdk.triggers import (
     CompletionEvent,
     DatasetEvent,
@@ -31,6 +31,7 @@ __all__ = [
     "RunInfo",
     "ScheduleEvent",
     "embedded",
+    "method",
     "on_complete",
     "on_dataset_append",
     "on_poll",

@@ -12,37 +12,22 @@ from mainspring.base.settings import Settings
 from mainspring.contract import subjects
 from mainspring.contract.messages import FireTrigger, RequestRun
 from mainspring.runtime.service import STREAM
-from mainspring.storage.named_triggers import NamedTrigger, new_trigger
+from mainspring.storage.named_triggers import new_trigger
 from mainspring.storage.registry import RoutineCatalog
-from mainspring_services.dispatcher.handlers import Dispatcher
-from mainspring_services.dispatcher.named_handlers import register_named
-from tests.contract.test_handler_wiring import CountingNumbers, OneRoutineStore
+from mainspring_services.dispatcher.dispatch import Dispatcher
+from mainspring_services.dispatcher.handlers import register_named
+from tests.contract import fakes
+from tests.contract.test_handler_wiring import DEFINITION
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 
 
-class OneTriggerStore:
-    """The triggers bucket reduced to one active push trigger of `hello`."""
-
-    def __init__(self) -> None:
-        trigger = new_trigger("kick", "hello", NOW, push=True, payload={"steps": 2})
-        self.trigger = trigger.model_copy(update={"status": "active"})
-        self.runs: list[tuple[str, str]] = []
-
-    async def find(self, name: str) -> NamedTrigger | None:
-        return self.trigger if name == self.trigger.name else None
-
-    async def record_run(self, name: str, run_id: str, at: datetime) -> None:
-        self.runs.append((name, run_id))
-
-
 async def test_a_push_becomes_a_run_request_with_its_payload_as_inputs() -> None:
     broker = NatsBroker()
-    store = OneTriggerStore()
-    # The Dispatcher's parts are concrete classes, not Protocols yet: the fakes fit by shape.
-    routines, numbers = OneRoutineStore(), CountingNumbers()
-    dispatcher = Dispatcher(broker, routines, RoutineCatalog(), numbers, Settings())  # type: ignore[arg-type]
-    dispatcher.triggers = store  # type: ignore[assignment]
+    trigger = new_trigger("kick", "hello", NOW, push=True, payload={"steps": 2})
+    store = fakes.Triggers(trigger.model_copy(update={"status": "active"}))
+    parts = fakes.dispatcher_parts(DEFINITION, triggers=store)
+    dispatcher = Dispatcher(broker, parts, RoutineCatalog(), Settings())
     register_named(broker, dispatcher)
     seen: list[dict[str, Any]] = []
 

@@ -33,6 +33,14 @@ from mainspring.client.completions import (
     follower_name,
     resume_mismatch,
 )
+from mainspring.client.instances import (
+    carried_instance_fields,
+    check_registration,
+    create_instance,
+    method_inputs,
+    method_schemas,
+    record_version,
+)
 from mainspring.client.triggers import TriggerCalls
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
@@ -54,6 +62,7 @@ from mainspring.storage.registry import (
     BUNDLE_GRACE,
     DatasetStart,
     InputSchema,
+    RegistryError,
     RoutineDefinition,
     RoutineStore,
     carry_trigger_state,
@@ -107,6 +116,8 @@ def definition_from_folder(
         options=options,
         created_at=now,
         updated_at=now,
+        routine=name,
+        methods=method_schemas(contract),
     )
     return definition, data
 
@@ -163,19 +174,49 @@ class Client(TriggerCalls):
             definition_from_folder, folder, name, entrypoint, defaults or {}, now
         )
         store = await self.store()
+        existing = await store.find(name)
+        # The blueprint `name` and its instance `name`, which follows its latest version.
+        check_registration(existing, name)
         definition, self.last_registration_note = carry_trigger_state(
-            await store.find(name), fresh, enable
+            existing, carried_instance_fields(existing, fresh), enable
         )
         await store.put_bundle(definition.version, data)
-        start = await self.dataset_start(definition)
-        if start is not None:
-            definition = definition.model_copy(update={"dataset_start": start})
+        definition = await self.with_dataset_start(definition)
         await store.put(definition)
+        await record_version(self, definition, now)
         trigger = definition.trigger
         doubt = trigger.timing_warning() if isinstance(trigger, TimedSpec) else None
         if doubt is not None:
             warnings.warn(f"routine {name}: {doubt}", ScheduleWarning, stacklevel=2)
         return definition
+
+    async def create_instance(
+        self,
+        name: str,
+        routine: str,
+        *,
+        version: str | None = None,
+        settings: dict[str, Any] | None = None,
+        source: str = "api",
+    ) -> tuple[RoutineDefinition, str | None]:
+        """A new instance of `routine` (pinned to `version`, a digest prefix, or following the
+        latest); returns it and its constructor run's id (see `mainspring.client.instances`)."""
+        return await create_instance(
+            self, name, routine, version=version, settings=settings, source=source
+        )
+
+    async def configure_instance(
+        self, name: str, settings: dict[str, Any], source: str = "api"
+    ) -> str:
+        """Reconfigure an instance: a run of its constructor; returns the run id."""
+        definition = await (await self.store()).get(name)
+        constructor = definition.constructor()
+        if constructor is None:
+            raise RegistryError(
+                f"routine {definition.blueprint} has no constructor, so instance {name} has no "
+                "configuration: declare `def configure(self, k: int = 3)` on its class"
+            )
+        return await self.submit(name, settings, method=constructor, source=source)
 
     async def collect_bundles(
         self, grace: timedelta = BUNDLE_GRACE, now: datetime | None = None
@@ -200,6 +241,13 @@ class Client(TriggerCalls):
         for digest in sweep.delete:
             await store.delete_bundle(digest)
         return sweep.delete
+
+    async def with_dataset_start(self, definition: RoutineDefinition) -> RoutineDefinition:
+        """The definition with where its dataset stands now, for the dispatcher's cursor."""
+        start = await self.dataset_start(definition)
+        if start is None:
+            return definition
+        return definition.model_copy(update={"dataset_start": start})
 
     async def dataset_start(self, definition: RoutineDefinition) -> DatasetStart | None:
         """The dataset of a dataset routine as it is now: where the dispatcher starts its cursor.
@@ -248,8 +296,9 @@ class Client(TriggerCalls):
         upstream: str | None = None,
         payload: dict[str, Any] | None = None,
         invocation: str = "direct",
+        method: str = "run",
     ) -> str:
-        """Ask for a run; returns its run id at once.
+        """Ask for a run (of `method`, run() by default); returns its run id at once.
 
         The dispatcher checks the routine and the inputs; a refused run is recorded as failed
         with the reason (`dispatched` waits for that decision). The run gets the event its trigger would deliver: a dataset routine the rows since
@@ -266,6 +315,8 @@ class Client(TriggerCalls):
                 f"invocation {invocation!r}: use 'workflow' (inputs asked for step by step) "
                 "or 'direct' (given at once)"
             )
+        if method != "run":
+            inputs = await method_inputs(self, routine, method, inputs or {})
         return await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
@@ -288,6 +339,7 @@ class Client(TriggerCalls):
                 upstream_run_id=upstream,
                 payload=payload,
                 invocation=invocation,
+                method=method,
             )
         )
 
@@ -302,11 +354,16 @@ class Client(TriggerCalls):
         event = original.get("trigger_event")
         # A run refused before the dispatcher built its event has none: it gets a fresh one.
         replayed = original.get("trigger_kind") if event is not None else None
+        method = original.get("method") or "run"
+        inputs = original.get("inputs") or {}
+        if method != "run":
+            # A constructor run repeated configures the instance again, as it did then.
+            inputs = await method_inputs(self, original["routine"], method, inputs)
         return await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
                 routine=original["routine"],
-                inputs=original.get("inputs") or {},
+                inputs=inputs,
                 labels=original.get("labels") or [],
                 attributes=original.get("attributes") or {},
                 name=original.get("name"),
@@ -321,6 +378,7 @@ class Client(TriggerCalls):
                 rerun_of=run_id,
                 trigger_kind=replayed,
                 event=event if replayed else None,
+                method=method,
             )
         )
 

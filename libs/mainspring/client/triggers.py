@@ -246,7 +246,7 @@ class TriggerCalls:
                     trigger.name, lambda t: deactivated(t, _now(), reason, "routine")
                 )
                 changed += 1
-            elif enabled and trigger.disabled_by in ("routine", "crash_loop"):
+            elif enabled and trigger.disabled_by in ("routine", "crash_loop", "circuit_breaker"):
                 await triggers.change(trigger.name, lambda t: activated(t, _now(), None))
                 changed += 1
         return changed

@@ -151,6 +151,8 @@ class SubmitRun(Message):
     # caller executes it in its own process instead of a runner.
     execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
+    # The routine method to execute: run() unless another declared method is named.
+    method: str = Field(default="run", min_length=1)
 
     @model_validator(mode="after")
     def _event_with_its_kind(self) -> SubmitRun:
@@ -195,6 +197,11 @@ class RequestRun(Message):
     rerun_of: str | None = None
     execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
+    # The method executed, the blueprint (routine) the instance `routine` configures ("":
+    # the same name), and the instance's configuration at the time of the request.
+    method: str = "run"
+    blueprint: str = ""
+    configuration: dict[str, Any] = Field(default_factory=dict)
     # "dag": the entrypoint names a module's Namespace and the routine is a DAG's nsref.
     kind: DefinitionKind = "routine"
 

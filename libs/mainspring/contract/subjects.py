@@ -65,6 +65,8 @@ LEDGER_BUCKET = "run_ledger"
 LEASES_BUCKET = "leases"
 # Instance state of stateful routines: key `state.<routine>`, written with compare-and-set.
 STATE_BUCKET = "state"
+# Routine blueprints: key `<routine>`, the versions of its code (digest, time, methods).
+BLUEPRINTS_BUCKET = "blueprints"
 # Named triggers: `def.<name>` (definition and activation), `last.<name>` (its latest run).
 TRIGGERS_BUCKET = "triggers"
 

@@ -40,7 +40,7 @@ TriggerStatus = Literal["active", "disabled"]
 OnResume = Literal["drop", "coalesce"]
 ON_RESUME_CHOICES: tuple[OnResume, ...] = ("drop", "coalesce")
 # Who deactivated it: a person, `routine disable` of its target, or crash-loop protection.
-DeactivatedBy = Literal["user", "routine", "crash_loop"]
+DeactivatedBy = Literal["user", "routine", "crash_loop", "circuit_breaker"]
 
 DEFINITION_PREFIX = "def."
 LAST_RUN_PREFIX = "last."

@@ -11,6 +11,7 @@ from mainspring.apps.cli.dags import add_dag_commands
 from mainspring.apps.cli.datasets import add_dataset_commands
 from mainspring.apps.cli.deadletters import add_deadletter_commands
 from mainspring.apps.cli.events import add_publish_command
+from mainspring.apps.cli.instances import add_instance_commands
 from mainspring.apps.cli.routines import add_routine_commands
 from mainspring.apps.cli.runs import add_run_commands
 from mainspring.apps.cli.system import add_system_commands
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(commands)
     add_dataset_commands(commands)
     add_dag_commands(commands)
+    add_instance_commands(commands)
     add_trigger_commands(commands)
     add_publish_command(commands)
     add_deadletter_commands(commands)

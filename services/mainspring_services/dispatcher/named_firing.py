@@ -1,4 +1,4 @@
-"""Dispatcher handlers of named triggers: load the trigger and its target, decide, publish.
+"""Named triggers fired: load the trigger and its target, decide, publish.
 
 The ticks of named triggers arrive on `schedule.fired` (with `trigger` set) and their poll
 results on `poll.completed`; the existing consumers of those subjects hand them here.
@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
-
-from faststream.nats import NatsBroker, NatsMessage
+from typing import TYPE_CHECKING, Literal
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import FireTrigger, PollCompleted, ScheduleFired
-from mainspring.runtime.service import consumer, durable, publish_event
-from mainspring.storage.named_triggers import NamedTrigger, TriggerStore, deactivated
+from mainspring.runtime.service import publish_event
+from mainspring.storage.named_triggers import NamedTrigger, deactivated
 from mainspring.storage.registry import RoutineDefinition
 from mainspring_services.dispatcher import named
 from mainspring_services.dispatcher.core import Decision
+from mainspring_services.dispatcher.ports import NamedTriggers
 
 if TYPE_CHECKING:
-    from mainspring_services.dispatcher.handlers import Dispatcher
+    from mainspring_services.dispatcher.dispatch import Dispatcher
 
 log = logging.getLogger("mainspring.dispatcher")
 
@@ -32,16 +31,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _triggers(dispatcher: Dispatcher) -> TriggerStore:
-    if dispatcher.triggers is None:
-        dispatcher.triggers = await TriggerStore.open(dispatcher.broker.connection.jetstream())
-    return dispatcher.triggers
-
-
 async def _load(
     dispatcher: Dispatcher, name: str
-) -> tuple[TriggerStore, NamedTrigger | None, RoutineDefinition | None]:
-    store = await _triggers(dispatcher)
+) -> tuple[NamedTriggers, NamedTrigger | None, RoutineDefinition | None]:
+    store = dispatcher.triggers
     trigger = await store.find(name)
     definition = await dispatcher.store.find(trigger.target) if trigger is not None else None
     return store, trigger, definition
@@ -49,7 +42,7 @@ async def _load(
 
 async def _fire(
     dispatcher: Dispatcher,
-    store: TriggerStore,
+    store: NamedTriggers,
     trigger: NamedTrigger | None,
     definition: RoutineDefinition | None,
     firing: named.Firing,
@@ -109,18 +102,15 @@ async def on_fire(dispatcher: Dispatcher, fire: FireTrigger) -> None:
     await _fire(dispatcher, store, trigger, definition, named.push_firing(trigger, fire))
 
 
-async def deactivate_targeting(dispatcher: Dispatcher, routine: str, reason: str) -> None:
-    """Crash-loop protection switches off every named trigger of the routine too."""
-    store = await _triggers(dispatcher)
+async def deactivate_targeting(
+    dispatcher: Dispatcher,
+    routine: str,
+    reason: str,
+    by: Literal["crash_loop", "circuit_breaker"] = "crash_loop",
+) -> None:
+    """Crash-loop protection and the circuit breaker switch off the routine's named triggers too."""
+    store = dispatcher.triggers
     for trigger in await store.targeting(routine):
         if trigger.status == "active":
-            await store.change(trigger.name, lambda t: deactivated(t, _now(), reason, "crash_loop"))
+            await store.change(trigger.name, lambda t: deactivated(t, _now(), reason, by))
             log.warning("deactivated trigger %s of %s: %s", trigger.name, routine, reason)
-
-
-def register_named(broker: NatsBroker, dispatcher: Dispatcher) -> None:
-    """Subscribe the dispatcher to pushes of named triggers."""
-
-    @consumer(broker, FireTrigger, **durable("dispatcher-trigger-fire", subjects.TRIGGER_FIRE))
-    async def on_trigger_fire(fire: FireTrigger, _message: NatsMessage) -> None:
-        await on_fire(dispatcher, fire)
