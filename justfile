@@ -14,6 +14,10 @@ up *ARGS:
 demo *ARGS:
     mainspring demo {{ARGS}}
 
+# lythonic's scheduled-triggers tutorial in embedded mode, in one process (about 30 s: it waits for a 10-second poll trigger)
+tutorial *ARGS:
+    cd examples/market_summary && python run_tutorial.py {{ARGS}}
+
 # run the test suite (unit, contract, e2e on SQLite and PostgreSQL)
 test *ARGS:
     pytest {{ARGS}}

@@ -311,6 +311,19 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
+def _terminate(child: Child, deadline: float) -> None:
+    """SIGTERM a part (if still running) and wait until `deadline`, then SIGKILL it."""
+    if child.process is None:
+        return
+    if child.process.poll() is None:
+        child.process.send_signal(signal.SIGTERM)
+    try:
+        child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        child.process.kill()
+        child.process.wait()
+
+
 class System:
     """The whole system on one machine: start(), supervise_once() in a loop, stop()."""
 
@@ -322,8 +335,17 @@ class System:
         echo: IO[str] | None = None,
         web_port: int | None = 8765,
         policy: RestartPolicy | None = None,
+        services: tuple[str, ...] = SERVICES,
+        service_env: dict[str, str] | None = None,
     ) -> None:
+        unknown = sorted(set(services) - set(SERVICES))
+        if unknown:
+            raise ValueError(f"unknown service {unknown[0]}: choose from {', '.join(SERVICES)}")
         self.settings = settings
+        self.services = services
+        # Extra settings for every service (embedded mode: MAINSPRING_RECORD_RUNS).
+        self.service_env = service_env or {}
+        self._env: dict[str, str] = {}
         self.home = settings.home.resolve()
         self.runners = runners
         self.nats_port = nats_port or free_port()
@@ -418,8 +440,9 @@ class System:
             self.stop()
             raise
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_NATS_")}
-        env = {
+        self._env = env = {
             **inherited,
+            **self.service_env,
             "MAINSPRING_NATS_URL": self.nats_url,
             **({"MAINSPRING_NATS_TLS_CA": self.tls_ca} if self.tls_ca else {}),
             "MAINSPRING_HOME": str(self.home),
@@ -429,23 +452,14 @@ class System:
             # Sampled spans stay in the home for `mainspring runs trace`, with no collector.
             "MAINSPRING_TRACE_DIR": str(self.settings.resolved_trace_dir().resolve()),
         }
-        names = [*SERVICES[:2], *(["runner"] * self.runners), *SERVICES[3:]]
-        for index, name in enumerate(names):
-            label = name if name != "runner" or self.runners == 1 else f"runner-{index - 1}"
-            # Many processes share one host: each gets its own port, kept across restarts.
-            port = free_port()
-            child_env = {
-                **env,
-                # The path of its own password, never the password: what a service's
-                # environment holds, its children (routine workers) could inherit.
-                "MAINSPRING_NATS_CREDENTIALS": self.credentials_of(name),
-                "MAINSPRING_HTTP_PORT": str(port),
-                "MAINSPRING_HTTP_HOST": "127.0.0.1",
-            }
-            child = Child(label, service_command(name), child_env, logs / f"{label}.log")
-            child.http_port = port
-            child.start()
-            self.children.append(child)
+        for name in SERVICES:
+            if name not in self.services:
+                continue
+            if name != "runner":
+                self.start_service(name, name)
+                continue
+            for index in range(self.runners):
+                self.start_service(name, name if self.runners == 1 else f"runner-{index + 1}")
         if self.web_port is not None:
             if not port_is_free(self.web_port):
                 self.web_port = free_port()
@@ -455,6 +469,32 @@ class System:
             web.start()
             self.children.append(web)
         self.write_state("up")
+
+    def start_service(self, name: str, label: str | None = None) -> Child:
+        """Start one service (after start()) as a supervised part named `label`."""
+        label = label or name
+        # Many processes share one host: each gets its own port, kept across restarts.
+        port = free_port()
+        child_env = {
+            **self._env,
+            # The path of its own password, never the password: what a service's
+            # environment holds, its children (routine workers) could inherit.
+            "MAINSPRING_NATS_CREDENTIALS": self.credentials_of(name),
+            "MAINSPRING_HTTP_PORT": str(port),
+            "MAINSPRING_HTTP_HOST": "127.0.0.1",
+        }
+        logs = self.home / "logs"
+        child = Child(label, service_command(name), child_env, logs / f"{label}.log")
+        child.http_port = port
+        child.start()
+        self.children.append(child)
+        return child
+
+    def stop_service(self, label: str) -> None:
+        """Stop one supervised part (SIGTERM, then SIGKILL after 10 s) and forget it."""
+        for child in [c for c in self.children if c.name == label]:
+            self.children.remove(child)
+            _terminate(child, time.monotonic() + 10)
 
     def write_state(self, state: str) -> None:
         """Publish what runs where in the home, for `status`, `down` and every client."""
@@ -533,12 +573,7 @@ class System:
                 child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         for child in self.children:
-            if child.process:
-                try:
-                    child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
+            _terminate(child, deadline)
         if self.nats is not None and self.nats.process is not None:
             if self.nats.process.poll() is None:
                 self.nats.process.send_signal(signal.SIGTERM)

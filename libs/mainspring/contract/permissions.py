@@ -35,6 +35,7 @@ DURABLES: dict[str, tuple[str, ...]] = {
         "dispatcher-trigger-failures",
         "dispatcher-dataset",
         "dispatcher-poll",
+        "dispatcher-trigger-fire",
     ),
     "runner": (subjects.RUNNER_CONSUMER, subjects.RUNNER_POLL_CONSUMER),
     "recorder": (subjects.RECORDER_RUNS_CONSUMER, "recorder-triggers", "recorder-external"),
@@ -49,6 +50,8 @@ ALL_BUCKETS = (
     subjects.STATE_BUCKET,
     subjects.LEDGER_BUCKET,
     subjects.LEASES_BUCKET,
+    subjects.TRIGGERS_BUCKET,
+    subjects.BLUEPRINTS_BUCKET,
 )
 
 
@@ -184,10 +187,12 @@ USERS: tuple[User, ...] = (
     ),
     service(
         "ticker",
-        ("Fires schedules; watches the registry.",),
+        ("Fires schedules and named triggers' ticks; watches the registry and the triggers.",),
         publish=(
             subjects.SCHEDULE_FIRED,
-            *bucket_reads(subjects.ROUTINES_BUCKET, subjects.TICKER_BUCKET),
+            *bucket_reads(
+                subjects.ROUTINES_BUCKET, subjects.TICKER_BUCKET, subjects.TRIGGERS_BUCKET
+            ),
             *bucket_writes(subjects.TICKER_BUCKET),
         ),
     ),
@@ -216,10 +221,17 @@ USERS: tuple[User, ...] = (
             "api.>",
             *own_durables("dispatcher"),
             *bucket_reads(
-                subjects.ROUTINES_BUCKET, subjects.DISPATCH_BUCKET, subjects.LEDGER_BUCKET
+                subjects.ROUTINES_BUCKET,
+                subjects.DISPATCH_BUCKET,
+                subjects.LEDGER_BUCKET,
+                subjects.TRIGGERS_BUCKET,
             ),
+            # Named triggers: their last run, and switching them off with their routine.
             *bucket_writes(
-                subjects.DISPATCH_BUCKET, subjects.ROUTINES_BUCKET, subjects.LEDGER_BUCKET
+                subjects.DISPATCH_BUCKET,
+                subjects.ROUTINES_BUCKET,
+                subjects.LEDGER_BUCKET,
+                subjects.TRIGGERS_BUCKET,
             ),
         ),
     ),
@@ -283,6 +295,7 @@ USERS: tuple[User, ...] = (
             *stream_checks(),
             "$JS.FC.>",
             subjects.RUN_SUBMITTED,
+            subjects.TRIGGER_FIRE,
             subjects.RUN_CANCEL,
             subjects.RUN_IN_MEMORY_REPORTED,
             subjects.RUN_STARTED,
@@ -301,7 +314,12 @@ USERS: tuple[User, ...] = (
             f"{API}.STREAM.MSG.GET.{subjects.STREAM}",
             f"{API}.STREAM.MSG.DELETE.{subjects.STREAM}",
             *bucket_reads(*ALL_BUCKETS),
-            *bucket_writes(subjects.ROUTINES_BUCKET, subjects.STATE_BUCKET),
+            *bucket_writes(
+                subjects.ROUTINES_BUCKET,
+                subjects.STATE_BUCKET,
+                subjects.TRIGGERS_BUCKET,
+                subjects.BLUEPRINTS_BUCKET,
+            ),
             *bundle_reads(),
             f"$O.{subjects.BUNDLES_BUCKET}.>",
             f"{API}.STREAM.PURGE.{BUNDLES_STREAM}",

@@ -52,6 +52,8 @@ STATE_BUCKETS = (
     subjects.TICKER_BUCKET,
     subjects.WATCHER_BUCKET,
     subjects.STATE_BUCKET,
+    subjects.BLUEPRINTS_BUCKET,
+    subjects.TRIGGERS_BUCKET,
 )
 # The stream settings checked at start: the ones a rolling upgrade must never flip.
 STREAM_FIELDS = ("subjects", "retention", "storage", "duplicate_window", "max_age", "num_replicas")

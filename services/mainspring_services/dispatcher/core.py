@@ -24,7 +24,7 @@ from mainspring.contract.messages import (
     TriggerKind,
     TriggerRecorded,
 )
-from mainspring.sdk.routine import InputError, validate_inputs
+from mainspring.sdk.routine import RUN_METHOD, InputError, validate_inputs
 from mainspring.sdk.triggers import (
     CompletionTrigger,
     DatasetAppendTrigger,
@@ -32,7 +32,12 @@ from mainspring.sdk.triggers import (
     PollTrigger,
 )
 from mainspring.storage.cursors import DatasetCursor
-from mainspring.storage.registry import RoutineDefinition
+from mainspring.storage.registry import (
+    RoutineDefinition,
+    in_memory_refusal,
+    method_input_specs,
+    unknown_method,
+)
 
 _RUN_NAMESPACE = uuid.UUID("6f1c8f52-2a5e-4d7e-9a38-6f0d1d3b9c11")
 
@@ -77,6 +82,7 @@ class RunDraft:
     rerun_of: str | None = None
     execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
+    method: str = RUN_METHOD
 
 
 def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime) -> RequestRun:
@@ -91,7 +97,7 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         source=draft.source,
         trigger_kind=draft.trigger_kind,
         event=draft.event,
-        inputs=validate_inputs(definition.input_specs(), draft.inputs),
+        inputs=validate_inputs(method_input_specs(definition, draft.method), draft.inputs),
         labels=draft.labels,
         attributes=draft.attributes,
         name=draft.name,
@@ -114,6 +120,9 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         rerun_of=draft.rerun_of,
         execution=draft.execution,
         invocation=draft.invocation,
+        method=draft.method,
+        blueprint=definition.blueprint,
+        configuration=definition.config,
         kind=definition.kind,
     )
 
@@ -310,8 +319,23 @@ def decide_manual(
             f"`mainspring routine create DIR --name {submitted.routine}`"
         )
         return Decision(refused=[refuse(submitted.request_id, submitted.routine, reason, now)])
+    problem = unknown_method(definition, submitted.method)
+    if problem is not None:
+        return Decision(
+            refused=[
+                refuse(submitted.request_id, definition.name, problem, now, source=submitted.source)
+            ]
+        )
+    trigger_kind: TriggerKind
+    event: dict[str, Any]
     try:
-        trigger_kind, event = manual_event(definition, submitted, context or ManualContext(), now)
+        if submitted.method != RUN_METHOD:
+            # Only run() takes a trigger's event; another method has its inputs alone.
+            trigger_kind, event = "manual", {}
+        else:
+            trigger_kind, event = manual_event(
+                definition, submitted, context or ManualContext(), now
+            )
     except ManualEventError as exc:
         return Decision(
             refused=[
@@ -345,6 +369,7 @@ def decide_manual(
         rerun_of=submitted.rerun_of,
         execution=submitted.execution,
         invocation=submitted.invocation,
+        method=submitted.method,
     )
     try:
         return Decision(requests=[build_request(definition, draft, now)])
@@ -365,12 +390,8 @@ def decide_in_memory(
     context: ManualContext | None = None,
 ) -> Decision:
     """An in-memory request is a manual one, refused unless the routine allows in-memory runs."""
-    if definition is not None and not definition.options.allow_in_memory:
-        reason = (
-            f"routine {definition.name} does not allow in-memory runs: set "
-            "`allow_in_memory = True` on its class and re-register it, or run it without "
-            "--in-memory"
-        )
+    reason = None if definition is None else in_memory_refusal(definition, submitted.method)
+    if definition is not None and reason is not None:
         return Decision(refused=[refuse(submitted.request_id, definition.name, reason, now)])
     return decide_manual(definition, submitted, now, context)
 

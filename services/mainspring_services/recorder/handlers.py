@@ -134,8 +134,12 @@ class EventBatches:
         *,
         consumer: str = RUNS_DURABLE,
         subject: str = "run.>",
+        keep_runs: bool = True,
     ) -> None:
         self.broker = broker
+        # False (embedded mode without provenance): run events are acked and dropped, so no
+        # run row or node table is kept; trigger firings are still recorded.
+        self.keep_runs = keep_runs
         self.history = history
         self.writes = writes
         self.batch_size = batch_size
@@ -194,6 +198,8 @@ class EventBatches:
         loop = asyncio.get_running_loop()
         now = _now()
         batch = await loop.run_in_executor(self.writes, parse_batch, messages, now)
+        if not self.keep_runs:
+            batch.changes, batch.progress = [], []
         for message, reason in batch.malformed:
             await park_message(self.broker, message, reason)
         try:
@@ -405,8 +411,9 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
         async def produce() -> bytes:
             request = json.loads(message.body or b"{}")
             routine, limit = request.get("routine", ""), int(request.get("limit", 50))
-            rows = await replies.read(replies.queries.trigger_events, routine, limit)
-            return replies.fit(f"the trigger history of {routine}", {"events": rows})
+            trigger = request.get("trigger")
+            rows = await replies.read(replies.queries.trigger_events, routine, limit, trigger)
+            return replies.fit(f"the trigger history of {trigger or routine}", {"events": rows})
 
         return await answer("trigger events", produce)
 

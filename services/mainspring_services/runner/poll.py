@@ -88,6 +88,7 @@ async def poll(runner: Runner, request: PollRequested) -> PollCompleted:
         payload=result.get("payload"),
         error=result.get("error"),
         finished_at=datetime.now(UTC),
+        trigger=request.trigger,
     )
 
 
