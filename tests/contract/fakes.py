@@ -17,7 +17,7 @@ from mainspring.contract.queries import RunQuery
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.named_triggers import NamedTrigger
 from mainspring.storage.registry import DisabledBy, RoutineDefinition
-from mainspring_services.dispatcher import core, timed
+from mainspring_services.dispatcher import crash_loop, timed
 from mainspring_services.dispatcher.ports import DispatcherParts
 
 T = TypeVar("T")
@@ -92,12 +92,12 @@ class Revisioned(Generic[T]):
 
 class CrashLoops:
     def __init__(self) -> None:
-        self.store = Revisioned(core.CrashLoopState)
+        self.store = Revisioned(crash_loop.CrashLoopState)
 
-    async def load(self, routine: str) -> tuple[core.CrashLoopState, int]:
+    async def load(self, routine: str) -> tuple[crash_loop.CrashLoopState, int]:
         return self.store.get(routine)
 
-    async def save(self, routine: str, state: core.CrashLoopState, revision: int) -> bool:
+    async def save(self, routine: str, state: crash_loop.CrashLoopState, revision: int) -> bool:
         return self.store.put(routine, state, revision)
 
 

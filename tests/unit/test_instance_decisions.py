@@ -24,7 +24,7 @@ from mainspring.storage.registry import (
     RoutineDefinition,
     RoutineOptions,
 )
-from mainspring_services.dispatcher import core as dispatcher
+from mainspring_services.dispatcher import manual
 from mainspring_services.recorder.core import changes_for_requested
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ def _submit(method: str, execution: str = "background", **inputs: object) -> Sub
 
 
 def test_a_method_run_carries_its_method_routine_and_configuration_and_no_event() -> None:
-    [request] = dispatcher.decide_manual(_instance(), _submit("fit", rounds="5"), NOW).requests
+    [request] = manual.decide_manual(_instance(), _submit("fit", rounds="5"), NOW).requests
 
     assert (request.method, request.routine, request.blueprint) == ("fit", "segments", "kmeans")
     assert request.inputs == {"rounds": 5}
@@ -82,7 +82,7 @@ def test_a_method_run_carries_its_method_routine_and_configuration_and_no_event(
 
 
 def test_run_by_hand_still_needs_its_trigger_event() -> None:
-    decision = dispatcher.decide_manual(_instance(), _submit("run"), NOW)
+    decision = manual.decide_manual(_instance(), _submit("run"), NOW)
 
     [refused] = decision.refused
     assert "--from-version" in (refused.error or "")
@@ -101,7 +101,7 @@ def test_run_by_hand_still_needs_its_trigger_event() -> None:
     ],
 )
 def test_a_bad_method_run_is_refused_naming_the_fix(submitted: SubmitRun, fix: str) -> None:
-    decision = dispatcher.decide_manual(_instance(), submitted, NOW)
+    decision = manual.decide_manual(_instance(), submitted, NOW)
 
     assert not decision.requests
     [refused] = decision.refused
@@ -109,9 +109,9 @@ def test_a_bad_method_run_is_refused_naming_the_fix(submitted: SubmitRun, fix: s
 
 
 def test_each_method_decides_for_itself_whether_it_may_run_in_memory() -> None:
-    allowed = dispatcher.decide_in_memory(_instance(), _submit("predict", "in_memory"), NOW)
-    refused = dispatcher.decide_in_memory(_instance(), _submit("fit", "in_memory"), NOW)
-    run_refused = dispatcher.decide_in_memory(_instance(), _submit("run", "in_memory"), NOW)
+    allowed = manual.decide_in_memory(_instance(), _submit("predict", "in_memory"), NOW)
+    refused = manual.decide_in_memory(_instance(), _submit("fit", "in_memory"), NOW)
+    run_refused = manual.decide_in_memory(_instance(), _submit("run", "in_memory"), NOW)
 
     assert [r.method for r in allowed.requests] == ["predict"]
     assert "method fit of routine kmeans does not allow in-memory runs" in (
@@ -122,7 +122,7 @@ def test_each_method_decides_for_itself_whether_it_may_run_in_memory() -> None:
 
 
 def test_the_recorder_keeps_routine_instance_method_and_configuration() -> None:
-    [request] = dispatcher.decide_manual(_instance(), _submit("fit"), NOW).requests
+    [request] = manual.decide_manual(_instance(), _submit("fit"), NOW).requests
 
     changes = changes_for_requested(request)
 

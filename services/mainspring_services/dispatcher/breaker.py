@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from mainspring.contract.messages import RequestRun, TriggerRecorded
 from mainspring.storage.registry import RoutineDefinition
-from mainspring_services.dispatcher.core import _history
+from mainspring_services.dispatcher.core import history_row
 
 
 @dataclass
@@ -61,7 +61,7 @@ def trip(definition: RoutineDefinition, fired: int, now: datetime) -> tuple[str,
         f"feeding it), then `mainspring routine enable {definition.name}`; raise max_fires or "
         "max_fires_window on the class if the rate is meant"
     )
-    recorded = _history(
+    recorded = history_row(
         definition,
         definition.trigger.kind,
         f"circuit-breaker:{now.isoformat()}",

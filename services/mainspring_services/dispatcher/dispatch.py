@@ -25,7 +25,15 @@ from mainspring.runtime import metrics
 from mainspring.runtime.service import publish_event
 from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger
 from mainspring.storage.registry import RoutineCatalog, RoutineDefinition
-from mainspring_services.dispatcher import breaker, core, named_firing, timed
+from mainspring_services.dispatcher import (
+    breaker,
+    core,
+    crash_loop,
+    datasets,
+    manual,
+    named_firing,
+    timed,
+)
 from mainspring_services.dispatcher.ports import DispatcherParts
 from mainspring_services.dispatcher.settings import DispatcherSettings
 
@@ -96,7 +104,7 @@ class Dispatcher:
     async def check_crash_loop(
         self,
         routine: str,
-        outcome: core.StartOutcome,
+        outcome: crash_loop.StartOutcome,
         failure_key: str,
         error: str | None,
         run_id: str | None = None,
@@ -109,7 +117,7 @@ class Dispatcher:
             if outcome == "started" and not state.failures:
                 return  # the common case: a healthy routine, nothing to reset
             definition = await self.store.find(routine)
-            verdict = core.decide_crash_loop(
+            verdict = crash_loop.decide_crash_loop(
                 definition,
                 state,
                 outcome,
@@ -166,7 +174,7 @@ class Dispatcher:
         if poll is not None:
             await publish_event(self.broker, poll, subjects.POLL_REQUESTED)
             return
-        await self.start_timed(definition, core.decide_schedule(definition, fired, now), now)
+        await self.start_timed(definition, timed.decide_schedule(definition, fired, now), now)
 
     async def start_timed(
         self, definition: RoutineDefinition | None, decision: core.Decision, now: datetime
@@ -211,30 +219,30 @@ class Dispatcher:
 
     async def manual_context(
         self, definition: RoutineDefinition | None, submitted: SubmitRun
-    ) -> core.ManualContext:
+    ) -> manual.ManualContext:
         """What a manual run's event needs: the dataset cursor (read, never moved) or the
         upstream run (asked of the recorder, which owns run history)."""
         if definition is None or submitted.event is not None:
-            return core.ManualContext()
+            return manual.ManualContext()
         trigger = definition.trigger
         if isinstance(trigger, DatasetAppendTrigger):
             cursor, _ = await self.cursors.load(definition.name)
-            return core.ManualContext(cursor=cursor or core.registered_cursor(definition))
+            return manual.ManualContext(cursor=cursor or datasets.registered_cursor(definition))
         if isinstance(trigger, CompletionTrigger):
             history = self.history
             try:
                 if submitted.upstream_run_id is not None:
                     found = await history.get_run(submitted.upstream_run_id)
-                    return core.ManualContext(upstream=found)
+                    return manual.ManualContext(upstream=found)
                 status = None if trigger.status == "any" else trigger.status
                 runs = await history.list_runs(RunQuery(routine=trigger.routine, status=status))
-                return core.ManualContext(upstream=core.latest_upstream(runs, trigger))
+                return manual.ManualContext(upstream=manual.latest_upstream(runs, trigger))
             except ServiceUnavailable:
-                return core.ManualContext(
+                return manual.ManualContext(
                     upstream_problem="the recorder does not answer, so the upstream run is "
                     "unknown: start the recorder and run it again"
                 )
-        return core.ManualContext()
+        return manual.ManualContext()
 
     async def on_polled(self, polled: PollCompleted, now: datetime) -> None:
         """A poll function's result: a run (through the overlap policy) or a history row."""
@@ -257,7 +265,7 @@ class DatasetDispatch:
         # The catalog copy only once it has caught up with the registry: a routine registered
         # a moment before the append must not miss it while the catalog's watch catches up.
         everything = await self.dispatcher.catalog.current_all(self.dispatcher.store)
-        definitions = core.dataset_routines(everything, appended.dataset)
+        definitions = datasets.dataset_routines(everything, appended.dataset)
         for definition in definitions:
             await self.apply(definition, appended)
 
@@ -279,7 +287,7 @@ class DatasetDispatch:
         cursors = self.dispatcher.cursors
         for _ in range(10):
             cursor, revision = await cursors.load(definition.name)
-            decision = core.decide_dataset_append(
+            decision = datasets.decide_dataset_append(
                 definition, cursor, appended, _now(), self.dispatcher.settings.max_hops
             )
             if decision.cursor is None:

@@ -20,7 +20,7 @@ from mainspring.contract.messages import (
     TriggerRecorded,
 )
 from mainspring.runtime.service import consumer, durable, publish_event
-from mainspring_services.dispatcher import core, named_firing
+from mainspring_services.dispatcher import completions, crash_loop, manual, named_firing
 from mainspring_services.dispatcher.dispatch import DatasetDispatch, Dispatcher
 
 log = logging.getLogger("mainspring.dispatcher")
@@ -38,13 +38,13 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         definition = await dispatcher.find(submitted)
         context = await dispatcher.manual_context(definition, submitted)
         if submitted.execution == "in_memory":
-            decision = core.decide_in_memory(definition, submitted, _now(), context)
+            decision = manual.decide_in_memory(definition, submitted, _now(), context)
             for request in decision.requests:
                 # Before the request: the caller may report as soon as it sees it.
                 await dispatcher.ledger.mark_in_memory(request.run_id)
             await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
         else:
-            await dispatcher.publish(core.decide_manual(definition, submitted, _now(), context))
+            await dispatcher.publish(manual.decide_manual(definition, submitted, _now(), context))
 
     @consumer(broker, ScheduleFired, **durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
     async def on_schedule_fired(fired: ScheduleFired, _message: NatsMessage) -> None:
@@ -56,14 +56,14 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         # routine's own bookkeeping (crash-loop count, overlap slot: separate keys) follows,
         # both at once. A crash in between redelivers the completion, which requests the
         # same (deduplicated) runs again and then does the bookkeeping.
-        decision = core.decide_completion(
+        decision = completions.decide_completion(
             dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
         )
         await dispatcher.publish(decision)
         await asyncio.gather(
             dispatcher.check_crash_loop(
                 completed.routine,
-                core.start_outcome(completed),
+                crash_loop.start_outcome(completed),
                 completed.run_id,
                 completed.error,
                 completed.run_id,
@@ -112,7 +112,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True),
     )
     async def on_trigger_recorded(recorded: TriggerRecorded, _message: NatsMessage) -> None:
-        outcome, failure_key = core.trigger_outcome(recorded)
+        outcome, failure_key = crash_loop.trigger_outcome(recorded)
         await dispatcher.check_crash_loop(
             recorded.routine, outcome, failure_key, recorded.reason, recorded.run_id
         )

@@ -26,14 +26,12 @@ from mainspring.storage.named_triggers import NamedTrigger
 from mainspring.storage.registry import RoutineDefinition
 from mainspring_services.dispatcher.core import (
     Decision,
-    ManualContext,
-    ManualEventError,
     RunDraft,
     build_request,
-    manual_event,
     refuse,
     run_id_for,
 )
+from mainspring_services.dispatcher.manual import ManualContext, ManualEventError, manual_event
 from mainspring_services.dispatcher.timed import one_line
 
 

@@ -17,7 +17,7 @@ from mainspring.contract.queries import RunQuery
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.named_triggers import NamedTrigger
 from mainspring.storage.registry import DisabledBy, RegistryFeed, RoutineDefinition
-from mainspring_services.dispatcher import core, timed
+from mainspring_services.dispatcher import crash_loop, timed
 
 
 class Registry(RegistryFeed, Protocol):
@@ -44,9 +44,9 @@ class RunNumbering(Protocol):
 class CrashLoopStore(Protocol):
     """Consecutive start failures per routine, written with compare-and-set."""
 
-    async def load(self, routine: str) -> tuple[core.CrashLoopState, int]: ...
+    async def load(self, routine: str) -> tuple[crash_loop.CrashLoopState, int]: ...
 
-    async def save(self, routine: str, state: core.CrashLoopState, revision: int) -> bool: ...
+    async def save(self, routine: str, state: crash_loop.CrashLoopState, revision: int) -> bool: ...
 
 
 class OverlapStore(Protocol):

@@ -24,7 +24,7 @@ from mainspring.storage.ledger import (
 from mainspring.storage.named_triggers import TriggerStore
 from mainspring.storage.numbers import RunNumbers
 from mainspring.storage.registry import RoutineStore
-from mainspring_services.dispatcher import core, timed
+from mainspring_services.dispatcher import crash_loop, timed
 from mainspring_services.dispatcher.ports import DispatcherParts
 
 
@@ -34,12 +34,12 @@ class CrashLoopCounts:
     def __init__(self, bucket: KeyValue) -> None:
         self._kv = bucket
 
-    async def load(self, routine: str) -> tuple[core.CrashLoopState, int]:
+    async def load(self, routine: str) -> tuple[crash_loop.CrashLoopState, int]:
         """The stored state and its revision (0 when never written)."""
         value, revision = await kv.read(self._kv, f"crashloop.{kv.key_token(routine)}")
-        return core.CrashLoopState.from_json(value), revision
+        return crash_loop.CrashLoopState.from_json(value), revision
 
-    async def save(self, routine: str, state: core.CrashLoopState, revision: int) -> bool:
+    async def save(self, routine: str, state: crash_loop.CrashLoopState, revision: int) -> bool:
         """Store the state unless another replica changed it first (then False: decide again)."""
         key = f"crashloop.{kv.key_token(routine)}"
         return await kv.write_if_unchanged(self._kv, key, state.to_json(), revision) is not None
