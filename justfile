@@ -14,6 +14,10 @@ up *ARGS:
 demo *ARGS:
     mainspring demo {{ARGS}}
 
+# lythonic's scheduled-triggers tutorial in embedded mode, in one process (about 30 s: it waits for a 10-second poll trigger)
+tutorial *ARGS:
+    cd examples/market_summary && python run_tutorial.py {{ARGS}}
+
 # run the test suite (unit, contract, e2e on SQLite and PostgreSQL)
 test *ARGS:
     pytest {{ARGS}}
@@ -33,9 +37,10 @@ lint:
     mypy
     lint-imports
 
-# regenerate docs/asyncapi.json, the bus contract (a unit test fails when it is stale)
+# regenerate docs/asyncapi.json (the bus contract) and deploy/nats/permissions.conf (its users); unit tests fail when they are stale
 docs:
     python -m mainspring.apps.asyncapi > docs/asyncapi.json
+    python -m mainspring.contract.permissions > deploy/nats/permissions.conf
 
 # benchmarks, each beside a raw nats-py baseline measured in the same run
 bench *ARGS:

@@ -1,6 +1,8 @@
 """Mainspring: event-driven routines in Python on NATS JetStream."""
 
-from mainspring.sdk.routine import ContractError, Routine, RoutineInvocationError, RunInfo
+from typing import TYPE_CHECKING, Any
+
+from mainspring.sdk.routine import ContractError, Routine, RoutineInvocationError, RunInfo, method
 from mainspring.sdk.triggers import (
     CompletionEvent,
     DatasetEvent,
@@ -15,6 +17,9 @@ from mainspring.sdk.triggers import (
     on_workflow_success,
 )
 
+if TYPE_CHECKING:
+    from mainspring.apps.embedded import embedded
+
 __all__ = [
     "CompletionEvent",
     "ContractError",
@@ -25,6 +30,8 @@ __all__ = [
     "RoutineInvocationError",
     "RunInfo",
     "ScheduleEvent",
+    "embedded",
+    "method",
     "on_complete",
     "on_dataset_append",
     "on_poll",
@@ -32,3 +39,12 @@ __all__ = [
     "on_workflow_failure",
     "on_workflow_success",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Embedded mode needs the applications (up, the client); importing the SDK must not.
+    if name == "embedded":
+        from mainspring.apps.embedded import embedded
+
+        return embedded
+    raise AttributeError(f"module 'mainspring' has no attribute {name!r}")

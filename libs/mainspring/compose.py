@@ -13,21 +13,26 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
     "Binding",
     "Dag",
     "DagNode",
+    "DagProvenance",
     "GraphError",
     "Namespace",
     "NamespaceNode",
     "Param",
     "Plan",
+    "TriggerConfig",
+    "TriggerType",
     "plan_dag",
 ]
 
@@ -38,6 +43,91 @@ _LABEL = re.compile(r"^[A-Za-z_][\w-]*$")
 
 class GraphError(ValueError):
     """A DAG that cannot run as wired; the message names the node and the fix."""
+
+
+TriggerType = Literal["poll", "push"]
+
+
+@dataclass(frozen=True)
+class DagProvenance:
+    """Where embedded mode keeps run history (runs and their node tables): a SQLite file,
+    or (path None) `runs.db` in the system's home. Give `provenance=None` to keep none."""
+
+    path: Path | str | None = None
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    """A trigger declared in code (lythonic's TriggerConfig): registering the namespace
+    creates it as a named trigger, inactive until activated.
+
+    `poll` fires on `schedule` (cron: 5 fields, or 6 with seconds first); with `poll_fn`,
+    each tick first calls it on a runner: a dict fires with that payload, None skips.
+    `push` fires only when called. `payload` is the default payload of a firing.
+    """
+
+    name: str
+    type: TriggerType = "poll"
+    schedule: str | None = None
+    poll_fn: Callable[[], Any] | None = None
+    payload: dict[str, Any] | None = None
+
+    def check(self) -> TriggerConfig:
+        """Raise ValueError (one line, naming the fix) unless this trigger can fire."""
+        from mainspring.base.schedules import ScheduleError, check_cron
+
+        where = f"trigger {self.name!r}"
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("a trigger needs a name: TriggerConfig(name='hourly_market', ...)")
+        if self.type not in ("poll", "push"):
+            raise ValueError(f"{where}: type {self.type!r} is not 'poll' or 'push'")
+        if self.type == "push" and (self.schedule is not None or self.poll_fn is not None):
+            raise ValueError(
+                f"{where}: a push trigger fires only when called: leave out schedule and "
+                "poll_fn, or make it type='poll'"
+            )
+        if self.type == "poll":
+            if self.schedule is None:
+                raise ValueError(
+                    f"{where}: a poll trigger needs schedule='CRON', e.g. '0 * * * *' "
+                    "(or '*/10 * * * * *' with seconds first)"
+                )
+            try:
+                check_cron(self.schedule)
+            except ScheduleError as exc:
+                raise ValueError(f"{where}: {str(exc).replace('cron=', 'schedule=')}") from None
+        if self.poll_fn is not None:
+            top_level_function(self.poll_fn, f"{where}: poll_fn")
+        if self.payload is not None and not isinstance(self.payload, dict):
+            raise ValueError(f'{where}: payload must be a dict, e.g. {{"city": "Oslo"}}')
+        return self
+
+
+def top_level_function(fn: Any, what: str) -> tuple[str, str]:
+    """(module name, qualified name) of a function a runner can import by name.
+
+    A lambda or a function nested in another has no name its module can be asked for, so a
+    runner in another process could never find it: refused here, where the author is.
+    """
+    qualname = getattr(fn, "__qualname__", None)
+    module_name = getattr(fn, "__module__", None)
+    if not callable(fn) or not isinstance(qualname, str) or not isinstance(module_name, str):
+        raise ValueError(f"{what}: {fn!r} is not a function: pass a function defined at top level")
+    # The module's own namespace, as the function sees it (also once the module has left
+    # sys.modules): a function found there under its qualified name can be imported by name.
+    module_globals: dict[str, Any] = getattr(fn, "__globals__", None) or vars(
+        sys.modules.get(module_name, types.SimpleNamespace())
+    )
+    first, *rest = qualname.split(".")
+    found: Any = module_globals.get(first)
+    for part in rest:
+        found = getattr(found, part, None)
+    if "<lambda>" in qualname or "<locals>" in qualname or found is not fn:
+        raise ValueError(
+            f"{what}: {qualname} is a lambda or a nested function, which a runner cannot "
+            "import: define it with `def` at module top level"
+        )
+    return module_name, qualname
 
 
 @dataclass(frozen=True)
@@ -116,9 +206,22 @@ class Namespace:
 
     def __init__(self) -> None:
         self._nodes: dict[str, NamespaceNode] = {}
+        # Trigger name -> (the nsref it fires, its declaration).
+        self._triggers: dict[str, tuple[str, TriggerConfig]] = {}
+        # The module that made it: a module importing another's namespace must not register
+        # that namespace's DAGs a second time, and embedded mode bundles this module's file.
+        self.defined_in: str | None = sys._getframe(1).f_globals.get("__name__")
 
-    def register(self, target: Callable[..., Any] | Dag, nsref: str) -> NamespaceNode:
-        """Register a function, class or DAG under `nsref`; a DAG is checked here."""
+    def register(
+        self,
+        target: Callable[..., Any] | Dag,
+        nsref: str,
+        triggers: list[TriggerConfig] | None = None,
+    ) -> NamespaceNode:
+        """Register a function, class or DAG under `nsref`; a DAG is checked here.
+
+        `triggers` declares triggers firing it (lythonic's TriggerConfig on a node).
+        """
         if not _NSREF.match(nsref):
             raise ValueError(
                 f"nsref {nsref!r} is not 'namespace:name': write e.g. 'market:fetch' "
@@ -133,9 +236,57 @@ class Namespace:
             raise ValueError(
                 f"{nsref}: {target!r} is not callable: register a function, a class or a Dag"
             )
+        for config in triggers or []:
+            self._check_trigger(config, nsref)
         node = NamespaceNode(nsref, target)
         self._nodes[nsref] = node
+        for config in triggers or []:
+            self._triggers[config.name] = (nsref, config)
         return node
+
+    def register_trigger(
+        self,
+        name: str,
+        dag_nsref: str,
+        trigger_type: TriggerType = "poll",
+        schedule: str | None = None,
+        poll_fn: Callable[[], Any] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> TriggerConfig:
+        """Declare a trigger of a registered DAG (lythonic's `register_trigger`)."""
+        if dag_nsref not in self._nodes:
+            known = ", ".join(sorted(self.dags())) or "none"
+            raise KeyError(
+                f"trigger {name!r}: {dag_nsref!r} is not registered (DAGs: {known}): "
+                f"register the DAG first with ns.register(dag, nsref={dag_nsref!r})"
+            )
+        config = TriggerConfig(name, trigger_type, schedule, poll_fn, payload)
+        self._check_trigger(config, dag_nsref)
+        self._triggers[name] = (dag_nsref, config)
+        return config
+
+    def _check_trigger(self, config: TriggerConfig, nsref: str) -> None:
+        if not isinstance(config, TriggerConfig):
+            raise TypeError(f"{nsref}: triggers takes TriggerConfig(...) items, not {config!r}")
+        config.check()
+        if config.name in self._triggers:
+            raise ValueError(
+                f"trigger {config.name!r} is already declared (firing "
+                f"{self._triggers[config.name][0]}): choose another trigger name"
+            )
+
+    def get_trigger(self, name: str) -> tuple[NamespaceNode, TriggerConfig]:
+        """The node a declared trigger fires and its declaration (KeyError when missing)."""
+        try:
+            nsref, config = self._triggers[name]
+        except KeyError:
+            known = ", ".join(sorted(self._triggers)) or "none"
+            raise KeyError(f"trigger {name!r} is not declared (declared: {known})") from None
+        return self._nodes[nsref], config
+
+    def triggers(self) -> dict[str, tuple[str, TriggerConfig]]:
+        """Every declared trigger by name: (the nsref it fires, its declaration)."""
+        return dict(self._triggers)
 
     def get(self, nsref: str) -> NamespaceNode:
         """The node registered under `nsref` (KeyError naming the known ones when missing)."""

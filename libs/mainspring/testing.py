@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from mainspring.sdk.routine import (
     RoutineInvocationError,
     RunInfo,
     inspect_contract,
+    method_specs,
     validate_inputs,
 )
 from mainspring.sdk.triggers import (
@@ -46,7 +48,7 @@ from mainspring.storage.artifacts import save_artifact
 from mainspring.storage.registry import routine_options
 from mainspring.storage.state import StateTooLarge, encode_state
 
-__all__ = ["FireResult", "Progress", "TestSystem", "fire"]
+__all__ = ["FireResult", "Progress", "TestSystem", "call", "fire"]
 
 _EVENTS: dict[str, tuple[type[Any], str]] = {
     "schedule": (ScheduleEvent, "ScheduleEvent.at(datetime(2026, 1, 1, 9, 0))"),
@@ -137,6 +139,34 @@ def fire(
     with tempfile.TemporaryDirectory(prefix="mainspring-fire-") as root:
         recorder = _Recorder(root, info.id)
         outcome = _outside_any_loop(invoke, routine, arguments, recorder, info, state or {})
+        return _result(outcome, recorder, info, resolved, state or {})
+
+
+def call(
+    routine: type[Routine],
+    method: str,
+    *,
+    inputs: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
+    configuration: dict[str, Any] | None = None,
+) -> FireResult:
+    """Run one declared method of `routine` (its constructor `configure`, or one marked
+    `@method`) once in this process, as a runner would; returns the result.
+
+    `configuration` is what `self.config` holds (an instance's last constructor inputs),
+    `state` what `self.state` holds at the start. run() needs an event: use `fire`.
+    """
+    if method == "run":
+        raise RoutineInvocationError("run() takes its trigger's event: test it with fire()")
+    contract = inspect_contract(routine)
+    resolved = validate_inputs(method_specs(contract, method), dict(inputs or {}))
+    info = RunInfo(
+        id=f"test-{uuid.uuid4().hex[:12]}", number=1, routine=routine.__name__, source="manual"
+    )
+    execute = functools.partial(invoke, method=method, config=configuration or {})
+    with tempfile.TemporaryDirectory(prefix="mainspring-call-") as root:
+        recorder = _Recorder(root, info.id)
+        outcome = _outside_any_loop(execute, routine, resolved, recorder, info, state or {})
         return _result(outcome, recorder, info, resolved, state or {})
 
 

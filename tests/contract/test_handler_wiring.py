@@ -14,8 +14,9 @@ from mainspring.contract.messages import RequestRun, RunCompleted, SubmitRun
 from mainspring.runtime.service import STREAM, MessageTooLarge, build_broker, subscriber
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import InputSchema, RoutineCatalog, RoutineDefinition
-from mainspring_services.dispatcher.handlers import Dispatcher
+from mainspring_services.dispatcher.dispatch import Dispatcher
 from mainspring_services.dispatcher.handlers import register as register_dispatcher
+from tests.contract import fakes
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 DEFINITION = RoutineDefinition(
@@ -31,29 +32,11 @@ DEFINITION = RoutineDefinition(
 )
 
 
-class OneRoutineStore:
-    """The registry reduced to one definition."""
-
-    async def find(self, name: str) -> RoutineDefinition | None:
-        return DEFINITION if name == DEFINITION.name else None
-
-
-class CountingNumbers:
-    """Run numbers without KV."""
-
-    def __init__(self) -> None:
-        self.issued = 0
-
-    async def next(self, routine: str) -> int:
-        self.issued += 1
-        return self.issued
-
-
 def _dispatcher_broker() -> NatsBroker:
     broker = NatsBroker()
-    # The Dispatcher's parts are concrete classes, not Protocols yet: the fakes fit by shape.
-    routines, numbers = OneRoutineStore(), CountingNumbers()
-    dispatcher = Dispatcher(broker, routines, RoutineCatalog(), numbers, Settings())  # type: ignore[arg-type]
+    dispatcher = Dispatcher(
+        broker, fakes.dispatcher_parts(DEFINITION), RoutineCatalog(), Settings()
+    )
     register_dispatcher(broker, dispatcher)
     return broker
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.timeout(300)
-def test_demo_runs_hello_and_embeds_two_batches_of_appended_rows(tmp_path: Path) -> None:
+def test_demo_runs_hello_embeds_appended_rows_and_compares_two_fits(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_")}
     result = subprocess.run(
         [sys.executable, "-m", "mainspring", "demo"],
@@ -31,3 +31,12 @@ def test_demo_runs_hello_and_embeds_two_batches_of_appended_rows(tmp_path: Path)
     assert "(0, 2]" in runs
     assert "(2, 4]" in runs
     assert "threshold not met: 50 of batch_rows=100" in embedded
+    # Routine -> instance -> runs -> artifacts: configured, fitted, reconfigured, compared.
+    instances = result.stdout.split("registering examples/kmeans_clustering")[1]
+    assert "customer_segments: configuration {'clusters': 2, 'max_iterations': 20}" in instances
+    history = instances.split("mainspring runs list --routine customer_segments")[1]
+    methods = [line.split()[2] for line in history.split("==>")[0].strip().splitlines()[1:]]
+    assert methods == ["configure", "fit", "configure", "fit", "predict"], history
+    diff = instances.split("mainspring runs diff")[1]
+    assert "* clusters" in diff, diff
+    assert "* cluster.max" in diff, diff

@@ -24,7 +24,7 @@ import pytest
 from mainspring.apps.up import free_port, wait_for_port
 from mainspring.base.settings import Settings
 from mainspring.client import Client, Completions
-from mainspring.contract import subjects
+from mainspring.contract import permissions, subjects
 from mainspring.contract.messages import DatasetAppended, RunCompleted
 from mainspring.contract.queries import RunQuery
 from tests.harness import ROOT, Deployment, NatsServer, eventually, write_routine
@@ -52,17 +52,7 @@ class AfterEtl(Routine):
 
 # The deployment's NATS users (deploy/nats/permissions.conf): the SDK, CLI and web service
 # connect as `client`, the plain append example as `external`, each service as itself.
-USERS = (
-    "admin",
-    "client",
-    "external",
-    "recorder",
-    "dispatcher",
-    "runner",
-    "ticker",
-    "dataset_watcher",
-)
-PASSWORDS = {f"MAINSPRING_{user.upper()}_PASSWORD": f"secret-{user}" for user in USERS}
+PASSWORDS = {user.password_variable(): f"secret-{user.name}" for user in permissions.USERS}
 
 
 def user_url(server: NatsServer, user: str) -> str:

@@ -36,7 +36,7 @@ def test_a_service_refuses_a_bus_without_setup_in_one_line(bare: Deployment) -> 
 
     [line] = [line for line in log.splitlines() if "cannot start" in line]
     assert line.endswith(
-        "dispatcher cannot start: stream MAINSPRING is missing (and 8 more): "
+        "dispatcher cannot start: stream MAINSPRING is missing (and 10 more): "
         "run `mainspring setup` (as an admin user in a deployment)"
     )
     assert "Traceback" not in log

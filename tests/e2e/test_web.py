@@ -92,3 +92,41 @@ async def test_page_lists_starts_and_refuses_runs(
     _, routines = await fetch(web + "/api/routines")
     assert routines["routines"][0]["enabled"] is False
     assert routines["routines"][0]["disabled_reason"] == "maintenance"
+
+
+async def test_page_runs_a_picked_method_and_compares_two_runs(
+    system: Deployment, client: Client, web: str, tmp_path: Path
+) -> None:
+    folder = copy_example("kmeans_clustering", tmp_path)
+    system.cli("routine", "create", str(folder), "--name", "kmeans")
+    system.cli("instance", "create", "segments", "--routine", "kmeans", "--set", "clusters=2")
+
+    status, routines = await fetch(web + "/api/routines")
+    assert status == 200
+    by_name = {r["name"]: r for r in routines["routines"]}
+    assert by_name["segments"]["routine"] == "kmeans"
+    assert by_name["segments"]["methods"] == ["run", "configure", "fit", "predict"]
+
+    status, first = await fetch(web + "/api/routines/segments/run", {"method": "fit"})
+    assert status == 202, first
+    assert (await client.wait(first["run_id"], timeout=60))["method"] == "fit"
+    system.cli("instance", "configure", "segments", "--set", "clusters=3", "--wait")
+    status, second = await fetch(web + "/api/routines/segments/run", {"method": "fit"})
+    assert status == 202, second
+    await client.wait(second["run_id"], timeout=60)
+    status, unknown = await fetch(web + "/api/routines/segments/run", {"method": "train"})
+    assert status == 400
+    assert "no method 'train'" in unknown["error"]
+
+    status, diff = await fetch(web + f"/api/runs/diff?a={first['run_id']}&b={second['run_id']}")
+    assert status == 200
+    rows = {(r["section"], r["field"]): r for r in diff["rows"]}
+    assert (rows[("configuration", "clusters")]["a"], rows[("configuration", "clusters")]["b"]) == (
+        2,
+        3,
+    )
+    assert rows[("configuration", "clusters")]["differs"] is True
+    assert rows[("run", "method")]["differs"] is False
+    status, missing = await fetch(web + f"/api/runs/diff?a={first['run_id']}&b=nope")
+    assert status == 404
+    assert "run nope is not recorded" in missing["error"]

@@ -10,7 +10,7 @@ import pytest
 from mainspring.contract.messages import CHAIN_LIMIT, RunCompleted, TriggerRecorded
 from mainspring.sdk.triggers import CompletionTrigger, ScheduleTrigger
 from mainspring.storage.registry import InputSchema, RoutineDefinition, RoutineOptions
-from mainspring_services.dispatcher import core
+from mainspring_services.dispatcher import completions, core, crash_loop
 
 NOW = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 CREATED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -85,7 +85,7 @@ def completed(
 def test_completion_fires_on_matching_status(
     trigger_status: str, run_status: str, fires: bool
 ) -> None:
-    decision = core.decide_completion(
+    decision = completions.decide_completion(
         [definition(status=trigger_status)], completed(status=run_status), NOW, max_hops=8
     )
 
@@ -96,7 +96,7 @@ def test_completion_fires_on_matching_status(
 def test_completion_event_carries_upstream_result_lineage_and_chain() -> None:
     upstream = completed(run_id="r-b", hop=1, chain=["a:r-a"])
 
-    [request] = core.decide_completion([definition()], upstream, NOW, max_hops=8).requests
+    [request] = completions.decide_completion([definition()], upstream, NOW, max_hops=8).requests
 
     assert request.trigger_kind == "completion"
     assert request.source == "trigger"
@@ -115,14 +115,16 @@ def test_other_routines_and_other_trigger_kinds_do_not_fire() -> None:
     scheduled = definition().model_copy(update={"trigger": ScheduleTrigger(every="1m")})
     unrelated = definition("other", upstream="someone-else")
 
-    decision = core.decide_completion([scheduled, unrelated], completed(), NOW, max_hops=8)
+    decision = completions.decide_completion([scheduled, unrelated], completed(), NOW, max_hops=8)
 
     assert decision.requests == []
     assert decision.history == []
 
 
 def test_disabled_trigger_is_skipped_with_reason() -> None:
-    decision = core.decide_completion([definition(enabled=False)], completed(), NOW, max_hops=8)
+    decision = completions.decide_completion(
+        [definition(enabled=False)], completed(), NOW, max_hops=8
+    )
 
     assert decision.requests == []
     assert [(h.status, h.reason) for h in decision.history] == [
@@ -146,7 +148,7 @@ def test_disabled_trigger_is_skipped_with_reason() -> None:
 def test_hop_limit(
     upstream_hop: int, own_max_hops: int | None, global_max_hops: int, blocked: bool
 ) -> None:
-    decision = core.decide_completion(
+    decision = completions.decide_completion(
         [definition(max_hops=own_max_hops)],
         completed(hop=upstream_hop),
         NOW,
@@ -161,7 +163,7 @@ def test_loop_blocked_records_the_chain_that_caused_it_and_publishes_no_run() ->
     loop = definition("a", upstream="a", max_hops=3)
     chain = ["a:00000000-1", "a:00000000-2", "a:00000000-3"]
 
-    decision = core.decide_completion(
+    decision = completions.decide_completion(
         [loop], completed("a", run_id="11111111-4", hop=3, chain=chain), NOW, max_hops=8
     )
 
@@ -189,8 +191,10 @@ def test_chain_is_bounded_keeping_the_newest_ancestors() -> None:
 def test_redelivered_completion_decides_the_same_run_ids() -> None:
     routines = [definition("b"), definition("c")]
 
-    first = core.decide_completion(routines, completed(), NOW, max_hops=8)
-    again = core.decide_completion(routines, completed(), NOW + timedelta(seconds=5), max_hops=8)
+    first = completions.decide_completion(routines, completed(), NOW, max_hops=8)
+    again = completions.decide_completion(
+        routines, completed(), NOW + timedelta(seconds=5), max_hops=8
+    )
 
     assert [r.message_id() for r in first.requests] == [r.message_id() for r in again.requests]
     assert len({r.run_id for r in first.requests}) == 2
@@ -213,7 +217,7 @@ def test_redelivered_completion_decides_the_same_run_ids() -> None:
     ],
 )
 def test_start_outcome(status: str, phase: str, source: str | None, outcome: str) -> None:
-    assert core.start_outcome(completed(status=status, phase=phase, source=source)) == outcome
+    assert crash_loop.start_outcome(completed(status=status, phase=phase, source=source)) == outcome
 
 
 @pytest.mark.parametrize(
@@ -231,20 +235,20 @@ def test_trigger_outcome(status: str, run_id: str | None, outcome: str, key: str
     recorded = TriggerRecorded(
         routine="r", kind="poll", status=status, event_key="k", fired_at=NOW, run_id=run_id
     )
-    assert core.trigger_outcome(recorded) == (outcome, key)
+    assert crash_loop.trigger_outcome(recorded) == (outcome, key)
 
 
 def replay(
-    events: list[tuple[core.StartOutcome, str]],
+    events: list[tuple[crash_loop.StartOutcome, str]],
     threshold: int = 3,
     routine: RoutineDefinition | None = None,
-) -> list[core.CrashVerdict]:
+) -> list[crash_loop.CrashVerdict]:
     """Feed (outcome, key) pairs through decide_crash_loop, carrying the state along."""
     routine = routine or definition()
-    state = core.CrashLoopState()
+    state = crash_loop.CrashLoopState()
     verdicts = []
     for outcome, key in events:
-        verdict = core.decide_crash_loop(
+        verdict = crash_loop.decide_crash_loop(
             routine,
             state,
             outcome,
@@ -284,7 +288,7 @@ def replay(
     ],
 )
 def test_consecutive_start_failures_disable_at_threshold(
-    events: list[tuple[core.StartOutcome, str]], disabled_at: int | None, final_count: int
+    events: list[tuple[crash_loop.StartOutcome, str]], disabled_at: int | None, final_count: int
 ) -> None:
     verdicts = replay(events)
 
@@ -294,9 +298,9 @@ def test_consecutive_start_failures_disable_at_threshold(
 
 
 def test_disable_records_a_disabled_trigger_event_with_the_reason() -> None:
-    verdict = core.decide_crash_loop(
+    verdict = crash_loop.decide_crash_loop(
         definition(),
-        core.CrashLoopState(CREATED.isoformat(), ("a", "b")),
+        crash_loop.CrashLoopState(CREATED.isoformat(), ("a", "b")),
         "start_failed",
         "c",
         "cannot import routine.py: ModuleNotFoundError",
@@ -317,10 +321,10 @@ def test_disable_records_a_disabled_trigger_event_with_the_reason() -> None:
 
 
 def test_updating_or_enabling_the_routine_rearms_the_count() -> None:
-    stale = core.CrashLoopState(CREATED.isoformat(), ("a", "b"))
+    stale = crash_loop.CrashLoopState(CREATED.isoformat(), ("a", "b"))
     rearmed = definition(updated_at=CREATED + timedelta(hours=1))
 
-    verdict = core.decide_crash_loop(rearmed, stale, "start_failed", "c", "boom", 3, NOW)
+    verdict = crash_loop.decide_crash_loop(rearmed, stale, "start_failed", "c", "boom", 3, NOW)
 
     assert verdict.disable_reason is None
     assert verdict.state.failures == ("c",)
@@ -328,15 +332,18 @@ def test_updating_or_enabling_the_routine_rearms_the_count() -> None:
 
 
 def test_a_start_without_prior_failures_changes_nothing_to_store() -> None:
-    state = core.CrashLoopState()
+    state = crash_loop.CrashLoopState()
 
-    assert core.decide_crash_loop(definition(), state, "started", "r", None, 3, NOW).state is state
+    assert (
+        crash_loop.decide_crash_loop(definition(), state, "started", "r", None, 3, NOW).state
+        is state
+    )
 
 
 def test_unknown_routine_is_not_counted() -> None:
-    state = core.CrashLoopState()
+    state = crash_loop.CrashLoopState()
 
-    verdict = core.decide_crash_loop(None, state, "start_failed", "r", "boom", 1, NOW)
+    verdict = crash_loop.decide_crash_loop(None, state, "start_failed", "r", "boom", 1, NOW)
 
     assert verdict.state is state
     assert verdict.disable_reason is None
@@ -347,6 +354,6 @@ def test_unknown_routine_is_not_counted() -> None:
     [b"", b"not json", b'{"epoch": "e", "failures": ["a"]}', b"[1, 2]"],
 )
 def test_crash_loop_state_round_trips_and_tolerates_garbage(stored: bytes) -> None:
-    state = core.CrashLoopState.from_json(stored)
+    state = crash_loop.CrashLoopState.from_json(stored)
 
-    assert core.CrashLoopState.from_json(state.to_json()) == state
+    assert crash_loop.CrashLoopState.from_json(state.to_json()) == state

@@ -11,7 +11,7 @@ from mainspring.contract.messages import DatasetAppended
 from mainspring.sdk.triggers import DatasetAppendTrigger, ScheduleTrigger
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.registry import DatasetStart, RoutineDefinition, RoutineOptions
-from mainspring_services.dispatcher import core
+from mainspring_services.dispatcher import core, datasets
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -96,7 +96,7 @@ def test_thresholds(
     fires: bool,
     pending_after: int,
 ) -> None:
-    decision = core.decide_dataset_append(
+    decision = datasets.decide_dataset_append(
         definition(batch_rows, fraction), start, event, NOW, max_hops=8
     )
 
@@ -121,8 +121,8 @@ def test_thresholds(
 
 
 def test_the_same_range_gives_the_same_run_id_so_a_redelivery_cannot_double_it() -> None:
-    first = core.decide_dataset_append(definition(), cursor(3), appended(4, 5, 10), NOW, 8)
-    again = core.decide_dataset_append(definition(), cursor(3), appended(4, 5, 10), NOW, 8)
+    first = datasets.decide_dataset_append(definition(), cursor(3), appended(4, 5, 10), NOW, 8)
+    again = datasets.decide_dataset_append(definition(), cursor(3), appended(4, 5, 10), NOW, 8)
 
     assert first.requests[0].run_id == again.requests[0].run_id
     assert first.requests[0].run_id == core.run_id_for("embed", "dataset:photos:3:4")
@@ -131,7 +131,7 @@ def test_the_same_range_gives_the_same_run_id_so_a_redelivery_cannot_double_it()
 @pytest.mark.parametrize("to_version", [4, 5])
 def test_an_already_counted_version_changes_nothing(to_version: int) -> None:
     counted = cursor(3, seen=5, pending=40)
-    decision = core.decide_dataset_append(
+    decision = datasets.decide_dataset_append(
         definition(100), counted, appended(to_version, 40), NOW, 8
     )
     assert decision.cursor is None
@@ -140,14 +140,14 @@ def test_an_already_counted_version_changes_nothing(to_version: int) -> None:
 
 
 def test_without_a_seeded_cursor_the_first_event_starts_it() -> None:
-    decision = core.decide_dataset_append(definition(), None, appended(7, 5, 25), NOW, 8)
+    decision = datasets.decide_dataset_append(definition(), None, appended(7, 5, 25), NOW, 8)
 
     assert decision.requests[0].event["from_version"] == 6
     assert decision.cursor == cursor(7, base=25)
 
 
 def test_a_disabled_routine_keeps_accumulating_so_nothing_is_lost() -> None:
-    decision = core.decide_dataset_append(
+    decision = datasets.decide_dataset_append(
         definition(enabled=False), cursor(3), appended(4, 5, 10), NOW, 8
     )
 
@@ -174,7 +174,7 @@ def test_hops(
     event_hop: int, pending_hop: int, routine_max: int | None, blocked: bool, run_hop: int | None
 ) -> None:
     start = cursor(3, seen=3, pending=0, hop=pending_hop)
-    decision = core.decide_dataset_append(
+    decision = datasets.decide_dataset_append(
         definition(max_hops=routine_max),
         start,
         appended(4, 5, 10, hop=event_hop, parent="parent-run"),
@@ -200,7 +200,7 @@ def test_dataset_routines_picks_the_watchers_of_that_dataset() -> None:
         update={"trigger": DatasetAppendTrigger(dataset="notes")}
     )
     timed = definition(name="timed").model_copy(update={"trigger": ScheduleTrigger(every="1m")})
-    found = core.dataset_routines(
+    found = datasets.dataset_routines(
         [timed, other, definition(name="b"), definition(name="a")], "photos"
     )
     assert [d.name for d in found] == ["a", "b"]
@@ -218,7 +218,7 @@ def test_a_recreated_dataset_restarts_the_cursor_with_a_clear_event() -> None:
     old = cursor(fired=7, seen=9, pending=40).model_copy(update={"table_id": "old-table"})
     first = appended(to=0, rows=3, table=3).model_copy(update={"table_id": "new-table"})
 
-    decision = core.decide_dataset_append(definition(), old, first, NOW, max_hops=8)
+    decision = datasets.decide_dataset_append(definition(), old, first, NOW, max_hops=8)
 
     (request,) = decision.requests
     assert (request.event["from_version"], request.event["to_version"]) == (-1, 0)
@@ -237,7 +237,7 @@ def test_the_same_range_of_a_recreated_table_is_another_run() -> None:
     def run_for(table_id: str) -> str:
         start = cursor(fired=-1).model_copy(update={"table_id": table_id})
         event = appended(to=0, rows=3).model_copy(update={"table_id": table_id})
-        (request,) = core.decide_dataset_append(definition(), start, event, NOW, 8).requests
+        (request,) = datasets.decide_dataset_append(definition(), start, event, NOW, 8).requests
         return request.run_id
 
     assert run_for("old-table") != run_for("new-table")
@@ -246,7 +246,7 @@ def test_the_same_range_of_a_recreated_table_is_another_run() -> None:
 
 def test_a_cursor_learns_its_table_from_the_first_announcement_naming_it() -> None:
     event = appended(to=5, rows=2).model_copy(update={"table_id": "t-1"})
-    decision = core.decide_dataset_append(definition(batch_rows=10), cursor(4), event, NOW, 8)
+    decision = datasets.decide_dataset_append(definition(batch_rows=10), cursor(4), event, NOW, 8)
     assert decision.cursor is not None
     assert decision.cursor.table_id == "t-1"
     assert [h.status for h in decision.history] == ["skipped"]  # below batch_rows, no restart
@@ -254,13 +254,13 @@ def test_a_cursor_learns_its_table_from_the_first_announcement_naming_it() -> No
 
 def test_a_merge_that_only_inserted_fires_only_routines_that_opted_in() -> None:
     merge = appended(to=5, rows=2).model_copy(update={"inserted_by_merge": True})
-    opted_out = core.decide_dataset_append(definition(), cursor(4), merge, NOW, 8)
+    opted_out = datasets.decide_dataset_append(definition(), cursor(4), merge, NOW, 8)
     assert (opted_out.cursor, opted_out.requests, opted_out.history) == (None, [], [])
 
     opted_in = definition().model_copy(
         update={"trigger": DatasetAppendTrigger(dataset="photos", merge_inserts=True)}
     )
-    (request,) = core.decide_dataset_append(opted_in, cursor(4), merge, NOW, 8).requests
+    (request,) = datasets.decide_dataset_append(opted_in, cursor(4), merge, NOW, 8).requests
     assert request.event["merge_inserts"] is True
     assert request.event["added_records"] == 2
 
@@ -275,7 +275,7 @@ def test_a_new_routine_counts_from_where_registration_found_the_dataset() -> Non
     event = DatasetAppended(
         dataset="photos", from_version=3, to_version=6, added_records=9, table_records=49
     )
-    decision = core.decide_dataset_append(registered, None, event, NOW, max_hops=10)
+    decision = datasets.decide_dataset_append(registered, None, event, NOW, max_hops=10)
     assert decision.cursor is not None
     assert not decision.requests, "9 rows since registration are below batch_rows=10"
     assert (decision.cursor.fired_version, decision.cursor.seen_version) == (3, 6)
@@ -286,8 +286,8 @@ def test_a_start_registered_for_another_dataset_is_ignored() -> None:
     moved = definition().model_copy(
         update={"dataset_start": DatasetStart(dataset="videos", version=30, records=5)}
     )
-    assert core.registered_cursor(moved) is None
-    decision = core.decide_dataset_append(moved, None, appended(8, rows=2), NOW, max_hops=10)
+    assert datasets.registered_cursor(moved) is None
+    decision = datasets.decide_dataset_append(moved, None, appended(8, rows=2), NOW, max_hops=10)
     assert decision.cursor is not None
     assert decision.cursor.fired_version == 8, "fired from the announcement, not version 30"
 
@@ -297,7 +297,7 @@ def test_an_existing_cursor_wins_over_the_registered_start() -> None:
     updated = definition(batch_rows=5).model_copy(
         update={"dataset_start": DatasetStart(dataset="photos", version=20, records=100)}
     )
-    decision = core.decide_dataset_append(
+    decision = datasets.decide_dataset_append(
         updated, cursor(10, pending=3), appended(21, rows=2), NOW, max_hops=10
     )
     assert decision.cursor is not None

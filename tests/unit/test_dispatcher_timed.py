@@ -36,7 +36,7 @@ def routine(trigger: ScheduleTrigger | PollTrigger, enabled: bool = True) -> Rou
 def scheduled(overlap: Overlap, second: int) -> core.Decision:
     definition = routine(ScheduleTrigger(every="1s", overlap=overlap))
     fired = ScheduleFired(routine="r", scheduled_at=tick(second), fired_at=tick(second))
-    return core.decide_schedule(definition, fired, NOW)
+    return timed.decide_schedule(definition, fired, NOW)
 
 
 def run_of(second: int) -> str:

@@ -9,7 +9,7 @@ import pytest
 from mainspring.contract.messages import SubmitRun
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import RoutineDefinition, RoutineOptions
-from mainspring_services.dispatcher import core as dispatcher
+from mainspring_services.dispatcher import manual
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -34,11 +34,9 @@ def _submitted() -> SubmitRun:
 
 
 def test_an_allowed_in_memory_run_gets_the_same_request_as_a_manual_one() -> None:
-    decision = dispatcher.decide_in_memory(_definition(True), _submitted(), NOW)
+    decision = manual.decide_in_memory(_definition(True), _submitted(), NOW)
 
-    assert (
-        decision.requests == dispatcher.decide_manual(_definition(True), _submitted(), NOW).requests
-    )
+    assert decision.requests == manual.decide_manual(_definition(True), _submitted(), NOW).requests
     assert [(r.run_id, r.source, r.hop, r.parent_run_id) for r in decision.requests] == [
         ("r1", "manual", 0, None)
     ]
@@ -46,7 +44,7 @@ def test_an_allowed_in_memory_run_gets_the_same_request_as_a_manual_one() -> Non
 
 @pytest.mark.parametrize("definition", [_definition(False), None])
 def test_an_in_memory_run_is_refused_with_the_fix(definition: RoutineDefinition | None) -> None:
-    decision = dispatcher.decide_in_memory(definition, _submitted(), NOW)
+    decision = manual.decide_in_memory(definition, _submitted(), NOW)
 
     assert not decision.requests
     [refused] = decision.refused

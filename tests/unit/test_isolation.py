@@ -12,7 +12,7 @@ from mainspring.contract.messages import RunCompleted, RunStarted, SubmitRun
 from mainspring.sdk.routine import ContractError, inspect_contract
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import RoutineDefinition, RoutineOptions
-from mainspring_services.dispatcher import core as dispatcher
+from mainspring_services.dispatcher import manual
 from mainspring_services.recorder import core as recorder
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ def test_a_run_takes_its_own_isolation_else_the_routines(
 ) -> None:
     submitted = SubmitRun(request_id="r1", routine="job", isolation=run)
 
-    decision = dispatcher.decide_manual(_definition(routine), submitted, NOW)
+    decision = manual.decide_manual(_definition(routine), submitted, NOW)
 
     assert [r.isolation for r in decision.requests] == [expected]
 

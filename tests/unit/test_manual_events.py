@@ -17,7 +17,7 @@ from mainspring.sdk.triggers import (
 )
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.registry import InputSchema, RoutineDefinition
-from mainspring_services.dispatcher import core
+from mainspring_services.dispatcher import core, manual
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PHOTOS = DatasetAppendTrigger(dataset="photos", batch_rows=100)
@@ -66,8 +66,8 @@ def refusal(decision: core.Decision) -> str:
 def test_a_dataset_routine_gets_the_pending_rows_since_its_cursor() -> None:
     cursor = DatasetCursor(dataset="photos", fired_version=3, seen_version=5, pending_records=40)
 
-    decision = core.decide_manual(
-        definition(PHOTOS), submit(), NOW, core.ManualContext(cursor=cursor)
+    decision = manual.decide_manual(
+        definition(PHOTOS), submit(), NOW, manual.ManualContext(cursor=cursor)
     )
 
     [request] = decision.requests
@@ -84,11 +84,11 @@ def test_a_dataset_routine_gets_the_pending_rows_since_its_cursor() -> None:
 def test_a_dataset_range_asked_for_is_counted_by_the_runner() -> None:
     cursor = DatasetCursor(dataset="photos", fired_version=3, seen_version=5, pending_records=40)
 
-    decision = core.decide_manual(
+    decision = manual.decide_manual(
         definition(PHOTOS),
         submit(from_version=0, to_version=2),
         NOW,
-        core.ManualContext(cursor=cursor),
+        manual.ManualContext(cursor=cursor),
     )
 
     # No announced count for this range: the runner reads it from the commit log.
@@ -110,16 +110,16 @@ def test_a_dataset_range_asked_for_is_counted_by_the_runner() -> None:
 def test_a_dataset_run_without_a_usable_range_is_refused(
     fields: dict[str, Any], cursor: DatasetCursor | None, expected: str
 ) -> None:
-    decision = core.decide_manual(
-        definition(PHOTOS), submit(**fields), NOW, core.ManualContext(cursor=cursor)
+    decision = manual.decide_manual(
+        definition(PHOTOS), submit(**fields), NOW, manual.ManualContext(cursor=cursor)
     )
 
     assert refusal(decision).startswith(expected)
 
 
 def test_a_completion_routine_gets_the_upstream_runs_event() -> None:
-    decision = core.decide_manual(
-        definition(AFTER_EVAL), submit(), NOW, core.ManualContext(upstream=upstream_run())
+    decision = manual.decide_manual(
+        definition(AFTER_EVAL), submit(), NOW, manual.ManualContext(upstream=upstream_run())
     )
 
     [request] = decision.requests
@@ -139,38 +139,38 @@ def test_a_completion_routine_gets_the_upstream_runs_event() -> None:
     [
         (
             {},
-            core.ManualContext(),
+            manual.ManualContext(),
             "no completed run of train has finished, so job has no upstream event: "
             "run it first or give --upstream RUN_ID",
         ),
         (
             {"upstream_run_id": "nope"},
-            core.ManualContext(),
+            manual.ManualContext(),
             "run nope is not recorded: pick one with `mainspring runs list --routine train`",
         ),
         (
             {"upstream_run_id": "u1"},
-            core.ManualContext(upstream=upstream_run(routine="other")),
+            manual.ManualContext(upstream=upstream_run(routine="other")),
             "run u1 is of other, but job waits on train: give --upstream a run of train",
         ),
         (
             {"upstream_run_id": "u1"},
-            core.ManualContext(upstream=upstream_run(status="running")),
+            manual.ManualContext(upstream=upstream_run(status="running")),
             "run u1 is still running: wait for it to finish",
         ),
         (
             {},
-            core.ManualContext(upstream_problem="the recorder does not answer"),
+            manual.ManualContext(upstream_problem="the recorder does not answer"),
             "the recorder does not answer",
         ),
     ],
 )
 def test_a_completion_run_without_an_upstream_is_refused(
-    fields: dict[str, Any], context: core.ManualContext, expected: str
+    fields: dict[str, Any], context: manual.ManualContext, expected: str
 ) -> None:
-    assert refusal(core.decide_manual(definition(AFTER_EVAL), submit(**fields), NOW, context)) == (
-        expected
-    )
+    assert refusal(
+        manual.decide_manual(definition(AFTER_EVAL), submit(**fields), NOW, context)
+    ) == (expected)
 
 
 def test_the_latest_upstream_is_the_newest_finished_run_the_trigger_accepts() -> None:
@@ -182,13 +182,13 @@ def test_the_latest_upstream_is_the_newest_finished_run_the_trigger_accepts() ->
         upstream_run("older"),
     ]
 
-    assert core.latest_upstream(runs, AFTER_EVAL) == upstream_run("done")
-    assert core.latest_upstream(runs, CompletionTrigger(routine="train"))["id"] == "failed"  # type: ignore[index]
-    assert core.latest_upstream(runs[:3], AFTER_EVAL) is None
+    assert manual.latest_upstream(runs, AFTER_EVAL) == upstream_run("done")
+    assert manual.latest_upstream(runs, CompletionTrigger(routine="train"))["id"] == "failed"  # type: ignore[index]
+    assert manual.latest_upstream(runs[:3], AFTER_EVAL) is None
 
 
 def test_a_schedule_routine_gets_a_tick_at_now() -> None:
-    decision = core.decide_manual(definition(ScheduleTrigger(every="1h")), submit(), NOW)
+    decision = manual.decide_manual(definition(ScheduleTrigger(every="1h")), submit(), NOW)
 
     [request] = decision.requests
     assert request.trigger_kind == "schedule"
@@ -203,7 +203,7 @@ def test_a_poll_routine_gets_the_payload_and_its_keys_become_inputs() -> None:
         days=InputSchema(type="int", default=1),
     )
 
-    decision = core.decide_manual(
+    decision = manual.decide_manual(
         job, submit(payload={"city": "Oslo", "days": 2, "extra": 1}, inputs={"days": 3}), NOW
     )
 
@@ -216,7 +216,7 @@ def test_a_poll_routine_gets_the_payload_and_its_keys_become_inputs() -> None:
 
 
 def test_a_poll_routine_without_a_payload_gets_an_empty_one() -> None:
-    decision = core.decide_manual(
+    decision = manual.decide_manual(
         definition(PollTrigger(fn="job:check", every="1m")), submit(), NOW
     )
 
@@ -246,8 +246,8 @@ def test_a_poll_routine_without_a_payload_gets_an_empty_one() -> None:
 def test_an_option_for_another_trigger_is_refused(
     trigger: AnyTrigger, fields: dict[str, Any], expected: str
 ) -> None:
-    context = core.ManualContext(upstream=upstream_run())
-    assert refusal(core.decide_manual(definition(trigger), submit(**fields), NOW, context)) == (
+    context = manual.ManualContext(upstream=upstream_run())
+    assert refusal(manual.decide_manual(definition(trigger), submit(**fields), NOW, context)) == (
         expected
     )
 
@@ -257,7 +257,7 @@ def test_a_rerun_replays_the_original_event_and_names_the_original() -> None:
     rerun = submit(rerun_of="r0", trigger_kind="dataset", event=original, inputs={"n": 1})
 
     # No cursor is needed: the event is the original's, not the cursor's pending rows.
-    decision = core.decide_manual(
+    decision = manual.decide_manual(
         definition(PHOTOS, n=InputSchema(type="int", default=0)), rerun, NOW
     )
 
@@ -270,7 +270,7 @@ def test_a_rerun_replays_the_original_event_and_names_the_original() -> None:
 def test_the_recorder_keeps_what_a_rerun_repeats() -> None:
     from mainspring_services.recorder import core as recorder
 
-    request = core.decide_manual(
+    request = manual.decide_manual(
         definition(ScheduleTrigger(every="1h")),
         submit(
             rerun_of="r0", trigger_kind="schedule", event={"scheduled_at": "x", "fired_at": "x"}

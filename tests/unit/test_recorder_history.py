@@ -179,6 +179,41 @@ def test_firings_are_written_in_the_batch_commit_and_a_redelivery_keeps_one_row(
     assert [e["run_id"] for e in RunQueries(engine).trigger_events("hello", 10)] == ["a"]
 
 
+def test_a_trigger_name_finds_its_own_firings_with_payloads_newest_first(engine: Engine) -> None:
+    def firing(key: str, second: int, trigger: str | None, **fields: Any) -> TriggerRecorded:
+        return TriggerRecorded(
+            routine="hello",
+            kind="schedule",
+            status="fired",
+            event_key=key,
+            fired_at=T0 + timedelta(seconds=second),
+            trigger=trigger,
+            **fields,
+        )
+
+    RunHistory(engine).record_batch(
+        [],
+        [],
+        T0,
+        [
+            firing("own", 1, None, run_id="o"),
+            firing("n1", 2, "orders", run_id="a", payload={"city": "Oslo"}),
+            firing("n2", 3, "orders", run_id="b", payload={"city": "Lima"}),
+            firing("m1", 4, "other", run_id="c"),
+        ],
+    )
+    queries = RunQueries(engine)
+
+    orders = queries.trigger_events("", 10, "orders")
+    assert [(e["run_id"], e["payload"], e["trigger"]) for e in orders] == [
+        ("b", {"city": "Lima"}, "orders"),
+        ("a", {"city": "Oslo"}, "orders"),
+    ]
+    # The routine's own trigger is the trigger named after it; by routine, all its firings.
+    assert [e["run_id"] for e in queries.trigger_events("", 10, "hello")] == ["o"]
+    assert [e["run_id"] for e in queries.trigger_events("hello", 10)] == ["c", "b", "a", "o"]
+
+
 def test_runs_are_found_by_part_of_their_name_or_description(engine: Engine) -> None:
     history = RunHistory(engine)
     events = [

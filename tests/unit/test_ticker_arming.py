@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from mainspring.sdk.triggers import CatchUp, ScheduleTrigger
+from mainspring.storage.named_triggers import NamedTrigger, OnResume, new_trigger
 from mainspring.storage.registry import RoutineDefinition
 from mainspring_services.ticker.core import next_fire
 from mainspring_services.ticker.settings import TickerSettings
-from mainspring_services.ticker.timers import Ticker
+from mainspring_services.ticker.timers import NAMED, Ticker
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -67,7 +68,9 @@ def test_update_without_timing_change_neither_resets_nor_doubles() -> None:
     assert fire(ticker, at(15)) == []
     assert fire(ticker, at(20.1)) == [at(20)]
     assert fire(ticker, at(20.5)) == []
-    assert ticker.armed["r"].definition.version == "v2"
+    armed = ticker.armed["r"].definition
+    assert armed is not None
+    assert armed.version == "v2"
 
 
 def test_changed_timing_rearms_from_now() -> None:
@@ -108,3 +111,33 @@ def test_deletion_by_key_finds_a_name_the_key_spells_differently() -> None:
     assert "team/r" in ticker.armed
     ticker.on_definition("team_r", None, at(2))
     assert ticker.armed == {}
+
+
+def named(status: str, activated: float, on_resume: OnResume = "coalesce") -> NamedTrigger:
+    trigger = new_trigger("beat", "r", T0, every="10s", on_resume=on_resume)
+    return trigger.model_copy(update={"status": status, "activated_at": at(activated)})
+
+
+def test_a_named_trigger_ticks_while_active_and_coalesces_what_it_missed_while_off() -> None:
+    ticker = new_ticker()
+    ticker.on_named_trigger("def.beat", named("disabled", 0), at(0))
+    assert fire(ticker, at(25)) == []  # created inactive: nothing armed
+    ticker.on_named_trigger("def.beat", named("active", 25), at(25))
+    assert fire(ticker, at(30.5)) == [at(30)]  # nothing from before the first activation
+    armed = ticker.armed[NAMED + "beat"]
+    assert (armed.trigger, armed.target, armed.definition) == ("beat", "r", None)
+
+    ticker.on_named_trigger("def.beat", named("disabled", 25), at(31))
+    assert fire(ticker, at(75)) == []
+    # Ticks 40..70 were missed while off: one firing, the latest of them, then on time.
+    ticker.on_named_trigger("def.beat", named("active", 75), at(75))
+    assert fire(ticker, at(75.2)) == [at(70)]
+    assert fire(ticker, at(80.2)) == [at(80)]
+
+    ticker.on_named_trigger("def.beat", named("disabled", 75), at(81))
+    ticker.on_named_trigger("def.beat", named("active", 125, "drop"), at(125))
+    assert fire(ticker, at(125.2)) == []  # drop: 90..120 never fire
+    assert fire(ticker, at(130.2)) == [at(130)]
+
+    ticker.on_named_trigger("def.beat", None, at(131))  # deleted
+    assert fire(ticker, at(200)) == []

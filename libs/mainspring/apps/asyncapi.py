@@ -26,6 +26,7 @@ from mainspring.contract.messages import (
     DatasetAppended,
     DatasetVersionsUnreadable,
     DeleteRuns,
+    FireTrigger,
     PollCompleted,
     PollRequested,
     RequestRun,
@@ -200,6 +201,14 @@ CHANNELS: tuple[Channel, ...] = (
         "A trigger fired, was skipped, failed or was blocked (the trigger history).",
         ("dispatcher",),
         ("recorder", "dispatcher"),
+    ),
+    Channel(
+        "triggerFire",
+        subjects.TRIGGER_FIRE,
+        FireTrigger,
+        "Fire a named trigger now, with its default payload or the one given.",
+        ("client",),
+        ("dispatcher",),
     ),
     Channel(
         "runHeartbeat",

@@ -60,6 +60,7 @@ async def _demo(settings: Settings) -> None:
         print(table(events, ["scheduled_at", "kind", "status", "run_id"]))
 
         await _dataset_demo(client, settings)
+        await _instances_demo(client, settings)
     finally:
         await client.close()
 
@@ -126,6 +127,58 @@ async def _dataset_demo(client: Client, settings: Settings) -> None:
             f"+{v.added_rows} rows" if v.kind == "append" else f"{v.added_rows} rows rewritten"
         )
         print(f"    version {v.version:>3}  {v.operation:<28} {v.kind:<9} {written}")
+
+
+async def _instances_demo(client: Client, settings: Settings) -> None:
+    """Routine -> instance -> run -> artifacts: the clustering routine, configured, fitted,
+    reconfigured, fitted again, asked in memory, and its two fits compared."""
+    from mainspring.apps.rundiff import artifact_statistics, compare_runs, render_diff
+
+    say("registering examples/kmeans_clustering as routine kmeans (constructor, fit, predict)")
+    kmeans = await client.create_routine(EXAMPLES / "kmeans_clustering", "kmeans")
+    print(f"    kmeans: version {kmeans.version[:12]}, methods {', '.join(kmeans.methods)}")
+
+    say("mainspring instance create customer_segments --routine kmeans --set clusters=2")
+    instance, configured = await client.create_instance(
+        "customer_segments", "kmeans", settings={"clusters": 2}
+    )
+    if configured is not None:
+        await client.wait(configured, timeout=60)
+    print(f"    customer_segments: configuration {instance.config}")
+
+    fits = []
+    for clusters in (2, 3):
+        if clusters != 2:
+            say(f"mainspring instance configure customer_segments --set clusters={clusters}")
+            rerun = await client.configure_instance("customer_segments", {"clusters": clusters})
+            reconfigured = await client.wait(rerun, timeout=60)
+            print(f"    run {reconfigured['run_number']} of configure: {reconfigured['inputs']}")
+        say("mainspring run customer_segments --method fit --statistics --wait")
+        fit_id = await client.submit(
+            "customer_segments", method="fit", statistics=True, source="manual"
+        )
+        fit = await client.wait(fit_id, timeout=60)
+        print(f"    {fit['status']}: centroids {(fit.get('outputs') or {}).get('centroids')}")
+        fits.append(fit)
+
+    say("mainspring run customer_segments --method predict --input value=60 --in-memory")
+    predicted = await client.run_in_memory("customer_segments", {"value": 60}, method="predict")
+    print(f"    {predicted['status']}: {predicted['outputs']}")
+    # Recorded once the dispatcher settled its report: list the history after that.
+    await client.wait(predicted["id"], timeout=60)
+
+    say("mainspring runs list --routine customer_segments")
+    history = await client.list_runs(RunQuery(routine="customer_segments", limit=10))
+    rows = [{**r, "number": r["run_number"]} for r in reversed(history)]
+    print(table(rows, ["id", "number", "method", "status", "execution", "inputs"]))
+
+    say("mainspring runs diff FIRST_FIT SECOND_FIT --only-differences")
+    root = settings.resolved_artifact_root()
+    first, second = fits
+    diff = compare_runs(
+        first, second, artifact_statistics(root, first), artifact_statistics(root, second)
+    )
+    print(render_diff(diff, first["id"][:8], second["id"][:8], only_differences=True))
 
 
 def run_demo(keep_up: bool = False) -> int:

@@ -172,6 +172,10 @@ def print_run(run: dict[str, Any]) -> None:
     fields = [
         "id",
         "routine",
+        "blueprint",
+        "routine_version",
+        "method",
+        "configuration",
         "run_number",
         "status",
         "source",

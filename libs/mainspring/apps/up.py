@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mainspring.base.settings import Settings
+from mainspring.base import credentials
+from mainspring.base.settings import ConfigError, Settings
+from mainspring.contract import permissions
 from mainspring.runtime.bus import set_up_now
 
 SERVICES = ("recorder", "dispatcher", "runner", "ticker", "dataset_watcher")
@@ -76,26 +78,82 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
+@dataclass(frozen=True)
+class ServerSecurity:
+    """What `up` turns on in its nats-server: the users of permissions.conf, and TLS if given."""
+
+    authorization: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerSecurity:
+        """Authorization always; TLS when both MAINSPRING_NATS_TLS_CERT and _KEY are set."""
+        cert, key = settings.nats_tls_cert, settings.nats_tls_key
+        if bool(cert) != bool(key):
+            raise ConfigError(
+                "TLS for nats-server needs both MAINSPRING_NATS_TLS_CERT and "
+                "MAINSPRING_NATS_TLS_KEY: set both, or neither"
+            )
+        if not cert or not key:
+            return cls()
+        for name, value in (("CERT", cert), ("KEY", key)):
+            if not Path(value).is_file():
+                raise ConfigError(
+                    f"MAINSPRING_NATS_TLS_{name} {value} is not a file: give the PEM file's path"
+                )
+        return cls(tls_cert=Path(cert).resolve(), tls_key=Path(key).resolve())
+
+    @property
+    def tls(self) -> bool:
+        """Do clients connect with TLS?"""
+        return self.tls_cert is not None
+
+
+def nats_server_config(
+    store_dir: Path,
+    sync_interval: str | None = "always",
+    monitor_port: int | None = None,
+    security: ServerSecurity | None = None,
+) -> str:
+    """The nats-server config of `up`: JetStream under store_dir, the monitor on loopback only,
+    and with `security` the shipped users (permissions.conf beside it) and TLS."""
+    sync = f"  sync_interval: {sync_interval}\n" if sync_interval else ""
+    config = f"jetstream {{\n  store_dir: {json.dumps(str(store_dir))}\n{sync}}}\n"
+    if monitor_port is not None:
+        # Loopback only: the monitor lists every connection, with its user and address.
+        config += f"http: {json.dumps(f'127.0.0.1:{monitor_port}')}\n"
+    if security is not None and security.authorization:
+        config += "include ./permissions.conf\n"
+    if security is not None and security.tls_cert and security.tls_key:
+        config += (
+            f"tls {{\n  cert_file: {json.dumps(str(security.tls_cert))}\n"
+            f"  key_file: {json.dumps(str(security.tls_key))}\n}}\n"
+        )
+    return config
+
+
 def nats_server_command(
     store_dir: Path,
     port: int,
     sync_interval: str | None = "always",
     monitor_port: int | None = None,
+    security: ServerSecurity | None = None,
 ) -> list[str]:
     """The command line of a JetStream nats-server on loopback storing under store_dir.
 
     Every write is fsynced (`sync_interval: always`): the promise is that an accepted event
     survives a crash of the machine, not only of the process. It costs about 0.3 ms a publish.
-    sync_interval=None keeps nats-server's own default (fsync every two minutes).
+    sync_interval=None keeps nats' own default (fsync every two minutes). With `security`,
+    the passwords come from the server's environment (MAINSPRING_<USER>_PASSWORD).
     """
     store_dir.mkdir(parents=True, exist_ok=True)
     config = store_dir / "nats.conf"
-    sync = f"  sync_interval: {sync_interval}\n" if sync_interval else ""
-    config.write_text(f"jetstream {{\n  store_dir: {json.dumps(str(store_dir))}\n{sync}}}\n")
-    command = [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
-    if monitor_port is not None:
-        command += ["-m", str(monitor_port)]
-    return command
+    if security is not None and security.authorization:
+        # The same text deployments ship: `up` and a deployment enforce the same rules.
+        (store_dir / "permissions.conf").write_text(permissions.rendered())
+    config.write_text(nats_server_config(store_dir, sync_interval, monitor_port, security))
+    return [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
 
 
 def start_nats_server(
@@ -253,6 +311,19 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
+def _terminate(child: Child, deadline: float) -> None:
+    """SIGTERM a part (if still running) and wait until `deadline`, then SIGKILL it."""
+    if child.process is None:
+        return
+    if child.process.poll() is None:
+        child.process.send_signal(signal.SIGTERM)
+    try:
+        child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        child.process.kill()
+        child.process.wait()
+
+
 class System:
     """The whole system on one machine: start(), supervise_once() in a loop, stop()."""
 
@@ -264,8 +335,17 @@ class System:
         echo: IO[str] | None = None,
         web_port: int | None = 8765,
         policy: RestartPolicy | None = None,
+        services: tuple[str, ...] = SERVICES,
+        service_env: dict[str, str] | None = None,
     ) -> None:
+        unknown = sorted(set(services) - set(SERVICES))
+        if unknown:
+            raise ValueError(f"unknown service {unknown[0]}: choose from {', '.join(SERVICES)}")
         self.settings = settings
+        self.services = services
+        # Extra settings for every service (embedded mode: MAINSPRING_RECORD_RUNS).
+        self.service_env = service_env or {}
+        self._env: dict[str, str] = {}
         self.home = settings.home.resolve()
         self.runners = runners
         self.nats_port = nats_port or free_port()
@@ -276,14 +356,27 @@ class System:
         self.nats: Child | None = None
         self.children: list[Child] = []
         self.failure: str | None = None
+        self.security = ServerSecurity.from_settings(settings)
         self.started_at = time.time()
         self.versions: dict[str, str] = {}
         self._lock: IO[str] | None = None
 
     @property
     def nats_url(self) -> str:
-        """Where the embedded server listens."""
-        return f"nats://127.0.0.1:{self.nats_port}"
+        """Where the embedded server listens (no credentials in it)."""
+        scheme = "tls" if self.security.tls else "nats"
+        return f"{scheme}://127.0.0.1:{self.nats_port}"
+
+    @property
+    def tls_ca(self) -> str | None:
+        """The certificate clients on this machine trust for the server's, with TLS on."""
+        if not self.security.tls:
+            return None
+        return self.settings.nats_tls_ca or str(self.security.tls_cert)
+
+    def credentials_of(self, user: str) -> str:
+        """The file with `user`'s password in the home."""
+        return str(credentials.path_of(self.home, user).resolve())
 
     @property
     def parts(self) -> list[Child]:
@@ -315,24 +408,43 @@ class System:
             )
         logs = self.home / "logs"
         self.versions = versions()
+        # Generated once, reused on the next `up`: clients and services keep working across it.
+        passwords = credentials.ensure(self.home, permissions.USER_NAMES)
         command = nats_server_command(
             self.home / "nats",
             self.nats_port,
             self.settings.nats_sync_interval or None,
             self.monitor_port,
+            self.security,
         )
-        self.nats = Child("nats-server", command, dict(os.environ), logs / "nats-server.log")
+        server_env = {
+            **os.environ,
+            **{permissions.user(name).password_variable(): pw for name, pw in passwords.items()},
+        }
+        self.nats = Child("nats-server", command, server_env, logs / "nats-server.log")
         self.nats.start()
         try:
             wait_for_port(self.nats_port)
             # Services check the stream and buckets at start and refuse a bus not set up.
-            set_up_now(self.settings.model_copy(update={"nats_url": self.nats_url}))
+            # The admin identity is used for this step only.
+            set_up_now(
+                self.settings.model_copy(
+                    update={
+                        "nats_url": self.nats_url,
+                        "nats_credentials": self.credentials_of("admin"),
+                        "nats_tls_ca": self.tls_ca,
+                    }
+                )
+            )
         except Exception:
             self.stop()
             raise
-        env = {
-            **os.environ,
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAINSPRING_NATS_")}
+        self._env = env = {
+            **inherited,
+            **self.service_env,
             "MAINSPRING_NATS_URL": self.nats_url,
+            **({"MAINSPRING_NATS_TLS_CA": self.tls_ca} if self.tls_ca else {}),
             "MAINSPRING_HOME": str(self.home),
             "MAINSPRING_DATABASE_URL": self.settings.resolved_database_url(),
             "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
@@ -340,28 +452,49 @@ class System:
             # Sampled spans stay in the home for `mainspring runs trace`, with no collector.
             "MAINSPRING_TRACE_DIR": str(self.settings.resolved_trace_dir().resolve()),
         }
-        names = [*SERVICES[:2], *(["runner"] * self.runners), *SERVICES[3:]]
-        for index, name in enumerate(names):
-            label = name if name != "runner" or self.runners == 1 else f"runner-{index - 1}"
-            # Many processes share one host: each gets its own port, kept across restarts.
-            port = free_port()
-            child_env = {
-                **env,
-                "MAINSPRING_HTTP_PORT": str(port),
-                "MAINSPRING_HTTP_HOST": "127.0.0.1",
-            }
-            child = Child(label, service_command(name), child_env, logs / f"{label}.log")
-            child.http_port = port
-            child.start()
-            self.children.append(child)
+        for name in SERVICES:
+            if name not in self.services:
+                continue
+            if name != "runner":
+                self.start_service(name, name)
+                continue
+            for index in range(self.runners):
+                self.start_service(name, name if self.runners == 1 else f"runner-{index + 1}")
         if self.web_port is not None:
             if not port_is_free(self.web_port):
                 self.web_port = free_port()
             command = [sys.executable, "-m", "mainspring", "web", "--port", str(self.web_port)]
-            web = Child("web", command, env, logs / "web.log")
+            web_env = {**env, "MAINSPRING_NATS_CREDENTIALS": self.credentials_of("client")}
+            web = Child("web", command, web_env, logs / "web.log")
             web.start()
             self.children.append(web)
         self.write_state("up")
+
+    def start_service(self, name: str, label: str | None = None) -> Child:
+        """Start one service (after start()) as a supervised part named `label`."""
+        label = label or name
+        # Many processes share one host: each gets its own port, kept across restarts.
+        port = free_port()
+        child_env = {
+            **self._env,
+            # The path of its own password, never the password: what a service's
+            # environment holds, its children (routine workers) could inherit.
+            "MAINSPRING_NATS_CREDENTIALS": self.credentials_of(name),
+            "MAINSPRING_HTTP_PORT": str(port),
+            "MAINSPRING_HTTP_HOST": "127.0.0.1",
+        }
+        logs = self.home / "logs"
+        child = Child(label, service_command(name), child_env, logs / f"{label}.log")
+        child.http_port = port
+        child.start()
+        self.children.append(child)
+        return child
+
+    def stop_service(self, label: str) -> None:
+        """Stop one supervised part (SIGTERM, then SIGKILL after 10 s) and forget it."""
+        for child in [c for c in self.children if c.name == label]:
+            self.children.remove(child)
+            _terminate(child, time.monotonic() + 10)
 
     def write_state(self, state: str) -> None:
         """Publish what runs where in the home, for `status`, `down` and every client."""
@@ -374,6 +507,7 @@ class System:
                 "started_at": self.started_at,
                 "home": str(self.home),
                 "nats_url": self.nats_url,
+                "nats_tls_ca": self.tls_ca,
                 "monitor_url": f"http://127.0.0.1:{self.monitor_port}",
                 "web_url": f"http://127.0.0.1:{self.web_port}" if self.web_port else None,
                 "database": self.settings.resolved_database_url(),
@@ -439,12 +573,7 @@ class System:
                 child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         for child in self.children:
-            if child.process:
-                try:
-                    child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
+            _terminate(child, deadline)
         if self.nats is not None and self.nats.process is not None:
             if self.nats.process.poll() is None:
                 self.nats.process.send_signal(signal.SIGTERM)

@@ -14,7 +14,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, TypeVar
@@ -114,7 +113,34 @@ def routine_summary(definition: Any) -> dict[str, Any]:
         "entrypoint": definition.entrypoint,
         "inputs": {k: v.model_dump() for k, v in definition.inputs.items()},
         "next_fire_at": next_fire_text(definition),
+        # The instance's routine, the methods the page's run form offers, its configuration.
+        "routine": definition.blueprint,
+        "methods": ["run", *sorted(definition.methods)],
+        "config": definition.config,
     }
+
+
+async def runs_compared(client: Client, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """`/api/runs/diff?a=ID&b=ID`: the two runs side by side, as `mainspring runs diff`."""
+    from mainspring.apps.rundiff import artifact_statistics, compare_runs
+
+    if not query.get("a") or not query.get("b"):
+        return 400, {"error": "name the two runs: /api/runs/diff?a=RUN_ID&b=RUN_ID"}
+    runs = [await client.get_run(query["a"]), await client.get_run(query["b"])]
+    missing = [
+        run_id for run_id, run in zip((query["a"], query["b"]), runs, strict=True) if not run
+    ]
+    if missing:
+        return 404, {"error": f"run {missing[0]} is not recorded"}
+    left, right = (run for run in runs if run is not None)
+    root = client.settings.resolved_artifact_root()
+    rows = compare_runs(
+        left,
+        right,
+        await asyncio.to_thread(artifact_statistics, root, left),
+        await asyncio.to_thread(artifact_statistics, root, right),
+    )
+    return 200, {"a": left["id"], "b": right["id"], "rows": [row.as_json() for row in rows]}
 
 
 def run_trace(run: dict[str, Any] | None) -> dict[str, Any]:
@@ -253,6 +279,9 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                     self.send_json(200, bridge.run_log(parts[2]))
                 elif len(parts) == 4 and parts[:2] == ["api", "runs"] and parts[3] == "trace":
                     self.send_json(200, run_trace(bridge.call(bridge.client.get_run(parts[2]))))
+                elif parts == ["api", "runs", "diff"]:
+                    status, answer = bridge.call(runs_compared(bridge.client, query))
+                    self.send_json(status, answer)
                 elif len(parts) == 3 and parts[:2] == ["api", "runs"]:
                     run = bridge.call(bridge.client.get_run(parts[2]))
                     self.send_json(200 if run else 404, {"run": run})
@@ -299,6 +328,7 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                             to_version=body.get("to_version"),
                             upstream=body.get("upstream"),
                             payload=body.get("payload"),
+                            method=body.get("method") or "run",
                         )
                     )
                     # The dispatcher checks routine and inputs: its refusal is a 400.
@@ -309,10 +339,9 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                     and parts[:2] == ["api", "routines"]
                     and parts[3] in ("enable", "disable")
                 ):
-                    store = bridge.call(client.store())
                     bridge.call(
-                        store.set_enabled(
-                            parts[2], parts[3] == "enable", body.get("reason"), datetime.now(UTC)
+                        client.set_routine_enabled(
+                            parts[2], parts[3] == "enable", body.get("reason")
                         )
                     )
                     self.send_json(200, {"ok": True})

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mainspring.base import credentials
+
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message says which and how to fix it."""
@@ -19,6 +21,14 @@ class Settings(BaseSettings):
 
     home: Path = Path(".mainspring")
     nats_url: str | None = None
+    # A file holding `user:password` for the bus (`mainspring up` gives each service its own);
+    # unset, a URL without a user connects with the home's client credentials, if `up` made any.
+    nats_credentials: str | None = None
+    # With both set, `mainspring up` starts nats-server with TLS on and clients connect with TLS.
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+    # The certificate (or CA) clients trust for the server's; under `up`, its certificate.
+    nats_tls_ca: str | None = None
     database_url: str | None = None
     dataset_root: str | None = None
     artifact_root: str | None = None
@@ -47,16 +57,38 @@ class Settings(BaseSettings):
     web_token: str | None = None
 
     def resolved_nats_url(self) -> str:
-        """The NATS URL from the environment, else the one `mainspring up` wrote in home."""
-        if self.nats_url:
-            return self.nats_url
+        """The NATS URL from the environment, else the one `mainspring up` wrote in home, with
+        the credentials to use in it (MAINSPRING_NATS_CREDENTIALS, else the home's client)."""
+        url = self.nats_url
+        if not url:
+            state = self.up_state()
+            if state is None:
+                raise ConfigError(
+                    f"no NATS server: start one with `mainspring up` (home {self.home}) "
+                    "or set MAINSPRING_NATS_URL"
+                )
+            url = str(state["nats_url"])
+        if credentials.has_credentials(url):
+            return url
+        if self.nats_credentials:
+            path = Path(self.nats_credentials)
+        else:
+            path = credentials.path_of(self.home, "client")
+            if not path.exists():
+                return url
+        try:
+            user, password = credentials.read(path)
+        except credentials.CredentialsError as exc:
+            raise ConfigError(str(exc)) from None
+        return credentials.with_credentials(url, user, password)
+
+    def resolved_nats_tls_ca(self) -> str | None:
+        """The certificate clients trust for the bus: the setting, else what `up` serves."""
+        if self.nats_tls_ca:
+            return self.nats_tls_ca
         state = self.up_state()
-        if state is not None:
-            return str(state["nats_url"])
-        raise ConfigError(
-            f"no NATS server: start one with `mainspring up` (home {self.home}) "
-            "or set MAINSPRING_NATS_URL"
-        )
+        found = state.get("nats_tls_ca") if state else None
+        return str(found) if found else None
 
     def resolved_trace_dir(self) -> Path:
         """Where `mainspring runs trace` looks for spans: the setting, else <home>/traces."""

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -33,6 +33,15 @@ from mainspring.client.completions import (
     follower_name,
     resume_mismatch,
 )
+from mainspring.client.instances import (
+    carried_instance_fields,
+    check_registration,
+    create_instance,
+    method_inputs,
+    method_schemas,
+    record_version,
+)
+from mainspring.client.triggers import TriggerCalls
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
     INVOCATIONS,
@@ -45,7 +54,7 @@ from mainspring.contract.messages import (
     SubmitRun,
 )
 from mainspring.contract.queries import RunQuery
-from mainspring.runtime.bus import connect, publish
+from mainspring.runtime.bus import connect_with, publish
 from mainspring.sdk.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.sdk.routine import inspect_contract, validate_inputs
 from mainspring.sdk.triggers import TimedSpec
@@ -53,12 +62,17 @@ from mainspring.storage.registry import (
     BUNDLE_GRACE,
     DatasetStart,
     InputSchema,
+    RegistryError,
     RoutineDefinition,
     RoutineStore,
     carry_trigger_state,
     routine_options,
     sweep_bundles,
 )
+
+if TYPE_CHECKING:
+    from mainspring.client.dags import DagsRegistered
+    from mainspring.compose import Namespace
 
 
 class ServiceUnavailable(RuntimeError):
@@ -102,11 +116,13 @@ def definition_from_folder(
         options=options,
         created_at=now,
         updated_at=now,
+        routine=name,
+        methods=method_schemas(contract),
     )
     return definition, data
 
 
-class Client:
+class Client(TriggerCalls):
     """A connection to a Mainspring deployment."""
 
     def __init__(self, nc: NatsClient, settings: Settings) -> None:
@@ -123,8 +139,8 @@ class Client:
         settings = settings or Settings()
         # Reconnect for as long as it takes: a restarted nats-server (under `up`, or a
         # deployment's rolling restart) must not leave a long-lived client (the web page) dead.
-        nc = await connect(
-            settings.resolved_nats_url(),
+        nc = await connect_with(
+            settings,
             name="mainspring-client",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
@@ -158,19 +174,49 @@ class Client:
             definition_from_folder, folder, name, entrypoint, defaults or {}, now
         )
         store = await self.store()
+        existing = await store.find(name)
+        # The blueprint `name` and its instance `name`, which follows its latest version.
+        check_registration(existing, name)
         definition, self.last_registration_note = carry_trigger_state(
-            await store.find(name), fresh, enable
+            existing, carried_instance_fields(existing, fresh), enable
         )
         await store.put_bundle(definition.version, data)
-        start = await self.dataset_start(definition)
-        if start is not None:
-            definition = definition.model_copy(update={"dataset_start": start})
+        definition = await self.with_dataset_start(definition)
         await store.put(definition)
+        await record_version(self, definition, now)
         trigger = definition.trigger
         doubt = trigger.timing_warning() if isinstance(trigger, TimedSpec) else None
         if doubt is not None:
             warnings.warn(f"routine {name}: {doubt}", ScheduleWarning, stacklevel=2)
         return definition
+
+    async def create_instance(
+        self,
+        name: str,
+        routine: str,
+        *,
+        version: str | None = None,
+        settings: dict[str, Any] | None = None,
+        source: str = "api",
+    ) -> tuple[RoutineDefinition, str | None]:
+        """A new instance of `routine` (pinned to `version`, a digest prefix, or following the
+        latest); returns it and its constructor run's id (see `mainspring.client.instances`)."""
+        return await create_instance(
+            self, name, routine, version=version, settings=settings, source=source
+        )
+
+    async def configure_instance(
+        self, name: str, settings: dict[str, Any], source: str = "api"
+    ) -> str:
+        """Reconfigure an instance: a run of its constructor; returns the run id."""
+        definition = await (await self.store()).get(name)
+        constructor = definition.constructor()
+        if constructor is None:
+            raise RegistryError(
+                f"routine {definition.blueprint} has no constructor, so instance {name} has no "
+                "configuration: declare `def configure(self, k: int = 3)` on its class"
+            )
+        return await self.submit(name, settings, method=constructor, source=source)
 
     async def collect_bundles(
         self, grace: timedelta = BUNDLE_GRACE, now: datetime | None = None
@@ -195,6 +241,13 @@ class Client:
         for digest in sweep.delete:
             await store.delete_bundle(digest)
         return sweep.delete
+
+    async def with_dataset_start(self, definition: RoutineDefinition) -> RoutineDefinition:
+        """The definition with where its dataset stands now, for the dispatcher's cursor."""
+        start = await self.dataset_start(definition)
+        if start is None:
+            return definition
+        return definition.model_copy(update={"dataset_start": start})
 
     async def dataset_start(self, definition: RoutineDefinition) -> DatasetStart | None:
         """The dataset of a dataset routine as it is now: where the dispatcher starts its cursor.
@@ -243,8 +296,9 @@ class Client:
         upstream: str | None = None,
         payload: dict[str, Any] | None = None,
         invocation: str = "direct",
+        method: str = "run",
     ) -> str:
-        """Ask for a run; returns its run id at once.
+        """Ask for a run (of `method`, run() by default); returns its run id at once.
 
         The dispatcher checks the routine and the inputs; a refused run is recorded as failed
         with the reason (`dispatched` waits for that decision). The run gets the event its trigger would deliver: a dataset routine the rows since
@@ -261,6 +315,8 @@ class Client:
                 f"invocation {invocation!r}: use 'workflow' (inputs asked for step by step) "
                 "or 'direct' (given at once)"
             )
+        if method != "run":
+            inputs = await method_inputs(self, routine, method, inputs or {})
         return await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
@@ -283,6 +339,7 @@ class Client:
                 upstream_run_id=upstream,
                 payload=payload,
                 invocation=invocation,
+                method=method,
             )
         )
 
@@ -297,11 +354,16 @@ class Client:
         event = original.get("trigger_event")
         # A run refused before the dispatcher built its event has none: it gets a fresh one.
         replayed = original.get("trigger_kind") if event is not None else None
+        method = original.get("method") or "run"
+        inputs = original.get("inputs") or {}
+        if method != "run":
+            # A constructor run repeated configures the instance again, as it did then.
+            inputs = await method_inputs(self, original["routine"], method, inputs)
         return await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
                 routine=original["routine"],
-                inputs=original.get("inputs") or {},
+                inputs=inputs,
                 labels=original.get("labels") or [],
                 attributes=original.get("attributes") or {},
                 name=original.get("name"),
@@ -316,14 +378,22 @@ class Client:
                 rerun_of=run_id,
                 trigger_kind=replayed,
                 event=event if replayed else None,
+                method=method,
             )
         )
 
-    async def create_dags(self, path: Path) -> list[RoutineDefinition]:
-        """Register every DAG a module (or folder) registers in its Namespace."""
+    async def create_dags(self, path: Path) -> DagsRegistered:
+        """Register every DAG a module (or folder) registers in its Namespace, and the
+        triggers it declares (created inactive; existing ones keep their activation)."""
         from mainspring.client import dags as dag_client
 
         return await dag_client.create_dags(self, path)
+
+    async def register_namespace(self, namespace: Namespace) -> DagsRegistered:
+        """Register a live Namespace's DAGs and triggers (its module's folder is the code)."""
+        from mainspring.client import dags as dag_client
+
+        return await dag_client.register_namespace(self, namespace)
 
     async def run_dag(
         self, nsref: str, payload: dict[str, Any] | None = None, *, source: str = "api"
@@ -475,10 +545,15 @@ class Client:
             if after is None or not runs:
                 return
 
-    async def trigger_events(self, routine: str, limit: int = 50) -> list[dict[str, Any]]:
-        """A routine's trigger history, newest first."""
+    async def trigger_events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A trigger's history, newest first (`fired_at`, `status`, `run_id`, `payload`, why).
+
+        `name` is a named trigger, or a routine for its own trigger (named after it).
+        """
         events: list[dict[str, Any]] = (
-            await self._request(subjects.API_TRIGGER_EVENTS, {"routine": routine, "limit": limit})
+            await self._request(
+                subjects.API_TRIGGER_EVENTS, {"routine": name, "trigger": name, "limit": limit}
+            )
         )["events"]
         return events
 

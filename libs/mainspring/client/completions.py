@@ -1,11 +1,11 @@
 """Following finished runs from outside: the pure parts of `Client.completions` and `runs follow`.
 
 A follower is a JetStream pull consumer on `run.completed.<routine>.<status>`, filtered by
-the server. A durable one is named `follow-<name>`: the `client` user may create consumers
-of any name ($JS.API.>), and the prefix keeps followers apart from the services' own
-consumers (a follower called `runner` must never bind the runners' work queue). NATS
-permissions match whole subject tokens, so a prefix inside the consumer-name token cannot
-be granted on its own. The server deletes a durable follower after `inactive_threshold`
+the server. A durable one is named `follow-<name>`: the `client` and `subscriber` users may
+create consumers of any name but a service's durable (mainspring.contract.permissions), and
+the prefix keeps followers apart from the services' own consumers (a follower called
+`runner` must never bind the runners' work queue). NATS permissions match whole subject
+tokens, so a prefix inside the consumer-name token cannot be granted on its own. The server deletes a durable follower after `inactive_threshold`
 without a pull, so an abandoned one does not hold a consumer forever.
 """
 

@@ -8,26 +8,57 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mainspring.compose import Namespace
 from mainspring.contract.messages import SubmitRun
 from mainspring.runtime.dag_resume import ResumeSpec, dag_record_of, plan_replay, plan_restart
-from mainspring.storage.dag_definitions import dag_definitions
+from mainspring.storage.dag_definitions import (
+    DagRegistration,
+    dag_definitions,
+    namespace_registration,
+)
+from mainspring.storage.named_triggers import NamedTrigger
 from mainspring.storage.registry import RegistryError, RoutineDefinition, carry_trigger_state
 
 if TYPE_CHECKING:
     from mainspring.client import Client
 
 
-async def create_dags(client: Client, path: Path) -> list[RoutineDefinition]:
-    """Bundle a module (or folder) and register every DAG its Namespace registers."""
+@dataclass
+class DagsRegistered:
+    """What registering a namespace wrote: the DAGs' registry entries and its triggers."""
+
+    dags: list[RoutineDefinition]
+    triggers: list[NamedTrigger]
+
+
+async def create_dags(client: Client, path: Path) -> DagsRegistered:
+    """Bundle a module (or folder) and register every DAG its Namespace registers, and the
+    triggers it declares."""
+    registration = await asyncio.to_thread(dag_definitions, path, datetime.now(UTC))
+    return await register(client, registration)
+
+
+async def register_namespace(client: Client, namespace: Namespace) -> DagsRegistered:
+    """Register a live namespace's DAGs and triggers, its module's folder as the bundle."""
+    registration = await asyncio.to_thread(namespace_registration, namespace, datetime.now(UTC))
+    return await register(client, registration)
+
+
+async def register(client: Client, registration: DagRegistration) -> DagsRegistered:
+    """Write the bundle, the DAG entries, then the triggers (a trigger needs its target).
+
+    A trigger declared in code is created inactive; one already there takes the new
+    definition and keeps its activation and last run, as lythonic's store does.
+    """
     now = datetime.now(UTC)
-    fresh, data = await asyncio.to_thread(dag_definitions, path, now)
     store = await client.store()
     definitions: list[RoutineDefinition] = []
-    for definition in fresh:
+    for definition in registration.definitions:
         existing = await store.find(definition.name)
         if existing is not None and existing.kind != "dag":
             raise RegistryError(
@@ -35,10 +66,18 @@ async def create_dags(client: Client, path: Path) -> list[RoutineDefinition]:
                 f"(`mainspring routine delete {definition.name}`) or give the DAG another nsref"
             )
         definitions.append(carry_trigger_state(existing, definition, None)[0])
-    await store.put_bundle(fresh[0].version, data)
+    for trigger in registration.triggers:
+        if await store.find(trigger.name) is not None:
+            raise RegistryError(
+                f"trigger {trigger.name} has the name of routine {trigger.name} (its own "
+                "trigger): give the declared trigger another name"
+            )
+    await store.put_bundle(registration.definitions[0].version, registration.bundle)
     for definition in definitions:
         await store.put(definition)
-    return definitions
+    triggers = await client.trigger_store()
+    declared = [await triggers.declare(trigger, now) for trigger in registration.triggers]
+    return DagsRegistered(definitions, declared)
 
 
 async def check_dag(client: Client, nsref: str) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 
 from mainspring.base import tracing
+from mainspring.client.instances import apply_configuration
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
     InvocationType,
@@ -35,10 +36,11 @@ from mainspring.contract.messages import (
     SubmitRun,
 )
 from mainspring.runtime.bus import message_headers
-from mainspring.runtime.invoke import build_event, invoke
+from mainspring.runtime.invoke import invoke, method_arguments
 from mainspring.sdk.bundle import extract_bundle, import_entrypoint
 from mainspring.sdk.routine import RunInfo, inspect_contract, validate_inputs
 from mainspring.storage.artifacts import run_location, save_artifact
+from mainspring.storage.registry import in_memory_refusal, method_input_specs, unknown_method
 from mainspring.storage.state import (
     StateConflict,
     StateTooLarge,
@@ -167,15 +169,19 @@ async def run_in_memory(
     store_artifacts: bool = True,
     started_by: str | None = None,
     invocation: InvocationType = "direct",
+    method: str = "run",
 ) -> dict[str, Any]:
     """Run a routine here and now; returns the terminal record (id, status, outputs, error)."""
     definition = await (await client.store()).get(routine)
-    if not definition.options.allow_in_memory:
-        raise InMemoryRefused(
-            f"routine {routine} does not allow in-memory runs: set `allow_in_memory = True` "
-            "on its class and re-register it, or run it without --in-memory"
-        )
-    validate_inputs(definition.input_specs(), inputs)  # a bad input fails here, at once
+    problem = unknown_method(definition, method) or in_memory_refusal(definition, method)
+    if problem is not None:
+        raise InMemoryRefused(problem)
+    if method == definition.constructor():
+        # A constructor run sets the instance's configuration first, as a background one does.
+        inputs = await apply_configuration(client, routine, inputs)
+        definition = await (await client.store()).get(routine)
+    # A bad input fails here, at once.
+    validate_inputs(method_input_specs(definition, method), inputs)
     now = datetime.now(UTC)
     # The dispatcher numbers the run and builds its request, as for any run; this process
     # only executes it.
@@ -196,6 +202,9 @@ async def run_in_memory(
             submitted_at=now,
             execution="in_memory",
             invocation=invocation,
+            method=method,
+            # Read-your-writes: a constructor run's configuration was written just before.
+            registry_revision=(await client.store()).written_revision,
         ),
     )
     run_id = request.run_id
@@ -267,6 +276,7 @@ async def run_in_memory(
     return {
         "id": run_id,
         "routine": routine,
+        "method": method,
         "run_number": request.run_number,
         "status": status,
         "outputs": outputs,
@@ -297,12 +307,17 @@ def _execute(
         parent_run_id=request.parent_run_id,
     )
     # The same event a runner would build: the dispatcher chose it (rows since the cursor,
-    # an upstream run's completion, a tick at now, a poll payload).
-    batch_size = int(request.inputs.get("batch_size", 1024) or 1024)
-    event = build_event(request, batch_size, dataset_root)
+    # an upstream run's completion, a tick at now, a poll payload); other methods get none.
+    arguments = method_arguments(request, contract.trigger_param, request.inputs, dataset_root)
     # This thread's CPU time only: the caller's other threads are not the run's.
     cpu_start = time.thread_time()
     result = invoke(
-        cls, {contract.trigger_param: event, **request.inputs}, context, run_info, state
+        cls,
+        arguments,
+        context,
+        run_info,
+        state,
+        method=request.method,
+        config=request.configuration,
     )
     return {**result, "cpu_seconds": time.thread_time() - cpu_start}

@@ -80,9 +80,13 @@ class ScheduleFired(Message):
     scheduled_at: AwareDatetime
     fired_at: AwareDatetime
     routine_version: str = ""
+    # A named trigger's tick (its target is `routine`); None: the routine's own trigger.
+    trigger: str | None = None
 
     def message_id(self) -> str:
         """Deduplicates one nominal tick across tickers and restarts."""
+        if self.trigger is not None:
+            return f"trigger:{self.trigger}:{self.scheduled_at.isoformat()}"
         return f"schedule:{self.routine}:{self.scheduled_at.isoformat()}"
 
 
@@ -176,6 +180,8 @@ class SubmitRun(Message):
     # caller executes it in its own process instead of a runner.
     execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
+    # The routine method to execute: run() unless another declared method is named.
+    method: str = Field(default="run", min_length=1)
 
     @model_validator(mode="after")
     def _event_with_its_kind(self) -> SubmitRun:
@@ -220,6 +226,11 @@ class RequestRun(Message):
     rerun_of: str | None = None
     execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
+    # The method executed, the blueprint (routine) the instance `routine` configures ("":
+    # the same name), and the instance's configuration at the time of the request.
+    method: str = "run"
+    blueprint: str = ""
+    configuration: dict[str, Any] = Field(default_factory=dict)
     # "dag": the entrypoint names a module's Namespace and the routine is a DAG's nsref.
     kind: DefinitionKind = "routine"
 
@@ -426,6 +437,9 @@ class TriggerRecorded(Message):
     run_id: str | None = None
     reason: str | None = None
     chain: list[str] = Field(default_factory=list)
+    # The named trigger that fired (None: the routine's own trigger) and the payload it gave.
+    trigger: str | None = None
+    payload: dict[str, Any] | None = None
 
     def message_id(self) -> str:
         """One history row per routine and trigger event."""
@@ -440,9 +454,13 @@ class PollRequested(Message):
     fn: str
     scheduled_at: AwareDatetime
     timeout_s: float = Field(default=60.0, gt=0)
+    # A named trigger's poll (its target is `routine`); None: the routine's own trigger.
+    trigger: str | None = None
 
     def message_id(self) -> str:
-        """One poll per routine and nominal tick."""
+        """One poll per routine (or named trigger) and nominal tick."""
+        if self.trigger is not None:
+            return f"poll:trigger:{self.trigger}:{self.scheduled_at.isoformat()}"
         return f"poll:{self.routine}:{self.scheduled_at.isoformat()}"
 
 
@@ -454,7 +472,25 @@ class PollCompleted(Message):
     payload: dict[str, Any] | None = None
     error: str | None = None
     finished_at: AwareDatetime
+    trigger: str | None = None
 
     def message_id(self) -> str:
-        """One result per routine and nominal tick."""
+        """One result per routine (or named trigger) and nominal tick."""
+        if self.trigger is not None:
+            return f"polled:trigger:{self.trigger}:{self.scheduled_at.isoformat()}"
         return f"polled:{self.routine}:{self.scheduled_at.isoformat()}"
+
+
+class FireTrigger(Message):
+    """Fire a named trigger now (a push trigger's only way to fire); the dispatcher decides."""
+
+    request_id: str = Field(min_length=1)
+    trigger: str = Field(min_length=1)
+    # None: the trigger's default payload.
+    payload: dict[str, Any] | None = None
+    requested_by: str | None = None
+    requested_at: AwareDatetime
+
+    def message_id(self) -> str:
+        """One firing per request, however often it is sent."""
+        return f"fire:{self.request_id}"

@@ -34,7 +34,9 @@ class RunLookup(BaseModel):
 
 
 class TriggerEventsQuery(BaseModel):
-    """A routine's latest trigger firings (`api.trigger.events`)."""
+    """A routine's latest trigger firings, or a named trigger's (`api.trigger.events`)."""
 
     routine: str
     limit: int = Field(default=50, ge=0)
+    # A named trigger: its own firings, whatever routine they started.
+    trigger: str | None = None

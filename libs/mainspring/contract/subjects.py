@@ -30,6 +30,8 @@ RUN_IN_MEMORY = "run.in_memory"
 # The caller's report of how an in-memory run ended; the dispatcher settles and publishes it.
 RUN_IN_MEMORY_REPORTED = "run.in_memory_reported"
 TRIGGER_RECORDED = "trigger.recorded"
+# A request to fire a named trigger now (`mainspring trigger fire`, `client.fire_trigger`).
+TRIGGER_FIRE = "trigger.fire"
 POLL_REQUESTED = "poll.requested"
 POLL_COMPLETED = "poll.completed"
 DEAD_LETTER_PREFIX = "deadletter"
@@ -40,6 +42,7 @@ STREAM_SUBJECTS = [
     "run.>",
     EXTERNAL_COMPLETED_ANY,
     TRIGGER_RECORDED,
+    TRIGGER_FIRE,
     f"{DEAD_LETTER_PREFIX}.>",
     "poll.>",
 ]
@@ -62,6 +65,10 @@ LEDGER_BUCKET = "run_ledger"
 LEASES_BUCKET = "leases"
 # Instance state of stateful routines: key `state.<routine>`, written with compare-and-set.
 STATE_BUCKET = "state"
+# Routine blueprints: key `<routine>`, the versions of its code (digest, time, methods).
+BLUEPRINTS_BUCKET = "blueprints"
+# Named triggers: `def.<name>` (definition and activation), `last.<name>` (its latest run).
+TRIGGERS_BUCKET = "triggers"
 
 # Durable consumer names: one per service role, shared by its replicas.
 RUNNER_CONSUMER = "runner"

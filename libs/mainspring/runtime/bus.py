@@ -8,6 +8,7 @@ cannot flip stream settings back and forth. Declaring is one deliberate step.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
-from mainspring.base import tracing
+from mainspring.base import credentials, tracing
 from mainspring.base.kv import declare_bucket
 from mainspring.base.settings import Settings
 from mainspring.contract import subjects
@@ -51,6 +52,8 @@ STATE_BUCKETS = (
     subjects.TICKER_BUCKET,
     subjects.WATCHER_BUCKET,
     subjects.STATE_BUCKET,
+    subjects.BLUEPRINTS_BUCKET,
+    subjects.TRIGGERS_BUCKET,
 )
 # The stream settings checked at start: the ones a rolling upgrade must never flip.
 STREAM_FIELDS = ("subjects", "retention", "storage", "duplicate_window", "max_age", "num_replicas")
@@ -214,6 +217,29 @@ async def setup_bus(js: JetStreamContext, settings: Settings) -> list[str]:
     return changed
 
 
+def tls_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """How to verify a TLS server: trusting `ca_file` (else the system's CAs); None without TLS.
+
+    A `tls://` URL asks for TLS; a CA given for a `nats://` URL does too, since nats-py then
+    upgrades the connection when the server requires TLS.
+    """
+    if ca_file is None and not url.startswith("tls://"):
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise BusError(
+            f"cannot load the NATS TLS certificate {ca_file}: {exc}; fix MAINSPRING_NATS_TLS_CA"
+        ) from None
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """The URL (with its credentials) and TLS context the settings say to connect with."""
+    url = settings.resolved_nats_url()
+    context = tls_context(url, settings.resolved_nats_tls_ca())
+    return {"servers": url, **({"tls": context} if context is not None else {})}
+
+
 async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
     """Connect to NATS, turning a refused connection into one clear line."""
     try:
@@ -226,10 +252,19 @@ async def connect(url: str, name: str = "mainspring", **options: Any) -> Client:
             **options,
         )
     except Exception as exc:  # noqa: BLE001 - any connect failure is one line
+        why = type(exc).__name__
+        if "authorization" in str(exc).lower():
+            why = "the server refused these credentials (MAINSPRING_NATS_CREDENTIALS or the URL)"
         raise BusError(
-            f"cannot reach NATS at {url}: {type(exc).__name__}; is `mainspring up` running "
-            "or MAINSPRING_NATS_URL right?"
+            f"cannot reach NATS at {credentials.redacted(url)}: {why}; is `mainspring up` "
+            "running or MAINSPRING_NATS_URL right?"
         ) from None
+
+
+async def connect_with(settings: Settings, name: str, **options: Any) -> Client:
+    """Connect as the settings say: URL, credentials and TLS."""
+    found = connection_options(settings)
+    return await connect(found.pop("servers"), name, **found, **options)
 
 
 def message_id_headers(event: BaseModel) -> dict[str, str]:
@@ -257,7 +292,7 @@ async def publish(js: JetStreamContext, event: BaseModel, subject: str) -> None:
 
 async def set_up(settings: Settings) -> list[str]:
     """`mainspring setup`: connect as settings say, declare the bus, disconnect."""
-    nc = await connect(settings.resolved_nats_url(), name="mainspring-setup")
+    nc = await connect_with(settings, name="mainspring-setup")
     try:
         return await setup_bus(nc.jetstream(), settings)
     finally:

@@ -220,7 +220,11 @@ async def purge_dead_letters(js: JetStreamContext, sequence: int | None = None) 
         await get_dead_letter(js, sequence)
         await js.delete_msg(subjects.STREAM, sequence)
         return 1
-    info = await js.stream_info(subjects.STREAM, subjects_filter=f"{subjects.DEAD_LETTER_PREFIX}.>")
-    count = sum((info.state.subjects or {}).values())
-    await js.purge_stream(subjects.STREAM, subject=f"{subjects.DEAD_LETTER_PREFIX}.>")
-    return count
+    # One by one rather than a filtered purge: the client user may delete a message, but
+    # purging is stream management, which only the admin identity may do.
+    removed = 0
+    while letters := await list_dead_letters(js):
+        for letter in letters:
+            await js.delete_msg(subjects.STREAM, letter.sequence)
+            removed += 1
+    return removed

@@ -16,7 +16,7 @@ from typing import Any
 
 from mainspring.base import tracing
 from mainspring.contract.messages import RequestRun
-from mainspring.sdk.routine import Routine, RunContext, RunInfo
+from mainspring.sdk.routine import CONSTRUCTOR, Routine, RunContext, RunInfo, constructor_parameters
 from mainspring.sdk.triggers import CompletionEvent, ManualEvent, PollEvent, ScheduleEvent
 
 
@@ -36,22 +36,32 @@ def invoke(
     state: dict[str, Any] | None,
     catch: type[BaseException] = Exception,
     memory_error_reason: str | None = None,
+    method: str = "run",
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one instance to a result dict: status, outputs, error, traceback, and `state` when
     run() changed it. Routine faults (those of type `catch`) become a failed result; where a
     memory limit is set, a MemoryError is reported as `memory_error_reason`."""
-    instance = cls()
+    # A routine configured through `__init__` is built with its instance's configuration.
+    taken = constructor_parameters(cls)
+    built_with = {k: v for k, v in (config or {}).items() if k in taken}
+    instance = cls(**built_with)
     instance._context = context
     instance._run_info = run_info
     initial_state = json.dumps(state or {}, sort_keys=True, default=str)
     instance._state = json.loads(initial_state)
+    instance._config = dict(config or {})
     with RunLoop() as loop:
         try:
             with tracing.span("setup"):
                 call(loop, instance.setup)
             try:
-                with tracing.span("run"):
-                    value = call(loop, instance.run, **arguments)  # type: ignore[attr-defined]
+                with tracing.span(method):
+                    if method == CONSTRUCTOR and not hasattr(instance, CONSTRUCTOR):
+                        # Building the instance above was its constructor run.
+                        value = built_with
+                    else:
+                        value = call(loop, getattr(instance, method), **arguments)
             finally:
                 with tracing.span("cleanup"):
                     call(loop, instance.cleanup)
@@ -112,6 +122,17 @@ def _failed(exc: BaseException) -> dict[str, Any]:
         "error": f"{type(exc).__name__}: {exc}",
         "traceback": traceback.format_exc(),
     }
+
+
+def method_arguments(
+    request: RequestRun, trigger_param: str, inputs: dict[str, Any], dataset_root: str
+) -> dict[str, Any]:
+    """What the requested method is called with: run() gets its trigger's event besides its
+    inputs; any other method its inputs alone."""
+    if request.method != "run":
+        return dict(inputs)
+    batch_size = int(inputs.get("batch_size", 1024) or 1024)
+    return {trigger_param: build_event(request, batch_size, dataset_root), **inputs}
 
 
 def build_event(request: RequestRun, batch_size: int, dataset_root: str) -> Any:

@@ -52,7 +52,7 @@ REFUSALS = Counter(
 )
 DISABLED = Counter(
     "mainspring_routines_disabled",
-    "Triggers the dispatcher disabled, by reason (crash_loop).",
+    "Triggers the dispatcher disabled, by reason (crash_loop, circuit_breaker).",
     ["reason"],
 )
 DEAD_LETTERS = Counter(

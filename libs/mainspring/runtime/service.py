@@ -19,6 +19,7 @@ from faststream.message import StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import DeliverPolicy as NatsDeliverPolicy
 from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
+from faststream.nats.security import NatsSecurity
 from faststream.prometheus import PrometheusMiddleware
 from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
@@ -33,7 +34,7 @@ from mainspring.base.settings import Settings
 from mainspring.contract import subjects
 from mainspring.contract.messages import Message
 from mainspring.runtime import metrics
-from mainspring.runtime.bus import BusNotSetUp, check_bus, message_id_headers
+from mainspring.runtime.bus import BusNotSetUp, check_bus, connection_options, message_id_headers
 from mainspring.runtime.deadletters import (
     REDELIVERY,
     RedeliveryPolicy,
@@ -249,8 +250,11 @@ def metrics_settings_provider(msg: Any) -> TemplatedNatsMetrics | None:
 
 def build_broker(settings: Settings, service: str) -> NatsBroker:
     """A broker that reconnects forever: services outlive NATS restarts."""
+    connection = connection_options(settings)
+    tls = connection.get("tls")
     broker = NatsBroker(
-        settings.resolved_nats_url(),
+        connection["servers"],
+        security=NatsSecurity(ssl_context=tls) if tls is not None else None,
         name=instance_name(service),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

@@ -8,10 +8,10 @@ import inspect
 import json
 import types
 import typing
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar, overload
 
 from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -78,21 +78,77 @@ class InputSpec:
         return base | None if self.optional else base
 
 
+# The method every trigger starts, and the one a run executes unless it names another.
+RUN_METHOD = "run"
+# The constructor of a stateful routine: its inputs are an instance's configuration.
+CONSTRUCTOR = "configure"
+# Names a routine cannot declare as methods: the lifecycle the runner calls itself.
+_RESERVED_METHODS = frozenset({RUN_METHOD, "setup", "cleanup"})
+
+
+@dataclass(frozen=True)
+class MethodContract:
+    """A declared method besides run(): its inputs and whether it may run in memory."""
+
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    in_memory: bool = False
+    constructor: bool = False
+
+
 @dataclass(frozen=True)
 class RoutineContract:
-    """What inspecting a Routine class tells: its trigger and its inputs."""
+    """What inspecting a Routine class tells: its trigger, its inputs and its methods."""
 
     trigger_param: str
     trigger: AnyTrigger
     inputs: dict[str, InputSpec] = field(default_factory=dict)
+    methods: dict[str, MethodContract] = field(default_factory=dict)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class _MethodMark:
+    in_memory: bool
+
+
+@overload
+def method(function: _Method, /) -> _Method: ...
+
+
+@overload
+def method(*, in_memory: bool = False) -> Callable[[_Method], _Method]: ...
+
+
+def method(
+    function: _Method | None = None, /, *, in_memory: bool = False
+) -> _Method | Callable[[_Method], _Method]:
+    """Declare a routine method besides run(): `@method` or `@method(in_memory=True)`.
+
+    Its typed, defaulted parameters are its inputs; `mainspring run INSTANCE --method NAME`
+    starts it. A method named `configure` is the instance's constructor.
+    """
+
+    def mark(target: _Method) -> _Method:
+        target._mainspring_method = _MethodMark(in_memory=in_memory)  # type: ignore[attr-defined]
+        return target
+
+    return mark(function) if function is not None else mark
 
 
 class Routine:
     """Base class of user routines: override run(), optionally setup() and cleanup().
 
+    Other methods a run may execute are declared with `@method`; `configure` (or the
+    parameters of `__init__`) is the constructor, whose inputs are an instance's
+    configuration, read in every run as `self.config`.
+
     Class attributes set per-routine options: timeout_s, memory ("2GiB"), retries,
     retry_backoff_s, max_hops, max_concurrent, allow_in_memory, isolation ("worker": a
-    reused worker process, the default; "process": a fresh process per run).
+    reused worker process, the default; "process": a fresh process per run), and the circuit
+    breaker: more than max_fires triggered runs within max_fires_window ("1m") pause the
+    routine's triggers with the reason, until `mainspring routine enable` (None: no limit).
     """
 
     timeout_s: ClassVar[float | None] = None
@@ -103,10 +159,13 @@ class Routine:
     max_concurrent: ClassVar[int | None] = None
     allow_in_memory: ClassVar[bool] = False
     isolation: ClassVar[str] = "worker"
+    max_fires: ClassVar[int | None] = 300
+    max_fires_window: ClassVar[str] = "1m"
 
     _context: RunContext | None = None
     _run_info: RunInfo | None = None
     _state: dict[str, Any] | None = None
+    _config: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -140,6 +199,11 @@ class Routine:
     @state.setter
     def state(self, value: dict[str, Any]) -> None:
         self._state = dict(value)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """This instance's configuration, as its last constructor (`configure`) run set it."""
+        return dict(self._config or {})
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress (0..1) with a message; shown by `mainspring runs watch`."""
@@ -192,17 +256,21 @@ def _guard_run(run: Any) -> Any:
 
 
 def _input_spec(
-    cls_name: str, name: str, param: inspect.Parameter, hints: dict[str, Any]
+    cls_name: str,
+    name: str,
+    param: inspect.Parameter,
+    hints: dict[str, Any],
+    method_name: str = RUN_METHOD,
 ) -> InputSpec:
     if param.default is inspect.Parameter.empty:
         raise ContractError(
-            f"parameter {name!r} of {cls_name}.run() has no default: give it one, "
+            f"parameter {name!r} of {cls_name}.{method_name}() has no default: give it one, "
             f"e.g. `{name}: int = 0`"
         )
     annotation = hints.get(name, inspect.Parameter.empty)
     if annotation is inspect.Parameter.empty:
         raise ContractError(
-            f"parameter {name!r} of {cls_name}.run() has no type annotation: write "
+            f"parameter {name!r} of {cls_name}.{method_name}() has no type annotation: write "
             f"`{name}: {type(param.default).__name__} = {param.default!r}`"
         )
     optional = False
@@ -215,14 +283,14 @@ def _input_spec(
     type_name = next((k for k, v in _SUPPORTED_TYPES.items() if v is base), None)
     if type_name is None:
         raise ContractError(
-            f"parameter {name!r} of {cls_name}.run() has type {annotation!r}: inputs must be "
+            f"parameter {name!r} of {cls_name}.{method_name}() has type {annotation!r}: inputs must be "
             "int, float, str, bool, list or dict (optionally `| None`)"
         )
     spec = InputSpec(type=type_name, default=param.default, optional=optional)
     try:
         coerce_input(spec, param.default)
     except InputError as exc:
-        raise ContractError(f"default of {name!r} in {cls_name}.run(): {exc}") from None
+        raise ContractError(f"default of {name!r} in {cls_name}.{method_name}(): {exc}") from None
     return spec
 
 
@@ -270,7 +338,88 @@ def inspect_contract(cls: type) -> RoutineContract:
         trigger_param=trigger_param.name,
         trigger=trigger_param.default,
         inputs=inputs,
+        methods=inspect_methods(cls),
     )
+
+
+def inspect_methods(cls: type) -> dict[str, MethodContract]:
+    """The methods a routine declares besides run() (with `@method`, or `configure`)."""
+    found: dict[str, MethodContract] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            mark = getattr(value, "_mainspring_method", None)
+            if not callable(value) or (mark is None and attr != CONSTRUCTOR):
+                continue
+            if attr in _RESERVED_METHODS or attr.startswith("_"):
+                raise ContractError(
+                    f"{cls.__name__}.{attr}() cannot be a method: run, setup, cleanup and "
+                    "private names are taken; rename it"
+                )
+            found[attr] = _method_contract(cls.__name__, attr, value, mark)
+    if CONSTRUCTOR not in found and constructor_parameters(cls):
+        # `__init__` parameters are the configuration of a routine without `configure`.
+        found[CONSTRUCTOR] = _method_contract(cls.__name__, "__init__", _own_init(cls), None, True)
+    return found
+
+
+def _own_init(cls: type) -> Callable[..., Any]:
+    # Read from the class, not an instance: the routine's own signature is the contract.
+    init: Callable[..., Any] = cls.__init__  # type: ignore[misc]
+    return init
+
+
+def constructor_parameters(cls: type) -> list[str]:
+    """The named parameters of a routine's own `__init__` (none: it takes no configuration).
+
+    An `__init__` taking `*args` or `**kwargs` only passes them on: it declares nothing.
+    """
+    init = _own_init(cls)
+    if init is object.__init__:
+        return []
+    params = list(inspect.signature(init).parameters.values())[1:]
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return []
+    return [p.name for p in params]
+
+
+def _method_contract(
+    cls_name: str,
+    name: str,
+    function: Callable[..., Any],
+    mark: _MethodMark | None,
+    constructor: bool = False,
+) -> MethodContract:
+    target = inspect.unwrap(function)
+    signature = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target)
+    except (NameError, TypeError, AttributeError):  # annotations that do not resolve
+        hints = {}
+    params = list(signature.parameters.values())[1:]
+    for param in params:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ContractError(f"{cls_name}.{name}() takes *{param.name}: name each input")
+        if isinstance(param.default, TriggerSpec):
+            raise ContractError(
+                f"{cls_name}.{name}() has a trigger parameter {param.name!r}: only run() "
+                "is started by triggers; give it a plain default"
+            )
+    inputs = {p.name: _input_spec(cls_name, p.name, p, hints, name) for p in params}
+    return MethodContract(
+        inputs=inputs,
+        in_memory=mark.in_memory if mark is not None else False,
+        constructor=constructor or name == CONSTRUCTOR,
+    )
+
+
+def method_specs(contract: RoutineContract, method_name: str) -> dict[str, InputSpec]:
+    """The inputs of one method of a routine (run() included), or ContractError."""
+    if method_name == RUN_METHOD:
+        return contract.inputs
+    if method_name not in contract.methods:
+        known = ", ".join([RUN_METHOD, *sorted(contract.methods)])
+        raise ContractError(f"this code has no method {method_name!r}: it has {known}")
+    return contract.methods[method_name].inputs
 
 
 def coerce_input(spec: InputSpec, value: Any) -> Any:

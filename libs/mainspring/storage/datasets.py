@@ -8,8 +8,10 @@ Spark or Polars wrote there is watched just like one made with `mainspring datas
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -263,7 +265,26 @@ def create(
         raise DatasetError(
             f"dataset {name!r} needs a schema or rows: --schema 'id:int64,text:string' or --from FILE"
         )
+    if deltalog.is_local(root):
+        share_with_group(Path(uri))
     return info(name, root)
+
+
+def share_with_group(table_folder: Path) -> None:
+    """Keep a new dataset appendable by the group its root is shared with.
+
+    A root runner shares the local dataset root with its routines' user (group-owned,
+    group-writable, setgid: see the runner's worker_user). Folders made below it inherit the
+    group but not the write bit, so a dataset created by someone else (`mainspring dataset
+    create` as root) would refuse a routine's append; an append adds files to the table's
+    folder and its log only, so those two are opened to the group.
+    """
+    root_mode = table_folder.parent.stat().st_mode
+    if not (root_mode & stat.S_ISGID and root_mode & stat.S_IWGRP):
+        return
+    for folder in (table_folder, table_folder / "_delta_log"):
+        with contextlib.suppress(OSError):
+            folder.chmod(stat.S_IMODE(folder.stat().st_mode) | stat.S_IRWXG | stat.S_ISGID)
 
 
 def append(name: str, data: Any, root: str | None = None) -> int:

@@ -96,6 +96,13 @@ class RunRecord(SQLModel, table=True):
     # The run's folder in the artifact store, and its stdout/stderr log file there.
     artifact_location: str | None = None
     log_uri: str | None = None
+    # The run model: the routine (blueprint) and version, the instance (`routine` above, the
+    # name runs were always listed by), the method run, and the instance's configuration.
+    # None on runs recorded before instances: their routine and instance share the name.
+    blueprint: str | None = None
+    instance: str | None = None
+    method: str | None = None
+    configuration: dict[str, Any] | None = _json()
     # A DAG run's node table and edges (mainspring.contract.messages.DagRecord as JSON).
     dag: dict[str, Any] | None = _json()
 
@@ -127,6 +134,9 @@ class TriggerEventRecord(SQLModel, table=True):
     run_id: str | None = None
     reason: str | None = Field(default=None, sa_column=Column(Text))
     chain: list[str] | None = _json()
+    # The named trigger that fired (None: the routine's own) and the payload it fired with.
+    trigger: str | None = Field(default=None, index=True)
+    payload: dict[str, Any] | None = _json()
 
 
 def as_utc(value: datetime | None) -> datetime | None:

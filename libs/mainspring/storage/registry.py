@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta
@@ -18,7 +18,7 @@ from mainspring.base.kv import TooManyConflicts, compare_and_set_from, key_token
 from mainspring.base.units import parse_memory
 from mainspring.contract import subjects
 from mainspring.contract.messages import DefinitionKind, Isolation
-from mainspring.sdk.routine import InputSpec, Routine
+from mainspring.sdk.routine import RUN_METHOD, InputSpec, Routine
 from mainspring.sdk.triggers import AnyTrigger
 
 
@@ -51,6 +51,9 @@ class RoutineOptions(BaseModel):
     max_concurrent: int | None = None
     allow_in_memory: bool = False
     isolation: Isolation = "worker"
+    # The circuit breaker: more triggered runs than this within the window pause the routine.
+    max_fires: int | None = Field(default=300, ge=1)
+    max_fires_window_s: float = Field(default=60.0, gt=0)
 
 
 def routine_options(cls: type[Routine]) -> RoutineOptions:
@@ -64,10 +67,38 @@ def routine_options(cls: type[Routine]) -> RoutineOptions:
         max_concurrent=cls.max_concurrent,
         allow_in_memory=cls.allow_in_memory,
         isolation=cls.isolation,
+        max_fires=cls.max_fires,
+        max_fires_window_s=fires_window_seconds(cls),
     )
 
 
-DisabledBy = Literal["user", "crash_loop"]
+class MethodSchema(BaseModel):
+    """A declared method besides run() as stored: its inputs and in-memory permission."""
+
+    model_config = ConfigDict(frozen=True)
+    inputs: dict[str, InputSchema] = Field(default_factory=dict)
+    in_memory: bool = False
+    constructor: bool = False
+
+    def input_specs(self) -> dict[str, InputSpec]:
+        """Input specs for validation."""
+        return {name: schema.spec() for name, schema in self.inputs.items()}
+
+
+def fires_window_seconds(cls: type[Routine]) -> float:
+    """The circuit breaker's window in seconds, from `max_fires_window` ("30s", "1m", "1h")."""
+    from mainspring.base.schedules import ScheduleError, parse_every
+
+    try:
+        return parse_every(cls.max_fires_window).total_seconds()
+    except ScheduleError as exc:
+        raise RegistryError(
+            f"routine {cls.__name__}: max_fires_window {cls.max_fires_window!r} is not an "
+            f'interval: give one like "30s", "1m" or "1h" ({exc})'
+        ) from None
+
+
+DisabledBy = Literal["user", "crash_loop", "circuit_breaker"]
 
 
 class DatasetStart(BaseModel):
@@ -107,6 +138,24 @@ class RoutineDefinition(BaseModel):
     dataset_start: DatasetStart | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    # An entry is a routine instance: `routine` names its blueprint ("" for entries written
+    # before instances existed: the blueprint of the same name), and the instance either
+    # follows the blueprint's latest version or stays on `version`.
+    routine: str = ""
+    follow_latest: bool = True
+    # The configuration its last constructor (`configure`) run was given.
+    config: dict[str, Any] = Field(default_factory=dict)
+    methods: dict[str, MethodSchema] = Field(default_factory=dict)
+
+    @property
+    def blueprint(self) -> str:
+        """The routine (blueprint) this instance configures."""
+        return self.routine or self.name
+
+    def constructor(self) -> str | None:
+        """The name of the instance's constructor method, if its routine has one."""
+        return next((name for name, m in self.methods.items() if m.constructor), None)
+
     # "dag": `entrypoint` is `module.py:namespace` and `name` the DAG's nsref (mainspring.compose).
     kind: DefinitionKind = "routine"
 
@@ -118,6 +167,47 @@ class RoutineDefinition(BaseModel):
             )
             for name, s in self.inputs.items()
         }
+
+
+def method_input_specs(definition: RoutineDefinition, method: str) -> dict[str, InputSpec]:
+    """The inputs of one of the instance's methods (run(): with its --set defaults)."""
+    if method == RUN_METHOD:
+        return definition.input_specs()
+    return definition.methods[method].input_specs()
+
+
+def unknown_method(definition: RoutineDefinition, method: str) -> str | None:
+    """Why `method` cannot run on this instance (None: it can)."""
+    if method == RUN_METHOD or method in definition.methods:
+        return None
+    known = ", ".join([RUN_METHOD, *sorted(definition.methods)])
+    return (
+        f"routine {definition.blueprint} has no method {method!r}: instance {definition.name} "
+        f"can run {known} (declare others with @method)"
+    )
+
+
+def in_memory_refusal(definition: RoutineDefinition, method: str) -> str | None:
+    """Why `method` of this instance may not run in memory (None: it may).
+
+    run() follows the class's `allow_in_memory`; every other method decides for itself.
+    """
+    if method == RUN_METHOD:
+        if definition.options.allow_in_memory:
+            return None
+        return (
+            f"routine {definition.name} does not allow in-memory runs: set "
+            "`allow_in_memory = True` on its class and re-register it, or run it without "
+            "--in-memory"
+        )
+    declared = definition.methods.get(method)
+    if declared is None or declared.in_memory:
+        return None  # an unknown method is refused by the manual decision, naming the known
+    return (
+        f"method {method} of routine {definition.blueprint} does not allow in-memory runs: "
+        f"declare it with `@method(in_memory=True)` and re-register, or run it without "
+        "--in-memory"
+    )
 
 
 def carry_trigger_state(
@@ -378,6 +468,16 @@ class RoutineStore:
                 yield entry.key, RoutineDefinition.model_validate_json(entry.value), revision
 
 
+class RegistryFeed(Protocol):
+    """What a catalog copy reads of the registry: every definition, then each change."""
+
+    async def list(self) -> list[RoutineDefinition]: ...
+
+    def watch(self) -> AsyncIterator[tuple[str, RoutineDefinition | None, int]]: ...
+
+    async def last_revision(self) -> int: ...
+
+
 class RoutineCatalog:
     """An in-memory copy of the registry kept current by a KV watch (for fan-out lookups)."""
 
@@ -388,7 +488,7 @@ class RoutineCatalog:
         # The registry revision this copy has caught up to.
         self.revision = 0
 
-    async def start(self, store: RoutineStore) -> None:
+    async def start(self, store: RegistryFeed) -> None:
         """Load every definition, then follow changes in the background."""
         import asyncio
 
@@ -416,6 +516,17 @@ class RoutineCatalog:
             loaded.set()
         await asyncio.wait_for(loaded.wait(), timeout=30)
 
+    async def stop(self) -> None:
+        """Stop following the registry (the copy keeps what it has)."""
+        import asyncio
+        import contextlib
+
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
     def all(self) -> list[RoutineDefinition]:
         """Every known definition."""
         return list(self._definitions.values())
@@ -424,7 +535,7 @@ class RoutineCatalog:
         """One definition by name."""
         return self._definitions.get(name)
 
-    async def current_all(self, store: RoutineStore) -> list[RoutineDefinition]:
+    async def current_all(self, store: RegistryFeed) -> list[RoutineDefinition]:
         """Every definition as the registry holds it now: this copy when it has seen the
         registry's latest write (one round trip to ask), else the registry read in full."""
         if self.revision >= await store.last_revision():

@@ -2,42 +2,49 @@
 
 from __future__ import annotations
 
-from faststream import FastStream
+from collections.abc import Awaitable, Callable
 
-from mainspring.contract import subjects
+from faststream import FastStream
+from faststream.nats import NatsBroker
+
+from mainspring.base.settings import Settings
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
-from mainspring.storage.numbers import RunNumbers
-from mainspring.storage.registry import RoutineCatalog, RoutineStore
+from mainspring.storage.registry import RoutineCatalog
+from mainspring_services.dispatcher.dispatch import Dispatcher
 from mainspring_services.dispatcher.handlers import (
-    CrashLoopCounts,
-    Dispatcher,
-    OverlapGate,
     register,
     register_datasets,
+    register_named,
     register_timed,
 )
+from mainspring_services.dispatcher.ports import DispatcherParts
 from mainspring_services.dispatcher.settings import DispatcherSettings
+from mainspring_services.dispatcher.stores import open_parts
+
+PartsFactory = Callable[[NatsBroker, Settings], Awaitable[DispatcherParts]]
 
 
-def build_app(settings: DispatcherSettings) -> FastStream:
-    """Wire broker, registry, state and handlers; the registry binds after the bus is declared."""
+def build_app(settings: DispatcherSettings, parts: PartsFactory = open_parts) -> FastStream:
+    """Wire the broker, the dispatcher's parts and its subscribers.
+
+    The parts are opened once the bus is connected and checked (the service app's first
+    start-up step), and the subscribers are declared with them, before the broker starts
+    consuming: no handler ever sees a part that is not there yet.
+    """
     broker = build_broker(settings, "dispatcher")
     app = build_service_app(broker, settings, "dispatcher")
     catalog = RoutineCatalog()
-    dispatcher = Dispatcher(broker, None, catalog, None, settings)  # type: ignore[arg-type]
-    register(broker, dispatcher)
-    register_datasets(broker, dispatcher)
-    register_timed(broker, dispatcher)
 
     @app.on_startup
-    async def bind_state() -> None:
-        js = broker.connection.jetstream()
-        dispatcher.store = await RoutineStore.open(js)
-        dispatcher.numbers = RunNumbers(await js.key_value(subjects.DISPATCH_BUCKET))
-        dispatcher.crashes = CrashLoopCounts(await js.key_value(subjects.DISPATCH_BUCKET))
-        dispatcher.overlap = OverlapGate(await js.key_value(subjects.DISPATCH_BUCKET))
-        await catalog.start(dispatcher.store)
+    async def wire() -> None:
+        opened = await parts(broker, settings)
+        dispatcher = Dispatcher(broker, opened, catalog, settings)
+        register(broker, dispatcher)
+        register_datasets(broker, dispatcher)
+        register_timed(broker, dispatcher)
+        register_named(broker, dispatcher)
+        await catalog.start(opened.registry)
 
     return app
 

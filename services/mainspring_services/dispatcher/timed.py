@@ -24,8 +24,8 @@ from mainspring.storage.registry import RoutineDefinition
 from mainspring_services.dispatcher.core import (
     Decision,
     RunDraft,
-    _history,
     build_request,
+    history_row,
     run_id_for,
 )
 
@@ -72,7 +72,7 @@ def decide_poll_result(
     def record(status: str, reason: str) -> Decision:
         return Decision(
             history=[
-                _history(
+                history_row(
                     definition,
                     "poll",
                     key,
@@ -103,7 +103,7 @@ def decide_poll_result(
         request = build_request(definition, draft, now)
     except InputError as exc:
         return record("failed", one_line(f"poll payload does not fit run(): {exc}"))
-    fired = _history(
+    fired = history_row(
         definition, "poll", key, "fired", now, run_id=run_id, scheduled_at=polled.scheduled_at
     )
     return Decision(requests=[request], history=[fired])
@@ -200,3 +200,51 @@ def release_run(
     history = [h.model_copy(update={"fired_at": now}) for h in pending.history]
     started = OverlapState(active=(request.run_id,), pending=None)
     return Decision(requests=[request], history=history), started
+
+
+def decide_schedule(
+    definition: RoutineDefinition | None, fired: ScheduleFired, now: datetime
+) -> Decision:
+    """A schedule tick starts one run of an enabled schedule routine."""
+    key = f"schedule:{fired.scheduled_at.isoformat()}"
+    if definition is None or definition.trigger.kind not in ("schedule", "poll"):
+        return Decision()
+    if not definition.enabled:
+        return Decision(
+            history=[
+                history_row(
+                    definition,
+                    "schedule",
+                    key,
+                    "skipped",
+                    now,
+                    reason=f"trigger disabled: {definition.disabled_reason or 'by user'}",
+                    scheduled_at=fired.scheduled_at,
+                )
+            ]
+        )
+    run_id = run_id_for(definition.name, key)
+    draft = RunDraft(
+        run_id=run_id,
+        source="trigger",
+        trigger_kind="schedule",
+        event={
+            "scheduled_at": fired.scheduled_at.isoformat(),
+            "fired_at": fired.fired_at.isoformat(),
+        },
+    )
+    request = build_request(definition, draft, now)
+    return Decision(
+        requests=[request],
+        history=[
+            history_row(
+                definition,
+                "schedule",
+                key,
+                "fired",
+                now,
+                run_id=run_id,
+                scheduled_at=fired.scheduled_at,
+            )
+        ],
+    )

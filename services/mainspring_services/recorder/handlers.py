@@ -142,8 +142,12 @@ class EventBatches:
         *,
         consumer: str = RUNS_DURABLE,
         subject: str = "run.>",
+        keep_runs: bool = True,
     ) -> None:
         self.broker = broker
+        # False (embedded mode without provenance): run events are acked and dropped, so no
+        # run row or node table is kept; trigger firings are still recorded.
+        self.keep_runs = keep_runs
         self.history = history
         self.writes = writes
         self.batch_size = batch_size
@@ -202,6 +206,8 @@ class EventBatches:
         loop = asyncio.get_running_loop()
         now = _now()
         batch = await loop.run_in_executor(self.writes, parse_batch, messages, now)
+        if not self.keep_runs:
+            batch.changes, batch.progress = [], []
         for message, reason in batch.malformed:
             await park_message(self.broker, message, reason)
         while True:
@@ -462,8 +468,11 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
     async def on_trigger_events(message: NatsMessage) -> bytes:
         async def produce() -> bytes:
             query = TriggerEventsQuery.model_validate_json(message.body or b"{}")
-            rows = await replies.read(replies.queries.trigger_events, query.routine, query.limit)
-            return replies.fit(f"the trigger history of {query.routine}", {"events": rows})
+            rows = await replies.read(
+                replies.queries.trigger_events, query.routine, query.limit, query.trigger
+            )
+            named = query.trigger or query.routine
+            return replies.fit(f"the trigger history of {named}", {"events": rows})
 
         return await answer("trigger events", produce)
 

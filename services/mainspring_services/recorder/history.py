@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, text
-from sqlmodel import Session, col, select
+from sqlmodel import Session, and_, col, or_, select
 
 from mainspring.contract.messages import (
     TERMINAL_STATUSES,
@@ -204,6 +204,8 @@ def trigger_event_record(event: TriggerRecorded) -> TriggerEventRecord:
         run_id=event.run_id,
         reason=event.reason,
         chain=event.chain or None,
+        trigger=event.trigger,
+        payload=event.payload,
     )
 
 
@@ -281,12 +283,28 @@ class RunQueries:
         more = len(records) > wanted
         return RunPage(encoded, run_cursor(records[wanted - 1]) if more else None)
 
-    def trigger_events(self, routine: str, limit: int) -> list[dict[str, Any]]:
-        """Latest firings of a routine's trigger."""
+    def trigger_events(
+        self, routine: str, limit: int, trigger: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Latest firings of a routine's triggers, or of the trigger named `trigger`.
+
+        A routine's own trigger is the trigger named after the routine, so a name matches
+        the named trigger of that name and the own trigger of the routine of that name.
+        """
+        if trigger is not None:
+            which = or_(
+                col(TriggerEventRecord.trigger) == trigger,
+                and_(
+                    col(TriggerEventRecord.trigger).is_(None),
+                    col(TriggerEventRecord.routine) == trigger,
+                ),
+            )
+        else:
+            which = col(TriggerEventRecord.routine) == routine
         with Session(self.engine) as session:
             rows = session.exec(
                 select(TriggerEventRecord)
-                .where(TriggerEventRecord.routine == routine)
+                .where(which)
                 .order_by(col(TriggerEventRecord.fired_at).desc())
                 .limit(limit)
             ).all()
@@ -300,6 +318,9 @@ class RunQueries:
                     "reason": r.reason,
                     "event_key": r.event_key,
                     "chain": r.chain or [],
+                    "trigger": r.trigger or r.routine,
+                    "target": r.routine,
+                    "payload": r.payload,
                 }
                 for r in rows
             ]

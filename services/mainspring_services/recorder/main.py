@@ -44,7 +44,9 @@ def build_app(settings: RecorderSettings) -> FastStream:
     sweep = StaleRunSweep(history, settings, writes, broker)
     register_stale_sweep(broker, sweep)
     batches = [
-        EventBatches(broker, history, writes, settings.record_batch_size),
+        EventBatches(
+            broker, history, writes, settings.record_batch_size, keep_runs=settings.record_runs
+        ),
         EventBatches(
             broker,
             history,
@@ -60,6 +62,7 @@ def build_app(settings: RecorderSettings) -> FastStream:
             settings.record_batch_size,
             consumer=EXTERNAL_DURABLE,
             subject=subjects.EXTERNAL_COMPLETED_ANY,
+            keep_runs=settings.record_runs,
         ),
     ]
 

@@ -22,3 +22,6 @@ class RecorderSettings(Settings):
     retention_days: float | None = Field(default=None, gt=0)
     retention_runs_per_routine: int | None = Field(default=None, ge=1)
     retention_every_s: float = Field(default=3600.0, gt=0)
+    # False keeps no run history (no run rows, no node tables) while trigger firings are
+    # still recorded: embedded mode with provenance=None, like lythonic's NullProvenance.
+    record_runs: bool = True

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from mainspring.base import tracing
 from mainspring.contract.messages import RequestRun
-from mainspring.runtime.invoke import build_event, invoke
+from mainspring.runtime.invoke import invoke, method_arguments
 from mainspring.sdk.bundle import BundleError, import_entrypoint
 from mainspring.sdk.routine import (
     ContractError,
@@ -36,12 +36,14 @@ from mainspring.sdk.routine import (
     RoutineContract,
     RunInfo,
     inspect_contract,
+    method_specs,
     validate_inputs,
 )
 from mainspring.storage.runlogs import DEFAULT_MAX_BYTES, BoundedLog
 from mainspring_services.runner.core import MEMORY_EXCEEDED, WorkerSnapshot, leftovers
 from mainspring_services.runner.dag_child import DagLoader, execute_dag
 from mainspring_services.runner.procfs import peak_rss_bytes, reset_peak_rss
+from mainspring_services.runner.worker_user import become_worker_user
 
 # Imported by every worker (and by the fork server before it forks) so a run does not pay
 # for them: the point of keeping interpreters around.
@@ -141,11 +143,10 @@ def execute(
     """Run one request to a result dict (never raises for routine faults)."""
     try:
         cls, contract = (loader or RoutineLoader()).load(bundle_dir, request.entrypoint)
-        inputs = validate_inputs(contract.inputs, request.inputs)
+        inputs = validate_inputs(method_specs(contract, request.method), request.inputs)
     except (BundleError, ContractError, InputError) as exc:
         return {"status": "failed", "error": str(exc), "phase": "start"}
-    batch_size = int(inputs.get("batch_size", 1024) or 1024)
-    event = build_event(request, batch_size, dataset_root)
+    arguments = method_arguments(request, contract.trigger_param, inputs, dataset_root)
     run_info = RunInfo(
         id=request.run_id,
         number=request.run_number,
@@ -157,7 +158,6 @@ def execute(
         parent_run_id=request.parent_run_id,
     )
     # In its own process the run may catch everything: nothing above it needs an interrupt.
-    arguments = {contract.trigger_param: event, **inputs}
     return invoke(
         cls,
         arguments,
@@ -166,6 +166,8 @@ def execute(
         state,
         catch=BaseException,
         memory_error_reason=MEMORY_EXCEEDED,
+        method=request.method,
+        config=request.configuration,
     )
 
 
@@ -392,6 +394,8 @@ def preload() -> None:
 
 def main() -> None:
     """Entry point of a worker: `python -m mainspring_services.runner.child`."""
+    # First: a change of user clears the parent-death signal, so that is asked for after it.
+    become_worker_user(os.environ)
     die_with_parent()
     preload()
     serve(int(os.environ["MAINSPRING_JOB_FD"]), int(os.environ["MAINSPRING_CONTROL_FD"]), None)

@@ -20,6 +20,7 @@ import sys
 import traceback
 
 from mainspring_services.runner.child import die_with_parent, preload, serve
+from mainspring_services.runner.worker_user import become_worker_user
 
 
 def reap(sock: socket.socket) -> None:
@@ -60,6 +61,8 @@ def fork_child(fds: list[int], closed_in_child: list[int]) -> int:
 
 def main() -> None:
     """Serve fork requests until the runner closes its end."""
+    # Its children are forked as the worker user: the server switches before anything else.
+    become_worker_user(os.environ)
     die_with_parent()
     preload()
     sock = socket.socket(fileno=int(os.environ["MAINSPRING_FORK_SERVER_FD"]))

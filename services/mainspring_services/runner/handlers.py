@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from mainspring.storage.state import (
     save_state,
     state_bucket,
 )
-from mainspring_services.runner import core
+from mainspring_services.runner import core, worker_user
 from mainspring_services.runner.coordination import ConcurrencyLeases, RunClaims, RunLedger
 from mainspring_services.runner.core import Outcome
 from mainspring_services.runner.pool import ForkServer, Worker, WorkerPool
@@ -83,6 +84,9 @@ class Runner:
         self.leases: ConcurrencyLeases | None = None
         self.claims: RunClaims | None = None
         self.state_kv: KeyValue | None = None
+        self.worker_user = worker_user.choose(
+            settings.worker_user, os.geteuid(), self.worker_reaches()
+        )
         self.pool = WorkerPool(
             self.child_env(),
             spares=settings.runner_slots if settings.warm_workers else 0,
@@ -99,9 +103,20 @@ class Runner:
         self.slots = asyncio.Semaphore(max(1, settings.runner_slots))
         self.admitted: set[asyncio.Task[None]] = set()
 
+    def worker_reaches(self) -> list[Path]:
+        """Folders a worker must enter by name: the code, logs and local stores (it imports
+        the interpreter's library through handles where it cannot, see worker_user)."""
+        places = [self.settings.bundle_cache()]
+        places.append(self.settings.home.resolve() / "logs")
+        for root in (self.settings.resolved_artifact_root(), self.settings.resolved_dataset_root()):
+            if "://" not in root:
+                places.append(Path(root))
+        return places
+
     def child_env(self) -> dict[str, str]:
-        """Environment of every worker process."""
+        """Environment of every worker process (see worker_user.py for what it never holds)."""
         return {
+            **self.worker_user.env(),
             "MAINSPRING_ARTIFACT_ROOT": self.settings.resolved_artifact_root(),
             "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
         }
@@ -113,6 +128,11 @@ class Runner:
         self.leases = await ConcurrencyLeases.open(js)
         self.claims = await RunClaims.open(js, self.name, self.settings.run_ack_wait_s)
         self.state_kv = await state_bucket(js)
+        log.info("%s", self.worker_user.note)
+        dataset_root = self.settings.resolved_dataset_root()
+        if "://" not in dataset_root:
+            # Routines create their datasets here as the worker user.
+            self.worker_user.share(Path(dataset_root))
         await self.pool.fill()
 
     async def bundle_dir(self, digest: str) -> Any:
@@ -335,6 +355,11 @@ class Runner:
         announced = asyncio.create_task(self.announce(started, ended))
         if attempt == 1:
             metrics.run_started(request, started_at)
+        # The worker writes the run's output and files as its user: hand it those places.
+        self.worker_user.give(self.local_log(request.run_id))
+        artifact_root = self.settings.resolved_artifact_root()
+        if "://" not in artifact_root:
+            self.worker_user.give(Path(run_location(artifact_root, request.run_id)), folder=True)
         child = ChildRun(
             request,
             bundle,

@@ -6,6 +6,7 @@ import asyncio
 
 from faststream import FastStream
 
+from mainspring.base.settings import ConfigError
 from mainspring.runtime import metrics
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
@@ -65,7 +66,12 @@ def build_app(settings: RunnerSettings) -> FastStream:
 def main() -> None:
     """Run a runner replica until stopped."""
     configure_logging("runner")
-    run_service(build_app(RunnerSettings()), "runner")
+    try:
+        app = build_app(RunnerSettings())
+    except ConfigError as exc:
+        # A worker user that cannot work (MAINSPRING_WORKER_USER): one line, not a traceback.
+        raise SystemExit(f"runner cannot start: {exc}") from None
+    run_service(app, "runner")
 
 
 if __name__ == "__main__":

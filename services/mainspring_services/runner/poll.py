@@ -24,14 +24,23 @@ from mainspring.contract import subjects
 from mainspring.contract.messages import PollCompleted, PollRequested
 from mainspring.runtime.service import consumer, durable, publish_event
 from mainspring_services.runner.handlers import Runner
+from mainspring_services.runner.worker_user import WorkerUser, worker_environment
 
 
 async def call_in_child(
-    bundle_dir: Path, fn: str, timeout_s: float, log_path: Path
+    bundle_dir: Path,
+    fn: str,
+    timeout_s: float,
+    log_path: Path,
+    worker_user: WorkerUser | None = None,
 ) -> dict[str, Any]:
-    """Run the poll function in its own process group; kill it when it overruns."""
+    """Run the poll function in its own process group, as the routines' worker user and
+    without the runner's credentials; kill it when it overruns."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    worker_user = worker_user or WorkerUser(None, None, "")
     with tempfile.TemporaryDirectory(prefix="mainspring-poll-") as tmp:
+        # The child writes its result here as the worker user.
+        worker_user.give(Path(tmp), folder=True)
         result_file = Path(tmp) / "result.json"
         with log_path.open("ab") as output:
             process = await asyncio.create_subprocess_exec(
@@ -43,6 +52,7 @@ async def call_in_child(
                 stdin=asyncio.subprocess.PIPE,
                 stdout=output,
                 stderr=output,
+                env={**worker_environment(os.environ), **worker_user.env()},
                 start_new_session=True,
             )
         assert process.stdin is not None
@@ -67,7 +77,9 @@ async def poll(runner: Runner, request: PollRequested) -> PollCompleted:
     try:
         bundle = await runner.bundle_dir(request.routine_version)
         logs = runner.settings.home.resolve() / "logs" / f"poll-{request.routine}.log"
-        result = await call_in_child(bundle, request.fn, request.timeout_s, logs)
+        result = await call_in_child(
+            bundle, request.fn, request.timeout_s, logs, runner.worker_user
+        )
     except Exception as exc:  # noqa: BLE001 - reported as the poll's error
         result = {"error": f"cannot run poll function {request.fn}: {type(exc).__name__}: {exc}"}
     return PollCompleted(
@@ -76,6 +88,7 @@ async def poll(runner: Runner, request: PollRequested) -> PollCompleted:
         payload=result.get("payload"),
         error=result.get("error"),
         finished_at=datetime.now(UTC),
+        trigger=request.trigger,
     )
 
 

@@ -11,9 +11,12 @@ import asyncio
 import importlib
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from mainspring_services.runner.worker_user import become_worker_user
 
 
 def call_poll(bundle_dir: Path, fn: str) -> dict[str, Any]:
@@ -50,6 +53,7 @@ async def _awaited(awaitable: Any) -> Any:
 
 def main() -> None:
     """Entry point."""
+    become_worker_user(os.environ)
     fn = sys.stdin.read().strip()
     result = call_poll(Path(sys.argv[1]), fn)
     Path(sys.argv[2]).write_text(json.dumps(result))

@@ -27,6 +27,7 @@ from typing import Any
 from mainspring.runtime import metrics
 from mainspring_services.runner import core
 from mainspring_services.runner.procfs import live_descendants, tree_rss_bytes
+from mainspring_services.runner.worker_user import worker_environment
 
 WORKER_MODULE = "mainspring_services.runner.child"
 FORK_SERVER_MODULE = "mainspring_services.runner.fork_server"
@@ -146,7 +147,7 @@ async def start_worker(env: dict[str, str]) -> Worker:
             stderr=asyncio.subprocess.DEVNULL,
             pass_fds=(job_read, control_write),
             env={
-                **os.environ,
+                **worker_environment(os.environ),
                 **env,
                 "MAINSPRING_JOB_FD": str(job_read),
                 "MAINSPRING_CONTROL_FD": str(control_write),
@@ -326,7 +327,7 @@ class ForkServer:
                     stderr=asyncio.subprocess.DEVNULL,
                     pass_fds=(theirs.fileno(),),
                     env={
-                        **os.environ,
+                        **worker_environment(os.environ),
                         **self.env,
                         **FORK_SERVER_ENV,
                         "MAINSPRING_FORK_SERVER_FD": str(theirs.fileno()),

@@ -36,6 +36,10 @@ class RunnerSettings(Settings):
     # its completion alone (which names the runner, attempt and folder), so a quick run
     # costs three stored messages (submitted or fired, requested, completed), not four.
     run_started_after_s: float = Field(default=0.1, ge=0)
+    # Whom routine code runs as when the runner is root: a user name or uid; unset means
+    # `nobody` where that user can reach the bundles and stores, else the runner's user;
+    # `root` keeps root. See worker_user.py.
+    worker_user: str | None = None
     # A run's stdout and stderr together keep at most this much (the cut is marked).
     run_log_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=0)
 

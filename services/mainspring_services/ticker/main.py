@@ -10,6 +10,7 @@ from mainspring.contract import subjects
 from mainspring.runtime import metrics
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
+from mainspring.storage.named_triggers import TriggerStore
 from mainspring.storage.registry import RoutineStore
 from mainspring_services.ticker.settings import TickerSettings
 from mainspring_services.ticker.timers import Ticker
@@ -30,6 +31,8 @@ def build_app(settings: TickerSettings) -> FastStream:
         await ticker.load_cursors()
         store = await RoutineStore.open(js)
         tasks.append(asyncio.create_task(ticker.follow_registry(store)))
+        triggers = await TriggerStore.open(js)
+        tasks.append(asyncio.create_task(ticker.follow_triggers(triggers)))
         tasks.append(asyncio.create_task(ticker.loop()))
         tasks.append(asyncio.create_task(ticker.persist_loop()))
 

@@ -15,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from mainspring.base.kv import key_token
 from mainspring.contract import subjects
 from mainspring.contract.messages import ScheduleFired
 from mainspring.runtime.bus import publish, read_bucket
 from mainspring.sdk.triggers import TimedSpec
+from mainspring.storage.named_triggers import NamedTrigger, TriggerStore, resume_cursor
 from mainspring.storage.registry import RoutineDefinition, RoutineStore
 from mainspring_services.ticker import core
 from mainspring_services.ticker.settings import TickerSettings
@@ -26,6 +28,11 @@ from mainspring_services.ticker.settings import TickerSettings
 log = logging.getLogger("mainspring.ticker")
 
 CURSOR_PREFIX = "last."
+# Named triggers' cursors, apart from routines' (a trigger may share a routine's name).
+TRIGGER_CURSOR_PREFIX = "trigger."
+# Named triggers are held beside routines under this prefix, which no routine name starts
+# with (a control character), so one heap and one cursor map serve both.
+NAMED = "\x1ftrigger:"
 LagObserver = Callable[[ScheduleFired, float], None]
 
 
@@ -37,9 +44,24 @@ def _now() -> datetime:
 class Armed:
     """One enabled timed routine as the ticker holds it."""
 
-    definition: RoutineDefinition
+    definition: RoutineDefinition | None
     spec: TimedSpec
     generation: int
+    # A named trigger (its target is `target`); None: a routine's own trigger.
+    trigger: str | None = None
+    target: str = ""
+
+
+def shown(name: str) -> str:
+    """A held name as logs show it (a named trigger without its internal prefix)."""
+    return f"trigger {name.removeprefix(NAMED)}" if name.startswith(NAMED) else name
+
+
+def cursor_key(name: str) -> str:
+    """Where a held name's cursor is saved in the TICKER bucket."""
+    if name.startswith(NAMED):
+        return TRIGGER_CURSOR_PREFIX + key_token(name.removeprefix(NAMED))
+    return f"{CURSOR_PREFIX}{name}"
 
 
 class Ticker:
@@ -73,6 +95,7 @@ class Ticker:
         self.in_flight = asyncio.Semaphore(settings.max_publishes_in_flight)
         self.changes_since_freeze = 0
         self.last_change = time.monotonic()
+        self.trigger_cursors: dict[str, datetime] = {}
 
     async def load_cursors(self) -> None:
         """Read every persisted cursor once at start (no per-tick KV reads afterwards)."""
@@ -80,6 +103,33 @@ class Ticker:
         stored = await read_bucket(self.js, subjects.TICKER_BUCKET, CURSOR_PREFIX)
         for key, value in stored.items():
             self.cursors[key.removeprefix(CURSOR_PREFIX)] = datetime.fromisoformat(value.decode())
+        self.trigger_cursors = {
+            key: datetime.fromisoformat(value.decode())
+            for key, value in (
+                await read_bucket(self.js, subjects.TICKER_BUCKET, TRIGGER_CURSOR_PREFIX)
+            ).items()
+        }
+
+    def on_named_trigger(self, key: str, trigger: NamedTrigger | None, now: datetime) -> None:
+        """A named trigger was created, (de)activated or deleted: (re)arm or drop it."""
+        held = self.names_by_key.get(key) if trigger is None else NAMED + trigger.name
+        if held is None:
+            return
+        self.names_by_key[key] = held
+        spec = trigger.schedule() if trigger is not None else None
+        if trigger is None or trigger.status != "active" or spec is None:
+            self.armed.pop(held, None)
+            return
+        current = self.armed.get(held)
+        if current is not None and core.same_timing(current.spec, spec):
+            return
+        self.generation += 1
+        self.armed[held] = Armed(None, spec, self.generation, trigger.name, trigger.target)
+        saved = self.trigger_cursors.get(cursor_key(held))
+        last_fired = self.cursors.get(held, saved)
+        cursor = resume_cursor(trigger, last_fired)
+        self.cursors[held] = cursor
+        self.arm(held, core.next_fire(spec, cursor), self.generation)
 
     def on_definition(self, key: str, definition: RoutineDefinition | None, now: datetime) -> None:
         """A routine was created, changed, disabled or deleted: (re)arm or drop it."""
@@ -144,7 +194,7 @@ class Ticker:
             if plan.missed:
                 log.warning(
                     "%s: %d missed tick(s) dropped by catchup=%s",
-                    name,
+                    shown(name),
                     plan.missed,
                     armed.spec.catchup,
                 )
@@ -182,7 +232,7 @@ class Ticker:
             async with self.in_flight:
                 await self._publish_ticks(name, armed, plan)
         except Exception as exc:  # noqa: BLE001 - retried
-            log.error("publishing ticks of %s failed (%s); retrying", name, exc)
+            log.error("publishing ticks of %s failed (%s); retrying", shown(name), exc)
             return False
         return True
 
@@ -190,10 +240,11 @@ class Ticker:
         for due in plan.fire:
             await self.publish(
                 ScheduleFired(
-                    routine=name,
+                    routine=armed.target if armed.trigger else name,
                     scheduled_at=due,
                     fired_at=_now(),
-                    routine_version=armed.definition.version,
+                    routine_version=armed.definition.version if armed.definition else "",
+                    trigger=armed.trigger,
                 )
             )
 
@@ -216,7 +267,7 @@ class Ticker:
         kv = self.kv
         results = await asyncio.gather(
             *(
-                kv.put(f"{CURSOR_PREFIX}{name}", self.cursors[name].isoformat().encode())
+                kv.put(cursor_key(name), self.cursors[name].isoformat().encode())
                 for name in names
                 if name in self.cursors
             ),
@@ -283,3 +334,11 @@ class Ticker:
                 self.on_definition(key, definition, _now())
             except Exception:
                 log.exception("cannot schedule routine %s; left unarmed", key)
+
+    async def follow_triggers(self, store: TriggerStore) -> None:
+        """Apply named trigger changes as they happen."""
+        async for key, trigger in store.watch():
+            try:
+                self.on_named_trigger(key, trigger, _now())
+            except Exception:
+                log.exception("cannot schedule trigger %s; left unarmed", key)

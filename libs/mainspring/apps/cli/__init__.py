@@ -11,9 +11,11 @@ from mainspring.apps.cli.dags import add_dag_commands
 from mainspring.apps.cli.datasets import add_dataset_commands
 from mainspring.apps.cli.deadletters import add_deadletter_commands
 from mainspring.apps.cli.events import add_publish_command
+from mainspring.apps.cli.instances import add_instance_commands
 from mainspring.apps.cli.routines import add_routine_commands
 from mainspring.apps.cli.runs import add_run_commands
 from mainspring.apps.cli.system import add_system_commands
+from mainspring.apps.cli.triggers import add_trigger_commands
 from mainspring.base.settings import ConfigError
 
 
@@ -29,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(commands)
     add_dataset_commands(commands)
     add_dag_commands(commands)
+    add_instance_commands(commands)
+    add_trigger_commands(commands)
     add_publish_command(commands)
     add_deadletter_commands(commands)
     return parser
@@ -42,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mainspring.runtime.bus import BusError
     from mainspring.sdk.bundle import BundleError
     from mainspring.sdk.routine import ContractError, InputError
+    from mainspring.storage.named_triggers import TriggerError
     from mainspring.storage.registry import RegistryError
 
     args = build_parser().parse_args(argv)
@@ -56,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RegistryError,
         ScheduleError,
         ConfigError,
+        TriggerError,
     ) as exc:
         print(f"mainspring: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

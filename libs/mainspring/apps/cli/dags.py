@@ -16,11 +16,23 @@ async def dag_create(client: Any, args: argparse.Namespace) -> int:
     from mainspring.storage.registry import RegistryError
 
     try:
-        definitions = await client.create_dags(Path(args.path))
+        registered = await client.create_dags(Path(args.path))
     except (BundleError, RegistryError) as exc:
         raise CliError(str(exc)) from None
-    for definition in definitions:
+    for definition in registered.dags:
         print(f"registered DAG {definition.name} (code {definition.version[:12]})")
+    for trigger in registered.triggers:
+        timing = f"cron {trigger.cron}" if trigger.cron else "push"
+        poll = f", poll {trigger.poll_fn}" if trigger.poll_fn else ""
+        print(
+            f"declared trigger {trigger.name} of {trigger.target} ({timing}{poll}), "
+            f"{trigger.status}"
+            + (
+                ""
+                if trigger.status == "active"
+                else f": `mainspring trigger activate {trigger.name}`"
+            )
+        )
     return 0
 
 

@@ -39,9 +39,11 @@ async def routine_create(client: Any, args: argparse.Namespace) -> int:
 
 
 async def routine_list(client: Any, args: argparse.Namespace) -> int:
-    routines = await (await client.store()).list()
+    # Instances grouped under their routine (blueprint).
+    routines = sorted(await (await client.store()).list(), key=lambda d: (d.blueprint, d.name))
     rows = [
         {
+            "routine": d.blueprint,
             "name": d.name,
             "trigger": describe_trigger(d.trigger),
             "enabled": "yes" if d.enabled else "no",
@@ -53,7 +55,7 @@ async def routine_list(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json.loads(d.model_dump_json()) for d in routines], indent=2))
     elif rows:
-        print(table(rows, ["name", "trigger", "enabled", "version", "entrypoint"]))
+        print(table(rows, ["routine", "name", "trigger", "enabled", "version", "entrypoint"]))
     else:
         print("no routines: register one with `mainspring routine create DIR --name NAME`")
     return 0
@@ -62,7 +64,15 @@ async def routine_list(client: Any, args: argparse.Namespace) -> int:
 async def routine_show(client: Any, args: argparse.Namespace) -> int:
     from mainspring.contract.queries import RunQuery
 
-    definition = await (await client.store()).get(args.name)
+    definition = await (await client.store()).find(args.name)
+    if definition is None:
+        # A routine whose instance of the same name was deleted still has versions and
+        # maybe other instances; anything else is the registry's error naming the fix.
+        summary = await routine_versions_and_instances(client, args.name)
+        if not summary["versions"]:
+            await (await client.store()).get(args.name)
+        print(json.dumps({"routine": args.name, **summary}, indent=2))
+        return 0
     data = json.loads(definition.model_dump_json())
     latest = await client.list_runs(RunQuery(routine=args.name, limit=1))
     data["last_run_id"] = latest[0]["id"] if latest else None
@@ -72,6 +82,7 @@ async def routine_show(client: Any, args: argparse.Namespace) -> int:
         data["next_fires"] = next_fires_text(definition, args.next)
     if definition.trigger.kind == "dataset":
         data["dataset_cursor"] = await dataset_cursor(client, args.name)
+    data.update(await routine_versions_and_instances(client, definition.blueprint))
     print(json.dumps(data, indent=2))
     if not definition.enabled:
         print(
@@ -79,6 +90,15 @@ async def routine_show(client: Any, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+async def routine_versions_and_instances(client: Any, routine: str) -> dict[str, Any]:
+    """The routine's versions (newest first) and its instances, for `routine show`."""
+    from mainspring.client.instances import blueprints, summarise
+
+    blueprint = await (await blueprints(client)).find(routine)
+    summary = summarise(blueprint, routine, await (await client.store()).list())
+    return {"versions": summary.versions, "instances": summary.model_dump()["instances"]}
 
 
 async def dataset_cursor(client: Any, routine: str) -> dict[str, Any] | None:
@@ -122,14 +142,16 @@ def next_fires_text(definition: Any, count: int) -> list[str]:
 async def routine_enable(client: Any, args: argparse.Namespace) -> int:
 
     await (await client.store()).set_enabled(args.name, True, None, datetime.now(UTC))
-    print(f"routine {args.name} enabled")
+    following = await client.follow_routine_state(args.name, True, None)
+    print(f"routine {args.name} enabled" + (f" with {following} trigger(s)" if following else ""))
     return 0
 
 
 async def routine_disable(client: Any, args: argparse.Namespace) -> int:
 
     await (await client.store()).set_enabled(args.name, False, args.reason, datetime.now(UTC))
-    print(f"routine {args.name} disabled")
+    following = await client.follow_routine_state(args.name, False, args.reason)
+    print(f"routine {args.name} disabled" + (f" with {following} trigger(s)" if following else ""))
     return 0
 
 

@@ -22,6 +22,7 @@ from mainspring.apps.cli.common import (
     with_client,
 )
 from mainspring.apps.cli.dags import add_resume_actions
+from mainspring.apps.cli.instances import add_runs_diff_command
 from mainspring.apps.present import duration, print_run, short_time, table, watch_line
 from mainspring.base.settings import Settings
 from mainspring.contract.messages import TERMINAL_STATUSES
@@ -39,6 +40,7 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "store_artifacts": not args.no_store,
         # Inputs asked for one by one are Xperiflow's workflow invocation.
         "invocation": "workflow" if args.interactive else "direct",
+        "method": args.method,
     }
 
 
@@ -51,7 +53,7 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         raise CliError(f"--memory: {exc}") from None
     inputs: dict[str, Any] = parse_pairs(args.input, "--input")
     if args.interactive:
-        inputs = await prompt_inputs(client, args.name, inputs)
+        inputs = await prompt_inputs(client, args.name, inputs, args.method)
     if args.in_memory:
         narrowing = [args.from_version, args.to_version, args.upstream, args.payload]
         if any(option is not None for option in narrowing):
@@ -97,13 +99,20 @@ async def dispatched_or_refused(client: Any, run_id: str) -> None:
         raise CliError(str(exc)) from None
 
 
-async def prompt_inputs(client: Any, routine: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Ask for each input not given on the command line, showing its type and default."""
+async def prompt_inputs(
+    client: Any, routine: str, given: dict[str, Any], method: str = "run"
+) -> dict[str, Any]:
+    """Ask for each input of the method not given on the command line, showing its type and
+    default."""
     from mainspring.sdk.routine import InputError, coerce_input
+    from mainspring.storage.registry import method_input_specs, unknown_method
 
     definition = await (await client.store()).get(routine)
+    problem = unknown_method(definition, method)
+    if problem is not None:
+        raise CliError(problem)
     inputs = dict(given)
-    for name, spec in definition.input_specs().items():
+    for name, spec in method_input_specs(definition, method).items():
         if name in inputs:
             continue
         kind = f"{spec.type} or empty" if spec.optional else spec.type
@@ -416,6 +425,11 @@ def add_run_commands(commands: Any) -> None:
     run.add_argument(
         "--input", action="append", metavar="K=V", help="run() input (validated against its type)"
     )
+    run.add_argument(
+        "--method",
+        default="run",
+        help="the routine method to run (default: run); its inputs are given with --input",
+    )
     run.add_argument("--label", action="append", help="label (repeatable)")
     run.add_argument(
         "--attr", action="append", metavar="K=V", help="attribute (JSON values allowed)"
@@ -553,3 +567,4 @@ def add_run_commands(commands: Any) -> None:
     ra.add_argument("--json", action="store_true")
     ra.set_defaults(func=with_client(runs_artifacts))
     add_resume_actions(runs_actions)
+    add_runs_diff_command(runs_actions)

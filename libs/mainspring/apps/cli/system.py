@@ -12,6 +12,8 @@ from typing import Any
 
 from mainspring.apps.cli.common import EXIT_FAILED, CliError, with_client
 from mainspring.apps.present import print_status
+from mainspring.base import credentials
+from mainspring.base.credentials import redacted
 from mainspring.base.settings import Settings
 
 
@@ -182,11 +184,16 @@ def cmd_setup(args: argparse.Namespace) -> int:
     from mainspring.runtime.bus import set_up_now
 
     settings = Settings()
+    admin = credentials.path_of(settings.home, "admin")
+    if not settings.nats_url and not settings.nats_credentials and admin.exists():
+        # Declaring is the admin's step: on a machine running `mainspring up`, its admin.
+        settings = settings.model_copy(update={"nats_credentials": str(admin)})
     changed = set_up_now(settings)
     for line in changed:
         print(line)
     print(
-        f"the bus at {settings.resolved_nats_url()} is set up" + ("" if changed else " (unchanged)")
+        f"the bus at {redacted(settings.resolved_nats_url())} is set up"
+        + ("" if changed else " (unchanged)")
     )
     return 0
 
@@ -260,7 +267,9 @@ def add_supervisor_commands(commands: Any) -> None:
 def add_system_commands(commands: Any) -> None:
     """`up`, `status`, `down`, `logs`, `setup`, `service`, `web`, `demo`, `dev`."""
     up = commands.add_parser(
-        "up", help="start nats-server and all services on this machine (Ctrl-C stops)"
+        "up",
+        help="start nats-server (users and passwords on, generated into HOME/credentials; TLS "
+        "with MAINSPRING_NATS_TLS_CERT/KEY) and all services on this machine (Ctrl-C stops)",
     )
     up.add_argument("--runners", type=int, default=1, help="runner replicas (default 1)")
     up.add_argument(

@@ -1,0 +1,305 @@
+"""The dispatcher's decisions carried out: load definitions and state, decide (core), publish."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Literal
+
+from faststream.nats import NatsBroker
+
+from mainspring.base import tracing
+from mainspring.client import ServiceUnavailable
+from mainspring.contract import subjects
+from mainspring.contract.messages import (
+    DatasetAppended,
+    PollCompleted,
+    RequestRun,
+    RunCompleted,
+    ScheduleFired,
+    SubmitRun,
+    TriggerRecorded,
+)
+from mainspring.contract.queries import RunQuery
+from mainspring.runtime import metrics
+from mainspring.runtime.service import publish_event
+from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger
+from mainspring.storage.registry import RoutineCatalog, RoutineDefinition
+from mainspring_services.dispatcher import (
+    breaker,
+    core,
+    crash_loop,
+    datasets,
+    manual,
+    named_firing,
+    timed,
+)
+from mainspring_services.dispatcher.ports import DispatcherParts
+from mainspring_services.dispatcher.settings import DispatcherSettings
+
+log = logging.getLogger("mainspring.dispatcher")
+
+
+class Dispatcher:
+    """Publishes what the core decided."""
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        parts: DispatcherParts,
+        catalog: RoutineCatalog,
+        settings: DispatcherSettings,
+    ) -> None:
+        self.broker = broker
+        self.store = parts.registry
+        self.numbers = parts.numbers
+        self.crashes = parts.crashes
+        self.overlap = parts.overlap
+        self.cursors = parts.cursors
+        self.ledger = parts.ledger
+        self.history = parts.history
+        self.triggers = parts.triggers
+        self.catalog = catalog
+        self.settings = settings
+        self.fire_windows = breaker.FireWindows()
+
+    async def find(self, submitted: SubmitRun) -> RoutineDefinition | None:
+        """The submitted routine's definition: the in-memory copy when it is current enough
+        for the submitter, else the registry (a name the copy does not know yet included)."""
+        known = self.catalog.current(submitted.routine, submitted.registry_revision)
+        return known if known is not None else await self.store.find(submitted.routine)
+
+    async def publish(
+        self, decision: core.Decision, request_subject: str = subjects.RUN_REQUESTED
+    ) -> None:
+        """Requests first (deduplicated by run id), then history and refusals.
+
+        In-memory runs go to run.in_memory: recorded like any request, executed by the
+        caller that asked for them, never by a runner.
+        """
+        for request in decision.requests:
+            numbered = request.model_copy(
+                update={
+                    "run_number": await self.numbers.next(request.routine),
+                    "trace_id": tracing.current_trace_id(),
+                }
+            )
+            await publish_event(self.broker, numbered, request_subject)
+            log.info(
+                "requested run %s of %s (%s)",
+                numbered.run_id,
+                numbered.routine,
+                numbered.trigger_kind,
+            )
+        for recorded in decision.history:
+            await publish_event(self.broker, recorded, subjects.TRIGGER_RECORDED)
+            metrics.trigger_recorded(recorded)
+        for refused in decision.refused:
+            log.warning("refused run %s of %s: %s", refused.run_id, refused.routine, refused.error)
+            metrics.refused(refused.error)
+            await publish_event(self.broker, refused, refused.subject())
+        if decision.requests:
+            await self.count_fires(decision.requests)
+
+    async def check_crash_loop(
+        self,
+        routine: str,
+        outcome: crash_loop.StartOutcome,
+        failure_key: str,
+        error: str | None,
+        run_id: str | None = None,
+    ) -> None:
+        """Count a start failure or reset on a start; disable the trigger at the threshold."""
+        if outcome == "ignored":
+            return
+        for _ in range(20):
+            state, revision = await self.crashes.load(routine)
+            if outcome == "started" and not state.failures:
+                return  # the common case: a healthy routine, nothing to reset
+            definition = await self.store.find(routine)
+            verdict = crash_loop.decide_crash_loop(
+                definition,
+                state,
+                outcome,
+                failure_key,
+                error,
+                self.settings.crash_loop_threshold,
+                _now(),
+                run_id,
+            )
+            if verdict.state != state and not await self.crashes.save(
+                routine, verdict.state, revision
+            ):
+                continue
+            if verdict.disable_reason is not None:
+                await self.pause(routine, verdict.disable_reason, verdict.history, "crash_loop")
+            return
+        raise RuntimeError(f"crash-loop count of {routine} kept changing concurrently")
+
+    async def pause(
+        self,
+        routine: str,
+        reason: str,
+        history: list[TriggerRecorded],
+        by: Literal["crash_loop", "circuit_breaker"],
+    ) -> None:
+        """Switch off a routine's trigger and its named triggers, saying why."""
+        # History first: a crash before set_enabled redoes both (the record is deduplicated).
+        await self.publish(core.Decision(history=history))
+        await self.store.set_enabled(routine, False, reason, _now(), by=by)
+        log.warning("disabled the trigger of %s: %s", routine, reason)
+        await named_firing.deactivate_targeting(self, routine, reason, by)
+        metrics.DISABLED.labels(by).inc()
+
+    async def count_fires(self, requests: list[RequestRun]) -> None:
+        """The circuit breaker: pause a routine that triggered runs too often just now."""
+        now = _now()
+        for request in requests:
+            definition = self.catalog.get(request.routine)
+            if definition is None or not breaker.counts(request):
+                continue
+            fired = self.fire_windows.record(definition, now)
+            if fired is not None and definition.enabled:
+                reason, recorded = breaker.trip(definition, fired, now)
+                await self.pause(definition.name, reason, [recorded], "circuit_breaker")
+
+    async def on_tick(
+        self, definition: RoutineDefinition | None, fired: ScheduleFired, now: datetime
+    ) -> None:
+        """A schedule tick: poll routines ask a runner to poll, the others start a run."""
+        if fired.trigger is not None:
+            await named_firing.on_tick(self, fired)
+            return
+        poll = timed.poll_request(definition, fired)
+        if poll is not None:
+            await publish_event(self.broker, poll, subjects.POLL_REQUESTED)
+            return
+        await self.start_timed(definition, timed.decide_schedule(definition, fired, now), now)
+
+    async def start_timed(
+        self, definition: RoutineDefinition | None, decision: core.Decision, now: datetime
+    ) -> None:
+        """Publish a timed trigger's decision through the routine's overlap policy."""
+        policy = timed.overlap_policy(definition)
+        if definition is None or policy == "allow" or not decision.requests:
+            await self.publish(decision)
+            return
+        while True:
+            state, revision = await self.overlap.read(definition.name)
+            gated, changed, cancels = timed.gate_run(policy, state, decision, now)
+            if changed == state or await self.overlap.write(definition.name, changed, revision):
+                break
+        # The slot is taken before the request goes out: a crash from here on redelivers
+        # the tick, which finds its run active and republishes (deduplicated by run id)
+        # instead of starting a second one.
+        for cancel in cancels:
+            log.info(
+                "cancelling run %s of %s (overlap=cancel_previous)", cancel.run_id, definition.name
+            )
+            await publish_event(self.broker, cancel, subjects.RUN_CANCEL)
+        await self.publish(gated)
+
+    async def release_timed(self, completed: RunCompleted, now: datetime) -> None:
+        """A run ended: free its overlap slot and start the buffered tick, if any."""
+        while True:
+            state, revision = await self.overlap.read(completed.routine)
+            enabled = True
+            if state.pending is not None and completed.run_id in state.active:
+                definition = await self.store.find(completed.routine)
+                enabled = definition is not None and definition.enabled
+            decision, changed = timed.release_run(state, completed.run_id, now, enabled)
+            if changed == state:
+                return
+            # The buffered run is published before the slot is saved: a crash in between
+            # redelivers the completion, which finds the same state and republishes the
+            # same (deduplicated) request, so the buffered tick is never lost.
+            await self.publish(decision)
+            if await self.overlap.write(completed.routine, changed, revision):
+                return
+
+    async def manual_context(
+        self, definition: RoutineDefinition | None, submitted: SubmitRun
+    ) -> manual.ManualContext:
+        """What a manual run's event needs: the dataset cursor (read, never moved) or the
+        upstream run (asked of the recorder, which owns run history)."""
+        if definition is None or submitted.event is not None:
+            return manual.ManualContext()
+        trigger = definition.trigger
+        if isinstance(trigger, DatasetAppendTrigger):
+            cursor, _ = await self.cursors.load(definition.name)
+            return manual.ManualContext(cursor=cursor or datasets.registered_cursor(definition))
+        if isinstance(trigger, CompletionTrigger):
+            history = self.history
+            try:
+                if submitted.upstream_run_id is not None:
+                    found = await history.get_run(submitted.upstream_run_id)
+                    return manual.ManualContext(upstream=found)
+                status = None if trigger.status == "any" else trigger.status
+                runs = await history.list_runs(RunQuery(routine=trigger.routine, status=status))
+                return manual.ManualContext(upstream=manual.latest_upstream(runs, trigger))
+            except ServiceUnavailable:
+                return manual.ManualContext(
+                    upstream_problem="the recorder does not answer, so the upstream run is "
+                    "unknown: start the recorder and run it again"
+                )
+        return manual.ManualContext()
+
+    async def on_polled(self, polled: PollCompleted, now: datetime) -> None:
+        """A poll function's result: a run (through the overlap policy) or a history row."""
+        if polled.trigger is not None:
+            await named_firing.on_polled(self, polled)
+            return
+        definition = await self.store.find(polled.routine)
+        await self.start_timed(definition, timed.decide_poll_result(definition, polled, now), now)
+
+
+class DatasetDispatch:
+    """Turns `dataset.appended` into runs through per-routine cursors in the dispatch bucket."""
+
+    def __init__(self, broker: NatsBroker, dispatcher: Dispatcher) -> None:
+        self.broker = broker
+        self.dispatcher = dispatcher
+
+    async def on_appended(self, appended: DatasetAppended) -> None:
+        """Apply one append to every routine watching its dataset."""
+        # The catalog copy only once it has caught up with the registry: a routine registered
+        # a moment before the append must not miss it while the catalog's watch catches up.
+        everything = await self.dispatcher.catalog.current_all(self.dispatcher.store)
+        definitions = datasets.dataset_routines(everything, appended.dataset)
+        for definition in definitions:
+            await self.apply(definition, appended)
+
+    async def apply(self, definition: RoutineDefinition, appended: DatasetAppended) -> None:
+        """Publish what the core decided, then move the cursor with compare-and-set.
+
+        Exactly once across a SIGKILL at any point, because the cursor write is the commit:
+        - killed before publishing: nothing happened; the message is redelivered (never
+          acked) and decided again from the same cursor.
+        - killed after publishing, before the cursor write: the redelivery decides again from
+          the same cursor, so the same range, the same run id and the same Nats-Msg-Ids; the
+          stream's duplicate window drops the second copies. (The window, 10 minutes by
+          default, must outlast a dispatcher outage: MAINSPRING_DUPLICATE_WINDOW_S.)
+        - killed after the cursor write, before the ack: the redelivery finds
+          to_version <= seen_version and publishes nothing.
+        The consumer has max_ack_pending=1, so appends are applied in stream order and a
+        redelivered message is applied before any later one.
+        """
+        cursors = self.dispatcher.cursors
+        for _ in range(10):
+            cursor, revision = await cursors.load(definition.name)
+            decision = datasets.decide_dataset_append(
+                definition, cursor, appended, _now(), self.dispatcher.settings.max_hops
+            )
+            if decision.cursor is None:
+                return
+            await self.dispatcher.publish(
+                core.Decision(requests=decision.requests, history=decision.history)
+            )
+            if await cursors.save(definition.name, decision.cursor, revision):
+                return
+            log.warning("cursor of %s moved concurrently; deciding again", definition.name)
+        raise RuntimeError(f"cursor of {definition.name} keeps moving; retrying the message")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

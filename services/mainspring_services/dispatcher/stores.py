@@ -1,0 +1,123 @@
+"""The dispatcher's parts in production: KV buckets and the recorder's API (see ports)."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from mainspring.base import kv
+from mainspring.base.settings import Settings
+from mainspring.client import Client
+from mainspring.contract import subjects
+from mainspring.contract.messages import (
+    RunCompleted,
+)
+from mainspring.storage.cursors import DatasetCursor, load_cursor, save_cursor
+from mainspring.storage.ledger import (
+    is_in_memory,
+    ledger_bucket,
+    mark_cancelled,
+    mark_in_memory,
+    settle_outcome,
+)
+from mainspring.storage.named_triggers import TriggerStore
+from mainspring.storage.numbers import RunNumbers
+from mainspring.storage.registry import RoutineStore
+from mainspring_services.dispatcher import crash_loop, timed
+from mainspring_services.dispatcher.ports import DispatcherParts
+
+
+class CrashLoopCounts:
+    """Per-routine consecutive start failures in the dispatch bucket, written with compare-and-set."""
+
+    def __init__(self, bucket: KeyValue) -> None:
+        self._kv = bucket
+
+    async def load(self, routine: str) -> tuple[crash_loop.CrashLoopState, int]:
+        """The stored state and its revision (0 when never written)."""
+        value, revision = await kv.read(self._kv, f"crashloop.{kv.key_token(routine)}")
+        return crash_loop.CrashLoopState.from_json(value), revision
+
+    async def save(self, routine: str, state: crash_loop.CrashLoopState, revision: int) -> bool:
+        """Store the state unless another replica changed it first (then False: decide again)."""
+        key = f"crashloop.{kv.key_token(routine)}"
+        return await kv.write_if_unchanged(self._kv, key, state.to_json(), revision) is not None
+
+
+class OverlapGate:
+    """Active trigger runs and the buffered tick of each routine, in the dispatch bucket.
+
+    The dispatcher records a run as active at the moment it decides to start it, in the
+    same compare-and-set that checks the policy, and frees it on run.completed (which it
+    consumes anyway). Asking the recorder (api.runs.list) would race with the recorder's
+    consumer lag: a run requested a moment ago may not be recorded yet, so two quick ticks
+    could both start. Following run.requested would race with our own publish the same
+    way. The KV bucket survives dispatcher restarts; the revision check keeps concurrent
+    handlers (ticks, completions, replicas) from overwriting each other.
+    """
+
+    def __init__(self, bucket: KeyValue) -> None:
+        self._kv = bucket
+
+    async def read(self, routine: str) -> tuple[timed.OverlapState, int]:
+        """The state and its revision (0 when none is stored)."""
+        value, revision = await kv.read(self._kv, f"overlap.{kv.key_token(routine)}")
+        if value is None:
+            return timed.OverlapState(), revision
+        return timed.OverlapState.model_validate_json(value), revision
+
+    async def write(self, routine: str, state: timed.OverlapState, revision: int) -> bool:
+        """Save if nobody changed it since `revision`; False means read again."""
+        value = state.model_dump_json().encode()
+        key = f"overlap.{kv.key_token(routine)}"
+        return await kv.write_if_unchanged(self._kv, key, value, revision) is not None
+
+
+class KvCursors:
+    """Dataset cursors in the dispatch bucket."""
+
+    def __init__(self, bucket: KeyValue) -> None:
+        self._kv = bucket
+
+    async def load(self, routine: str) -> tuple[DatasetCursor | None, int]:
+        return await load_cursor(self._kv, routine)
+
+    async def save(self, routine: str, cursor: DatasetCursor, revision: int) -> bool:
+        return await save_cursor(self._kv, routine, cursor, revision)
+
+
+class KvLedger:
+    """The run ledger's marks the dispatcher writes."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def mark_in_memory(self, run_id: str) -> None:
+        await mark_in_memory(self._js, run_id)
+
+    async def is_in_memory(self, run_id: str) -> bool:
+        return await is_in_memory(self._js, run_id)
+
+    async def mark_cancelled(self, run_id: str, by: str) -> None:
+        await mark_cancelled(self._js, run_id, by)
+
+    async def settle(self, completed: RunCompleted) -> RunCompleted:
+        return await settle_outcome(await ledger_bucket(self._js), completed)
+
+
+async def open_parts(broker: NatsBroker, settings: Settings) -> DispatcherParts:
+    """The production parts, on the connected broker's buckets (declared by `mainspring setup`)."""
+    js = broker.connection.jetstream()
+    dispatch = await js.key_value(subjects.DISPATCH_BUCKET)
+    return DispatcherParts(
+        registry=await RoutineStore.open(js),
+        numbers=RunNumbers(dispatch),
+        crashes=CrashLoopCounts(dispatch),
+        overlap=OverlapGate(dispatch),
+        cursors=KvCursors(dispatch),
+        ledger=KvLedger(js),
+        # Asked the way the SDK asks: through the client's request/reply calls.
+        history=Client(broker.connection, settings),
+        triggers=await TriggerStore.open(js),
+    )
