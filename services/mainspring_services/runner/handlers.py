@@ -37,7 +37,7 @@ from mainspring.runtime.service import (
     publish_event,
 )
 from mainspring.sdk.bundle import extract_bundle
-from mainspring.storage.artifacts import run_location
+from mainspring.storage.artifacts import run_location, store_failure
 from mainspring.storage.registry import RoutineStore
 from mainspring.storage.runlogs import store_log
 from mainspring.storage.state import (
@@ -359,7 +359,16 @@ class Runner:
         self.worker_user.give(self.local_log(request.run_id))
         artifact_root = self.settings.resolved_artifact_root()
         if "://" not in artifact_root:
-            self.worker_user.give(Path(run_location(artifact_root, request.run_id)), folder=True)
+            try:
+                self.worker_user.give(
+                    Path(run_location(artifact_root, request.run_id)), folder=True
+                )
+            except OSError as exc:
+                # An unwritable store fails the run when it saves there, with the reason;
+                # it is no reason for the runner to drop the run it holds.
+                log.warning(
+                    "%s", store_failure(artifact_root, f"the folder of run {request.run_id}", exc)
+                )
         child = ChildRun(
             request,
             bundle,
