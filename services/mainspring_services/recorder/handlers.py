@@ -44,10 +44,10 @@ from mainspring.runtime.service import (
     subscriber,
 )
 from mainspring.storage.artifacts import delete_run_files
-from mainspring.storage.ledger import ledger_bucket, mark_cancelled, settle_outcome
 from mainspring.storage.records import CursorError
 from mainspring_services.recorder import core
 from mainspring_services.recorder.history import ReplyTooLarge, RunHistory, RunQueries
+from mainspring_services.recorder.ports import OutcomeLedger
 from mainspring_services.recorder.settings import RecorderSettings
 
 log = logging.getLogger("mainspring.recorder")
@@ -492,16 +492,17 @@ class StaleRunSweep:
         self,
         history: RunHistory,
         settings: RecorderSettings,
-        writes: Executor | None = None,
-        broker: NatsBroker | None = None,
+        writes: Executor | None,
+        broker: NatsBroker,
+        ledger: OutcomeLedger,
     ) -> None:
         self.history = history
         self.settings = settings
         self.writes = writes
         self.broker = broker
+        self.ledger = ledger
         self.last_beats: dict[str, datetime] = {}
         self.watching_since = _now()
-        self.js: JetStreamContext | None = None
 
     def beat(self, heartbeat: RunHeartbeat) -> None:
         """Remember the latest heartbeat of a run."""
@@ -527,10 +528,9 @@ class StaleRunSweep:
 
     async def fail(self, row: dict[str, Any], now: datetime) -> None:
         """Settle a stale run failed and publish its outcome (or the one settled before)."""
-        assert self.js is not None and self.broker is not None, "sweep used before startup"
-        await mark_cancelled(self.js, row["id"], "stale run sweep")
+        await self.ledger.mark_cancelled(row["id"], "stale run sweep")
         ours = core.completion_for_stale(row, self.settings.stale_run_after_s, now)
-        settled = await settle_outcome(await ledger_bucket(self.js), ours)
+        settled = await self.ledger.settle(ours)
         await publish_event(self.broker, settled, settled.subject())
         log.warning("run %s %s: %s", row["id"], settled.status, settled.error)
 
