@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
+    AuditRecorded,
     CancelRun,
     DatasetAppended,
     DatasetVersionsUnreadable,
@@ -40,7 +41,7 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.contract.queries import RunLookup, RunQuery, TriggerEventsQuery
+from mainspring.contract.queries import AuditQuery, RunLookup, RunQuery, TriggerEventsQuery
 
 # Who sends and receives: the five services, the SDK/CLI/web client, and systems outside.
 CLIENT = "client"
@@ -203,6 +204,15 @@ CHANNELS: tuple[Channel, ...] = (
         ("recorder", "dispatcher"),
     ),
     Channel(
+        "auditRecorded",
+        subjects.AUDIT_RECORDED,
+        AuditRecorded,
+        "Someone enabled, disabled, deleted, cancelled, re-ran or reconfigured something: "
+        "who, what, to which target, when and why (the audit trail).",
+        (CLIENT,),
+        ("recorder",),
+    ),
+    Channel(
         "triggerFire",
         subjects.TRIGGER_FIRE,
         FireTrigger,
@@ -263,6 +273,15 @@ CHANNELS: tuple[Channel, ...] = (
         subjects.API_TRIGGER_EVENTS,
         TriggerEventsQuery,
         "Request/reply: a routine's latest trigger firings, newest first.",
+        (CLIENT,),
+        ("recorder",),
+        stored=False,
+    ),
+    Channel(
+        "auditList",
+        subjects.API_AUDIT_LIST,
+        AuditQuery,
+        "Request/reply: the latest audit entries, newest first, of one routine if asked.",
         (CLIENT,),
         ("recorder",),
         stored=False,

@@ -446,6 +446,50 @@ class TriggerRecorded(Message):
         return f"trigger:{self.routine}:{self.event_key}:{self.status}"
 
 
+AuditAction = Literal[
+    "routine.enable",
+    "routine.disable",
+    "routine.delete",
+    "instance.configure",
+    "run.cancel",
+    "run.rerun",
+    "run.restart",
+    "run.replay",
+    "runs.delete",
+    "trigger.activate",
+    "trigger.deactivate",
+    "trigger.delete",
+]
+AuditTargetKind = Literal["routine", "instance", "run", "runs", "trigger"]
+# Run ids one audit entry lists at most: the message must stay far below the max payload.
+AUDIT_RUN_IDS = 100
+
+
+class AuditRecorded(Message):
+    """Someone did something to a routine, run or trigger: who, what, to what, when, why.
+
+    Published by the client after the action took effect; the recorder keeps it in its
+    audit table, one row per entry id however often it is delivered.
+    """
+
+    entry_id: str = Field(min_length=1, max_length=64)
+    who: str = Field(max_length=256)
+    action: AuditAction
+    target_kind: AuditTargetKind
+    target: str = Field(max_length=2048)
+    # The routine (instance) it concerns, for `mainspring audit --routine`; a run's routine
+    # is filled in by the recorder from the run history when the client did not know it.
+    routine: str | None = Field(default=None, max_length=1024)
+    run_id: str | None = Field(default=None, max_length=1024)
+    reason: str | None = Field(default=None, max_length=4096)
+    details: dict[str, Any] = Field(default_factory=dict)
+    at: AwareDatetime
+
+    def message_id(self) -> str:
+        """One entry per action, however often the client sends it."""
+        return f"audit:{self.entry_id}"
+
+
 class PollRequested(Message):
     """A poll trigger ticked: a runner must call the routine's poll function."""
 

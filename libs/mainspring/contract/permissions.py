@@ -38,7 +38,12 @@ DURABLES: dict[str, tuple[str, ...]] = {
         "dispatcher-trigger-fire",
     ),
     "runner": (subjects.RUNNER_CONSUMER, subjects.RUNNER_POLL_CONSUMER),
-    "recorder": (subjects.RECORDER_RUNS_CONSUMER, "recorder-triggers", "recorder-external"),
+    "recorder": (
+        subjects.RECORDER_RUNS_CONSUMER,
+        "recorder-triggers",
+        "recorder-external",
+        subjects.RECORDER_AUDIT_CONSUMER,
+    ),
 }
 SERVICE_DURABLES = tuple(name for names in DURABLES.values() for name in names)
 
@@ -282,7 +287,8 @@ USERS: tuple[User, ...] = (
         name="client",
         why=(
             "People and their tools (CLI, SDK, web service and its HTTP ingress): register",
-            "routines, ask for runs, follow completions, publish external events.",
+            "routines, ask for runs, follow completions, publish external events, and",
+            "record on audit.recorded who enabled, disabled, deleted, cancelled or re-ran what.",
             "Cancelling is the run.cancel command: the run ledger is written by services only.",
             "A run's outcome is published by services only: the caller of an in-memory run",
             "reports it on run.in_memory_reported and the dispatcher settles and publishes it.",
@@ -303,6 +309,7 @@ USERS: tuple[User, ...] = (
             subjects.RUN_HEARTBEAT,
             subjects.DATASET_APPENDED,
             subjects.EXTERNAL_COMPLETED_ANY,
+            subjects.AUDIT_RECORDED,
             "api.>",
             f"{API}.CONSUMER.CREATE.{subjects.STREAM}",
             f"{API}.CONSUMER.CREATE.{subjects.STREAM}.>",

@@ -40,3 +40,10 @@ class TriggerEventsQuery(BaseModel):
     limit: int = Field(default=50, ge=0)
     # A named trigger: its own firings, whatever routine they started.
     trigger: str | None = None
+
+
+class AuditQuery(BaseModel):
+    """The latest audit entries (`api.audit.list`), of one routine when `routine` is given."""
+
+    limit: int = Field(default=50, ge=0, le=10_000)
+    routine: str | None = None

@@ -35,6 +35,9 @@ TRIGGER_FIRE = "trigger.fire"
 POLL_REQUESTED = "poll.requested"
 POLL_COMPLETED = "poll.completed"
 DEAD_LETTER_PREFIX = "deadletter"
+# Who enabled, disabled, deleted, cancelled or re-ran what: the client's account of each
+# action, kept by the recorder in its audit table.
+AUDIT_RECORDED = "audit.recorded"
 
 STREAM_SUBJECTS = [
     DATASET_APPENDED,
@@ -45,6 +48,7 @@ STREAM_SUBJECTS = [
     TRIGGER_FIRE,
     f"{DEAD_LETTER_PREFIX}.>",
     "poll.>",
+    AUDIT_RECORDED,
 ]
 
 # Request/reply subjects answered by the recorder (core NATS, not stored).
@@ -53,6 +57,8 @@ API_RUNS_GET = "api.runs.get"
 API_TRIGGER_EVENTS = "api.trigger.events"
 # Delete finished runs (rows, progress, logs, artifacts); the recorder owns the run history.
 API_RUNS_DELETE = "api.runs.delete"
+# The audit trail, newest first.
+API_AUDIT_LIST = "api.audit.list"
 
 ROUTINES_BUCKET = "routines"
 BUNDLES_BUCKET = "bundles"
@@ -77,6 +83,7 @@ RUNNER_POLL_CONSUMER = "runner-poll"
 # Read by the client to say which service holds up a submitted run's decision.
 DISPATCHER_SUBMITTED_CONSUMER = "dispatcher-submitted"
 RECORDER_RUNS_CONSUMER = "recorder-runs"
+RECORDER_AUDIT_CONSUMER = "recorder-audit"
 
 
 def dead_letter_subject(subject: str) -> str:

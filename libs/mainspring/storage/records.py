@@ -139,6 +139,28 @@ class TriggerEventRecord(SQLModel, table=True):
     payload: dict[str, Any] | None = _json()
 
 
+class AuditRecord(SQLModel, table=True):
+    """One action a person (or tool) took: who did what to which target, when and why."""
+
+    __tablename__ = "audit"
+    # The trail is read newest first, alone or within one routine.
+    __table_args__ = (
+        Index("ix_audit_at_id", "at", "id"),
+        Index("ix_audit_routine_at_id", "routine", "at", "id"),
+    )
+
+    id: str = Field(primary_key=True)
+    who: str
+    action: str
+    target_kind: str
+    target: str = Field(sa_column=Column(Text, nullable=False))
+    routine: str | None = None
+    run_id: str | None = None
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    details: dict[str, Any] | None = _json()
+    at: datetime | None = _when()
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; everything stored is UTC."""
     if value is None:

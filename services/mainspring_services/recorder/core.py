@@ -8,6 +8,7 @@ from typing import Any
 
 from mainspring.contract.messages import (
     TERMINAL_STATUSES,
+    AuditRecorded,
     RequestRun,
     RunCompleted,
     RunProgressed,
@@ -350,3 +351,23 @@ def split_deletable(statuses: Mapping[str, str]) -> tuple[list[str], list[str]]:
 def retention_cutoff(now: datetime, keep_days: float | None) -> datetime | None:
     """Finished runs created before this time are past the retention (None: kept by age)."""
     return None if keep_days is None else now - timedelta(days=keep_days)
+
+
+def audit_row(entry: AuditRecorded, run_routines: Mapping[str, str]) -> dict[str, Any]:
+    """The audit table row of one entry; a run's routine taken from the run history when
+    the client did not name it (a cancel knows only the run id)."""
+    routine = entry.routine
+    if routine is None and entry.run_id is not None:
+        routine = run_routines.get(entry.run_id)
+    return {
+        "id": entry.entry_id,
+        "who": entry.who,
+        "action": entry.action,
+        "target_kind": entry.target_kind,
+        "target": entry.target,
+        "routine": routine,
+        "run_id": entry.run_id,
+        "reason": entry.reason,
+        "details": entry.details or None,
+        "at": _utc(entry.at),
+    }

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from mainspring.base import tracing
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
+    AuditRecorded,
     DeleteRuns,
     RequestRun,
     RunCompleted,
@@ -30,7 +31,7 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.contract.queries import RunLookup, RunQuery, TriggerEventsQuery
+from mainspring.contract.queries import AuditQuery, RunLookup, RunQuery, TriggerEventsQuery
 from mainspring.runtime.deadletters import REDELIVERY, RedeliveryPolicy
 from mainspring.runtime.service import (
     RETRY_DELAY_S,
@@ -58,6 +59,7 @@ RUNS_DURABLE = subjects.RECORDER_RUNS_CONSUMER
 TRIGGERS_DURABLE = "recorder-triggers"
 # External workflows' completions are recorded like runs, so a chain shows its outside parent.
 EXTERNAL_DURABLE = "recorder-external"
+AUDIT_DURABLE = subjects.RECORDER_AUDIT_CONSUMER
 # How long one fetch waits for the first event; an idle recorder asks again after it.
 FETCH_WAIT_S = 5.0
 # Pauses between tries of a database that does not answer: from 1s, doubling, at most 10s,
@@ -82,22 +84,28 @@ RUN_EVENT_MODELS: dict[str, type[core.RunEvent]] = {
 }
 
 
-def event_model(subject: str) -> type[core.RunEvent] | type[TriggerRecorded] | None:
+def event_model(
+    subject: str,
+) -> type[core.RunEvent] | type[TriggerRecorded] | type[AuditRecorded] | None:
     """The model a recorded subject carries; None for subjects that change no row."""
     if subjects.is_run_completed(subject) or subject.startswith(f"{subjects.EXTERNAL_COMPLETED}."):
         return RunCompleted
     if subject == subjects.TRIGGER_RECORDED:
         return TriggerRecorded
+    if subject == subjects.AUDIT_RECORDED:
+        return AuditRecorded
     return RUN_EVENT_MODELS.get(subject)
 
 
 @dataclass
 class ParsedBatch:
-    """A fetched batch split into row changes, progress reports, firings and bodies to park."""
+    """A fetched batch split into row changes, progress reports, firings, audit entries and
+    bodies to park."""
 
     changes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     progress: list[RunProgressed] = field(default_factory=list)
     triggers: list[TriggerRecorded] = field(default_factory=list)
+    audits: list[AuditRecorded] = field(default_factory=list)
     malformed: list[tuple[Msg, str]] = field(default_factory=list)
     # Each message that changes a row, with the run it changes.
     runs: list[tuple[Msg, str]] = field(default_factory=list)
@@ -117,6 +125,9 @@ def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
             continue
         if isinstance(event, TriggerRecorded):
             batch.triggers.append(event)
+            continue
+        if isinstance(event, AuditRecorded):
+            batch.audits.append(event)
             continue
         if isinstance(event, RunProgressed):
             batch.progress.append(event)
@@ -219,6 +230,7 @@ class EventBatches:
                     batch.progress,
                     now,
                     batch.triggers,
+                    batch.audits,
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - not acked: held, or retried then parked
@@ -475,6 +487,15 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
             return replies.fit(f"the trigger history of {named}", {"events": rows})
 
         return await answer("trigger events", produce)
+
+    @subscriber(broker, subjects.API_AUDIT_LIST, max_workers=QUERY_WORKERS)
+    async def on_audit_list(message: NatsMessage) -> bytes:
+        async def produce() -> bytes:
+            query = AuditQuery.model_validate_json(message.body or b"{}")
+            entries = await replies.read(replies.queries.audit, query)
+            return replies.fit("the audit trail", {"entries": entries})
+
+        return await answer("audit list", produce)
 
 
 class StaleRunSweep:

@@ -13,12 +13,14 @@ from sqlmodel import Session, and_, col, or_, select
 
 from mainspring.contract.messages import (
     TERMINAL_STATUSES,
+    AuditRecorded,
     DeleteRuns,
     RunProgressed,
     TriggerRecorded,
 )
-from mainspring.contract.queries import RunQuery
+from mainspring.contract.queries import AuditQuery, RunQuery
 from mainspring.storage.records import (
+    AuditRecord,
     ProgressRecord,
     RunRecord,
     TriggerEventRecord,
@@ -62,8 +64,10 @@ class RunHistory:
         progress: Sequence[RunProgressed],
         now: datetime,
         triggers: Sequence[TriggerRecorded] = (),
+        audits: Sequence[AuditRecorded] = (),
     ) -> RecordedBatch:
-        """Merge a batch of run changes (core.fold), progress reports and firings in one commit.
+        """Merge a batch of run changes (core.fold), progress reports, firings and audit
+        entries in one commit.
 
         Returns how many run rows were written and the runs left out (core.unattached).
         """
@@ -93,6 +97,8 @@ class RunHistory:
             for fired in triggers:
                 # One history row per firing: a redelivery overwrites the same row.
                 session.merge(trigger_event_record(fired))
+            if audits:
+                self._record_audits(session, audits)
             for event in progress:
                 if event.run_id in unattached:
                     continue
@@ -106,6 +112,21 @@ class RunHistory:
                 )
             session.commit()
         return RecordedBatch(rows=len(rows) - len(unattached), unattached=frozenset(unattached))
+
+    def _record_audits(self, session: Session, audits: Sequence[AuditRecorded]) -> None:
+        asked = sorted({a.run_id for a in audits if a.run_id and a.routine is None})
+        run_routines = (
+            dict(
+                session.exec(
+                    select(RunRecord.id, RunRecord.routine).where(col(RunRecord.id).in_(asked))
+                ).all()
+            )
+            if asked
+            else {}
+        )
+        for entry in audits:
+            # One row per entry: a redelivery overwrites the same row.
+            session.merge(AuditRecord(**core.audit_row(entry, run_routines)))
 
     def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
@@ -324,6 +345,21 @@ class RunQueries:
                 }
                 for r in rows
             ]
+
+    def audit(self, query: AuditQuery) -> list[dict[str, Any]]:
+        """The latest audit entries, newest first, of one routine when the query names it."""
+        statement = select(AuditRecord)
+        if query.routine:
+            statement = statement.where(AuditRecord.routine == query.routine)
+        statement = statement.order_by(col(AuditRecord.at).desc(), col(AuditRecord.id).desc())
+        with Session(self.engine) as session:
+            rows = session.exec(statement.limit(query.limit)).all()
+            return [audit_as_dict(r) for r in rows]
+
+
+def audit_as_dict(record: AuditRecord) -> dict[str, Any]:
+    """An audit row as JSON-ready data (UTC ISO time)."""
+    return {**record.model_dump(), "details": record.details or {}, "at": _iso(record.at)}
 
 
 def lineage_of(session: Session, record: RunRecord) -> dict[str, Any]:

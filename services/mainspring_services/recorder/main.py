@@ -14,6 +14,7 @@ from mainspring.runtime.service import build_broker, configure_logging, run_serv
 from mainspring.storage.ledger import LedgerMarks
 from mainspring.storage.records import open_engine
 from mainspring_services.recorder.handlers import (
+    AUDIT_DURABLE,
     EXTERNAL_DURABLE,
     QUERY_WORKERS,
     TRIGGERS_DURABLE,
@@ -62,6 +63,14 @@ def build_app(settings: RecorderSettings) -> FastStream:
             consumer=EXTERNAL_DURABLE,
             subject=subjects.EXTERNAL_COMPLETED_ANY,
             keep_runs=settings.record_runs,
+        ),
+        EventBatches(
+            broker,
+            history,
+            writes,
+            settings.record_batch_size,
+            consumer=AUDIT_DURABLE,
+            subject=subjects.AUDIT_RECORDED,
         ),
     ]
 
