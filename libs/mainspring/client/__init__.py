@@ -216,7 +216,16 @@ class Client(TriggerCalls):
                 f"routine {definition.blueprint} has no constructor, so instance {name} has no "
                 "configuration: declare `def configure(self, k: int = 3)` on its class"
             )
-        return await self.submit(name, settings, method=constructor, source=source)
+        run_id = await self.submit(name, settings, method=constructor, source=source)
+        await self.record_action(
+            "instance.configure",
+            "instance",
+            name,
+            routine=name,
+            run_id=run_id,
+            details={"configuration": settings, "method": constructor},
+        )
+        return run_id
 
     async def collect_bundles(
         self, grace: timedelta = BUNDLE_GRACE, now: datetime | None = None
@@ -326,7 +335,7 @@ class Client(TriggerCalls):
                 attributes=attributes or {},
                 name=name,
                 description=description,
-                started_by=self.settings.user or _login(),
+                started_by=self.actor(),
                 source=source,
                 memory_limit=memory_limit,
                 statistics=statistics,
@@ -359,7 +368,7 @@ class Client(TriggerCalls):
         if method != "run":
             # A constructor run repeated configures the instance again, as it did then.
             inputs = await method_inputs(self, original["routine"], method, inputs)
-        return await self._submit(
+        new_run_id = await self._submit(
             SubmitRun(
                 request_id=str(uuid.uuid4()),
                 routine=original["routine"],
@@ -368,7 +377,7 @@ class Client(TriggerCalls):
                 attributes=original.get("attributes") or {},
                 name=original.get("name"),
                 description=original.get("description"),
-                started_by=self.settings.user or _login(),
+                started_by=self.actor(),
                 source=source,
                 memory_limit=original.get("memory_limit"),
                 statistics=bool(original.get("statistics")),
@@ -381,6 +390,15 @@ class Client(TriggerCalls):
                 method=method,
             )
         )
+        await self.record_action(
+            "run.rerun",
+            "run",
+            run_id,
+            routine=original["routine"],
+            run_id=run_id,
+            details={"new_run_id": new_run_id},
+        )
+        return new_run_id
 
     async def create_dags(self, path: Path) -> DagsRegistered:
         """Register every DAG a module (or folder) registers in its Namespace, and the
@@ -408,13 +426,25 @@ class Client(TriggerCalls):
         """Resume a failed DAG run from its failed node, as a new run; returns its id."""
         from mainspring.client import dags as dag_client
 
-        return await dag_client.restart(self, run_id, self.settings.user or _login())
+        new_run_id = await dag_client.restart(self, run_id, self.actor())
+        await self.record_action(
+            "run.restart", "run", run_id, run_id=run_id, details={"new_run_id": new_run_id}
+        )
+        return new_run_id
 
     async def replay(self, run_id: str, nodes: list[str]) -> str:
         """Run chosen nodes of a DAG run again, as a new run (the rest skipped); its id."""
         from mainspring.client import dags as dag_client
 
-        return await dag_client.replay(self, run_id, nodes, self.settings.user or _login())
+        new_run_id = await dag_client.replay(self, run_id, nodes, self.actor())
+        await self.record_action(
+            "run.replay",
+            "run",
+            run_id,
+            run_id=run_id,
+            details={"new_run_id": new_run_id, "nodes": nodes},
+        )
+        return new_run_id
 
     async def submit_request(self, request: SubmitRun) -> str:
         """Publish a prepared SubmitRun (its request_id becomes the run id); returns once
@@ -644,9 +674,12 @@ class Client(TriggerCalls):
             dry_run=dry_run,
         )
         # Deleting many runs' files takes a while: a longer wait than a query's.
-        return await self._request(
+        reply = await self._request(
             subjects.API_RUNS_DELETE, json.loads(request.model_dump_json()), timeout=120.0
         )
+        filters = {"status": status, "before": before.isoformat() if before else None}
+        await self.record_runs_deleted(reply, routine, filters)
+        return reply
 
     async def run_log(self, run_id: str) -> str | None:
         """A finished run's stdout and stderr, from the artifact store (None: it kept none yet)."""
@@ -708,9 +741,7 @@ class Client(TriggerCalls):
         """Run an opted-in routine in this process (recorded like any run); returns its record."""
         from mainspring.client.inmemory import run_in_memory
 
-        return await run_in_memory(
-            self, routine, inputs or {}, started_by=self.settings.user or _login(), **options
-        )
+        return await run_in_memory(self, routine, inputs or {}, started_by=self.actor(), **options)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the recorder answers (right after `mainspring up`)."""
@@ -731,8 +762,9 @@ class Client(TriggerCalls):
         The dispatcher marks the run so it never starts; the runner holding it stops it.
         Either way a service, never this client, publishes the run's `cancelled` outcome.
         """
-        by = self.settings.user or _login()
+        by = self.actor()
         await publish(self.js, CancelRun(run_id=run_id, requested_by=by), subjects.RUN_CANCEL)
+        await self.record_action("run.cancel", "run", run_id, run_id=run_id)
 
     async def publish(self, subject: str, body: bytes, message_id: str | None = None) -> None:
         """Publish an external event on the stream."""
@@ -807,12 +839,3 @@ class Completions:
                 continue
             self._unacked = message
             return event
-
-
-def _login() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (containers)
-        return "unknown"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nats.js import JetStreamContext
 
 from mainspring.base.settings import Settings
+from mainspring.client.audit import AuditCalls
 from mainspring.client.trigger_replay import (
     ReplayReport,
     Subject,
@@ -71,7 +72,7 @@ def named_view(trigger: NamedTrigger) -> dict[str, Any]:
     return {**trigger.model_dump(mode="json"), "own": False}
 
 
-class TriggerCalls:
+class TriggerCalls(AuditCalls):
     """create/activate/deactivate/fire/list/show/events/delete of named triggers."""
 
     js: JetStreamContext
@@ -139,20 +140,36 @@ class TriggerCalls:
     async def activate_trigger(self, name: str, on_resume: OnResume | None = None) -> None:
         """Switch a trigger on; its last run is kept. Missed ticks: see `on_resume`."""
         triggers = await self.trigger_store()
-        if await triggers.find(name) is None:
+        named = await triggers.find(name)
+        if named is None:
             await self._own(name)
             await (await self.store()).set_enabled(name, True, None, _now())
-            return
-        await triggers.change(name, lambda t: activated(t, _now(), on_resume))
+        else:
+            await triggers.change(name, lambda t: activated(t, _now(), on_resume))
+        await self.record_action(
+            "trigger.activate",
+            "trigger",
+            name,
+            routine=named.target if named else name,
+            details={"on_resume": on_resume} if on_resume else None,
+        )
 
     async def deactivate_trigger(self, name: str, reason: str | None = None) -> None:
         """Switch a trigger off, keeping its definition and last run."""
         triggers = await self.trigger_store()
-        if await triggers.find(name) is None:
+        named = await triggers.find(name)
+        if named is None:
             await self._own(name)
             await (await self.store()).set_enabled(name, False, reason, _now())
-            return
-        await triggers.change(name, lambda t: deactivated(t, _now(), reason, "user"))
+        else:
+            await triggers.change(name, lambda t: deactivated(t, _now(), reason, "user"))
+        await self.record_action(
+            "trigger.deactivate",
+            "trigger",
+            name,
+            routine=named.target if named else name,
+            reason=reason,
+        )
 
     async def fire_trigger(self, name: str, payload: dict[str, Any] | None = None) -> str:
         """Fire an active trigger now with `payload` (None: its default); returns the run id."""
@@ -170,13 +187,11 @@ class TriggerCalls:
             raise TriggerError(
                 f"trigger {name!r} is inactive: activate it with `mainspring trigger activate {name}`"
             )
-        from mainspring.client import _login  # the client module mixes this class in
-
         fire = FireTrigger(
             request_id=str(uuid.uuid4()),
             trigger=name,
             payload=payload,
-            requested_by=self.settings.user or _login(),
+            requested_by=self.actor(),
             requested_at=_now(),
         )
         await publish(self.js, fire, subjects.TRIGGER_FIRE)
@@ -218,18 +233,36 @@ class TriggerCalls:
     async def delete_trigger(self, name: str) -> None:
         """Remove a named trigger (a routine's own trigger goes with its routine)."""
         triggers = await self.trigger_store()
-        if await triggers.find(name) is None and await (await self.store()).find(name):
+        named = await triggers.find(name)
+        if named is None and await (await self.store()).find(name):
             raise TriggerError(
                 f"{name!r} is routine {name}'s own trigger: deactivate it, or delete the "
                 f"routine with `mainspring routine delete {name}`"
             )
         await triggers.delete(name)
+        await self.record_action(
+            "trigger.delete", "trigger", name, routine=named.target if named else None
+        )
 
     async def set_routine_enabled(self, routine: str, enabled: bool, reason: str | None) -> int:
         """`routine enable/disable`: the routine's own trigger, then its named triggers
         (see follow_routine_state); returns how many named triggers changed."""
         await (await self.store()).set_enabled(routine, enabled, reason, _now())
-        return await self.follow_routine_state(routine, enabled, reason)
+        changed = await self.follow_routine_state(routine, enabled, reason)
+        await self.record_action(
+            "routine.enable" if enabled else "routine.disable",
+            "routine",
+            routine,
+            routine=routine,
+            reason=reason,
+            details={"named_triggers_changed": changed} if changed else None,
+        )
+        return changed
+
+    async def delete_routine(self, routine: str) -> None:
+        """`routine delete`: remove its definition (its bundle stays for runs in flight)."""
+        await (await self.store()).delete(routine)
+        await self.record_action("routine.delete", "routine", routine, routine=routine)
 
     async def follow_routine_state(self, routine: str, enabled: bool, reason: str | None) -> int:
         """`routine enable/disable` acts on the routine's named triggers too; returns how many.

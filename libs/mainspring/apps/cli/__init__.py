@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from mainspring.apps.cli.audit import add_audit_command
 from mainspring.apps.cli.common import EXIT_FAILED, EXIT_USAGE, CliError
 from mainspring.apps.cli.dags import add_dag_commands
 from mainspring.apps.cli.datasets import add_dataset_commands
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_trigger_commands(commands)
     add_publish_command(commands)
     add_deadletter_commands(commands)
+    add_audit_command(commands)
     return parser
 
 

@@ -140,23 +140,19 @@ def next_fires_text(definition: Any, count: int) -> list[str]:
 
 
 async def routine_enable(client: Any, args: argparse.Namespace) -> int:
-
-    await (await client.store()).set_enabled(args.name, True, None, datetime.now(UTC))
-    following = await client.follow_routine_state(args.name, True, None)
+    following = await client.set_routine_enabled(args.name, True, None)
     print(f"routine {args.name} enabled" + (f" with {following} trigger(s)" if following else ""))
     return 0
 
 
 async def routine_disable(client: Any, args: argparse.Namespace) -> int:
-
-    await (await client.store()).set_enabled(args.name, False, args.reason, datetime.now(UTC))
-    following = await client.follow_routine_state(args.name, False, args.reason)
+    following = await client.set_routine_enabled(args.name, False, args.reason)
     print(f"routine {args.name} disabled" + (f" with {following} trigger(s)" if following else ""))
     return 0
 
 
 async def routine_delete(client: Any, args: argparse.Namespace) -> int:
-    await (await client.store()).delete(args.name)
+    await client.delete_routine(args.name)
     print(f"routine {args.name} deleted")
     return 0
 
