@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
+    AuditRecorded,
     CancelRun,
     DatasetAppended,
     DeleteRuns,
@@ -44,7 +45,7 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.contract.queries import RunLookup, RunQuery, TriggerEventsQuery
+from mainspring.contract.queries import AuditQuery, RunLookup, RunQuery, TriggerEventsQuery
 from mainspring.runtime.deadletters import ERROR_HEADER
 from tests.harness import Deployment, consumer_idle, deployment_context, eventually, write_routine
 
@@ -84,6 +85,14 @@ SAMPLES: dict[type[BaseModel], dict[str, Any]] = {
         "fired_at": AT,
     },
     PollCompleted: {"routine": "fuzz-none", "scheduled_at": AT, "finished_at": AT},
+    AuditRecorded: {
+        "entry_id": "fuzz-entry",
+        "who": "fuzz",
+        "action": "run.cancel",
+        "target_kind": "run",
+        "target": "fuzz-run",
+        "at": AT,
+    },
     RequestRun: {
         "run_id": "fuzz-run",
         "routine": "fuzz-none",
@@ -139,6 +148,7 @@ CONSUMED = [
     Consumed(st.just(subjects.RUN_STARTED), (RunStarted,)),
     Consumed(st.just(subjects.RUN_PROGRESS), (RunProgressed,)),
     Consumed(st.just(subjects.RUN_QUEUED), (RunQueued,)),
+    Consumed(st.just(subjects.AUDIT_RECORDED), (AuditRecorded,)),
 ]
 # Request subjects and the model each reads its request as.
 REQUESTS: dict[str, type[BaseModel]] = {
@@ -146,6 +156,7 @@ REQUESTS: dict[str, type[BaseModel]] = {
     subjects.API_RUNS_GET: RunLookup,
     subjects.API_RUNS_DELETE: DeleteRuns,
     subjects.API_TRIGGER_EVENTS: TriggerEventsQuery,
+    subjects.API_AUDIT_LIST: AuditQuery,
 }
 # Durables that must have handled every fuzzed message by the end.
 DURABLES = [
@@ -163,6 +174,7 @@ DURABLES = [
     subjects.RECORDER_RUNS_CONSUMER,
     "recorder-triggers",
     "recorder-external",
+    subjects.RECORDER_AUDIT_CONSUMER,
 ]
 
 JSON_VALUE = st.recursive(
