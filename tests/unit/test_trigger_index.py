@@ -137,7 +137,9 @@ class FakeRegistry:
     async def last_revision(self) -> int:
         return self.revision
 
-    def write(self, name: str, definition: RoutineDefinition | None) -> tuple[str, RoutineDefinition | None, int]:
+    def write(
+        self, name: str, definition: RoutineDefinition | None
+    ) -> tuple[str, RoutineDefinition | None, int]:
         """Change the registry; the watch hears of it only when the test delivers it."""
         self.revision += 1
         if definition is None:
