@@ -134,18 +134,23 @@ async def completion(client: Client, done: Completions, count: int = SAMPLES) ->
 
 
 async def dataset(
-    client: Client, done: Completions, root: str, count: int = SAMPLES, first_row: int = 0
+    client: Client,
+    done: Completions,
+    root: str,
+    count: int = SAMPLES,
+    table: str = "bench",
+    routine: str = "appended",
 ) -> list[float]:
     """Append committed -> run() (ms)."""
     samples = []
-    for row in range(first_row, first_row + count):
+    for row in range(count):
 
         def write(value: int = row) -> float:
-            datasets.append("bench", {"id": [value]}, root=root)
+            datasets.append(table, {"id": [value]}, root=root)
             return time.time()
 
         committed = await asyncio.to_thread(write)
-        body = await done.next("appended")
+        body = await done.next(routine)
         samples.append((body["outputs"]["t"] - committed) * 1000)
     return samples
 

@@ -3,10 +3,12 @@
     python -m bench scale
 
 Does a trigger's path grow with the registry? One system (bench.system, one runner, SQLite)
-holds the four measured routines of bench.latency (manual `stamp`, `upstream` -> `downstream`,
-`appended` on dataset `bench`) and, at each size, enough idle routines to make up the total:
-half watch other datasets, half wait on other upstream routines, so the dispatcher's lookups
-for `bench` and `upstream` have the whole registry to search but only one routine to find.
+holds the measured routines of bench.latency (manual `stamp`, `upstream` -> `downstream`, and
+at each size a fresh dataset `bench-<size>` watched by `appended-<size>`, so every size appends
+to a table of the same length: a table's growing log would otherwise pass for the registry's
+cost) and, at each size, enough idle routines to make up the total: half watch other
+datasets, half wait on other upstream routines, so the dispatcher's lookups for the dataset
+and `upstream` have the whole registry to search but only one routine to find.
 
 Idle routines are written straight to the registry bucket with RoutineStore.put (copies of
 the `appended` definition with another name and trigger, sharing its code bundle): ten
@@ -36,7 +38,7 @@ from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger
 from mainspring.storage import datasets
 from mainspring.storage.registry import RoutineDefinition, RoutineStore
 
-MEASURED = ("stamp", "upstream", "downstream", "appended")
+MEASURED = ("stamp", "upstream", "downstream")
 SAMPLES = 10 if smoke() else 1000
 SIZES = (6, 30) if smoke() else (10, 1_000, 10_000)
 RAW = "raw JetStream publish -> pull consumer"
@@ -49,8 +51,8 @@ def sizes() -> tuple[int, ...]:
     """Registry sizes to measure (BENCH_SCALE_SIZES=10,100 overrides), each >= the measured four."""
     chosen = os.environ.get("BENCH_SCALE_SIZES")
     found = tuple(int(s) for s in chosen.split(",")) if chosen else SIZES
-    if min(found) < len(MEASURED):
-        raise SystemExit(f"every size must hold the {len(MEASURED)} measured routines")
+    if min(found) < len(MEASURED) + 1:
+        raise SystemExit(f"every size must hold the {len(MEASURED) + 1} measured routines")
     return found
 
 
@@ -73,13 +75,31 @@ async def register_idle(store: RoutineStore, template: RoutineDefinition, number
         await asyncio.gather(*(store.put(idle_routine(template, n)) for n in chunk))
 
 
-async def warm(client: Client, done: Completions, root: str, row: int) -> None:
+def appended_source(table: str) -> str:
+    """bench.latency's dataset routine, watching `table`."""
+    return ROUTINES["appended"].replace(
+        'on_dataset_append("bench")', f"on_dataset_append({table!r})"
+    )
+
+
+async def watch_fresh_dataset(client: Client, home: Path, root: str, size: int) -> tuple[str, str]:
+    """A new table and a routine watching it, for one size: (table, routine)."""
+    table, routine = f"bench-{size}", f"appended-{size}"
+    datasets.create(table, "id:int64", root=root)
+    folder = home / "routines" / routine
+    folder.mkdir(parents=True)
+    (folder / "routine.py").write_text(appended_source(table))
+    await client.create_routine(folder, routine)
+    return table, routine
+
+
+async def warm(client: Client, done: Completions, root: str, table: str, routine: str) -> None:
     """One run of each path, so the catalog has caught up and workers are warm."""
     await client.submit("stamp", source="manual")
     await done.next("stamp")
     await completion_warmup(client, done)
-    await asyncio.to_thread(datasets.append, "bench", {"id": [row]}, root=root)
-    await done.next("appended")
+    await asyncio.to_thread(datasets.append, table, {"id": [-1]}, root=root)
+    await done.next(routine)
 
 
 async def measure(system: BenchSystem) -> dict[int, dict[str, Summary]]:
@@ -89,7 +109,6 @@ async def measure(system: BenchSystem) -> dict[int, dict[str, Summary]]:
     try:
         await client.wait_ready(timeout=60)
         root = settings.resolved_dataset_root()
-        datasets.create("bench", "id:int64", root=root)
         for name in MEASURED:
             folder = system.home / "routines" / name
             folder.mkdir(parents=True)
@@ -99,23 +118,23 @@ async def measure(system: BenchSystem) -> dict[int, dict[str, Summary]]:
         await client.nc.subscribe(subjects.RUN_COMPLETED_ANY, cb=done.on_message)
         await client.nc.flush()
         store = await client.store()
-        template = await store.get("appended")
-        registered = len(MEASURED)
+        registered, idle = len(MEASURED), 0
         by_size: dict[int, dict[str, Summary]] = {}
         for size in sizes():
-            await register_idle(
-                store, template, range(registered - len(MEASURED), size - len(MEASURED))
-            )
-            registered = size
-            await warm(client, done, root, row=-size)
+            table, routine = await watch_fresh_dataset(client, system.home, root, size)
+            template = await store.get(routine)
+            more = max(0, size - registered - 1)
+            await register_idle(store, template, range(idle, idle + more))
+            registered, idle = registered + 1 + more, idle + more
+            await warm(client, done, root, table, routine)
             raw = await raw_delivery_latencies(system.url, SAMPLES)
             by_size[size] = {
                 RAW: Summary.of(raw),
                 PATHS[0]: Summary.of(await manual(client, done, SAMPLES)),
                 PATHS[1]: Summary.of(await completion(client, done, SAMPLES)),
-                PATHS[2]: Summary.of(await dataset(client, done, root, SAMPLES, size * SAMPLES)),
+                PATHS[2]: Summary.of(await dataset(client, done, root, SAMPLES, table, routine)),
             }
-            print(f"measured {size} registered routines", flush=True)
+            print(f"measured {registered} registered routines", flush=True)
         return by_size
     finally:
         await client.close()
