@@ -26,6 +26,10 @@ test *ARGS:
 chaos *ARGS:
     MAINSPRING_CHAOS_SECONDS=120 MAINSPRING_CHAOS_MIN_TRIGGERS=2000 MAINSPRING_CHAOS_MAX_SECONDS=900 pytest -m chaos -s tests/chaos {{ARGS}}
 
+# the long fuzz: random and malformed messages on every consumed subject of a running system
+fuzz *ARGS:
+    MAINSPRING_FUZZ_EXAMPLES=5000 pytest tests/e2e/test_fuzz.py {{ARGS}}
+
 # ruff (lint and format check), mypy strict, and the import contracts (import-linter)
 lint:
     ruff check libs services tests bench examples

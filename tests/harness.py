@@ -342,3 +342,81 @@ def deployment_context(
         deployment.stop()
         if database == "postgres":
             drop_postgres_database(database_url)
+
+
+class TcpProxy:
+    """A TCP forwarder on a free loopback port that a test can cut and restore.
+
+    Put between a service and a server it depends on (the recorder and PostgreSQL), it
+    stands for the network or the server going away without touching the real server,
+    which other tests share. Cut, it closes every live connection and closes each new one
+    at once, so a client sees its connection reset or refused; `attempts_while_cut` counts
+    those, which shows whether a client backs off or hammers the server.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.cut_off = False
+        self.attempts_while_cut = 0
+        self._server: asyncio.Server | None = None
+        self._live: set[asyncio.StreamWriter] = set()
+        self._forwarding: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        # Aborted sockets end every forwarding task; wait so none outlives the test's loop.
+        await asyncio.gather(*self._forwarding, return_exceptions=True)
+
+    def cut(self) -> None:
+        """Close live connections and refuse new ones until restored."""
+        self.cut_off = True
+        for writer in list(self._live):
+            writer.transport.abort()
+        self._live.clear()
+
+    def restore(self) -> None:
+        """Forward new connections again."""
+        self.cut_off = False
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            self.attempts_while_cut += 1
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._forwarding.add(task)
+        try:
+            await self._forward(reader, writer)
+        finally:
+            self._forwarding.discard(task)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._live.update((writer, upstream_writer))
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer),
+            self._pipe(upstream_reader, writer),
+            return_exceptions=True,
+        )
+        self._live.difference_update((writer, upstream_writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        finally:
+            writer.transport.abort()

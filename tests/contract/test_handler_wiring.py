@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
 
 from mainspring.base.settings import Settings
 from mainspring.contract import subjects
 from mainspring.contract.messages import RequestRun, RunCompleted, SubmitRun
-from mainspring.runtime.service import STREAM
+from mainspring.runtime.service import STREAM, MessageTooLarge, build_broker, subscriber
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import InputSchema, RoutineCatalog, RoutineDefinition
 from mainspring_services.dispatcher.dispatch import Dispatcher
@@ -92,3 +93,30 @@ async def test_malformed_message_goes_to_dead_letter() -> None:
         await test_broker.publish(b'{"routine": 5}', subjects.RUN_SUBMITTED)
 
     assert parked == [{"routine": 5}]
+
+
+async def test_a_body_nested_too_deep_for_json_is_parked_not_failed() -> None:
+    broker = _dispatcher_broker()
+    parked: list[bytes] = []
+
+    @subscriber(broker, subjects.dead_letter_subject(subjects.RUN_SUBMITTED), stream=STREAM)
+    async def capture(message: NatsMessage) -> None:
+        parked.append(message.body)
+
+    # Deeper than Python's recursion limit: decoding it as JSON before the handler would
+    # raise RecursionError, and the message would be retried instead of parked at once.
+    deep = b"[" * 5000 + b"]" * 5000
+    async with TestNatsBroker(broker) as test_broker:
+        await test_broker.publish(deep, subjects.RUN_SUBMITTED)
+
+    assert parked == [deep]
+
+
+async def test_a_message_the_server_would_refuse_is_not_sent() -> None:
+    broker = build_broker(Settings(nats_url="nats://127.0.0.1:4222"), "dispatcher")
+
+    async with TestNatsBroker(broker) as test_broker:
+        with pytest.raises(MessageTooLarge, match="a name in it is too long"):
+            await test_broker.publish(b"{}", "run.completed." + "r" * 4000 + ".failed")
+        with pytest.raises(MessageTooLarge, match="max payload of 1048576 bytes"):
+            await test_broker.publish(b"x" * 1024 * 1024, subjects.RUN_SUBMITTED)

@@ -13,7 +13,7 @@ import pytest
 from mainspring.client import Client
 from mainspring.contract import subjects
 from mainspring.contract.messages import SubmitRun
-from mainspring.runtime.deadletters import ERROR_HEADER
+from mainspring.runtime.deadletters import CUT_HEADER, ERROR_HEADER
 from tests.harness import Deployment, copy_example, eventually
 
 pytestmark = pytest.mark.e2e
@@ -59,3 +59,51 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
 
     assert "removed 1 dead letter(s)" in system.cli("deadletters", "purge", "--all").stdout
     assert "no dead letters" in system.cli("deadletters", "list").stdout
+
+
+async def test_a_message_too_big_to_park_whole_is_parked_cut_and_the_service_stays_connected(
+    deployment: Deployment, client: Client
+) -> None:
+    dispatcher = deployment.start("dispatcher")
+    # Near the max payload: with the reason added its dead letter would not fit, and the
+    # server answers an oversized publish by closing the publisher's connection.
+    big = b"\xff" * (client.nc.max_payload - 700)
+    await client.js.publish(subjects.RUN_SUBMITTED, big, headers={"X-Origin": "x" * 600})
+    await client.js.publish(subjects.RUN_SUBMITTED, b"after", headers={"X-Origin": "test"})
+
+    async def both_listed() -> list[dict[str, object]] | None:
+        listed = deployment.cli("deadletters", "list", "--json").stdout
+        letters: list[dict[str, object]] = json.loads(listed)
+        return letters if len(letters) == 2 else None
+
+    cut, after = await eventually(both_listed, timeout=60, what="both messages parked")
+    shown = json.loads(deployment.cli("deadletters", "show", str(cut["sequence"])).stdout)
+    assert shown["headers"][CUT_HEADER].endswith(f" of {len(big)} bytes")
+    refused = deployment.cli("deadletters", "replay", str(cut["sequence"]), check=False)
+    assert refused.returncode != 0
+    assert "republish the original" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0
+    assert "did not fit" not in str(after["reason"])
+    assert dispatcher.alive()
+    assert "lost the connection" not in dispatcher.log()
+
+
+async def test_a_name_too_long_for_a_subject_is_parked_at_once_and_the_service_stays_connected(
+    deployment: Deployment, client: Client
+) -> None:
+    dispatcher = deployment.start("dispatcher")
+    # Its refusal would go out on run.completed.<routine>.failed: a subject longer than
+    # nats-server accepts, which the server answers by closing the publisher's connection.
+    huge = {"request_id": str(uuid.uuid4()), "routine": "r" * 5000}
+    await client.js.publish(subjects.RUN_SUBMITTED, json.dumps(huge).encode())
+    await client.js.publish(subjects.RUN_SUBMITTED, b"not json", headers={"X-Origin": "after"})
+
+    async def both_parked() -> list[str] | None:
+        listed = json.loads(deployment.cli("deadletters", "list", "--json").stdout)
+        reasons = [str(letter["reason"]) for letter in listed]
+        return reasons if len(reasons) == 2 else None
+
+    too_long, after = await eventually(both_parked, timeout=60, what="both parked")
+    assert "routine: Value error, 5000 bytes as a subject token" in too_long
+    assert "Invalid JSON" in after
+    assert "lost the connection" not in dispatcher.log()

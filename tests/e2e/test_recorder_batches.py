@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from sqlalchemy import text
 from sqlmodel import Session, SQLModel, select
@@ -17,13 +18,13 @@ from sqlmodel import Session, SQLModel, select
 from mainspring.base.settings import Settings
 from mainspring.client import Client, RunRefused, ServiceUnavailable
 from mainspring.contract import subjects
-from mainspring.contract.messages import RequestRun, RunCompleted, RunStarted
+from mainspring.contract.messages import RequestRun, RunCompleted, RunProgressed, RunStarted
 from mainspring.contract.queries import RunQuery
 from mainspring.runtime.service import build_broker
 from mainspring.storage.records import RunRecord, open_engine
 from mainspring_services.recorder.handlers import RUNS_DURABLE, EventBatches
 from mainspring_services.recorder.history import RunHistory
-from tests.harness import Deployment, eventually
+from tests.harness import Deployment, eventually, parked_reason
 
 pytestmark = pytest.mark.e2e
 
@@ -247,3 +248,65 @@ async def test_a_recorder_killed_mid_backlog_loses_and_doubles_nothing(
     runs = [run async for run in client.iter_runs(RunQuery(limit=100_000))]
     assert sorted(r["id"] for r in runs) == [f"run-{i:05d}" for i in range(RUNS)]
     assert {r["status"] for r in runs} == {"completed"}
+
+
+async def test_progress_of_an_unknown_run_is_parked_and_its_batch_recorded(
+    deployment: Deployment, client: Client
+) -> None:
+    parked: list[Msg] = []
+
+    async def keep(message: Msg) -> None:
+        parked.append(message)
+
+    await client.nc.subscribe(subjects.dead_letter_subject(subjects.RUN_PROGRESS), cb=keep)
+    recorder = deployment.start("recorder")
+    await client.wait_ready()
+    assert recorder.process is not None
+    # Frozen while the events arrive, so they are one batch when it wakes.
+    recorder.process.send_signal(signal.SIGSTOP)
+    orphan = RunProgressed(run_id="never-requested", fraction=0.5, at=T0)
+    await publish_all(
+        client.js,
+        [*run_events(0), (subjects.RUN_PROGRESS, orphan.model_dump_json().encode())],
+    )
+    recorder.process.send_signal(signal.SIGCONT)
+
+    await eventually(lambda: all_acked(client.js), what="the batch recorded and acked")
+    assert [r["id"] for r in await client.list_runs()] == ["run-00000"]
+
+    async def orphan_parked() -> list[Msg]:
+        return parked
+
+    await eventually(orphan_parked, what="the orphan progress parked")
+    assert "the run history does not have" in parked_reason(parked[0])
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "reason"),
+    [
+        (subjects.API_RUNS_GET, b"[1]", "bad run request: body: Input should be an object"),
+        (subjects.API_RUNS_GET, b"\xff", "bad run request: body: Invalid JSON"),
+        (
+            subjects.API_TRIGGER_EVENTS,
+            b'{"routine": "r", "limit": "many"}',
+            "bad trigger events request: limit: Input should be a valid integer",
+        ),
+        (
+            subjects.API_RUNS_LIST,
+            b'{"limit": -1, "since": "yesterday"}',
+            "bad runs list request: since: Input should be a valid datetime or date, input is too "
+            "short (+1 more)",
+        ),
+    ],
+)
+async def test_a_malformed_query_is_answered_with_a_one_line_reason(
+    deployment: Deployment, client: Client, subject: str, body: bytes, reason: str
+) -> None:
+    deployment.start("recorder")
+    await client.wait_ready()
+
+    reply = await client.nc.request(subject, body, timeout=10)
+
+    error = json.loads(reply.data)["error"]
+    assert error.startswith(reason), error
+    assert "\n" not in error

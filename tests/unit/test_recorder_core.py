@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mainspring_services.recorder.core import fold, merge, next_status
+from mainspring_services.recorder.core import fold, merge, next_status, unattached
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -159,3 +159,18 @@ def test_the_earliest_creation_time_wins_over_a_fallback_seen_first() -> None:
     assert refused_first["created_at"] == T0.replace(second=1)
 
     assert merge(refused_first, REQUESTED)["created_at"] == T0
+
+
+@pytest.mark.parametrize(
+    ("stored", "batch_row", "left_out"),
+    [
+        (None, {"progress": 0.5}, True),
+        (None, {"progress": 0.5, "routine": "hello"}, False),
+        ({"routine": "hello"}, {"progress": 0.5, "routine": "hello"}, False),
+        ({"routine": "hello"}, {"progress": 0.5}, False),
+    ],
+)
+def test_only_a_new_run_without_a_routine_is_unattached(
+    stored: dict[str, Any] | None, batch_row: dict[str, Any], left_out: bool
+) -> None:
+    assert unattached({"r": stored}, {"r": batch_row}) == ({"r"} if left_out else set())

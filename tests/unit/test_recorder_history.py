@@ -77,7 +77,7 @@ def test_a_batch_of_several_runs_is_one_commit_with_one_row_each(engine: Engine)
 
     written = history.record_batch([core.changes_for(e, T0) for e in events], progress, T0)
 
-    assert written == 2
+    assert written.rows == 2
     assert len(commits) == 1
     with Session(engine) as session:
         rows = {r.id: r for r in session.exec(select(RunRecord))}
@@ -269,4 +269,19 @@ def test_retention_and_deletion_take_only_finished_runs_with_their_progress(
     assert deleted == 1, "a running run is never deleted"
     assert set(history.rows(["old0", "busy"])) == {"busy"}
     with Session(engine) as session:
+        assert list(session.exec(select(ProgressRecord))) == []
+
+
+def test_progress_of_a_run_the_history_does_not_have_is_left_out_not_failing_the_batch(
+    engine: Engine,
+) -> None:
+    history = RunHistory(engine)
+    orphan = RunProgressed(run_id="gone", fraction=0.5, at=T0)
+    events: list[core.RunEvent] = [requested("a", T0), orphan]
+
+    recorded = history.record_batch([core.changes_for(e, T0) for e in events], [orphan], T0)
+
+    assert (recorded.rows, recorded.unattached) == (1, frozenset({"gone"}))
+    with Session(engine) as session:
+        assert [r.id for r in session.exec(select(RunRecord))] == ["a"]
         assert list(session.exec(select(ProgressRecord))) == []

@@ -70,6 +70,8 @@ def test_dead_letter_headers_keep_the_originals_and_their_id_aside() -> None:
 @dataclass
 class FakeBroker:
     published: list[tuple[bytes, str, dict[str, str]]] = field(default_factory=list)
+    # What a connected broker reports: nats-server's default max payload.
+    connection: Any = field(default_factory=lambda: SimpleNamespace(max_payload=1024 * 1024))
 
     async def publish(self, body: bytes, subject: str, **options: Any) -> None:
         self.published.append((body, subject, options["headers"]))

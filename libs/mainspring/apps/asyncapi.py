@@ -40,7 +40,7 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.contract.queries import RunQuery
+from mainspring.contract.queries import RunLookup, RunQuery, TriggerEventsQuery
 
 # Who sends and receives: the five services, the SDK/CLI/web client, and systems outside.
 CLIENT = "client"
@@ -243,8 +243,8 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         "runsGet",
         subjects.API_RUNS_GET,
-        None,
-        'Request/reply: one run, asked as {"run_id": ...}.',
+        RunLookup,
+        "Request/reply: one run, asked by its id.",
         (CLIENT,),
         ("recorder",),
         stored=False,
@@ -261,8 +261,8 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         "triggerEvents",
         subjects.API_TRIGGER_EVENTS,
-        None,
-        'Request/reply: a routine\'s trigger history, asked as {"routine": ..., "limit": ...}.',
+        TriggerEventsQuery,
+        "Request/reply: a routine's latest trigger firings, newest first.",
         (CLIENT,),
         ("recorder",),
         stored=False,

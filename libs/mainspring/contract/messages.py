@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
+from mainspring.base.kv import key_token
 from mainspring.contract import subjects
 
 RunStatus = Literal["created", "queued", "running", "completed", "failed", "cancelled"]
@@ -30,6 +38,27 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled
 # "start": the run failed before run() was called (code, entrypoint, contract, inputs);
 # "run": run() was reached. Crash-loop protection counts only start failures.
 RunPhase = Literal["start", "run"]
+
+# A routine's name and a run's id become subject tokens (run.completed.<routine>.<status>,
+# log.run.<id>) and KV keys (cancel.<id>), escaped by key_token. Much longer, they could not
+# be used at all: nats-server closes the connection of a client that sends an overlong
+# subject. A message carrying one is malformed, parked at once instead of cutting a service
+# off the bus.
+MAX_TOKEN_BYTES = 1024
+
+
+def _fits_a_subject(name: str) -> str:
+    token = len(key_token(name).encode())
+    if token > MAX_TOKEN_BYTES:
+        raise ValueError(
+            f"{token} bytes as a subject token, more than the {MAX_TOKEN_BYTES} a name or id "
+            "may take: use a shorter one"
+        )
+    return name
+
+
+RoutineName = Annotated[str, AfterValidator(_fits_a_subject)]
+RunId = Annotated[str, AfterValidator(_fits_a_subject)]
 # A run's chain names its ancestors as "routine:run_id", oldest first, at most this many.
 CHAIN_LIMIT = 32
 
@@ -47,7 +76,7 @@ class Message(BaseModel):
 class ScheduleFired(Message):
     """A schedule (or poll) trigger reached its nominal time."""
 
-    routine: str
+    routine: RoutineName
     scheduled_at: AwareDatetime
     fired_at: AwareDatetime
     routine_version: str = ""
@@ -114,8 +143,8 @@ class DatasetVersionsUnreadable(Message):
 class SubmitRun(Message):
     """Ask the dispatcher to start a routine now (CLI, SDK or API)."""
 
-    request_id: str
-    routine: str
+    request_id: RunId
+    routine: RoutineName
     inputs: dict[str, Any] = Field(default_factory=dict)
     labels: list[str] = Field(default_factory=list)
     attributes: dict[str, Any] = Field(default_factory=dict)
@@ -164,8 +193,8 @@ class SubmitRun(Message):
 class RequestRun(Message):
     """A run the dispatcher decided on; one runner replica executes it."""
 
-    run_id: str
-    routine: str
+    run_id: RunId
+    routine: RoutineName
     routine_version: str
     entrypoint: str
     run_number: int
@@ -217,8 +246,8 @@ class RequestRun(Message):
 class RunStarted(Message):
     """A runner began executing a run."""
 
-    run_id: str
-    routine: str
+    run_id: RunId
+    routine: RoutineName
     runner: str
     attempt: int = 1
     started_at: AwareDatetime
@@ -230,8 +259,8 @@ class RunStarted(Message):
 class RunQueued(Message):
     """A runner holds a run back (concurrency limit, memory, retry backoff) and says why."""
 
-    run_id: str
-    routine: str
+    run_id: RunId
+    routine: RoutineName
     reason: str
     at: AwareDatetime
 
@@ -239,7 +268,7 @@ class RunQueued(Message):
 class RunHeartbeat(Message):
     """A runner still holds a run (core NATS, not stored: only the latest one matters)."""
 
-    run_id: str
+    run_id: RunId
     runner: str
     at: AwareDatetime
 
@@ -247,7 +276,7 @@ class RunHeartbeat(Message):
 class RunProgressed(Message):
     """A running routine reported progress."""
 
-    run_id: str
+    run_id: RunId
     fraction: float = Field(ge=0.0, le=1.0)
     message: str = ""
     at: AwareDatetime
@@ -275,7 +304,7 @@ class RunLogged(Message):
     """A piece of a running run's output, stdout and stderr as written (core NATS, not
     stored: the log file is)."""
 
-    run_id: str
+    run_id: RunId
     text: str
     # Where this piece starts in the run's log file, so a follower can tell what it missed.
     offset: int = Field(ge=0)
@@ -328,8 +357,8 @@ class DagRecord(Message):
 class RunCompleted(Message):
     """A run reached a terminal status (published by runners, the dispatcher or external systems)."""
 
-    run_id: str = Field(min_length=1)
-    routine: str = Field(min_length=1)
+    run_id: RunId = Field(min_length=1)
+    routine: RoutineName = Field(min_length=1)
     run_number: int = 0
     status: TerminalStatus
     outputs: dict[str, Any] = Field(default_factory=dict)
@@ -366,7 +395,7 @@ class RunCompleted(Message):
 class CancelRun(Message):
     """Ask whoever holds a run to stop it."""
 
-    run_id: str
+    run_id: RunId
     requested_by: str | None = None
 
 
@@ -399,7 +428,7 @@ class DeleteRuns(Message):
 class TriggerRecorded(Message):
     """A trigger of a routine fired, was skipped, failed or was blocked (trigger history)."""
 
-    routine: str
+    routine: RoutineName
     kind: TriggerKind
     status: FiringStatus
     event_key: str
@@ -420,7 +449,7 @@ class TriggerRecorded(Message):
 class PollRequested(Message):
     """A poll trigger ticked: a runner must call the routine's poll function."""
 
-    routine: str
+    routine: RoutineName
     routine_version: str
     fn: str
     scheduled_at: AwareDatetime
@@ -438,7 +467,7 @@ class PollRequested(Message):
 class PollCompleted(Message):
     """A poll function returned a payload (fire), None (skip), or failed (error)."""
 
-    routine: str
+    routine: RoutineName
     scheduled_at: AwareDatetime
     payload: dict[str, Any] | None = None
     error: str | None = None

@@ -25,3 +25,18 @@ class RunQuery(BaseModel):
     limit: int = Field(default=50, ge=0)
     # Continue after this run: the `next` cursor of the previous page.
     after: str | None = None
+
+
+class RunLookup(BaseModel):
+    """One run asked for by id (`api.runs.get`)."""
+
+    run_id: str
+
+
+class TriggerEventsQuery(BaseModel):
+    """A routine's latest trigger firings, or a named trigger's (`api.trigger.events`)."""
+
+    routine: str
+    limit: int = Field(default=50, ge=0)
+    # A named trigger: its own firings, whatever routine they started.
+    trigger: str | None = None

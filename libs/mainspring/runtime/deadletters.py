@@ -21,8 +21,14 @@ from mainspring.contract import subjects
 ERROR_HEADER = "Mainspring-Error"
 DELIVERIES_HEADER = "Mainspring-Deliveries"
 ORIGINAL_ID_HEADER = "Mainspring-Original-Msg-Id"
+CUT_HEADER = "Mainspring-Body-Cut"
 # Headers the server or the dead-lettering set: not carried back by a replay.
-_OWN_HEADERS = frozenset({ERROR_HEADER, DELIVERIES_HEADER, ORIGINAL_ID_HEADER, "Nats-Msg-Id"})
+_OWN_HEADERS = frozenset(
+    {ERROR_HEADER, DELIVERIES_HEADER, ORIGINAL_ID_HEADER, CUT_HEADER, "Nats-Msg-Id"}
+)
+# Room kept for the cut marker, the header block's framing and what the publish adds on
+# the way out: trace context, FastStream's correlation id and content type.
+_HEADROOM_BYTES = 1024
 
 
 class DeadLetterError(LookupError):
@@ -86,6 +92,31 @@ def dead_letter_headers(
     return headers
 
 
+def header_bytes(headers: Mapping[str, str]) -> int:
+    """How many bytes a header block takes on the wire (`Name: value` lines)."""
+    return sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+
+
+def fit_dead_letter(
+    body: bytes, headers: dict[str, str], max_payload: int
+) -> tuple[bytes, dict[str, str]]:
+    """The dead letter cut to fit the bus's max payload, which counts headers and body.
+
+    A message near the limit grows by the reason when parked: sent as it is, the server
+    refuses it by closing the service's connection. The body is cut (the original stays in
+    the stream at its sequence) and marked, so a replay refuses it instead of sending half;
+    original headers go too when even an empty body would not fit.
+    """
+    room = max_payload - _HEADROOM_BYTES - header_bytes(headers)
+    if len(body) <= room:
+        return body, headers
+    if room < 0:
+        headers = {k: v for k, v in headers.items() if k in _OWN_HEADERS}
+        room = max(0, max_payload - _HEADROOM_BYTES - header_bytes(headers))
+    cut = {**headers, CUT_HEADER: f"{min(room, len(body))} of {len(body)} bytes"}
+    return body[:room], cut
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One parked message, as stored on the stream."""
@@ -121,7 +152,9 @@ class DeadLetter:
 
 
 def _letter(raw: Any) -> DeadLetter:
-    headers = dict(raw.headers or {})
+    # nats-py reads a stored message's headers with the email parser, which gives a Header
+    # object for a non-ASCII value: as text, so a letter can be shown as JSON and replayed.
+    headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
     return DeadLetter(
         sequence=int(raw.seq),
         subject=str(raw.subject),
@@ -164,6 +197,13 @@ async def get_dead_letter(js: JetStreamContext, sequence: int) -> DeadLetter:
 async def replay_dead_letter(js: JetStreamContext, sequence: int) -> DeadLetter:
     """Publish a dead letter again on its original subject, then remove it."""
     letter = await get_dead_letter(js, sequence)
+    if CUT_HEADER in letter.headers:
+        original = letter.headers.get("Nats-Msg-Id", "").removeprefix("deadletter:")
+        raise DeadLetterError(
+            f"dead letter {sequence} keeps only {letter.headers[CUT_HEADER]} of its body "
+            "(the whole did not fit the bus's max payload): republish the original, message "
+            f"{original or '?'} of the stream, or purge this one"
+        )
     await js.publish(
         letter.original_subject,
         letter.body,

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from faststream import BaseMiddleware, FastStream
 from faststream.exceptions import AckMessage, HandlerException, IncorrectState, NackMessage
+from faststream.message import StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats import DeliverPolicy as NatsDeliverPolicy
 from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
@@ -33,13 +34,14 @@ from mainspring.base.settings import Settings
 from mainspring.contract import subjects
 from mainspring.contract.messages import Message
 from mainspring.runtime import metrics
-from mainspring.runtime.bus import (
-    BusNotSetUp,
-    check_bus,
-    connection_options,
-    message_id_headers,
+from mainspring.runtime.bus import BusNotSetUp, check_bus, connection_options, message_id_headers
+from mainspring.runtime.deadletters import (
+    REDELIVERY,
+    RedeliveryPolicy,
+    dead_letter_headers,
+    fit_dead_letter,
+    header_bytes,
 )
-from mainspring.runtime.deadletters import REDELIVERY, RedeliveryPolicy, dead_letter_headers
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -160,6 +162,62 @@ class RetryLaterMiddleware(BaseMiddleware):
             raise NackMessage(delay=delay) from exc
 
 
+class MessageTooLarge(ValueError):
+    """A message nats-server would refuse by closing the publisher's connection."""
+
+
+# nats-server's limit on a protocol line (HPUB subject reply sizes): a longer subject is a
+# protocol error that closes the connection.
+MAX_SUBJECT_BYTES = 3072
+# Room for what is added after the middleware: FastStream's correlation id and content type.
+PUBLISH_HEADROOM_BYTES = 512
+
+
+def oversized(subject: str, body: object, headers: Mapping[str, str], limit: int) -> str | None:
+    """Why a message cannot be sent whole (one line), or None when it fits the server's limits."""
+    if len(subject.encode()) > MAX_SUBJECT_BYTES:
+        return (
+            f"a subject of {len(subject.encode())} bytes is more than nats-server accepts "
+            f"({MAX_SUBJECT_BYTES}): a name in it is too long"
+        )
+    if not isinstance(body, bytes | str):
+        return None  # encoded later by FastStream: small models, never near the limit
+    size = len(body.encode() if isinstance(body, str) else body) + header_bytes(headers)
+    if size + PUBLISH_HEADROOM_BYTES > limit:
+        return (
+            f"a message of {size} bytes for {tracing.destination_template(subject)} is more than "
+            f"the bus's max payload of {limit} bytes: raise max_payload in the nats-server "
+            "configuration, or send less"
+        )
+    return None
+
+
+class FitsTheBusMiddleware(BaseMiddleware):
+    """Refuses a message too large for the bus before it is sent.
+
+    nats-server answers an oversized publish (or an overlong subject) by closing the
+    connection, and services cut off that way never reconnected: one message took the whole
+    service off the bus. Refused here, it is an error of the one handler that sent it
+    (retried, then dead-lettered) and the service keeps serving.
+    """
+
+    def __init__(self, msg: Any, /, *, context: Any, broker: NatsBroker) -> None:
+        super().__init__(msg, context=context)
+        self.broker = broker
+
+    async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
+        """Send the message only when the server will take it."""
+        problem = oversized(
+            str(getattr(cmd, "destination", "") or ""),
+            getattr(cmd, "body", None),
+            cmd.headers or {},
+            max_payload(self.broker),
+        )
+        if problem is not None:
+            raise MessageTooLarge(problem)
+        return await call_next(cmd)
+
+
 async def _log_disconnected() -> None:
     log.warning("lost the connection to NATS; reconnecting until it is back")
 
@@ -217,6 +275,7 @@ def build_broker(settings: Settings, service: str) -> NatsBroker:
     )
     # Innermost, as the last of the list would be; it dead-letters through this broker.
     broker.add_middleware(functools.partial(RetryLaterMiddleware, broker=broker))
+    broker.add_middleware(functools.partial(FitsTheBusMiddleware, broker=broker))
     return broker
 
 
@@ -432,12 +491,22 @@ async def park(
     its original headers (so a replay carries its trace and identity)."""
     log.error("%s; parked on %s", reason, subjects.dead_letter_subject(subject))
     metrics.parked(subject)
-    await broker.publish(
-        body,
-        subjects.dead_letter_subject(subject),
-        headers=dead_letter_headers(reason, sequence, original, deliveries),
-        stream=subjects.STREAM,
+    body, headers = fit_dead_letter(
+        body, dead_letter_headers(reason, sequence, original, deliveries), max_payload(broker)
     )
+    await broker.publish(
+        body, subjects.dead_letter_subject(subject), headers=headers, stream=subjects.STREAM
+    )
+
+
+# nats-server's default max_payload, for a broker whose server has not said (a test broker).
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+def max_payload(broker: NatsBroker) -> int:
+    """The largest message (headers and body) the connected server accepts."""
+    announced = broker.connection.max_payload
+    return announced if isinstance(announced, int) else DEFAULT_MAX_PAYLOAD
 
 
 def stream_sequence(raw: Msg) -> int | None:
@@ -482,10 +551,17 @@ def subscriber(
 
         handle.__name__ = handler.__name__
         handle.__qualname__ = handler.__qualname__
-        broker.subscriber(*args, **options)(handle)
+        broker.subscriber(*args, **{"decoder": undecoded, **options})(handle)
         return handler
 
     return register
+
+
+async def undecoded(message: StreamMessage[Any]) -> bytes:
+    """The body as it came: FastStream's default decoder parses JSON before the handler runs,
+    where a body nested too deep raises RecursionError, so the message failed (and came back
+    for a quarter of an hour) instead of reaching the handler that parks it as malformed."""
+    return message.body
 
 
 TypedHandler = Callable[[M, NatsMessage], Awaitable[None]]

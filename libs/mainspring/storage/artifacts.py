@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,25 @@ import pyarrow.parquet as pq
 from mainspring.contract.messages import ArtifactRef
 
 PREVIEW_ROWS = 20
+
+
+class ArtifactStoreError(OSError):
+    """The artifact store could not be written: which store, why, and what to do, in one line."""
+
+
+def store_failure(root: str, what: str, error: OSError) -> ArtifactStoreError:
+    """The error for `what` not written under the artifact store `root`.
+
+    pyarrow's message names only the deepest path it tried; a person needs the store's
+    root, the setting that points there and the usual fixes.
+    """
+    # pyarrow puts its whole message in strerror; the errno's own words are the short why.
+    why = os.strerror(error.errno) if error.errno else str(error).strip().split("\n")[0]
+    return ArtifactStoreError(
+        f"cannot write {what} to the artifact store at {root} ({type(error).__name__}: {why}): "
+        "make MAINSPRING_ARTIFACT_ROOT a folder or object-store URI this runner can write, "
+        "with free space",
+    )
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
@@ -121,17 +141,20 @@ def save_artifact(
         )
     if not store:
         return ArtifactRef(name=name, uri="", kind=kind, rows=rows)
-    fs.create_dir(folder, recursive=True)
-    if isinstance(data, pa.Table):
-        pq.write_table(data, data_path)
-        if statistics:
-            _write_json(fs, f"{folder}/statistics.json", column_statistics(data))
-        if previews:
-            _write_json(fs, f"{folder}/preview.json", data.slice(0, PREVIEW_ROWS).to_pylist())
-    else:
-        with fs.open_output_stream(data_path) as out:
-            out.write(Path(data).read_bytes())
-    _write_json(fs, f"{folder}/metadata.json", metadata)
+    try:
+        fs.create_dir(folder, recursive=True)
+        if isinstance(data, pa.Table):
+            pq.write_table(data, data_path)
+            if statistics:
+                _write_json(fs, f"{folder}/statistics.json", column_statistics(data))
+            if previews:
+                _write_json(fs, f"{folder}/preview.json", data.slice(0, PREVIEW_ROWS).to_pylist())
+        else:
+            with fs.open_output_stream(data_path) as out:
+                out.write(Path(data).read_bytes())
+        _write_json(fs, f"{folder}/metadata.json", metadata)
+    except OSError as exc:
+        raise store_failure(root, f"artifact {name!r}", exc) from exc
     size = fs.get_file_info(data_path).size
     return ArtifactRef(name=name, uri=data_path, kind=kind, rows=rows, size_bytes=size)
 

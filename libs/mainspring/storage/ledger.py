@@ -71,3 +71,23 @@ async def settle_outcome(kv: KeyValue, completed: RunCompleted) -> RunCompleted:
         return completed
     stored, _ = await read(kv, key)
     return RunCompleted.model_validate_json(stored) if stored else completed
+
+
+class LedgerMarks:
+    """The marks services write in the run ledger, on one connection: in-memory runs, cancels
+    and first-writer-wins outcomes (the dispatcher's and the recorder's stale-run sweep's)."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def mark_in_memory(self, run_id: str) -> None:
+        await mark_in_memory(self._js, run_id)
+
+    async def is_in_memory(self, run_id: str) -> bool:
+        return await is_in_memory(self._js, run_id)
+
+    async def mark_cancelled(self, run_id: str, by: str) -> None:
+        await mark_cancelled(self._js, run_id, by)
+
+    async def settle(self, completed: RunCompleted) -> RunCompleted:
+        return await settle_outcome(await ledger_bucket(self._js), completed)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from mainspring.storage.artifacts import run_folder
+from mainspring.storage.artifacts import run_folder, store_failure
 
 LOG_NAME = "output.log"
 # A run printing in a loop must not fill the runner's disk or the artifact store.
@@ -59,9 +59,12 @@ def store_log(root: str, run_id: str, local: Path) -> str | None:
     if not data:
         return None  # most runs print nothing: no empty file for each of them
     fs, path = log_path(root, run_id)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(data)
+    try:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+    except OSError as exc:
+        raise store_failure(root, "the run's output", exc) from exc
     return path
 
 

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from faststream.nats import NatsBroker
-from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mainspring.base import kv
 from mainspring.base.settings import Settings
 from mainspring.client import Client
 from mainspring.contract import subjects
-from mainspring.contract.messages import (
-    RunCompleted,
-)
 from mainspring.storage.cursors import DatasetCursor, load_cursor, save_cursor
-from mainspring.storage.ledger import (
-    is_in_memory,
-    ledger_bucket,
-    mark_cancelled,
-    mark_in_memory,
-    settle_outcome,
-)
+from mainspring.storage.ledger import LedgerMarks
 from mainspring.storage.named_triggers import TriggerStore
 from mainspring.storage.numbers import RunNumbers
 from mainspring.storage.registry import RoutineStore
@@ -87,25 +77,6 @@ class KvCursors:
         return await save_cursor(self._kv, routine, cursor, revision)
 
 
-class KvLedger:
-    """The run ledger's marks the dispatcher writes."""
-
-    def __init__(self, js: JetStreamContext) -> None:
-        self._js = js
-
-    async def mark_in_memory(self, run_id: str) -> None:
-        await mark_in_memory(self._js, run_id)
-
-    async def is_in_memory(self, run_id: str) -> bool:
-        return await is_in_memory(self._js, run_id)
-
-    async def mark_cancelled(self, run_id: str, by: str) -> None:
-        await mark_cancelled(self._js, run_id, by)
-
-    async def settle(self, completed: RunCompleted) -> RunCompleted:
-        return await settle_outcome(await ledger_bucket(self._js), completed)
-
-
 async def open_parts(broker: NatsBroker, settings: Settings) -> DispatcherParts:
     """The production parts, on the connected broker's buckets (declared by `mainspring setup`)."""
     js = broker.connection.jetstream()
@@ -116,7 +87,7 @@ async def open_parts(broker: NatsBroker, settings: Settings) -> DispatcherParts:
         crashes=CrashLoopCounts(dispatch),
         overlap=OverlapGate(dispatch),
         cursors=KvCursors(dispatch),
-        ledger=KvLedger(js),
+        ledger=LedgerMarks(js),
         # Asked the way the SDK asks: through the client's request/reply calls.
         history=Client(broker.connection, settings),
         triggers=await TriggerStore.open(js),

@@ -223,6 +223,31 @@ def fold(
     return rows
 
 
+def unattached(
+    current: Mapping[str, dict[str, Any] | None], rows: Mapping[str, dict[str, Any]]
+) -> set[str]:
+    """Runs a batch cannot record: none is stored and nothing in the batch names the routine.
+
+    Only progress without a routine came for them (their run was deleted, or never
+    requested): a row without its routine would fail the whole batch's commit on every
+    delivery, and the good events with it.
+    """
+    return {
+        run_id
+        for run_id, row in rows.items()
+        if current.get(run_id) is None and not row.get("routine")
+    }
+
+
+def unattached_reason(subject: str, run_id: str) -> str:
+    """Why an event of a run the history does not have is parked, in one line."""
+    return (
+        f"{subject} for run {run_id}, which the run history does not have (never requested, "
+        "or deleted) and which names no routine: nothing to record it on; replay it after "
+        "the run's request if it belongs to one"
+    )
+
+
 def stale_runs(
     running: list[tuple[str, datetime | None, str | None]],
     last_beats: dict[str, datetime],

@@ -30,23 +30,24 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.contract.queries import RunQuery
-from mainspring.runtime.deadletters import REDELIVERY
+from mainspring.contract.queries import RunLookup, RunQuery, TriggerEventsQuery
+from mainspring.runtime.deadletters import REDELIVERY, RedeliveryPolicy
 from mainspring.runtime.service import (
     RETRY_DELAY_S,
     delivered,
     durable,
     failure_reason,
     malformed_reason,
+    one_line,
     park_message,
     publish_event,
     subscriber,
 )
 from mainspring.storage.artifacts import delete_run_files
-from mainspring.storage.ledger import ledger_bucket, mark_cancelled, settle_outcome
 from mainspring.storage.records import CursorError
 from mainspring_services.recorder import core
 from mainspring_services.recorder.history import ReplyTooLarge, RunHistory, RunQueries
+from mainspring_services.recorder.ports import OutcomeLedger
 from mainspring_services.recorder.settings import RecorderSettings
 
 log = logging.getLogger("mainspring.recorder")
@@ -59,6 +60,9 @@ TRIGGERS_DURABLE = "recorder-triggers"
 EXTERNAL_DURABLE = "recorder-external"
 # How long one fetch waits for the first event; an idle recorder asks again after it.
 FETCH_WAIT_S = 5.0
+# Pauses between tries of a database that does not answer: from 1s, doubling, at most 10s,
+# well within the consumer's ack wait (30s) that each try renews for the held batch.
+DATABASE_RETRY = RedeliveryPolicy(first_delay_s=1.0, max_delay_s=10.0)
 # Room left in a reply for its envelope around the encoded runs.
 REPLY_ENVELOPE_BYTES = 1024
 
@@ -95,6 +99,8 @@ class ParsedBatch:
     progress: list[RunProgressed] = field(default_factory=list)
     triggers: list[TriggerRecorded] = field(default_factory=list)
     malformed: list[tuple[Msg, str]] = field(default_factory=list)
+    # Each message that changes a row, with the run it changes.
+    runs: list[tuple[Msg, str]] = field(default_factory=list)
 
 
 def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
@@ -114,7 +120,9 @@ def parse_batch(messages: Sequence[Msg], now: datetime) -> ParsedBatch:
             continue
         if isinstance(event, RunProgressed):
             batch.progress.append(event)
-        batch.changes.append(core.changes_for(event, now))
+        change = core.changes_for(event, now)
+        batch.changes.append(change)
+        batch.runs.append((message, change[0]))
     return batch
 
 
@@ -202,20 +210,67 @@ class EventBatches:
             batch.changes, batch.progress = [], []
         for message, reason in batch.malformed:
             await park_message(self.broker, message, reason)
-        try:
-            await loop.run_in_executor(
-                self.writes,
-                self.history.record_batch,
-                batch.changes,
-                batch.progress,
-                now,
-                batch.triggers,
-            )
-        except Exception as exc:  # noqa: BLE001 - not acked: retried, then dead-lettered
-            await self.retry_later(messages, exc)
-            return
+        while True:
+            try:
+                recorded = await loop.run_in_executor(
+                    self.writes,
+                    self.history.record_batch,
+                    batch.changes,
+                    batch.progress,
+                    now,
+                    batch.triggers,
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - not acked: held, or retried then parked
+                if await self.database_answers():
+                    # The database is there and refused this batch: its events must come
+                    # back (and, failing for long, be parked) like any failed message.
+                    await self.retry_later(messages, exc)
+                    return
+                await self.hold_until_database_answers(messages, exc)
+        for message, run_id in batch.runs:
+            if run_id in recorded.unattached:
+                await park_message(
+                    self.broker, message, core.unattached_reason(message.subject, run_id)
+                )
         for message in messages:
             await message.ack()
+
+    async def database_answers(self) -> bool:
+        """Does the run history database answer a trivial query now?"""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.writes, self.history.ping)
+        except Exception:  # noqa: BLE001 - any failure means it does not answer
+            return False
+        return True
+
+    async def hold_until_database_answers(self, messages: Sequence[Msg], error: Exception) -> None:
+        """Keep a batch unacked, and in progress on the server, until the database answers.
+
+        A database that is away is nobody's message's fault: nak'ing each batch would fetch,
+        fail and nak every new event in a tight loop, and burn the deliveries that dead-letter
+        a message after a quarter of an hour, so a long outage would park the whole history.
+        Holding the batch stops fetching, tries the database with a growing pause, and records
+        the same batch the moment it answers.
+        """
+        log.error(
+            "the run history database does not answer (%s); holding %d events of %s unacked "
+            "until it does",
+            _first_line(error),
+            len(messages),
+            self.subject,
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            await asyncio.sleep(DATABASE_RETRY.delay_s(attempt))
+            # Below the consumer's ack wait, so the server does not hand the batch out again.
+            for message in messages:
+                await message.in_progress()
+            if await self.database_answers():
+                log.warning("the run history database answers again; recording %s", self.subject)
+                return
 
     async def retry_later(self, messages: Sequence[Msg], error: Exception) -> None:
         """Nak a batch that could not be committed with the shared redelivery policy; an event
@@ -261,8 +316,9 @@ class QueryReplies:
         body = json.dumps(reply).encode()
         if len(body) <= self.max_payload:
             return body
+        # `what` may name a requested id of any length: cut, so the error reply itself fits.
         return error_reply(
-            f"{what} is {len(body)} bytes, more than the bus's max payload of "
+            f"{what[:200]} is {len(body)} bytes, more than the bus's max payload of "
             f"{self.max_payload} bytes: raise max_payload in the nats-server configuration"
         )
 
@@ -284,7 +340,9 @@ async def answer(what: str, produce: Callable[[], Any]) -> bytes:
     try:
         reply: bytes = await produce()
         return reply
-    except (ValidationError, CursorError) as exc:
+    except ValidationError as exc:
+        return error_reply(f"bad {what} request: {one_line(exc)}")
+    except CursorError as exc:
         return error_reply(f"bad {what} request: {exc}")
     except ReplyTooLarge as exc:
         return error_reply(str(exc))
@@ -396,7 +454,7 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
     @subscriber(broker, subjects.API_RUNS_GET, max_workers=QUERY_WORKERS)
     async def on_runs_get(message: NatsMessage) -> bytes:
         async def produce() -> bytes:
-            run_id = json.loads(message.body or b"{}").get("run_id", "")
+            run_id = RunLookup.model_validate_json(message.body or b"{}").run_id
             run = await replies.read(replies.queries.get, run_id)
             return replies.fit(f"run {run_id}", {"run": run})
 
@@ -409,11 +467,12 @@ def register(broker: NatsBroker, replies: QueryReplies, deletion: RunDeletion) -
     @subscriber(broker, subjects.API_TRIGGER_EVENTS, max_workers=QUERY_WORKERS)
     async def on_trigger_events(message: NatsMessage) -> bytes:
         async def produce() -> bytes:
-            request = json.loads(message.body or b"{}")
-            routine, limit = request.get("routine", ""), int(request.get("limit", 50))
-            trigger = request.get("trigger")
-            rows = await replies.read(replies.queries.trigger_events, routine, limit, trigger)
-            return replies.fit(f"the trigger history of {trigger or routine}", {"events": rows})
+            query = TriggerEventsQuery.model_validate_json(message.body or b"{}")
+            rows = await replies.read(
+                replies.queries.trigger_events, query.routine, query.limit, query.trigger
+            )
+            named = query.trigger or query.routine
+            return replies.fit(f"the trigger history of {named}", {"events": rows})
 
         return await answer("trigger events", produce)
 
@@ -433,16 +492,17 @@ class StaleRunSweep:
         self,
         history: RunHistory,
         settings: RecorderSettings,
-        writes: Executor | None = None,
-        broker: NatsBroker | None = None,
+        writes: Executor | None,
+        broker: NatsBroker,
+        ledger: OutcomeLedger,
     ) -> None:
         self.history = history
         self.settings = settings
         self.writes = writes
         self.broker = broker
+        self.ledger = ledger
         self.last_beats: dict[str, datetime] = {}
         self.watching_since = _now()
-        self.js: JetStreamContext | None = None
 
     def beat(self, heartbeat: RunHeartbeat) -> None:
         """Remember the latest heartbeat of a run."""
@@ -468,10 +528,9 @@ class StaleRunSweep:
 
     async def fail(self, row: dict[str, Any], now: datetime) -> None:
         """Settle a stale run failed and publish its outcome (or the one settled before)."""
-        assert self.js is not None and self.broker is not None, "sweep used before startup"
-        await mark_cancelled(self.js, row["id"], "stale run sweep")
+        await self.ledger.mark_cancelled(row["id"], "stale run sweep")
         ours = core.completion_for_stale(row, self.settings.stale_run_after_s, now)
-        settled = await settle_outcome(await ledger_bucket(self.js), ours)
+        settled = await self.ledger.settle(ours)
         await publish_event(self.broker, settled, settled.subject())
         log.warning("run %s %s: %s", row["id"], settled.status, settled.error)
 

@@ -42,6 +42,14 @@ def run_as_dict(record: RunRecord) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class RecordedBatch:
+    """What a committed batch wrote: run rows, and the runs it could not record."""
+
+    rows: int
+    unattached: frozenset[str]
+
+
 class RunHistory:
     """The recorder's writes: one transaction per batch of events."""
 
@@ -54,10 +62,10 @@ class RunHistory:
         progress: Sequence[RunProgressed],
         now: datetime,
         triggers: Sequence[TriggerRecorded] = (),
-    ) -> int:
+    ) -> RecordedBatch:
         """Merge a batch of run changes (core.fold), progress reports and firings in one commit.
 
-        Returns how many run rows were written.
+        Returns how many run rows were written and the runs left out (core.unattached).
         """
         run_ids = sorted({run_id for run_id, _ in changes})
         with Session(self.engine) as session:
@@ -70,7 +78,11 @@ class RunHistory:
                 )
             }
             current = {run_id: core.in_utc(r.model_dump()) for run_id, r in stored.items()}
-            for run_id, row in core.fold(current, changes).items():
+            rows = core.fold(current, changes)
+            unattached = core.unattached(current, rows)
+            for run_id, row in rows.items():
+                if run_id in unattached:
+                    continue
                 row["updated_at"] = now
                 record = stored.get(run_id)
                 if record is None:
@@ -82,6 +94,8 @@ class RunHistory:
                 # One history row per firing: a redelivery overwrites the same row.
                 session.merge(trigger_event_record(fired))
             for event in progress:
+                if event.run_id in unattached:
+                    continue
                 session.add(
                     ProgressRecord(
                         run_id=event.run_id,
@@ -91,7 +105,12 @@ class RunHistory:
                     )
                 )
             session.commit()
-        return len(run_ids)
+        return RecordedBatch(rows=len(rows) - len(unattached), unattached=frozenset(unattached))
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     def apply(self, run_id: str, changes: dict[str, Any], now: datetime) -> None:
         """Merge one change into a run row (insert when new)."""

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mainspring.contract import subjects
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
+from mainspring.storage.ledger import LedgerMarks
 from mainspring.storage.records import open_engine
 from mainspring_services.recorder.handlers import (
     EXTERNAL_DURABLE,
@@ -41,8 +42,6 @@ def build_app(settings: RecorderSettings) -> FastStream:
     deletion = RunDeletion(history, writes, settings.resolved_artifact_root())
     retention = Retention(deletion, settings)
     register(broker, replies, deletion)
-    sweep = StaleRunSweep(history, settings, writes, broker)
-    register_stale_sweep(broker, sweep)
     batches = [
         EventBatches(
             broker, history, writes, settings.record_batch_size, keep_runs=settings.record_runs
@@ -77,14 +76,23 @@ def build_app(settings: RecorderSettings) -> FastStream:
 
     app = build_service_app(broker, settings, "recorder", ready_checks=[database_reachable])
     tasks: list[asyncio.Task[None]] = []
+    sweeps: list[StaleRunSweep] = []
+
+    @app.on_startup
+    async def wire_sweep() -> None:
+        # The sweep settles outcomes in the run ledger: built once the bus is connected, and
+        # subscribed to heartbeats before the broker starts consuming.
+        ledger = LedgerMarks(broker.connection.jetstream())
+        sweep = StaleRunSweep(history, settings, writes, broker, ledger)
+        register_stale_sweep(broker, sweep)
+        sweeps.append(sweep)
 
     @app.after_startup
     async def start_tasks() -> None:
         js = broker.connection.jetstream()
-        sweep.js = js
         replies.max_payload = broker.connection.max_payload
         tasks.extend(asyncio.create_task(consumer.run_forever(js)) for consumer in batches)
-        tasks.append(asyncio.create_task(sweep.run_forever()))
+        tasks.extend(asyncio.create_task(sweep.run_forever()) for sweep in sweeps)
         if retention.enabled():
             tasks.append(asyncio.create_task(retention.run_forever()))
 

@@ -24,6 +24,23 @@ class Outcome:
     dag: dict[str, Any] | None = None
 
 
+def with_output_not_kept(outcome: Outcome, problem: str | None) -> Outcome:
+    """The outcome of a run whose output could not be stored (`problem`: why, or None).
+
+    A run that otherwise completed fails with the reason, its outputs kept: a full or
+    unwritable store must be seen when it happens, not when someone asks for the log. A run
+    that failed already keeps its own error first.
+    """
+    if problem is None:
+        return outcome
+    if outcome.status == "completed":
+        return Outcome("failed", outcome.outputs, problem, phase=outcome.phase, dag=outcome.dag)
+    error = f"{outcome.error}\n{problem}" if outcome.error else problem
+    return Outcome(
+        outcome.status, outcome.outputs, error, outcome.traceback, outcome.phase, outcome.dag
+    )
+
+
 def describe_exit(returncode: int) -> str:
     """Why a child ended without reporting a result."""
     if returncode < 0:

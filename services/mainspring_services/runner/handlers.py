@@ -12,7 +12,6 @@ from typing import Any
 
 from faststream import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage
-from nats.js.kv import KeyValue
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
@@ -33,24 +32,21 @@ from mainspring.runtime.service import (
     consumer,
     delivered,
     durable,
-    instance_name,
     publish_event,
 )
 from mainspring.sdk.bundle import extract_bundle
-from mainspring.storage.artifacts import run_location
-from mainspring.storage.registry import RoutineStore
+from mainspring.storage.artifacts import run_location, store_failure
 from mainspring.storage.runlogs import store_log
 from mainspring.storage.state import (
     StateConflict,
     StateTooLarge,
     load_state,
     save_state,
-    state_bucket,
 )
 from mainspring_services.runner import core, worker_user
-from mainspring_services.runner.coordination import ConcurrencyLeases, RunClaims, RunLedger
 from mainspring_services.runner.core import Outcome
 from mainspring_services.runner.pool import ForkServer, Worker, WorkerPool
+from mainspring_services.runner.ports import Admission, RunnerParts
 from mainspring_services.runner.process import ChildRun
 from mainspring_services.runner.settings import RunnerSettings
 
@@ -75,15 +71,17 @@ def memory_info() -> tuple[int, int]:
 class Runner:
     """Executes runs, one child process each, at most `runner_slots` at a time."""
 
-    def __init__(self, broker: NatsBroker, settings: RunnerSettings) -> None:
+    def __init__(
+        self, broker: NatsBroker, settings: RunnerSettings, parts: RunnerParts, name: str
+    ) -> None:
         self.broker = broker
         self.settings = settings
-        self.name = instance_name("runner")
-        self.store: RoutineStore | None = None
-        self.ledger: RunLedger | None = None
-        self.leases: ConcurrencyLeases | None = None
-        self.claims: RunClaims | None = None
-        self.state_kv: KeyValue | None = None
+        self.name = name
+        self.bundles = parts.bundles
+        self.ledger = parts.ledger
+        self.leases = parts.leases
+        self.claims = parts.claims
+        self.state_kv = parts.state
         self.worker_user = worker_user.choose(
             settings.worker_user, os.geteuid(), self.worker_reaches()
         )
@@ -121,13 +119,8 @@ class Runner:
             "MAINSPRING_DATASET_ROOT": self.settings.resolved_dataset_root(),
         }
 
-    async def bind(self, js: Any) -> None:
-        """Open the shared KV state and start the warm workers."""
-        self.store = await RoutineStore.open(js)
-        self.ledger = await RunLedger.open(js)
-        self.leases = await ConcurrencyLeases.open(js)
-        self.claims = await RunClaims.open(js, self.name, self.settings.run_ack_wait_s)
-        self.state_kv = await state_bucket(js)
+    async def start(self) -> None:
+        """Hand the dataset root to the worker user and start the warm workers."""
         log.info("%s", self.worker_user.note)
         dataset_root = self.settings.resolved_dataset_root()
         if "://" not in dataset_root:
@@ -139,8 +132,7 @@ class Runner:
         """The unpacked code of a routine version (fetched once per runner)."""
         target = self.settings.bundle_cache() / digest
         if not (target / ".complete").exists():
-            assert self.store is not None
-            extract_bundle(await self.store.get_bundle(digest), target)
+            extract_bundle(await self.bundles.get_bundle(digest), target)
         return target
 
     async def hold(self, request: RequestRun, message: NatsMessage, reason: str) -> None:
@@ -197,7 +189,6 @@ class Runner:
 
     async def execute(self, request: RequestRun, message: NatsMessage) -> None:
         """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
-        assert self.ledger is not None and self.leases is not None
         started_at = _now()
         if request.run_id in self.cancelled:
             await self.complete_cancelled(request)
@@ -235,7 +226,6 @@ class Runner:
         self, request: RequestRun, message: NatsMessage, reason: str
     ) -> None:
         """Hold a run back, unless it was cancelled meanwhile: a cancelled run is not queued."""
-        assert self.ledger is not None
         if await self.ledger.cancel_requested(request.run_id):
             await self.complete_cancelled(request)
             return
@@ -246,7 +236,6 @@ class Runner:
     ) -> tuple[int, dict[str, Any], int] | None:
         """The attempt number and the routine's state (with its revision) for a run that may
         start; None when it ended here instead (lost, cancelled, or already settled)."""
-        assert self.ledger is not None and self.state_kv is not None
         # No runner saw a first delivery before: nothing to read to know this is attempt 1.
         first = delivered(message.raw_message) <= 1
         attempt = 1 if first else await self.ledger.started_attempts(request.run_id) + 1
@@ -260,7 +249,6 @@ class Runner:
         # ack, must not run twice), the run's claim (no other copy is running it now), the
         # attempt count (written before the routine starts, so a runner killed mid-run is
         # charged for it) and the routine's state.
-        assert self.claims is not None
         cancelled, settled, claimed, _, (state, state_revision) = await asyncio.gather(
             self.ledger.cancel_requested(request.run_id),
             self.ledger.settled(request.run_id),
@@ -303,11 +291,9 @@ class Runner:
         self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
     ) -> None:
         """Start one attempt of a run and report how it ended (or schedule its retry)."""
-        assert self.ledger is not None and self.state_kv is not None
         prepared = await self.prepare(request, message, started_at)
         if prepared is None:
             return
-        assert self.claims is not None
         settled = False
         try:
             settled = await self.run_attempt(request, message, started_at, lease, prepared)
@@ -329,7 +315,6 @@ class Runner:
     ) -> bool:
         """Run the claimed attempt in a worker and report how it ended (or schedule its retry);
         whether the run's outcome was settled."""
-        assert self.ledger is not None and self.state_kv is not None
         attempt, state, state_revision = prepared
         try:
             bundle = await self.bundle_dir(request.routine_version)
@@ -359,7 +344,16 @@ class Runner:
         self.worker_user.give(self.local_log(request.run_id))
         artifact_root = self.settings.resolved_artifact_root()
         if "://" not in artifact_root:
-            self.worker_user.give(Path(run_location(artifact_root, request.run_id)), folder=True)
+            try:
+                self.worker_user.give(
+                    Path(run_location(artifact_root, request.run_id)), folder=True
+                )
+            except OSError as exc:
+                # An unwritable store fails the run when it saves there, with the reason;
+                # it is no reason for the runner to drop the run it holds.
+                log.warning(
+                    "%s", store_failure(artifact_root, f"the folder of run {request.run_id}", exc)
+                )
         child = ChildRun(
             request,
             bundle,
@@ -423,7 +417,6 @@ class Runner:
     ) -> bool:
         """Hand the run back, schedule its retry, or complete it (saving the routine's state);
         whether the run's outcome was settled."""
-        assert self.ledger is not None and self.state_kv is not None
         attempt = started.attempt
         if request.run_id in self.handed_back:
             # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
@@ -476,18 +469,20 @@ class Runner:
                 piece.model_dump_json().encode(), subjects.run_log_subject(run_id)
             )
 
-    async def keep_log(self, run_id: str) -> str | None:
-        """Move a finished run's output file to the artifact store; its path there."""
+    async def keep_log(self, run_id: str) -> tuple[str | None, str | None]:
+        """Move a finished run's output file to the artifact store: its path there, or why
+        it could not be stored (the file then stays on this runner)."""
         local = self.local_log(run_id)
         try:
             uri = await asyncio.to_thread(
                 store_log, self.settings.resolved_artifact_root(), run_id, local
             )
-        except Exception as exc:  # noqa: BLE001 - the log stays local
-            log.warning("run %s: its log could not be stored (%s); kept at %s", run_id, exc, local)
-            return None
+        except Exception as exc:  # noqa: BLE001 - the log stays local, the run says why
+            problem = f"{exc}; the output is kept on runner {self.name} at {local}"
+            log.warning("run %s: %s", run_id, problem)
+            return None, problem
         local.unlink(missing_ok=True)
-        return uri
+        return uri, None
 
     async def worker_for(self, request: RequestRun) -> Worker:
         """A ready process for the run: a reused worker of its code, or a fresh fork."""
@@ -551,7 +546,11 @@ class Runner:
         """Keep the run's log and publish its terminal event (with what `started` said, in
         case run.started was never announced)."""
         self.announced_holds.pop(request.run_id, None)
-        log_uri = await self.keep_log(request.run_id) if started_at is not None else None
+        if started_at is not None:
+            log_uri, not_kept = await self.keep_log(request.run_id)
+            outcome = core.with_output_not_kept(outcome, not_kept)
+        else:
+            log_uri = None
         log.info(
             "run %s of %s %s%s",
             request.run_id,
@@ -559,7 +558,6 @@ class Runner:
             outcome.status,
             f": {outcome.error}" if outcome.error else "",
         )
-        assert self.ledger is not None
         ours = RunCompleted(
             run_id=request.run_id,
             routine=request.routine,
@@ -593,7 +591,6 @@ class Runner:
                 settled.status,
                 settled.error,
             )
-        assert self.claims is not None
         # The claim is marked done, never deleted: a copy of the request whose outcome read
         # raced this settle would otherwise find the claim free and run the code again.
         await asyncio.gather(
@@ -610,7 +607,7 @@ class Runner:
             await child.cancel(self.settings.cancel_grace_s)
 
 
-def register(broker: NatsBroker, runner: Runner) -> None:
+def register(broker: NatsBroker, runner: Admission) -> None:
     """Subscribe to the shared run queue and to cancel requests."""
 
     @consumer(

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 
 from faststream import FastStream
+from nats.js import JetStreamContext
 
 from mainspring.base.settings import ConfigError
 from mainspring.runtime import metrics
 from mainspring.runtime.service import build_app as build_service_app
-from mainspring.runtime.service import build_broker, configure_logging, run_service
+from mainspring.runtime.service import build_broker, configure_logging, instance_name, run_service
 from mainspring_services.runner.handlers import Runner, register
-from mainspring_services.runner.poll import register_poll
+from mainspring_services.runner.poll import poll, register_poll
+from mainspring_services.runner.ports import RunnerParts, open_parts
 from mainspring_services.runner.queue_depth import watch_queue
 from mainspring_services.runner.settings import RunnerSettings
+
+PartsFactory = Callable[[JetStreamContext, str, float], Awaitable[RunnerParts]]
 
 
 def runner_gauges(runner: Runner) -> list[tuple[str, str, dict[str, str], float]]:
@@ -35,20 +41,28 @@ def runner_gauges(runner: Runner) -> list[tuple[str, str, dict[str, str], float]
     ]
 
 
-def build_app(settings: RunnerSettings) -> FastStream:
-    """Wire broker, bundle store and handlers."""
+def build_app(settings: RunnerSettings, parts: PartsFactory = open_parts) -> FastStream:
+    """Wire the broker, the runner's parts and its subscribers.
+
+    The parts are opened once the bus is connected and checked, and the subscribers are
+    declared with the runner that holds them, before the broker starts consuming.
+    """
     broker = build_broker(settings, "runner")
     app = build_service_app(broker, settings, "runner")
-    runner = Runner(broker, settings)
-    register(broker, runner)
-    register_poll(broker, runner)
-    metrics.register_gauges(lambda: runner_gauges(runner))
-
-    watching: list[asyncio.Task[None]] = []
+    name = instance_name("runner")
+    runners: list[Runner] = []
 
     @app.on_startup
-    async def bind_store() -> None:
-        await runner.bind(broker.connection.jetstream())
+    async def wire() -> None:
+        opened = await parts(broker.connection.jetstream(), name, settings.run_ack_wait_s)
+        runner = Runner(broker, settings, opened, name)
+        register(broker, runner)
+        register_poll(broker, runner.settings, functools.partial(poll, runner))
+        metrics.register_gauges(lambda: runner_gauges(runner))
+        runners.append(runner)
+        await runner.start()
+
+    watching: list[asyncio.Task[None]] = []
 
     @app.after_startup
     async def start_watching_queue() -> None:
@@ -58,7 +72,8 @@ def build_app(settings: RunnerSettings) -> FastStream:
     async def drain() -> None:
         for task in watching:
             task.cancel()
-        await runner.drain()
+        for runner in runners:
+            await runner.drain()
 
     return app
 

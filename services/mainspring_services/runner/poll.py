@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from mainspring.contract import subjects
 from mainspring.contract.messages import PollCompleted, PollRequested
 from mainspring.runtime.service import consumer, durable, publish_event
 from mainspring_services.runner.handlers import Runner
+from mainspring_services.runner.settings import RunnerSettings
 from mainspring_services.runner.worker_user import WorkerUser, worker_environment
 
 
@@ -100,19 +102,22 @@ async def keep_alive(message: NatsMessage, every_s: float) -> None:
             await message.in_progress()
 
 
-def register_poll(broker: NatsBroker, runner: Runner) -> None:
+PollFunction = Callable[[PollRequested], Awaitable[PollCompleted]]
+
+
+def register_poll(broker: NatsBroker, settings: RunnerSettings, run_poll: PollFunction) -> None:
     """Subscribe the runner to poll requests (its own durable, shared by replicas)."""
 
     @consumer(
         broker,
         PollRequested,
         **durable(subjects.RUNNER_POLL_CONSUMER, subjects.POLL_REQUESTED, ack_wait_s=30.0),
-        max_workers=runner.settings.runner_slots,
+        max_workers=settings.runner_slots,
     )
     async def on_poll_requested(request: PollRequested, message: NatsMessage) -> None:
-        heartbeat = asyncio.create_task(keep_alive(message, runner.settings.heartbeat_s))
+        heartbeat = asyncio.create_task(keep_alive(message, settings.heartbeat_s))
         try:
-            completed = await poll(runner, request)
+            completed = await run_poll(request)
         finally:
             heartbeat.cancel()
         await publish_event(broker, completed, subjects.POLL_COMPLETED)

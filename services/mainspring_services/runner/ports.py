@@ -1,0 +1,103 @@
+"""What the runner needs besides the bus and its workers, as Protocols.
+
+In production they are KV buckets and the bundle store (`open_parts`), opened once the bus is
+connected; the contract tests drive the subscribers with fakes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from faststream.nats import NatsMessage
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from mainspring.contract.messages import RequestRun, RunCompleted
+from mainspring.storage.registry import RoutineStore
+from mainspring.storage.state import state_bucket
+from mainspring_services.runner.coordination import (
+    Claim,
+    ConcurrencyLeases,
+    RunClaims,
+    RunLedger,
+)
+from mainspring_services.runner.settings import RunnerSettings
+
+
+class Admission(Protocol):
+    """What the run-queue and cancel subscribers hand their messages to (the Runner)."""
+
+    @property
+    def settings(self) -> RunnerSettings: ...
+
+    async def admit(self, request: RequestRun, message: NatsMessage) -> None: ...
+
+    async def cancel(self, run_id: str) -> None: ...
+
+
+class BundleSource(Protocol):
+    """Routine code by digest (the registry's bundle store)."""
+
+    async def get_bundle(self, digest: str) -> bytes: ...
+
+
+class Ledger(Protocol):
+    """Per-run attempts, cancel marks and first-writer-wins outcomes."""
+
+    async def started_attempts(self, run_id: str) -> int: ...
+
+    async def set_attempts(self, run_id: str, attempts: int) -> None: ...
+
+    async def cancel_requested(self, run_id: str) -> bool: ...
+
+    async def settled(self, run_id: str) -> RunCompleted | None: ...
+
+    async def settle(self, completed: RunCompleted) -> RunCompleted: ...
+
+
+class Leases(Protocol):
+    """Concurrency slots per routine (max_concurrent), shared by every runner."""
+
+    async def acquire(self, routine: str, limit: int, run_id: str) -> str | None: ...
+
+    async def refresh(self, key: str, run_id: str) -> None: ...
+
+    async def release(self, key: str) -> None: ...
+
+    async def holders(self, routine: str, limit: int) -> list[str]: ...
+
+
+class Claims(Protocol):
+    """Which runner holds a run: one execution even when its request is delivered twice."""
+
+    async def claim(self, run_id: str) -> Claim: ...
+
+    async def refresh(self, run_id: str) -> None: ...
+
+    async def finish(self, run_id: str) -> None: ...
+
+    async def release(self, run_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunnerParts:
+    """Everything a runner reads and writes besides the bus and its workers."""
+
+    bundles: BundleSource
+    ledger: Ledger
+    leases: Leases
+    claims: Claims
+    # Routine state (self.state) is read and saved with compare-and-set on the bucket itself.
+    state: KeyValue
+
+
+async def open_parts(js: JetStreamContext, holder: str, claim_stale_after_s: float) -> RunnerParts:
+    """The production parts on the connected bus (declared by `mainspring setup`)."""
+    return RunnerParts(
+        bundles=await RoutineStore.open(js),
+        ledger=await RunLedger.open(js),
+        leases=await ConcurrencyLeases.open(js),
+        claims=await RunClaims.open(js, holder, claim_stale_after_s),
+        state=await state_bucket(js),
+    )
