@@ -55,6 +55,7 @@ import time
 from mainspring import Routine, on_workflow_success
 
 class Downstream(Routine):
+    max_fires = None  # a benchmark fires it on purpose, far past the breaker's 300 a minute
     def run(self, done=on_workflow_success("upstream")) -> dict:
         return {"t": time.time()}
 """,
@@ -63,6 +64,7 @@ import time
 from mainspring import Routine, on_dataset_append
 
 class Appended(Routine):
+    max_fires = None  # a benchmark fires it on purpose, far past the breaker's 300 a minute
     def run(self, rows=on_dataset_append("bench")) -> dict:
         return {"t": time.time()}
 """,
@@ -71,6 +73,7 @@ import time
 from mainspring import Routine, on_schedule
 
 class Ticked(Routine):
+    max_fires = None  # a benchmark fires it on purpose, far past the breaker's 300 a minute
     def run(self, tick=on_schedule(cron="* * * * * *")) -> dict:
         return {"t": time.time(), "scheduled_at": tick.scheduled_at.timestamp()}
 """,
@@ -108,10 +111,10 @@ def seconds_of(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-async def manual(client: Client, done: Completions) -> list[float]:
+async def manual(client: Client, done: Completions, count: int = SAMPLES) -> list[float]:
     """Submit -> run() (ms)."""
     samples = []
-    for _ in range(SAMPLES):
+    for _ in range(count):
         submitted = time.time()
         await client.submit("stamp", source="manual")
         body = await done.next("stamp")
@@ -119,10 +122,10 @@ async def manual(client: Client, done: Completions) -> list[float]:
     return samples
 
 
-async def completion(client: Client, done: Completions) -> list[float]:
+async def completion(client: Client, done: Completions, count: int = SAMPLES) -> list[float]:
     """Upstream run finished -> downstream run() (ms)."""
     samples = []
-    for _ in range(SAMPLES):
+    for _ in range(count):
         await client.submit("upstream", source="manual")
         upstream = await done.next("upstream")
         downstream = await done.next("downstream")
@@ -130,17 +133,24 @@ async def completion(client: Client, done: Completions) -> list[float]:
     return samples
 
 
-async def dataset(client: Client, done: Completions, root: str) -> list[float]:
+async def dataset(
+    client: Client,
+    done: Completions,
+    root: str,
+    count: int = SAMPLES,
+    table: str = "bench",
+    routine: str = "appended",
+) -> list[float]:
     """Append committed -> run() (ms)."""
     samples = []
-    for row in range(SAMPLES):
+    for row in range(count):
 
         def write(value: int = row) -> float:
-            datasets.append("bench", {"id": [value]}, root=root)
+            datasets.append(table, {"id": [value]}, root=root)
             return time.time()
 
         committed = await asyncio.to_thread(write)
-        body = await done.next("appended")
+        body = await done.next(routine)
         samples.append((body["outputs"]["t"] - committed) * 1000)
     return samples
 

@@ -51,3 +51,45 @@ def test_throughput_and_latency_benchmarks_run_and_report(tmp_path: Path) -> Non
     for name, figure in latency["figures"].items():
         assert figure["samples"] > 0, name
         assert 0 < figure["median"] < 10_000, name
+
+
+@pytest.mark.timeout(300)
+def test_scale_benchmark_reports_every_path_at_every_size_beside_the_raw_bus(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "BENCH_SMOKE": "1",
+        "BENCH_RESULTS_DIR": str(tmp_path),
+        "BENCH_SCALE_SIZES": "6,30",
+    }
+    for variable in ("MAINSPRING_NATS_URL", "MAINSPRING_HOME", "MAINSPRING_DATABASE_URL"):
+        env.pop(variable, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "scale"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "30 routines over 6" in result.stdout
+
+    scale = json.loads((tmp_path / "scale.json").read_text())
+    assert set(scale["sizes"]) == {"6", "30"}
+    paths = {
+        "raw JetStream publish -> pull consumer",
+        "manual submit -> run()",
+        "completion -> run()",
+        "dataset commit -> run()",
+    }
+    for size, figures in scale["sizes"].items():
+        assert set(figures) == paths, size
+        for name, figure in figures.items():
+            assert figure["samples"] == 10, (size, name)
+            # Ten samples are too few for a p99: the tail is named as the maximum.
+            assert figure["tail_name"] == "max", (size, name)
+            assert 0 < figure["median"] <= figure["tail"], (size, name)
+    assert set(scale["growth"]) == paths
+    assert all(g["median"] > 0 for g in scale["growth"].values())

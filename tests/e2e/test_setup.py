@@ -8,9 +8,10 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js.api import DiscardPolicy
 
 from mainspring.contract import subjects
-from mainspring.runtime.bus import check_bus
+from mainspring.runtime.bus import BusNotSetUp, check_bus, requirements
 from tests.harness import Deployment, deployment_context, eventually
 
 pytestmark = pytest.mark.e2e
@@ -81,5 +82,36 @@ async def test_a_changed_stream_setting_is_reported_then_corrected_by_setup(
             return True
 
         await eventually(consumer_declared, what="the dispatcher started on the corrected bus")
+    finally:
+        await connection.close()
+
+
+async def test_setup_declares_the_byte_limits_the_services_check(bare: Deployment) -> None:
+    bare.cli("setup")
+    settings = bare.settings()
+    connection = await nats.connect(bare.nats.url)
+    try:
+        js = connection.jetstream()
+        declared = {
+            r.stream: (await js.stream_info(r.stream)).config for r in requirements(settings)
+        }
+        stream = declared[subjects.STREAM]
+        assert stream.max_bytes == settings.stream_max_bytes
+        assert stream.discard == DiscardPolicy.OLD
+        assert declared[f"KV_{subjects.ROUTINES_BUCKET}"].max_bytes == settings.bucket_max_bytes
+        assert declared[f"KV_{subjects.LEDGER_BUCKET}"].max_bytes == settings.ledger_max_bytes
+        assert declared[f"OBJ_{subjects.BUNDLES_BUCKET}"].max_bytes == settings.bundles_max_bytes
+        for name, config in declared.items():
+            if name != subjects.STREAM:
+                assert config.discard == DiscardPolicy.NEW, name
+        await check_bus(js, settings)
+
+        # A bus an older version set up (no byte limit) is refused, and setup bounds it.
+        await js.update_stream(replace(stream, max_bytes=-1))
+        with pytest.raises(BusNotSetUp, match=r"stream MAINSPRING has max_bytes -1\.0"):
+            await check_bus(js, settings)
+        corrected = bare.cli("setup").stdout
+        assert "updated stream MAINSPRING has max_bytes -1.0" in corrected
+        await check_bus(js, settings)
     finally:
         await connection.close()

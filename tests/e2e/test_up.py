@@ -19,6 +19,8 @@ import pytest
 from mainspring.apps.status import collect_status, everything_ready, pid_alive, read_up_state
 from mainspring.apps.up import free_port, port_is_free
 from mainspring.base.settings import Settings
+from mainspring.base.units import format_bytes
+from mainspring.runtime.bus import requirements
 from tests.harness import copy_example, eventually, write_routine
 
 pytestmark = pytest.mark.e2e
@@ -232,6 +234,38 @@ async def test_status_reports_a_killed_service_as_restarting_then_ready(up: Up) 
     assert table.returncode == 0, table.stdout + table.stderr
     assert "dispatcher" in table.stdout
     assert "ready" in table.stdout
+
+
+async def test_status_shows_the_stream_and_each_bucket_with_messages_and_bytes(
+    up: Up, tmp_path: Path
+) -> None:
+    up.start("--web-port", "0")
+    await up.ready()
+    created = up.cli("routine", "create", str(copy_example("hello", tmp_path)), "--name", "hello")
+    assert created.returncode == 0, created.stderr
+    run = up.cli("run", "hello", "--input", "steps=1", "--wait", "--timeout", "90")
+    assert "status: completed" in run.stdout, f"{run.stdout}\n{run.stderr}\n{up.logs()}"
+
+    described = json.loads(up.cli("status", "--json").stdout)
+    streams = {s["name"]: s for s in described["streams"]}
+    limits = {r.stream: r.settings["max_bytes"] for r in requirements(up.settings())}
+    assert set(streams) >= set(limits)
+    for name, limit in limits.items():
+        assert streams[name]["max_bytes"] == limit, name
+    # The run was submitted, requested and completed on the stream; its definition and code
+    # are in the registry and the bundle store.
+    assert streams["MAINSPRING"]["messages"] >= 3
+    assert streams["MAINSPRING"]["bytes"] > 0
+    assert streams["KV_routines"]["messages"] == 1
+    assert streams["OBJ_bundles"]["bytes"] > 0
+
+    table = up.cli("status")
+    assert table.returncode == 0, table.stdout + table.stderr
+    rows = table.stdout.splitlines()
+    for name, limit in limits.items():
+        [shown] = [row for row in rows if row.startswith(f"{name} ")]
+        assert " messages, " in shown
+        assert shown.endswith(f" of {format_bytes(limit)}"), shown
 
 
 async def test_down_from_a_second_process_stops_everything_and_frees_the_port(up: Up) -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from mainspring.contract.messages import DatasetAppended
-from mainspring.sdk.triggers import DatasetAppendTrigger, ScheduleTrigger
+from mainspring.sdk.triggers import DatasetAppendTrigger
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.registry import DatasetStart, RoutineDefinition, RoutineOptions
 from mainspring_services.dispatcher import core, datasets
@@ -193,17 +193,6 @@ def test_hops(
         assert request.hop == run_hop
         if event_hop >= pending_hop:
             assert request.parent_run_id == "parent-run"
-
-
-def test_dataset_routines_picks_the_watchers_of_that_dataset() -> None:
-    other = definition(name="other").model_copy(
-        update={"trigger": DatasetAppendTrigger(dataset="notes")}
-    )
-    timed = definition(name="timed").model_copy(update={"trigger": ScheduleTrigger(every="1m")})
-    found = datasets.dataset_routines(
-        [timed, other, definition(name="b"), definition(name="a")], "photos"
-    )
-    assert [d.name for d in found] == ["a", "b"]
 
 
 @pytest.mark.parametrize(("from_version", "to_version"), [(3, 3), (5, 4)])

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from mainspring.base.units import format_bytes
+
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A plain text table."""
@@ -73,6 +75,18 @@ def print_status(status: dict[str, Any]) -> None:
             detail,
         )
     console.print(grid)
+    for line in storage_lines(status.get("streams") or []):
+        console.print(line)
+
+
+def storage_lines(streams: list[dict[str, Any]]) -> list[str]:
+    """One line per stream and bucket: messages and bytes held, and the byte limit."""
+    width = max((len(s["name"]) for s in streams), default=0)
+    return [
+        f"{s['name']:<{width}}  {s['messages']:,} messages, {format_bytes(s['bytes'])}"
+        f" of {format_bytes(s['max_bytes']) if s['max_bytes'] else 'no limit'}"
+        for s in streams
+    ]
 
 
 def format_seconds(seconds: float | None) -> str:

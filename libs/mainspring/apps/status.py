@@ -91,6 +91,31 @@ def connected_pids(monitor_url: str) -> set[int]:
     return {pid for pid in pids if pid is not None}
 
 
+def stream_usage(jsz: dict[str, Any]) -> list[dict[str, Any]]:
+    """Messages and bytes held by each JetStream stream (the bus and every bucket) and its
+    byte limit, from nats-server's /jsz page, sorted by name."""
+    found = []
+    for account in jsz.get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            state = stream.get("state") or {}
+            limit = int((stream.get("config") or {}).get("max_bytes") or -1)
+            found.append(
+                {
+                    "name": str(stream.get("name")),
+                    "messages": int(state.get("messages") or 0),
+                    "bytes": int(state.get("bytes") or 0),
+                    "max_bytes": limit if limit > 0 else None,
+                }
+            )
+    return sorted(found, key=lambda s: s["name"])
+
+
+def read_stream_usage(monitor_url: str) -> list[dict[str, Any]]:
+    """stream_usage of the running nats-server (empty when its monitor does not answer)."""
+    body = http_get(f"{monitor_url}/jsz?accounts=true&streams=true&config=true")
+    return stream_usage(json.loads(body)) if body is not None else []
+
+
 def read_up_state(settings: Settings) -> dict[str, Any] | None:
     """What `up` last wrote in the home (None when it wrote nothing or removed it)."""
     state: dict[str, Any] | None = settings.up_state()
@@ -144,6 +169,7 @@ def collect_status(settings: Settings, now: float | None = None) -> dict[str, An
         "state": state.get("state") if up_running else "not up (stale state file)",
         "uptime_s": round(now - started_at, 1) if up_running else None,
         "parts": parts,
+        "streams": read_stream_usage(monitor_url) if up_running else [],
     }
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mainspring.base import credentials
+from mainspring.base.units import parse_memory
 
 
 class ConfigError(Exception):
@@ -41,6 +44,14 @@ class Settings(BaseSettings):
     # Leases of a killed runner free themselves after this long (refreshed every heartbeat);
     # the leases bucket's TTL, so `mainspring setup` and the runners must agree on it.
     lease_ttl_s: float = 30.0
+    # Byte limits of the stream and the buckets (sizes like 2GiB), declared by `mainspring
+    # setup` and checked by every service, so both must be given the same. The stream drops
+    # its oldest messages when full; a bucket refuses new writes (ARCHITECTURE.md, "Bounded
+    # storage"). nats-server reserves each limit against its disk when declaring it.
+    stream_max_bytes: int = Field(default=2 * 2**30, gt=0)
+    bucket_max_bytes: int = Field(default=128 * 2**20, gt=0)
+    ledger_max_bytes: int = Field(default=2**30, gt=0)
+    bundles_max_bytes: int = Field(default=2**30, gt=0)
     # How often the embedded nats-server of `mainspring up` fsyncs: "always" (every write,
     # survives a machine crash) or an interval like "1s"; empty keeps nats' own 2 minutes.
     nats_sync_interval: str = "always"
@@ -55,6 +66,18 @@ class Settings(BaseSettings):
     # The bearer token every /api/ request of the web service must carry; unset, the web
     # service answers anyone and so only listens on loopback.
     web_token: str | None = None
+
+    @field_validator(
+        "stream_max_bytes",
+        "bucket_max_bytes",
+        "ledger_max_bytes",
+        "bundles_max_bytes",
+        mode="before",
+    )
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        # Written like a routine's `memory`: 512MiB, 2GiB, or plain bytes.
+        return parse_memory(value) if isinstance(value, str) else value
 
     def resolved_nats_url(self) -> str:
         """The NATS URL from the environment, else the one `mainspring up` wrote in home, with

@@ -19,6 +19,7 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
+    DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
     RetentionPolicy,
@@ -56,11 +57,29 @@ STATE_BUCKETS = (
     subjects.TRIGGERS_BUCKET,
 )
 # The stream settings checked at start: the ones a rolling upgrade must never flip.
-STREAM_FIELDS = ("subjects", "retention", "storage", "duplicate_window", "max_age", "num_replicas")
+STREAM_FIELDS = (
+    "subjects",
+    "retention",
+    "storage",
+    "duplicate_window",
+    "max_age",
+    "num_replicas",
+    "max_bytes",
+    "discard",
+)
+# The stream's byte limit unless settings say otherwise.
+STREAM_MAX_BYTES: int = Settings.model_fields["stream_max_bytes"].default
 
 
-def stream_config(duplicate_window_s: float = 600.0, replicas: int = 1) -> StreamConfig:
-    """The one stream every subject of the system lives in (file storage, dedup window)."""
+def stream_config(
+    duplicate_window_s: float = 600.0, replicas: int = 1, max_bytes: int = STREAM_MAX_BYTES
+) -> StreamConfig:
+    """The one stream every subject of the system lives in (file storage, dedup window).
+
+    Bounded by age and bytes; when full it drops its oldest messages (discard "old"), so new
+    triggers are always accepted and a consumer that fell further behind than the stream
+    holds skips what was dropped (see ARCHITECTURE.md, "Bounded storage").
+    """
     return StreamConfig(
         name=subjects.STREAM,
         subjects=list(subjects.STREAM_SUBJECTS),
@@ -69,24 +88,32 @@ def stream_config(duplicate_window_s: float = 600.0, replicas: int = 1) -> Strea
         duplicate_window=duplicate_window_s,
         max_age=14 * 24 * 3600.0,
         num_replicas=replicas,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
     )
 
 
 def bucket_configs(settings: Settings) -> list[KeyValueConfig]:
     """Every KV bucket of the system with the settings this version needs."""
 
-    def bucket(name: str, history: int, ttl: float | None = None) -> KeyValueConfig:
+    def bucket(
+        name: str, history: int, ttl: float | None = None, max_bytes: int | None = None
+    ) -> KeyValueConfig:
         return KeyValueConfig(
             bucket=name,
             history=history,
             ttl=ttl,
+            max_bytes=max_bytes or settings.bucket_max_bytes,
             storage=StorageType.FILE,
             replicas=settings.stream_replicas,
         )
 
     return [
         *(bucket(name, history=5) for name in STATE_BUCKETS),
-        bucket(subjects.LEDGER_BUCKET, history=1, ttl=LEDGER_TTL_S),
+        # One entry per run and mark, kept 14 days: far more than any state bucket holds.
+        bucket(
+            subjects.LEDGER_BUCKET, history=1, ttl=LEDGER_TTL_S, max_bytes=settings.ledger_max_bytes
+        ),
         bucket(subjects.LEASES_BUCKET, history=1, ttl=settings.lease_ttl_s),
     ]
 
@@ -103,7 +130,9 @@ class Requirement:
 
 def requirements(settings: Settings) -> list[Requirement]:
     """The stream, buckets and object store of the system."""
-    stream = stream_config(settings.duplicate_window_s, settings.stream_replicas)
+    stream = stream_config(
+        settings.duplicate_window_s, settings.stream_replicas, settings.stream_max_bytes
+    )
     needed = [
         Requirement(
             f"stream {subjects.STREAM}",
@@ -122,18 +151,30 @@ def requirements(settings: Settings) -> list[Requirement]:
                     "max_age": config.ttl or 0.0,
                     "storage": config.storage,
                     "num_replicas": config.replicas,
+                    "max_bytes": config.max_bytes,
+                    # nats-py declares every bucket with discard "new": a full bucket refuses
+                    # a write rather than dropping a live fact (a cursor, an outcome).
+                    "discard": DiscardPolicy.NEW,
                 },
                 config,
             )
         )
     bundles = ObjectStoreConfig(
-        bucket=subjects.BUNDLES_BUCKET, storage=StorageType.FILE, replicas=settings.stream_replicas
+        bucket=subjects.BUNDLES_BUCKET,
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+        max_bytes=settings.bundles_max_bytes,
     )
     needed.append(
         Requirement(
             f"object store {subjects.BUNDLES_BUCKET}",
             f"OBJ_{subjects.BUNDLES_BUCKET}",
-            {"storage": bundles.storage, "num_replicas": bundles.replicas},
+            {
+                "storage": bundles.storage,
+                "num_replicas": bundles.replicas,
+                "max_bytes": bundles.max_bytes,
+                "discard": DiscardPolicy.NEW,
+            },
             bundles,
         )
     )

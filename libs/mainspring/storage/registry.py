@@ -19,7 +19,7 @@ from mainspring.base.units import parse_memory
 from mainspring.contract import subjects
 from mainspring.contract.messages import DefinitionKind, Isolation
 from mainspring.sdk.routine import RUN_METHOD, InputSpec, Routine
-from mainspring.sdk.triggers import AnyTrigger
+from mainspring.sdk.triggers import AnyTrigger, CompletionTrigger, DatasetAppendTrigger
 
 
 class RegistryError(LookupError):
@@ -478,11 +478,94 @@ class RegistryFeed(Protocol):
     async def last_revision(self) -> int: ...
 
 
-class RoutineCatalog:
-    """An in-memory copy of the registry kept current by a KV watch (for fan-out lookups)."""
+def watched_dataset(definition: RoutineDefinition) -> str | None:
+    """The dataset whose appends trigger this routine (None: no dataset trigger)."""
+    trigger = definition.trigger
+    return trigger.dataset if isinstance(trigger, DatasetAppendTrigger) else None
+
+
+def upstream_routine(definition: RoutineDefinition) -> str | None:
+    """The routine (or outside workflow) whose completions trigger this one (None: none)."""
+    trigger = definition.trigger
+    return trigger.routine if isinstance(trigger, CompletionTrigger) else None
+
+
+class TriggerIndex:
+    """Definitions by name, and the names watching each dataset and each upstream routine.
+
+    A lookup costs the routines it finds, not the registry's size: an append or a completion
+    touches only its own watchers however many routines are registered. Every change goes
+    through `put` and `remove`, which first take the name out of the index entry of its old
+    trigger, so a routine that changes its trigger (or is deleted) is found only where it is
+    now.
+    """
 
     def __init__(self) -> None:
         self._definitions: dict[str, RoutineDefinition] = {}
+        self._by_dataset: dict[str, set[str]] = {}
+        self._by_upstream: dict[str, set[str]] = {}
+
+    def put(self, definition: RoutineDefinition) -> None:
+        """Add or replace a definition."""
+        self.remove(definition.name)
+        self._definitions[definition.name] = definition
+        dataset = watched_dataset(definition)
+        if dataset is not None:
+            self._by_dataset.setdefault(dataset, set()).add(definition.name)
+        upstream = upstream_routine(definition)
+        if upstream is not None:
+            self._by_upstream.setdefault(upstream, set()).add(definition.name)
+
+    def remove(self, name: str) -> None:
+        """Forget a definition (an unknown name is fine)."""
+        old = self._definitions.pop(name, None)
+        if old is None:
+            return
+        _discard(self._by_dataset, watched_dataset(old), name)
+        _discard(self._by_upstream, upstream_routine(old), name)
+
+    def get(self, name: str) -> RoutineDefinition | None:
+        """One definition by name."""
+        return self._definitions.get(name)
+
+    def all(self) -> list[RoutineDefinition]:
+        """Every definition."""
+        return list(self._definitions.values())
+
+    def names(self) -> set[str]:
+        """Every known name."""
+        return set(self._definitions)
+
+    def watching(self, dataset: str) -> list[RoutineDefinition]:
+        """The routines whose trigger watches this dataset, by name."""
+        return self._named(self._by_dataset.get(dataset, ()))
+
+    def downstream_of(self, routine: str) -> list[RoutineDefinition]:
+        """The routines whose completion trigger names this routine, by name."""
+        return self._named(self._by_upstream.get(routine, ()))
+
+    def _named(self, names: Iterable[str]) -> list[RoutineDefinition]:
+        return [self._definitions[name] for name in sorted(names)]
+
+
+def _discard(index: dict[str, set[str]], key: str | None, name: str) -> None:
+    if key is None:
+        return
+    names = index.get(key)
+    if names is None:
+        return
+    names.discard(name)
+    if not names:
+        # An emptied entry goes, so datasets and upstreams nobody watches any more cost nothing.
+        del index[key]
+
+
+class RoutineCatalog:
+    """An in-memory copy of the registry kept current by a KV watch (for fan-out lookups),
+    indexed by watched dataset and upstream routine (see TriggerIndex)."""
+
+    def __init__(self) -> None:
+        self._index = TriggerIndex()
         self._task: Any = None
         self.changed: Any = None
         # The registry revision this copy has caught up to.
@@ -503,12 +586,12 @@ class RoutineCatalog:
             async for key, definition, revision in store.watch():
                 self.revision = max(self.revision, revision)
                 if definition is None:
-                    self._definitions.pop(names_by_key.pop(key, key), None)
+                    self._index.remove(names_by_key.pop(key, key))
                 else:
                     names_by_key[key] = definition.name
-                    self._definitions[definition.name] = definition
+                    self._index.put(definition)
                 self.changed.set()
-                if initial <= set(self._definitions):
+                if initial <= self._index.names():
                     loaded.set()
 
         self._task = asyncio.create_task(follow())
@@ -529,18 +612,27 @@ class RoutineCatalog:
 
     def all(self) -> list[RoutineDefinition]:
         """Every known definition."""
-        return list(self._definitions.values())
+        return self._index.all()
 
     def get(self, name: str) -> RoutineDefinition | None:
         """One definition by name."""
-        return self._definitions.get(name)
+        return self._index.get(name)
 
-    async def current_all(self, store: RegistryFeed) -> list[RoutineDefinition]:
-        """Every definition as the registry holds it now: this copy when it has seen the
-        registry's latest write (one round trip to ask), else the registry read in full."""
+    def downstream_of(self, routine: str) -> list[RoutineDefinition]:
+        """The known routines a completion of `routine` may trigger (see TriggerIndex)."""
+        return self._index.downstream_of(routine)
+
+    async def current_watching(self, dataset: str, store: RegistryFeed) -> list[RoutineDefinition]:
+        """The routines watching `dataset` as the registry holds them now, by name: from the
+        index when this copy has seen the registry's latest write (one round trip to ask),
+        else from the registry read in full (a routine registered a moment before the append
+        must not be missed while the watch catches up)."""
         if self.revision >= await store.last_revision():
-            return self.all()
-        return await store.list()
+            return self._index.watching(dataset)
+        fresh = TriggerIndex()
+        for definition in await store.list():
+            fresh.put(definition)
+        return fresh.watching(dataset)
 
     def current(self, name: str, written_revision: int) -> RoutineDefinition | None:
         """The definition, if this copy has seen the registry up to `written_revision` (a

@@ -35,18 +35,6 @@ class DatasetDecision:
     history: list[TriggerRecorded] = field(default_factory=list)
 
 
-def dataset_routines(definitions: list[RoutineDefinition], dataset: str) -> list[RoutineDefinition]:
-    """The routines whose trigger watches this dataset."""
-    return sorted(
-        (
-            d
-            for d in definitions
-            if isinstance(d.trigger, DatasetAppendTrigger) and d.trigger.dataset == dataset
-        ),
-        key=lambda d: d.name,
-    )
-
-
 def threshold_shortfall(
     trigger: DatasetAppendTrigger, pending_records: int, base_records: int | None
 ) -> str | None:

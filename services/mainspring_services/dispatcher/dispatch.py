@@ -262,10 +262,10 @@ class DatasetDispatch:
 
     async def on_appended(self, appended: DatasetAppended) -> None:
         """Apply one append to every routine watching its dataset."""
-        # The catalog copy only once it has caught up with the registry: a routine registered
-        # a moment before the append must not miss it while the catalog's watch catches up.
-        everything = await self.dispatcher.catalog.current_all(self.dispatcher.store)
-        definitions = datasets.dataset_routines(everything, appended.dataset)
+        # The catalog's index only once it has caught up with the registry: a routine
+        # registered a moment before the append must not miss it while the watch catches up.
+        catalog = self.dispatcher.catalog
+        definitions = await catalog.current_watching(appended.dataset, self.dispatcher.store)
         for definition in definitions:
             await self.apply(definition, appended)
 

@@ -52,12 +52,16 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         await dispatcher.on_tick(definition, fired, _now())
 
     async def handle_completed(completed: RunCompleted) -> None:
-        # Downstream runs first: they wait on nothing but the catalog, while the completed
+        # Downstream runs first: they wait on nothing but the catalog (its index of who waits
+        # on this routine, so the cost does not grow with the registry), while the completed
         # routine's own bookkeeping (crash-loop count, overlap slot: separate keys) follows,
         # both at once. A crash in between redelivers the completion, which requests the
         # same (deduplicated) runs again and then does the bookkeeping.
         decision = completions.decide_completion(
-            dispatcher.catalog.all(), completed, _now(), dispatcher.settings.max_hops
+            dispatcher.catalog.downstream_of(completed.routine),
+            completed,
+            _now(),
+            dispatcher.settings.max_hops,
         )
         await dispatcher.publish(decision)
         await asyncio.gather(
