@@ -36,9 +36,9 @@ from mainspring.contract.messages import (
     SubmitRun,
 )
 from mainspring.runtime.bus import message_headers
-from mainspring.runtime.invoke import invoke, method_arguments
+from mainspring.runtime.invoke import invoke, method_arguments, run_info
 from mainspring.sdk.bundle import extract_bundle, import_entrypoint
-from mainspring.sdk.routine import RunInfo, inspect_contract, validate_inputs
+from mainspring.sdk.routine import inspect_contract, validate_inputs
 from mainspring.storage.artifacts import run_location, save_artifact
 from mainspring.storage.registry import in_memory_refusal, method_input_specs, unknown_method
 from mainspring.storage.state import (
@@ -296,16 +296,7 @@ def _execute(
 ) -> dict[str, Any]:
     cls = import_entrypoint(folder, entrypoint)
     contract = inspect_contract(cls)
-    run_info = RunInfo(
-        id=request.run_id,
-        number=request.run_number,
-        routine=request.routine,
-        source=request.source,
-        labels=request.labels,
-        attributes=request.attributes,
-        hop=request.hop,
-        parent_run_id=request.parent_run_id,
-    )
+    info = run_info(request)
     # The same event a runner would build: the dispatcher chose it (rows since the cursor,
     # an upstream run's completion, a tick at now, a poll payload); other methods get none.
     arguments = method_arguments(request, contract.trigger_param, request.inputs, dataset_root)
@@ -315,7 +306,7 @@ def _execute(
         cls,
         arguments,
         context,
-        run_info,
+        info,
         state,
         method=request.method,
         config=request.configuration,

@@ -124,6 +124,20 @@ def _failed(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def run_info(request: RequestRun) -> RunInfo:
+    """Who a requested run is, as the routine sees it (`self.run`), wherever it executes."""
+    return RunInfo(
+        id=request.run_id,
+        number=request.run_number,
+        routine=request.routine,
+        source=request.source,
+        labels=request.labels,
+        attributes=request.attributes,
+        hop=request.hop,
+        parent_run_id=request.parent_run_id,
+    )
+
+
 def method_arguments(
     request: RequestRun, trigger_param: str, inputs: dict[str, Any], dataset_root: str
 ) -> dict[str, Any]:

@@ -27,14 +27,13 @@ from typing import IO, Any
 
 from mainspring.base import tracing
 from mainspring.contract.messages import RequestRun
-from mainspring.runtime.invoke import invoke, method_arguments
+from mainspring.runtime.invoke import invoke, method_arguments, run_info
 from mainspring.sdk.bundle import BundleError, import_entrypoint
 from mainspring.sdk.routine import (
     ContractError,
     InputError,
     Routine,
     RoutineContract,
-    RunInfo,
     inspect_contract,
     method_specs,
     validate_inputs,
@@ -147,22 +146,13 @@ def execute(
     except (BundleError, ContractError, InputError) as exc:
         return {"status": "failed", "error": str(exc), "phase": "start"}
     arguments = method_arguments(request, contract.trigger_param, inputs, dataset_root)
-    run_info = RunInfo(
-        id=request.run_id,
-        number=request.run_number,
-        routine=request.routine,
-        source=request.source,
-        labels=request.labels,
-        attributes=request.attributes,
-        hop=request.hop,
-        parent_run_id=request.parent_run_id,
-    )
+    info = run_info(request)
     # In its own process the run may catch everything: nothing above it needs an interrupt.
     return invoke(
         cls,
         arguments,
         control,
-        run_info,
+        info,
         state,
         catch=BaseException,
         memory_error_reason=MEMORY_EXCEEDED,
