@@ -99,3 +99,11 @@ def report_finished(run: dict[str, Any], as_json: bool) -> int:
     else:
         print_run(run)
     return 0 if run["status"] == "completed" else EXIT_FAILED
+
+
+async def print_or_wait(client: Any, run_id: str, args: argparse.Namespace) -> int:
+    """A started run: its id, or with --wait the finished run (exit 0 only if it completed)."""
+    if not args.wait:
+        print(run_id)
+        return 0
+    return report_finished(await client.wait(run_id, timeout=args.timeout), args.json)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mainspring.apps.cli.common import CliError, parse_payload, report_finished, with_client
+from mainspring.apps.cli.common import CliError, parse_payload, print_or_wait, with_client
 from mainspring.apps.present import table
 
 
@@ -45,10 +45,7 @@ async def dag_run(client: Any, args: argparse.Namespace) -> int:
         )
     except RegistryError as exc:
         raise CliError(str(exc)) from None
-    if not args.wait:
-        print(run_id)
-        return 0
-    return report_finished(await client.wait(run_id, timeout=args.timeout), args.json)
+    return await print_or_wait(client, run_id, args)
 
 
 async def dag_list(client: Any, args: argparse.Namespace) -> int:
@@ -70,10 +67,7 @@ async def runs_restart(client: Any, args: argparse.Namespace) -> int:
         run_id = await client.restart(args.id)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if not args.wait:
-        print(run_id)
-        return 0
-    return report_finished(await client.wait(run_id, timeout=args.timeout), args.json)
+    return await print_or_wait(client, run_id, args)
 
 
 async def runs_replay(client: Any, args: argparse.Namespace) -> int:
@@ -82,10 +76,7 @@ async def runs_replay(client: Any, args: argparse.Namespace) -> int:
         run_id = await client.replay(args.id, nodes)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if not args.wait:
-        print(run_id)
-        return 0
-    return report_finished(await client.wait(run_id, timeout=args.timeout), args.json)
+    return await print_or_wait(client, run_id, args)
 
 
 def _wait_options(parser: argparse.ArgumentParser) -> None:

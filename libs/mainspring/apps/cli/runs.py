@@ -18,6 +18,7 @@ from mainspring.apps.cli.common import (
     parse_pairs,
     parse_payload,
     parse_time,
+    print_or_wait,
     report_finished,
     with_client,
 )
@@ -339,11 +340,7 @@ async def runs_rerun(client: Any, args: argparse.Namespace) -> int:
         run_id = await client.rerun(args.id, source="manual")
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    if not args.wait:
-        print(run_id)
-        return 0
-    run = await client.wait(run_id, timeout=args.timeout)
-    return report_finished(run, args.json)
+    return await print_or_wait(client, run_id, args)
 
 
 async def runs_logs(client: Any, args: argparse.Namespace) -> int:
