@@ -98,9 +98,7 @@ class Control:
             self._request.run_id,
             name,
             data,
-            statistics=self._request.statistics,
-            previews=self._request.previews,
-            store=self._request.store_artifacts,
+            options=self._request.options,
         )
         payload = ref.model_dump()
         self.artifacts.append(payload)

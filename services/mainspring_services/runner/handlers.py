@@ -193,20 +193,22 @@ class Runner:
         if request.run_id in self.cancelled:
             await self.complete_cancelled(request)
             return
-        if request.memory_limit:
+        if request.options.memory_limit:
             available, total = memory_info()
-            waiting = core.memory_reason(request.memory_limit, available, total)
+            waiting = core.memory_reason(request.options.memory_limit, available, total)
             if waiting:
                 await self.hold_unless_cancelled(request, message, waiting)
                 return
         lease: str | None = None
-        if request.max_concurrent:
+        if request.options.max_concurrent:
             lease = await self.leases.acquire(
-                request.routine, request.max_concurrent, request.run_id
+                request.routine, request.options.max_concurrent, request.run_id
             )
             if lease is None:
-                holders = await self.leases.holders(request.routine, request.max_concurrent)
-                reason = core.concurrency_reason(request.routine, request.max_concurrent, holders)
+                holders = await self.leases.holders(request.routine, request.options.max_concurrent)
+                reason = core.concurrency_reason(
+                    request.routine, request.options.max_concurrent, holders
+                )
                 await self.hold_unless_cancelled(request, message, reason)
                 return
         self.announced_holds.pop(request.run_id, None)
@@ -239,7 +241,7 @@ class Runner:
         # No runner saw a first delivery before: nothing to read to know this is attempt 1.
         first = delivered(message.raw_message) <= 1
         attempt = 1 if first else await self.ledger.started_attempts(request.run_id) + 1
-        lost = core.lost_run_outcome(attempt, request.retries, self.settings.run_ack_wait_s)
+        lost = core.lost_run_outcome(attempt, request.options.retries, self.settings.run_ack_wait_s)
         if lost is not None:
             await self.complete(request, lost, started_at, [])
             return None
@@ -333,7 +335,7 @@ class Runner:
             runner=self.name,
             attempt=attempt,
             started_at=started_at,
-            isolation=request.isolation,
+            isolation=request.options.isolation,
             artifact_location=run_location(self.settings.resolved_artifact_root(), request.run_id),
         )
         ended = asyncio.Event()
@@ -396,7 +398,7 @@ class Runner:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
         if request.run_id not in self.handed_back and not core.should_retry(
-            outcome, attempt, request.retries
+            outcome, attempt, request.options.retries
         ):
             # It ends here, and its completion says who ran it.
             ended.set()
@@ -424,9 +426,9 @@ class Runner:
             await self.ledger.set_attempts(request.run_id, attempt - 1)
             await message.nack()
             return False
-        if core.should_retry(outcome, attempt, request.retries):
-            delay = core.retry_delay(attempt, request.retry_backoff_s)
-            reason = core.retry_reason(outcome, attempt, request.retries, delay)
+        if core.should_retry(outcome, attempt, request.options.retries):
+            delay = core.retry_delay(attempt, request.options.retry_backoff_s)
+            reason = core.retry_reason(outcome, attempt, request.options.retries, delay)
             log.info("run %s of %s: %s", request.run_id, request.routine, reason)
             await publish_event(
                 self.broker,
@@ -486,7 +488,7 @@ class Runner:
 
     async def worker_for(self, request: RequestRun) -> Worker:
         """A ready process for the run: a reused worker of its code, or a fresh fork."""
-        if request.isolation == "process":
+        if request.options.isolation == "process":
             return await self.fork_server.fork()
         return await self.pool.take(request.routine_version)
 
@@ -494,7 +496,7 @@ class Runner:
         self, request: RequestRun, worker: Worker, outcome: Outcome, leftovers: list[str]
     ) -> None:
         """After a run: a forked process ends with its run; a worker is kept or recycled."""
-        if request.isolation == "process":
+        if request.options.isolation == "process":
             await worker.discard()
             return
         fault = core.fault_of(outcome, worker_exited=not worker.alive())
@@ -572,7 +574,7 @@ class Runner:
             started_at=started_at,
             finished_at=_now(),
             phase=outcome.phase,
-            isolation=request.isolation if started_at is not None else None,
+            isolation=request.options.isolation if started_at is not None else None,
             resources=resources,
             log_uri=log_uri,
             runner=started.runner if started else None,

@@ -71,7 +71,7 @@ class ChildRun:
         attributes = {
             "mainspring.run_id": self.request.run_id,
             "mainspring.sdk.routine": self.request.routine,
-            "mainspring.isolation": self.request.isolation,
+            "mainspring.isolation": self.request.options.isolation,
         }
         with tracing.span("execute", attributes) as span:
             outcome = await self._run(on_message, memory_poll_s, worker)
@@ -87,7 +87,7 @@ class ChildRun:
             # Cancelled while the worker was being handed over: it never starts the routine.
             worker.kill()
         # A memory limit is the run's growth over what its worker held when the run began.
-        baseline = tree_rss_bytes(worker.pid) if self.request.memory_limit else 0
+        baseline = tree_rss_bytes(worker.pid) if self.request.options.memory_limit else 0
         worker.send_job(
             {
                 "bundle_dir": str(self.bundle_dir),
@@ -144,7 +144,7 @@ class ChildRun:
             # One reading of what it forked: a forked child may exit between two.
             peak = int(result.get("peak_rss") or 0) + descendants_rss_bytes(worker.pid)
             self.peak_memory = max(self.peak_memory, peak)
-            limit = self.request.memory_limit
+            limit = self.request.options.memory_limit
             if limit and memory_over_limit(peak, baseline, limit):
                 self.memory_exceeded = True
         outcome = outcome_of(
@@ -161,8 +161,8 @@ class ChildRun:
         return outcome
 
     async def _limits(self, worker: Worker, poll_s: float, baseline: int) -> None:
-        limit = self.request.memory_limit
-        timeout = self.request.timeout_s
+        limit = self.request.options.memory_limit
+        timeout = self.request.options.timeout_s
         started = time.monotonic()
         while worker.alive():
             used = tree_rss_bytes(worker.pid)
