@@ -164,6 +164,9 @@ class ChildRun:
         limit = self.request.memory_limit
         timeout = self.request.timeout_s
         started = time.monotonic()
+        # Nothing to see before the first poll: the run has only just begun, and its peak
+        # (the kernel's count) is read when it ends, so a short run costs no walk of /proc.
+        await asyncio.sleep(poll_s)
         while worker.alive():
             used = tree_rss_bytes(worker.pid)
             self.peak_memory = max(self.peak_memory, used)
