@@ -474,6 +474,14 @@ class Runner:
         it could not be stored (the file then stays on this runner)."""
         local = self.local_log(run_id)
         try:
+            printed = local.stat().st_size > 0
+        except OSError:
+            printed = False
+        if not printed:
+            # Most runs print nothing: no thread hop, no copy, nothing stored.
+            local.unlink(missing_ok=True)
+            return None, None
+        try:
             uri = await asyncio.to_thread(
                 store_log, self.settings.resolved_artifact_root(), run_id, local
             )
