@@ -102,10 +102,10 @@ class Runner:
         self.admitted: set[asyncio.Task[None]] = set()
 
     def worker_reaches(self) -> list[Path]:
-        """Folders a worker must enter by name: the code, logs and local stores (it imports
-        the interpreter's library through handles where it cannot, see worker_user)."""
+        """Folders a worker must enter by name: the code and local stores (it imports the
+        interpreter's library through handles where it cannot, see worker_user). Its output
+        goes through the runner, which writes the log."""
         places = [self.settings.bundle_cache()]
-        places.append(self.settings.home.resolve() / "logs")
         for root in (self.settings.resolved_artifact_root(), self.settings.resolved_dataset_root()):
             if "://" not in root:
                 places.append(Path(root))
@@ -340,8 +340,7 @@ class Runner:
         announced = asyncio.create_task(self.announce(started, ended))
         if attempt == 1:
             metrics.run_started(request, started_at)
-        # The worker writes the run's output and files as its user: hand it those places.
-        self.worker_user.give(self.local_log(request.run_id))
+        # The worker saves the run's files as its user: hand it their folder.
         artifact_root = self.settings.resolved_artifact_root()
         if "://" not in artifact_root:
             try:
