@@ -257,6 +257,22 @@ async def test_a_worker_whose_memory_grew_past_the_bound_is_recycled(tmp_path: P
     assert first.outputs["pid"] != second.outputs["pid"]
 
 
+async def test_memory_a_worker_keeps_a_little_of_each_run_adds_up_to_a_recycle(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, max_rss_growth=50 * MiB)
+    # 30 MiB kept per run: under the bound after one run, over it after two.
+    bundle = _bundle(tmp_path / "b", "KEPT.append(touched(30 * 2**20))", "KEPT = []")
+    try:
+        outcomes = [(await harness.run(bundle, _request("d1", n=n)))[0] for n in range(3)]
+    finally:
+        await harness.close()
+
+    assert [o.status for o in outcomes] == ["completed"] * 3
+    pids = [o.outputs["pid"] for o in outcomes]
+    assert pids[0] == pids[1] != pids[2], pids
+
+
 @pytest.mark.parametrize("isolation", ["worker", "process"])
 async def test_twenty_runs_each_using_most_of_the_limit_all_pass(
     isolation: Isolation, harness: Harness, tmp_path: Path

@@ -102,10 +102,10 @@ class Runner:
         self.admitted: set[asyncio.Task[None]] = set()
 
     def worker_reaches(self) -> list[Path]:
-        """Folders a worker must enter by name: the code, logs and local stores (it imports
-        the interpreter's library through handles where it cannot, see worker_user)."""
+        """Folders a worker must enter by name: the code and local stores (it imports the
+        interpreter's library through handles where it cannot, see worker_user). Its output
+        goes through the runner, which writes the log."""
         places = [self.settings.bundle_cache()]
-        places.append(self.settings.home.resolve() / "logs")
         for root in (self.settings.resolved_artifact_root(), self.settings.resolved_dataset_root()):
             if "://" not in root:
                 places.append(Path(root))
@@ -342,8 +342,7 @@ class Runner:
         announced = asyncio.create_task(self.announce(started, ended))
         if attempt == 1:
             metrics.run_started(request, started_at)
-        # The worker writes the run's output and files as its user: hand it those places.
-        self.worker_user.give(self.local_log(request.run_id))
+        # The worker saves the run's files as its user: hand it their folder.
         artifact_root = self.settings.resolved_artifact_root()
         if "://" not in artifact_root:
             try:
@@ -475,6 +474,14 @@ class Runner:
         """Move a finished run's output file to the artifact store: its path there, or why
         it could not be stored (the file then stays on this runner)."""
         local = self.local_log(run_id)
+        try:
+            printed = local.stat().st_size > 0
+        except OSError:
+            printed = False
+        if not printed:
+            # Most runs print nothing: no thread hop, no copy, nothing stored.
+            local.unlink(missing_ok=True)
+            return None, None
         try:
             uri = await asyncio.to_thread(
                 store_log, self.settings.resolved_artifact_root(), run_id, local
