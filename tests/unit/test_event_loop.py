@@ -15,5 +15,7 @@ def test_services_run_on_uvloop_unless_asked_for_asyncio() -> None:
 
 
 def test_an_unknown_event_loop_is_refused_naming_the_choices() -> None:
-    with pytest.raises(EventLoopConfigError, match=r"trio.*choose uvloop \(the default\) or asyncio"):
+    with pytest.raises(
+        EventLoopConfigError, match=r"trio.*choose uvloop \(the default\) or asyncio"
+    ):
         event_loop_factory({"MAINSPRING_EVENT_LOOP": "trio"})
