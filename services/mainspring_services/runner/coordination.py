@@ -24,15 +24,15 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from mainspring.base.kv import read, write_if_unchanged
+from mainspring.base.kv import compare_and_set, read, write_if_unchanged
 from mainspring.contract import subjects
 from mainspring.contract.messages import RunCompleted
 from mainspring.storage.ledger import (
-    attempts_key,
     cancel_key,
     ledger_bucket,
     outcome_key,
     settle_outcome,
+    uncharged_key,
 )
 
 _MISSING = (KeyNotFoundError, NotFoundError)
@@ -42,8 +42,16 @@ def _is_cas_conflict(exc: Exception) -> bool:
     return isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc)
 
 
+def _plus_one(current: bytes | None) -> bytes:
+    return str(int(current or b"0") + 1).encode()
+
+
 class RunLedger:
-    """Attempts and cancel marks per run id, in the run ledger bucket."""
+    """Uncharged deliveries and cancel marks per run id, in the run ledger bucket.
+
+    A run's attempt is its delivery count less the deliveries that started none, so the
+    common run (delivered once, started at once) writes nothing here.
+    """
 
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
@@ -53,17 +61,18 @@ class RunLedger:
         """The ledger on its own bucket (created when missing)."""
         return cls(await ledger_bucket(js))
 
-    async def started_attempts(self, run_id: str) -> int:
-        """How many attempts of a run any runner started."""
+    async def uncharged_deliveries(self, run_id: str) -> int:
+        """How many deliveries of a run started no attempt (read only on a redelivery)."""
         try:
-            entry = await self._kv.get(attempts_key(run_id))
+            entry = await self._kv.get(uncharged_key(run_id))
         except _MISSING:
             return 0
         return int(entry.value or b"0")
 
-    async def set_attempts(self, run_id: str, attempts: int) -> None:
-        """Record the number of started attempts (before the attempt runs)."""
-        await self._kv.put(attempts_key(run_id), str(attempts).encode())
+    async def add_uncharged_delivery(self, run_id: str) -> None:
+        """Count one delivery that starts no attempt (before its nak: a crash in between
+        charges it, the safe side)."""
+        await compare_and_set(self._kv, uncharged_key(run_id), _plus_one)
 
     async def cancel_requested(self, run_id: str) -> bool:
         """Was the run cancelled while it waited in the queue?"""

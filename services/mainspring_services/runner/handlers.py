@@ -144,6 +144,8 @@ class Runner:
                 RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
                 subjects.RUN_QUEUED,
             )
+        # Waiting is not an attempt: this delivery must not count against the retries.
+        await self.ledger.add_uncharged_delivery(request.run_id)
         await message.nack(delay=self.settings.hold_retry_s)
 
     async def admit(self, request: RequestRun, message: NatsMessage) -> None:
@@ -164,7 +166,9 @@ class Runner:
                 task.add_done_callback(self.admitted.discard)
                 return
             self.slots.release()
-        # Stopping: hand the run back, a little later so another replica gets it first.
+        # Stopping: hand the run back (not an attempt), a little later so another replica
+        # gets it first.
+        await self.ledger.add_uncharged_delivery(request.run_id)
         await message.nack(delay=self.settings.hold_retry_s)
 
     async def _keep_alive(self, message: NatsMessage) -> None:
@@ -238,39 +242,43 @@ class Runner:
     ) -> tuple[int, dict[str, Any], int] | None:
         """The attempt number and the routine's state (with its revision) for a run that may
         start; None when it ended here instead (lost, cancelled, or already settled)."""
-        # No runner saw a first delivery before: nothing to read to know this is attempt 1.
-        first = delivered(message.raw_message) <= 1
-        attempt = 1 if first else await self.ledger.started_attempts(request.run_id) + 1
+        # Every delivery is an attempt unless marked uncharged (held, handed back, running
+        # elsewhere), so a runner killed mid-run is charged for it with nothing written
+        # before the start; a first delivery is attempt 1 with nothing to read.
+        deliveries = delivered(message.raw_message)
+        attempt = (
+            1
+            if deliveries <= 1
+            else deliveries - await self.ledger.uncharged_deliveries(request.run_id)
+        )
         lost = core.lost_run_outcome(attempt, request.options.retries, self.settings.run_ack_wait_s)
         if lost is not None:
             await self.complete(request, lost, started_at, [])
             return None
-        # Everything the start needs from the bus in one round trip, not five in a row: the
+        # Everything the start needs from the bus in one round trip, not four in a row: the
         # cancel mark, an outcome settled by an earlier copy of this request (a request
         # published again after the dedup window, or redelivered because the server lost its
-        # ack, must not run twice), the run's claim (no other copy is running it now), the
-        # attempt count (written before the routine starts, so a runner killed mid-run is
-        # charged for it) and the routine's state.
-        cancelled, settled, claimed, _, (state, state_revision) = await asyncio.gather(
+        # ack, must not run twice), the run's claim (no other copy is running it now) and
+        # the routine's state.
+        cancelled, settled, claimed, (state, state_revision) = await asyncio.gather(
             self.ledger.cancel_requested(request.run_id),
             self.ledger.settled(request.run_id),
             self.claims.claim(request.run_id),
-            self.ledger.set_attempts(request.run_id, attempt),
             load_state(self.state_kv, request.routine),
         )
         if claimed == "done" and settled is None:
             # Settled between this copy's outcome read and its claim: read it again.
             settled = await self.ledger.settled(request.run_id)
         if claimed == "held" or (settled is None and claimed == "done"):
-            # Another copy runs now. Not its attempt: the count goes back, and this copy
-            # returns after the ack wait (refused as settled then, or taken over once the
-            # holder stopped refreshing its claim).
+            # Another copy runs now. Not its attempt: this delivery goes uncharged, and this
+            # copy returns after the ack wait (refused as settled then, or taken over once
+            # the holder stopped refreshing its claim).
             log.info(
                 "run %s of %s is running elsewhere; this copy waits",
                 request.run_id,
                 request.routine,
             )
-            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await self.ledger.add_uncharged_delivery(request.run_id)
             await message.nack(delay=self.settings.run_ack_wait_s)
             return None
         if cancelled and claimed == "claimed":
@@ -422,7 +430,7 @@ class Runner:
         if request.run_id in self.handed_back:
             # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
             self.handed_back.discard(request.run_id)
-            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await self.ledger.add_uncharged_delivery(request.run_id)
             await message.nack()
             return False
         if core.should_retry(outcome, attempt, request.options.retries):
