@@ -201,6 +201,8 @@ class Dispatcher:
 
     async def release_timed(self, completed: RunCompleted, now: datetime) -> None:
         """A run ended: free its overlap slot and start the buffered tick, if any."""
+        if not timed.may_hold_a_slot(completed):
+            return
         while True:
             state, revision = await self.overlap.read(completed.routine)
             enabled = True
