@@ -97,6 +97,8 @@ class Runner:
         self.cancelled: set[str] = set()
         self.handed_back: set[str] = set()
         self.announced_holds: dict[str, str] = {}
+        # Concurrency slots held by the runs here, freed before their completion goes out.
+        self.leases_held: dict[str, str] = {}
         self.draining = False
         self.slots = asyncio.Semaphore(max(1, settings.runner_slots))
         self.admitted: set[asyncio.Task[None]] = set()
@@ -216,11 +218,18 @@ class Runner:
                 await self.hold_unless_cancelled(request, message, reason)
                 return
         self.announced_holds.pop(request.run_id, None)
+        if lease is not None:
+            self.leases_held[request.run_id] = lease
         try:
             await self.attempt(request, message, started_at, lease)
         finally:
-            if lease is not None:
-                await self.leases.release(lease)
+            await self.release_lease(request.run_id)
+
+    async def release_lease(self, run_id: str) -> None:
+        """Free the run's concurrency slot, if it holds one (once)."""
+        lease = self.leases_held.pop(run_id, None)
+        if lease is not None:
+            await self.leases.release(lease)
 
     async def complete_cancelled(self, request: RequestRun) -> None:
         """End a run that was cancelled before it started."""
@@ -608,6 +617,9 @@ class Runner:
                 settled.status,
                 settled.error,
             )
+        # The slot is free before the completion goes out: the dispatcher requests the next
+        # held run on it, which must find the slot free, not wait out a hold here.
+        await self.release_lease(request.run_id)
         # The claim is marked done, never deleted: a copy of the request whose outcome read
         # raced this settle would otherwise find the claim free and run the code again.
         await asyncio.gather(
