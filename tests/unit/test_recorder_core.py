@@ -174,3 +174,12 @@ def test_only_a_new_run_without_a_routine_is_unattached(
     stored: dict[str, Any] | None, batch_row: dict[str, Any], left_out: bool
 ) -> None:
     assert unattached({"r": stored}, {"r": batch_row}) == ({"r"} if left_out else set())
+
+
+def test_a_request_held_by_the_dispatcher_is_recorded_like_a_requested_one() -> None:
+    from mainspring.contract import subjects
+    from mainspring.contract.messages import RequestRun
+    from mainspring_services.recorder.handlers import event_model
+
+    assert event_model(subjects.run_held_subject("a/b")) is RequestRun
+    assert event_model(subjects.RUN_REQUESTED) is RequestRun

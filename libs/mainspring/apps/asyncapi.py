@@ -126,6 +126,15 @@ CHANNELS: tuple[Channel, ...] = (
         ("runner", "recorder"),
     ),
     Channel(
+        "runHeld",
+        f"{subjects.RUN_HELD}.{{routine}}",
+        RequestRun,
+        "A run of a routine with max_concurrent held by the dispatcher until a slot frees "
+        "(Nats-Msg-Id held:<run id>); released onto run.requested in arrival order.",
+        ("dispatcher",),
+        ("recorder",),
+    ),
+    Channel(
         "runInMemory",
         subjects.RUN_IN_MEMORY,
         RequestRun,
@@ -154,7 +163,7 @@ CHANNELS: tuple[Channel, ...] = (
         subjects.RUN_QUEUED,
         RunQueued,
         "A run waits, and why (a free slot, memory, a retry's back-off).",
-        ("runner",),
+        ("dispatcher", "runner"),
         ("recorder",),
     ),
     Channel(

@@ -18,6 +18,10 @@ RUN_COMPLETED_ANY = f"{RUN_COMPLETED}.>"
 EXTERNAL_COMPLETED = "external.completed"
 EXTERNAL_COMPLETED_ANY = f"{EXTERNAL_COMPLETED}.>"
 RUN_CANCEL = "run.cancel"
+# Requests the dispatcher holds back for a routine's max_concurrent: `run.held.<routine>`,
+# in arrival order; released onto run.requested as the routine's runs complete.
+RUN_HELD = "run.held"
+RUN_HELD_ANY = f"{RUN_HELD}.>"
 RUN_QUEUED = "run.queued"
 # Outside the stream's `run.>` on purpose: heartbeats are core NATS, never stored.
 RUN_HEARTBEAT = "heartbeat.run"
@@ -94,6 +98,11 @@ def dead_letter_subject(subject: str) -> str:
 def run_completed_subject(routine: str, status: str) -> str:
     """Where a routine's run completion is published: one token for the routine, one for status."""
     return f"{RUN_COMPLETED}.{key_token(routine)}.{status}"
+
+
+def run_held_subject(routine: str) -> str:
+    """Where the dispatcher keeps a routine's requests waiting for a free slot."""
+    return f"{RUN_HELD}.{key_token(routine)}"
 
 
 def run_log_subject(run_id: str) -> str:

@@ -549,13 +549,16 @@ def stream_sequence(raw: Msg) -> int | None:
         return None
 
 
-async def publish_event(broker: NatsBroker, event: Message, subject: str) -> None:
-    """Publish a message on the stream with its deterministic Nats-Msg-Id when it has one."""
-    await broker.publish(
-        event.model_dump_json().encode(),
-        subject,
-        headers=message_id_headers(event),
-        stream=subjects.STREAM,
+async def publish_event(
+    broker: NatsBroker, event: Message, subject: str, message_id: str | None = None
+) -> Any:
+    """Publish a message on the stream with its deterministic Nats-Msg-Id when it has one
+    (`message_id` instead of the event's own); the stream's acknowledgement."""
+    headers = message_id_headers(event)
+    if message_id is not None:
+        headers["Nats-Msg-Id"] = message_id
+    return await broker.publish(
+        event.model_dump_json().encode(), subject, headers=headers, stream=subjects.STREAM
     )
 
 

@@ -91,3 +91,8 @@ class LedgerMarks:
 
     async def settle(self, completed: RunCompleted) -> RunCompleted:
         return await settle_outcome(await ledger_bucket(self._js), completed)
+
+    async def settled(self, run_id: str) -> RunCompleted | None:
+        """The run's outcome if one was settled already."""
+        value, _ = await read(await ledger_bucket(self._js), outcome_key(run_id))
+        return RunCompleted.model_validate_json(value) if value else None

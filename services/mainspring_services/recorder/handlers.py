@@ -94,6 +94,9 @@ def event_model(
         return TriggerRecorded
     if subject == subjects.AUDIT_RECORDED:
         return AuditRecorded
+    if subject.startswith(f"{subjects.RUN_HELD}."):
+        # A request the dispatcher holds for a free slot: recorded queued like run.requested.
+        return RequestRun
     return RUN_EVENT_MODELS.get(subject)
 
 
