@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from mainspring.contract.messages import RunCompleted
+from mainspring.contract.messages import RequestRun, RunCompleted
 from mainspring.contract.queries import RunQuery
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.named_triggers import NamedTrigger
 from mainspring.storage.registry import DisabledBy, RoutineDefinition
-from mainspring_services.dispatcher import crash_loop, timed
+from mainspring_services.dispatcher import admission, crash_loop, timed
 from mainspring_services.dispatcher.ports import DispatcherParts
 
 T = TypeVar("T")
@@ -112,6 +112,43 @@ class Overlaps:
         return self.store.put(routine, state, revision)
 
 
+class Admissions:
+    def __init__(self) -> None:
+        self.store = Revisioned(admission.AdmissionState)
+
+    async def read(self, routine: str) -> tuple[admission.AdmissionState, int]:
+        return self.store.get(routine)
+
+    async def write(self, routine: str, state: admission.AdmissionState, revision: int) -> bool:
+        return self.store.put(routine, state, revision)
+
+
+class HeldQueue:
+    """Held requests in arrival order, one per run id (as the stream's dedup keeps them)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[int, tuple[str, RequestRun]] = {}
+        self.sequences = itertools.count(1)
+
+    async def hold(self, request: RequestRun) -> int:
+        for sequence, (_, held) in self.requests.items():
+            if held.run_id == request.run_id:
+                return sequence
+        sequence = next(self.sequences)
+        self.requests[sequence] = (request.routine, request)
+        return sequence
+
+    async def next_after(self, routine: str, sequence: int) -> tuple[RequestRun, int] | None:
+        for seq in sorted(self.requests):
+            if seq > sequence and self.requests[seq][0] == routine:
+                return self.requests[seq][1], seq
+        return None
+
+    async def at(self, sequence: int) -> RequestRun | None:
+        found = self.requests.get(sequence)
+        return found[1] if found is not None else None
+
+
 class Cursors:
     def __init__(self) -> None:
         self.store: Revisioned[DatasetCursor | None] = Revisioned(lambda: None)
@@ -142,6 +179,9 @@ class Ledger:
 
     async def settle(self, completed: RunCompleted) -> RunCompleted:
         return self.outcomes.setdefault(completed.run_id, completed)
+
+    async def settled(self, run_id: str) -> RunCompleted | None:
+        return self.outcomes.get(run_id)
 
 
 class History:
@@ -192,6 +232,8 @@ def dispatcher_parts(
         numbers=Numbers(),
         crashes=CrashLoops(),
         overlap=Overlaps(),
+        admission=Admissions(),
+        held=HeldQueue(),
         cursors=Cursors(),
         ledger=Ledger(),
         history=history or History(),

@@ -304,3 +304,54 @@ async def test_a_routine_fired_past_max_fires_is_paused_and_fires_no_more() -> N
     assert reason is not None
     assert "3 triggered runs within 60s, over max_fires=2" in reason
     assert [r["status"] for r in recorded].count("disabled") == 1
+
+
+SERIAL = routine("serial", ScheduleTrigger(every="1h"))
+SERIAL = SERIAL.model_copy(
+    update={"options": SERIAL.options.model_copy(update={"max_concurrent": 1})}
+)
+
+
+async def test_runs_past_max_concurrent_are_held_and_released_one_per_completion() -> None:
+    parts = fakes.dispatcher_parts(SERIAL)
+    broker = NatsBroker()
+    catalog = RoutineCatalog()
+    dispatcher = Dispatcher(broker, parts, catalog, Settings())
+    register(broker, dispatcher)
+    published: dict[str, list[dict[str, Any]]] = {}
+    for subject in (subjects.RUN_REQUESTED, subjects.RUN_QUEUED):
+
+        @broker.subscriber(subject, stream=STREAM)
+        async def capture(body: dict[str, Any], message: NatsMessage) -> None:
+            published.setdefault(message.raw_message.subject, []).append(body)
+
+    await catalog.start(parts.registry)
+    try:
+        async with TestNatsBroker(broker) as test_broker:
+            for n in range(3):
+                submitted = SubmitRun(routine="serial", request_id=f"s-{n}", submitted_at=NOW)
+                await test_broker.publish(
+                    submitted.model_dump_json().encode(), subjects.RUN_SUBMITTED
+                )
+            requested = [b["run_id"] for b in published[subjects.RUN_REQUESTED]]
+            reasons = [(b["run_id"], b["reason"]) for b in published[subjects.RUN_QUEUED]]
+            assert requested == ["s-0"]
+            assert reasons == [
+                (f"s-{n}", "waiting for a free slot: max_concurrent=1, 1 running") for n in (1, 2)
+            ]
+
+            for n in range(2):
+                done = RunCompleted(
+                    run_id=f"s-{n}", routine="serial", status="completed", finished_at=NOW
+                )
+                await test_broker.publish(done.model_dump_json().encode(), done.subject())
+                # Again, as a redelivery would: the run holds no slot any more, nothing moves.
+                await test_broker.publish(done.model_dump_json().encode(), done.subject())
+
+            requested = [b["run_id"] for b in published[subjects.RUN_REQUESTED]]
+            assert requested == ["s-0", "s-1", "s-2"]
+            state, _ = await parts.admission.read("serial")
+            assert list(state.active) == ["s-2"]
+            assert state.cursor == state.tail
+    finally:
+        await catalog.stop()

@@ -219,6 +219,11 @@ USERS: tuple[User, ...] = (
         publish=(
             subjects.RUN_REQUESTED,
             subjects.RUN_IN_MEMORY,
+            # Runs held for a free slot (max_concurrent), with why they wait; read back by
+            # sequence when a slot frees.
+            subjects.RUN_HELD_ANY,
+            subjects.RUN_QUEUED,
+            f"{API}.STREAM.MSG.GET.{subjects.STREAM}",
             subjects.RUN_COMPLETED_ANY,
             subjects.RUN_CANCEL,
             subjects.POLL_REQUESTED,

@@ -16,16 +16,18 @@ from mainspring.contract.messages import (
     PollCompleted,
     RequestRun,
     RunCompleted,
+    RunQueued,
     ScheduleFired,
     SubmitRun,
     TriggerRecorded,
 )
 from mainspring.contract.queries import RunQuery
 from mainspring.runtime import metrics
-from mainspring.runtime.service import publish_event
+from mainspring.runtime.service import delivered, publish_event
 from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger
 from mainspring.storage.registry import RoutineCatalog, RoutineDefinition
 from mainspring_services.dispatcher import (
+    admission,
     breaker,
     core,
     crash_loop,
@@ -55,6 +57,11 @@ class Dispatcher:
         self.numbers = parts.numbers
         self.crashes = parts.crashes
         self.overlap = parts.overlap
+        self.admission = parts.admission
+        self.held = parts.held
+        # Routines this process admitted runs of: their completions free slots even once
+        # their definition no longer sets max_concurrent.
+        self.admitted_routines: set[str] = set()
         self.cursors = parts.cursors
         self.ledger = parts.ledger
         self.history = parts.history
@@ -84,13 +91,10 @@ class Dispatcher:
                     "trace_id": tracing.current_trace_id(),
                 }
             )
-            await publish_event(self.broker, numbered, request_subject)
-            log.info(
-                "requested run %s of %s (%s)",
-                numbered.run_id,
-                numbered.routine,
-                numbered.trigger_kind,
-            )
+            if request_subject == subjects.RUN_REQUESTED and admission.admits(numbered):
+                await self.admit(numbered)
+            else:
+                await self.request(numbered, request_subject)
         for recorded in decision.history:
             await publish_event(self.broker, recorded, subjects.TRIGGER_RECORDED)
             metrics.trigger_recorded(recorded)
@@ -100,6 +104,113 @@ class Dispatcher:
             await publish_event(self.broker, refused, refused.subject())
         if decision.requests:
             await self.count_fires(decision.requests)
+
+    async def request(
+        self, request: RequestRun, request_subject: str = subjects.RUN_REQUESTED
+    ) -> None:
+        """Publish a run's request (deduplicated by run id)."""
+        await publish_event(self.broker, request, request_subject)
+        log.info(
+            "requested run %s of %s (%s)", request.run_id, request.routine, request.trigger_kind
+        )
+
+    def first_delivery(self) -> bool:
+        """Is the message being handled delivered for the first time?"""
+        message = self.broker.context.get_local("message")
+        return message is None or delivered(message.raw_message) <= 1
+
+    async def admit(self, request: RequestRun) -> None:
+        """A run of a routine with max_concurrent: request it when a slot is free and no
+        older run waits, else hold it on run.held.<routine> with its reason."""
+        routine = request.routine
+        self.admitted_routines.add(routine)
+        first = self.first_delivery()
+        while True:
+            state, revision = await self.admission.read(routine)
+            step, changed = admission.on_request(state, request, first)
+            if step == "republish":
+                await self.request(request)
+                return
+            if step == "hold":
+                break
+            # The slot is taken before the request goes out: a crash in between redelivers
+            # the event, which finds the run active and republishes (deduplicated).
+            if await self.admission.write(routine, changed, revision):
+                await self.request(request)
+                return
+        if not first and await self.ledger.settled(request.run_id) is not None:
+            return  # admitted on an earlier delivery and already over
+        # Stored before the state notes it: whoever frees a slot after the note finds it.
+        sequence = await self.held.hold(request)
+        while True:
+            state, revision = await self.admission.read(routine)
+            oldest = None
+            if len(state.active) < (request.options.max_concurrent or 1):
+                found = await self.held.next_after(routine, state.cursor)
+                oldest = found[1] if found is not None else None
+            held_step, changed = admission.after_hold(state, request, sequence, oldest)
+            if held_step == "released":
+                return
+            if held_step == "republish":
+                await self.request(request)
+                return
+            if changed != state and not await self.admission.write(routine, changed, revision):
+                continue
+            if held_step == "admit":
+                await self.request(request)
+                return
+            reason = admission.queue_reason(changed.limit, len(changed.active))
+            log.info("holding run %s of %s: %s", request.run_id, routine, reason)
+            queued = RunQueued(run_id=request.run_id, routine=routine, reason=reason, at=_now())
+            await publish_event(self.broker, queued, subjects.RUN_QUEUED)
+            return
+
+    async def release_admission(self, completed: RunCompleted) -> None:
+        """A run ended: free its slot and request the oldest held runs into it."""
+        routine = completed.routine
+        definition = self.catalog.get(routine)
+        limited = definition is not None and bool(definition.options.max_concurrent)
+        if not limited and routine not in self.admitted_routines:
+            return  # the hot path: a routine without max_concurrent has no slots to free
+        while True:
+            state, revision = await self.admission.read(routine)
+            wanted = admission.slots_to_release(state, completed.run_id)
+            if wanted is None:
+                if revision and not self.first_delivery():
+                    await self.republish_released(state)
+                return
+            released: list[tuple[RequestRun, int]] = []
+            cursor = state.cursor
+            while len(released) < wanted:
+                found = await self.held.next_after(routine, cursor)
+                if found is None:
+                    cursor = max(cursor, state.tail)
+                    break
+                request, cursor = found
+                if request.run_id in state.active:
+                    continue
+                if await self.ledger.settled(request.run_id) is not None:
+                    continue  # a request held twice, run already: passed over
+                released.append(found)
+            changed = admission.after_release(
+                state, completed.run_id, [(r.run_id, seq) for r, seq in released], cursor
+            )
+            # Slots are taken before the requests go out; a crash in between redelivers the
+            # completion, which finds its run gone from active and republishes them.
+            if not await self.admission.write(routine, changed, revision):
+                continue
+            for request, _ in released:
+                await self.request(request.model_copy(update={"requested_at": _now()}))
+            return
+
+    async def republish_released(self, state: admission.AdmissionState) -> None:
+        """A redelivered completion: the requests its first delivery released may not have
+        gone out; publish them again (the stream drops the copies)."""
+        for sequence in state.active.values():
+            if sequence:
+                request = await self.held.at(sequence)
+                if request is not None:
+                    await self.request(request.model_copy(update={"requested_at": _now()}))
 
     async def check_crash_loop(
         self,

@@ -54,8 +54,8 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     async def handle_completed(completed: RunCompleted) -> None:
         # Downstream runs first: they wait on nothing but the catalog (its index of who waits
         # on this routine, so the cost does not grow with the registry), while the completed
-        # routine's own bookkeeping (crash-loop count, overlap slot: separate keys) follows,
-        # both at once. A crash in between redelivers the completion, which requests the
+        # routine's own bookkeeping (crash-loop count, overlap and admission slots: separate
+        # keys) follows, all at once. A crash in between redelivers the completion, which requests the
         # same (deduplicated) runs again and then does the bookkeeping.
         decision = completions.decide_completion(
             dispatcher.catalog.downstream_of(completed.routine),
@@ -73,6 +73,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
                 completed.run_id,
             ),
             dispatcher.release_timed(completed, _now()),
+            dispatcher.release_admission(completed),
         )
 
     @consumer(broker, RunCompleted, **durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))

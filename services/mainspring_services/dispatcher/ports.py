@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from mainspring.contract.messages import RunCompleted
+from mainspring.contract.messages import RequestRun, RunCompleted
 from mainspring.contract.queries import RunQuery
 from mainspring.storage.cursors import DatasetCursor
 from mainspring.storage.named_triggers import NamedTrigger
 from mainspring.storage.registry import DisabledBy, RegistryFeed, RoutineDefinition
-from mainspring_services.dispatcher import crash_loop, timed
+from mainspring_services.dispatcher import admission, crash_loop, timed
 
 
 class Registry(RegistryFeed, Protocol):
@@ -57,6 +57,31 @@ class OverlapStore(Protocol):
     async def write(self, routine: str, state: timed.OverlapState, revision: int) -> bool: ...
 
 
+class AdmissionStore(Protocol):
+    """Per routine with max_concurrent: the runs holding a slot and the held queue's cursor,
+    written with compare-and-set."""
+
+    async def read(self, routine: str) -> tuple[admission.AdmissionState, int]: ...
+
+    async def write(self, routine: str, state: admission.AdmissionState, revision: int) -> bool: ...
+
+
+class HeldRequests(Protocol):
+    """The requests held for a free slot, per routine, in arrival order (stream sequences)."""
+
+    async def hold(self, request: RequestRun) -> int:
+        """Store a request (once per run id within the dedup window); its sequence."""
+        ...
+
+    async def next_after(self, routine: str, sequence: int) -> tuple[RequestRun, int] | None:
+        """The first held request of the routine after `sequence`, with its own."""
+        ...
+
+    async def at(self, sequence: int) -> RequestRun | None:
+        """The held request stored at `sequence` (None when it is gone)."""
+        ...
+
+
 class CursorStore(Protocol):
     """Dataset cursors per routine; the dispatcher is their only writer."""
 
@@ -75,6 +100,8 @@ class DispatchLedger(Protocol):
     async def mark_cancelled(self, run_id: str, by: str) -> None: ...
 
     async def settle(self, completed: RunCompleted) -> RunCompleted: ...
+
+    async def settled(self, run_id: str) -> RunCompleted | None: ...
 
 
 class RunHistory(Protocol):
@@ -107,6 +134,8 @@ class DispatcherParts:
     numbers: RunNumbering
     crashes: CrashLoopStore
     overlap: OverlapStore
+    admission: AdmissionStore
+    held: HeldRequests
     cursors: CursorStore
     ledger: DispatchLedger
     history: RunHistory

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from mainspring.base import kv
 from mainspring.base.settings import Settings
 from mainspring.client import Client
 from mainspring.contract import subjects
+from mainspring.contract.messages import RequestRun
+from mainspring.runtime.service import publish_event
 from mainspring.storage.cursors import DatasetCursor, load_cursor, save_cursor
 from mainspring.storage.ledger import LedgerMarks
 from mainspring.storage.named_triggers import TriggerStore
 from mainspring.storage.numbers import RunNumbers
 from mainspring.storage.registry import RoutineStore
-from mainspring_services.dispatcher import crash_loop, timed
+from mainspring_services.dispatcher import admission, crash_loop, timed
 from mainspring_services.dispatcher.ports import DispatcherParts
 
 
@@ -64,6 +68,64 @@ class OverlapGate:
         return await kv.write_if_unchanged(self._kv, key, value, revision) is not None
 
 
+class AdmissionSlots:
+    """Per routine with max_concurrent, its admission state in the dispatch bucket."""
+
+    def __init__(self, bucket: KeyValue) -> None:
+        self._kv = bucket
+
+    async def read(self, routine: str) -> tuple[admission.AdmissionState, int]:
+        """The state and its revision (0 when none is stored)."""
+        value, revision = await kv.read(self._kv, f"admission.{kv.key_token(routine)}")
+        if value is None:
+            return admission.AdmissionState(), revision
+        return admission.AdmissionState.model_validate_json(value), revision
+
+    async def write(self, routine: str, state: admission.AdmissionState, revision: int) -> bool:
+        """Save if nobody changed it since `revision`; False means read again."""
+        key = f"admission.{kv.key_token(routine)}"
+        value = state.model_dump_json().encode()
+        return await kv.write_if_unchanged(self._kv, key, value, revision) is not None
+
+
+class StreamHeldRequests:
+    """Held requests on `run.held.<routine>` in the stream: stored like every event, read by
+    sequence, so a backlog costs disk, not a consumer redelivering it."""
+
+    def __init__(self, broker: NatsBroker, js: JetStreamContext) -> None:
+        self._broker = broker
+        self._js = js
+
+    async def hold(self, request: RequestRun) -> int:
+        """Store the request; a copy within the dedup window answers the first one's sequence."""
+        ack = await publish_event(
+            self._broker,
+            request,
+            subjects.run_held_subject(request.routine),
+            message_id=f"held:{request.run_id}",
+        )
+        return int(ack.seq)
+
+    async def next_after(self, routine: str, sequence: int) -> tuple[RequestRun, int] | None:
+        """The first held request of the routine after `sequence`."""
+        subject = subjects.run_held_subject(routine)
+        try:
+            found = await self._js.get_msg(
+                subjects.STREAM, seq=sequence + 1, subject=subject, next=True
+            )
+        except NotFoundError:
+            return None
+        return RequestRun.model_validate_json(found.data or b""), int(found.seq or 0)
+
+    async def at(self, sequence: int) -> RequestRun | None:
+        """The held request stored at `sequence`."""
+        try:
+            found = await self._js.get_msg(subjects.STREAM, seq=sequence)
+        except NotFoundError:
+            return None
+        return RequestRun.model_validate_json(found.data or b"")
+
+
 class KvCursors:
     """Dataset cursors in the dispatch bucket."""
 
@@ -86,6 +148,8 @@ async def open_parts(broker: NatsBroker, settings: Settings) -> DispatcherParts:
         numbers=RunNumbers(dispatch),
         crashes=CrashLoopCounts(dispatch),
         overlap=OverlapGate(dispatch),
+        admission=AdmissionSlots(dispatch),
+        held=StreamHeldRequests(broker, js),
         cursors=KvCursors(dispatch),
         ledger=LedgerMarks(js),
         # Asked the way the SDK asks: through the client's request/reply calls.
