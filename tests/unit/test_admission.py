@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mainspring.contract import subjects
 from mainspring.contract.messages import RequestRun, ResolvedRunOptions
+from mainspring.runtime.bus import stream_config
 from mainspring_services.dispatcher import admission
 from mainspring_services.dispatcher.admission import AdmissionState
 
@@ -134,3 +136,9 @@ def test_a_queue_read_past_what_was_noted_moves_the_tail_too() -> None:
 
 def test_the_reason_says_the_limit_and_how_many_run() -> None:
     assert admission.queue_reason(1, 1) == "waiting for a free slot: max_concurrent=1, 1 running"
+
+
+def test_held_requests_are_stored_in_the_stream_setup_declares() -> None:
+    held = subjects.run_held_subject("a/b")
+    assert held == "run.held.a_2fb"
+    assert "run.>" in (stream_config().subjects or []), "run.held.<routine> is stored"

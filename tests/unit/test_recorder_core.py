@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
+from mainspring.contract import subjects
+from mainspring.contract.messages import RequestRun
 from mainspring_services.recorder.core import fold, merge, next_status, unattached
+from mainspring_services.recorder.handlers import event_model
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -177,9 +180,5 @@ def test_only_a_new_run_without_a_routine_is_unattached(
 
 
 def test_a_request_held_by_the_dispatcher_is_recorded_like_a_requested_one() -> None:
-    from mainspring.contract import subjects
-    from mainspring.contract.messages import RequestRun
-    from mainspring_services.recorder.handlers import event_model
-
     assert event_model(subjects.run_held_subject("a/b")) is RequestRun
     assert event_model(subjects.RUN_REQUESTED) is RequestRun
