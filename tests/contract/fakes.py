@@ -167,6 +167,7 @@ class Ledger:
         self.in_memory: set[str] = set()
         self.cancelled: dict[str, str] = {}
         self.outcomes: dict[str, RunCompleted] = {}
+        self.held_runs: dict[str, tuple[str, int]] = {}
 
     async def mark_in_memory(self, run_id: str) -> None:
         self.in_memory.add(run_id)
@@ -182,6 +183,12 @@ class Ledger:
 
     async def settled(self, run_id: str) -> RunCompleted | None:
         return self.outcomes.get(run_id)
+
+    async def mark_held(self, run_id: str, routine: str, sequence: int) -> None:
+        self.held_runs[run_id] = (routine, sequence)
+
+    async def held(self, run_id: str) -> tuple[str, int] | None:
+        return self.held_runs.get(run_id)
 
 
 class History:

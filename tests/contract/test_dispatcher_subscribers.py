@@ -319,11 +319,14 @@ async def test_runs_past_max_concurrent_are_held_and_released_one_per_completion
     dispatcher = Dispatcher(broker, parts, catalog, Settings())
     register(broker, dispatcher)
     published: dict[str, list[dict[str, Any]]] = {}
-    for subject in (subjects.RUN_REQUESTED, subjects.RUN_QUEUED):
+    for subject in (subjects.RUN_REQUESTED, subjects.RUN_QUEUED, subjects.RUN_COMPLETED_ANY):
 
         @broker.subscriber(subject, stream=STREAM)
         async def capture(body: dict[str, Any], message: NatsMessage) -> None:
-            published.setdefault(message.raw_message.subject, []).append(body)
+            subject = message.raw_message.subject
+            if subjects.is_run_completed(subject):
+                subject = subjects.RUN_COMPLETED_ANY
+            published.setdefault(subject, []).append(body)
 
     await catalog.start(parts.registry)
     try:
@@ -353,5 +356,19 @@ async def test_runs_past_max_concurrent_are_held_and_released_one_per_completion
             state, _ = await parts.admission.read("serial")
             assert list(state.active) == ["s-2"]
             assert state.cursor == state.tail
+
+            # A held run cancelled ends at once and is passed over when its turn comes.
+            submitted = SubmitRun(routine="serial", request_id="s-3", submitted_at=NOW)
+            await test_broker.publish(submitted.model_dump_json().encode(), subjects.RUN_SUBMITTED)
+            cancel = CancelRun(run_id="s-3", requested_by="ann")
+            await test_broker.publish(cancel.model_dump_json().encode(), subjects.RUN_CANCEL)
+            ended = [(b["run_id"], b["status"]) for b in published[subjects.RUN_COMPLETED_ANY]]
+            assert ended[-1] == ("s-3", "cancelled")
+            done = RunCompleted(run_id="s-2", routine="serial", status="completed", finished_at=NOW)
+            await test_broker.publish(done.model_dump_json().encode(), done.subject())
+            requested = [b["run_id"] for b in published[subjects.RUN_REQUESTED]]
+            assert requested == ["s-0", "s-1", "s-2"]
+            state, _ = await parts.admission.read("serial")
+            assert (state.active, state.dropped) == ({}, {})
     finally:
         await catalog.stop()

@@ -7,6 +7,8 @@ queue, so nothing can ask about it any more).
 
 from __future__ import annotations
 
+import json
+
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -41,6 +43,11 @@ async def is_in_memory(js: JetStreamContext, run_id: str) -> bool:
     """Was this run requested for in-memory execution?"""
     value, _ = await read(await ledger_bucket(js), in_memory_key(run_id))
     return value is not None
+
+
+def held_key(run_id: str) -> str:
+    """Key of where a run waits for a free slot (routine and held sequence), while it does."""
+    return f"held.{run_id}"
 
 
 def outcome_key(run_id: str) -> str:
@@ -96,3 +103,16 @@ class LedgerMarks:
         """The run's outcome if one was settled already."""
         value, _ = await read(await ledger_bucket(self._js), outcome_key(run_id))
         return RunCompleted.model_validate_json(value) if value else None
+
+    async def mark_held(self, run_id: str, routine: str, sequence: int) -> None:
+        """Remember where a held run waits, so cancelling it can end it at once."""
+        value = json.dumps({"routine": routine, "sequence": sequence}).encode()
+        await (await ledger_bucket(self._js)).put(held_key(run_id), value)
+
+    async def held(self, run_id: str) -> tuple[str, int] | None:
+        """The routine and held sequence of a run that was held (None: never held)."""
+        value, _ = await read(await ledger_bucket(self._js), held_key(run_id))
+        if value is None:
+            return None
+        found = json.loads(value)
+        return str(found["routine"]), int(found["sequence"])

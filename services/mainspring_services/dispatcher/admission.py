@@ -38,6 +38,8 @@ class AdmissionState(BaseModel):
     tail: int = 0
     # The routine's max_concurrent as its latest request said.
     limit: int = 1
+    # Held runs cancelled while they waited (run id -> sequence): passed over, never released.
+    dropped: dict[str, int] = Field(default_factory=dict)
 
     def waiting(self) -> bool:
         """Are held requests noted that have not been released yet?"""
@@ -117,13 +119,23 @@ def after_release(
     the queue read up to `cursor`."""
     active = {run: seq for run, seq in state.active.items() if run != finished}
     active.update(released)
+    read_to = max(state.cursor, cursor)
     return state.model_copy(
         update={
             "active": active,
-            "cursor": max(state.cursor, cursor),
+            "cursor": read_to,
             "tail": max(state.tail, cursor),
+            "dropped": {run: seq for run, seq in state.dropped.items() if seq > read_to},
         }
     )
+
+
+def drop_held(state: AdmissionState, run_id: str, sequence: int) -> AdmissionState | None:
+    """A held run was cancelled: pass it over when its turn comes. None when it was released
+    already (it holds a slot, or the cursor passed it): its runner ends it cancelled."""
+    if run_id in state.active or sequence <= state.cursor:
+        return None
+    return state.model_copy(update={"dropped": {**state.dropped, run_id: sequence}})
 
 
 def queue_reason(limit: int, running: int) -> str:

@@ -161,6 +161,7 @@ class Dispatcher:
                 return
             reason = admission.queue_reason(changed.limit, len(changed.active))
             log.info("holding run %s of %s: %s", request.run_id, routine, reason)
+            await self.ledger.mark_held(request.run_id, routine, sequence)
             queued = RunQueued(run_id=request.run_id, routine=routine, reason=reason, at=_now())
             await publish_event(self.broker, queued, subjects.RUN_QUEUED)
             return
@@ -187,7 +188,7 @@ class Dispatcher:
                     cursor = max(cursor, state.tail)
                     break
                 request, cursor = found
-                if request.run_id in state.active:
+                if request.run_id in state.active or request.run_id in state.dropped:
                     continue
                 if await self.ledger.settled(request.run_id) is not None:
                     continue  # a request held twice, run already: passed over
@@ -202,6 +203,38 @@ class Dispatcher:
             for request, _ in released:
                 await self.request(request.model_copy(update={"requested_at": _now()}))
             return
+
+    async def cancel_held(self, run_id: str) -> None:
+        """A run cancelled while it waits for a slot ends cancelled now, not on its turn."""
+        held = await self.ledger.held(run_id)
+        if held is None:
+            return
+        routine, sequence = held
+        while True:
+            state, revision = await self.admission.read(routine)
+            changed = admission.drop_held(state, run_id, sequence)
+            if changed is None:
+                return  # released meanwhile: the runner that takes it ends it cancelled
+            # Passed over before the outcome is settled: a release after this write skips it,
+            # one before made the write lose and the run is the runner's to end.
+            if changed == state or await self.admission.write(routine, changed, revision):
+                break
+        request = await self.held.at(sequence)
+        if request is None:
+            return
+        cancelled = RunCompleted(
+            run_id=run_id,
+            routine=routine,
+            run_number=request.run_number,
+            status="cancelled",
+            error="cancelled before it started",
+            hop=request.hop,
+            parent_run_id=request.parent_run_id,
+            finished_at=_now(),
+            **request.carried_forward(),
+        )
+        settled = await self.ledger.settle(cancelled)
+        await publish_event(self.broker, settled, settled.subject())
 
     async def republish_released(self, state: admission.AdmissionState) -> None:
         """A redelivered completion: the requests its first delivery released may not have

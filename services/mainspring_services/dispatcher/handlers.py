@@ -108,6 +108,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         by = cancel.requested_by or "request"
         await dispatcher.ledger.mark_cancelled(cancel.run_id, by)
         log.info("run %s cancelled by %s", cancel.run_id, by)
+        await dispatcher.cancel_held(cancel.run_id)
 
     # New messages only: firings that failed before this consumer first existed must not
     # disable a trigger when a deployment is upgraded.

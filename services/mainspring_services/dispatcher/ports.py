@@ -103,6 +103,10 @@ class DispatchLedger(Protocol):
 
     async def settled(self, run_id: str) -> RunCompleted | None: ...
 
+    async def mark_held(self, run_id: str, routine: str, sequence: int) -> None: ...
+
+    async def held(self, run_id: str) -> tuple[str, int] | None: ...
+
 
 class RunHistory(Protocol):
     """The recorder's run history, asked for a manual run's upstream."""
