@@ -147,14 +147,17 @@ def test_held_requests_are_stored_in_the_stream_setup_declares() -> None:
 def test_a_cancelled_held_run_is_passed_over_until_the_queue_is_read_past_it() -> None:
     state = AdmissionState(active={"x": 0}, cursor=2, tail=8)
 
-    dropped = admission.drop_held(state, "a", 5)
+    step, dropped = admission.drop_held(state, "a", 5)
 
-    assert dropped is not None
+    assert step == "drop"
     assert dropped.dropped == {"a": 5}
     assert admission.after_release(dropped, "x", [("b", 6)], 6).dropped == {}
     assert admission.after_release(dropped, "x", [("c", 3)], 3).dropped == {"a": 5}
 
 
 def test_a_released_run_is_not_dropped_its_runner_ends_it() -> None:
-    assert admission.drop_held(AdmissionState(active={"a": 5}, cursor=5, tail=8), "a", 5) is None
-    assert admission.drop_held(AdmissionState(cursor=6, tail=8), "a", 5) is None
+    active = AdmissionState(active={"a": 5}, cursor=5, tail=8)
+    passed = AdmissionState(cursor=6, tail=8)
+
+    assert admission.drop_held(active, "a", 5) == ("runner", active)
+    assert admission.drop_held(passed, "a", 5) == ("passed", passed)

@@ -130,12 +130,20 @@ def after_release(
     )
 
 
-def drop_held(state: AdmissionState, run_id: str, sequence: int) -> AdmissionState | None:
-    """A held run was cancelled: pass it over when its turn comes. None when it was released
-    already (it holds a slot, or the cursor passed it): its runner ends it cancelled."""
-    if run_id in state.active or sequence <= state.cursor:
-        return None
-    return state.model_copy(update={"dropped": {**state.dropped, run_id: sequence}})
+CancelStep = Literal["runner", "passed", "drop"]
+
+
+def drop_held(
+    state: AdmissionState, run_id: str, sequence: int
+) -> tuple[CancelStep, AdmissionState]:
+    """A held run was cancelled: pass it over when its turn comes ("drop"). "runner": it holds
+    a slot, so its runner ends it cancelled; "passed": the queue was read past it and it holds
+    no slot (dropped before, or its run already ended: the ledger tells)."""
+    if run_id in state.active:
+        return "runner", state
+    if sequence <= state.cursor:
+        return "passed", state
+    return "drop", state.model_copy(update={"dropped": {**state.dropped, run_id: sequence}})
 
 
 def queue_reason(limit: int, running: int) -> str:

@@ -212,9 +212,13 @@ class Dispatcher:
         routine, sequence = held
         while True:
             state, revision = await self.admission.read(routine)
-            changed = admission.drop_held(state, run_id, sequence)
-            if changed is None:
+            step, changed = admission.drop_held(state, run_id, sequence)
+            if step == "runner":
                 return  # released meanwhile: the runner that takes it ends it cancelled
+            if step == "passed":
+                if await self.ledger.settled(run_id) is not None:
+                    return
+                break  # dropped by an earlier delivery of this cancel, never settled
             # Passed over before the outcome is settled: a release after this write skips it,
             # one before made the write lose and the run is the runner's to end.
             if changed == state or await self.admission.write(routine, changed, revision):
