@@ -118,6 +118,41 @@ async def test_system_runs_with_per_service_users(secured: Deployment, tmp_path:
     await eventually(lambda: asyncio.to_thread(stored_log), what="the run's stored log")
 
 
+SERIAL = """
+import time
+from mainspring import Routine, on_schedule
+
+class Serial(Routine):
+    max_concurrent = 1
+
+    def run(self, tick=on_schedule(cron="0 0 29 2 *"), seconds: float = 0.2):
+        time.sleep(seconds)
+"""
+
+
+async def test_runs_held_for_max_concurrent_are_released_and_cancelled_within_the_grants(
+    secured: Deployment, tmp_path: Path
+) -> None:
+    secured.cli("routine", "create", str(write_routine(tmp_path / "s", SERIAL)), "--name", "s")
+    first = secured.cli("run", "s", "--input", "seconds=3").stdout.strip()
+    held = [secured.cli("run", "s").stdout.strip() for _ in range(3)]
+    secured.cli("runs", "cancel", held[-1])
+
+    async def statuses() -> dict[str, str] | None:
+        runs = json.loads(secured.cli("runs", "list", "--json").stdout)
+        found = {r["id"]: r["status"] for r in runs}
+        done = all(found.get(run_id) in ("completed", "cancelled") for run_id in [first, *held])
+        return found if done else None
+
+    found = await eventually(statuses, 60, what="the held runs released in turn")
+    assert [found[run_id] for run_id in [first, *held]] == [
+        "completed",
+        "completed",
+        "completed",
+        "cancelled",
+    ], secured.logs()
+
+
 @pytest.mark.parametrize("user", ["runner", "ticker", "client", "recorder"])
 async def test_only_the_dispatcher_may_publish_run_requests(secured: Deployment, user: str) -> None:
     refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()

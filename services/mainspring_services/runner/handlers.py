@@ -662,6 +662,9 @@ def register(broker: NatsBroker, runner: Admission) -> None:
     async def on_run_requested(request: RequestRun, message: NatsMessage) -> None:
         await runner.admit(request, message)
 
-    @consumer(broker, CancelRun, subjects.RUN_CANCEL)
+    # A core subscription to a stored subject: the publisher's JetStream publish waits on
+    # its reply inbox for the stream's acknowledgement, so an (empty) reply from here could
+    # reach it first and fail the publish.
+    @consumer(broker, CancelRun, subjects.RUN_CANCEL, no_reply=True)
     async def on_run_cancel(cancel: CancelRun, _message: NatsMessage) -> None:
         await runner.cancel(cancel.run_id)
