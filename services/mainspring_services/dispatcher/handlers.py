@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
 
@@ -30,10 +31,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def dispatcher_durable(
+    dispatcher: Dispatcher, name: str, subject: str, **options: Any
+) -> dict[str, Any]:
+    """A durable of the dispatcher, with the ack wait its settings give."""
+    return durable(name, subject, ack_wait_s=dispatcher.settings.dispatch_ack_wait_s, **options)
+
+
 def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to manual requests, ticks and completions."""
 
-    @consumer(broker, SubmitRun, **durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
+    @consumer(
+        broker,
+        SubmitRun,
+        **dispatcher_durable(dispatcher, "dispatcher-submitted", subjects.RUN_SUBMITTED),
+    )
     async def on_run_submitted(submitted: SubmitRun, _message: NatsMessage) -> None:
         definition = await dispatcher.find(submitted)
         context = await dispatcher.manual_context(definition, submitted)
@@ -46,7 +58,11 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         else:
             await dispatcher.publish(manual.decide_manual(definition, submitted, _now(), context))
 
-    @consumer(broker, ScheduleFired, **durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
+    @consumer(
+        broker,
+        ScheduleFired,
+        **dispatcher_durable(dispatcher, "dispatcher-schedule", subjects.SCHEDULE_FIRED),
+    )
     async def on_schedule_fired(fired: ScheduleFired, _message: NatsMessage) -> None:
         definition = await dispatcher.store.find(fired.routine)
         await dispatcher.on_tick(definition, fired, _now())
@@ -75,7 +91,11 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             dispatcher.release_timed(completed, _now()),
         )
 
-    @consumer(broker, RunCompleted, **durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
+    @consumer(
+        broker,
+        RunCompleted,
+        **dispatcher_durable(dispatcher, "dispatcher-completed", subjects.RUN_COMPLETED_ANY),
+    )
     async def on_run_completed(completed: RunCompleted, _message: NatsMessage) -> None:
         await handle_completed(completed)
 
@@ -83,13 +103,17 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         RunCompleted,
-        **durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY),
+        **dispatcher_durable(
+            dispatcher, "dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY
+        ),
     )
     async def on_external_completed(completed: RunCompleted, _message: NatsMessage) -> None:
         await handle_completed(completed)
 
     @consumer(
-        broker, RunCompleted, **durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED)
+        broker,
+        RunCompleted,
+        **dispatcher_durable(dispatcher, "dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED),
     )
     async def on_in_memory_reported(reported: RunCompleted, _message: NatsMessage) -> None:
         if not await dispatcher.ledger.is_in_memory(reported.run_id):
@@ -100,7 +124,11 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         settled = await dispatcher.ledger.settle(reported)
         await publish_event(broker, settled, settled.subject())
 
-    @consumer(broker, CancelRun, **durable("dispatcher-cancel", subjects.RUN_CANCEL))
+    @consumer(
+        broker,
+        CancelRun,
+        **dispatcher_durable(dispatcher, "dispatcher-cancel", subjects.RUN_CANCEL),
+    )
     async def on_run_cancel(cancel: CancelRun, _message: NatsMessage) -> None:
         # The mark decides whether the run may still start: the runner that picks it up
         # (now or after a hold) ends it cancelled instead; a running one its holder stops.
@@ -113,7 +141,12 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         TriggerRecorded,
-        **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True),
+        **dispatcher_durable(
+            dispatcher,
+            "dispatcher-trigger-failures",
+            subjects.TRIGGER_RECORDED,
+            deliver_new_only=True,
+        ),
     )
     async def on_trigger_recorded(recorded: TriggerRecorded, _message: NatsMessage) -> None:
         outcome, failure_key = crash_loop.trigger_outcome(recorded)
@@ -146,7 +179,11 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
 def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to poll results."""
 
-    @consumer(broker, PollCompleted, **durable("dispatcher-poll", subjects.POLL_COMPLETED))
+    @consumer(
+        broker,
+        PollCompleted,
+        **dispatcher_durable(dispatcher, "dispatcher-poll", subjects.POLL_COMPLETED),
+    )
     async def on_poll_completed(polled: PollCompleted, _message: NatsMessage) -> None:
         await dispatcher.on_polled(polled, _now())
 
@@ -154,6 +191,10 @@ def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
 def register_named(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to pushes of named triggers."""
 
-    @consumer(broker, FireTrigger, **durable("dispatcher-trigger-fire", subjects.TRIGGER_FIRE))
+    @consumer(
+        broker,
+        FireTrigger,
+        **dispatcher_durable(dispatcher, "dispatcher-trigger-fire", subjects.TRIGGER_FIRE),
+    )
     async def on_trigger_fire(fire: FireTrigger, _message: NatsMessage) -> None:
         await named_firing.on_fire(dispatcher, fire)
