@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.errors import NotJSMessageError
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
@@ -19,8 +20,8 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.runtime.service import consumer, durable, publish_event
-from mainspring_services.dispatcher import completions, crash_loop, manual, named_firing
+from mainspring.runtime.service import consumer, delivered, durable, publish_event, stream_sequence
+from mainspring_services.dispatcher import completions, crash_loop, fence, manual, named_firing
 from mainspring_services.dispatcher.dispatch import DatasetDispatch, Dispatcher
 
 log = logging.getLogger("mainspring.dispatcher")
@@ -30,11 +31,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def delivery_of(message: NatsMessage) -> fence.Delivery | None:
+    """Where a trigger message is stored and how often it came (None: not from a stream)."""
+    raw = message.raw_message
+    sequence = stream_sequence(raw)
+    if sequence is None:
+        return None
+    try:
+        stored_at = raw.metadata.timestamp
+    except (NotJSMessageError, AttributeError):
+        stored_at = None
+    return fence.Delivery(sequence, delivered(raw), stored_at)
+
+
 def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to manual requests, ticks and completions."""
 
     @consumer(broker, SubmitRun, **durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
-    async def on_run_submitted(submitted: SubmitRun, _message: NatsMessage) -> None:
+    async def on_run_submitted(submitted: SubmitRun, message: NatsMessage) -> None:
+        delivery = delivery_of(message)
         definition = await dispatcher.find(submitted)
         context = await dispatcher.manual_context(definition, submitted)
         if submitted.execution == "in_memory":
@@ -42,16 +57,18 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             for request in decision.requests:
                 # Before the request: the caller may report as soon as it sees it.
                 await dispatcher.ledger.mark_in_memory(request.run_id)
-            await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
+            await dispatcher.publish(decision, subjects.RUN_IN_MEMORY, delivery)
         else:
-            await dispatcher.publish(manual.decide_manual(definition, submitted, _now(), context))
+            decision = manual.decide_manual(definition, submitted, _now(), context)
+            await dispatcher.publish(decision, delivery=delivery)
 
     @consumer(broker, ScheduleFired, **durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
-    async def on_schedule_fired(fired: ScheduleFired, _message: NatsMessage) -> None:
+    async def on_schedule_fired(fired: ScheduleFired, message: NatsMessage) -> None:
         definition = await dispatcher.store.find(fired.routine)
-        await dispatcher.on_tick(definition, fired, _now())
+        await dispatcher.on_tick(definition, fired, _now(), delivery_of(message))
 
-    async def handle_completed(completed: RunCompleted) -> None:
+    async def handle_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        delivery = delivery_of(message)
         # Downstream runs first: they wait on nothing but the catalog (its index of who waits
         # on this routine, so the cost does not grow with the registry), while the completed
         # routine's own bookkeeping (crash-loop count, overlap slot: separate keys) follows,
@@ -63,7 +80,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             _now(),
             dispatcher.settings.max_hops,
         )
-        await dispatcher.publish(decision)
+        await dispatcher.publish(decision, delivery=delivery)
         await asyncio.gather(
             dispatcher.check_crash_loop(
                 completed.routine,
@@ -72,12 +89,12 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
                 completed.error,
                 completed.run_id,
             ),
-            dispatcher.release_timed(completed, _now()),
+            dispatcher.release_timed(completed, _now(), delivery),
         )
 
     @consumer(broker, RunCompleted, **durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
-    async def on_run_completed(completed: RunCompleted, _message: NatsMessage) -> None:
-        await handle_completed(completed)
+    async def on_run_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        await handle_completed(completed, message)
 
     # on_complete(name) matches an external workflow of that name as it matches a routine.
     @consumer(
@@ -85,8 +102,8 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         RunCompleted,
         **durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY),
     )
-    async def on_external_completed(completed: RunCompleted, _message: NatsMessage) -> None:
-        await handle_completed(completed)
+    async def on_external_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        await handle_completed(completed, message)
 
     @consumer(
         broker, RunCompleted, **durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED)
@@ -135,10 +152,10 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
             "dispatcher-dataset", subjects.DATASET_APPENDED, ack_wait_s=5.0, max_ack_pending=1
         ),
     )
-    async def on_dataset_appended(appended: DatasetAppended, _message: NatsMessage) -> None:
+    async def on_dataset_appended(appended: DatasetAppended, message: NatsMessage) -> None:
         # A failure is retried in order (one message in flight) with the shared redelivery
         # policy, and dead-lettered past its limit so later appends flow again.
-        await datasets.on_appended(appended)
+        await datasets.on_appended(appended, delivery_of(message))
 
     return datasets
 
@@ -147,13 +164,13 @@ def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to poll results."""
 
     @consumer(broker, PollCompleted, **durable("dispatcher-poll", subjects.POLL_COMPLETED))
-    async def on_poll_completed(polled: PollCompleted, _message: NatsMessage) -> None:
-        await dispatcher.on_polled(polled, _now())
+    async def on_poll_completed(polled: PollCompleted, message: NatsMessage) -> None:
+        await dispatcher.on_polled(polled, _now(), delivery_of(message))
 
 
 def register_named(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to pushes of named triggers."""
 
     @consumer(broker, FireTrigger, **durable("dispatcher-trigger-fire", subjects.TRIGGER_FIRE))
-    async def on_trigger_fire(fire: FireTrigger, _message: NatsMessage) -> None:
-        await named_firing.on_fire(dispatcher, fire)
+    async def on_trigger_fire(fire: FireTrigger, message: NatsMessage) -> None:
+        await named_firing.on_fire(dispatcher, fire, delivery_of(message))
