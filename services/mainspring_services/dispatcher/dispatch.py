@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from faststream.nats import NatsBroker
@@ -98,6 +100,7 @@ class Dispatcher:
                 numbered.routine,
                 numbered.trigger_kind,
             )
+            _die_after_request()
         for recorded in decision.history:
             await publish_event(self.broker, recorded, subjects.TRIGGER_RECORDED)
             metrics.trigger_recorded(recorded)
@@ -352,3 +355,17 @@ class DatasetDispatch:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# For tests of a dispatcher dying between a request and its commit: when the file this names
+# exists, the first request published removes it and ends the process on the spot.
+DIE_AFTER_REQUEST = "MAINSPRING_DIE_AFTER_REQUEST"
+
+
+def _die_after_request() -> None:
+    marker = os.environ.get(DIE_AFTER_REQUEST)
+    if marker and Path(marker).exists():
+        Path(marker).unlink()
+        log.warning("dying after a request, before its commit (%s)", DIE_AFTER_REQUEST)
+        logging.shutdown()
+        os._exit(70)
