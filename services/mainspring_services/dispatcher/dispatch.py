@@ -327,9 +327,11 @@ class DatasetDispatch:
         - killed before publishing: nothing happened; the message is redelivered (never
           acked) and decided again from the same cursor.
         - killed after publishing, before the cursor write: the redelivery decides again from
-          the same cursor, so the same range, the same run id and the same Nats-Msg-Ids; the
-          stream's duplicate window drops the second copies. (The window, 10 minutes by
-          default, must outlast a dispatcher outage: MAINSPRING_DUPLICATE_WINDOW_S.)
+          the same cursor, so the same range, the same run id and the same Nats-Msg-Ids.
+          Within the stream's duplicate window the stream drops the second copies; past it
+          (a dispatcher down longer than MAINSPRING_DUPLICATE_WINDOW_S) the redelivery finds
+          the requests stored after its append and leaves them out (see fence), however
+          long the outage was.
         - killed after the cursor write, before the ack: the redelivery finds
           to_version <= seen_version and publishes nothing.
         The consumer has max_ack_pending=1, so appends are applied in stream order and a

@@ -244,11 +244,14 @@ class Runner:
             await self.complete(request, lost, started_at, [])
             return None
         # Everything the start needs from the bus in one round trip, not five in a row: the
-        # cancel mark, an outcome settled by an earlier copy of this request (a request
-        # published again after the dedup window, or redelivered because the server lost its
-        # ack, must not run twice), the run's claim (no other copy is running it now), the
-        # attempt count (written before the routine starts, so a runner killed mid-run is
-        # charged for it) and the routine's state.
+        # cancel mark, an outcome settled by an earlier copy of this request, the run's claim
+        # (no other copy is running it now), the attempt count (written before the routine
+        # starts, so a runner killed mid-run is charged for it) and the routine's state.
+        # The outcome is read on first deliveries too: the dispatcher's fence keeps it from
+        # publishing a request twice, but a server that lost its consumer state hands a
+        # request out again as a first delivery, and a completion published again past the
+        # duplicate window requests its downstream run again; the claim's done mark would
+        # answer them only while the leases bucket keeps it (ARCHITECTURE.md).
         cancelled, settled, claimed, _, (state, state_revision) = await asyncio.gather(
             self.ledger.cancel_requested(request.run_id),
             self.ledger.settled(request.run_id),
