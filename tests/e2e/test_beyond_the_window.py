@@ -1,6 +1,7 @@
 """A dispatcher that dies between a run request and its commit, and stays down longer than the
 stream's duplicate window, still requests the run once: the stream holds one request for it
-and the routine runs once.
+and the routine runs once. Appends (the cursor write is the commit), submitted runs and
+completion-triggered runs (the ack is).
 
 The stream's window is a second here; the dispatcher is stopped at the exact point by
 MAINSPRING_DIE_AFTER_REQUEST (it ends itself right after publishing a request, before its
@@ -75,6 +76,34 @@ class Once(Routine):
         return {{}}
 """
 
+UPSTREAM = """
+import time
+from mainspring import Routine, on_schedule
+
+
+class Up(Routine):
+    def run(self, tick=on_schedule(cron="0 0 29 2 *")) -> dict:
+        time.sleep(1)
+        return {}
+"""
+
+DOWNSTREAM = """
+import os
+from mainspring import Routine, on_workflow_success
+
+OUT = {out!r}
+
+
+class Down(Routine):
+    def run(self, upstream=on_workflow_success("up")) -> dict:
+        fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (self.run_info.id + "\\n").encode())
+        finally:
+            os.close(fd)
+        return {{}}
+"""
+
 
 class Outage:
     """A deployment with a one-second duplicate window and a dispatcher that can be made to
@@ -100,6 +129,7 @@ class Outage:
     async def die_after_the_request(self, trigger: Any) -> dict[str, Any]:
         """Arm the dispatcher, send the trigger, see it die with its request stored; returns
         the stored request."""
+        before = await self.requests_stored()
         self.die.touch()
         await trigger()
         dispatcher = self.deployment.services["dispatcher"]
@@ -110,7 +140,7 @@ class Outage:
         await eventually(died, timeout=60, what="the dispatcher to die after the request")
         assert not self.die.exists()
         assert "dying after a request, before its commit" in dispatcher.log()
-        assert await self.requests_stored() == 1
+        assert await self.requests_stored() == before + 1
         stored = await self.client.js.get_last_msg(subjects.STREAM, subjects.RUN_REQUESTED)
         return dict(json.loads(stored.data or b"{}"))
 
@@ -129,8 +159,8 @@ class Outage:
             what="the redelivered trigger handled and acked",
         )
 
-    async def assert_once(self, routine: str, run_id: str) -> None:
-        assert await self.requests_stored() == 1, "the request was published again"
+    async def assert_once(self, routine: str, run_id: str, requests: int = 1) -> None:
+        assert await self.requests_stored() == requests, "the request was published again"
         fenced = f"run {run_id} of {routine} was requested before this redelivery: not again"
         assert fenced in self.deployment.services["dispatcher"].log()
         assert self.ran.read_text().split() == [run_id], "the routine ran twice, or not at all"
@@ -214,3 +244,32 @@ async def test_a_submitted_run_whose_ack_was_lost_past_the_window_runs_once(
     # run.submitted's consumer waits its 30 s ack wait before redelivering.
     await outage.restart_beyond_the_window(subjects.DISPATCHER_SUBMITTED_CONSUMER, submitted[0])
     await outage.assert_once("once", submitted[0])
+
+
+async def test_a_downstream_run_whose_completion_ack_was_lost_past_the_window_runs_once(
+    outage: Outage, tmp_path: Path
+) -> None:
+    system = outage.deployment
+    system.start("recorder")
+    system.start("runner", "runner-0")
+    outage.start_dispatcher()
+    await outage.client.create_routine(write_routine(tmp_path / "up", UPSTREAM), "up")
+    folder = write_routine(tmp_path / "down", DOWNSTREAM.format(out=str(outage.ran)))
+    await outage.client.create_routine(folder, "down")
+    upstream = await outage.client.submit("up")
+
+    async def upstream_requested() -> bool:
+        return await outage.requests_stored() == 1
+
+    await eventually(upstream_requested, timeout=30, what="the upstream run requested")
+    # Armed while the upstream runs: the next request is the downstream one, published on
+    # the upstream's completion, whose ack (and crash-loop and overlap bookkeeping) is lost.
+    request = await outage.die_after_the_request(lambda: _nothing())
+    assert request["routine"] == "down"
+    assert request["parent_run_id"] == upstream
+    await outage.restart_beyond_the_window("dispatcher-completed", request["run_id"])
+    await outage.assert_once("down", request["run_id"], requests=2)
+
+
+async def _nothing() -> None:
+    return None
