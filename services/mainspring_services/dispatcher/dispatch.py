@@ -242,6 +242,8 @@ class Dispatcher:
         self, completed: RunCompleted, now: datetime, delivery: fence.Delivery | None = None
     ) -> None:
         """A run ended: free its overlap slot and start the buffered tick, if any."""
+        if not timed.may_hold_a_slot(completed):
+            return
         while True:
             state, revision = await self.overlap.read(completed.routine)
             enabled = True

@@ -52,7 +52,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         delivery = delivery_of(message)
         definition = await dispatcher.find(submitted)
         context = await dispatcher.manual_context(definition, submitted)
-        if submitted.execution == "in_memory":
+        if submitted.options.execution == "in_memory":
             decision = manual.decide_in_memory(definition, submitted, _now(), context)
             for request in decision.requests:
                 # Before the request: the caller may report as soon as it sees it.
