@@ -22,6 +22,7 @@ from mainspring.contract.messages import (
     PollCompleted,
     RequestRun,
     RunCompleted,
+    RunOptions,
     ScheduleFired,
     SubmitRun,
     TriggerRecorded,
@@ -224,7 +225,7 @@ async def test_a_cancel_marks_the_run(wired: Wired) -> None:
 
 
 async def test_an_in_memory_submit_is_marked_and_handed_to_its_caller(wired: Wired) -> None:
-    submit = SubmitRun(request_id="m-1", routine="quick", execution="in_memory")
+    submit = SubmitRun(request_id="m-1", routine="quick", options=RunOptions(execution="in_memory"))
     await wired.send(subjects.RUN_SUBMITTED, submit.model_dump_json().encode())
 
     assert [r.run_id for r in wired.requests(subjects.RUN_IN_MEMORY)] == ["m-1"]

@@ -1,4 +1,5 @@
-"""What one run costs on the bus: a quick manual run stores three messages, not four."""
+"""What one run costs on the bus: a quick manual run stores three messages, not four, and
+writes one fact to the run ledger (its outcome)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ class Slow(Routine):
 """
 
 
-async def stream_messages(client: Client) -> int:
-    info = await client.js.stream_info(subjects.STREAM)
+async def stream_messages(client: Client, stream: str = subjects.STREAM) -> int:
+    info = await client.js.stream_info(stream)
     return int(info.state.last_seq)
 
 
@@ -47,6 +48,7 @@ async def test_a_quick_run_stores_submitted_requested_and_completed_only(
     await client.create_routine(write_routine(tmp_path / "quick", QUICK), "quick")
     await client.wait(await client.submit("quick"), timeout=60)  # a warm worker from here on
     before = await stream_messages(client)
+    ledger_before = await stream_messages(client, "KV_run_ledger")
     runs = 10
     for _ in range(runs):
         run = await client.wait(await client.submit("quick"), timeout=60)
@@ -56,6 +58,8 @@ async def test_a_quick_run_stores_submitted_requested_and_completed_only(
         assert run["attempt"] == 1
         assert run["artifact_location"]
     assert await stream_messages(client) - before == 3 * runs
+    # Delivered once and started at once: the attempt is the delivery count, nothing written.
+    assert await stream_messages(client, "KV_run_ledger") - ledger_before == runs
 
 
 async def test_a_run_still_going_after_the_delay_is_announced_as_running(

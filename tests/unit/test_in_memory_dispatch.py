@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mainspring.contract.messages import SubmitRun
+from mainspring.contract.messages import RunOptions, SubmitRun
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import RoutineDefinition, RoutineOptions
 from mainspring_services.dispatcher import manual
@@ -30,7 +30,9 @@ def _definition(allow_in_memory: bool) -> RoutineDefinition:
 
 
 def _submitted() -> SubmitRun:
-    return SubmitRun(request_id="r1", routine="job", labels=["a"], execution="in_memory")
+    return SubmitRun(
+        request_id="r1", routine="job", labels=["a"], options=RunOptions(execution="in_memory")
+    )
 
 
 def test_an_allowed_in_memory_run_gets_the_same_request_as_a_manual_one() -> None:

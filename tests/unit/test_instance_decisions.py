@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mainspring.client.instances import check_registration, configuration
-from mainspring.contract.messages import SubmitRun
+from mainspring.contract.messages import RunOptions, SubmitRun
 from mainspring.sdk.routine import InputError
 from mainspring.sdk.triggers import DatasetAppendTrigger
 from mainspring.storage.blueprints import (
@@ -68,7 +68,7 @@ def _submit(method: str, execution: str = "background", **inputs: object) -> Sub
         routine="segments",
         inputs=inputs,
         method=method,
-        execution=execution,
+        options=RunOptions(execution=execution),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mainspring import Routine, on_complete
-from mainspring.contract.messages import RunCompleted, RunStarted, SubmitRun
+from mainspring.contract.messages import RunCompleted, RunOptions, RunStarted, SubmitRun
 from mainspring.sdk.routine import ContractError, inspect_contract
 from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import RoutineDefinition, RoutineOptions
@@ -71,11 +71,11 @@ def _definition(isolation: Any) -> RoutineDefinition:
 def test_a_run_takes_its_own_isolation_else_the_routines(
     routine: str, run: Any, expected: str
 ) -> None:
-    submitted = SubmitRun(request_id="r1", routine="job", isolation=run)
+    submitted = SubmitRun(request_id="r1", routine="job", options=RunOptions(isolation=run))
 
     decision = manual.decide_manual(_definition(routine), submitted, NOW)
 
-    assert [r.isolation for r in decision.requests] == [expected]
+    assert [r.options.isolation for r in decision.requests] == [expected]
 
 
 def test_the_recorder_keeps_the_isolation_a_run_ran_with() -> None:

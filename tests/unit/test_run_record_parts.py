@@ -13,7 +13,9 @@ from mainspring.apps.present import resources_text, run_options_text
 from mainspring.contract.messages import (
     DeleteRuns,
     RequestRun,
+    ResolvedRunOptions,
     RunCompleted,
+    RunOptions,
     RunResources,
     SubmitRun,
 )
@@ -56,8 +58,7 @@ def test_the_request_carries_invocation_execution_and_options_into_the_row() -> 
         source="manual",
         trigger_kind="schedule",
         requested_at=T0,
-        statistics=True,
-        execution="in_memory",
+        options=ResolvedRunOptions(statistics=True, execution="in_memory"),
         invocation="workflow",
     )
 
@@ -68,7 +69,9 @@ def test_the_request_carries_invocation_execution_and_options_into_the_row() -> 
 
 
 def test_a_submit_records_its_options_before_the_dispatcher_decides() -> None:
-    submitted = SubmitRun(request_id="r1", routine="eval", previews=True, store_artifacts=False)
+    submitted = SubmitRun(
+        request_id="r1", routine="eval", options=RunOptions(previews=True, store_artifacts=False)
+    )
 
     _, row = changes_for(submitted, T0)
 

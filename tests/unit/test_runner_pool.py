@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mainspring.contract.messages import Isolation, RequestRun
+from mainspring.contract.messages import Isolation, RequestRun, ResolvedRunOptions
 from mainspring_services.runner import core
 from mainspring_services.runner.pool import ForkServer, Worker, WorkerPool
 from mainspring_services.runner.process import ChildRun
@@ -67,9 +67,9 @@ def _request(
         trigger_kind="manual",
         inputs={"n": n},
         requested_at=datetime.now(UTC),
-        isolation=isolation,
-        memory_limit=memory_limit,
-        timeout_s=timeout_s,
+        options=ResolvedRunOptions(
+            isolation=isolation, memory_limit=memory_limit, timeout_s=timeout_s
+        ),
     )
 
 
@@ -95,7 +95,7 @@ class Harness:
         on_message: Callable[[dict[str, Any]], Awaitable[None]] = _ignore,
         memory_poll_s: float = 0.02,
     ) -> tuple[core.Outcome, Worker, ChildRun]:
-        if request.isolation == "process":
+        if request.options.isolation == "process":
             worker = await self.fork_server.fork()
         else:
             worker = await self.pool.take(request.routine_version)
@@ -103,7 +103,7 @@ class Harness:
         if on_worker is not None:
             on_worker(worker, child)
         outcome = await child.run(on_message, memory_poll_s, worker)
-        if request.isolation == "process":
+        if request.options.isolation == "process":
             await worker.discard()
         else:
             fault = core.fault_of(outcome, worker_exited=not worker.alive())
@@ -255,6 +255,22 @@ async def test_a_worker_whose_memory_grew_past_the_bound_is_recycled(tmp_path: P
 
     assert first.status == second.status == "completed"
     assert first.outputs["pid"] != second.outputs["pid"]
+
+
+async def test_memory_a_worker_keeps_a_little_of_each_run_adds_up_to_a_recycle(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, max_rss_growth=50 * MiB)
+    # 30 MiB kept per run: under the bound after one run, over it after two.
+    bundle = _bundle(tmp_path / "b", "KEPT.append(touched(30 * 2**20))", "KEPT = []")
+    try:
+        outcomes = [(await harness.run(bundle, _request("d1", n=n)))[0] for n in range(3)]
+    finally:
+        await harness.close()
+
+    assert [o.status for o in outcomes] == ["completed"] * 3
+    pids = [o.outputs["pid"] for o in outcomes]
+    assert pids[0] == pids[1] != pids[2], pids
 
 
 @pytest.mark.parametrize("isolation", ["worker", "process"])

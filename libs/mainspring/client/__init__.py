@@ -51,6 +51,7 @@ from mainspring.contract.messages import (
     DeleteRuns,
     RunCompleted,
     RunLogged,
+    RunOptions,
     SubmitRun,
 )
 from mainspring.contract.queries import RunQuery
@@ -89,6 +90,20 @@ class RecorderError(RuntimeError):
 
 # Runs per listing request; the recorder may send fewer to stay below the bus's max payload.
 RUNS_PAGE_SIZE = 500
+
+
+def repeated_options(run: dict[str, Any]) -> RunOptions:
+    """The options a rerun repeats from a recorded run: its memory limit and artifact options.
+
+    Not its isolation or execution: those columns say how the run did execute (in memory,
+    or with the routine's isolation then), and a rerun goes to a runner as the routine is now.
+    """
+    return RunOptions(
+        memory_limit=run.get("memory_limit"),
+        statistics=bool(run.get("statistics")),
+        previews=bool(run.get("previews")),
+        store_artifacts=run.get("store_artifacts") is not False,
+    )
 
 
 def definition_from_folder(
@@ -337,12 +352,14 @@ class Client(TriggerCalls):
                 description=description,
                 started_by=self.actor(),
                 source=source,
-                memory_limit=memory_limit,
-                statistics=statistics,
-                previews=previews,
-                store_artifacts=store_artifacts,
+                options=RunOptions(
+                    memory_limit=memory_limit,
+                    isolation=isolation,
+                    statistics=statistics,
+                    previews=previews,
+                    store_artifacts=store_artifacts,
+                ),
                 submitted_at=datetime.now(UTC),
-                isolation=isolation,
                 from_version=from_version,
                 to_version=to_version,
                 upstream_run_id=upstream,
@@ -379,10 +396,7 @@ class Client(TriggerCalls):
                 description=original.get("description"),
                 started_by=self.actor(),
                 source=source,
-                memory_limit=original.get("memory_limit"),
-                statistics=bool(original.get("statistics")),
-                previews=bool(original.get("previews")),
-                store_artifacts=original.get("store_artifacts") is not False,
+                options=repeated_options(original),
                 submitted_at=datetime.now(UTC),
                 rerun_of=run_id,
                 trigger_kind=replayed,

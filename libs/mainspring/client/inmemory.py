@@ -30,6 +30,7 @@ from mainspring.contract.messages import (
     RequestRun,
     RunCompleted,
     RunHeartbeat,
+    RunOptions,
     RunProgressed,
     RunResources,
     RunStarted,
@@ -82,9 +83,7 @@ class _Context:
             self.request.run_id,
             name,
             data,
-            statistics=self.request.statistics,
-            previews=self.request.previews,
-            store=self.request.store_artifacts,
+            options=self.request.options,
         )
         self.artifacts.append(ref.model_dump())
         return ref.uri
@@ -196,11 +195,13 @@ async def run_in_memory(
             name=name,
             description=description,
             started_by=started_by,
-            statistics=statistics,
-            previews=previews,
-            store_artifacts=store_artifacts,
+            options=RunOptions(
+                execution="in_memory",
+                statistics=statistics,
+                previews=previews,
+                store_artifacts=store_artifacts,
+            ),
             submitted_at=now,
-            execution="in_memory",
             invocation=invocation,
             method=method,
             # Read-your-writes: a constructor run's configuration was written just before.

@@ -140,6 +140,34 @@ class DatasetVersionsUnreadable(Message):
         return f"dataset-unreadable:{self.dataset}:{self.from_version}:{self.to_version}"
 
 
+class RunOptions(Message):
+    """How one run executes, as its caller asks; None leaves a setting to the routine."""
+
+    # Bytes the run's processes may grow by (None: the routine's `memory`; 0: no limit).
+    memory_limit: int | None = None
+    # None: the routine's own `isolation`.
+    isolation: Isolation | None = None
+    # in_memory: the dispatcher numbers and requests the run on run.in_memory, and the
+    # caller executes it in its own process instead of a runner.
+    execution: ExecutionType = "background"
+    # What each saved artifact keeps besides its data (column statistics, a preview of its
+    # first rows), and whether the data is stored at all.
+    statistics: bool = False
+    previews: bool = False
+    store_artifacts: bool = True
+
+
+class ResolvedRunOptions(RunOptions):
+    """A run's options with its routine's settings applied: what the runner enforces."""
+
+    isolation: Isolation = "worker"
+    # The routine's own: a caller cannot change them per run.
+    timeout_s: float | None = None
+    retries: int = 0
+    retry_backoff_s: float = 1.0
+    max_concurrent: int | None = None
+
+
 class SubmitRun(Message):
     """Ask the dispatcher to start a routine now (CLI, SDK or API)."""
 
@@ -152,13 +180,8 @@ class SubmitRun(Message):
     description: str | None = None
     started_by: str | None = None
     source: Literal["manual", "api"] = "manual"
-    memory_limit: int | None = None
-    statistics: bool = False
-    previews: bool = False
-    store_artifacts: bool = True
+    options: RunOptions = Field(default_factory=RunOptions)
     submitted_at: AwareDatetime | None = None
-    # None: the routine's own `isolation`.
-    isolation: Isolation | None = None
     # The event a manual run gets is its trigger's; these narrow it (None: the default).
     # Dataset routines: the version range (default: the rows since the cursor, which stays).
     from_version: int | None = Field(default=None, ge=-1)
@@ -176,9 +199,6 @@ class SubmitRun(Message):
     # routine created (or changed) a moment before by the same client is never missed.
     registry_revision: int = Field(default=0, ge=0)
 
-    # in_memory: the dispatcher numbers and requests the run on run.in_memory, and the
-    # caller executes it in its own process instead of a runner.
-    execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
     # The routine method to execute: run() unless another declared method is named.
     method: str = Field(default="run", min_length=1)
@@ -209,22 +229,13 @@ class RequestRun(Message):
     started_by: str | None = None
     hop: int = 0
     parent_run_id: str | None = None
-    memory_limit: int | None = None
-    timeout_s: float | None = None
-    statistics: bool = False
-    previews: bool = False
-    store_artifacts: bool = True
+    options: ResolvedRunOptions = Field(default_factory=ResolvedRunOptions)
     requested_at: AwareDatetime
     chain: list[str] = Field(default_factory=list)
     trace_id: str | None = None
     submitted_at: AwareDatetime | None = None
-    retries: int = 0
-    retry_backoff_s: float = 1.0
-    max_concurrent: int | None = None
-    isolation: Isolation = "worker"
     # The run this one repeats (`runs rerun`), if any.
     rerun_of: str | None = None
-    execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
     # The method executed, the blueprint (routine) the instance `routine` configures ("":
     # the same name), and the instance's configuration at the time of the request.

@@ -225,6 +225,8 @@ USERS: tuple[User, ...] = (
             subjects.TRIGGER_RECORDED,
             "api.>",
             *own_durables("dispatcher"),
+            # A trigger redelivered past the duplicate window reads the requests stored after it.
+            f"{API}.STREAM.MSG.GET.{subjects.STREAM}",
             *bucket_reads(
                 subjects.ROUTINES_BUCKET,
                 subjects.DISPATCH_BUCKET,

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mainspring.contract.messages import ArtifactRef
+from mainspring.contract.messages import ArtifactRef, RunOptions
 
 PREVIEW_ROWS = 20
 
@@ -111,11 +111,11 @@ def save_artifact(
     name: str,
     data: Any,
     *,
-    statistics: bool = False,
-    previews: bool = False,
-    store: bool = True,
+    options: RunOptions | None = None,
 ) -> ArtifactRef:
-    """Save a pyarrow Table/RecordBatch or a file path as an artifact of a run."""
+    """Save a pyarrow Table/RecordBatch or a file path as an artifact of a run, with the
+    statistics and preview its run's options ask for (default: none)."""
+    options = options or RunOptions()
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"artifact name {name!r} must be a plain name like 'scores'")
     fs, folder = artifact_dir(root, run_id, name)
@@ -139,15 +139,15 @@ def save_artifact(
         raise TypeError(
             f"artifact {name!r}: save a pyarrow Table or a path to an existing file, not {type(data).__name__}"
         )
-    if not store:
+    if not options.store_artifacts:
         return ArtifactRef(name=name, uri="", kind=kind, rows=rows)
     try:
         fs.create_dir(folder, recursive=True)
         if isinstance(data, pa.Table):
             pq.write_table(data, data_path)
-            if statistics:
+            if options.statistics:
                 _write_json(fs, f"{folder}/statistics.json", column_statistics(data))
-            if previews:
+            if options.previews:
                 _write_json(fs, f"{folder}/preview.json", data.slice(0, PREVIEW_ROWS).to_pylist())
         else:
             with fs.open_output_stream(data_path) as out:

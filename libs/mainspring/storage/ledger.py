@@ -22,9 +22,9 @@ def cancel_key(run_id: str) -> str:
     return f"cancel.{run_id}"
 
 
-def attempts_key(run_id: str) -> str:
-    """Key of the number of started attempts of a run."""
-    return f"attempt.{run_id}"
+def uncharged_key(run_id: str) -> str:
+    """Key of the number of a run's deliveries that started no attempt (held, handed back)."""
+    return f"uncharged.{run_id}"
 
 
 def in_memory_key(run_id: str) -> str:

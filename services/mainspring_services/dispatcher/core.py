@@ -13,11 +13,11 @@ from typing import Any
 
 from mainspring.contract.messages import (
     CHAIN_LIMIT,
-    ExecutionType,
     InvocationType,
-    Isolation,
     RequestRun,
+    ResolvedRunOptions,
     RunCompleted,
+    RunOptions,
     RunPhase,
     RunSource,
     TriggerKind,
@@ -26,6 +26,7 @@ from mainspring.contract.messages import (
 from mainspring.sdk.routine import RUN_METHOD, validate_inputs
 from mainspring.storage.registry import (
     RoutineDefinition,
+    RoutineOptions,
     method_input_specs,
 )
 
@@ -62,22 +63,33 @@ class RunDraft:
     started_by: str | None = None
     hop: int = 0
     parent_run_id: str | None = None
-    memory_limit: int | None = None
-    statistics: bool = False
-    previews: bool = False
-    store_artifacts: bool = True
+    options: RunOptions = field(default_factory=RunOptions)
     chain: list[str] = field(default_factory=list)
     submitted_at: datetime | None = None
-    isolation: Isolation | None = None
     rerun_of: str | None = None
-    execution: ExecutionType = "background"
     invocation: InvocationType = "direct"
     method: str = RUN_METHOD
 
 
+def resolve_options(asked: RunOptions, routine: RoutineOptions) -> ResolvedRunOptions:
+    """The options a run executes with: what its caller asked, the routine's own for the rest.
+
+    An explicit memory limit or isolation beats the routine's; None leaves it to the routine.
+    Timeout, retries and concurrency are the routine's alone.
+    """
+    with_defaults = {
+        "memory_limit": routine.memory_limit if asked.memory_limit is None else asked.memory_limit,
+        "isolation": routine.isolation if asked.isolation is None else asked.isolation,
+        "timeout_s": routine.timeout_s,
+        "retries": routine.retries,
+        "retry_backoff_s": routine.retry_backoff_s,
+        "max_concurrent": routine.max_concurrent,
+    }
+    return ResolvedRunOptions.model_validate(asked.model_dump() | with_defaults)
+
+
 def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime) -> RequestRun:
     """A run request from a definition and the event-specific draft (run number assigned later)."""
-    options = definition.options
     return RequestRun(
         run_id=draft.run_id,
         routine=definition.name,
@@ -95,20 +107,11 @@ def build_request(definition: RoutineDefinition, draft: RunDraft, now: datetime)
         started_by=draft.started_by,
         hop=draft.hop,
         parent_run_id=draft.parent_run_id,
-        memory_limit=draft.memory_limit or options.memory_limit,
-        timeout_s=options.timeout_s,
-        statistics=draft.statistics,
-        previews=draft.previews,
-        store_artifacts=draft.store_artifacts,
+        options=resolve_options(draft.options, definition.options),
         requested_at=now,
         chain=draft.chain,
         submitted_at=draft.submitted_at,
-        retries=options.retries,
-        retry_backoff_s=options.retry_backoff_s,
-        max_concurrent=options.max_concurrent,
-        isolation=draft.isolation or options.isolation,
         rerun_of=draft.rerun_of,
-        execution=draft.execution,
         invocation=draft.invocation,
         method=draft.method,
         blueprint=definition.blueprint,

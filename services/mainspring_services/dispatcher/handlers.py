@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.errors import NotJSMessageError
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
@@ -20,8 +21,8 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.runtime.service import consumer, durable, publish_event
-from mainspring_services.dispatcher import completions, crash_loop, manual, named_firing
+from mainspring.runtime.service import consumer, delivered, durable, publish_event, stream_sequence
+from mainspring_services.dispatcher import completions, crash_loop, fence, manual, named_firing
 from mainspring_services.dispatcher.dispatch import DatasetDispatch, Dispatcher
 
 log = logging.getLogger("mainspring.dispatcher")
@@ -29,6 +30,19 @@ log = logging.getLogger("mainspring.dispatcher")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def delivery_of(message: NatsMessage) -> fence.Delivery | None:
+    """Where a trigger message is stored and how often it came (None: not from a stream)."""
+    raw = message.raw_message
+    sequence = stream_sequence(raw)
+    if sequence is None:
+        return None
+    try:
+        stored_at = raw.metadata.timestamp
+    except (NotJSMessageError, AttributeError):
+        stored_at = None
+    return fence.Delivery(sequence, delivered(raw), stored_at)
 
 
 def dispatcher_durable(
@@ -46,28 +60,31 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         SubmitRun,
         **dispatcher_durable(dispatcher, "dispatcher-submitted", subjects.RUN_SUBMITTED),
     )
-    async def on_run_submitted(submitted: SubmitRun, _message: NatsMessage) -> None:
+    async def on_run_submitted(submitted: SubmitRun, message: NatsMessage) -> None:
+        delivery = delivery_of(message)
         definition = await dispatcher.find(submitted)
         context = await dispatcher.manual_context(definition, submitted)
-        if submitted.execution == "in_memory":
+        if submitted.options.execution == "in_memory":
             decision = manual.decide_in_memory(definition, submitted, _now(), context)
             for request in decision.requests:
                 # Before the request: the caller may report as soon as it sees it.
                 await dispatcher.ledger.mark_in_memory(request.run_id)
-            await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
+            await dispatcher.publish(decision, subjects.RUN_IN_MEMORY, delivery)
         else:
-            await dispatcher.publish(manual.decide_manual(definition, submitted, _now(), context))
+            decision = manual.decide_manual(definition, submitted, _now(), context)
+            await dispatcher.publish(decision, delivery=delivery)
 
     @consumer(
         broker,
         ScheduleFired,
         **dispatcher_durable(dispatcher, "dispatcher-schedule", subjects.SCHEDULE_FIRED),
     )
-    async def on_schedule_fired(fired: ScheduleFired, _message: NatsMessage) -> None:
+    async def on_schedule_fired(fired: ScheduleFired, message: NatsMessage) -> None:
         definition = await dispatcher.store.find(fired.routine)
-        await dispatcher.on_tick(definition, fired, _now())
+        await dispatcher.on_tick(definition, fired, _now(), delivery_of(message))
 
-    async def handle_completed(completed: RunCompleted) -> None:
+    async def handle_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        delivery = delivery_of(message)
         # Downstream runs first: they wait on nothing but the catalog (its index of who waits
         # on this routine, so the cost does not grow with the registry), while the completed
         # routine's own bookkeeping (crash-loop count, overlap slot: separate keys) follows,
@@ -79,7 +96,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             _now(),
             dispatcher.settings.max_hops,
         )
-        await dispatcher.publish(decision)
+        await dispatcher.publish(decision, delivery=delivery)
         await asyncio.gather(
             dispatcher.check_crash_loop(
                 completed.routine,
@@ -88,7 +105,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
                 completed.error,
                 completed.run_id,
             ),
-            dispatcher.release_timed(completed, _now()),
+            dispatcher.release_timed(completed, _now(), delivery),
         )
 
     @consumer(
@@ -96,8 +113,8 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         RunCompleted,
         **dispatcher_durable(dispatcher, "dispatcher-completed", subjects.RUN_COMPLETED_ANY),
     )
-    async def on_run_completed(completed: RunCompleted, _message: NatsMessage) -> None:
-        await handle_completed(completed)
+    async def on_run_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        await handle_completed(completed, message)
 
     # on_complete(name) matches an external workflow of that name as it matches a routine.
     @consumer(
@@ -107,8 +124,8 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             dispatcher, "dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY
         ),
     )
-    async def on_external_completed(completed: RunCompleted, _message: NatsMessage) -> None:
-        await handle_completed(completed)
+    async def on_external_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        await handle_completed(completed, message)
 
     @consumer(
         broker,
@@ -168,10 +185,10 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
             "dispatcher-dataset", subjects.DATASET_APPENDED, ack_wait_s=5.0, max_ack_pending=1
         ),
     )
-    async def on_dataset_appended(appended: DatasetAppended, _message: NatsMessage) -> None:
+    async def on_dataset_appended(appended: DatasetAppended, message: NatsMessage) -> None:
         # A failure is retried in order (one message in flight) with the shared redelivery
         # policy, and dead-lettered past its limit so later appends flow again.
-        await datasets.on_appended(appended)
+        await datasets.on_appended(appended, delivery_of(message))
 
     return datasets
 
@@ -184,8 +201,8 @@ def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         PollCompleted,
         **dispatcher_durable(dispatcher, "dispatcher-poll", subjects.POLL_COMPLETED),
     )
-    async def on_poll_completed(polled: PollCompleted, _message: NatsMessage) -> None:
-        await dispatcher.on_polled(polled, _now())
+    async def on_poll_completed(polled: PollCompleted, message: NatsMessage) -> None:
+        await dispatcher.on_polled(polled, _now(), delivery_of(message))
 
 
 def register_named(broker: NatsBroker, dispatcher: Dispatcher) -> None:
@@ -196,5 +213,5 @@ def register_named(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         FireTrigger,
         **dispatcher_durable(dispatcher, "dispatcher-trigger-fire", subjects.TRIGGER_FIRE),
     )
-    async def on_trigger_fire(fire: FireTrigger, _message: NatsMessage) -> None:
-        await named_firing.on_fire(dispatcher, fire)
+    async def on_trigger_fire(fire: FireTrigger, message: NatsMessage) -> None:
+        await named_firing.on_fire(dispatcher, fire, delivery_of(message))

@@ -15,6 +15,7 @@ from mainspring.contract.messages import (
     PollCompleted,
     PollRequested,
     RequestRun,
+    RunCompleted,
     ScheduleFired,
     TriggerRecorded,
 )
@@ -174,6 +175,12 @@ def gate_run(
         for h in decision.history
     ]
     return Decision(history=skipped), state, []
+
+
+def may_hold_a_slot(completed: RunCompleted) -> bool:
+    """Could this run hold an overlap slot? Only triggered runs take one (a run started by
+    hand or through the API never does), so their completions need no read of the state."""
+    return completed.source in (None, "trigger")
 
 
 def release_run(

@@ -11,6 +11,7 @@ from mainspring.contract.messages import (
     AuditRecorded,
     RequestRun,
     RunCompleted,
+    RunOptions,
     RunProgressed,
     RunQueued,
     RunStarted,
@@ -63,11 +64,11 @@ def changes_for_submitted(event: SubmitRun, now: datetime) -> dict[str, Any]:
         "name": event.name,
         "description": event.description,
         "started_by": event.started_by,
-        "memory_limit": event.memory_limit,
         "rerun_of": event.rerun_of,
         "instance": event.routine,
         "method": event.method,
-        **run_options(event),
+        "invocation": event.invocation,
+        **option_columns(event.options),
         # The submit time, not when the recorder got to it (it may lag or restart).
         "created_at": event.submitted_at or now,
     }
@@ -97,9 +98,8 @@ def changes_for_requested(event: RequestRun) -> dict[str, Any]:
         "instance": event.routine,
         "method": event.method,
         "configuration": event.configuration,
-        "memory_limit": event.memory_limit,
-        "timeout_s": event.timeout_s,
-        **run_options(event),
+        "invocation": event.invocation,
+        **option_columns(event.options),
         "created_at": event.submitted_at or event.requested_at,
         "queued_at": event.requested_at,
         # Until a runner takes it, a queued run waits for one (all slots busy or none running).
@@ -178,15 +178,21 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
     return changes
 
 
-def run_options(event: SubmitRun | RequestRun) -> dict[str, Any]:
-    """How the run was asked for: invocation and execution type, and its artifact options."""
-    return {
-        "invocation": event.invocation,
-        "execution": event.execution,
-        "statistics": event.statistics,
-        "previews": event.previews,
-        "store_artifacts": event.store_artifacts,
-    }
+# The options a run's row keeps, flat. Isolation is not among them: its column says how the
+# run did execute, which its runner reports (an in-memory run has none).
+_OPTION_COLUMNS = {
+    "memory_limit",
+    "timeout_s",
+    "execution",
+    "statistics",
+    "previews",
+    "store_artifacts",
+}
+
+
+def option_columns(options: RunOptions) -> dict[str, Any]:
+    """A run's options as the columns of its row (a request's resolved ones include its timeout)."""
+    return options.model_dump(include=_OPTION_COLUMNS)
 
 
 def merge(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:

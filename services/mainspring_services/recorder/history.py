@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, text
+from sqlalchemy import Engine, Table, bindparam, delete, insert, text, update
 from sqlmodel import Session, and_, col, or_, select
 
 from mainspring.contract.messages import (
@@ -31,6 +31,8 @@ from mainspring.storage.records import (
 from mainspring_services.recorder import core
 
 _DATETIME_FIELDS = ("created_at", "queued_at", "started_at", "finished_at", "updated_at")
+# The runs table for Core statements (SQLModel types the attribute only on instances).
+RUNS_TABLE: Table = RunRecord.__table__  # type: ignore[attr-defined]
 # Rows one listing request reads at most; the client asks again with the cursor for more.
 MAX_PAGE_ROWS = 2000
 
@@ -72,28 +74,39 @@ class RunHistory:
         Returns how many run rows were written and the runs left out (core.unattached).
         """
         run_ids = sorted({run_id for run_id, _ in changes})
+        runs = RUNS_TABLE
         with Session(self.engine) as session:
-            stored = {
-                record.id: record
-                for record in session.exec(
-                    # FOR UPDATE (PostgreSQL) keeps a second recorder from merging the same
-                    # rows at the same time; SQLite has one writer anyway.
-                    select(RunRecord).where(col(RunRecord.id).in_(run_ids)).with_for_update()
-                )
-            }
-            current = {run_id: core.in_utc(r.model_dump()) for run_id, r in stored.items()}
+            # Rows as plain dicts and written with executemany, not ORM objects: the unit of
+            # work's bookkeeping cost more than the merge itself. FOR UPDATE (PostgreSQL)
+            # keeps a second recorder from merging the same rows at the same time; SQLite
+            # has one writer anyway.
+            found = session.execute(
+                runs.select().where(runs.c.id.in_(run_ids)).with_for_update()
+            ).mappings()
+            current = {row["id"]: core.in_utc(dict(row)) for row in found}
             rows = core.fold(current, changes)
             unattached = core.unattached(current, rows)
+            inserts: list[dict[str, Any]] = []
+            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for run_id, row in rows.items():
                 if run_id in unattached:
                     continue
-                row["updated_at"] = now
-                record = stored.get(run_id)
-                if record is None:
-                    session.add(RunRecord(**{**row, "id": run_id}))
+                if run_id in current:
+                    changed = {**row, "updated_at": now, "id": run_id}
+                    updates.setdefault(tuple(sorted(changed)), []).append(changed)
                 else:
-                    for key, value in row.items():
-                        setattr(record, key, value)
+                    # Through the model: its defaults fill what no event has said yet.
+                    inserts.append(
+                        RunRecord(**{**row, "updated_at": now, "id": run_id}).model_dump()
+                    )
+            if inserts:
+                session.execute(insert(runs), inserts)
+            for columns, batch in updates.items():
+                values: dict[str, Any] = {c: bindparam(f"new_{c}") for c in columns if c != "id"}
+                session.execute(
+                    update(runs).where(runs.c.id == bindparam("new_id")).values(values),
+                    [{f"new_{c}": v for c, v in row.items()} for row in batch],
+                )
             for fired in triggers:
                 # One history row per firing: a redelivery overwrites the same row.
                 session.merge(trigger_event_record(fired))

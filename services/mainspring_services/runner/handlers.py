@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,17 @@ from mainspring_services.runner.process import ChildRun
 from mainspring_services.runner.settings import RunnerSettings
 
 log = logging.getLogger("mainspring.runner")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What an attempt that may start knows: its number, the routine's state (with its
+    revision) and when this runner took the run's claim (monotonic seconds)."""
+
+    attempt: int
+    state: dict[str, Any]
+    state_revision: int
+    claimed_at: float
 
 
 def _now() -> datetime:
@@ -102,10 +115,10 @@ class Runner:
         self.admitted: set[asyncio.Task[None]] = set()
 
     def worker_reaches(self) -> list[Path]:
-        """Folders a worker must enter by name: the code, logs and local stores (it imports
-        the interpreter's library through handles where it cannot, see worker_user)."""
+        """Folders a worker must enter by name: the code and local stores (it imports the
+        interpreter's library through handles where it cannot, see worker_user). Its output
+        goes through the runner, which writes the log."""
         places = [self.settings.bundle_cache()]
-        places.append(self.settings.home.resolve() / "logs")
         for root in (self.settings.resolved_artifact_root(), self.settings.resolved_dataset_root()):
             if "://" not in root:
                 places.append(Path(root))
@@ -144,6 +157,8 @@ class Runner:
                 RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
                 subjects.RUN_QUEUED,
             )
+        # Waiting is not an attempt: this delivery must not count against the retries.
+        await self.ledger.add_uncharged_delivery(request.run_id)
         await message.nack(delay=self.settings.hold_retry_s)
 
     async def admit(self, request: RequestRun, message: NatsMessage) -> None:
@@ -164,7 +179,9 @@ class Runner:
                 task.add_done_callback(self.admitted.discard)
                 return
             self.slots.release()
-        # Stopping: hand the run back, a little later so another replica gets it first.
+        # Stopping: hand the run back (not an attempt), a little later so another replica
+        # gets it first.
+        await self.ledger.add_uncharged_delivery(request.run_id)
         await message.nack(delay=self.settings.hold_retry_s)
 
     async def _keep_alive(self, message: NatsMessage) -> None:
@@ -193,20 +210,22 @@ class Runner:
         if request.run_id in self.cancelled:
             await self.complete_cancelled(request)
             return
-        if request.memory_limit:
+        if request.options.memory_limit:
             available, total = memory_info()
-            waiting = core.memory_reason(request.memory_limit, available, total)
+            waiting = core.memory_reason(request.options.memory_limit, available, total)
             if waiting:
                 await self.hold_unless_cancelled(request, message, waiting)
                 return
         lease: str | None = None
-        if request.max_concurrent:
+        if request.options.max_concurrent:
             lease = await self.leases.acquire(
-                request.routine, request.max_concurrent, request.run_id
+                request.routine, request.options.max_concurrent, request.run_id
             )
             if lease is None:
-                holders = await self.leases.holders(request.routine, request.max_concurrent)
-                reason = core.concurrency_reason(request.routine, request.max_concurrent, holders)
+                holders = await self.leases.holders(request.routine, request.options.max_concurrent)
+                reason = core.concurrency_reason(
+                    request.routine, request.options.max_concurrent, holders
+                )
                 await self.hold_unless_cancelled(request, message, reason)
                 return
         self.announced_holds.pop(request.run_id, None)
@@ -233,42 +252,51 @@ class Runner:
 
     async def prepare(
         self, request: RequestRun, message: NatsMessage, started_at: datetime
-    ) -> tuple[int, dict[str, Any], int] | None:
+    ) -> Prepared | None:
         """The attempt number and the routine's state (with its revision) for a run that may
         start; None when it ended here instead (lost, cancelled, or already settled)."""
-        # No runner saw a first delivery before: nothing to read to know this is attempt 1.
-        first = delivered(message.raw_message) <= 1
-        attempt = 1 if first else await self.ledger.started_attempts(request.run_id) + 1
-        lost = core.lost_run_outcome(attempt, request.retries, self.settings.run_ack_wait_s)
+        # Every delivery is an attempt unless marked uncharged (held, handed back, running
+        # elsewhere), so a runner killed mid-run is charged for it with nothing written
+        # before the start; a first delivery is attempt 1 with nothing to read.
+        deliveries = delivered(message.raw_message)
+        attempt = (
+            1
+            if deliveries <= 1
+            else deliveries - await self.ledger.uncharged_deliveries(request.run_id)
+        )
+        lost = core.lost_run_outcome(attempt, request.options.retries, self.settings.run_ack_wait_s)
         if lost is not None:
             await self.complete(request, lost, started_at, [])
             return None
-        # Everything the start needs from the bus in one round trip, not five in a row: the
-        # cancel mark, an outcome settled by an earlier copy of this request (a request
-        # published again after the dedup window, or redelivered because the server lost its
-        # ack, must not run twice), the run's claim (no other copy is running it now), the
-        # attempt count (written before the routine starts, so a runner killed mid-run is
-        # charged for it) and the routine's state.
-        cancelled, settled, claimed, _, (state, state_revision) = await asyncio.gather(
+        # Everything the start needs from the bus in one round trip, not four in a row: the
+        # cancel mark, an outcome settled by an earlier copy of this request, the run's claim
+        # (no other copy is running it now) and the routine's state. The outcome is read on
+        # first deliveries too: the dispatcher's fence keeps it from publishing a request
+        # twice, but a server that lost its consumer state hands a request out again as a
+        # first delivery, and a completion published again past the duplicate window
+        # requests its downstream run again; the claim's done mark would answer them only
+        # while the leases bucket keeps it (ARCHITECTURE.md).
+        # Stamped before the claim is asked for: a freeze anywhere after it counts.
+        claimed_at = time.monotonic()
+        cancelled, settled, claimed, (state, state_revision) = await asyncio.gather(
             self.ledger.cancel_requested(request.run_id),
             self.ledger.settled(request.run_id),
             self.claims.claim(request.run_id),
-            self.ledger.set_attempts(request.run_id, attempt),
             load_state(self.state_kv, request.routine),
         )
         if claimed == "done" and settled is None:
             # Settled between this copy's outcome read and its claim: read it again.
             settled = await self.ledger.settled(request.run_id)
         if claimed == "held" or (settled is None and claimed == "done"):
-            # Another copy runs now. Not its attempt: the count goes back, and this copy
-            # returns after the ack wait (refused as settled then, or taken over once the
-            # holder stopped refreshing its claim).
+            # Another copy runs now. Not its attempt: this delivery goes uncharged, and this
+            # copy returns after the ack wait (refused as settled then, or taken over once
+            # the holder stopped refreshing its claim).
             log.info(
                 "run %s of %s is running elsewhere; this copy waits",
                 request.run_id,
                 request.routine,
             )
-            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await self.ledger.add_uncharged_delivery(request.run_id)
             await message.nack(delay=self.settings.run_ack_wait_s)
             return None
         if cancelled and claimed == "claimed":
@@ -285,7 +313,7 @@ class Runner:
             )
             await publish_event(self.broker, settled, settled.subject())
             return None
-        return attempt, state, state_revision
+        return Prepared(attempt, state, state_revision, claimed_at)
 
     async def attempt(
         self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
@@ -311,11 +339,11 @@ class Runner:
         message: NatsMessage,
         started_at: datetime,
         lease: str | None,
-        prepared: tuple[int, dict[str, Any], int],
+        prepared: Prepared,
     ) -> bool:
         """Run the claimed attempt in a worker and report how it ended (or schedule its retry);
         whether the run's outcome was settled."""
-        attempt, state, state_revision = prepared
+        attempt, state, state_revision = prepared.attempt, prepared.state, prepared.state_revision
         try:
             bundle = await self.bundle_dir(request.routine_version)
         except Exception as exc:  # noqa: BLE001 - the run fails with why
@@ -333,15 +361,14 @@ class Runner:
             runner=self.name,
             attempt=attempt,
             started_at=started_at,
-            isolation=request.isolation,
+            isolation=request.options.isolation,
             artifact_location=run_location(self.settings.resolved_artifact_root(), request.run_id),
         )
         ended = asyncio.Event()
         announced = asyncio.create_task(self.announce(started, ended))
         if attempt == 1:
             metrics.run_started(request, started_at)
-        # The worker writes the run's output and files as its user: hand it those places.
-        self.worker_user.give(self.local_log(request.run_id))
+        # The worker saves the run's files as its user: hand it their folder.
         artifact_root = self.settings.resolved_artifact_root()
         if "://" not in artifact_root:
             try:
@@ -381,6 +408,13 @@ class Runner:
         heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id, lease))
         try:
             worker = await self.worker_for(request)
+            if not await self.claim_still_ours(request, prepared.claimed_at):
+                heartbeat.cancel()
+                self.active.pop(request.run_id, None)
+                ended.set()
+                await self.release_worker(request, worker, Outcome("completed", {}), [])
+                await self.yield_to_successor(request, message)
+                return False
             try:
                 outcome = await child.run(on_child_message, self.settings.memory_poll_s, worker)
             except BaseException:
@@ -396,7 +430,7 @@ class Runner:
             heartbeat.cancel()
             self.active.pop(request.run_id, None)
         if request.run_id not in self.handed_back and not core.should_retry(
-            outcome, attempt, request.retries
+            outcome, attempt, request.options.retries
         ):
             # It ends here, and its completion says who ran it.
             ended.set()
@@ -421,12 +455,12 @@ class Runner:
         if request.run_id in self.handed_back:
             # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
             self.handed_back.discard(request.run_id)
-            await self.ledger.set_attempts(request.run_id, attempt - 1)
+            await self.ledger.add_uncharged_delivery(request.run_id)
             await message.nack()
             return False
-        if core.should_retry(outcome, attempt, request.retries):
-            delay = core.retry_delay(attempt, request.retry_backoff_s)
-            reason = core.retry_reason(outcome, attempt, request.retries, delay)
+        if core.should_retry(outcome, attempt, request.options.retries):
+            delay = core.retry_delay(attempt, request.options.retry_backoff_s)
+            reason = core.retry_reason(outcome, attempt, request.options.retries, delay)
             log.info("run %s of %s: %s", request.run_id, request.routine, reason)
             await publish_event(
                 self.broker,
@@ -474,6 +508,14 @@ class Runner:
         it could not be stored (the file then stays on this runner)."""
         local = self.local_log(run_id)
         try:
+            printed = local.stat().st_size > 0
+        except OSError:
+            printed = False
+        if not printed:
+            # Most runs print nothing: no thread hop, no copy, nothing stored.
+            local.unlink(missing_ok=True)
+            return None, None
+        try:
             uri = await asyncio.to_thread(
                 store_log, self.settings.resolved_artifact_root(), run_id, local
             )
@@ -486,7 +528,7 @@ class Runner:
 
     async def worker_for(self, request: RequestRun) -> Worker:
         """A ready process for the run: a reused worker of its code, or a fresh fork."""
-        if request.isolation == "process":
+        if request.options.isolation == "process":
             return await self.fork_server.fork()
         return await self.pool.take(request.routine_version)
 
@@ -494,11 +536,34 @@ class Runner:
         self, request: RequestRun, worker: Worker, outcome: Outcome, leftovers: list[str]
     ) -> None:
         """After a run: a forked process ends with its run; a worker is kept or recycled."""
-        if request.isolation == "process":
+        if request.options.isolation == "process":
             await worker.discard()
             return
         fault = core.fault_of(outcome, worker_exited=not worker.alive())
         await self.pool.give_back(worker, fault, leftovers)
+
+    async def claim_still_ours(self, request: RequestRun, claimed_at: float) -> bool:
+        """Right before the routine starts: is this copy still the run's claimed attempt?
+
+        A runner frozen (SIGSTOP, a stalled machine) between its claim and the start may
+        find that another runner took the run over meanwhile, and even finished it: it must
+        not run the code again. Looked up only when it could have happened, so the common
+        start makes no extra round trip.
+        """
+        if not self.claims.may_have_lost(request.run_id, time.monotonic() - claimed_at):
+            return True
+        return await self.claims.still_held(request.run_id)
+
+    async def yield_to_successor(self, request: RequestRun, message: NatsMessage) -> None:
+        """Step back from a run another runner took over: not this copy's attempt."""
+        log.warning(
+            "run %s of %s was taken over by another runner while this one was frozen; "
+            "not running it here",
+            request.run_id,
+            request.routine,
+        )
+        await self.ledger.add_uncharged_delivery(request.run_id)
+        await message.nack(delay=self.settings.run_ack_wait_s)
 
     async def _heartbeat(self, message: NatsMessage, run_id: str, lease: str | None) -> None:
         # in_progress resets the ack timer: a live runner keeps its run, a dead one loses
@@ -511,6 +576,8 @@ class Runner:
                 await self.broker.publish(beat.model_dump_json().encode(), subjects.RUN_HEARTBEAT)
             if self.claims is not None:
                 with contextlib.suppress(Exception):
+                    # False once another runner took the claim over (this one was frozen):
+                    # never written back over the successor's.
                     await self.claims.refresh(run_id)
             if lease is not None and self.leases is not None:
                 with contextlib.suppress(Exception):
@@ -572,7 +639,7 @@ class Runner:
             started_at=started_at,
             finished_at=_now(),
             phase=outcome.phase,
-            isolation=request.isolation if started_at is not None else None,
+            isolation=request.options.isolation if started_at is not None else None,
             resources=resources,
             log_uri=log_uri,
             runner=started.runner if started else None,

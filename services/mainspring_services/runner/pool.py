@@ -74,6 +74,10 @@ class Worker:
 
     async def wait_ready(self) -> None:
         """Wait for the worker's `ready` line (its imports are done) and note its baseline."""
+        if self.ready:
+            # Measured once, after the imports: growth over it adds up across the runs the
+            # worker serves, so one that keeps a little memory each run is recycled in time.
+            return
         while not self.ready:
             message = await self.read_message()
             if message is None:

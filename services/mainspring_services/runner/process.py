@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from opentelemetry.trace import StatusCode
 
@@ -57,6 +57,8 @@ class ChildRun:
         self.wall_seconds: float | None = None
         # A DAG run's node table as the worker reported it, node by node (None: a routine).
         self.dag: dict[str, Any] | None = None
+        # The run's log, opened on its first output (most runs print nothing).
+        self.log_file: IO[str] | None = None
 
     def resources(self) -> RunResources:
         """What the run used, as recorded."""
@@ -71,7 +73,7 @@ class ChildRun:
         attributes = {
             "mainspring.run_id": self.request.run_id,
             "mainspring.sdk.routine": self.request.routine,
-            "mainspring.isolation": self.request.isolation,
+            "mainspring.isolation": self.request.options.isolation,
         }
         with tracing.span("execute", attributes) as span:
             outcome = await self._run(on_message, memory_poll_s, worker)
@@ -81,17 +83,17 @@ class ChildRun:
             return outcome
 
     async def _run(self, on_message: OnMessage, memory_poll_s: float, worker: Worker) -> Outcome:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.worker = worker
         if self.cancelled:
             # Cancelled while the worker was being handed over: it never starts the routine.
             worker.kill()
         # A memory limit is the run's growth over what its worker held when the run began.
-        baseline = tree_rss_bytes(worker.pid) if self.request.memory_limit else 0
+        baseline = tree_rss_bytes(worker.pid) if self.request.options.memory_limit else 0
         worker.send_job(
             {
                 "bundle_dir": str(self.bundle_dir),
-                "log_path": str(self.log_path),
+                # Output appends to what earlier attempts printed, offsets counting on.
+                "log_offset": self.log_size(),
                 "request": self.request.model_dump(mode="json"),
                 "state": self.state,
                 "log_max_bytes": self.log_max_bytes,
@@ -99,21 +101,7 @@ class ChildRun:
             }
         )
         started = time.monotonic()
-
-        async def read_until_result() -> dict[str, Any] | None:
-            while (message := await worker.read_message()) is not None:
-                kind = message.get("type")
-                if kind == "result":
-                    return message
-                if kind == "artifact":
-                    self.artifacts.append(message["artifact"])
-                if kind in ("dag", "node"):
-                    self.dag = core.dag_table_update(self.dag, message)
-                    continue
-                await on_message(message)
-            return None
-
-        reading = asyncio.create_task(read_until_result())
+        reading = asyncio.create_task(self._read_until_result(worker, on_message))
         limits = asyncio.create_task(self._limits(worker, memory_poll_s, baseline))
         try:
             watched: set[asyncio.Future[Any]] = {reading, worker.exited}
@@ -130,6 +118,7 @@ class ChildRun:
             limits.cancel()
             if not reading.done():
                 reading.cancel()
+            self.close_log()
         self.wall_seconds = time.monotonic() - started
         # From here the worker may go back to its pool: stop() must no longer signal it.
         self.worker = None
@@ -144,7 +133,7 @@ class ChildRun:
             # One reading of what it forked: a forked child may exit between two.
             peak = int(result.get("peak_rss") or 0) + descendants_rss_bytes(worker.pid)
             self.peak_memory = max(self.peak_memory, peak)
-            limit = self.request.memory_limit
+            limit = self.request.options.memory_limit
             if limit and memory_over_limit(peak, baseline, limit):
                 self.memory_exceeded = True
         outcome = outcome_of(
@@ -160,10 +149,31 @@ class ChildRun:
             outcome = replace(outcome, dag=core.interrupted_dag(self.dag, outcome.error))
         return outcome
 
+    async def _read_until_result(
+        self, worker: Worker, on_message: OnMessage
+    ) -> dict[str, Any] | None:
+        """Take the worker's lines up to its result (None: it ended without one)."""
+        while (message := await worker.read_message()) is not None:
+            kind = message.get("type")
+            if kind == "result":
+                return message
+            if kind == "artifact":
+                self.artifacts.append(message["artifact"])
+            if kind in ("dag", "node"):
+                self.dag = core.dag_table_update(self.dag, message)
+                continue
+            if kind == "log":
+                self.write_log(str(message.get("text", "")))
+            await on_message(message)
+        return None
+
     async def _limits(self, worker: Worker, poll_s: float, baseline: int) -> None:
-        limit = self.request.memory_limit
-        timeout = self.request.timeout_s
+        limit = self.request.options.memory_limit
+        timeout = self.request.options.timeout_s
         started = time.monotonic()
+        # Nothing to see before the first poll: the run has only just begun, and its peak
+        # (the kernel's count) is read when it ends, so a short run costs no walk of /proc.
+        await asyncio.sleep(poll_s)
         while worker.alive():
             used = tree_rss_bytes(worker.pid)
             self.peak_memory = max(self.peak_memory, used)
@@ -193,6 +203,28 @@ class ChildRun:
         """Stop because a user asked to."""
         self.cancelled = True
         await self.stop(grace_s)
+
+    def log_size(self) -> int:
+        """Bytes of output the run's earlier attempts left in its log (0: none yet)."""
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def write_log(self, text: str) -> None:
+        """Append a piece of output to the run's log, made on the first piece."""
+        if self.log_file is None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_file = self.log_path.open("a", encoding="utf-8", newline="")
+        self.log_file.write(text)
+        # Flushed piece by piece: the log tail of a failure and `runs logs` read the file.
+        self.log_file.flush()
+
+    def close_log(self) -> None:
+        """Close the run's log file, if it printed anything."""
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines the routine printed."""
