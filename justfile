@@ -18,9 +18,9 @@ demo *ARGS:
 tutorial *ARGS:
     cd examples/market_summary && python run_tutorial.py {{ARGS}}
 
-# run the test suite (unit, contract, e2e on SQLite and PostgreSQL)
+# run the test suite (unit, contract, e2e on SQLite and PostgreSQL), two test files at a time
 test *ARGS:
-    pytest {{ARGS}}
+    pytest -n 2 --dist loadfile {{ARGS}}
 
 # the long chaos run: at least 2,000 mixed triggers under kills and pauses (ARGS go to pytest)
 chaos *ARGS:

@@ -228,6 +228,13 @@ class Triggers:
         return [t for t in self.triggers.values() if t.target == target]
 
 
+class RequestLog:
+    """No request is stored: a test broker never redelivers, so the fence never asks."""
+
+    async def run_ids_after(self, subject: str, sequence: int, wanted: set[str]) -> set[str]:
+        return set()
+
+
 def dispatcher_parts(
     *definitions: RoutineDefinition,
     triggers: Triggers | None = None,
@@ -245,4 +252,5 @@ def dispatcher_parts(
         ledger=Ledger(),
         history=history or History(),
         triggers=triggers or Triggers(),
+        requested=RequestLog(),
     )

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from faststream.nats import NatsBroker, NatsMessage, TestNatsBroker
 
-from mainspring.base.settings import Settings
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
     CancelRun,
@@ -44,6 +43,7 @@ from mainspring_services.dispatcher.handlers import (
     register_timed,
 )
 from mainspring_services.dispatcher.ports import DispatcherParts
+from mainspring_services.dispatcher.settings import DispatcherSettings
 from tests.contract import fakes
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -95,7 +95,7 @@ async def wired() -> AsyncIterator[Wired]:
     parts = fakes.dispatcher_parts(HELLO, AFTER_HELLO, AFTER_ETL, EMBED, WATCH, IN_MEMORY)
     broker = NatsBroker()
     catalog = RoutineCatalog()
-    dispatcher = Dispatcher(broker, parts, catalog, Settings(crash_loop_threshold=2))
+    dispatcher = Dispatcher(broker, parts, catalog, DispatcherSettings(crash_loop_threshold=2))
     register(broker, dispatcher)
     register_datasets(broker, dispatcher)
     register_timed(broker, dispatcher)
@@ -274,7 +274,7 @@ async def test_a_routine_fired_past_max_fires_is_paused_and_fires_no_more() -> N
     parts = fakes.dispatcher_parts(busy)
     broker = NatsBroker()
     catalog = RoutineCatalog()
-    register(broker, Dispatcher(broker, parts, catalog, Settings()))
+    register(broker, Dispatcher(broker, parts, catalog, DispatcherSettings()))
     requested: list[dict[str, Any]] = []
     recorded: list[dict[str, Any]] = []
 
@@ -316,7 +316,7 @@ async def test_runs_past_max_concurrent_are_held_and_released_one_per_completion
     parts = fakes.dispatcher_parts(SERIAL)
     broker = NatsBroker()
     catalog = RoutineCatalog()
-    dispatcher = Dispatcher(broker, parts, catalog, Settings())
+    dispatcher = Dispatcher(broker, parts, catalog, DispatcherSettings())
     register(broker, dispatcher)
     published: dict[str, list[dict[str, Any]]] = {}
     for subject in (subjects.RUN_REQUESTED, subjects.RUN_QUEUED, subjects.RUN_COMPLETED_ANY):

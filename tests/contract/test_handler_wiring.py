@@ -16,6 +16,7 @@ from mainspring.sdk.triggers import ScheduleTrigger
 from mainspring.storage.registry import InputSchema, RoutineCatalog, RoutineDefinition
 from mainspring_services.dispatcher.dispatch import Dispatcher
 from mainspring_services.dispatcher.handlers import register as register_dispatcher
+from mainspring_services.dispatcher.settings import DispatcherSettings
 from tests.contract import fakes
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -35,7 +36,7 @@ DEFINITION = RoutineDefinition(
 def _dispatcher_broker() -> NatsBroker:
     broker = NatsBroker()
     dispatcher = Dispatcher(
-        broker, fakes.dispatcher_parts(DEFINITION), RoutineCatalog(), Settings()
+        broker, fakes.dispatcher_parts(DEFINITION), RoutineCatalog(), DispatcherSettings()
     )
     register_dispatcher(broker, dispatcher)
     return broker

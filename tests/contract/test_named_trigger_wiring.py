@@ -8,7 +8,6 @@ from typing import Any
 
 from faststream.nats import NatsBroker, TestNatsBroker
 
-from mainspring.base.settings import Settings
 from mainspring.contract import subjects
 from mainspring.contract.messages import FireTrigger, RequestRun
 from mainspring.runtime.service import STREAM
@@ -16,6 +15,7 @@ from mainspring.storage.named_triggers import new_trigger
 from mainspring.storage.registry import RoutineCatalog
 from mainspring_services.dispatcher.dispatch import Dispatcher
 from mainspring_services.dispatcher.handlers import register_named
+from mainspring_services.dispatcher.settings import DispatcherSettings
 from tests.contract import fakes
 from tests.contract.test_handler_wiring import DEFINITION
 
@@ -27,7 +27,7 @@ async def test_a_push_becomes_a_run_request_with_its_payload_as_inputs() -> None
     trigger = new_trigger("kick", "hello", NOW, push=True, payload={"steps": 2})
     store = fakes.Triggers(trigger.model_copy(update={"status": "active"}))
     parts = fakes.dispatcher_parts(DEFINITION, triggers=store)
-    dispatcher = Dispatcher(broker, parts, RoutineCatalog(), Settings())
+    dispatcher = Dispatcher(broker, parts, RoutineCatalog(), DispatcherSettings())
     register_named(broker, dispatcher)
     seen: list[dict[str, Any]] = []
 

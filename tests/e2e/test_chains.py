@@ -358,20 +358,24 @@ async def test_external_workflow_completion_fires_routines_and_bad_ones_are_park
 
 
 async def test_chain_fires_exactly_once_per_completion_across_dispatcher_kills(
-    system: Deployment, client: Client, tmp_path: Path
+    deployment: Deployment, client: Client, tmp_path: Path
 ) -> None:
-    register(system, tmp_path, "extract", EXTRACT)
-    register(system, tmp_path, "transform", TRANSFORM)
-    register(system, tmp_path, "load", LOAD)
+    # A completion the killed dispatcher held comes back after the ack wait: short, so the
+    # test waits on the redelivery rather than on the default 30 s.
+    deployment.extra_env["MAINSPRING_DISPATCH_ACK_WAIT_S"] = "5"
+    deployment.start_all()
+    register(deployment, tmp_path, "extract", EXTRACT)
+    register(deployment, tmp_path, "transform", TRANSFORM)
+    register(deployment, tmp_path, "load", LOAD)
     upstream_runs = 10
 
     run_ids = [await client.submit("extract") for _ in range(upstream_runs)]
     landed = 0
     for _ in range(2):
         # Aimed at a completion being handled (fetched, not yet acknowledged).
-        dispatcher = system.services["dispatcher"]
+        dispatcher = deployment.services["dispatcher"]
         landed += await kill_holding(dispatcher, client.js, "dispatcher-completed")
-        system.start("dispatcher")
+        deployment.start("dispatcher")
 
     # Thirty runs take seconds to flow through: at least one kill must have landed while the
     # dispatcher held a completion it had not acknowledged, or the test proves too little.

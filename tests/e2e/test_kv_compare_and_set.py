@@ -10,6 +10,7 @@ from nats.js.api import KeyValueConfig
 from mainspring.base import kv
 from mainspring.runtime.bus import connect
 from mainspring.storage.numbers import RunNumbers, next_run_number
+from mainspring_services.runner.coordination import RunClaims
 from tests.harness import Deployment
 
 pytestmark = pytest.mark.e2e
@@ -64,3 +65,33 @@ async def test_a_stale_revision_loses_and_says_so(deployment: Deployment) -> Non
         assert await kv.read(bucket, "missing") == (None, 0)
     finally:
         await nc.close()
+
+
+async def test_a_frozen_runner_finds_its_run_taken_over_and_leaves_the_claim_alone(
+    deployment: Deployment,
+) -> None:
+    # Two runners' claims on one run, on a real bucket; "frozen" is a claim older than the
+    # stale time (0.2 s here), as a runner stopped between its claim and the start leaves it.
+    first_nc = await connect(deployment.nats.url, name="runner-a")
+    second_nc = await connect(deployment.nats.url, name="runner-b")
+    try:
+        bucket_a = await kv.declare_bucket(first_nc.jetstream(), KeyValueConfig(bucket="claims"))
+        bucket_b = await kv.declare_bucket(second_nc.jetstream(), KeyValueConfig(bucket="claims"))
+        frozen = RunClaims(bucket_a, "runner-a", stale_after_s=0.2)
+        successor = RunClaims(bucket_b, "runner-b", stale_after_s=0.2)
+
+        assert await frozen.claim("r1") == "claimed"
+        assert not frozen.may_have_lost("r1", claimed_for_s=0.05)  # no look on a quick start
+        assert await successor.claim("r1") == "held"
+        await asyncio.sleep(0.3)
+        assert await successor.claim("r1") == "claimed"  # taken over once stale
+
+        assert frozen.may_have_lost("r1", claimed_for_s=0.3)
+        assert not await frozen.still_held("r1")
+        assert await frozen.refresh("r1") is False  # never written over the successor's
+        await frozen.release("r1")  # nor deleted
+        assert await successor.still_held("r1")
+        assert await successor.refresh("r1") is True
+    finally:
+        await first_nc.close()
+        await second_nc.close()

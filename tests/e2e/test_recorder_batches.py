@@ -30,6 +30,9 @@ pytestmark = pytest.mark.e2e
 
 T0 = datetime(2026, 4, 1, 8, tzinfo=UTC)
 RUNS = 2500
+# Well above the time one batch takes to commit, so a live recorder's batch is not handed out
+# again while it is being recorded.
+RECORD_ACK_WAIT_S = 5.0
 
 
 def run_events(index: int) -> list[tuple[str, bytes]]:
@@ -225,6 +228,9 @@ async def test_an_undispatched_submit_names_the_service_holding_it_up(
 async def test_a_recorder_killed_mid_backlog_loses_and_doubles_nothing(
     deployment: Deployment, client: Client
 ) -> None:
+    # What the killed recorder held comes back after the ack wait: short, so the test waits
+    # on the recovery rather than on the default 30 s.
+    deployment.extra_env["MAINSPRING_RECORD_ACK_WAIT_S"] = str(RECORD_ACK_WAIT_S)
     recorder = deployment.start("recorder")
     await client.wait_ready()
     assert recorder.process is not None

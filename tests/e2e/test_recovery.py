@@ -92,7 +92,7 @@ class Once(Routine):
 """
 
 
-async def test_a_request_published_again_after_its_run_ended_does_not_run_it_twice(
+async def test_a_first_delivery_of_a_request_whose_run_ended_does_not_run_it_twice(
     system: Deployment, client: Client, tmp_path: Path
 ) -> None:
     folder = tmp_path / "once"
@@ -103,8 +103,11 @@ async def test_a_request_published_again_after_its_run_ended_does_not_run_it_twi
     run_id = await client.submit("once", {"marker": str(marker)})
     assert (await client.wait(run_id, timeout=60))["status"] == "completed"
 
-    # The same request again under another message id: what a dispatcher deciding a
-    # message again after the stream's duplicate window would publish.
+    # The same request again under another message id, delivered for the first time: what
+    # the dispatcher's fence cannot see (a server that lost its consumer state hands a
+    # request out again as a first delivery; a completion published again past the
+    # duplicate window requests its downstream run again). A dispatcher's own redelivery
+    # past the window publishes nothing: tests/e2e/test_beyond_the_window.py.
     request = await client.js.get_last_msg(subjects.STREAM, subjects.RUN_REQUESTED)
     await client.js.publish(
         subjects.RUN_REQUESTED,

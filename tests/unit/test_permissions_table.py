@@ -50,6 +50,11 @@ def test_only_the_dispatcher_requests_runs(name: str) -> None:
     assert user(name).may_publish(subjects.RUN_REQUESTED) is (name == "admin")
 
 
+def test_the_dispatcher_may_read_the_requests_a_redelivered_trigger_looks_for() -> None:
+    # The fence of a trigger redelivered past the duplicate window: direct gets by subject.
+    assert user("dispatcher").may_publish(f"$JS.API.STREAM.MSG.GET.{subjects.STREAM}")
+
+
 @pytest.mark.parametrize("name", ["client", "subscriber", "external"])
 @pytest.mark.parametrize("durable", permissions.SERVICE_DURABLES)
 def test_nobody_outside_a_service_touches_its_durables(name: str, durable: str) -> None:

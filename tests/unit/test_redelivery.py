@@ -22,6 +22,7 @@ from mainspring.runtime.deadletters import (
     dead_letter_headers,
 )
 from mainspring.runtime.service import RetryLaterMiddleware, durable
+from mainspring_services.recorder.handlers import database_retry
 
 
 @pytest.mark.parametrize(
@@ -130,3 +131,16 @@ async def test_a_consumer_without_a_limit_is_never_dead_lettered() -> None:
     with pytest.raises(NackMessage):
         await middleware.consume_scope(failing, message("c-unlimited", 10_000))
     assert broker.published == []
+
+
+@pytest.mark.parametrize(
+    ("ack_wait_s", "delays"),
+    [(30.0, [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]), (6.0, [1.0, 2.0, 2.0, 2.0, 2.0, 2.0])],
+)
+def test_a_batch_held_through_a_database_outage_is_renewed_within_the_ack_wait(
+    ack_wait_s: float, delays: list[float]
+) -> None:
+    # Each try of the database renews the held batch: a pause past the ack wait would hand
+    # the batch to another recorder while this one still holds it.
+    retry = database_retry(ack_wait_s)
+    assert [retry.delay_s(attempt) for attempt in range(1, 7)] == delays

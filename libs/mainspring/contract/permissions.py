@@ -220,16 +220,18 @@ USERS: tuple[User, ...] = (
             subjects.RUN_REQUESTED,
             subjects.RUN_IN_MEMORY,
             # Runs held for a free slot (max_concurrent), with why they wait; read back by
-            # sequence when a slot frees.
+            # sequence when a slot frees (the stream read below).
             subjects.RUN_HELD_ANY,
             subjects.RUN_QUEUED,
-            f"{API}.STREAM.MSG.GET.{subjects.STREAM}",
             subjects.RUN_COMPLETED_ANY,
             subjects.RUN_CANCEL,
             subjects.POLL_REQUESTED,
             subjects.TRIGGER_RECORDED,
             "api.>",
             *own_durables("dispatcher"),
+            # A trigger redelivered past the duplicate window reads the requests stored after
+            # it; a freed slot reads the oldest held request.
+            f"{API}.STREAM.MSG.GET.{subjects.STREAM}",
             *bucket_reads(
                 subjects.ROUTINES_BUCKET,
                 subjects.DISPATCH_BUCKET,

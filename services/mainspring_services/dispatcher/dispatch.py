@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from faststream.nats import NatsBroker
@@ -32,6 +34,7 @@ from mainspring_services.dispatcher import (
     core,
     crash_loop,
     datasets,
+    fence,
     manual,
     named_firing,
     timed,
@@ -66,6 +69,7 @@ class Dispatcher:
         self.ledger = parts.ledger
         self.history = parts.history
         self.triggers = parts.triggers
+        self.requested = parts.requested
         self.catalog = catalog
         self.settings = settings
         self.fire_windows = breaker.FireWindows()
@@ -77,14 +81,19 @@ class Dispatcher:
         return known if known is not None else await self.store.find(submitted.routine)
 
     async def publish(
-        self, decision: core.Decision, request_subject: str = subjects.RUN_REQUESTED
+        self,
+        decision: core.Decision,
+        request_subject: str = subjects.RUN_REQUESTED,
+        delivery: fence.Delivery | None = None,
     ) -> None:
         """Requests first (deduplicated by run id), then history and refusals.
 
+        `delivery` is the trigger message's: a redelivery beyond the stream's duplicate
+        window first leaves out the requests an earlier handling already stored (see fence).
         In-memory runs go to run.in_memory: recorded like any request, executed by the
         caller that asked for them, never by a runner.
         """
-        for request in decision.requests:
+        for request in await self.not_yet_requested(decision.requests, request_subject, delivery):
             numbered = request.model_copy(
                 update={
                     "run_number": await self.numbers.next(request.routine),
@@ -113,6 +122,7 @@ class Dispatcher:
         log.info(
             "requested run %s of %s (%s)", request.run_id, request.routine, request.trigger_kind
         )
+        _die_after_request()
 
     def first_delivery(self) -> bool:
         """Is the message being handled delivered for the first time?"""
@@ -249,6 +259,25 @@ class Dispatcher:
                 if request is not None:
                     await self.request(request.model_copy(update={"requested_at": _now()}))
 
+    async def not_yet_requested(
+        self, requests: list[RequestRun], subject: str, delivery: fence.Delivery | None
+    ) -> list[RequestRun]:
+        """The requests to publish: all of them, unless a redelivery finds some stored already."""
+        if not requests or not fence.must_look(delivery, _now(), self.settings.duplicate_window_s):
+            return requests
+        assert delivery is not None
+        stored = await self.requested.run_ids_after(
+            subject, delivery.sequence, {request.run_id for request in requests}
+        )
+        for request in requests:
+            if request.run_id in stored:
+                log.info(
+                    "run %s of %s was requested before this redelivery: not again",
+                    request.run_id,
+                    request.routine,
+                )
+        return fence.unpublished(requests, stored)
+
     async def check_crash_loop(
         self,
         routine: str,
@@ -312,25 +341,35 @@ class Dispatcher:
                 await self.pause(definition.name, reason, [recorded], "circuit_breaker")
 
     async def on_tick(
-        self, definition: RoutineDefinition | None, fired: ScheduleFired, now: datetime
+        self,
+        definition: RoutineDefinition | None,
+        fired: ScheduleFired,
+        now: datetime,
+        delivery: fence.Delivery | None = None,
     ) -> None:
         """A schedule tick: poll routines ask a runner to poll, the others start a run."""
         if fired.trigger is not None:
-            await named_firing.on_tick(self, fired)
+            await named_firing.on_tick(self, fired, delivery)
             return
         poll = timed.poll_request(definition, fired)
         if poll is not None:
             await publish_event(self.broker, poll, subjects.POLL_REQUESTED)
             return
-        await self.start_timed(definition, timed.decide_schedule(definition, fired, now), now)
+        await self.start_timed(
+            definition, timed.decide_schedule(definition, fired, now), now, delivery
+        )
 
     async def start_timed(
-        self, definition: RoutineDefinition | None, decision: core.Decision, now: datetime
+        self,
+        definition: RoutineDefinition | None,
+        decision: core.Decision,
+        now: datetime,
+        delivery: fence.Delivery | None = None,
     ) -> None:
         """Publish a timed trigger's decision through the routine's overlap policy."""
         policy = timed.overlap_policy(definition)
         if definition is None or policy == "allow" or not decision.requests:
-            await self.publish(decision)
+            await self.publish(decision, delivery=delivery)
             return
         while True:
             state, revision = await self.overlap.read(definition.name)
@@ -338,16 +377,18 @@ class Dispatcher:
             if changed == state or await self.overlap.write(definition.name, changed, revision):
                 break
         # The slot is taken before the request goes out: a crash from here on redelivers
-        # the tick, which finds its run active and republishes (deduplicated by run id)
-        # instead of starting a second one.
+        # the tick, which finds its run active and republishes (deduplicated by run id, or
+        # left out by the fence beyond the window) instead of starting a second one.
         for cancel in cancels:
             log.info(
                 "cancelling run %s of %s (overlap=cancel_previous)", cancel.run_id, definition.name
             )
             await publish_event(self.broker, cancel, subjects.RUN_CANCEL)
-        await self.publish(gated)
+        await self.publish(gated, delivery=delivery)
 
-    async def release_timed(self, completed: RunCompleted, now: datetime) -> None:
+    async def release_timed(
+        self, completed: RunCompleted, now: datetime, delivery: fence.Delivery | None = None
+    ) -> None:
         """A run ended: free its overlap slot and start the buffered tick, if any."""
         if not timed.may_hold_a_slot(completed):
             return
@@ -362,8 +403,8 @@ class Dispatcher:
                 return
             # The buffered run is published before the slot is saved: a crash in between
             # redelivers the completion, which finds the same state and republishes the
-            # same (deduplicated) request, so the buffered tick is never lost.
-            await self.publish(decision)
+            # same (deduplicated or fenced) request, so the buffered tick is never lost.
+            await self.publish(decision, delivery=delivery)
             if await self.overlap.write(completed.routine, changed, revision):
                 return
 
@@ -394,13 +435,16 @@ class Dispatcher:
                 )
         return manual.ManualContext()
 
-    async def on_polled(self, polled: PollCompleted, now: datetime) -> None:
+    async def on_polled(
+        self, polled: PollCompleted, now: datetime, delivery: fence.Delivery | None = None
+    ) -> None:
         """A poll function's result: a run (through the overlap policy) or a history row."""
         if polled.trigger is not None:
-            await named_firing.on_polled(self, polled)
+            await named_firing.on_polled(self, polled, delivery)
             return
         definition = await self.store.find(polled.routine)
-        await self.start_timed(definition, timed.decide_poll_result(definition, polled, now), now)
+        decision = timed.decide_poll_result(definition, polled, now)
+        await self.start_timed(definition, decision, now, delivery)
 
 
 class DatasetDispatch:
@@ -410,25 +454,34 @@ class DatasetDispatch:
         self.broker = broker
         self.dispatcher = dispatcher
 
-    async def on_appended(self, appended: DatasetAppended) -> None:
+    async def on_appended(
+        self, appended: DatasetAppended, delivery: fence.Delivery | None = None
+    ) -> None:
         """Apply one append to every routine watching its dataset."""
         # The catalog's index only once it has caught up with the registry: a routine
         # registered a moment before the append must not miss it while the watch catches up.
         catalog = self.dispatcher.catalog
         definitions = await catalog.current_watching(appended.dataset, self.dispatcher.store)
         for definition in definitions:
-            await self.apply(definition, appended)
+            await self.apply(definition, appended, delivery)
 
-    async def apply(self, definition: RoutineDefinition, appended: DatasetAppended) -> None:
+    async def apply(
+        self,
+        definition: RoutineDefinition,
+        appended: DatasetAppended,
+        delivery: fence.Delivery | None = None,
+    ) -> None:
         """Publish what the core decided, then move the cursor with compare-and-set.
 
         Exactly once across a SIGKILL at any point, because the cursor write is the commit:
         - killed before publishing: nothing happened; the message is redelivered (never
           acked) and decided again from the same cursor.
         - killed after publishing, before the cursor write: the redelivery decides again from
-          the same cursor, so the same range, the same run id and the same Nats-Msg-Ids; the
-          stream's duplicate window drops the second copies. (The window, 10 minutes by
-          default, must outlast a dispatcher outage: MAINSPRING_DUPLICATE_WINDOW_S.)
+          the same cursor, so the same range, the same run id and the same Nats-Msg-Ids.
+          Within the stream's duplicate window the stream drops the second copies; past it
+          (a dispatcher down longer than MAINSPRING_DUPLICATE_WINDOW_S) the redelivery finds
+          the requests stored after its append and leaves them out (see fence), however
+          long the outage was.
         - killed after the cursor write, before the ack: the redelivery finds
           to_version <= seen_version and publishes nothing.
         The consumer has max_ack_pending=1, so appends are applied in stream order and a
@@ -443,7 +496,8 @@ class DatasetDispatch:
             if decision.cursor is None:
                 return
             await self.dispatcher.publish(
-                core.Decision(requests=decision.requests, history=decision.history)
+                core.Decision(requests=decision.requests, history=decision.history),
+                delivery=delivery,
             )
             if await cursors.save(definition.name, decision.cursor, revision):
                 return
@@ -453,3 +507,17 @@ class DatasetDispatch:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# For tests of a dispatcher dying between a request and its commit: when the file this names
+# exists, the first request published removes it and ends the process on the spot.
+DIE_AFTER_REQUEST = "MAINSPRING_DIE_AFTER_REQUEST"
+
+
+def _die_after_request() -> None:
+    marker = os.environ.get(DIE_AFTER_REQUEST)
+    if marker and Path(marker).exists():
+        Path(marker).unlink()
+        log.warning("dying after a request, before its commit (%s)", DIE_AFTER_REQUEST)
+        logging.shutdown()
+        os._exit(70)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.errors import NotJSMessageError
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
@@ -19,8 +21,8 @@ from mainspring.contract.messages import (
     SubmitRun,
     TriggerRecorded,
 )
-from mainspring.runtime.service import consumer, durable, publish_event
-from mainspring_services.dispatcher import completions, crash_loop, manual, named_firing
+from mainspring.runtime.service import consumer, delivered, durable, publish_event, stream_sequence
+from mainspring_services.dispatcher import completions, crash_loop, fence, manual, named_firing
 from mainspring_services.dispatcher.dispatch import DatasetDispatch, Dispatcher
 
 log = logging.getLogger("mainspring.dispatcher")
@@ -30,11 +32,36 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def delivery_of(message: NatsMessage) -> fence.Delivery | None:
+    """Where a trigger message is stored and how often it came (None: not from a stream)."""
+    raw = message.raw_message
+    sequence = stream_sequence(raw)
+    if sequence is None:
+        return None
+    try:
+        stored_at = raw.metadata.timestamp
+    except (NotJSMessageError, AttributeError):
+        stored_at = None
+    return fence.Delivery(sequence, delivered(raw), stored_at)
+
+
+def dispatcher_durable(
+    dispatcher: Dispatcher, name: str, subject: str, **options: Any
+) -> dict[str, Any]:
+    """A durable of the dispatcher, with the ack wait its settings give."""
+    return durable(name, subject, ack_wait_s=dispatcher.settings.dispatch_ack_wait_s, **options)
+
+
 def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to manual requests, ticks and completions."""
 
-    @consumer(broker, SubmitRun, **durable("dispatcher-submitted", subjects.RUN_SUBMITTED))
-    async def on_run_submitted(submitted: SubmitRun, _message: NatsMessage) -> None:
+    @consumer(
+        broker,
+        SubmitRun,
+        **dispatcher_durable(dispatcher, "dispatcher-submitted", subjects.RUN_SUBMITTED),
+    )
+    async def on_run_submitted(submitted: SubmitRun, message: NatsMessage) -> None:
+        delivery = delivery_of(message)
         definition = await dispatcher.find(submitted)
         context = await dispatcher.manual_context(definition, submitted)
         if submitted.options.execution == "in_memory":
@@ -42,16 +69,22 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             for request in decision.requests:
                 # Before the request: the caller may report as soon as it sees it.
                 await dispatcher.ledger.mark_in_memory(request.run_id)
-            await dispatcher.publish(decision, request_subject=subjects.RUN_IN_MEMORY)
+            await dispatcher.publish(decision, subjects.RUN_IN_MEMORY, delivery)
         else:
-            await dispatcher.publish(manual.decide_manual(definition, submitted, _now(), context))
+            decision = manual.decide_manual(definition, submitted, _now(), context)
+            await dispatcher.publish(decision, delivery=delivery)
 
-    @consumer(broker, ScheduleFired, **durable("dispatcher-schedule", subjects.SCHEDULE_FIRED))
-    async def on_schedule_fired(fired: ScheduleFired, _message: NatsMessage) -> None:
+    @consumer(
+        broker,
+        ScheduleFired,
+        **dispatcher_durable(dispatcher, "dispatcher-schedule", subjects.SCHEDULE_FIRED),
+    )
+    async def on_schedule_fired(fired: ScheduleFired, message: NatsMessage) -> None:
         definition = await dispatcher.store.find(fired.routine)
-        await dispatcher.on_tick(definition, fired, _now())
+        await dispatcher.on_tick(definition, fired, _now(), delivery_of(message))
 
-    async def handle_completed(completed: RunCompleted) -> None:
+    async def handle_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        delivery = delivery_of(message)
         # Downstream runs first: they wait on nothing but the catalog (its index of who waits
         # on this routine, so the cost does not grow with the registry), while the completed
         # routine's own bookkeeping (crash-loop count, overlap and admission slots: separate
@@ -63,7 +96,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
             _now(),
             dispatcher.settings.max_hops,
         )
-        await dispatcher.publish(decision)
+        await dispatcher.publish(decision, delivery=delivery)
         await asyncio.gather(
             dispatcher.check_crash_loop(
                 completed.routine,
@@ -72,25 +105,33 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
                 completed.error,
                 completed.run_id,
             ),
-            dispatcher.release_timed(completed, _now()),
+            dispatcher.release_timed(completed, _now(), delivery),
             dispatcher.release_admission(completed),
         )
 
-    @consumer(broker, RunCompleted, **durable("dispatcher-completed", subjects.RUN_COMPLETED_ANY))
-    async def on_run_completed(completed: RunCompleted, _message: NatsMessage) -> None:
-        await handle_completed(completed)
+    @consumer(
+        broker,
+        RunCompleted,
+        **dispatcher_durable(dispatcher, "dispatcher-completed", subjects.RUN_COMPLETED_ANY),
+    )
+    async def on_run_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        await handle_completed(completed, message)
 
     # on_complete(name) matches an external workflow of that name as it matches a routine.
     @consumer(
         broker,
         RunCompleted,
-        **durable("dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY),
+        **dispatcher_durable(
+            dispatcher, "dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY
+        ),
     )
-    async def on_external_completed(completed: RunCompleted, _message: NatsMessage) -> None:
-        await handle_completed(completed)
+    async def on_external_completed(completed: RunCompleted, message: NatsMessage) -> None:
+        await handle_completed(completed, message)
 
     @consumer(
-        broker, RunCompleted, **durable("dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED)
+        broker,
+        RunCompleted,
+        **dispatcher_durable(dispatcher, "dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED),
     )
     async def on_in_memory_reported(reported: RunCompleted, _message: NatsMessage) -> None:
         if not await dispatcher.ledger.is_in_memory(reported.run_id):
@@ -101,7 +142,11 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
         settled = await dispatcher.ledger.settle(reported)
         await publish_event(broker, settled, settled.subject())
 
-    @consumer(broker, CancelRun, **durable("dispatcher-cancel", subjects.RUN_CANCEL))
+    @consumer(
+        broker,
+        CancelRun,
+        **dispatcher_durable(dispatcher, "dispatcher-cancel", subjects.RUN_CANCEL),
+    )
     async def on_run_cancel(cancel: CancelRun, _message: NatsMessage) -> None:
         # The mark decides whether the run may still start: the runner that picks it up
         # (now or after a hold) ends it cancelled instead; a running one its holder stops.
@@ -115,7 +160,12 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         TriggerRecorded,
-        **durable("dispatcher-trigger-failures", subjects.TRIGGER_RECORDED, deliver_new_only=True),
+        **dispatcher_durable(
+            dispatcher,
+            "dispatcher-trigger-failures",
+            subjects.TRIGGER_RECORDED,
+            deliver_new_only=True,
+        ),
     )
     async def on_trigger_recorded(recorded: TriggerRecorded, _message: NatsMessage) -> None:
         outcome, failure_key = crash_loop.trigger_outcome(recorded)
@@ -137,10 +187,10 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
             "dispatcher-dataset", subjects.DATASET_APPENDED, ack_wait_s=5.0, max_ack_pending=1
         ),
     )
-    async def on_dataset_appended(appended: DatasetAppended, _message: NatsMessage) -> None:
+    async def on_dataset_appended(appended: DatasetAppended, message: NatsMessage) -> None:
         # A failure is retried in order (one message in flight) with the shared redelivery
         # policy, and dead-lettered past its limit so later appends flow again.
-        await datasets.on_appended(appended)
+        await datasets.on_appended(appended, delivery_of(message))
 
     return datasets
 
@@ -148,14 +198,22 @@ def register_datasets(broker: NatsBroker, dispatcher: Dispatcher) -> DatasetDisp
 def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to poll results."""
 
-    @consumer(broker, PollCompleted, **durable("dispatcher-poll", subjects.POLL_COMPLETED))
-    async def on_poll_completed(polled: PollCompleted, _message: NatsMessage) -> None:
-        await dispatcher.on_polled(polled, _now())
+    @consumer(
+        broker,
+        PollCompleted,
+        **dispatcher_durable(dispatcher, "dispatcher-poll", subjects.POLL_COMPLETED),
+    )
+    async def on_poll_completed(polled: PollCompleted, message: NatsMessage) -> None:
+        await dispatcher.on_polled(polled, _now(), delivery_of(message))
 
 
 def register_named(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     """Subscribe the dispatcher to pushes of named triggers."""
 
-    @consumer(broker, FireTrigger, **durable("dispatcher-trigger-fire", subjects.TRIGGER_FIRE))
-    async def on_trigger_fire(fire: FireTrigger, _message: NatsMessage) -> None:
-        await named_firing.on_fire(dispatcher, fire)
+    @consumer(
+        broker,
+        FireTrigger,
+        **dispatcher_durable(dispatcher, "dispatcher-trigger-fire", subjects.TRIGGER_FIRE),
+    )
+    async def on_trigger_fire(fire: FireTrigger, message: NatsMessage) -> None:
+        await named_firing.on_fire(dispatcher, fire, delivery_of(message))

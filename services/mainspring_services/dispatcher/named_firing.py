@@ -3,7 +3,8 @@
 The ticks of named triggers arrive on `schedule.fired` (with `trigger` set) and their poll
 results on `poll.completed`; the existing consumers of those subjects hand them here.
 Pushes arrive on `trigger.fire`. After a run is requested, the trigger's last run is
-written (a redelivery requests the same run id again, which the stream drops).
+written (a redelivery requests the same run id again, which the stream drops, or the
+fence leaves out beyond the stream's duplicate window).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mainspring.storage.named_triggers import NamedTrigger, deactivated
 from mainspring.storage.registry import RoutineDefinition
 from mainspring_services.dispatcher import named
 from mainspring_services.dispatcher.core import Decision
+from mainspring_services.dispatcher.fence import Delivery
 from mainspring_services.dispatcher.ports import NamedTriggers
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ async def _fire(
     definition: RoutineDefinition | None,
     firing: named.Firing,
     decide: Decision | None = None,
+    delivery: Delivery | None = None,
 ) -> None:
     """Decide (with the context a dataset or completion target's event needs) and publish."""
     decision = decide
@@ -57,13 +60,15 @@ async def _fire(
                 definition, named.submission(trigger, definition, firing)
             )
         decision = named.decide_firing(trigger, definition, firing, _now(), context)
-    await dispatcher.publish(decision)
+    await dispatcher.publish(decision, delivery=delivery)
     for request in decision.requests:
         assert trigger is not None
         await store.record_run(trigger.name, request.run_id, request.requested_at)
 
 
-async def on_tick(dispatcher: Dispatcher, fired: ScheduleFired) -> None:
+async def on_tick(
+    dispatcher: Dispatcher, fired: ScheduleFired, delivery: Delivery | None = None
+) -> None:
     """A named trigger's tick: ask for its poll, or fire it with the default payload."""
     assert fired.trigger is not None
     store, trigger, definition = await _load(dispatcher, fired.trigger)
@@ -74,10 +79,13 @@ async def on_tick(dispatcher: Dispatcher, fired: ScheduleFired) -> None:
     if poll is not None:
         await publish_event(dispatcher.broker, poll, subjects.POLL_REQUESTED)
         return
-    await _fire(dispatcher, store, trigger, definition, named.tick_firing(trigger, fired))
+    firing = named.tick_firing(trigger, fired)
+    await _fire(dispatcher, store, trigger, definition, firing, delivery=delivery)
 
 
-async def on_polled(dispatcher: Dispatcher, polled: PollCompleted) -> None:
+async def on_polled(
+    dispatcher: Dispatcher, polled: PollCompleted, delivery: Delivery | None = None
+) -> None:
     """A named trigger's poll result: a run, or a history row saying why not."""
     assert polled.trigger is not None
     store, trigger, definition = await _load(dispatcher, polled.trigger)
@@ -90,16 +98,19 @@ async def on_polled(dispatcher: Dispatcher, polled: PollCompleted) -> None:
             definition, named.submission(trigger, definition, firing)
         )
     decision = named.decide_poll_result(trigger, definition, polled, _now(), context)
-    await _fire(dispatcher, store, trigger, definition, firing, decision)
+    await _fire(dispatcher, store, trigger, definition, firing, decision, delivery)
 
 
-async def on_fire(dispatcher: Dispatcher, fire: FireTrigger) -> None:
+async def on_fire(
+    dispatcher: Dispatcher, fire: FireTrigger, delivery: Delivery | None = None
+) -> None:
     """A push: fire now with the payload given, else the trigger's default."""
     store, trigger, definition = await _load(dispatcher, fire.trigger)
     if trigger is None:
         log.warning("fire of unknown trigger %s dropped", fire.trigger)
         return
-    await _fire(dispatcher, store, trigger, definition, named.push_firing(trigger, fire))
+    firing = named.push_firing(trigger, fire)
+    await _fire(dispatcher, store, trigger, definition, firing, delivery=delivery)
 
 
 async def deactivate_targeting(

@@ -130,6 +130,12 @@ class NamedTriggers(Protocol):
     async def targeting(self, target: str) -> list[NamedTrigger]: ...
 
 
+class RequestLog(Protocol):
+    """The run requests stored on the stream, asked only for a redelivered trigger (see fence)."""
+
+    async def run_ids_after(self, subject: str, sequence: int, wanted: set[str]) -> set[str]: ...
+
+
 @dataclass(frozen=True)
 class DispatcherParts:
     """Everything the dispatcher reads and writes besides the bus."""
@@ -144,3 +150,4 @@ class DispatcherParts:
     ledger: DispatchLedger
     history: RunHistory
     triggers: NamedTriggers
+    requested: RequestLog

@@ -18,7 +18,7 @@ from mainspring.storage.ledger import LedgerMarks
 from mainspring.storage.named_triggers import TriggerStore
 from mainspring.storage.numbers import RunNumbers
 from mainspring.storage.registry import RoutineStore
-from mainspring_services.dispatcher import admission, crash_loop, timed
+from mainspring_services.dispatcher import admission, crash_loop, fence, timed
 from mainspring_services.dispatcher.ports import DispatcherParts
 
 
@@ -139,6 +139,37 @@ class KvCursors:
         return await save_cursor(self._kv, routine, cursor, revision)
 
 
+class StreamRequestLog:
+    """The requests on the stream after a message, read one by one by subject.
+
+    Asked only for a redelivered trigger older than half the duplicate window, so a request
+    is usually found within a few reads; when it is not there the reads go on to the last
+    request stored (one round trip each).
+    """
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def run_ids_after(self, subject: str, sequence: int, wanted: set[str]) -> set[str]:
+        """Which of `wanted` run ids have a request on `subject` stored after `sequence`."""
+        found: set[str] = set()
+        after = sequence
+        while wanted - found:
+            try:
+                stored = await self._js.get_msg(
+                    subjects.STREAM, seq=after + 1, subject=subject, next=True
+                )
+            except NotFoundError:
+                break
+            run_id = fence.requested_run_id(stored.headers, stored.data)
+            if run_id in wanted:
+                found.add(run_id)
+            if stored.seq is None:
+                break
+            after = stored.seq
+        return found
+
+
 async def open_parts(broker: NatsBroker, settings: Settings) -> DispatcherParts:
     """The production parts, on the connected broker's buckets (declared by `mainspring setup`)."""
     js = broker.connection.jetstream()
@@ -155,4 +186,5 @@ async def open_parts(broker: NatsBroker, settings: Settings) -> DispatcherParts:
         # Asked the way the SDK asks: through the client's request/reply calls.
         history=Client(broker.connection, settings),
         triggers=await TriggerStore.open(js),
+        requested=StreamRequestLog(js),
     )

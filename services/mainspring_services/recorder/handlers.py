@@ -62,9 +62,18 @@ EXTERNAL_DURABLE = "recorder-external"
 AUDIT_DURABLE = subjects.RECORDER_AUDIT_CONSUMER
 # How long one fetch waits for the first event; an idle recorder asks again after it.
 FETCH_WAIT_S = 5.0
-# Pauses between tries of a database that does not answer: from 1s, doubling, at most 10s,
-# well within the consumer's ack wait (30s) that each try renews for the held batch.
-DATABASE_RETRY = RedeliveryPolicy(first_delay_s=1.0, max_delay_s=10.0)
+# How long a batch stays with the recorder that fetched it unless it says it is still on it.
+ACK_WAIT_S: float = RecorderSettings.model_fields["record_ack_wait_s"].default
+
+
+def database_retry(ack_wait_s: float) -> RedeliveryPolicy:
+    """Pauses between tries of a database that does not answer: from 1s, doubling, at most
+    10s, and always well within the consumer's ack wait, which each try renews for the
+    held batch."""
+    longest = min(10.0, ack_wait_s / 3)
+    return RedeliveryPolicy(first_delay_s=min(1.0, longest), max_delay_s=longest)
+
+
 # Room left in a reply for its envelope around the encoded runs.
 REPLY_ENVELOPE_BYTES = 1024
 
@@ -157,6 +166,7 @@ class EventBatches:
         consumer: str = RUNS_DURABLE,
         subject: str = "run.>",
         keep_runs: bool = True,
+        ack_wait_s: float = ACK_WAIT_S,
     ) -> None:
         self.broker = broker
         # False (embedded mode without provenance): run events are acked and dropped, so no
@@ -167,10 +177,12 @@ class EventBatches:
         self.batch_size = batch_size
         self.consumer = consumer
         self.subject = subject
+        self.ack_wait_s = ack_wait_s
+        self.database_retry = database_retry(ack_wait_s)
 
     async def run_forever(self, js: JetStreamContext) -> None:
         """Fetch and record batches until cancelled."""
-        options = durable(self.consumer, self.subject)
+        options = durable(self.consumer, self.subject, ack_wait_s=self.ack_wait_s)
         while True:
             try:
                 subscription = await js.pull_subscribe(
@@ -279,7 +291,7 @@ class EventBatches:
         attempt = 0
         while True:
             attempt += 1
-            await asyncio.sleep(DATABASE_RETRY.delay_s(attempt))
+            await asyncio.sleep(self.database_retry.delay_s(attempt))
             # Below the consumer's ack wait, so the server does not hand the batch out again.
             for message in messages:
                 await message.in_progress()

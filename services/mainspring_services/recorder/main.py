@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from faststream import FastStream
@@ -43,35 +44,23 @@ def build_app(settings: RecorderSettings) -> FastStream:
     deletion = RunDeletion(history, writes, settings.resolved_artifact_root())
     retention = Retention(deletion, settings)
     register(broker, replies, deletion)
-    batches = [
-        EventBatches(
-            broker, history, writes, settings.record_batch_size, keep_runs=settings.record_runs
-        ),
-        EventBatches(
-            broker,
-            history,
-            writes,
-            settings.record_batch_size,
-            consumer=TRIGGERS_DURABLE,
-            subject=subjects.TRIGGER_RECORDED,
-        ),
-        EventBatches(
-            broker,
-            history,
-            writes,
-            settings.record_batch_size,
+    batches = functools.partial(
+        EventBatches,
+        broker,
+        history,
+        writes,
+        settings.record_batch_size,
+        ack_wait_s=settings.record_ack_wait_s,
+    )
+    consumers = [
+        batches(keep_runs=settings.record_runs),
+        batches(consumer=TRIGGERS_DURABLE, subject=subjects.TRIGGER_RECORDED),
+        batches(
             consumer=EXTERNAL_DURABLE,
             subject=subjects.EXTERNAL_COMPLETED_ANY,
             keep_runs=settings.record_runs,
         ),
-        EventBatches(
-            broker,
-            history,
-            writes,
-            settings.record_batch_size,
-            consumer=AUDIT_DURABLE,
-            subject=subjects.AUDIT_RECORDED,
-        ),
+        batches(consumer=AUDIT_DURABLE, subject=subjects.AUDIT_RECORDED),
     ]
 
     async def database_reachable() -> str | None:
@@ -100,7 +89,7 @@ def build_app(settings: RecorderSettings) -> FastStream:
     async def start_tasks() -> None:
         js = broker.connection.jetstream()
         replies.max_payload = broker.connection.max_payload
-        tasks.extend(asyncio.create_task(consumer.run_forever(js)) for consumer in batches)
+        tasks.extend(asyncio.create_task(consumer.run_forever(js)) for consumer in consumers)
         tasks.extend(asyncio.create_task(sweep.run_forever()) for sweep in sweeps)
         if retention.enabled():
             tasks.append(asyncio.create_task(retention.run_forever()))

@@ -13,6 +13,10 @@ class RecorderSettings(Settings):
     # redelivered and heartbeats again long before this.
     stale_run_after_s: float = 180.0
     stale_sweep_every_s: float = 10.0
+    # A batch fetched by a recorder that stops (killed, frozen) goes to another replica, or
+    # to the same one restarted, after this long. The consumer keeps the wait it was created
+    # with: a new value applies to a bus where the recorder's consumers do not exist yet.
+    record_ack_wait_s: float = Field(default=30.0, gt=0)
     # At most this many events per transaction; below the consumer's max ack pending (1000),
     # so a whole batch can be outstanding at once.
     record_batch_size: int = Field(default=500, ge=1, le=1000)

@@ -111,6 +111,9 @@ class RunClaims:
         self._kv = kv
         self._holder = holder
         self._stale_after_s = stale_after_s
+        # The revision this runner last wrote for each claim it holds: refreshes are
+        # compare-and-set on it, so a holder that froze cannot overwrite its successor.
+        self._revisions: dict[str, int] = {}
 
     @classmethod
     async def open(cls, js: JetStreamContext, holder: str, stale_after_s: float) -> RunClaims:
@@ -125,29 +128,63 @@ class RunClaims:
         once an attempt settled the run's outcome (its claim is kept, marked, not deleted, so
         a copy whose outcome read raced the settle cannot then find the claim free)."""
         key = run_claim_key(run_id)
-        if await write_if_unchanged(self._kv, key, self._value(), 0) is not None:
+        created = await write_if_unchanged(self._kv, key, self._value(), 0)
+        if created is not None:
+            self._revisions[run_id] = created
             return "claimed"
         value, revision = await read(self._kv, key)
         if value and claim_is_done(value):
             return "done"
         if value and not claim_is_stale(value, time.time(), self._stale_after_s):
             return "held"
-        if await write_if_unchanged(self._kv, key, self._value(), revision) is None:
+        taken = await write_if_unchanged(self._kv, key, self._value(), revision)
+        if taken is None:
             return "held"
+        self._revisions[run_id] = taken
         return "claimed"
 
-    async def refresh(self, run_id: str) -> None:
-        """Re-write a held claim so it stays fresh while the attempt is alive."""
-        await self._kv.put(run_claim_key(run_id), self._value())
+    def may_have_lost(self, run_id: str, claimed_for_s: float) -> bool:
+        """Could another runner have taken the claim over by now? Only once it could have
+        looked stale: it is refreshed every heartbeat, so a holder this long without a look
+        was frozen (SIGSTOP, a stalled machine). Half the stale time leaves room for clocks."""
+        return claimed_for_s > self._stale_after_s / 2
+
+    async def still_held(self, run_id: str) -> bool:
+        """Is the claim still the one this runner wrote (not taken over, not done)?"""
+        value, revision = await read(self._kv, run_claim_key(run_id))
+        return bool(value) and revision == self._revisions.get(run_id)
+
+    async def refresh(self, run_id: str) -> bool:
+        """Re-write a held claim so it stays fresh while the attempt is alive; False once
+        another runner took it over (this one was frozen past the stale time)."""
+        revision = self._revisions.get(run_id)
+        if revision is None:
+            return False
+        written = await write_if_unchanged(self._kv, run_claim_key(run_id), self._value(), revision)
+        if written is None:
+            self._revisions.pop(run_id, None)
+            return False
+        self._revisions[run_id] = written
+        return True
 
     async def finish(self, run_id: str) -> None:
         """Mark the claim done once the run's outcome is settled (the bucket's TTL removes it)."""
+        self._revisions.pop(run_id, None)
         await self._kv.put(run_claim_key(run_id), self._value(done=True))
 
     async def release(self, run_id: str) -> None:
         """Let the next copy of the run's request start (or be refused as settled)."""
-        with contextlib.suppress(*_MISSING):
-            await self._kv.delete(run_claim_key(run_id))
+        revision = self._revisions.pop(run_id, None)
+        if revision is None:
+            return  # not this runner's (taken over while it was frozen): the holder's now
+        try:
+            await self._kv.delete(run_claim_key(run_id), last=revision)
+        except _MISSING:
+            pass
+        except Exception as exc:
+            if not _is_cas_conflict(exc):
+                raise
+            # Taken over since this runner's last write: the successor's claim stays.
 
 
 def claim_is_done(value: bytes) -> bool:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,17 @@ from mainspring_services.runner.process import ChildRun
 from mainspring_services.runner.settings import RunnerSettings
 
 log = logging.getLogger("mainspring.runner")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What an attempt that may start knows: its number, the routine's state (with its
+    revision) and when this runner took the run's claim (monotonic seconds)."""
+
+    attempt: int
+    state: dict[str, Any]
+    state_revision: int
+    claimed_at: float
 
 
 def _now() -> datetime:
@@ -248,7 +261,7 @@ class Runner:
 
     async def prepare(
         self, request: RequestRun, message: NatsMessage, started_at: datetime
-    ) -> tuple[int, dict[str, Any], int] | None:
+    ) -> Prepared | None:
         """The attempt number and the routine's state (with its revision) for a run that may
         start; None when it ended here instead (lost, cancelled, or already settled)."""
         # Every delivery is an attempt unless marked uncharged (held, handed back, running
@@ -265,10 +278,15 @@ class Runner:
             await self.complete(request, lost, started_at, [])
             return None
         # Everything the start needs from the bus in one round trip, not four in a row: the
-        # cancel mark, an outcome settled by an earlier copy of this request (a request
-        # published again after the dedup window, or redelivered because the server lost its
-        # ack, must not run twice), the run's claim (no other copy is running it now) and
-        # the routine's state.
+        # cancel mark, an outcome settled by an earlier copy of this request, the run's claim
+        # (no other copy is running it now) and the routine's state. The outcome is read on
+        # first deliveries too: the dispatcher's fence keeps it from publishing a request
+        # twice, but a server that lost its consumer state hands a request out again as a
+        # first delivery, and a completion published again past the duplicate window
+        # requests its downstream run again; the claim's done mark would answer them only
+        # while the leases bucket keeps it (ARCHITECTURE.md).
+        # Stamped before the claim is asked for: a freeze anywhere after it counts.
+        claimed_at = time.monotonic()
         cancelled, settled, claimed, (state, state_revision) = await asyncio.gather(
             self.ledger.cancel_requested(request.run_id),
             self.ledger.settled(request.run_id),
@@ -304,7 +322,7 @@ class Runner:
             )
             await publish_event(self.broker, settled, settled.subject())
             return None
-        return attempt, state, state_revision
+        return Prepared(attempt, state, state_revision, claimed_at)
 
     async def attempt(
         self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
@@ -330,11 +348,11 @@ class Runner:
         message: NatsMessage,
         started_at: datetime,
         lease: str | None,
-        prepared: tuple[int, dict[str, Any], int],
+        prepared: Prepared,
     ) -> bool:
         """Run the claimed attempt in a worker and report how it ended (or schedule its retry);
         whether the run's outcome was settled."""
-        attempt, state, state_revision = prepared
+        attempt, state, state_revision = prepared.attempt, prepared.state, prepared.state_revision
         try:
             bundle = await self.bundle_dir(request.routine_version)
         except Exception as exc:  # noqa: BLE001 - the run fails with why
@@ -399,6 +417,13 @@ class Runner:
         heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id, lease))
         try:
             worker = await self.worker_for(request)
+            if not await self.claim_still_ours(request, prepared.claimed_at):
+                heartbeat.cancel()
+                self.active.pop(request.run_id, None)
+                ended.set()
+                await self.release_worker(request, worker, Outcome("completed", {}), [])
+                await self.yield_to_successor(request, message)
+                return False
             try:
                 outcome = await child.run(on_child_message, self.settings.memory_poll_s, worker)
             except BaseException:
@@ -526,6 +551,29 @@ class Runner:
         fault = core.fault_of(outcome, worker_exited=not worker.alive())
         await self.pool.give_back(worker, fault, leftovers)
 
+    async def claim_still_ours(self, request: RequestRun, claimed_at: float) -> bool:
+        """Right before the routine starts: is this copy still the run's claimed attempt?
+
+        A runner frozen (SIGSTOP, a stalled machine) between its claim and the start may
+        find that another runner took the run over meanwhile, and even finished it: it must
+        not run the code again. Looked up only when it could have happened, so the common
+        start makes no extra round trip.
+        """
+        if not self.claims.may_have_lost(request.run_id, time.monotonic() - claimed_at):
+            return True
+        return await self.claims.still_held(request.run_id)
+
+    async def yield_to_successor(self, request: RequestRun, message: NatsMessage) -> None:
+        """Step back from a run another runner took over: not this copy's attempt."""
+        log.warning(
+            "run %s of %s was taken over by another runner while this one was frozen; "
+            "not running it here",
+            request.run_id,
+            request.routine,
+        )
+        await self.ledger.add_uncharged_delivery(request.run_id)
+        await message.nack(delay=self.settings.run_ack_wait_s)
+
     async def _heartbeat(self, message: NatsMessage, run_id: str, lease: str | None) -> None:
         # in_progress resets the ack timer: a live runner keeps its run, a dead one loses
         # it to redelivery within ack_wait. The lease is refreshed on the same beat.
@@ -537,6 +585,8 @@ class Runner:
                 await self.broker.publish(beat.model_dump_json().encode(), subjects.RUN_HEARTBEAT)
             if self.claims is not None:
                 with contextlib.suppress(Exception):
+                    # False once another runner took the claim over (this one was frozen):
+                    # never written back over the successor's.
                     await self.claims.refresh(run_id)
             if lease is not None and self.leases is not None:
                 with contextlib.suppress(Exception):
