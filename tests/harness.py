@@ -315,6 +315,30 @@ def write_routine(folder: Path, source: str, filename: str = "routine.py") -> Pa
     return folder
 
 
+def marking_routine(
+    class_name: str, parameter: str, trigger: str, out: Path, result: str = "{}"
+) -> str:
+    """Source of a routine that writes its run id as one line to `out` on every execution:
+    the count of executions, kept outside the system. One O_APPEND write, so lines of
+    several worker processes never interleave."""
+    return f"""
+import os
+from mainspring import Routine, {trigger}
+
+OUT = {str(out)!r}
+
+
+class {class_name}(Routine):
+    def run(self, {parameter}) -> dict:
+        fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (self.run_info.id + "\\n").encode())
+        finally:
+            os.close(fd)
+        return {result}
+"""
+
+
 # What `mainspring up` and deploy/nats configure: every write fsynced before it is
 # acknowledged. Without it nats-server acknowledges a write it has not yet handed to the
 # kernel, so a SIGKILL can lose an acknowledged KV write (a run's settled outcome).

@@ -22,29 +22,13 @@ from tests.harness import (
     consumer_info,
     deployment_context,
     eventually,
+    marking_routine,
     write_routine,
 )
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
 RUNS = 20
-
-MARK = """
-import os
-from mainspring import Routine, on_schedule
-
-OUT = {out!r}
-
-
-class Mark(Routine):
-    def run(self, tick=on_schedule(cron="0 0 29 2 *")) -> dict:
-        fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (self.run_info.id + "\\n").encode())
-        finally:
-            os.close(fd)
-        return {{}}
-"""
 
 
 async def test_runs_whose_acks_the_server_lost_are_not_executed_again(tmp_path: Path) -> None:
@@ -65,7 +49,11 @@ async def _kill_after_acks(system: Deployment, client: Client, tmp_path: Path) -
     marks = tmp_path / "marks.txt"
     marks.touch()
     await client.create_routine(
-        write_routine(tmp_path / "mark", MARK.format(out=str(marks))), "mark"
+        write_routine(
+            tmp_path / "mark",
+            marking_routine("Mark", 'tick=on_schedule(cron="0 0 29 2 *")', "on_schedule", marks),
+        ),
+        "mark",
     )
     assert system.nats.process is not None
     server_pid = system.nats.process.pid

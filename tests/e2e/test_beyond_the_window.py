@@ -33,6 +33,7 @@ from tests.harness import (
     consumer_idle,
     deployment_context,
     eventually,
+    marking_routine,
     write_routine,
 )
 
@@ -41,40 +42,6 @@ pytestmark = pytest.mark.e2e
 WINDOW_S = 1.0
 DIE_AFTER_REQUEST = "MAINSPRING_DIE_AFTER_REQUEST"
 SCHEMA = "id:int64,text:string"
-
-APPENDED = """
-import os
-from mainspring import Routine, on_dataset_append
-
-OUT = {out!r}
-
-
-class Collect(Routine):
-    def run(self, new_rows=on_dataset_append("events")) -> dict:
-        fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (self.run_info.id + "\\n").encode())
-        finally:
-            os.close(fd)
-        return {{"added": new_rows.added_records}}
-"""
-
-SUBMITTED = """
-import os
-from mainspring import Routine, on_schedule
-
-OUT = {out!r}
-
-
-class Once(Routine):
-    def run(self, tick=on_schedule(cron="0 0 29 2 *")) -> dict:
-        fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (self.run_info.id + "\\n").encode())
-        finally:
-            os.close(fd)
-        return {{}}
-"""
 
 UPSTREAM = """
 import time
@@ -85,23 +52,6 @@ class Up(Routine):
     def run(self, tick=on_schedule(cron="0 0 29 2 *")) -> dict:
         time.sleep(1)
         return {}
-"""
-
-DOWNSTREAM = """
-import os
-from mainspring import Routine, on_workflow_success
-
-OUT = {out!r}
-
-
-class Down(Routine):
-    def run(self, upstream=on_workflow_success("up")) -> dict:
-        fd = os.open(OUT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (self.run_info.id + "\\n").encode())
-        finally:
-            os.close(fd)
-        return {{}}
 """
 
 
@@ -194,7 +144,16 @@ async def test_an_append_whose_cursor_write_was_lost_past_the_window_runs_once(
     outage.start_dispatcher()
     root = str(system.home / "datasets")
     datasets.create("events", SCHEMA, root=root)
-    folder = write_routine(tmp_path / "collect", APPENDED.format(out=str(outage.ran)))
+    folder = write_routine(
+        tmp_path / "collect",
+        marking_routine(
+            "Collect",
+            'new_rows=on_dataset_append("events")',
+            "on_dataset_append",
+            outage.ran,
+            result='{"added": new_rows.added_records}',
+        ),
+    )
     await outage.client.create_routine(folder, "collect")
     version = datasets.append("events", {"id": [1, 2, 3], "text": ["a", "b", "c"]}, root=root)
     appended = DatasetAppended(
@@ -232,7 +191,10 @@ async def test_a_submitted_run_whose_ack_was_lost_past_the_window_runs_once(
     system.start("recorder")
     system.start("runner", "runner-0")
     outage.start_dispatcher()
-    folder = write_routine(tmp_path / "once", SUBMITTED.format(out=str(outage.ran)))
+    folder = write_routine(
+        tmp_path / "once",
+        marking_routine("Once", 'tick=on_schedule(cron="0 0 29 2 *")', "on_schedule", outage.ran),
+    )
     await outage.client.create_routine(folder, "once")
     submitted: list[str] = []
 
@@ -254,7 +216,12 @@ async def test_a_downstream_run_whose_completion_ack_was_lost_past_the_window_ru
     system.start("runner", "runner-0")
     outage.start_dispatcher()
     await outage.client.create_routine(write_routine(tmp_path / "up", UPSTREAM), "up")
-    folder = write_routine(tmp_path / "down", DOWNSTREAM.format(out=str(outage.ran)))
+    folder = write_routine(
+        tmp_path / "down",
+        marking_routine(
+            "Down", 'upstream=on_workflow_success("up")', "on_workflow_success", outage.ran
+        ),
+    )
     await outage.client.create_routine(folder, "down")
     upstream = await outage.client.submit("up")
 
