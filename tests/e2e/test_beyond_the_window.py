@@ -69,6 +69,12 @@ class Outage:
     def start_dispatcher(self) -> ServiceProcess:
         return self.deployment.start("dispatcher", env={DIE_AFTER_REQUEST: str(self.die)})
 
+    def start_services(self) -> None:
+        """A recorder, a runner and the dispatcher that can be made to die."""
+        self.deployment.start("recorder")
+        self.deployment.start("runner", "runner-0")
+        self.start_dispatcher()
+
     async def requests_stored(self) -> int:
         """How many run requests the stream holds (under any message id)."""
         info = await self.client.js.stream_info(
@@ -139,9 +145,7 @@ async def test_an_append_whose_cursor_write_was_lost_past_the_window_runs_once(
     outage: Outage, tmp_path: Path
 ) -> None:
     system = outage.deployment
-    system.start("recorder")
-    system.start("runner", "runner-0")
-    outage.start_dispatcher()
+    outage.start_services()
     root = str(system.home / "datasets")
     datasets.create("events", SCHEMA, root=root)
     folder = write_routine(
@@ -187,10 +191,7 @@ async def test_an_append_whose_cursor_write_was_lost_past_the_window_runs_once(
 async def test_a_submitted_run_whose_ack_was_lost_past_the_window_runs_once(
     outage: Outage, tmp_path: Path
 ) -> None:
-    system = outage.deployment
-    system.start("recorder")
-    system.start("runner", "runner-0")
-    outage.start_dispatcher()
+    outage.start_services()
     folder = write_routine(
         tmp_path / "once",
         marking_routine("Once", 'tick=on_schedule(cron="0 0 29 2 *")', "on_schedule", outage.ran),
@@ -211,10 +212,7 @@ async def test_a_submitted_run_whose_ack_was_lost_past_the_window_runs_once(
 async def test_a_downstream_run_whose_completion_ack_was_lost_past_the_window_runs_once(
     outage: Outage, tmp_path: Path
 ) -> None:
-    system = outage.deployment
-    system.start("recorder")
-    system.start("runner", "runner-0")
-    outage.start_dispatcher()
+    outage.start_services()
     await outage.client.create_routine(write_routine(tmp_path / "up", UPSTREAM), "up")
     folder = write_routine(
         tmp_path / "down",
