@@ -75,6 +75,19 @@ async def test_a_routine_fired_past_max_fires_pauses_until_enabled(
         return any(e["status"] == "disabled" and "circuit breaker" in e["reason"] for e in events)
 
     await eventually(pause_recorded, timeout=60, what="the pause in the trigger history")
+
+    # The audit trail names who switched it off: the dispatcher, not a person.
+    async def pause_audited() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in await client.audit(routine="busy")
+            if e["action"] == "routine.disable" and e["who"] == "mainspring:dispatcher"
+        ]
+
+    audited = await eventually(pause_audited, timeout=60, what="the pause in the audit trail")
+    assert len(audited) == 1
+    assert audited[0]["details"] == {"by": "circuit_breaker"}
+    assert "over max_fires=3" in audited[0]["reason"]
     # A person may still run it by hand: manual runs never count.
     assert "status: completed" in system.cli("run", "busy", "--wait", "--timeout", "60").stdout
 

@@ -227,6 +227,8 @@ USERS: tuple[User, ...] = (
             subjects.RUN_CANCEL,
             subjects.POLL_REQUESTED,
             subjects.TRIGGER_RECORDED,
+            # Routines it switches off itself (crash loop, circuit breaker), in the audit trail.
+            subjects.AUDIT_RECORDED,
             "api.>",
             *own_durables("dispatcher"),
             # A trigger redelivered past the duplicate window reads the requests stored after

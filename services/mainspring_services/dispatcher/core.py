@@ -13,6 +13,7 @@ from typing import Any
 
 from mainspring.contract.messages import (
     CHAIN_LIMIT,
+    AuditRecorded,
     InvocationType,
     RequestRun,
     ResolvedRunOptions,
@@ -163,6 +164,33 @@ def hop_limit(definition: RoutineDefinition, default: int) -> int:
     """The routine's own max_hops when it sets one (0 included), else the deployment's."""
     own = definition.options.max_hops
     return default if own is None else own
+
+
+# Who the audit trail names for what the dispatcher does on its own.
+DISPATCHER_ACTOR = "mainspring:dispatcher"
+
+
+def pause_audit(
+    routine: str,
+    reason: str,
+    by: str,
+    history: list[TriggerRecorded],
+    now: datetime,
+) -> AuditRecorded:
+    """The audit entry of a routine the dispatcher switched off (crash loop, circuit
+    breaker): the same entry however often the event that tripped it is redelivered."""
+    cause = history[0].message_id() if history else f"{reason}@{now.isoformat()}"
+    return AuditRecorded(
+        entry_id=str(uuid.uuid5(_RUN_NAMESPACE, f"pause\x00{routine}\x00{cause}")),
+        who=DISPATCHER_ACTOR,
+        action="routine.disable",
+        target_kind="routine",
+        target=routine,
+        routine=routine,
+        reason=reason,
+        details={"by": by},
+        at=now,
+    )
 
 
 def history_row(

@@ -326,6 +326,9 @@ class Dispatcher:
         await self.store.set_enabled(routine, False, reason, _now(), by=by)
         log.warning("disabled the trigger of %s: %s", routine, reason)
         await named_firing.deactivate_targeting(self, routine, reason, by)
+        # In the audit trail beside what people did: who switched it off was the dispatcher.
+        audit = core.pause_audit(routine, reason, by, history, _now())
+        await publish_event(self.broker, audit, subjects.AUDIT_RECORDED)
         metrics.DISABLED.labels(by).inc()
 
     async def count_fires(self, requests: list[RequestRun]) -> None:
