@@ -25,7 +25,7 @@ from mainspring.contract.messages import (
 )
 from mainspring.contract.queries import RunQuery
 from mainspring.runtime import metrics
-from mainspring.runtime.service import delivered, publish_event
+from mainspring.runtime.service import publish_event
 from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger
 from mainspring.storage.registry import RoutineCatalog, RoutineDefinition
 from mainspring_services.dispatcher import (
@@ -101,7 +101,7 @@ class Dispatcher:
                 }
             )
             if request_subject == subjects.RUN_REQUESTED and admission.admits(numbered):
-                await self.admit(numbered)
+                await self.admit(numbered, delivery)
             else:
                 await self.request(numbered, request_subject)
         for recorded in decision.history:
@@ -124,17 +124,13 @@ class Dispatcher:
         )
         _die_after_request()
 
-    def first_delivery(self) -> bool:
-        """Is the message being handled delivered for the first time?"""
-        message = self.broker.context.get_local("message")
-        return message is None or delivered(message.raw_message) <= 1
-
-    async def admit(self, request: RequestRun) -> None:
+    async def admit(self, request: RequestRun, delivery: fence.Delivery | None) -> None:
         """A run of a routine with max_concurrent: request it when a slot is free and no
-        older run waits, else hold it on run.held.<routine> with its reason."""
+        older run waits, else hold it on run.held.<routine> with its reason (`delivery`:
+        the trigger message's, whose redelivery never admits directly)."""
         routine = request.routine
         self.admitted_routines.add(routine)
-        first = self.first_delivery()
+        first = fence.is_first(delivery)
         while True:
             state, revision = await self.admission.read(routine)
             step, changed = admission.on_request(state, request, first)
@@ -176,8 +172,11 @@ class Dispatcher:
             await publish_event(self.broker, queued, subjects.RUN_QUEUED)
             return
 
-    async def release_admission(self, completed: RunCompleted) -> None:
-        """A run ended: free its slot and request the oldest held runs into it."""
+    async def release_admission(
+        self, completed: RunCompleted, delivery: fence.Delivery | None = None
+    ) -> None:
+        """A run ended: free its slot and request the oldest held runs into it (`delivery`:
+        the completion message's, whose redelivery republishes what it released)."""
         routine = completed.routine
         definition = self.catalog.get(routine)
         limited = definition is not None and bool(definition.options.max_concurrent)
@@ -187,7 +186,7 @@ class Dispatcher:
             state, revision = await self.admission.read(routine)
             wanted = admission.slots_to_release(state, completed.run_id)
             if wanted is None:
-                if revision and not self.first_delivery():
+                if revision and not fence.is_first(delivery):
                     await self.republish_released(state)
                 return
             released: list[tuple[RequestRun, int]] = []

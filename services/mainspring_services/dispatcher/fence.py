@@ -56,9 +56,14 @@ def unpublished(requests: list[RequestRun], stored: set[str]) -> list[RequestRun
     return [request for request in requests if request.run_id not in stored]
 
 
+def is_first(delivery: Delivery | None) -> bool:
+    """Is the trigger message handled for the first time (or not from a stream at all)?"""
+    return delivery is None or delivery.deliveries <= 1
+
+
 def must_look(delivery: Delivery | None, now: datetime, window_s: float) -> bool:
     """Must a trigger look for its requests on the stream before publishing them?"""
-    if delivery is None or delivery.deliveries <= 1:
+    if delivery is None or is_first(delivery):
         return False
     if delivery.stored_at is None:
         return True

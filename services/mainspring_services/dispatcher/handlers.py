@@ -106,7 +106,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
                 completed.run_id,
             ),
             dispatcher.release_timed(completed, _now(), delivery),
-            dispatcher.release_admission(completed),
+            dispatcher.release_admission(completed, delivery),
         )
 
     @consumer(
