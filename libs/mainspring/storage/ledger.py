@@ -65,6 +65,12 @@ async def mark_cancelled(js: JetStreamContext, run_id: str, by: str) -> None:
     await (await ledger_bucket(js)).put(cancel_key(run_id), by.encode())
 
 
+async def settled_outcome(kv: KeyValue, run_id: str) -> RunCompleted | None:
+    """The run's outcome if one was settled already (None: it has not ended)."""
+    value, _ = await read(kv, outcome_key(run_id))
+    return RunCompleted.model_validate_json(value) if value else None
+
+
 async def settle_outcome(kv: KeyValue, completed: RunCompleted) -> RunCompleted:
     """The run's outcome: `completed` if it is the first one claimed, else the one that was.
 
@@ -76,8 +82,7 @@ async def settle_outcome(kv: KeyValue, completed: RunCompleted) -> RunCompleted:
     key = outcome_key(completed.run_id)
     if await write_if_unchanged(kv, key, completed.model_dump_json().encode(), 0) is not None:
         return completed
-    stored, _ = await read(kv, key)
-    return RunCompleted.model_validate_json(stored) if stored else completed
+    return await settled_outcome(kv, completed.run_id) or completed
 
 
 class LedgerMarks:
@@ -86,6 +91,13 @@ class LedgerMarks:
 
     def __init__(self, js: JetStreamContext) -> None:
         self._js = js
+        self._bucket: KeyValue | None = None
+
+    async def _ledger(self) -> KeyValue:
+        # Looked up once: each lookup is a stream-info round trip.
+        if self._bucket is None:
+            self._bucket = await ledger_bucket(self._js)
+        return self._bucket
 
     async def mark_in_memory(self, run_id: str) -> None:
         await mark_in_memory(self._js, run_id)
@@ -97,21 +109,20 @@ class LedgerMarks:
         await mark_cancelled(self._js, run_id, by)
 
     async def settle(self, completed: RunCompleted) -> RunCompleted:
-        return await settle_outcome(await ledger_bucket(self._js), completed)
+        return await settle_outcome(await self._ledger(), completed)
 
     async def settled(self, run_id: str) -> RunCompleted | None:
         """The run's outcome if one was settled already."""
-        value, _ = await read(await ledger_bucket(self._js), outcome_key(run_id))
-        return RunCompleted.model_validate_json(value) if value else None
+        return await settled_outcome(await self._ledger(), run_id)
 
     async def mark_held(self, run_id: str, routine: str, sequence: int) -> None:
         """Remember where a held run waits, so cancelling it can end it at once."""
         value = json.dumps({"routine": routine, "sequence": sequence}).encode()
-        await (await ledger_bucket(self._js)).put(held_key(run_id), value)
+        await (await self._ledger()).put(held_key(run_id), value)
 
     async def held(self, run_id: str) -> tuple[str, int] | None:
         """The routine and held sequence of a run that was held (None: never held)."""
-        value, _ = await read(await ledger_bucket(self._js), held_key(run_id))
+        value, _ = await read(await self._ledger(), held_key(run_id))
         if value is None:
             return None
         found = json.loads(value)

@@ -30,8 +30,8 @@ from mainspring.contract.messages import RunCompleted
 from mainspring.storage.ledger import (
     cancel_key,
     ledger_bucket,
-    outcome_key,
     settle_outcome,
+    settled_outcome,
     uncharged_key,
 )
 
@@ -84,8 +84,7 @@ class RunLedger:
 
     async def settled(self, run_id: str) -> RunCompleted | None:
         """The run's outcome if one was settled already (by a runner or the stale sweep)."""
-        value, _ = await read(self._kv, outcome_key(run_id))
-        return RunCompleted.model_validate_json(value) if value else None
+        return await settled_outcome(self._kv, run_id)
 
     async def settle(self, completed: RunCompleted) -> RunCompleted:
         """The run's outcome to publish: ours, or the one settled before us (see settle_outcome)."""
