@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
+from pydantic import BaseModel
 
 from mainspring.base import kv
 from mainspring.base.settings import Settings
@@ -20,6 +24,8 @@ from mainspring.storage.numbers import RunNumbers
 from mainspring.storage.registry import RoutineStore
 from mainspring_services.dispatcher import admission, crash_loop, fence, timed
 from mainspring_services.dispatcher.ports import DispatcherParts
+
+State = TypeVar("State", bound=BaseModel)
 
 
 class CrashLoopCounts:
@@ -39,7 +45,34 @@ class CrashLoopCounts:
         return await kv.write_if_unchanged(self._kv, key, state.to_json(), revision) is not None
 
 
-class OverlapGate:
+class RoutineStates(Generic[State]):
+    """One pydantic state per routine under `<prefix>.<routine>` in the dispatch bucket,
+    written with compare-and-set (a lost race reads again and decides again)."""
+
+    def __init__(self, bucket: KeyValue, prefix: str, model: type[State]) -> None:
+        self._kv = bucket
+        self._prefix = prefix
+        self._model = model
+
+    def _key(self, routine: str) -> str:
+        return f"{self._prefix}.{kv.key_token(routine)}"
+
+    async def read(self, routine: str) -> tuple[State, int]:
+        """The state and its revision (the empty state and 0 when none is stored)."""
+        value, revision = await kv.read(self._kv, self._key(routine))
+        if value is None:
+            return self._model(), revision
+        return self._model.model_validate_json(value), revision
+
+    async def write(self, routine: str, state: State, revision: int) -> bool:
+        """Save if nobody changed it since `revision`; False means read again."""
+        value = state.model_dump_json().encode()
+        return (
+            await kv.write_if_unchanged(self._kv, self._key(routine), value, revision) is not None
+        )
+
+
+class OverlapGate(RoutineStates[timed.OverlapState]):
     """Active trigger runs and the buffered tick of each routine, in the dispatch bucket.
 
     The dispatcher records a run as active at the moment it decides to start it, in the
@@ -52,40 +85,22 @@ class OverlapGate:
     """
 
     def __init__(self, bucket: KeyValue) -> None:
-        self._kv = bucket
-
-    async def read(self, routine: str) -> tuple[timed.OverlapState, int]:
-        """The state and its revision (0 when none is stored)."""
-        value, revision = await kv.read(self._kv, f"overlap.{kv.key_token(routine)}")
-        if value is None:
-            return timed.OverlapState(), revision
-        return timed.OverlapState.model_validate_json(value), revision
-
-    async def write(self, routine: str, state: timed.OverlapState, revision: int) -> bool:
-        """Save if nobody changed it since `revision`; False means read again."""
-        value = state.model_dump_json().encode()
-        key = f"overlap.{kv.key_token(routine)}"
-        return await kv.write_if_unchanged(self._kv, key, value, revision) is not None
+        super().__init__(bucket, "overlap", timed.OverlapState)
 
 
-class AdmissionSlots:
+class AdmissionSlots(RoutineStates[admission.AdmissionState]):
     """Per routine with max_concurrent, its admission state in the dispatch bucket."""
 
     def __init__(self, bucket: KeyValue) -> None:
-        self._kv = bucket
+        super().__init__(bucket, "admission", admission.AdmissionState)
 
-    async def read(self, routine: str) -> tuple[admission.AdmissionState, int]:
-        """The state and its revision (0 when none is stored)."""
-        value, revision = await kv.read(self._kv, f"admission.{kv.key_token(routine)}")
-        if value is None:
-            return admission.AdmissionState(), revision
-        return admission.AdmissionState.model_validate_json(value), revision
 
-    async def write(self, routine: str, state: admission.AdmissionState, revision: int) -> bool:
-        """Save if nobody changed it since `revision`; False means read again."""
-        key = f"admission.{kv.key_token(routine)}"
-        value = state.model_dump_json().encode()
-        return await kv.write_if_unchanged(self._kv, key, value, revision) is not None
+async def next_on_subject(js: JetStreamContext, subject: str, after: int) -> RawStreamMsg | None:
+    """The first message stored on `subject` after sequence `after` (None: there is none)."""
+    try:
+        return await js.get_msg(subjects.STREAM, seq=after + 1, subject=subject, next=True)
+    except NotFoundError:
+        return None
 
 
 class StreamHeldRequests:
@@ -108,12 +123,8 @@ class StreamHeldRequests:
 
     async def next_after(self, routine: str, sequence: int) -> tuple[RequestRun, int] | None:
         """The first held request of the routine after `sequence`."""
-        subject = subjects.run_held_subject(routine)
-        try:
-            found = await self._js.get_msg(
-                subjects.STREAM, seq=sequence + 1, subject=subject, next=True
-            )
-        except NotFoundError:
+        found = await next_on_subject(self._js, subjects.run_held_subject(routine), sequence)
+        if found is None:
             return None
         return RequestRun.model_validate_json(found.data or b""), int(found.seq or 0)
 
@@ -155,11 +166,8 @@ class StreamRequestLog:
         found: set[str] = set()
         after = sequence
         while wanted - found:
-            try:
-                stored = await self._js.get_msg(
-                    subjects.STREAM, seq=after + 1, subject=subject, next=True
-                )
-            except NotFoundError:
+            stored = await next_on_subject(self._js, subject, after)
+            if stored is None:
                 break
             run_id = fence.requested_run_id(stored.headers, stored.data)
             if run_id in wanted:
