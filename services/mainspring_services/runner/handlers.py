@@ -160,8 +160,7 @@ class Runner:
                 subjects.RUN_QUEUED,
             )
         # Waiting is not an attempt: this delivery must not count against the retries.
-        await self.ledger.add_uncharged_delivery(request.run_id)
-        await message.nack(delay=self.settings.hold_retry_s)
+        await self.give_back_uncharged(request, message, self.settings.hold_retry_s)
 
     async def admit(self, request: RequestRun, message: NatsMessage) -> None:
         """Wait for a free slot (heartbeating the run meanwhile), then execute it in the background.
@@ -183,8 +182,7 @@ class Runner:
             self.slots.release()
         # Stopping: hand the run back (not an attempt), a little later so another replica
         # gets it first.
-        await self.ledger.add_uncharged_delivery(request.run_id)
-        await message.nack(delay=self.settings.hold_retry_s)
+        await self.give_back_uncharged(request, message, self.settings.hold_retry_s)
 
     async def _keep_alive(self, message: NatsMessage) -> None:
         while True:
@@ -234,7 +232,7 @@ class Runner:
         if lease is not None:
             self.leases_held[request.run_id] = lease
         try:
-            await self.attempt(request, message, started_at, lease)
+            await self.attempt(request, message, started_at)
         finally:
             await self.release_lease(request.run_id)
 
@@ -305,8 +303,7 @@ class Runner:
                 request.run_id,
                 request.routine,
             )
-            await self.ledger.add_uncharged_delivery(request.run_id)
-            await message.nack(delay=self.settings.run_ack_wait_s)
+            await self.give_back_uncharged(request, message, self.settings.run_ack_wait_s)
             return None
         if cancelled and claimed == "claimed":
             await self.claims.release(request.run_id)
@@ -325,7 +322,7 @@ class Runner:
         return Prepared(attempt, state, state_revision, claimed_at)
 
     async def attempt(
-        self, request: RequestRun, message: NatsMessage, started_at: datetime, lease: str | None
+        self, request: RequestRun, message: NatsMessage, started_at: datetime
     ) -> None:
         """Start one attempt of a run and report how it ended (or schedule its retry)."""
         prepared = await self.prepare(request, message, started_at)
@@ -333,7 +330,7 @@ class Runner:
             return
         settled = False
         try:
-            settled = await self.run_attempt(request, message, started_at, lease, prepared)
+            settled = await self.run_attempt(request, message, started_at, prepared)
         finally:
             if not settled:
                 # A retry scheduled, the run handed back, or a runner fault: the attempt is
@@ -347,7 +344,6 @@ class Runner:
         request: RequestRun,
         message: NatsMessage,
         started_at: datetime,
-        lease: str | None,
         prepared: Prepared,
     ) -> bool:
         """Run the claimed attempt in a worker and report how it ended (or schedule its retry);
@@ -414,7 +410,7 @@ class Runner:
                     subjects.RUN_PROGRESS,
                 )
 
-        heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id, lease))
+        heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id))
         try:
             worker = await self.worker_for(request)
             if not await self.claim_still_ours(request, prepared.claimed_at):
@@ -464,8 +460,7 @@ class Runner:
         if request.run_id in self.handed_back:
             # Stopped by a draining shutdown: not the run's fault, so the attempt is not charged.
             self.handed_back.discard(request.run_id)
-            await self.ledger.add_uncharged_delivery(request.run_id)
-            await message.nack()
+            await self.give_back_uncharged(request, message)
             return False
         if core.should_retry(outcome, attempt, request.options.retries):
             delay = core.retry_delay(attempt, request.options.retry_backoff_s)
@@ -571,10 +566,17 @@ class Runner:
             request.run_id,
             request.routine,
         )
-        await self.ledger.add_uncharged_delivery(request.run_id)
-        await message.nack(delay=self.settings.run_ack_wait_s)
+        await self.give_back_uncharged(request, message, self.settings.run_ack_wait_s)
 
-    async def _heartbeat(self, message: NatsMessage, run_id: str, lease: str | None) -> None:
+    async def give_back_uncharged(
+        self, request: RequestRun, message: NatsMessage, delay: float | None = None
+    ) -> None:
+        """Return a delivery that started no attempt to the queue, counted as such first (a
+        crash in between charges it, the safe side), so it never counts against retries."""
+        await self.ledger.add_uncharged_delivery(request.run_id)
+        await message.nack(delay=delay)
+
+    async def _heartbeat(self, message: NatsMessage, run_id: str) -> None:
         # in_progress resets the ack timer: a live runner keeps its run, a dead one loses
         # it to redelivery within ack_wait. The lease is refreshed on the same beat.
         while True:
@@ -588,6 +590,7 @@ class Runner:
                     # False once another runner took the claim over (this one was frozen):
                     # never written back over the successor's.
                     await self.claims.refresh(run_id)
+            lease = self.leases_held.get(run_id)
             if lease is not None and self.leases is not None:
                 with contextlib.suppress(Exception):
                     await self.leases.refresh(lease, run_id)
