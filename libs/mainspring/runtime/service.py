@@ -42,6 +42,7 @@ from mainspring.runtime.deadletters import (
     fit_dead_letter,
     header_bytes,
 )
+from mainspring.runtime.turns import KeyedTurns
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -441,6 +442,7 @@ def durable(
     max_ack_pending: int = 1000,
     deliver_new_only: bool = False,
     redelivery: RedeliveryPolicy | None = REDELIVERY,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """Subscriber options for a durable pull consumer with explicit acks.
 
@@ -448,13 +450,19 @@ def durable(
     nak'ed with a growing delay when it raised, so a crash or a transient fault redelivers
     it; after `redelivery.max_deliveries` failures it is dead-lettered. `redelivery=None`
     sets no limit, for a consumer whose naks are not failures (the runner's holds).
+
+    `batch_size` > 1 fetches what is waiting, up to that many, in one pull request (a fetch
+    returns at once with whatever is there), and handles them concurrently: give such a
+    consumer's handler an `order_by` key (see `consumer`) when its messages must not race.
+    Not FastStream's batch mode (`PullSub(batch=True)`): in 0.7 it keeps fetching until the
+    batch is full or its timeout passed, so one event alone would wait out the timeout.
     """
     _POLICIES[name] = redelivery
     return {
         "subject": subject,
         "stream": STREAM,
         "durable": name,
-        "pull_sub": PullSub(batch_size=1, timeout=1.0),
+        "pull_sub": PullSub(batch_size=batch_size, timeout=1.0),
         "config": ConsumerConfig(
             durable_name=name,
             ack_policy=JsAckPolicy.EXPLICIT,
@@ -475,18 +483,23 @@ def one_line(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]) -> M | None:
-    """Parse a message body, or park it on the dead-letter subject with the reason."""
-    subject = message.raw_message.subject
+def parsed_or_reason(message: NatsMessage, model: type[M]) -> M | str:
+    """A message body as a valid `model`, or the one-line reason it is not one."""
     try:
         parsed = model.model_validate_json(message.body)
     except ValidationError as exc:
-        reason = malformed_reason(model, subject, exc)
-    else:
-        note_message(parsed)
-        return parsed
-    await park_message(broker, message.raw_message, reason)
-    return None
+        return malformed_reason(model, message.raw_message.subject, exc)
+    note_message(parsed)
+    return parsed
+
+
+async def parse_or_park(broker: NatsBroker, message: NatsMessage, model: type[M]) -> M | None:
+    """Parse a message body, or park it on the dead-letter subject with the reason."""
+    parsed = parsed_or_reason(message, model)
+    if isinstance(parsed, str):
+        await park_message(broker, message.raw_message, parsed)
+        return None
+    return parsed
 
 
 def malformed_reason(model: type[BaseModel], subject: str, error: ValidationError) -> str:
@@ -603,22 +616,39 @@ TypedHandler = Callable[[M, NatsMessage], Awaitable[None]]
 
 
 def consumer(
-    broker: NatsBroker, model: type[M], *args: Any, **options: Any
+    broker: NatsBroker,
+    model: type[M],
+    *args: Any,
+    order_by: Callable[[M], str] | None = None,
+    **options: Any,
 ) -> Callable[[TypedHandler[M]], TypedHandler[M]]:
     """A subscriber of one message type: the handler gets a valid `model` and the message.
 
     A body that is not a valid `model` never reaches the handler: it is parked on the
     dead-letter subject with the reason and, from a stream, acknowledged (it is kept there
-    now; redelivering it would park it again), whatever the subscriber's ack policy.
+    now; redelivering it would park it again), whatever the subscriber's ack policy. Each
+    message of a fetched batch is parsed, parked or handled on its own.
+
+    `order_by`: messages with the same key are handled one after another in the order they
+    were delivered (the rest of a batch runs alongside); see `turns.KeyedTurns`.
     """
 
     def register(handler: TypedHandler[M]) -> TypedHandler[M]:
+        turns = KeyedTurns() if order_by is not None else None
+
         async def handle_message(message: NatsMessage) -> None:
-            parsed = await parse_or_park(broker, message, model)
-            if parsed is not None:
+            parsed = parsed_or_reason(message, model)
+            if isinstance(parsed, str):
+                await park_message(broker, message.raw_message, parsed)
+                if message.committed is None and is_stream_message(message):
+                    await message.ack()
+                return
+            if turns is None or order_by is None:
                 await handler(parsed, message)
-            elif message.committed is None and is_stream_message(message):
-                await message.ack()
+                return
+            # The turn is taken before anything here waits: see turns.py.
+            async with turns.turn(order_by(parsed)):
+                await handler(parsed, message)
 
         handle_message.__name__ = handler.__name__
         handle_message.__qualname__ = handler.__qualname__

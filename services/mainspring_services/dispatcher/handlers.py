@@ -45,11 +45,35 @@ def delivery_of(message: NatsMessage) -> fence.Delivery | None:
     return fence.Delivery(sequence, delivered(raw), stored_at)
 
 
+def by_routine(
+    message: SubmitRun | ScheduleFired | RunCompleted | TriggerRecorded | PollCompleted,
+) -> str:
+    """The key whose messages are handled in order: each routine's facts (run numbers,
+    crash-loop count, overlap and admission slots) change in the order its events came."""
+    return message.routine
+
+
+def by_run(message: CancelRun) -> str:
+    """Cancels of different runs need no order between them."""
+    return message.run_id
+
+
+def by_trigger(message: FireTrigger) -> str:
+    """Pushes of one named trigger in order, as its firing history reads them."""
+    return message.trigger
+
+
 def dispatcher_durable(
     dispatcher: Dispatcher, name: str, subject: str, **options: Any
 ) -> dict[str, Any]:
-    """A durable of the dispatcher, with the ack wait its settings give."""
-    return durable(name, subject, ack_wait_s=dispatcher.settings.dispatch_ack_wait_s, **options)
+    """A durable of the dispatcher, with the ack wait and batch size its settings give."""
+    return durable(
+        name,
+        subject,
+        ack_wait_s=dispatcher.settings.dispatch_ack_wait_s,
+        batch_size=dispatcher.settings.dispatch_batch_size,
+        **options,
+    )
 
 
 def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
@@ -58,6 +82,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         SubmitRun,
+        order_by=by_routine,
         **dispatcher_durable(dispatcher, "dispatcher-submitted", subjects.RUN_SUBMITTED),
     )
     async def on_run_submitted(submitted: SubmitRun, message: NatsMessage) -> None:
@@ -77,6 +102,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         ScheduleFired,
+        order_by=by_routine,
         **dispatcher_durable(dispatcher, "dispatcher-schedule", subjects.SCHEDULE_FIRED),
     )
     async def on_schedule_fired(fired: ScheduleFired, message: NatsMessage) -> None:
@@ -112,6 +138,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         RunCompleted,
+        order_by=by_routine,
         **dispatcher_durable(dispatcher, "dispatcher-completed", subjects.RUN_COMPLETED_ANY),
     )
     async def on_run_completed(completed: RunCompleted, message: NatsMessage) -> None:
@@ -121,6 +148,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         RunCompleted,
+        order_by=by_routine,
         **dispatcher_durable(
             dispatcher, "dispatcher-external-completed", subjects.EXTERNAL_COMPLETED_ANY
         ),
@@ -131,6 +159,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         RunCompleted,
+        order_by=by_routine,
         **dispatcher_durable(dispatcher, "dispatcher-in-memory", subjects.RUN_IN_MEMORY_REPORTED),
     )
     async def on_in_memory_reported(reported: RunCompleted, _message: NatsMessage) -> None:
@@ -145,6 +174,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         CancelRun,
+        order_by=by_run,
         **dispatcher_durable(dispatcher, "dispatcher-cancel", subjects.RUN_CANCEL),
     )
     async def on_run_cancel(cancel: CancelRun, _message: NatsMessage) -> None:
@@ -160,6 +190,7 @@ def register(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         TriggerRecorded,
+        order_by=by_routine,
         **dispatcher_durable(
             dispatcher,
             "dispatcher-trigger-failures",
@@ -201,6 +232,7 @@ def register_timed(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         PollCompleted,
+        order_by=by_routine,
         **dispatcher_durable(dispatcher, "dispatcher-poll", subjects.POLL_COMPLETED),
     )
     async def on_poll_completed(polled: PollCompleted, message: NatsMessage) -> None:
@@ -213,6 +245,7 @@ def register_named(broker: NatsBroker, dispatcher: Dispatcher) -> None:
     @consumer(
         broker,
         FireTrigger,
+        order_by=by_trigger,
         **dispatcher_durable(dispatcher, "dispatcher-trigger-fire", subjects.TRIGGER_FIRE),
     )
     async def on_trigger_fire(fire: FireTrigger, message: NatsMessage) -> None:
