@@ -10,8 +10,10 @@ from nats.js.api import KeyValueConfig
 from mainspring.base import kv
 from mainspring.runtime.bus import connect
 from mainspring.storage.numbers import RunNumbers, next_run_number
+from mainspring_services.dispatcher import crash_loop
+from mainspring_services.dispatcher.stores import CrashLoopCounts
 from mainspring_services.runner.coordination import RunClaims
-from tests.harness import Deployment
+from tests.harness import Deployment, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -95,3 +97,46 @@ async def test_a_frozen_runner_finds_its_run_taken_over_and_leaves_the_claim_alo
     finally:
         await first_nc.close()
         await second_nc.close()
+
+
+async def test_crash_loop_counts_kept_in_memory_follow_another_replicas_writes(
+    deployment: Deployment,
+) -> None:
+    writers = [await connect(deployment.nats.url, name=f"dispatcher-{i}") for i in range(2)]
+    config = KeyValueConfig(bucket="crash_counts")
+    try:
+        first = CrashLoopCounts(await kv.declare_bucket(writers[0].jetstream(), config))
+        second = CrashLoopCounts(await kv.declare_bucket(writers[1].jetstream(), config))
+        seeded = CrashLoopCounts(await kv.declare_bucket(writers[1].jetstream(), config))
+        failing = crash_loop.CrashLoopState("e1", ("run-1",))
+        assert await seeded.save("stored-before", failing, 0)
+        await first.follow()
+        await second.follow()
+
+        # What was stored before following is loaded; an unknown routine is healthy, rev 0.
+        assert await first.load("stored-before") == (failing, 1)
+        assert await first.load("never") == (crash_loop.CrashLoopState(), 0)
+
+        # Another replica counts a failure: the watch brings it, no read needed.
+        state, revision = await second.load("r")
+        assert await second.save("r", failing, revision)
+
+        async def seen() -> bool:
+            return (await first.load("r"))[0] == failing
+
+        await eventually(seen, timeout=5)
+
+        # A write against a revision that moved loses, and the next load has the new one.
+        _, stale = await first.load("r")
+        assert await second.save("r", crash_loop.CrashLoopState("e1", ("run-1", "run-2")), stale)
+        assert not await first.save("r", crash_loop.CrashLoopState(), stale)
+        state, fresh = await first.load("r")
+        assert state.failures == ("run-1", "run-2")
+        assert fresh > stale
+        assert await first.save("r", crash_loop.CrashLoopState(), fresh)
+        assert (await first.load("r"))[0] == crash_loop.CrashLoopState()
+    finally:
+        await first.stop()
+        await second.stop()
+        for nc in writers:
+            await nc.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Generic, TypeVar
 
 from faststream.nats import NatsBroker
@@ -29,20 +31,84 @@ State = TypeVar("State", bound=BaseModel)
 
 
 class CrashLoopCounts:
-    """Per-routine consecutive start failures in the dispatch bucket, written with compare-and-set."""
+    """Per-routine consecutive start failures in the dispatch bucket, written with compare-and-set.
+
+    Once `follow` has loaded them, every count is kept in memory from a watch of the bucket
+    (this dispatcher's own writes at once, another replica's as the watch brings them), so a
+    healthy routine's completion, which changes nothing, reads nothing from the bus. A write
+    still goes against the stored revision: a count that moved meanwhile loses the race and
+    is read from the bucket again.
+    """
+
+    PREFIX = "crashloop."
 
     def __init__(self, bucket: KeyValue) -> None:
         self._kv = bucket
+        self._known: dict[str, tuple[crash_loop.CrashLoopState, int]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _key(self, routine: str) -> str:
+        return f"{self.PREFIX}{kv.key_token(routine)}"
+
+    async def follow(self) -> None:
+        """Load every stored count, then keep them current in the background."""
+        watcher = await self._kv.watch(f"{self.PREFIX}>")
+        known: dict[str, tuple[crash_loop.CrashLoopState, int]] = {}
+        loaded = asyncio.Event()
+
+        async def run() -> None:
+            async for entry in watcher:
+                if entry is None:  # the stored counts are all in
+                    self._known = known
+                    loaded.set()
+                    continue
+                self._remember(known, entry.key, entry.value, int(entry.revision or 0))
+
+        self._task = asyncio.create_task(run())
+        await asyncio.wait_for(loaded.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        """Stop following (counts are read from the bucket again)."""
+        self._known = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @staticmethod
+    def _remember(
+        known: dict[str, tuple[crash_loop.CrashLoopState, int]],
+        key: str,
+        value: bytes | None,
+        revision: int,
+    ) -> None:
+        if revision and revision < known.get(key, (None, 0))[1]:
+            return  # an older change the watch brought after this process's own write
+        known[key] = (crash_loop.CrashLoopState.from_json(value or None), revision if value else 0)
 
     async def load(self, routine: str) -> tuple[crash_loop.CrashLoopState, int]:
-        """The stored state and its revision (0 when never written)."""
-        value, revision = await kv.read(self._kv, f"crashloop.{kv.key_token(routine)}")
+        """The state and its revision (0 when never written): from memory once followed."""
+        key = self._key(routine)
+        if self._known is not None and key in self._known:
+            return self._known[key]
+        if self._known is not None:
+            return crash_loop.CrashLoopState.from_json(None), 0
+        value, revision = await kv.read(self._kv, key)
         return crash_loop.CrashLoopState.from_json(value), revision
 
     async def save(self, routine: str, state: crash_loop.CrashLoopState, revision: int) -> bool:
         """Store the state unless another replica changed it first (then False: decide again)."""
-        key = f"crashloop.{kv.key_token(routine)}"
-        return await kv.write_if_unchanged(self._kv, key, state.to_json(), revision) is not None
+        key = self._key(routine)
+        written = await kv.write_if_unchanged(self._kv, key, state.to_json(), revision)
+        if self._known is not None:
+            if written is not None:
+                self._remember(self._known, key, state.to_json(), written)
+            else:
+                # Lost to a write the watch has not brought yet: the next load reads it.
+                value, stored = await kv.read(self._kv, key)
+                self._remember(self._known, key, value, stored)
+        return written is not None
 
 
 class RoutineStates(Generic[State]):
@@ -182,10 +248,12 @@ async def open_parts(broker: NatsBroker, settings: Settings) -> DispatcherParts:
     """The production parts, on the connected broker's buckets (declared by `mainspring setup`)."""
     js = broker.connection.jetstream()
     dispatch = await js.key_value(subjects.DISPATCH_BUCKET)
+    crashes = CrashLoopCounts(dispatch)
+    await crashes.follow()
     return DispatcherParts(
         registry=await RoutineStore.open(js),
         numbers=RunNumbers(dispatch),
-        crashes=CrashLoopCounts(dispatch),
+        crashes=crashes,
         overlap=OverlapGate(dispatch),
         admission=AdmissionSlots(dispatch),
         held=StreamHeldRequests(broker, js),
