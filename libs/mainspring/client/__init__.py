@@ -843,7 +843,7 @@ class Completions:
                 # One at a time: an event fetched but not yet handled is never held past
                 # its ack wait, so a slow loop body does not get events twice.
                 (message,) = await self._subscription.fetch(1, timeout=5.0)
-            except NatsTimeoutError:
+            except TimeoutError:  # nats-py's own, or the builtin one when its wait ran out
                 continue
             try:
                 event = RunCompleted.model_validate_json(message.data)

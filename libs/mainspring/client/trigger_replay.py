@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -269,8 +268,13 @@ async def _messages_since(
         while True:
             try:
                 messages = await subscription.fetch(batch, timeout=1.0)
-            except NatsTimeoutError:
-                return
+            except TimeoutError:
+                # Not "nothing left" by itself: on a busy machine the wait runs out first
+                # (nats-py then raises the builtin TimeoutError, not its own), so the consumer
+                # says whether messages remain.
+                if (await subscription.consumer_info()).num_pending == 0:
+                    return
+                continue
             for message in messages:
                 yield message
             if not messages or messages[-1].metadata.num_pending == 0:
