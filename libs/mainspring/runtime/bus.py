@@ -115,6 +115,9 @@ def bucket_configs(settings: Settings) -> list[KeyValueConfig]:
             subjects.LEDGER_BUCKET, history=1, ttl=LEDGER_TTL_S, max_bytes=settings.ledger_max_bytes
         ),
         bucket(subjects.LEASES_BUCKET, history=1, ttl=settings.lease_ttl_s),
+        # A runner rewrites its entry every heartbeat: one killed without draining is gone
+        # within the TTL.
+        bucket(subjects.RUNNERS_BUCKET, history=1, ttl=settings.runner_capacity_ttl_s),
     ]
 
 
