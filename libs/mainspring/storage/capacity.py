@@ -102,13 +102,14 @@ class CapacityBoard:
                 entries.append(RunnerCapacity.model_validate_json(value))
         return sorted(entries, key=lambda entry: entry.instance)
 
-    async def watch(self) -> AsyncIterator[tuple[str, RunnerCapacity | None]]:
-        """Every current entry, then each change (None when deleted)."""
+    async def watch(self) -> AsyncIterator[tuple[str, RunnerCapacity | None] | None]:
+        """Every current entry, then None (the current ones are in), then each change (an
+        entry None when deleted)."""
         watcher = await self._kv.watch(f"{RUNNER_PREFIX}>")
         async for entry in watcher:
             if entry is None:
-                continue
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                yield None
+            elif entry.operation in ("DEL", "PURGE") or not entry.value:
                 yield entry.key, None
             else:
                 yield entry.key, RunnerCapacity.model_validate_json(entry.value)
@@ -117,7 +118,7 @@ class CapacityBoard:
 class CapacityFeed(Protocol):
     """What a catalog copy reads of the runners bucket."""
 
-    def watch(self) -> AsyncIterator[tuple[str, RunnerCapacity | None]]: ...
+    def watch(self) -> AsyncIterator[tuple[str, RunnerCapacity | None] | None]: ...
 
 
 class CapacityCatalog:
@@ -148,14 +149,21 @@ class CapacityCatalog:
                 del self._seen[key]
         return sorted((entry for entry, _ in self._seen.values()), key=lambda e: e.instance)
 
-    async def start(self, feed: CapacityFeed) -> None:
-        """Follow the bucket in the background (its current entries arrive first)."""
+    async def start(self, feed: CapacityFeed, wait_s: float = 5.0) -> None:
+        """Follow the bucket in the background, returning once its current entries are in
+        (or after `wait_s`, the rest then arriving in the background)."""
+        loaded = asyncio.Event()
 
         async def follow() -> None:
-            async for key, entry in feed.watch():
-                self.note(key, entry)
+            async for change in feed.watch():
+                if change is None:
+                    loaded.set()
+                else:
+                    self.note(*change)
 
         self._task = asyncio.create_task(follow())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(loaded.wait(), wait_s)
 
     async def stop(self) -> None:
         """Stop following the bucket."""
