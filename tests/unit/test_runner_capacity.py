@@ -257,3 +257,16 @@ def test_status_prints_one_line_per_runner_and_says_when_none_is_live(
     assert "1.0GiB of 2.0GiB" in out
     assert "none live" in out
     assert "runners unknown: no bus" in out
+
+
+def test_setup_lowering_a_buckets_ttl_cuts_its_duplicate_window_to_fit() -> None:
+    from nats.js.api import StreamConfig
+
+    from mainspring.runtime.bus import corrected
+
+    declared = StreamConfig(name="KV_runners", max_age=15.0, duplicate_window=15.0)
+
+    assert corrected(declared, {"max_age": 6.0}).duplicate_window == 6.0
+    assert corrected(declared, {"max_age": 30.0}).duplicate_window == 15.0
+    unbounded = StreamConfig(name="KV_dispatch", max_age=0.0, duplicate_window=120.0)
+    assert corrected(unbounded, {"max_bytes": 2**20}).duplicate_window == 120.0
