@@ -237,7 +237,19 @@ def test_status_rows_say_busy_slots_memory_and_how_long_ago_each_runner_refreshe
 def test_status_reads_no_runners_where_no_bus_is_configured(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, nats_url=None)
 
-    assert runner_status(settings, NOW) == {}
+    assert runner_status(settings, NOW, up_running=False) == {}
+
+
+def test_status_says_in_one_line_when_the_bus_does_not_answer(tmp_path: Path) -> None:
+    from mainspring.apps.up import free_port
+
+    settings = Settings(home=tmp_path, nats_url=f"nats://127.0.0.1:{free_port()}")
+
+    found = runner_status(settings, NOW, up_running=False, timeout_s=1)
+
+    assert found["runners"] == []
+    assert found["runners_problem"].startswith("runners unknown: ")
+    assert "\n" not in found["runners_problem"]
 
 
 def test_status_prints_one_line_per_runner_and_says_when_none_is_live(

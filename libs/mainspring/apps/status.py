@@ -195,19 +195,38 @@ def runner_rows(runners: list[RunnerCapacity], now: datetime) -> list[dict[str, 
     ]
 
 
+async def _ignore(_error: Exception) -> None:
+    return None
+
+
 async def _live_runners(settings: Settings) -> list[RunnerCapacity]:
     from mainspring.runtime.bus import connect_with
 
-    nc = await connect_with(settings, "mainspring-status", max_reconnect_attempts=0)
+    # One try, quietly: status says in one line that the bus did not answer.
+    nc = await connect_with(
+        settings, "mainspring-status", max_reconnect_attempts=1, error_cb=_ignore
+    )
     try:
         return await (await CapacityBoard.open(nc.jetstream())).live()
     finally:
         await nc.close()
 
 
-def runner_status(settings: Settings, now: datetime) -> dict[str, Any]:
+async def _live_runners_within(settings: Settings, timeout_s: float) -> list[RunnerCapacity]:
+    try:
+        return await asyncio.wait_for(_live_runners(settings), timeout_s)
+    except TimeoutError:
+        raise TimeoutError(f"the bus did not answer within {timeout_s:g}s") from None
+
+
+def runner_status(
+    settings: Settings, now: datetime, *, up_running: bool, timeout_s: float = 5.0
+) -> dict[str, Any]:
     """The live runners from the bus (`runners`), or why they could not be read
-    (`runners_problem`); nothing when no bus is configured or up."""
+    (`runners_problem`); nothing where no bus should answer: no `up` running here and no
+    MAINSPRING_NATS_URL."""
+    if not up_running and not settings.nats_url:
+        return {}
     try:
         settings.resolved_nats_url()
     except ConfigError:
@@ -215,7 +234,7 @@ def runner_status(settings: Settings, now: datetime) -> dict[str, Any]:
     try:
         # Its own thread gets its own event loop: callable from synchronous code.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            runners = pool.submit(asyncio.run, _live_runners(settings)).result(timeout=15)
+            runners = pool.submit(asyncio.run, _live_runners_within(settings, timeout_s)).result()
     except Exception as exc:  # noqa: BLE001 - status reports what it cannot read, in one line
         return {"runners": [], "runners_problem": f"runners unknown: {exc}"}
     return {"runners": runner_rows(runners, now)}

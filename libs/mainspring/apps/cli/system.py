@@ -119,7 +119,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = Settings()
     status = collect_status(settings)
-    status |= runner_status(settings, datetime.now(UTC))
+    status |= runner_status(settings, datetime.now(UTC), up_running=bool(status.get("up")))
     if args.json:
         print(json.dumps(status, indent=2))
     else:
