@@ -99,6 +99,32 @@ async def test_a_runner_registers_and_a_run_larger_than_every_runner_is_refused_
     assert await consumer_idle(client.js, subjects.RUNNER_CONSUMER)
 
 
+async def a_run_waiting_for_memory_names_the_runner_with_the_most(
+    client: Client, tmp_path: Path, runner: RunnerCapacity
+) -> None:
+    """A run asking for a runner's whole memory fits no runner's available memory (the kernel
+    keeps some), yet is not refused: it waits, and says which runner has the most free."""
+    folder = write_routine(tmp_path / "whole", ROUTINE)
+    await client.create_routine(folder, name="whole")
+    run_id = await client.submit("whole", memory_limit=runner.memory_total)
+    needed = f"needs {runner.memory_total // 2**20} MiB"
+
+    async def held() -> dict[str, object]:
+        run = await client.get_run(run_id)
+        assert run is not None
+        reason = str(run["queue_reason"])
+        assert reason.startswith(
+            f"no runner has that much memory available now: {needed}, the most available is "
+        ), reason
+        assert reason.endswith(f" MiB on {runner.host}"), reason
+        return run
+
+    await eventually(held, 30, what="the memory hold's reason")
+    await client.cancel(run_id)
+    ended = await client.wait(run_id, timeout=30)
+    assert ended["status"] == "cancelled"
+
+
 async def test_a_drained_runner_deletes_its_entry_and_a_killed_ones_expires(
     deployment: Deployment, client: Client, tmp_path: Path
 ) -> None:
@@ -107,6 +133,8 @@ async def test_a_drained_runner_deletes_its_entry_and_a_killed_ones_expires(
     first, second = await eventually(
         lambda: live_runners(client, 2), 60, what="both runners' entries"
     )
+    await a_run_waiting_for_memory_names_the_runner_with_the_most(client, tmp_path, first)
+
     drained = deployment.services["runner-0"]
     assert drained.process is not None
     drained_name = next(
