@@ -34,6 +34,7 @@ from mainspring.sdk.triggers import (
     PollTrigger,
     ScheduleTrigger,
 )
+from mainspring.storage.capacity import RunnerCapacity
 from mainspring.storage.registry import InputSchema, RoutineCatalog, RoutineDefinition
 from mainspring_services.dispatcher.dispatch import Dispatcher
 from mainspring_services.dispatcher.handlers import (
@@ -82,6 +83,7 @@ class Wired:
     broker: NatsBroker
     parts: DispatcherParts
     published: dict[str, list[dict[str, Any]]]
+    dispatcher: Dispatcher
 
     async def send(self, subject: str, body: bytes) -> None:
         await self.broker.publish(body, subject)
@@ -118,7 +120,7 @@ async def wired() -> AsyncIterator[Wired]:
     await catalog.start(parts.registry)
     try:
         async with TestNatsBroker(broker) as test_broker:
-            yield Wired(test_broker, parts, published)
+            yield Wired(test_broker, parts, published, dispatcher)
     finally:
         await catalog.stop()
 
@@ -372,3 +374,56 @@ async def test_runs_past_max_concurrent_are_held_and_released_one_per_completion
             assert (state.active, state.dropped) == ({}, {})
     finally:
         await catalog.stop()
+
+
+def runner_entry(instance: str, memory_total: int) -> RunnerCapacity:
+    return RunnerCapacity(
+        instance=instance,
+        host=f"host-{instance}",
+        version="1.0",
+        started_at=NOW,
+        refreshed_at=NOW,
+        slots=2,
+        busy=0,
+        memory_total=memory_total,
+        memory_available=memory_total // 2,
+        isolation=["worker", "process"],
+    )
+
+
+async def test_a_run_larger_than_every_live_runner_is_refused_settled_and_never_requested(
+    wired: Wired,
+) -> None:
+    wired.dispatcher.capacity.note("runner.a", runner_entry("a", 1024 * 2**20))
+    wired.dispatcher.capacity.note("runner.b", runner_entry("b", 2048 * 2**20))
+    too_big = SubmitRun(
+        request_id="big-1", routine="hello", options=RunOptions(memory_limit=3 * 2**30)
+    )
+    fits = SubmitRun(
+        request_id="fits-1", routine="hello", options=RunOptions(memory_limit=2 * 2**30)
+    )
+    for submitted in (too_big, fits):
+        await wired.send(subjects.RUN_SUBMITTED, submitted.model_dump_json().encode())
+
+    reason = (
+        "no runner has that much memory: hello asks for 3072 MiB, the largest runner has "
+        "2048 MiB; lower the routine's memory or start a runner with more"
+    )
+    assert [r.run_id for r in wired.requests()] == ["fits-1"]
+    (refused,) = wired.published[subjects.run_completed_subject("hello", "failed")]
+    assert (refused["run_id"], refused["error"]) == ("big-1", reason)
+    settled = await wired.parts.ledger.settled("big-1")
+    assert settled is not None
+    assert settled.error == reason
+
+
+async def test_with_no_runner_live_a_large_run_is_requested_to_wait_for_one(
+    wired: Wired,
+) -> None:
+    submitted = SubmitRun(
+        request_id="big-2", routine="hello", options=RunOptions(memory_limit=2**40)
+    )
+    await wired.send(subjects.RUN_SUBMITTED, submitted.model_dump_json().encode())
+
+    assert [r.run_id for r in wired.requests()] == ["big-2"]
+    assert not wired.published.get(subjects.run_completed_subject("hello", "failed"))

@@ -37,7 +37,7 @@ def test_a_service_refuses_a_bus_without_setup_in_one_line(bare: Deployment) -> 
 
     [line] = [line for line in log.splitlines() if "cannot start" in line]
     assert line.endswith(
-        "dispatcher cannot start: stream MAINSPRING is missing (and 10 more): "
+        "dispatcher cannot start: stream MAINSPRING is missing (and 11 more): "
         "run `mainspring setup` (as an admin user in a deployment)"
     )
     assert "Traceback" not in log
@@ -49,6 +49,7 @@ async def test_setup_twice_changes_nothing_the_second_time(bare: Deployment) -> 
 
     assert "created stream MAINSPRING" in first
     assert "created bucket leases" in first
+    assert "created bucket runners" in first
     assert second.strip().endswith("is set up (unchanged)"), second
     connection = await nats.connect(bare.nats.url)
     try:

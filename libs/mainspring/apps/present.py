@@ -45,6 +45,7 @@ def print_status(status: dict[str, Any]) -> None:
     console = Console(highlight=False)
     if not status.get("parts"):
         console.print(f"mainspring is not up in {status['home']}: start it with `mainspring up`")
+        print_runners(console, status)
         return
     versions = ", ".join(f"{k} {v}" for k, v in (status.get("versions") or {}).items())
     uptime = status.get("uptime_s")
@@ -77,6 +78,34 @@ def print_status(status: dict[str, Any]) -> None:
     console.print(grid)
     for line in storage_lines(status.get("streams") or []):
         console.print(line)
+    print_runners(console, status)
+
+
+def print_runners(console: Any, status: dict[str, Any]) -> None:
+    """The live runners as a table (or why they are unknown), when status read the bus."""
+    from rich.table import Table
+
+    if status.get("runners_problem"):
+        console.print(status["runners_problem"])
+        return
+    if "runners" not in status:
+        return
+    runners = status["runners"]
+    if not runners:
+        console.print("runners   none live (a run waits until one starts)")
+        return
+    grid = Table(box=None, header_style="bold")
+    for column in ("runner", "host", "slots busy", "memory available", "refreshed"):
+        grid.add_column(column.upper())
+    for runner in runners:
+        grid.add_row(
+            str(runner["instance"]),
+            str(runner["host"]),
+            f"{runner['busy']}/{runner['slots']}",
+            f"{format_bytes(runner['memory_available'])} of {format_bytes(runner['memory_total'])}",
+            f"{format_seconds(runner['refreshed_s'])} ago",
+        )
+    console.print(grid)
 
 
 def storage_lines(streams: list[dict[str, Any]]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -10,10 +11,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mainspring.base.settings import Settings
+from mainspring.base.settings import ConfigError, Settings
+from mainspring.storage.capacity import CapacityBoard, RunnerCapacity
 
 READY = "ready"
 
@@ -171,6 +175,69 @@ def collect_status(settings: Settings, now: float | None = None) -> dict[str, An
         "parts": parts,
         "streams": read_stream_usage(monitor_url) if up_running else [],
     }
+
+
+def runner_rows(runners: list[RunnerCapacity], now: datetime) -> list[dict[str, Any]]:
+    """One row per live runner: who and where, busy/total slots, memory, last refresh age."""
+    return [
+        {
+            "instance": runner.instance,
+            "host": runner.host,
+            "version": runner.version,
+            "busy": runner.busy,
+            "slots": runner.slots,
+            "memory_available": runner.memory_available,
+            "memory_total": runner.memory_total,
+            "isolation": list(runner.isolation),
+            "refreshed_s": round(max(0.0, (now - runner.refreshed_at).total_seconds()), 1),
+        }
+        for runner in runners
+    ]
+
+
+async def _ignore(_error: Exception) -> None:
+    return None
+
+
+async def _live_runners(settings: Settings) -> list[RunnerCapacity]:
+    from mainspring.runtime.bus import connect_with
+
+    # One try, quietly: status says in one line that the bus did not answer.
+    nc = await connect_with(
+        settings, "mainspring-status", max_reconnect_attempts=1, error_cb=_ignore
+    )
+    try:
+        return await (await CapacityBoard.open(nc.jetstream())).live()
+    finally:
+        await nc.close()
+
+
+async def _live_runners_within(settings: Settings, timeout_s: float) -> list[RunnerCapacity]:
+    try:
+        return await asyncio.wait_for(_live_runners(settings), timeout_s)
+    except TimeoutError:
+        raise TimeoutError(f"the bus did not answer within {timeout_s:g}s") from None
+
+
+def runner_status(
+    settings: Settings, now: datetime, *, up_running: bool, timeout_s: float = 5.0
+) -> dict[str, Any]:
+    """The live runners from the bus (`runners`), or why they could not be read
+    (`runners_problem`); nothing where no bus should answer: no `up` running here and no
+    MAINSPRING_NATS_URL."""
+    if not up_running and not settings.nats_url:
+        return {}
+    try:
+        settings.resolved_nats_url()
+    except ConfigError:
+        return {}
+    try:
+        # Its own thread gets its own event loop: callable from synchronous code.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            runners = pool.submit(asyncio.run, _live_runners_within(settings, timeout_s)).result()
+    except Exception as exc:  # noqa: BLE001 - status reports what it cannot read, in one line
+        return {"runners": [], "runners_problem": f"runners unknown: {exc}"}
+    return {"runners": runner_rows(runners, now)}
 
 
 def everything_ready(status: dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from mainspring.apps.ingress import (
     idempotent_run_id,
     run_request,
 )
+from mainspring.apps.status import runner_rows
 from mainspring.base.settings import Settings
 from mainspring.base.tracing import read_span_files, span_tree
 from mainspring.client import Client, RunRefused
@@ -285,6 +287,9 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                 elif len(parts) == 3 and parts[:2] == ["api", "runs"]:
                     run = bridge.call(bridge.client.get_run(parts[2]))
                     self.send_json(200 if run else 404, {"run": run})
+                elif parts == ["api", "runners"]:
+                    runners = bridge.call(bridge.client.runners())
+                    self.send_json(200, {"runners": runner_rows(runners, datetime.now(UTC))})
                 elif parts == ["api", "routines"]:
                     store = bridge.call(bridge.client.store())
                     routines = bridge.call(store.list())

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Leases of a killed runner free themselves after this long (refreshed every heartbeat);
     # the leases bucket's TTL, so `mainspring setup` and the runners must agree on it.
     lease_ttl_s: float = 30.0
+    # A runner's capacity entry (KV `runners`) is gone this long after its last refresh
+    # (every heartbeat): the bucket's TTL, so `mainspring setup` and the services agree on it.
+    runner_capacity_ttl_s: float = Field(default=15.0, gt=0)
     # Byte limits of the stream and the buckets (sizes like 2GiB), declared by `mainspring
     # setup` and checked by every service, so both must be given the same. The stream drops
     # its oldest messages when full; a bucket refuses new writes (ARCHITECTURE.md, "Bounded

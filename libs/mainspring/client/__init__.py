@@ -59,6 +59,7 @@ from mainspring.runtime.bus import connect_with, publish
 from mainspring.sdk.bundle import import_entrypoint, make_bundle, resolve_entrypoint
 from mainspring.sdk.routine import inspect_contract, validate_inputs
 from mainspring.sdk.triggers import TimedSpec
+from mainspring.storage.capacity import CapacityBoard, RunnerCapacity
 from mainspring.storage.registry import (
     BUNDLE_GRACE,
     DatasetStart,
@@ -165,6 +166,10 @@ class Client(TriggerCalls):
     async def close(self) -> None:
         """Flush and disconnect."""
         await self.nc.drain()
+
+    async def runners(self) -> list[RunnerCapacity]:
+        """The live runners as each last described itself (slots, memory, isolation)."""
+        return await (await CapacityBoard.open(self.js)).live()
 
     async def store(self) -> RoutineStore:
         """The routine registry."""

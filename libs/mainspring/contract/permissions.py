@@ -57,6 +57,7 @@ ALL_BUCKETS = (
     subjects.LEASES_BUCKET,
     subjects.TRIGGERS_BUCKET,
     subjects.BLUEPRINTS_BUCKET,
+    subjects.RUNNERS_BUCKET,
 )
 
 
@@ -239,6 +240,8 @@ USERS: tuple[User, ...] = (
                 subjects.DISPATCH_BUCKET,
                 subjects.LEDGER_BUCKET,
                 subjects.TRIGGERS_BUCKET,
+                # The live runners' memory, to refuse a run no runner can hold (a watch).
+                subjects.RUNNERS_BUCKET,
             ),
             # Named triggers: their last run, and switching them off with their routine.
             *bucket_writes(
@@ -270,12 +273,15 @@ USERS: tuple[User, ...] = (
                 subjects.STATE_BUCKET,
                 subjects.LEDGER_BUCKET,
                 subjects.LEASES_BUCKET,
+                subjects.RUNNERS_BUCKET,
             ),
             *bucket_writes(
                 subjects.DISPATCH_BUCKET,
                 subjects.STATE_BUCKET,
                 subjects.LEDGER_BUCKET,
                 subjects.LEASES_BUCKET,
+                # Its own capacity entry, every heartbeat.
+                subjects.RUNNERS_BUCKET,
             ),
             *bundle_reads(),
         ),

@@ -79,6 +79,9 @@ STATE_BUCKET = "state"
 BLUEPRINTS_BUCKET = "blueprints"
 # Named triggers: `def.<name>` (definition and activation), `last.<name>` (its latest run).
 TRIGGERS_BUCKET = "triggers"
+# What each live runner offers: `runner.<instance>` (slots, memory, isolation), rewritten every
+# heartbeat, deleted when it drains; the bucket's TTL removes a killed runner's entry.
+RUNNERS_BUCKET = "runners"
 
 # Durable consumer names: one per service role, shared by its replicas.
 RUNNER_CONSUMER = "runner"

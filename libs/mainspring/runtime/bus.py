@@ -115,6 +115,9 @@ def bucket_configs(settings: Settings) -> list[KeyValueConfig]:
             subjects.LEDGER_BUCKET, history=1, ttl=LEDGER_TTL_S, max_bytes=settings.ledger_max_bytes
         ),
         bucket(subjects.LEASES_BUCKET, history=1, ttl=settings.lease_ttl_s),
+        # A runner rewrites its entry every heartbeat: one killed without draining is gone
+        # within the TTL.
+        bucket(subjects.RUNNERS_BUCKET, history=1, ttl=settings.runner_capacity_ttl_s),
     ]
 
 
@@ -242,6 +245,16 @@ async def _declare(js: JetStreamContext, declare: Any) -> None:
         await js.add_stream(declare)
 
 
+def corrected(current: StreamConfig, settings: dict[str, Any]) -> StreamConfig:
+    """`current` with `settings`, and a duplicate window no longer than a new max age: the
+    server refuses a longer one (a bucket declared with a TTL got its window cut to it)."""
+    changed = replace(current, **settings)
+    max_age = changed.max_age or 0.0
+    if max_age and (changed.duplicate_window or 0.0) > max_age:
+        changed = replace(changed, duplicate_window=max_age)
+    return changed
+
+
 async def setup_bus(js: JetStreamContext, settings: Settings) -> list[str]:
     """Create what is missing and correct what differs; returns what it changed (idempotent)."""
     changed: list[str] = []
@@ -253,7 +266,7 @@ async def setup_bus(js: JetStreamContext, settings: Settings) -> list[str]:
             continue
         found = differences(requirement, current)
         if found:
-            await js.update_stream(replace(current, **requirement.settings))
+            await js.update_stream(corrected(current, requirement.settings))
             changed += [f"updated {phrase}" for phrase in found]
     return changed
 

@@ -109,6 +109,7 @@ def refusal_reason(error: str | None) -> str:
     """The category of a dispatcher refusal, from its one-line reason."""
     text = (error or "").lower()
     for words, reason in (
+        (("no runner has that much memory",), "memory"),
         (("trigger disabled",), "disabled"),
         (("exceeds max_hops",), "loop_blocked"),
         (("crash loop", "crash-loop"), "crash_loop"),

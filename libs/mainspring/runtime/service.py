@@ -355,7 +355,7 @@ async def add_micro_service(broker: NatsBroker, service: str, http_port: int | N
         return await micro.add_service(
             broker.connection,
             name=f"mainspring-{service}",
-            version=_package_version(),
+            version=package_version(),
             description=f"Mainspring {service}",
             metadata=metadata,
         )
@@ -365,7 +365,8 @@ async def add_micro_service(broker: NatsBroker, service: str, http_port: int | N
         return None
 
 
-def _package_version() -> str:
+def package_version() -> str:
+    """The installed mainspring version (0.0.0 when run from a tree not installed)."""
     try:
         return importlib.metadata.version("mainspring")
     except importlib.metadata.PackageNotFoundError:

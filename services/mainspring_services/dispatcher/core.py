@@ -25,6 +25,7 @@ from mainspring.contract.messages import (
     TriggerRecorded,
 )
 from mainspring.sdk.routine import RUN_METHOD, validate_inputs
+from mainspring.storage.capacity import RunnerCapacity, largest, mebibytes
 from mainspring.storage.registry import (
     RoutineDefinition,
     RoutineOptions,
@@ -146,6 +147,46 @@ def refuse(
         chain=chain or [],
         phase=phase,
     )
+
+
+def memory_refusal(request: RequestRun, runners: list[RunnerCapacity]) -> str | None:
+    """Why no live runner can ever hold the run's memory limit (None: one can, the run has
+    no limit, or no runner is live: one may come, and the run waits for it)."""
+    needed = request.options.memory_limit
+    biggest = largest(runners)
+    if not needed or biggest is None or needed <= biggest.memory_total:
+        return None
+    return (
+        f"no runner has that much memory: {request.routine} asks for {mebibytes(needed)} MiB, "
+        f"the largest runner has {mebibytes(biggest.memory_total)} MiB; lower the routine's "
+        "memory or start a runner with more"
+    )
+
+
+def split_oversized(
+    requests: list[RequestRun], runners: list[RunnerCapacity], now: datetime
+) -> tuple[list[RequestRun], list[RunCompleted]]:
+    """The requests a live runner can hold, and the refusals of those none can."""
+    fitting: list[RequestRun] = []
+    refused: list[RunCompleted] = []
+    for request in requests:
+        reason = memory_refusal(request, runners)
+        if reason is None:
+            fitting.append(request)
+            continue
+        refused.append(
+            refuse(
+                request.run_id,
+                request.routine,
+                reason,
+                now,
+                request.hop,
+                source=request.source,
+                parent_run_id=request.parent_run_id,
+                chain=request.chain,
+            )
+        )
+    return fitting, refused
 
 
 def extend_chain(chain: list[str], routine: str, run_id: str) -> list[str]:

@@ -27,6 +27,7 @@ from mainspring.contract.queries import RunQuery
 from mainspring.runtime import metrics
 from mainspring.runtime.service import publish_event
 from mainspring.sdk.triggers import CompletionTrigger, DatasetAppendTrigger
+from mainspring.storage.capacity import CapacityCatalog
 from mainspring.storage.registry import RoutineCatalog, RoutineDefinition
 from mainspring_services.dispatcher import (
     admission,
@@ -54,6 +55,7 @@ class Dispatcher:
         parts: DispatcherParts,
         catalog: RoutineCatalog,
         settings: DispatcherSettings,
+        capacity: CapacityCatalog | None = None,
     ) -> None:
         self.broker = broker
         self.store = parts.registry
@@ -73,6 +75,8 @@ class Dispatcher:
         self.catalog = catalog
         self.settings = settings
         self.fire_windows = breaker.FireWindows()
+        # The live runners (a KV watch): a run none of them can hold is refused at once.
+        self.capacity = capacity or CapacityCatalog(settings.runner_capacity_ttl_s)
 
     async def find(self, submitted: SubmitRun) -> RoutineDefinition | None:
         """The submitted routine's definition: the in-memory copy when it is current enough
@@ -91,9 +95,14 @@ class Dispatcher:
         `delivery` is the trigger message's: a redelivery beyond the stream's duplicate
         window first leaves out the requests an earlier handling already stored (see fence).
         In-memory runs go to run.in_memory: recorded like any request, executed by the
-        caller that asked for them, never by a runner.
+        caller that asked for them, never by a runner. A run whose memory limit is larger
+        than every live runner's memory is refused instead of requested (see refuse_settled).
         """
-        for request in await self.not_yet_requested(decision.requests, request_subject, delivery):
+        requests = await self.not_yet_requested(decision.requests, request_subject, delivery)
+        oversized: list[RunCompleted] = []
+        if request_subject == subjects.RUN_REQUESTED:
+            requests, oversized = core.split_oversized(requests, self.capacity.live(), _now())
+        for request in requests:
             numbered = request.model_copy(
                 update={
                     "run_number": await self.numbers.next(request.routine),
@@ -111,8 +120,20 @@ class Dispatcher:
             log.warning("refused run %s of %s: %s", refused.run_id, refused.routine, refused.error)
             metrics.refused(refused.error)
             await publish_event(self.broker, refused, refused.subject())
+        for refused in oversized:
+            await self.refuse_settled(refused)
         if decision.requests:
             await self.count_fires(decision.requests)
+
+    async def refuse_settled(self, refused: RunCompleted) -> None:
+        """Refuse a run no live runner can hold, settling the refusal first: a redelivered
+        trigger whose first handling requested the run (the runners were bigger then) must
+        not leave a request a runner starts beside a refusal; the first outcome settled wins,
+        and a runner finds it before starting."""
+        settled = await self.ledger.settle(refused)
+        log.warning("refused run %s of %s: %s", settled.run_id, settled.routine, settled.error)
+        metrics.refused(settled.error)
+        await publish_event(self.broker, settled, settled.subject())
 
     async def request(
         self, request: RequestRun, request_subject: str = subjects.RUN_REQUESTED

@@ -10,6 +10,7 @@ from faststream.nats import NatsBroker
 from mainspring.base.settings import Settings
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
+from mainspring.storage.capacity import CapacityBoard, CapacityCatalog
 from mainspring.storage.registry import RoutineCatalog
 from mainspring_services.dispatcher.dispatch import Dispatcher
 from mainspring_services.dispatcher.handlers import (
@@ -35,16 +36,18 @@ def build_app(settings: DispatcherSettings, parts: PartsFactory = open_parts) ->
     broker = build_broker(settings, "dispatcher")
     app = build_service_app(broker, settings, "dispatcher")
     catalog = RoutineCatalog()
+    capacity = CapacityCatalog(settings.runner_capacity_ttl_s)
 
     @app.on_startup
     async def wire() -> None:
         opened = await parts(broker, settings)
-        dispatcher = Dispatcher(broker, opened, catalog, settings)
+        dispatcher = Dispatcher(broker, opened, catalog, settings, capacity)
         register(broker, dispatcher)
         register_datasets(broker, dispatcher)
         register_timed(broker, dispatcher)
         register_named(broker, dispatcher)
         await catalog.start(opened.registry)
+        await capacity.start(await CapacityBoard.open(broker.connection.jetstream()))
 
     return app
 

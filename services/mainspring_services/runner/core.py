@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mainspring.contract.messages import RunPhase
+from mainspring.storage.capacity import RunnerCapacity, mebibytes
 
 MEMORY_EXCEEDED = "memory limit exceeded"
 
@@ -148,6 +149,30 @@ def memory_reason(needed: int, available: int, total: int) -> str | None:
     return (
         f"waiting for memory: needs {needed // 2**20}MiB, "
         f"{available // 2**20}MiB available on this runner"
+    )
+
+
+def memory_hold_reason(
+    needed: int, available: int, total: int, host: str, others: list[RunnerCapacity]
+) -> str | None:
+    """The queue reason of a run this runner holds for memory, told from every live runner
+    (None: it fits here now).
+
+    The decision is this runner's own (memory_reason); the reason names the runner with the
+    most memory available now, this one (`available` on `host`, read just now) among the
+    others' registry entries, when none of them has enough either. When another runner has
+    enough, the run goes to it on a later delivery and this runner's view says why it waits.
+    """
+    local = memory_reason(needed, available, total)
+    if local is None or not others:
+        return local
+    here = (available, host)
+    best = max([here, *((r.memory_available, r.host) for r in others)], key=lambda c: c[0])
+    if best[0] >= needed:
+        return local
+    return (
+        f"no runner has that much memory available now: needs {mebibytes(needed)} MiB, "
+        f"the most available is {mebibytes(best[0])} MiB on {best[1]}"
     )
 
 

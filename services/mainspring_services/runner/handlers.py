@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from faststream.nats import NatsBroker, NatsMessage
 
 from mainspring.contract import subjects
 from mainspring.contract.messages import (
+    ISOLATIONS,
     ArtifactRef,
     CancelRun,
     DagRecord,
@@ -34,10 +36,12 @@ from mainspring.runtime.service import (
     consumer,
     delivered,
     durable,
+    package_version,
     publish_event,
 )
 from mainspring.sdk.bundle import extract_bundle
 from mainspring.storage.artifacts import run_location, store_failure
+from mainspring.storage.capacity import CapacityCatalog, RunnerCapacity
 from mainspring.storage.runlogs import store_log
 from mainspring.storage.state import (
     StateConflict,
@@ -95,6 +99,12 @@ class Runner:
         self.leases = parts.leases
         self.claims = parts.claims
         self.state_kv = parts.state
+        self.capacity = parts.capacity
+        # Every live runner's entry (this one's too), for the memory hold reason.
+        self.runners = CapacityCatalog(settings.runner_capacity_ttl_s)
+        self.started_at = _now()
+        self.host = socket.gethostname()
+        self.registering: asyncio.Task[None] | None = None
         self.worker_user = worker_user.choose(
             settings.worker_user, os.geteuid(), self.worker_reaches()
         )
@@ -142,6 +152,49 @@ class Runner:
             # Routines create their datasets here as the worker user.
             self.worker_user.share(Path(dataset_root))
         await self.pool.fill()
+        # Registered once the workers are warm: what the entry offers is ready.
+        await self.capacity.put(self.capacity_entry())
+        await self.runners.start(self.capacity)
+        self.registering = asyncio.create_task(self._refresh_capacity())
+
+    def capacity_entry(self) -> RunnerCapacity:
+        """What this runner offers now: slots, memory, isolation modes."""
+        available, total = memory_info()
+        return RunnerCapacity(
+            instance=self.name,
+            host=self.host,
+            version=package_version(),
+            started_at=self.started_at,
+            refreshed_at=_now(),
+            slots=max(1, self.settings.runner_slots),
+            busy=len(self.admitted),
+            memory_total=total,
+            memory_available=available,
+            isolation=list(ISOLATIONS),
+        )
+
+    async def _refresh_capacity(self) -> None:
+        # Every heartbeat, well within the bucket's TTL: a runner that stops refreshing
+        # (killed, frozen) is gone from the registry once the TTL passes.
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self.capacity.put(self.capacity_entry())
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                log.warning("could not refresh this runner's capacity entry: %s", exc)
+
+    async def unregister(self) -> None:
+        """Take this runner's entry out of the registry: it takes no more runs."""
+        if self.registering is not None:
+            self.registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.registering
+            self.registering = None
+        try:
+            await self.capacity.remove(self.name)
+        except Exception as exc:  # noqa: BLE001 - the bucket's TTL removes it anyway
+            log.warning("could not delete this runner's capacity entry: %s", exc)
+        await self.runners.stop()
 
     async def bundle_dir(self, digest: str) -> Any:
         """The unpacked code of a routine version (fetched once per runner)."""
@@ -212,7 +265,10 @@ class Runner:
             return
         if request.options.memory_limit:
             available, total = memory_info()
-            waiting = core.memory_reason(request.options.memory_limit, available, total)
+            others = [r for r in self.runners.live() if r.instance != self.name]
+            waiting = core.memory_hold_reason(
+                request.options.memory_limit, available, total, self.host, others
+            )
             if waiting:
                 await self.hold_unless_cancelled(request, message, waiting)
                 return
@@ -599,6 +655,7 @@ class Runner:
         """Stop taking runs; let running ones finish for a while, then hand the rest back."""
         self.draining = True
         log.info("draining: %d run(s) in progress", len(self.active))
+        await self.unregister()
         if self.admitted:
             await asyncio.wait(set(self.admitted), timeout=self.settings.drain_timeout_s)
         for run_id, child in list(self.active.items()):

@@ -47,6 +47,12 @@ def build_app(settings: RunnerSettings, parts: PartsFactory = open_parts) -> Fas
     The parts are opened once the bus is connected and checked, and the subscribers are
     declared with the runner that holds them, before the broker starts consuming.
     """
+    if settings.heartbeat_s >= settings.runner_capacity_ttl_s:
+        raise ConfigError(
+            f"MAINSPRING_HEARTBEAT_S ({settings.heartbeat_s:g}s) must be below "
+            f"MAINSPRING_RUNNER_CAPACITY_TTL_S ({settings.runner_capacity_ttl_s:g}s), or the "
+            "runner's capacity entry expires between refreshes: lower the heartbeat"
+        )
     broker = build_broker(settings, "runner")
     app = build_service_app(broker, settings, "runner")
     name = instance_name("runner")

@@ -6,6 +6,7 @@ connected; the contract tests drive the subscribers with fakes.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from mainspring.contract.messages import RequestRun, RunCompleted
+from mainspring.storage.capacity import CapacityBoard, RunnerCapacity
 from mainspring.storage.registry import RoutineStore
 from mainspring.storage.state import state_bucket
 from mainspring_services.runner.coordination import (
@@ -84,6 +86,16 @@ class Claims(Protocol):
     async def release(self, run_id: str) -> None: ...
 
 
+class Capacity(Protocol):
+    """The runners bucket: this runner's own entry, and everyone's as they change."""
+
+    async def put(self, entry: RunnerCapacity) -> None: ...
+
+    async def remove(self, instance: str) -> None: ...
+
+    def watch(self) -> AsyncIterator[tuple[str, RunnerCapacity | None] | None]: ...
+
+
 @dataclass(frozen=True)
 class RunnerParts:
     """Everything a runner reads and writes besides the bus and its workers."""
@@ -94,6 +106,7 @@ class RunnerParts:
     claims: Claims
     # Routine state (self.state) is read and saved with compare-and-set on the bucket itself.
     state: KeyValue
+    capacity: Capacity
 
 
 async def open_parts(js: JetStreamContext, holder: str, claim_stale_after_s: float) -> RunnerParts:
@@ -104,4 +117,5 @@ async def open_parts(js: JetStreamContext, holder: str, claim_stale_after_s: flo
         leases=await ConcurrencyLeases.open(js),
         claims=await RunClaims.open(js, holder, claim_stale_after_s),
         state=await state_bucket(js),
+        capacity=await CapacityBoard.open(js),
     )

@@ -113,9 +113,13 @@ def up_detached(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mainspring.apps.status import collect_status, everything_ready
+    from datetime import UTC, datetime
 
-    status = collect_status(Settings())
+    from mainspring.apps.status import collect_status, everything_ready, runner_status
+
+    settings = Settings()
+    status = collect_status(settings)
+    status |= runner_status(settings, datetime.now(UTC), up_running=bool(status.get("up")))
     if args.json:
         print(json.dumps(status, indent=2))
     else:
