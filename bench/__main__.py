@@ -1,4 +1,7 @@
-"""`python -m bench [NAME ...]`: run each benchmark module's main() (all when none is named)."""
+"""`python -m bench [NAME ...]`: run each benchmark module's main() (all when none is named).
+
+A name may be written with hyphens (`latency-under-load` is bench.latency_under_load).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ def main(names: list[str]) -> None:
         for m in pkgutil.iter_modules([str(Path(__file__).parent)])
         if not m.name.startswith("_")
     )
-    for name in names or available:
+    for name in [n.replace("-", "_") for n in names] or available:
         if name not in available:
             raise SystemExit(f"no benchmark {name!r}: choose from {', '.join(available)}")
         print(f"== bench.{name}", flush=True)

@@ -93,3 +93,61 @@ def test_scale_benchmark_reports_every_path_at_every_size_beside_the_raw_bus(
             assert 0 < figure["median"] <= figure["tail"], (size, name)
     assert set(scale["growth"]) == paths
     assert all(g["median"] > 0 for g in scale["growth"].values())
+
+
+@pytest.mark.timeout(300)
+def test_latency_under_load_measures_the_maximum_then_every_path_under_half_of_it(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "BENCH_SMOKE": "1", "BENCH_RESULTS_DIR": str(tmp_path)}
+    for variable in (
+        "MAINSPRING_NATS_URL",
+        "MAINSPRING_HOME",
+        "MAINSPRING_DATABASE_URL",
+        "BENCH_MAX_RATE",
+    ):
+        env.pop(variable, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "latency-under-load"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "median vs raw" in result.stdout
+    assert "background: target" in result.stdout
+
+    measured = json.loads((tmp_path / "latency_under_load.json").read_text())
+    assert measured["max_rate_given"] is False
+    assert measured["max_runs_per_s"] > 0
+    background = measured["background"]
+    assert background["target_per_s"] == pytest.approx(measured["max_runs_per_s"] / 2)
+    assert background["submitted_per_s"] > 0
+    assert background["completed_per_s"] > 0
+    assert background["failed"] == 0, background["first_failure"]
+    assert set(measured["figures"]) == {
+        "raw JetStream publish -> pull consumer",
+        "manual submit -> run()",
+        "completion -> run()",
+        "dataset commit -> run()",
+    }
+    for name, figure in measured["figures"].items():
+        assert figure["samples"] == 10, name
+        assert 0 < figure["median"] <= figure["tail"] < 10_000, name
+
+
+def test_latency_under_load_refuses_a_max_rate_that_is_not_a_rate(tmp_path: Path) -> None:
+    env = {**os.environ, "BENCH_SMOKE": "1", "BENCH_RESULTS_DIR": str(tmp_path)}
+    env["BENCH_MAX_RATE"] = "fast"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "latency-under-load"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "BENCH_MAX_RATE='fast' is not a positive rate: give runs per second" in result.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mainspring.client import Client
-from tests.harness import Deployment, copy_example, parked_reason, write_routine
+from tests.harness import Deployment, copy_example, eventually, parked_reason, write_routine
 
 pytestmark = pytest.mark.e2e
 
@@ -57,8 +57,14 @@ async def test_manual_run_is_recorded_completed(system: Deployment, tmp_path: Pa
     assert run["started_at"]
     assert run["finished_at"]
     assert run["queued_at"]
-    shown = json.loads(system.cli("runs", "show", run["id"], "--json").stdout)
-    assert [round(p["fraction"], 2) for p in shown["progress_history"]] == [0.5, 1.0]
+
+    # Progress has its own stream and recorder consumer: it may land a moment after the run.
+    async def progress_recorded() -> list[float] | None:
+        shown = json.loads(system.cli("runs", "show", run["id"], "--json").stdout)
+        fractions = [round(p["fraction"], 2) for p in shown["progress_history"]]
+        return fractions if len(fractions) >= 2 else None
+
+    assert await eventually(progress_recorded, what="the run's progress recorded") == [0.5, 1.0]
 
 
 async def test_bad_contract_is_refused_with_one_line(

@@ -22,7 +22,7 @@ from mainspring.contract.messages import RequestRun, RunCompleted, RunProgressed
 from mainspring.contract.queries import RunQuery
 from mainspring.runtime.service import build_broker
 from mainspring.storage.records import RunRecord, open_engine
-from mainspring_services.recorder.handlers import RUNS_DURABLE, EventBatches
+from mainspring_services.recorder.handlers import PROGRESS_DURABLE, RUNS_DURABLE, EventBatches
 from mainspring_services.recorder.history import RunHistory
 from tests.harness import Deployment, eventually, parked_reason
 
@@ -256,7 +256,12 @@ async def test_a_recorder_killed_mid_backlog_loses_and_doubles_nothing(
     assert {r["status"] for r in runs} == {"completed"}
 
 
-async def test_progress_of_an_unknown_run_is_parked_and_its_batch_recorded(
+async def progress_acked(js: JetStreamContext) -> bool:
+    info = await js.consumer_info(subjects.PROGRESS_STREAM, PROGRESS_DURABLE)
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+
+async def test_progress_of_an_unknown_run_is_parked_after_its_redeliveries_and_its_batch_recorded(
     deployment: Deployment, client: Client
 ) -> None:
     parked: list[Msg] = []
@@ -265,15 +270,21 @@ async def test_progress_of_an_unknown_run_is_parked_and_its_batch_recorded(
         parked.append(message)
 
     await client.nc.subscribe(subjects.dead_letter_subject(subjects.RUN_PROGRESS), cb=keep)
-    recorder = deployment.start("recorder")
+    # Two deliveries (a pause of 2s between them) instead of twenty, so the test is short.
+    recorder = deployment.start("recorder", env={"MAINSPRING_UNKNOWN_RUN_DELIVERIES": "2"})
     await client.wait_ready()
     assert recorder.process is not None
     # Frozen while the events arrive, so they are one batch when it wakes.
     recorder.process.send_signal(signal.SIGSTOP)
     orphan = RunProgressed(run_id="never-requested", fraction=0.5, at=T0)
+    known = RunProgressed(run_id="run-00000", fraction=0.25, message="a quarter", at=T0)
     await publish_all(
         client.js,
-        [*run_events(0), (subjects.RUN_PROGRESS, orphan.model_dump_json().encode())],
+        [
+            *run_events(0),
+            (subjects.RUN_PROGRESS, orphan.model_dump_json().encode()),
+            (subjects.RUN_PROGRESS, known.model_dump_json().encode()),
+        ],
     )
     recorder.process.send_signal(signal.SIGCONT)
 
@@ -284,7 +295,41 @@ async def test_progress_of_an_unknown_run_is_parked_and_its_batch_recorded(
         return parked
 
     await eventually(orphan_parked, what="the orphan progress parked")
-    assert "the run history does not have" in parked_reason(parked[0])
+    [letter] = parked
+    assert "still does not have after every redelivery" in parked_reason(letter)
+    await eventually(lambda: progress_acked(client.js), what="the progress consumer drained")
+    shown = await client.get_run("run-00000")
+    assert shown is not None
+    assert [p["message"] for p in shown["progress_history"]] == ["a quarter"]
+
+
+async def test_progress_that_overtakes_its_request_waits_for_it_and_is_recorded(
+    deployment: Deployment, client: Client
+) -> None:
+    # Progress has its own stream and consumer: it can reach the recorder before the run.
+    deployment.start("recorder")
+    await client.wait_ready()
+    early = RunProgressed(run_id="run-00000", fraction=0.5, message="early", at=T0)
+    await client.js.publish(subjects.RUN_PROGRESS, early.model_dump_json().encode())
+
+    async def handed_back() -> Any:
+        info = await client.js.consumer_info(subjects.PROGRESS_STREAM, PROGRESS_DURABLE)
+        return info if info.num_redelivered > 0 or info.delivered.stream_seq > 0 else None
+
+    await eventually(handed_back, what="the early progress delivered and waiting")
+    assert await client.list_runs() == []
+    await publish_all(client.js, run_events(0)[:2])  # requested and started, not completed
+
+    async def recorded() -> list[dict[str, Any]] | None:
+        shown = await client.get_run("run-00000")
+        return shown["progress_history"] if shown and shown["progress_history"] else None
+
+    [progress] = await eventually(recorded, what="the early progress recorded on its run")
+    assert progress["message"] == "early"
+    shown = await client.get_run("run-00000")
+    assert shown is not None
+    assert (shown["status"], shown["progress"]) == ("running", 0.5)
+    assert await progress_acked(client.js)
 
 
 @pytest.mark.parametrize(

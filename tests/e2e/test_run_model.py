@@ -467,8 +467,13 @@ async def test_in_memory_run_is_recorded_and_refused_when_not_allowed(
     recorded = await eventually(lambda: _all_completed(client), 30, what="in-memory runs recorded")
     assert sorted(r["run_number"] for r in recorded) == [1, 2]
     assert {r["source"] for r in recorded} == {"manual"}
-    shown = json.loads(deployment.cli("runs", "show", recorded[0]["id"], "--json").stdout)
-    assert [p["message"] for p in shown["progress_history"]] == ["half way"]
+
+    # Progress has its own stream and recorder consumer: it may land a moment after the run.
+    async def progress_recorded() -> list[str] | None:
+        shown = json.loads(deployment.cli("runs", "show", recorded[0]["id"], "--json").stdout)
+        return [p["message"] for p in shown["progress_history"]] or None
+
+    assert await eventually(progress_recorded, what="the run's progress recorded") == ["half way"]
     first = min(recorded, key=lambda r: r["run_number"])
     for flags, expected in [
         (["--attr", "team=ml"], [first["id"]]),

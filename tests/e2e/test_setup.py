@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from nats.js.api import DiscardPolicy
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from mainspring.contract import subjects
 from mainspring.runtime.bus import BusNotSetUp, check_bus, requirements
@@ -102,8 +102,18 @@ async def test_setup_declares_the_byte_limits_the_services_check(bare: Deploymen
         assert declared[f"KV_{subjects.ROUTINES_BUCKET}"].max_bytes == settings.bucket_max_bytes
         assert declared[f"KV_{subjects.LEDGER_BUCKET}"].max_bytes == settings.ledger_max_bytes
         assert declared[f"OBJ_{subjects.BUNDLES_BUCKET}"].max_bytes == settings.bundles_max_bytes
+        progress = declared[subjects.PROGRESS_STREAM]
+        assert progress.subjects == [subjects.RUN_PROGRESS]
+        assert (progress.retention, progress.storage) == (
+            RetentionPolicy.LIMITS,
+            StorageType.FILE,
+        )
+        assert progress.max_age == settings.progress_max_age_s == 3600.0
+        assert progress.max_bytes == settings.progress_max_bytes
+        assert progress.discard == DiscardPolicy.OLD
+        assert subjects.RUN_PROGRESS not in (stream.subjects or [])
         for name, config in declared.items():
-            if name != subjects.STREAM:
+            if name not in (subjects.STREAM, subjects.PROGRESS_STREAM):
                 assert config.discard == DiscardPolicy.NEW, name
         await check_bus(js, settings)
 
@@ -114,5 +124,40 @@ async def test_setup_declares_the_byte_limits_the_services_check(bare: Deploymen
         corrected = bare.cli("setup").stdout
         assert "updated stream MAINSPRING has max_bytes -1.0" in corrected
         await check_bus(js, settings)
+    finally:
+        await connection.close()
+
+
+async def test_setup_moves_progress_out_of_a_stream_an_older_version_declared(
+    bare: Deployment,
+) -> None:
+    settings = bare.settings()
+    [main] = [r for r in requirements(settings) if r.stream == subjects.STREAM]
+    older = main.declare
+    assert isinstance(older, StreamConfig)
+    connection = await nats.connect(bare.nats.url)
+    try:
+        js = connection.jetstream()
+        # What an older version declared: every run subject, progress too, under run.>.
+        kept = [s for s in subjects.STREAM_SUBJECTS if s not in subjects.RUN_SUBJECTS]
+        await js.add_stream(replace(older, subjects=[*kept, "run.>"]))
+        stored = await js.publish(subjects.RUN_PROGRESS, b"{}")
+        assert stored.stream == subjects.STREAM
+
+        log = refused_start(bare, "recorder")
+        assert "recorder cannot start: stream MAINSPRING has subjects [" in log
+        changed = bare.cli("setup").stdout
+
+        assert "updated stream MAINSPRING has subjects [" in changed
+        assert f"created stream {subjects.PROGRESS_STREAM}" in changed
+        info = await js.stream_info(subjects.STREAM)
+        assert sorted(info.config.subjects or []) == sorted(subjects.STREAM_SUBJECTS)
+        assert info.state.messages == 1, "what the stream held stays"
+        moved = await js.publish(subjects.RUN_PROGRESS, b"{}")
+        assert moved.stream == subjects.PROGRESS_STREAM
+        requested = await js.publish(subjects.RUN_REQUESTED, b"{}")
+        assert requested.stream == subjects.STREAM
+        await check_bus(js, settings)
+        assert bare.cli("setup").stdout.strip().endswith("is set up (unchanged)")
     finally:
         await connection.close()

@@ -257,6 +257,8 @@ async def test_status_shows_the_stream_and_each_bucket_with_messages_and_bytes(
     assert streams["MAINSPRING"]["messages"] >= 3
     assert streams["MAINSPRING"]["bytes"] > 0
     assert streams["KV_routines"]["messages"] == 1
+    # Its progress went to the progress stream.
+    assert streams["MAINSPRING_PROGRESS"]["messages"] >= 1
     assert streams["OBJ_bundles"]["bytes"] > 0
 
     table = up.cli("status")

@@ -16,14 +16,13 @@ def test_the_committed_document_is_what_the_code_generates() -> None:
 
 
 def subject_constants() -> dict[str, str]:
-    """Every subject named in mainspring.contract.subjects (not buckets, consumers or the stream)."""
+    """Every subject named in mainspring.contract.subjects (not buckets, consumers or streams)."""
     return {
         name: value
         for name, value in vars(subjects).items()
         if name.isupper()
         and isinstance(value, str)
-        and not name.endswith(("_BUCKET", "_CONSUMER", "_PREFIX", "_ANY"))
-        and name != "STREAM"
+        and not name.endswith(("_BUCKET", "_CONSUMER", "_PREFIX", "_ANY", "STREAM"))
     }
 
 

@@ -9,10 +9,18 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from mainspring.base.settings import Settings
 from mainspring.contract import subjects
-from mainspring.runtime.bus import differences, refusal, requirements, stream_config
+from mainspring.contract.permissions import subject_matches
+from mainspring.runtime.bus import (
+    differences,
+    progress_stream_config,
+    refusal,
+    requirements,
+    stream_config,
+)
 
 SETTINGS = Settings(nats_url="nats://unused", duplicate_window_s=600.0, stream_replicas=1)
 [STREAM] = [r for r in requirements(SETTINGS) if r.stream == subjects.STREAM]
+[PROGRESS] = [r for r in requirements(SETTINGS) if r.stream == subjects.PROGRESS_STREAM]
 [LEASES] = [r for r in requirements(SETTINGS) if r.stream == f"KV_{subjects.LEASES_BUCKET}"]
 
 
@@ -106,7 +114,7 @@ def test_the_stream_drops_old_messages_and_buckets_refuse_new_writes_when_full()
     assert by_stream[f"OBJ_{subjects.BUNDLES_BUCKET}"].settings["max_bytes"] == 2**29
     for name, requirement in by_stream.items():
         assert requirement.settings["max_bytes"] > 0, name
-        if name != subjects.STREAM:
+        if name not in (subjects.STREAM, subjects.PROGRESS_STREAM):
             assert requirement.settings["discard"] == DiscardPolicy.NEW, name
 
 
@@ -121,3 +129,65 @@ def test_a_bus_set_up_with_other_limits_is_named_not_flipped() -> None:
 def test_a_byte_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="greater than 0"):
         Settings(nats_url="nats://unused", stream_max_bytes=0)
+
+
+def test_progress_has_its_own_short_lived_stream_with_its_own_limits() -> None:
+    settings = Settings(
+        nats_url="nats://unused", progress_max_age_s=1800, progress_max_bytes="64MiB"
+    )
+    [progress] = [r for r in requirements(settings) if r.stream == subjects.PROGRESS_STREAM]
+
+    assert progress.settings == {
+        "subjects": [subjects.RUN_PROGRESS],
+        "retention": "limits",
+        "storage": StorageType.FILE,
+        "duplicate_window": 120.0,
+        "max_age": 1800.0,
+        "num_replicas": 1,
+        "max_bytes": 64 * 2**20,
+        "discard": DiscardPolicy.OLD,
+    }
+    assert PROGRESS.settings["max_age"] == 3600.0, "an hour unless settings say otherwise"
+    assert PROGRESS.settings["max_bytes"] == 256 * 2**20
+
+
+def test_a_progress_age_below_the_duplicate_window_shrinks_the_window() -> None:
+    assert progress_stream_config(max_age_s=30.0).duplicate_window == 30.0
+
+
+def test_no_subject_is_stored_in_two_streams_and_every_run_subject_in_one() -> None:
+    main = STREAM.settings["subjects"]
+    for subject in PROGRESS.settings["subjects"]:
+        assert not any(subject_matches(pattern, subject) for pattern in main), subject
+    run_subjects = [
+        value
+        for name, value in vars(subjects).items()
+        if name.startswith("RUN_") and isinstance(value, str) and value.startswith("run.")
+    ]
+    assert len(run_subjects) >= 10
+    for subject in run_subjects:
+        concrete = subject.replace(">", "x")
+        homes = [
+            stream
+            for stream in (STREAM, PROGRESS)
+            if any(subject_matches(p, concrete) for p in stream.settings["subjects"])
+        ]
+        # run.completed and run.held alone are prefixes: their messages have more tokens.
+        if subject in (subjects.RUN_COMPLETED, subjects.RUN_HELD):
+            assert homes == [], subject
+            continue
+        assert len(homes) == 1, subject
+        assert subjects.stream_of(concrete) == homes[0].stream, subject
+
+
+def test_the_main_stream_comes_before_the_progress_stream_setup_moves_the_subject_into() -> None:
+    order = [r.stream for r in requirements(SETTINGS)]
+
+    assert order.index(subjects.STREAM) < order.index(subjects.PROGRESS_STREAM)
+
+
+def test_a_main_stream_an_older_version_set_up_with_run_wildcard_is_named() -> None:
+    older = replace(stream_config(600.0, 1), subjects=[*subjects.STREAM_SUBJECTS, "run.>"])
+
+    [found] = differences(STREAM, older)
+    assert found.startswith("stream MAINSPRING has subjects [")

@@ -10,7 +10,13 @@ from mainspring.contract.permissions import SERVICE_USERS, USER_NAMES, subject_m
 from tests.harness import ROOT
 
 COMMITTED = ROOT / "deploy" / "nats" / "permissions.conf"
-STREAMS = (subjects.STREAM, "KV_run_ledger", "KV_routines", permissions.BUNDLES_STREAM)
+STREAMS = (
+    subjects.STREAM,
+    subjects.PROGRESS_STREAM,
+    "KV_run_ledger",
+    "KV_routines",
+    permissions.BUNDLES_STREAM,
+)
 
 
 def test_the_shipped_permissions_are_what_the_table_generates() -> None:
@@ -58,7 +64,7 @@ def test_the_dispatcher_may_read_the_requests_a_redelivered_trigger_looks_for() 
 @pytest.mark.parametrize("name", ["client", "subscriber", "external"])
 @pytest.mark.parametrize("durable", permissions.SERVICE_DURABLES)
 def test_nobody_outside_a_service_touches_its_durables(name: str, durable: str) -> None:
-    stream = subjects.STREAM
+    stream = permissions.durable_stream(durable)
     for subject in (
         f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
         f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.run.requested",
@@ -67,6 +73,14 @@ def test_nobody_outside_a_service_touches_its_durables(name: str, durable: str) 
         f"$JS.ACK.{stream}.{durable}.1.2.3.4.0",
     ):
         assert not user(name).may_publish(subject), f"{name} may publish {subject}"
+
+
+def test_the_recorder_reads_progress_from_its_own_stream() -> None:
+    recorder = user("recorder")
+    durable = subjects.RECORDER_PROGRESS_CONSUMER
+    for stream, allowed in ((subjects.PROGRESS_STREAM, True), (subjects.STREAM, False)):
+        assert recorder.may_publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}") is allowed
+        assert recorder.may_publish(f"$JS.ACK.{stream}.{durable}.1.2.3.4.0") is allowed
 
 
 def test_the_subscriber_only_creates_completion_followers() -> None:

@@ -64,6 +64,15 @@ def test_a_duplicate_completion_does_not_overwrite_the_first() -> None:
     assert again["finished_at"] == T0
 
 
+def test_progress_arriving_after_the_completion_leaves_the_finished_row_alone() -> None:
+    # Progress travels on its own stream, so it can reach the recorder after the completion.
+    running = merge(None, {"status": "running", "progress": 0.2, "progress_message": "a"})
+    done = merge(running, {"status": "completed", "progress": 1.0, "finished_at": T0})
+    late = merge(done, {"progress": 0.9, "progress_message": "b", "created_at": T0})
+
+    assert (late["status"], late["progress"], late["progress_message"]) == ("completed", 1.0, "a")
+
+
 # --- batches: several events of one run folded into one row write ---------------------------
 
 REQUESTED = {

@@ -170,8 +170,9 @@ CHANNELS: tuple[Channel, ...] = (
         "runProgress",
         subjects.RUN_PROGRESS,
         RunProgressed,
-        "A running routine reported its progress.",
-        ("runner",),
+        "A running routine reported its progress (kept in its own short-lived stream "
+        f"{subjects.PROGRESS_STREAM}).",
+        ("runner", CLIENT),
         ("recorder",),
     ),
     Channel(
@@ -350,7 +351,8 @@ def document() -> dict[str, Any]:
             "title": "Mainspring",
             "version": importlib.metadata.version("mainspring"),
             "description": "Subjects of the Mainspring bus (NATS JetStream stream "
-            f"{subjects.STREAM}) and the message each carries.",
+            f"{subjects.STREAM}, run progress in {subjects.PROGRESS_STREAM}) and the message "
+            "each carries.",
         },
         "defaultContentType": "application/json",
         "channels": channels,

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     bucket_max_bytes: int = Field(default=128 * 2**20, gt=0)
     ledger_max_bytes: int = Field(default=2**30, gt=0)
     bundles_max_bytes: int = Field(default=2**30, gt=0)
+    # Run progress (stream MAINSPRING_PROGRESS) is kept this long and this big, then its
+    # oldest reports go: an hour lets the recorder catch up after a short outage; a longer
+    # outage loses only the progress history, never a run's lifecycle.
+    progress_max_age_s: float = Field(default=3600.0, gt=0)
+    progress_max_bytes: int = Field(default=256 * 2**20, gt=0)
     # How often the embedded nats-server of `mainspring up` fsyncs: "always" (every write,
     # survives a machine crash) or an interval like "1s"; empty keeps nats' own 2 minutes.
     nats_sync_interval: str = "always"
@@ -75,6 +80,7 @@ class Settings(BaseSettings):
         "bucket_max_bytes",
         "ledger_max_bytes",
         "bundles_max_bytes",
+        "progress_max_bytes",
         mode="before",
     )
     @classmethod

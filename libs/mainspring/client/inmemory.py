@@ -105,7 +105,10 @@ async def _publish(
     if message_id is not None:
         headers["Nats-Msg-Id"] = message_id
     await client.js.publish(
-        subject, event.model_dump_json().encode(), stream=subjects.STREAM, headers=headers
+        subject,
+        event.model_dump_json().encode(),
+        stream=subjects.stream_of(subject),
+        headers=headers,
     )
 
 

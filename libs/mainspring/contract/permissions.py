@@ -43,9 +43,18 @@ DURABLES: dict[str, tuple[str, ...]] = {
         "recorder-triggers",
         "recorder-external",
         subjects.RECORDER_AUDIT_CONSUMER,
+        subjects.RECORDER_PROGRESS_CONSUMER,
     ),
 }
 SERVICE_DURABLES = tuple(name for names in DURABLES.values() for name in names)
+# The durables on a stream other than the main one.
+DURABLE_STREAMS: dict[str, str] = {subjects.RECORDER_PROGRESS_CONSUMER: subjects.PROGRESS_STREAM}
+
+
+def durable_stream(durable: str) -> str:
+    """The stream a service's durable consumer reads."""
+    return DURABLE_STREAMS.get(durable, subjects.STREAM)
+
 
 ALL_BUCKETS = (
     subjects.ROUTINES_BUCKET,
@@ -144,12 +153,13 @@ def own_durables(service: str) -> tuple[str, ...]:
     """Declaring-checking, pulling from and acking the service's own durable consumers."""
     calls: list[str] = []
     for durable in DURABLES[service]:
+        stream = durable_stream(durable)
         calls += [
-            f"{API}.CONSUMER.CREATE.{subjects.STREAM}.{durable}.>",
-            f"{API}.CONSUMER.DURABLE.CREATE.{subjects.STREAM}.{durable}",
-            f"{API}.CONSUMER.INFO.{subjects.STREAM}.{durable}",
-            f"{API}.CONSUMER.MSG.NEXT.{subjects.STREAM}.{durable}",
-            f"$JS.ACK.{subjects.STREAM}.{durable}.>",
+            f"{API}.CONSUMER.CREATE.{stream}.{durable}.>",
+            f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"{API}.CONSUMER.INFO.{stream}.{durable}",
+            f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"$JS.ACK.{stream}.{durable}.>",
         ]
     return tuple(calls)
 
@@ -158,13 +168,14 @@ def foreign_durables() -> tuple[str, ...]:
     """What nobody but the owning service may do to its durables (denied to outsiders)."""
     calls: list[str] = []
     for durable in SERVICE_DURABLES:
+        stream = durable_stream(durable)
         calls += [
-            f"{API}.CONSUMER.CREATE.{subjects.STREAM}.{durable}",
-            f"{API}.CONSUMER.CREATE.{subjects.STREAM}.{durable}.>",
-            f"{API}.CONSUMER.DURABLE.CREATE.{subjects.STREAM}.{durable}",
-            f"{API}.CONSUMER.MSG.NEXT.{subjects.STREAM}.{durable}",
-            f"{API}.CONSUMER.DELETE.{subjects.STREAM}.{durable}",
-            f"$JS.ACK.{subjects.STREAM}.{durable}.>",
+            f"{API}.CONSUMER.CREATE.{stream}.{durable}",
+            f"{API}.CONSUMER.CREATE.{stream}.{durable}.>",
+            f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"{API}.CONSUMER.DELETE.{stream}.{durable}",
+            f"$JS.ACK.{stream}.{durable}.>",
         ]
     return tuple(calls)
 

@@ -3,6 +3,10 @@
 from mainspring.base.kv import key_token
 
 STREAM = "MAINSPRING"
+# Run progress lives in its own stream, kept briefly: thousands of reports a run are worth an
+# hour (long enough for the recorder to catch up after a short outage), not the main stream's
+# 14 days. Two streams may not share a subject, so MAINSPRING lists its run subjects one by one.
+PROGRESS_STREAM = "MAINSPRING_PROGRESS"
 
 DATASET_APPENDED = "dataset.appended"
 SCHEDULE_FIRED = "schedule.fired"
@@ -43,10 +47,22 @@ DEAD_LETTER_PREFIX = "deadletter"
 # action, kept by the recorder in its audit table.
 AUDIT_RECORDED = "audit.recorded"
 
+# Every run subject but run.progress (in PROGRESS_STREAM); a new stored run subject is added here.
+RUN_SUBJECTS = [
+    RUN_SUBMITTED,
+    RUN_REQUESTED,
+    RUN_STARTED,
+    RUN_QUEUED,
+    RUN_COMPLETED_ANY,
+    RUN_CANCEL,
+    RUN_HELD_ANY,
+    RUN_IN_MEMORY,
+    RUN_IN_MEMORY_REPORTED,
+]
 STREAM_SUBJECTS = [
     DATASET_APPENDED,
     SCHEDULE_FIRED,
-    "run.>",
+    *RUN_SUBJECTS,
     EXTERNAL_COMPLETED_ANY,
     TRIGGER_RECORDED,
     TRIGGER_FIRE,
@@ -54,6 +70,7 @@ STREAM_SUBJECTS = [
     "poll.>",
     AUDIT_RECORDED,
 ]
+PROGRESS_STREAM_SUBJECTS = [RUN_PROGRESS]
 
 # Request/reply subjects answered by the recorder (core NATS, not stored).
 API_RUNS_LIST = "api.runs.list"
@@ -91,6 +108,13 @@ RUNNER_POLL_CONSUMER = "runner-poll"
 DISPATCHER_SUBMITTED_CONSUMER = "dispatcher-submitted"
 RECORDER_RUNS_CONSUMER = "recorder-runs"
 RECORDER_AUDIT_CONSUMER = "recorder-audit"
+# The recorder's durable on PROGRESS_STREAM.
+RECORDER_PROGRESS_CONSUMER = "recorder-progress"
+
+
+def stream_of(subject: str) -> str:
+    """The stream a subject is stored in (a publish names it, so a misrouted one fails)."""
+    return PROGRESS_STREAM if subject in PROGRESS_STREAM_SUBJECTS else STREAM
 
 
 def dead_letter_subject(subject: str) -> str:

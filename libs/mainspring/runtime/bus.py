@@ -93,6 +93,35 @@ def stream_config(
     )
 
 
+PROGRESS_MAX_AGE_S: float = Settings.model_fields["progress_max_age_s"].default
+PROGRESS_MAX_BYTES: int = Settings.model_fields["progress_max_bytes"].default
+# Progress reports carry no Nats-Msg-Id; the window only has to fit inside the max age.
+PROGRESS_DUPLICATE_WINDOW_S = 120.0
+
+
+def progress_stream_config(
+    max_age_s: float = PROGRESS_MAX_AGE_S, replicas: int = 1, max_bytes: int = PROGRESS_MAX_BYTES
+) -> StreamConfig:
+    """The stream of run progress: file storage, kept briefly, its oldest reports dropped.
+
+    Progress is the one event a run sends thousands of; the recorder folds it into the run's
+    row and progress history, after which the message has no use. max_age is the outage the
+    recorder can catch up from without losing progress (see ARCHITECTURE.md, "Bounded
+    storage").
+    """
+    return StreamConfig(
+        name=subjects.PROGRESS_STREAM,
+        subjects=list(subjects.PROGRESS_STREAM_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=min(PROGRESS_DUPLICATE_WINDOW_S, max_age_s),
+        max_age=max_age_s,
+        num_replicas=replicas,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
+    )
+
+
 def bucket_configs(settings: Settings) -> list[KeyValueConfig]:
     """Every KV bucket of the system with the settings this version needs."""
 
@@ -132,17 +161,27 @@ class Requirement:
 
 
 def requirements(settings: Settings) -> list[Requirement]:
-    """The stream, buckets and object store of the system."""
-    stream = stream_config(
-        settings.duplicate_window_s, settings.stream_replicas, settings.stream_max_bytes
+    """The streams, buckets and object store of the system.
+
+    The main stream comes first: setup updating a stream of an older version takes
+    run.progress out of it before the progress stream may claim the subject.
+    """
+    streams = (
+        stream_config(
+            settings.duplicate_window_s, settings.stream_replicas, settings.stream_max_bytes
+        ),
+        progress_stream_config(
+            settings.progress_max_age_s, settings.stream_replicas, settings.progress_max_bytes
+        ),
     )
     needed = [
         Requirement(
-            f"stream {subjects.STREAM}",
-            subjects.STREAM,
+            f"stream {stream.name}",
+            stream.name or "",
             {field: getattr(stream, field) for field in STREAM_FIELDS},
             stream,
         )
+        for stream in streams
     ]
     for config in bucket_configs(settings):
         needed.append(
@@ -341,7 +380,9 @@ async def publish(js: JetStreamContext, event: BaseModel, subject: str) -> None:
     body = event.model_dump_json().encode()
     headers = message_id_headers(event)
     with tracing.sending(subject, headers, len(body)):
-        await js.publish(subject, body, stream=subjects.STREAM, headers=message_headers(event))
+        await js.publish(
+            subject, body, stream=subjects.stream_of(subject), headers=message_headers(event)
+        )
 
 
 async def set_up(settings: Settings) -> list[str]:

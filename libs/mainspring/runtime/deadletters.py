@@ -207,7 +207,7 @@ async def replay_dead_letter(js: JetStreamContext, sequence: int) -> DeadLetter:
     await js.publish(
         letter.original_subject,
         letter.body,
-        stream=subjects.STREAM,
+        stream=subjects.stream_of(letter.original_subject),
         headers=letter.replay_headers(),
     )
     await js.delete_msg(subjects.STREAM, sequence)

@@ -572,7 +572,10 @@ async def publish_event(
     if message_id is not None:
         headers["Nats-Msg-Id"] = message_id
     return await broker.publish(
-        event.model_dump_json().encode(), subject, headers=headers, stream=subjects.STREAM
+        event.model_dump_json().encode(),
+        subject,
+        headers=headers,
+        stream=subjects.stream_of(subject),
     )
 
 

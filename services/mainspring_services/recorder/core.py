@@ -35,6 +35,9 @@ _SETTLED_RESULT = frozenset(
         "wall_seconds",
         "log_uri",
         "dag",
+        # Progress has its own stream and may arrive after the run ended: it no longer moves.
+        "progress",
+        "progress_message",
     }
 )
 
@@ -249,9 +252,9 @@ def unattached(
 def unattached_reason(subject: str, run_id: str) -> str:
     """Why an event of a run the history does not have is parked, in one line."""
     return (
-        f"{subject} for run {run_id}, which the run history does not have (never requested, "
-        "or deleted) and which names no routine: nothing to record it on; replay it after "
-        "the run's request if it belongs to one"
+        f"{subject} for run {run_id}, which the run history still does not have after every "
+        "redelivery (never requested, or deleted) and which names no routine: nothing to "
+        "record it on; replay it after the run's request if it belongs to one"
     )
 
 

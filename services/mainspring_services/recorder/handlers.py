@@ -60,6 +60,7 @@ TRIGGERS_DURABLE = "recorder-triggers"
 # External workflows' completions are recorded like runs, so a chain shows its outside parent.
 EXTERNAL_DURABLE = "recorder-external"
 AUDIT_DURABLE = subjects.RECORDER_AUDIT_CONSUMER
+PROGRESS_DURABLE = subjects.RECORDER_PROGRESS_CONSUMER
 # How long one fetch waits for the first event; an idle recorder asks again after it.
 FETCH_WAIT_S = 5.0
 # How long a batch stays with the recorder that fetched it unless it says it is still on it.
@@ -165,8 +166,10 @@ class EventBatches:
         *,
         consumer: str = RUNS_DURABLE,
         subject: str = "run.>",
+        stream: str = subjects.STREAM,
         keep_runs: bool = True,
         ack_wait_s: float = ACK_WAIT_S,
+        unknown_run: RedeliveryPolicy = REDELIVERY,
     ) -> None:
         self.broker = broker
         # False (embedded mode without provenance): run events are acked and dropped, so no
@@ -177,8 +180,11 @@ class EventBatches:
         self.batch_size = batch_size
         self.consumer = consumer
         self.subject = subject
+        self.stream = stream
         self.ack_wait_s = ack_wait_s
         self.database_retry = database_retry(ack_wait_s)
+        # How an event of a run the history does not have yet waits for it.
+        self.unknown_run = unknown_run
 
     async def run_forever(self, js: JetStreamContext) -> None:
         """Fetch and record batches until cancelled."""
@@ -188,7 +194,7 @@ class EventBatches:
                 subscription = await js.pull_subscribe(
                     options["subject"],
                     durable=self.consumer,
-                    stream=subjects.STREAM,
+                    stream=self.stream,
                     config=options["config"],
                 )
                 break
@@ -255,13 +261,27 @@ class EventBatches:
                     await self.retry_later(messages, exc)
                     return
                 await self.hold_until_database_answers(messages, exc)
+        waiting: set[int] = set()
         for message, run_id in batch.runs:
-            if run_id in recorded.unattached:
+            if run_id not in recorded.unattached:
+                continue
+            # Progress travels on its own stream, so it may overtake its run's request on
+            # the way to the history: it waits for the request, and only a run still
+            # unknown after every redelivery is parked.
+            count = delivered(message)
+            if self.unknown_run.exhausted(count):
                 await park_message(
-                    self.broker, message, core.unattached_reason(message.subject, run_id)
+                    self.broker,
+                    message,
+                    core.unattached_reason(message.subject, run_id),
+                    deliveries=count,
                 )
+            else:
+                waiting.add(id(message))
+                await message.nak(delay=self.unknown_run.delay_s(count))
         for message in messages:
-            await message.ack()
+            if id(message) not in waiting:
+                await message.ack()
 
     async def database_answers(self) -> bool:
         """Does the run history database answer a trivial query now?"""
@@ -313,12 +333,12 @@ class EventBatches:
         )
         for message in messages:
             count = delivered(message)
-            if REDELIVERY.exhausted(count):
+            if self.unknown_run.exhausted(count):
                 reason = failure_reason(message.subject, count, error)
                 await park_message(self.broker, message, reason, deliveries=count)
                 await message.ack()
             else:
-                await message.nak(delay=REDELIVERY.delay_s(count))
+                await message.nak(delay=self.unknown_run.delay_s(count))
 
 
 def _first_line(error: BaseException) -> str:

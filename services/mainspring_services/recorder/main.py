@@ -10,6 +10,7 @@ from faststream import FastStream
 from sqlalchemy.exc import SQLAlchemyError
 
 from mainspring.contract import subjects
+from mainspring.runtime.deadletters import RedeliveryPolicy
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, run_service
 from mainspring.storage.ledger import LedgerMarks
@@ -17,6 +18,7 @@ from mainspring.storage.records import open_engine
 from mainspring_services.recorder.handlers import (
     AUDIT_DURABLE,
     EXTERNAL_DURABLE,
+    PROGRESS_DURABLE,
     QUERY_WORKERS,
     TRIGGERS_DURABLE,
     EventBatches,
@@ -54,6 +56,13 @@ def build_app(settings: RecorderSettings) -> FastStream:
     )
     consumers = [
         batches(keep_runs=settings.record_runs),
+        batches(
+            consumer=PROGRESS_DURABLE,
+            subject=subjects.RUN_PROGRESS,
+            stream=subjects.PROGRESS_STREAM,
+            keep_runs=settings.record_runs,
+            unknown_run=RedeliveryPolicy(max_deliveries=settings.unknown_run_deliveries),
+        ),
         batches(consumer=TRIGGERS_DURABLE, subject=subjects.TRIGGER_RECORDED),
         batches(
             consumer=EXTERNAL_DURABLE,

@@ -3,6 +3,7 @@
 from pydantic import Field
 
 from mainspring.base.settings import Settings
+from mainspring.runtime.deadletters import REDELIVERY
 
 
 class RecorderSettings(Settings):
@@ -20,6 +21,12 @@ class RecorderSettings(Settings):
     # At most this many events per transaction; below the consumer's max ack pending (1000),
     # so a whole batch can be outstanding at once.
     record_batch_size: int = Field(default=500, ge=1, le=1000)
+    # Progress travels on its own stream and may reach the recorder before its run's
+    # request: it is redelivered with the shared growing pause (about 15 minutes over 20
+    # deliveries) until the run is recorded, and parked after this many deliveries.
+    unknown_run_deliveries: int = Field(
+        default=REDELIVERY.max_deliveries, ge=1, le=REDELIVERY.max_deliveries
+    )
     # Retention: finished runs created more than retention_days ago, or beyond the newest
     # retention_runs_per_routine finished runs of their routine, are deleted with their logs
     # and artifacts, every retention_every_s. Unset: every run is kept.

@@ -395,6 +395,25 @@ class Runner:
                 with contextlib.suppress(Exception):
                     await self.claims.release(request.run_id)
 
+    async def publish_progress(self, run_id: str, payload: dict[str, Any]) -> None:
+        """Publish a progress report of a running run; one that cannot be stored (its
+        stream missing mid-setup, the bus away) is logged and never fails the run."""
+        progress = RunProgressed(
+            run_id=run_id,
+            fraction=payload["fraction"],
+            message=payload.get("message", ""),
+            at=_now(),
+        )
+        try:
+            await publish_event(self.broker, progress, subjects.RUN_PROGRESS)
+        except Exception as exc:  # noqa: BLE001 - a lost report never fails the run
+            log.warning(
+                "progress of run %s not stored (%s: %s); the run goes on",
+                run_id,
+                type(exc).__name__,
+                exc,
+            )
+
     async def run_attempt(
         self,
         request: RequestRun,
@@ -455,16 +474,7 @@ class Runner:
             if payload.get("type") == "log":
                 await self.publish_log(request.run_id, payload)
             elif payload.get("type") == "progress":
-                await publish_event(
-                    self.broker,
-                    RunProgressed(
-                        run_id=request.run_id,
-                        fraction=payload["fraction"],
-                        message=payload.get("message", ""),
-                        at=_now(),
-                    ),
-                    subjects.RUN_PROGRESS,
-                )
+                await self.publish_progress(request.run_id, payload)
 
         heartbeat = asyncio.create_task(self._heartbeat(message, request.run_id))
         try:
