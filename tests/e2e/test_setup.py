@@ -37,7 +37,7 @@ def test_a_service_refuses_a_bus_without_setup_in_one_line(bare: Deployment) -> 
 
     [line] = [line for line in log.splitlines() if "cannot start" in line]
     assert line.endswith(
-        "dispatcher cannot start: stream MAINSPRING is missing (and 11 more): "
+        "dispatcher cannot start: stream MAINSPRING is missing (and 12 more): "
         "run `mainspring setup` (as an admin user in a deployment)"
     )
     assert "Traceback" not in log
