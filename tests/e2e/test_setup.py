@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
@@ -11,7 +12,9 @@ import pytest
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from mainspring.contract import subjects
+from mainspring.contract.messages import RunCompleted
 from mainspring.runtime.bus import BusNotSetUp, check_bus, requirements
+from mainspring.storage.ledger import LedgerMarks
 from tests.harness import Deployment, deployment_context, eventually
 
 pytestmark = pytest.mark.e2e
@@ -112,8 +115,13 @@ async def test_setup_declares_the_byte_limits_the_services_check(bare: Deploymen
         assert progress.max_bytes == settings.progress_max_bytes
         assert progress.discard == DiscardPolicy.OLD
         assert subjects.RUN_PROGRESS not in (stream.subjects or [])
+        assert declared[f"KV_{subjects.LEDGER_BUCKET}"].discard == DiscardPolicy.OLD
         for name, config in declared.items():
-            if name not in (subjects.STREAM, subjects.PROGRESS_STREAM):
+            if name not in (
+                subjects.STREAM,
+                subjects.PROGRESS_STREAM,
+                f"KV_{subjects.LEDGER_BUCKET}",
+            ):
                 assert config.discard == DiscardPolicy.NEW, name
         await check_bus(js, settings)
 
@@ -159,5 +167,31 @@ async def test_setup_moves_progress_out_of_a_stream_an_older_version_declared(
         assert requested.stream == subjects.STREAM
         await check_bus(js, settings)
         assert bare.cli("setup").stdout.strip().endswith("is set up (unchanged)")
+    finally:
+        await connection.close()
+
+
+async def test_a_full_run_ledger_forgets_its_oldest_runs_and_still_settles_new_ones(
+    bare: Deployment,
+) -> None:
+    bare.extra_env["MAINSPRING_LEDGER_MAX_BYTES"] = str(64 * 1024)
+    bare.cli("setup")
+    connection = await nats.connect(bare.nats.url)
+    try:
+        ledger = LedgerMarks(connection.jetstream())
+        output = {"text": "x" * 400}
+        for number in range(400):  # about 3 times what 64 KiB holds
+            run = RunCompleted(
+                run_id=f"run-{number}",
+                routine="r",
+                status="completed",
+                outputs=output,
+                finished_at=datetime.now(UTC),
+            )
+            assert (await ledger.settle(run)).run_id == run.run_id
+        assert await ledger.settled("run-0") is None  # the oldest made room
+        newest = await ledger.settled("run-399")
+        assert newest is not None
+        assert newest.status == "completed"
     finally:
         await connection.close()

@@ -114,8 +114,10 @@ def test_the_stream_drops_old_messages_and_buckets_refuse_new_writes_when_full()
     assert by_stream[f"OBJ_{subjects.BUNDLES_BUCKET}"].settings["max_bytes"] == 2**29
     for name, requirement in by_stream.items():
         assert requirement.settings["max_bytes"] > 0, name
-        if name not in (subjects.STREAM, subjects.PROGRESS_STREAM):
+        if name not in (subjects.STREAM, subjects.PROGRESS_STREAM, f"KV_{subjects.LEDGER_BUCKET}"):
             assert requirement.settings["discard"] == DiscardPolicy.NEW, name
+    # Full, the ledger forgets its oldest runs rather than refuse every new outcome.
+    assert by_stream[f"KV_{subjects.LEDGER_BUCKET}"].settings["discard"] == DiscardPolicy.OLD
 
 
 def test_a_bus_set_up_with_other_limits_is_named_not_flipped() -> None:

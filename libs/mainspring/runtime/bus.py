@@ -150,6 +150,14 @@ def bucket_configs(settings: Settings) -> list[KeyValueConfig]:
     ]
 
 
+def bucket_discard(bucket: str) -> DiscardPolicy:
+    """What a full bucket does. A state bucket refuses a write ("new") rather than drop a live
+    fact (a cursor, a definition). The run ledger grows with every run instead: refusing would
+    stop every run from settling its outcome once it is full, so it drops its oldest entries
+    ("old"), the marks of runs whose messages are the least likely to come back."""
+    return DiscardPolicy.OLD if bucket == subjects.LEDGER_BUCKET else DiscardPolicy.NEW
+
+
 @dataclass(frozen=True)
 class Requirement:
     """A JetStream stream this version needs: how to create it and the settings it must have."""
@@ -194,9 +202,7 @@ def requirements(settings: Settings) -> list[Requirement]:
                     "storage": config.storage,
                     "num_replicas": config.replicas,
                     "max_bytes": config.max_bytes,
-                    # nats-py declares every bucket with discard "new": a full bucket refuses
-                    # a write rather than dropping a live fact (a cursor, an outcome).
-                    "discard": DiscardPolicy.NEW,
+                    "discard": bucket_discard(config.bucket),
                 },
                 config,
             )
@@ -302,6 +308,11 @@ async def setup_bus(js: JetStreamContext, settings: Settings) -> list[str]:
         if current is None:
             await _declare(js, requirement.declare)
             changed.append(f"created {requirement.what}")
+            # What a declaration cannot say (nats-py creates every bucket discarding "new")
+            # is corrected right away.
+            current = await _stream_config(js, requirement.stream)
+            if current is not None and differences(requirement, current):
+                await js.update_stream(corrected(current, requirement.settings))
             continue
         found = differences(requirement, current)
         if found:
