@@ -14,24 +14,35 @@ from tests.harness import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
+# A deployment the benchmark must not attach to: each mode starts its own.
+OUTSIDE_SETTINGS = ("MAINSPRING_NATS_URL", "MAINSPRING_HOME", "MAINSPRING_DATABASE_URL")
 
-@pytest.mark.timeout(600)
-def test_throughput_and_latency_benchmarks_run_and_report(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "BENCH_SMOKE": "1",
-        "BENCH_RESULTS_DIR": str(tmp_path),
-        "BENCH_CONFIGS": "worker-1-sqlite,process-1-postgres",
-    }
-    for variable in ("MAINSPRING_NATS_URL", "MAINSPRING_HOME", "MAINSPRING_DATABASE_URL"):
+
+def run_bench(
+    modes: list[str], results: Path, timeout: float, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m bench MODES` in its smoke form, writing its results under `results`."""
+    env = {**os.environ, "BENCH_SMOKE": "1", "BENCH_RESULTS_DIR": str(results)}
+    for variable in (*OUTSIDE_SETTINGS, "BENCH_MAX_RATE"):
         env.pop(variable, None)
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "throughput", "latency"],
+    env.update(env_vars)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *modes],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=540,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_throughput_and_latency_benchmarks_run_and_report(tmp_path: Path) -> None:
+    result = run_bench(
+        ["throughput", "latency"],
+        tmp_path,
+        540,
+        BENCH_CONFIGS="worker-1-sqlite,process-1-postgres",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ratio" in result.stdout
@@ -57,22 +68,7 @@ def test_throughput_and_latency_benchmarks_run_and_report(tmp_path: Path) -> Non
 def test_scale_benchmark_reports_every_path_at_every_size_beside_the_raw_bus(
     tmp_path: Path,
 ) -> None:
-    env = {
-        **os.environ,
-        "BENCH_SMOKE": "1",
-        "BENCH_RESULTS_DIR": str(tmp_path),
-        "BENCH_SCALE_SIZES": "6,30",
-    }
-    for variable in ("MAINSPRING_NATS_URL", "MAINSPRING_HOME", "MAINSPRING_DATABASE_URL"):
-        env.pop(variable, None)
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "scale"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_bench(["scale"], tmp_path, 240, BENCH_SCALE_SIZES="6,30")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "30 routines over 6" in result.stdout
 
@@ -99,22 +95,7 @@ def test_scale_benchmark_reports_every_path_at_every_size_beside_the_raw_bus(
 def test_latency_under_load_measures_the_maximum_then_every_path_under_half_of_it(
     tmp_path: Path,
 ) -> None:
-    env = {**os.environ, "BENCH_SMOKE": "1", "BENCH_RESULTS_DIR": str(tmp_path)}
-    for variable in (
-        "MAINSPRING_NATS_URL",
-        "MAINSPRING_HOME",
-        "MAINSPRING_DATABASE_URL",
-        "BENCH_MAX_RATE",
-    ):
-        env.pop(variable, None)
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "latency-under-load"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_bench(["latency-under-load"], tmp_path, 240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "median vs raw" in result.stdout
     assert "background: target" in result.stdout
@@ -139,15 +120,6 @@ def test_latency_under_load_measures_the_maximum_then_every_path_under_half_of_i
 
 
 def test_latency_under_load_refuses_a_max_rate_that_is_not_a_rate(tmp_path: Path) -> None:
-    env = {**os.environ, "BENCH_SMOKE": "1", "BENCH_RESULTS_DIR": str(tmp_path)}
-    env["BENCH_MAX_RATE"] = "fast"
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "latency-under-load"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_bench(["latency-under-load"], tmp_path, 120, BENCH_MAX_RATE="fast")
     assert result.returncode != 0
     assert "BENCH_MAX_RATE='fast' is not a positive rate: give runs per second" in result.stderr
