@@ -11,10 +11,12 @@ work queue, costs no runner slot while it waits) and a `run.queued` event says w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 from nats.js import JetStreamContext
 from nats.js.errors import (
@@ -82,6 +84,19 @@ class RunLedger:
             return False
         return True
 
+    async def cancel_marks(self) -> set[str]:
+        """Every run with a cancel mark now (the server filters the keys: one read at start)."""
+        marked: set[str] = set()
+        watcher = await self._kv.watch(cancel_key(">"), meta_only=True, ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:  # every stored mark is in
+                    break
+                marked.add(entry.key.removeprefix(cancel_key("")))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return marked
+
     async def settled(self, run_id: str) -> RunCompleted | None:
         """The run's outcome if one was settled already (by a runner or the stale sweep)."""
         return await settled_outcome(self._kv, run_id)
@@ -89,6 +104,62 @@ class RunLedger:
     async def settle(self, completed: RunCompleted) -> RunCompleted:
         """The run's outcome to publish: ours, or the one settled before us (see settle_outcome)."""
         return await settle_outcome(self._kv, completed)
+
+
+class CancelLedger(Protocol):
+    """Where cancel marks are stored (the run ledger)."""
+
+    async def cancel_requested(self, run_id: str) -> bool: ...
+
+    async def cancel_marks(self) -> set[str]: ...
+
+
+class CancelMarks:
+    """Which runs must not start, known without asking the ledger for every run.
+
+    Cancels reach every runner on run.cancel as they are asked for (`note`), and the marks
+    stored before this runner listened are read once (`load`), so a run's first delivery is
+    answered from memory. The ledger is still read for a redelivery (the run waited: a mark
+    may have come while this runner was away) and whenever the connection was re-established
+    since the marks were loaded (run.cancel is not stored for core subscribers, so one sent
+    during the gap was missed) until they are loaded again.
+    """
+
+    def __init__(self, ledger: CancelLedger, reconnects: Callable[[], int]) -> None:
+        self._ledger = ledger
+        self._reconnects = reconnects
+        self._known: set[str] = set()
+        # The reconnect count the marks were last loaded at (None: not loaded yet).
+        self._loaded_at: int | None = None
+        self._loading: asyncio.Task[None] | None = None
+
+    def note(self, run_id: str) -> None:
+        """A cancel this runner heard."""
+        self._known.add(run_id)
+
+    async def load(self) -> None:
+        """Read every stored mark (after subscribing to run.cancel, so none falls between)."""
+        at = self._reconnects()
+        self._known |= await self._ledger.cancel_marks()
+        self._loaded_at = at
+
+    def _reload_later(self) -> None:
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.create_task(self.load())
+
+    async def requested(self, run_id: str, redelivered: bool) -> bool:
+        """Must this run not start?"""
+        if run_id in self._known:
+            return True
+        current = self._loaded_at is not None and self._loaded_at == self._reconnects()
+        if current and not redelivered:
+            return False
+        if not current and self._loaded_at is not None:
+            self._reload_later()
+        if await self._ledger.cancel_requested(run_id):
+            self._known.add(run_id)
+            return True
+        return False
 
 
 Claim = Literal["claimed", "held", "done"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -50,6 +51,7 @@ from mainspring.storage.state import (
     save_state,
 )
 from mainspring_services.runner import core, worker_user
+from mainspring_services.runner.coordination import CancelMarks
 from mainspring_services.runner.core import Outcome
 from mainspring_services.runner.pool import ForkServer, Worker, WorkerPool
 from mainspring_services.runner.ports import Admission, RunnerParts
@@ -72,6 +74,15 @@ class Prepared:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def reconnects(broker: NatsBroker) -> int:
+    """How often the broker's connection was re-established (0 before it connected)."""
+    try:
+        stats = getattr(broker.connection, "stats", None)
+    except Exception:  # noqa: BLE001 - not connected (yet): nothing was re-established
+        return 0
+    return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
 
 
 def memory_info() -> tuple[int, int]:
@@ -118,6 +129,7 @@ class Runner:
         self.fork_server = ForkServer(self.child_env())
         self.active: dict[str, ChildRun] = {}
         self.cancelled: set[str] = set()
+        self.cancel_marks = CancelMarks(parts.ledger, functools.partial(reconnects, broker))
         self.handed_back: set[str] = set()
         self.announced_holds: dict[str, str] = {}
         # Concurrency slots held by the runs here, freed before their completion goes out.
@@ -342,7 +354,7 @@ class Runner:
         # Stamped before the claim is asked for: a freeze anywhere after it counts.
         claimed_at = time.monotonic()
         cancelled, settled, claimed, (state, state_revision) = await asyncio.gather(
-            self.ledger.cancel_requested(request.run_id),
+            self.cancel_marks.requested(request.run_id, redelivered=deliveries > 1),
             self.ledger.settled(request.run_id),
             self.claims.claim(request.run_id),
             load_state(self.state_kv, request.routine),
@@ -751,6 +763,7 @@ class Runner:
     async def cancel(self, run_id: str) -> None:
         """Stop a run this runner holds; remember the id in case it arrives later."""
         self.cancelled.add(run_id)
+        self.cancel_marks.note(run_id)
         child = self.active.get(run_id)
         if child is not None:
             await child.cancel(self.settings.cancel_grace_s)

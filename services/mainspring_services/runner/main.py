@@ -73,6 +73,10 @@ def build_app(settings: RunnerSettings, parts: PartsFactory = open_parts) -> Fas
     @app.after_startup
     async def start_watching_queue() -> None:
         watching.append(asyncio.create_task(watch_queue(broker.connection.jetstream())))
+        # Subscribed to run.cancel by now: marks stored before are read once, so a run's
+        # first delivery is checked in memory (until then every start reads the ledger).
+        for runner in runners:
+            await runner.cancel_marks.load()
 
     @app.on_shutdown
     async def drain() -> None:
