@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from faststream.nats import NatsMessage
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from mainspring.contract.messages import RequestRun, RunCompleted
+from mainspring.contract.messages import RunCompleted
 from mainspring.storage.registry import RoutineStore
 from mainspring.storage.state import state_bucket
 from mainspring_services.runner.coordination import (
@@ -26,12 +25,10 @@ from mainspring_services.runner.settings import RunnerSettings
 
 
 class Admission(Protocol):
-    """What the run-queue and cancel subscribers hand their messages to (the Runner)."""
+    """What the cancel subscriber hands its messages to (the Runner)."""
 
     @property
     def settings(self) -> RunnerSettings: ...
-
-    async def admit(self, request: RequestRun, message: NatsMessage) -> None: ...
 
     async def cancel(self, run_id: str) -> None: ...
 
