@@ -1,8 +1,14 @@
 """A runner with a free slot takes high-priority runs before normal ones before low ones, and
-a malformed request among them is parked without holding the others up."""
+a malformed request among them is parked without holding the others up.
+
+The runner's waiting pulls last a minute here, so while the blocker holds the slot the pulls
+left on the high and low queues take the first high and the first low run: those are held in
+the runner (kept alive) and the low one is queued behind the higher-priority runs.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,7 @@ async def test_runs_start_high_then_normal_then_low_once_the_slot_frees(
     deployment: Deployment, client: Client, tmp_path: Path
 ) -> None:
     deployment.extra_env["MAINSPRING_RUNNER_SLOTS"] = "1"
+    deployment.extra_env["MAINSPRING_INTAKE_POLL_S"] = "60"
     deployment.start_all()
     await client.wait_ready()
     await client.create_routine(write_routine(tmp_path / "gated", GATED), "gated")
@@ -105,6 +112,9 @@ async def test_runs_start_high_then_normal_then_low_once_the_slot_frees(
     finally:
         await connection.close()
     assert parked.data == b'{"run_id": 7}'
+
+    first_low = next(run_id for run_id, p in submitted if p == "low")
+    assert (await queue_reasons(deployment)).get(first_low) == "waiting behind higher-priority runs"
     assert (parked.headers or {})["Mainspring-Error"].startswith(
         "malformed RequestRun on run.requested: "
     )
@@ -112,3 +122,22 @@ async def test_runs_start_high_then_normal_then_low_once_the_slot_frees(
 
 async def _is(client: Client, run_id: str, wanted: str) -> bool:
     return await status(client, run_id) == wanted
+
+
+async def queue_reasons(deployment: Deployment) -> dict[str, str]:
+    """Every reason published on run.queued, by run id (the first one of each run)."""
+    connection = await nats.connect(deployment.nats.url)
+    reasons: dict[str, str] = {}
+    try:
+        subscription = await connection.jetstream().subscribe(
+            subjects.RUN_QUEUED, ordered_consumer=True
+        )
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=1)
+            except TimeoutError:
+                return reasons
+            body = json.loads(message.data)
+            reasons.setdefault(body["run_id"], body["reason"])
+    finally:
+        await connection.close()

@@ -18,7 +18,8 @@ so it can neither size a pull by the free slots nor take high before normal befo
   its slot always was, at most one per queue, and started first when its turn comes. A run
   held here while a higher-priority one takes the slot is queued "waiting behind
   higher-priority runs".
-- Draining stops the rounds; a request held here, or arriving late, goes back uncharged.
+- Draining stops the rounds and closes the intake's inboxes, so the server drops its waiting
+  pulls; a request held here, or already on its way, goes back uncharged.
 """
 
 from __future__ import annotations
@@ -163,6 +164,14 @@ class Intake:
             self.loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.loop
+        # A waiting pull would otherwise go on taking requests (the runs this runner hands
+        # back while it drains among them) until it expires. The server skips a pull whose
+        # inbox has no subscriber, and draining the subscription first hands back what was
+        # already on its way here.
+        for queue in self.queues.values():
+            for subscription in queue.subscriptions:
+                with contextlib.suppress(Exception):
+                    await subscription.drain()  # type: ignore[no-untyped-call]
         for waiting in self.held.values():
             while waiting:
                 held = waiting.popleft()
@@ -309,5 +318,10 @@ class Intake:
 
     async def _give_back(self, request: RequestRun, message: NatsMessage) -> None:
         # Not an attempt: another replica takes it, a little later so it is not this one.
-        with contextlib.suppress(Exception):
+        log.info("run %s of %s: stopping, handed back", request.run_id, request.routine)
+        try:
             await self.runner.give_back_uncharged(request, message, self.settings.hold_retry_s)
+        except Exception:
+            log.exception(
+                "run %s: handing it back failed; it returns after the ack wait", request.run_id
+            )
