@@ -13,10 +13,11 @@ so it can neither size a pull by the free slots nor take high before normal befo
   queue, each with an expiry (`intake_poll_s`), delivered the moment a request is stored, so
   an idle runner costs no latency and nearly no CPU. A queue with such a pull outstanding
   is empty (the pull would have taken what came), so a round does not ask it again.
-- Those waiting pulls are the one way a request can come when no slot is free (two
-  priorities answering together): it is held here with in-progress acks, as a run waiting for
-  its slot always was, at most one per queue, and started first when its turn comes. A run
-  held here while a higher-priority one takes the slot is queued "waiting behind
+- Once no slot is free the intake withdraws its waiting pulls (a new inbox; the server skips
+  a pull whose inbox has no subscriber), so a request goes to a runner that can start it.
+  What was already on its way (two queues answering together) is held here with in-progress
+  acks, as a run waiting for its slot always was, and started first when its turn comes. A
+  run held here while a higher-priority one takes the slot is queued "waiting behind
   higher-priority runs".
 - Draining stops the rounds and closes the intake's inboxes, so the server drops its waiting
   pulls; a request held here, or already on its way, goes back uncharged.
@@ -30,7 +31,7 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsMessage
@@ -104,7 +105,8 @@ class PriorityQueue:
     # Answers to `no_wait` pulls, and to the waiting pull.
     now_inbox: str = ""
     poll_inbox: str = ""
-    subscriptions: list[Subscription] = field(default_factory=list)
+    now_subscription: Subscription | None = None
+    poll_subscription: Subscription | None = None
     # The `no_wait` pull being answered: how many asked, how many came, when it is over.
     asked: int = 0
     answered: int = 0
@@ -146,11 +148,33 @@ class Intake:
                 config=queue_config(queue.subject, queue.durable, self.settings.run_ack_wait_s),
             )
             queue.now_inbox = nc.new_inbox()
-            queue.poll_inbox = nc.new_inbox()
-            queue.subscriptions = [
-                await nc.subscribe(queue.now_inbox, cb=self._now_answer(queue)),
-                await nc.subscribe(queue.poll_inbox, cb=self._poll_answer(queue)),
-            ]
+            queue.now_subscription = await nc.subscribe(queue.now_inbox, cb=self._now_answer(queue))
+            await self.listen_for_polls(queue)
+
+    async def listen_for_polls(self, queue: PriorityQueue) -> Subscription | None:
+        """A new inbox for the queue's waiting pulls; the one it replaces (None at first)."""
+        nc = self.broker.connection
+        replaced = queue.poll_subscription
+        queue.poll_inbox = nc.new_inbox()
+        queue.poll_subscription = await nc.subscribe(
+            queue.poll_inbox, cb=self._poll_answer(queue, queue.poll_inbox)
+        )
+        queue.polling_until = 0.0
+        return replaced
+
+    async def withdraw_polls(self) -> None:
+        """No slot is free: take back the waiting pulls, so a request comes to a runner with a
+        free slot rather than waiting here behind running runs.
+
+        nats-server skips a waiting pull whose inbox has no subscriber; draining the old
+        subscription still takes what was already on its way (held here, kept alive).
+        """
+        now = time.monotonic()
+        for queue in self.queues.values():
+            if queue.polling(now):
+                replaced = await self.listen_for_polls(queue)
+                if replaced is not None:
+                    await replaced.drain()  # type: ignore[no-untyped-call]
 
     def start(self) -> None:
         """Start taking runs."""
@@ -169,9 +193,10 @@ class Intake:
         # inbox has no subscriber, and draining the subscription first hands back what was
         # already on its way here.
         for queue in self.queues.values():
-            for subscription in queue.subscriptions:
-                with contextlib.suppress(Exception):
-                    await subscription.drain()  # type: ignore[no-untyped-call]
+            for subscription in (queue.now_subscription, queue.poll_subscription):
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.drain()  # type: ignore[no-untyped-call]
         for waiting in self.held.values():
             while waiting:
                 held = waiting.popleft()
@@ -209,13 +234,15 @@ class Intake:
                     emptied.add(step.priority)
                 continue
             self.runner.wake.clear()
-            if step.action == "wait":
-                try:
+            try:
+                if step.action == "wait":
                     await self.wait_on_server()
-                except Exception:  # noqa: BLE001 - the bus is away: wait, then ask again
-                    log.warning("waiting for runs failed; asking again")
-                    await asyncio.sleep(1.0)
-                    continue
+                else:
+                    await self.withdraw_polls()
+            except Exception:  # noqa: BLE001 - the bus is away: wait, then ask again
+                log.warning("waiting for runs failed; asking again")
+                await asyncio.sleep(1.0)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.runner.wake.wait(), self.settings.intake_poll_s)
             emptied.clear()
@@ -272,8 +299,14 @@ class Intake:
 
         return answered
 
-    def _poll_answer(self, queue: PriorityQueue) -> Any:
+    def _poll_answer(self, queue: PriorityQueue, inbox: str) -> Any:
         async def polled(raw: Msg) -> None:
+            # (A pulled message's subject is its own, not the inbox: told apart by inbox.)
+            if inbox != queue.poll_inbox:
+                # A withdrawn pull's late answer: the current pull still waits.
+                if (raw.headers or {}).get("Status") is None:
+                    await self.arrive(queue.priority, raw)
+                return
             # One request or the pull's end: either way, no pull waits on this queue now.
             queue.polling_until = 0.0
             if (raw.headers or {}).get("Status") is None:
