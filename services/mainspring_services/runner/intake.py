@@ -37,6 +37,7 @@ from typing import Any
 from faststream.nats import NatsBroker, NatsMessage
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import NotJSMessageError
 from nats.js.api import ConsumerConfig
 
 from mainspring.base import tracing
@@ -84,6 +85,14 @@ def wrapped(raw: Msg) -> NatsMessage:
         message_id=headers.get("message_id"),
         correlation_id=headers.get("correlation_id"),
     )
+
+
+def pending_after(raw: Msg) -> int | None:
+    """How many requests the queue held after this one when it was delivered (None: unknown)."""
+    try:
+        return int(raw.metadata.num_pending)
+    except (NotJSMessageError, AttributeError, TypeError, ValueError):
+        return None
 
 
 @dataclass
@@ -267,17 +276,20 @@ class Intake:
     async def wait_on_server(self) -> None:
         """Every queue is empty: leave one waiting pull of one request on each that has none."""
         now = time.monotonic()
-        expires_s = self.settings.intake_poll_s
         for queue in self.queues.values():
-            if queue.polling(now):
-                continue
-            # Counted as outstanding a little past its expiry: its answer may be on the way.
-            queue.polling_until = now + expires_s + 1.0
-            await self.broker.connection.publish(
-                queue.next_subject(),
-                json.dumps({"batch": 1, "expires": int(expires_s * 1e9)}).encode(),
-                reply=queue.poll_inbox,
-            )
+            if not queue.polling(now):
+                await self.poll(queue)
+
+    async def poll(self, queue: PriorityQueue) -> None:
+        """Leave one waiting pull of one request on the queue."""
+        expires_s = self.settings.intake_poll_s
+        # Counted as outstanding a little past its expiry: its answer may be on the way.
+        queue.polling_until = time.monotonic() + expires_s + 1.0
+        await self.broker.connection.publish(
+            queue.next_subject(),
+            json.dumps({"batch": 1, "expires": int(expires_s * 1e9)}).encode(),
+            reply=queue.poll_inbox,
+        )
 
     def _now_answer(self, queue: PriorityQueue) -> Any:
         async def answered(raw: Msg) -> None:
@@ -311,6 +323,11 @@ class Intake:
             queue.polling_until = 0.0
             if (raw.headers or {}).get("Status") is None:
                 await self.arrive(queue.priority, raw)
+                if self.taking() and self.runner.free_slots() > 0 and pending_after(raw) == 0:
+                    # It was the queue's last request: wait for the next one at once, rather
+                    # than ask the queue again (one round trip fewer as each run starts).
+                    with contextlib.suppress(Exception):
+                        await self.poll(queue)
             self.runner.wake.set()
 
         return polled
