@@ -1,8 +1,8 @@
 """Every runner subscriber driven on FastStream's TestNatsBroker with a fake runner.
 
-The run queue hands each request to the runner's admission (which acks it when the run ends),
-a cancel reaches the runner, a poll request becomes a poll.completed, and a malformed
-message on each is parked. Executing runs in workers is proven end to end.
+A cancel reaches the runner, a poll request becomes a poll.completed, and a malformed
+message on each is parked. The run queue is no subscriber (the runner's intake pulls it,
+see intake.py): pulling, ordering and parking its requests are proven end to end.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from mainspring.contract.messages import (
     CancelRun,
     PollCompleted,
     PollRequested,
-    RequestRun,
 )
 from mainspring.runtime.service import STREAM
 from mainspring_services.runner.handlers import register
@@ -35,12 +34,7 @@ class Admissions:
     """The runner reduced to what its subscribers call."""
 
     settings: RunnerSettings = field(default_factory=RunnerSettings)
-    admitted: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
-
-    async def admit(self, request: RequestRun, message: NatsMessage) -> None:
-        self.admitted.append(request.run_id)
-        await message.ack()
 
     async def cancel(self, run_id: str) -> None:
         self.cancelled.append(run_id)
@@ -82,22 +76,6 @@ async def wired() -> AsyncIterator[Wired]:
         yield Wired(test_broker, runner, polled, published)
 
 
-async def test_a_run_request_is_handed_to_admission(wired: Wired) -> None:
-    request = RequestRun(
-        run_id="r-1",
-        routine="hello",
-        routine_version="d1",
-        entrypoint="hello.py:Hello",
-        run_number=1,
-        source="manual",
-        trigger_kind="manual",
-        requested_at=T0,
-    )
-    await wired.broker.publish(request.model_dump_json().encode(), subjects.RUN_REQUESTED)
-
-    assert wired.runner.admitted == ["r-1"]
-
-
 async def test_a_cancel_reaches_the_runner(wired: Wired) -> None:
     cancel = CancelRun(run_id="r-2")
     await wired.broker.publish(cancel.model_dump_json().encode(), subjects.RUN_CANCEL)
@@ -114,14 +92,11 @@ async def test_a_poll_request_is_answered_with_its_result(wired: Wired) -> None:
     assert completed["payload"] == {"new": 1}
 
 
-@pytest.mark.parametrize(
-    "subject", [subjects.RUN_REQUESTED, subjects.RUN_CANCEL, subjects.POLL_REQUESTED]
-)
+@pytest.mark.parametrize("subject", [subjects.RUN_CANCEL, subjects.POLL_REQUESTED])
 async def test_every_subscriber_parks_a_malformed_message(wired: Wired, subject: str) -> None:
     await wired.broker.publish(b'{"run_id": 7, "routine": []}', subject)
 
     (parked,) = wired.published[subjects.dead_letter_subject(subject)]
     assert parked == {"run_id": 7, "routine": []}
-    assert not wired.runner.admitted
     assert not wired.runner.cancelled
     assert not wired.polled

@@ -121,7 +121,26 @@ CHANNELS: tuple[Channel, ...] = (
         "runRequested",
         subjects.RUN_REQUESTED,
         RequestRun,
-        "The dispatcher's decision: this run must execute (the runners' work queue).",
+        "The dispatcher's decision: this run must execute (the runners' work queue, a run of "
+        "normal priority; Nats-Msg-Id run:<run id>).",
+        ("dispatcher",),
+        ("runner", "recorder"),
+    ),
+    Channel(
+        "runRequestedHigh",
+        subjects.RUN_REQUESTED_HIGH,
+        RequestRun,
+        "A run of high priority must execute: a runner with a free slot takes these before "
+        "any on run.requested (Nats-Msg-Id run:<run id>).",
+        ("dispatcher",),
+        ("runner", "recorder"),
+    ),
+    Channel(
+        "runRequestedLow",
+        subjects.RUN_REQUESTED_LOW,
+        RequestRun,
+        "A run of low priority must execute: taken only when run.requested.high and "
+        "run.requested hold none (Nats-Msg-Id run:<run id>).",
         ("dispatcher",),
         ("runner", "recorder"),
     ),
@@ -130,7 +149,8 @@ CHANNELS: tuple[Channel, ...] = (
         f"{subjects.RUN_HELD}.{{routine}}",
         RequestRun,
         "A run of a routine with max_concurrent held by the dispatcher until a slot frees "
-        "(Nats-Msg-Id held:<run id>); released onto run.requested in arrival order.",
+        "(Nats-Msg-Id held:<run id>); released onto the run.requested subject of its priority "
+        "in arrival order.",
         ("dispatcher",),
         ("recorder",),
     ),

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from mainspring.contract import subjects
-from mainspring.contract.messages import DatasetAppended, RunCompleted, SubmitRun
+from mainspring.contract.messages import PRIORITIES, DatasetAppended, RunCompleted, SubmitRun
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,6 +33,7 @@ RUN_FIELDS = (
     "to_version",
     "upstream_run_id",
     "payload",
+    "priority",
 )
 
 
@@ -105,10 +106,15 @@ def run_request(routine: str, body: Any, run_id: str, started_by: str) -> Submit
         raise IngressError(
             422, f"field {unknown[0]!r} is not accepted: use {', '.join(RUN_FIELDS)}"
         )
+    fields = dict(body)
+    priority = fields.pop("priority", None)
+    if priority is not None and priority not in PRIORITIES:
+        raise IngressError(422, f"priority {priority!r}: use high, normal or low")
     return _validated(
         SubmitRun,
         {
-            **body,
+            **fields,
+            "options": {"priority": priority},
             "request_id": run_id,
             "routine": routine,
             "source": "api",

@@ -334,6 +334,7 @@ def make_handler(bridge: ClientThread, token: str | None = None) -> type[BaseHTT
                             upstream=body.get("upstream"),
                             payload=body.get("payload"),
                             method=body.get("method") or "run",
+                            priority=body.get("priority"),
                         )
                     )
                     # The dispatcher checks routine and inputs: its refusal is a 400.

@@ -46,6 +46,7 @@ from mainspring.contract import subjects
 from mainspring.contract.messages import (
     INVOCATIONS,
     ISOLATIONS,
+    PRIORITIES,
     TERMINAL_STATUSES,
     CancelRun,
     DeleteRuns,
@@ -320,6 +321,7 @@ class Client(TriggerCalls):
         store_artifacts: bool = True,
         source: str = "api",
         isolation: str | None = None,
+        priority: str | None = None,
         from_version: int | None = None,
         to_version: int | None = None,
         upstream: str | None = None,
@@ -333,10 +335,13 @@ class Client(TriggerCalls):
         with the reason (`dispatched` waits for that decision). The run gets the event its trigger would deliver: a dataset routine the rows since
         its cursor (or versions (from_version, to_version]) without moving the cursor, a
         completion routine the event of run `upstream` (default: the latest matching one),
-        a poll routine `payload`, a schedule routine a tick at now.
+        a poll routine `payload`, a schedule routine a tick at now. `priority` ("high",
+        "normal", "low"; default: the routine's) orders it among the runs waiting for a runner.
         """
         if isolation is not None and isolation not in ISOLATIONS:
             raise ValueError(f"isolation {isolation!r}: use 'worker' or 'process'")
+        if priority is not None and priority not in PRIORITIES:
+            raise ValueError(f"priority {priority!r}: use 'high', 'normal' or 'low'")
         if payload is not None and not isinstance(payload, dict):
             raise ValueError('payload must be a JSON object (a dict), e.g. {"city": "Oslo"}')
         if invocation not in INVOCATIONS:
@@ -360,6 +365,7 @@ class Client(TriggerCalls):
                 options=RunOptions(
                     memory_limit=memory_limit,
                     isolation=isolation,
+                    priority=priority,
                     statistics=statistics,
                     previews=previews,
                     store_artifacts=store_artifacts,

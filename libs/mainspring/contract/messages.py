@@ -31,6 +31,10 @@ InvocationType = Literal["workflow", "direct"]
 INVOCATIONS: tuple[str, ...] = ("workflow", "direct")
 # "background": a runner executes it; "in_memory": the caller executes it in its own process.
 ExecutionType = Literal["background", "in_memory"]
+# Which runs a runner with a free slot takes first: every high-priority run waiting before any
+# normal one, every normal one before any low one. Each has its own request subject.
+Priority = Literal["high", "normal", "low"]
+PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 # What a registry entry runs: a Routine class, or a DAG of plain functions (mainspring.compose).
 DefinitionKind = Literal["routine", "dag"]
 
@@ -155,12 +159,15 @@ class RunOptions(Message):
     statistics: bool = False
     previews: bool = False
     store_artifacts: bool = True
+    # None: the routine's own `priority`.
+    priority: Priority | None = None
 
 
 class ResolvedRunOptions(RunOptions):
     """A run's options with its routine's settings applied: what the runner enforces."""
 
     isolation: Isolation = "worker"
+    priority: Priority = "normal"
     # The routine's own: a caller cannot change them per run.
     timeout_s: float | None = None
     retries: int = 0

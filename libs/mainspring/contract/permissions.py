@@ -37,7 +37,12 @@ DURABLES: dict[str, tuple[str, ...]] = {
         "dispatcher-poll",
         "dispatcher-trigger-fire",
     ),
-    "runner": (subjects.RUNNER_CONSUMER, subjects.RUNNER_POLL_CONSUMER),
+    "runner": (
+        subjects.RUNNER_HIGH_CONSUMER,
+        subjects.RUNNER_CONSUMER,
+        subjects.RUNNER_LOW_CONSUMER,
+        subjects.RUNNER_POLL_CONSUMER,
+    ),
     "recorder": (
         subjects.RECORDER_RUNS_CONSUMER,
         "recorder-triggers",
@@ -225,11 +230,11 @@ USERS: tuple[User, ...] = (
     service(
         "dispatcher",
         (
-            "The only publisher of run.requested; the single writer of cursors and run",
-            "numbers, and of the cancel marks it turns run.cancel commands into.",
+            "The only publisher of run.requested (and .high, .low); the single writer of",
+            "cursors and run numbers, and of the cancel marks it turns run.cancel commands into.",
         ),
         publish=(
-            subjects.RUN_REQUESTED,
+            *subjects.RUN_REQUESTED_SUBJECTS,
             subjects.RUN_IN_MEMORY,
             # Runs held for a free slot (max_concurrent), with why they wait; read back by
             # sequence when a slot frees (the stream read below).

@@ -11,7 +11,11 @@ PROGRESS_STREAM = "MAINSPRING_PROGRESS"
 DATASET_APPENDED = "dataset.appended"
 SCHEDULE_FIRED = "schedule.fired"
 RUN_SUBMITTED = "run.submitted"
+# The runners' work queue, one subject per priority: a normal run on `run.requested`, a high
+# one on `run.requested.high`, a low one on `run.requested.low`.
 RUN_REQUESTED = "run.requested"
+RUN_REQUESTED_HIGH = f"{RUN_REQUESTED}.high"
+RUN_REQUESTED_LOW = f"{RUN_REQUESTED}.low"
 RUN_STARTED = "run.started"
 RUN_PROGRESS = "run.progress"
 # Completions: `run.completed.<routine>.<status>`, so subscribers filter on the server.
@@ -102,6 +106,8 @@ RUNNERS_BUCKET = "runners"
 
 # Durable consumer names: one per service role, shared by its replicas.
 RUNNER_CONSUMER = "runner"
+RUNNER_HIGH_CONSUMER = "runner-high"
+RUNNER_LOW_CONSUMER = "runner-low"
 RECORDER_CONSUMER = "recorder"
 RUNNER_POLL_CONSUMER = "runner-poll"
 # Read by the client to say which service holds up a submitted run's decision.
@@ -125,6 +131,29 @@ def dead_letter_subject(subject: str) -> str:
 def run_completed_subject(routine: str, status: str) -> str:
     """Where a routine's run completion is published: one token for the routine, one for status."""
     return f"{RUN_COMPLETED}.{key_token(routine)}.{status}"
+
+
+# Where each priority's requests wait, and the runners' durable consumer of them: the order a
+# runner with free slots takes them in.
+RUN_QUEUES: tuple[tuple[str, str, str], ...] = (
+    ("high", RUN_REQUESTED_HIGH, RUNNER_HIGH_CONSUMER),
+    ("normal", RUN_REQUESTED, RUNNER_CONSUMER),
+    ("low", RUN_REQUESTED_LOW, RUNNER_LOW_CONSUMER),
+)
+RUN_REQUESTED_SUBJECTS: tuple[str, ...] = tuple(subject for _, subject, _ in RUN_QUEUES)
+
+
+def run_requested_subject(priority: str) -> str:
+    """Where the dispatcher requests a run of this priority (`run.requested` for normal)."""
+    for name, subject, _ in RUN_QUEUES:
+        if name == priority:
+            return subject
+    raise ValueError(f"priority {priority!r}: use high, normal or low")
+
+
+def is_run_requested(subject: str) -> bool:
+    """Whether a subject carries a run's request to the runners (any priority)."""
+    return subject in RUN_REQUESTED_SUBJECTS
 
 
 def run_held_subject(routine: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, overload
 from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from mainspring.contract.messages import ISOLATIONS
+from mainspring.contract.messages import ISOLATIONS, PRIORITIES
 from mainspring.sdk.triggers import AnyTrigger, TriggerSpec
 
 
@@ -146,7 +146,9 @@ class Routine:
 
     Class attributes set per-routine options: timeout_s, memory ("2GiB"), retries,
     retry_backoff_s, max_hops, max_concurrent, allow_in_memory, isolation ("worker": a
-    reused worker process, the default; "process": a fresh process per run), and the circuit
+    reused worker process, the default; "process": a fresh process per run), priority
+    ("high", "normal" or "low": runners with a free slot take higher-priority runs first; a
+    run may ask for another), and the circuit
     breaker: more than max_fires triggered runs within max_fires_window ("1m") pause the
     routine's triggers with the reason, until `mainspring routine enable` (None: no limit).
     """
@@ -159,6 +161,7 @@ class Routine:
     max_concurrent: ClassVar[int | None] = None
     allow_in_memory: ClassVar[bool] = False
     isolation: ClassVar[str] = "worker"
+    priority: ClassVar[str] = "normal"
     max_fires: ClassVar[int | None] = 300
     max_fires_window: ClassVar[str] = "1m"
 
@@ -331,6 +334,11 @@ def inspect_contract(cls: type) -> RoutineContract:
         raise ContractError(
             f"{name}.isolation is {isolation!r}: set it to 'worker' (a reused worker process) "
             "or 'process' (a fresh process per run)"
+        )
+    priority = getattr(cls, "priority", "normal")
+    if priority not in PRIORITIES:
+        raise ContractError(
+            f"{name}.priority is {priority!r}: set it to 'high', 'normal' (the default) or 'low'"
         )
     trigger_param = trigger_params[0]
     inputs = {p.name: _input_spec(name, p.name, p, hints) for p in params if p is not trigger_param}

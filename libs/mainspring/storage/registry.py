@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from mainspring.base.kv import TooManyConflicts, compare_and_set_from, key_token
 from mainspring.base.units import parse_memory
 from mainspring.contract import subjects
-from mainspring.contract.messages import DefinitionKind, Isolation
+from mainspring.contract.messages import DefinitionKind, Isolation, Priority
 from mainspring.sdk.routine import RUN_METHOD, InputSpec, Routine
 from mainspring.sdk.triggers import AnyTrigger, CompletionTrigger, DatasetAppendTrigger
 
@@ -51,6 +51,8 @@ class RoutineOptions(BaseModel):
     max_concurrent: int | None = None
     allow_in_memory: bool = False
     isolation: Isolation = "worker"
+    # Which runs the runners take first (a run may ask for another).
+    priority: Priority = "normal"
     # The circuit breaker: more triggered runs than this within the window pause the routine.
     max_fires: int | None = Field(default=300, ge=1)
     max_fires_window_s: float = Field(default=60.0, gt=0)
@@ -67,6 +69,7 @@ def routine_options(cls: type[Routine]) -> RoutineOptions:
         max_concurrent=cls.max_concurrent,
         allow_in_memory=cls.allow_in_memory,
         isolation=cls.isolation,
+        priority=cls.priority,
         max_fires=cls.max_fires,
         max_fires_window_s=fires_window_seconds(cls),
     )

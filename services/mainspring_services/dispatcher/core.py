@@ -76,12 +76,13 @@ class RunDraft:
 def resolve_options(asked: RunOptions, routine: RoutineOptions) -> ResolvedRunOptions:
     """The options a run executes with: what its caller asked, the routine's own for the rest.
 
-    An explicit memory limit or isolation beats the routine's; None leaves it to the routine.
-    Timeout, retries and concurrency are the routine's alone.
+    An explicit memory limit, isolation or priority beats the routine's; None leaves it to the
+    routine. Timeout, retries and concurrency are the routine's alone.
     """
     with_defaults = {
         "memory_limit": routine.memory_limit if asked.memory_limit is None else asked.memory_limit,
         "isolation": routine.isolation if asked.isolation is None else asked.isolation,
+        "priority": routine.priority if asked.priority is None else asked.priority,
         "timeout_s": routine.timeout_s,
         "retries": routine.retries,
         "retry_backoff_s": routine.retry_backoff_s,

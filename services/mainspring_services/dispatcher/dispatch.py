@@ -87,20 +87,21 @@ class Dispatcher:
     async def publish(
         self,
         decision: core.Decision,
-        request_subject: str = subjects.RUN_REQUESTED,
+        request_subject: str | None = None,
         delivery: fence.Delivery | None = None,
     ) -> None:
         """Requests first (deduplicated by run id), then history and refusals.
 
         `delivery` is the trigger message's: a redelivery beyond the stream's duplicate
         window first leaves out the requests an earlier handling already stored (see fence).
-        In-memory runs go to run.in_memory: recorded like any request, executed by the
-        caller that asked for them, never by a runner. A run whose memory limit is larger
-        than every live runner's memory is refused instead of requested (see refuse_settled).
+        Runs go to the runners' queue of their priority (`request_subject` None); in-memory
+        runs to run.in_memory: recorded like any request, executed by the caller that asked
+        for them, never by a runner. A run whose memory limit is larger than every live
+        runner's memory is refused instead of requested (see refuse_settled).
         """
         requests = await self.not_yet_requested(decision.requests, request_subject, delivery)
         oversized: list[RunCompleted] = []
-        if request_subject == subjects.RUN_REQUESTED:
+        if request_subject is None:
             requests, oversized = core.split_oversized(requests, self.capacity.live(), _now())
         for request in requests:
             numbered = request.model_copy(
@@ -109,7 +110,7 @@ class Dispatcher:
                     "trace_id": tracing.current_trace_id(),
                 }
             )
-            if request_subject == subjects.RUN_REQUESTED and admission.admits(numbered):
+            if request_subject is None and admission.admits(numbered):
                 await self.admit(numbered, delivery)
             else:
                 await self.request(numbered, request_subject)
@@ -135,11 +136,11 @@ class Dispatcher:
         metrics.refused(settled.error)
         await publish_event(self.broker, settled, settled.subject())
 
-    async def request(
-        self, request: RequestRun, request_subject: str = subjects.RUN_REQUESTED
-    ) -> None:
-        """Publish a run's request (deduplicated by run id)."""
-        await publish_event(self.broker, request, request_subject)
+    async def request(self, request: RequestRun, request_subject: str | None = None) -> None:
+        """Publish a run's request (deduplicated by run id), by default on the runners' queue
+        of its priority."""
+        subject = request_subject or subjects.run_requested_subject(request.options.priority)
+        await publish_event(self.broker, request, subject)
         log.info(
             "requested run %s of %s (%s)", request.run_id, request.routine, request.trigger_kind
         )
@@ -280,15 +281,16 @@ class Dispatcher:
                     await self.request(request.model_copy(update={"requested_at": _now()}))
 
     async def not_yet_requested(
-        self, requests: list[RequestRun], subject: str, delivery: fence.Delivery | None
+        self, requests: list[RequestRun], subject: str | None, delivery: fence.Delivery | None
     ) -> list[RequestRun]:
-        """The requests to publish: all of them, unless a redelivery finds some stored already."""
+        """The requests to publish: all of them, unless a redelivery finds some stored already
+        (read on each subject they go to: one per priority, or `subject`)."""
         if not requests or not fence.must_look(delivery, _now(), self.settings.duplicate_window_s):
             return requests
         assert delivery is not None
-        stored = await self.requested.run_ids_after(
-            subject, delivery.sequence, {request.run_id for request in requests}
-        )
+        stored: set[str] = set()
+        for on_subject, wanted in fence.by_subject(requests, subject).items():
+            stored |= await self.requested.run_ids_after(on_subject, delivery.sequence, wanted)
         for request in requests:
             if request.run_id in stored:
                 log.info(

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from mainspring.contract import subjects
 from mainspring.contract.messages import RequestRun
 
 RUN_ID_PREFIX = "run:"
@@ -49,6 +50,16 @@ def requested_run_id(headers: Mapping[str, str] | None, body: bytes | None) -> s
     except (ValueError, AttributeError):
         return None
     return found if isinstance(found, str) else None
+
+
+def by_subject(requests: list[RequestRun], subject: str | None) -> dict[str, set[str]]:
+    """The run ids of a decision's requests by the subject each is published on: `subject`,
+    or (None) the runners' queue of the run's priority."""
+    found: dict[str, set[str]] = {}
+    for request in requests:
+        where = subject or subjects.run_requested_subject(request.options.priority)
+        found.setdefault(where, set()).add(request.run_id)
+    return found
 
 
 def unpublished(requests: list[RequestRun], stored: set[str]) -> list[RequestRun]:

@@ -86,7 +86,7 @@ def _now() -> datetime:
 # The run subjects that change a run's row, and the model each one carries.
 RUN_EVENT_MODELS: dict[str, type[core.RunEvent]] = {
     subjects.RUN_SUBMITTED: SubmitRun,
-    subjects.RUN_REQUESTED: RequestRun,
+    **dict.fromkeys(subjects.RUN_REQUESTED_SUBJECTS, RequestRun),
     subjects.RUN_IN_MEMORY: RequestRun,
     subjects.RUN_STARTED: RunStarted,
     subjects.RUN_QUEUED: RunQueued,

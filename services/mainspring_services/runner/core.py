@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -299,3 +300,47 @@ def interrupted_dag(table: dict[str, Any], error: str | None) -> dict[str, Any]:
     ]
     failed = next((row["label"] for row in rows if row.get("status") == "failed"), None)
     return {**table, "nodes": rows, "status": "failed", "failed_node": failed, "outputs": {}}
+
+
+# The order a runner with free slots takes requests in, highest priority first.
+PRIORITY_ORDER: tuple[str, ...] = ("high", "normal", "low")
+
+BEHIND_HIGHER_PRIORITY = "waiting behind higher-priority runs"
+
+
+@dataclass(frozen=True)
+class IntakeStep:
+    """What the intake does next.
+
+    `start`: run a request of `priority` it holds already (fetched, waiting for this slot);
+    `fetch`: pull up to `count` requests of `priority` without waiting; `wait`: every queue
+    is empty, wait for a request or a freed slot; `full`: no slot is free, wait for one.
+    """
+
+    action: str
+    priority: str = ""
+    count: int = 0
+
+
+def intake_step(
+    free: int, cap: int, held: Mapping[str, int], emptied: Collection[str]
+) -> IntakeStep:
+    """The next step of the runner's intake: the highest priority first, what it holds before
+    what it would fetch of the same priority, and never more than there are free slots.
+
+    `held`: requests fetched and still waiting here, by priority; `emptied`: the priorities
+    whose queue answered with fewer requests than asked since the intake last waited.
+    """
+    if free <= 0:
+        return IntakeStep("full")
+    for priority in PRIORITY_ORDER:
+        if held.get(priority, 0) > 0:
+            return IntakeStep("start", priority)
+        if priority not in emptied:
+            return IntakeStep("fetch", priority, max(1, min(free, cap)))
+    return IntakeStep("wait")
+
+
+def behind_higher_priority(held_priority: str, started_priority: str) -> bool:
+    """Does a request held here wait behind the run just started (of a higher priority)?"""
+    return PRIORITY_ORDER.index(started_priority) < PRIORITY_ORDER.index(held_priority)

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from faststream import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage
 
 from mainspring.contract import subjects
@@ -36,7 +35,6 @@ from mainspring.runtime import metrics
 from mainspring.runtime.service import (
     consumer,
     delivered,
-    durable,
     package_version,
     publish_event,
 )
@@ -135,8 +133,9 @@ class Runner:
         # Concurrency slots held by the runs here, freed before their completion goes out.
         self.leases_held: dict[str, str] = {}
         self.draining = False
-        self.slots = asyncio.Semaphore(max(1, settings.runner_slots))
+        # Runs started here, one slot each; the intake is woken whenever one ends.
         self.admitted: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
 
     def worker_reaches(self) -> list[Path]:
         """Folders a worker must enter by name: the code and local stores (it imports the
@@ -215,8 +214,8 @@ class Runner:
             extract_bundle(await self.bundles.get_bundle(digest), target)
         return target
 
-    async def hold(self, request: RequestRun, message: NatsMessage, reason: str) -> None:
-        """Leave the run in the queue for later, saying why (once per reason)."""
+    async def announce_hold(self, request: RequestRun, reason: str) -> None:
+        """Say why a run waits (once per reason)."""
         if self.announced_holds.get(request.run_id) != reason:
             self.announced_holds[request.run_id] = reason
             await publish_event(
@@ -224,32 +223,30 @@ class Runner:
                 RunQueued(run_id=request.run_id, routine=request.routine, reason=reason, at=_now()),
                 subjects.RUN_QUEUED,
             )
+
+    async def hold(self, request: RequestRun, message: NatsMessage, reason: str) -> None:
+        """Leave the run in the queue for later, saying why (once per reason)."""
+        await self.announce_hold(request, reason)
         # Waiting is not an attempt: this delivery must not count against the retries.
         await self.give_back_uncharged(request, message, self.settings.hold_retry_s)
 
-    async def admit(self, request: RequestRun, message: NatsMessage) -> None:
-        """Wait for a free slot (heartbeating the run meanwhile), then execute it in the background.
+    def free_slots(self) -> int:
+        """Slots with no run started in them."""
+        return max(1, self.settings.runner_slots) - len(self.admitted)
 
-        The run's own task acks or naks its message when it ends. Waiting here also stops the
-        subscriber from fetching more: at most one run waits per replica, and it is kept alive.
-        """
-        if not self.draining:
-            waiting = asyncio.create_task(self._keep_alive(message))
-            try:
-                await self.slots.acquire()
-            finally:
-                waiting.cancel()
-            if not self.draining:
-                task = asyncio.create_task(self._run_admitted(request, message))
-                self.admitted.add(task)
-                task.add_done_callback(self.admitted.discard)
-                return
-            self.slots.release()
-        # Stopping: hand the run back (not an attempt), a little later so another replica
-        # gets it first.
-        await self.give_back_uncharged(request, message, self.settings.hold_retry_s)
+    def launch(self, request: RequestRun, message: NatsMessage) -> None:
+        """Execute a run in a free slot, in the background: its task acks or naks the message
+        when the run ends, and frees the slot."""
+        task = asyncio.create_task(self._run_admitted(request, message))
+        self.admitted.add(task)
+        task.add_done_callback(self._slot_freed)
 
-    async def _keep_alive(self, message: NatsMessage) -> None:
+    def _slot_freed(self, task: asyncio.Task[None]) -> None:
+        self.admitted.discard(task)
+        self.wake.set()
+
+    async def keep_alive(self, message: NatsMessage) -> None:
+        """Keep a pulled request this runner's while it waits for a slot (in-progress acks)."""
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             with contextlib.suppress(Exception):
@@ -266,8 +263,6 @@ class Runner:
             )
             with contextlib.suppress(Exception):
                 await message.nack(delay=5.0)
-        finally:
-            self.slots.release()
 
     async def execute(self, request: RequestRun, message: NatsMessage) -> None:
         """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
@@ -676,6 +671,7 @@ class Runner:
     async def drain(self) -> None:
         """Stop taking runs; let running ones finish for a while, then hand the rest back."""
         self.draining = True
+        self.wake.set()
         log.info("draining: %d run(s) in progress", len(self.active))
         await self.unregister()
         if self.admitted:
@@ -770,30 +766,7 @@ class Runner:
 
 
 def register(broker: NatsBroker, runner: Admission) -> None:
-    """Subscribe to the shared run queue and to cancel requests."""
-
-    @consumer(
-        broker,
-        RequestRun,
-        **durable(
-            subjects.RUNNER_CONSUMER,
-            subjects.RUN_REQUESTED,
-            ack_wait_s=runner.settings.run_ack_wait_s,
-            max_ack_pending=10_000,
-            # No delivery limit here: a run held for admission (max_concurrent, memory) is
-            # nak'ed and comes back every hold_retry_s for as long as it waits, and waiting is
-            # not failing. Real failures are bounded by the attempts in the run ledger: a run
-            # past its budget ends failed with the reason (lost_run_outcome), never parked.
-            redelivery=None,
-        ),
-        # Acks are the run's own: the handler only admits a run and its task acks or naks it
-        # when it ends. FastStream's max_workers would instead fetch a run ahead and let it
-        # wait for a slot without heartbeats, so JetStream could hand it to another replica
-        # meanwhile and it would run twice.
-        ack_policy=AckPolicy.MANUAL,
-    )
-    async def on_run_requested(request: RequestRun, message: NatsMessage) -> None:
-        await runner.admit(request, message)
+    """Subscribe to cancel requests (run requests come through the intake, see intake.py)."""
 
     # A core subscription to a stored subject: the publisher's JetStream publish waits on
     # its reply inbox for the stream's acknowledgement, so an (empty) reply from here could

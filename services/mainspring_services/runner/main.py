@@ -14,6 +14,7 @@ from mainspring.runtime import metrics
 from mainspring.runtime.service import build_app as build_service_app
 from mainspring.runtime.service import build_broker, configure_logging, instance_name, run_service
 from mainspring_services.runner.handlers import Runner, register
+from mainspring_services.runner.intake import Intake
 from mainspring_services.runner.poll import poll, register_poll
 from mainspring_services.runner.ports import RunnerParts, open_parts
 from mainspring_services.runner.queue_depth import watch_queue
@@ -57,6 +58,7 @@ def build_app(settings: RunnerSettings, parts: PartsFactory = open_parts) -> Fas
     app = build_service_app(broker, settings, "runner")
     name = instance_name("runner")
     runners: list[Runner] = []
+    intakes: list[Intake] = []
 
     @app.on_startup
     async def wire() -> None:
@@ -67,11 +69,16 @@ def build_app(settings: RunnerSettings, parts: PartsFactory = open_parts) -> Fas
         metrics.register_gauges(lambda: runner_gauges(runner))
         runners.append(runner)
         await runner.start()
+        intake = Intake(broker, runner)
+        await intake.open()
+        intakes.append(intake)
 
     watching: list[asyncio.Task[None]] = []
 
     @app.after_startup
-    async def start_watching_queue() -> None:
+    async def start_taking_runs() -> None:
+        for intake in intakes:
+            intake.start()
         watching.append(asyncio.create_task(watch_queue(broker.connection.jetstream())))
         # Subscribed to run.cancel by now: marks stored before are read once, so a run's
         # first delivery is checked in memory (until then every start reads the ledger).
@@ -82,6 +89,9 @@ def build_app(settings: RunnerSettings, parts: PartsFactory = open_parts) -> Fas
     async def drain() -> None:
         for task in watching:
             task.cancel()
+        # No more pulls first: a run pulled while draining would only be handed back.
+        for intake in intakes:
+            await intake.stop()
         for runner in runners:
             await runner.drain()
 

@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from faststream.nats import NatsMessage
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from mainspring.contract.messages import RequestRun, RunCompleted
+from mainspring.contract.messages import RunCompleted
 from mainspring.storage.capacity import CapacityBoard, RunnerCapacity
 from mainspring.storage.registry import RoutineStore
 from mainspring.storage.state import state_bucket
@@ -28,12 +27,10 @@ from mainspring_services.runner.settings import RunnerSettings
 
 
 class Admission(Protocol):
-    """What the run-queue and cancel subscribers hand their messages to (the Runner)."""
+    """What the cancel subscriber hands its messages to (the Runner)."""
 
     @property
     def settings(self) -> RunnerSettings: ...
-
-    async def admit(self, request: RequestRun, message: NatsMessage) -> None: ...
 
     async def cancel(self, run_id: str) -> None: ...
 

@@ -18,18 +18,23 @@ QUEUE_POLL_S = 5.0
 
 
 async def measure_queue(js: JetStreamContext) -> None:
-    """Set the queue gauges from the runner consumer once (one or two JetStream API calls)."""
-    info = await js.consumer_info(subjects.STREAM, subjects.RUNNER_CONSUMER)
-    waiting = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-    metrics.RUN_QUEUE_PENDING.set(int(info.num_pending or 0))
+    """Set the queue gauges from the runners' consumers, every priority together (one or two
+    JetStream API calls per priority)."""
+    pending = 0
+    waiting = 0
     oldest: datetime | None = None
-    floor = info.ack_floor.stream_seq if info.ack_floor else None
-    if waiting and floor is not None:
-        # The first request past the ack floor is the oldest one no runner has finished with.
-        found = await js.get_msg(
-            subjects.STREAM, seq=floor + 1, subject=subjects.RUN_REQUESTED, next=True
-        )
-        oldest = found.time
+    for _, subject, name in subjects.RUN_QUEUES:
+        info = await js.consumer_info(subjects.STREAM, name)
+        queued = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        pending += int(info.num_pending or 0)
+        waiting += queued
+        floor = info.ack_floor.stream_seq if info.ack_floor else None
+        if queued and floor is not None:
+            # The first request past the ack floor is the oldest one no runner has finished with.
+            found = await js.get_msg(subjects.STREAM, seq=floor + 1, subject=subject, next=True)
+            if found.time is not None and (oldest is None or found.time < oldest):
+                oldest = found.time
+    metrics.RUN_QUEUE_PENDING.set(pending)
     metrics.RUN_QUEUE_OLDEST_AGE.set(metrics.queue_age(datetime.now(UTC), oldest, waiting))
 
 

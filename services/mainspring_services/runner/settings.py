@@ -40,6 +40,12 @@ class RunnerSettings(Settings):
     # `nobody` where that user can reach the bundles and stores, else the runner's user;
     # `root` keeps root. See worker_user.py.
     worker_user: str | None = None
+    # The intake pulls at most this many requests at once (one per free slot below it).
+    intake_max_fetch: int = Field(default=64, ge=1)
+    # How long an idle runner's pull for new requests waits on the server before it is
+    # asked again (a request arriving meanwhile is delivered at once, so this costs no
+    # latency; it bounds how long a pull lost with the connection goes unnoticed).
+    intake_poll_s: float = Field(default=5.0, gt=0)
     # A run's stdout and stderr together keep at most this much (the cut is marked).
     run_log_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=0)
 

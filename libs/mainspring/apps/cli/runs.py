@@ -69,6 +69,7 @@ async def run_routine(client: Any, args: argparse.Namespace) -> int:
         memory_limit=memory,
         source="manual",
         isolation=args.isolation,
+        priority=args.priority,
         from_version=args.from_version,
         to_version=args.to_version,
         upstream=args.upstream,
@@ -439,6 +440,12 @@ def add_run_commands(commands: Any) -> None:
         choices=["worker", "process"],
         default=None,
         help="worker: a reused worker process; process: a fresh process (default: the routine's)",
+    )
+    run.add_argument(
+        "--priority",
+        choices=["high", "normal", "low"],
+        default=None,
+        help="which waiting runs the runners take first (default: the routine's)",
     )
     run.add_argument("--statistics", action="store_true", help="compute artifact statistics")
     run.add_argument("--previews", action="store_true", help="store artifact previews (first rows)")
