@@ -136,7 +136,8 @@ async def test_three_step_chain_passes_outputs_along_in_one_trace(
     )
     carried = await trace_ids_on_the_bus(client)
     completions = {f"run.completed.{name}.completed" for name in ("extract", "transform", "load")}
-    assert {"run.submitted", "run.requested", "run.started", *completions} <= set(carried)
+    # run.started only for a run still going after a short delay: these may all be quicker.
+    assert {"run.submitted", "run.requested", *completions} <= set(carried)
     assert set(carried.values()) == {trace_ids.pop()}
 
     shown = system.cli("runs", "show", transform["id"]).stdout
