@@ -203,6 +203,10 @@ class EmbeddedSystem:
             await self._wait_ready()
             self._supervisor = asyncio.create_task(self._supervise())
             self._client = await Client.connect(self.settings)
+            # A part is "ready" once connected to the bus; the recorder answers queries a
+            # moment later, once its subscribers are bound: the caller's first get_events
+            # must not find nobody there.
+            await self._client.wait_ready(self.ready_timeout_s)
             self.registered = await register(self._client, registration)
         except BaseException:
             await self._close()

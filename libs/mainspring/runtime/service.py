@@ -23,6 +23,8 @@ from faststream.nats.security import NatsSecurity
 from faststream.prometheus import PrometheusMiddleware
 from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, ValidationError
@@ -249,8 +251,35 @@ def metrics_settings_provider(msg: Any) -> TemplatedNatsMetrics | None:
     return None
 
 
+_ORIGINAL_FETCH = JetStreamContext.PullSubscription.fetch
+
+
+async def _fetch_raising_nats_timeouts(
+    self: JetStreamContext.PullSubscription, *args: Any, **kwargs: Any
+) -> list[Msg]:
+    try:
+        return await _ORIGINAL_FETCH(self, *args, **kwargs)
+    except NatsTimeoutError:
+        raise
+    except TimeoutError as exc:
+        raise NatsTimeoutError from exc
+
+
+def fetch_timeouts_as_nats_timeouts() -> None:
+    """Make a pull fetch that ran out of time raise nats-py's own TimeoutError, always.
+
+    A fetch of more than one message raises the builtin TimeoutError instead when its wait
+    ran out before the lingering pull (nats-py 2.16, `_fetch_n`); FastStream's pull loop
+    suppresses only nats-py's, so on a busy machine a batched durable's consuming task died
+    with a traceback and was restarted. nats-py's error is a builtin TimeoutError too, so
+    every other caller sees what it saw before.
+    """
+    JetStreamContext.PullSubscription.fetch = _fetch_raising_nats_timeouts  # type: ignore[method-assign]
+
+
 def build_broker(settings: Settings, service: str) -> NatsBroker:
     """A broker that reconnects forever: services outlive NATS restarts."""
+    fetch_timeouts_as_nats_timeouts()
     connection = connection_options(settings)
     tls = connection.get("tls")
     broker = NatsBroker(
