@@ -667,7 +667,7 @@ def consumer(
     """
 
     def register(handler: TypedHandler[M]) -> TypedHandler[M]:
-        turns = KeyedTurns() if order_by is not None else None
+        turns = KeyedTurns()
 
         async def handle_message(message: NatsMessage) -> None:
             parsed = parsed_or_reason(message, model)
@@ -676,7 +676,7 @@ def consumer(
                 if message.committed is None and is_stream_message(message):
                     await message.ack()
                 return
-            if turns is None or order_by is None:
+            if order_by is None:
                 await handler(parsed, message)
                 return
             # The turn is taken before anything here waits: see turns.py.

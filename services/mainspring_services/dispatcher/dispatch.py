@@ -101,7 +101,9 @@ class Dispatcher:
         """
         requests = await self.not_yet_requested(decision.requests, request_subject, delivery)
         oversized: list[RunCompleted] = []
-        if request_subject is None:
+        # Only a run asking for memory is checked against the runners (a no-op run's hot path
+        # reads nothing more).
+        if request_subject is None and any(r.options.memory_limit for r in requests):
             requests, oversized = core.split_oversized(requests, self.capacity.live(), _now())
         for request in requests:
             numbered = request.model_copy(

@@ -137,6 +137,10 @@ class CancelMarks:
         """A cancel this runner heard."""
         self._known.add(run_id)
 
+    def known(self, run_id: str) -> bool:
+        """Is the run known cancelled here (heard, loaded, or read before), asking no one?"""
+        return run_id in self._known
+
     async def load(self) -> None:
         """Read every stored mark (after subscribing to run.cancel, so none falls between)."""
         at = self._reconnects()

@@ -126,7 +126,6 @@ class Runner:
         )
         self.fork_server = ForkServer(self.child_env())
         self.active: dict[str, ChildRun] = {}
-        self.cancelled: set[str] = set()
         self.cancel_marks = CancelMarks(parts.ledger, functools.partial(reconnects, broker))
         self.handed_back: set[str] = set()
         self.announced_holds: dict[str, str] = {}
@@ -267,7 +266,7 @@ class Runner:
     async def execute(self, request: RequestRun, message: NatsMessage) -> None:
         """Take one delivery of a run: cancel, hold, start an attempt, retry or complete."""
         started_at = _now()
-        if request.run_id in self.cancelled:
+        if self.cancel_marks.known(request.run_id):
             await self.complete_cancelled(request)
             return
         if request.options.memory_limit:
@@ -758,7 +757,6 @@ class Runner:
 
     async def cancel(self, run_id: str) -> None:
         """Stop a run this runner holds; remember the id in case it arrives later."""
-        self.cancelled.add(run_id)
         self.cancel_marks.note(run_id)
         child = self.active.get(run_id)
         if child is not None:
