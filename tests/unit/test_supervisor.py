@@ -188,3 +188,17 @@ def test_last_lines_and_follower_hand_out_whole_new_lines(tmp_path: Path) -> Non
     assert [line for _, line in follower.new_lines()] == ["half done"]
     log.write_text("after truncation\n")
     assert [line for _, line in follower.new_lines()] == ["after truncation"]
+
+
+def test_no_part_is_given_a_port_already_promised_to_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The OS hands out any port nobody listens on yet, the web page's among them: it
+    # binds only after the services start, so a service once took its port and died.
+    offered = iter([8765, 4222, 8765, 5000, 5000, 5001])
+    monkeypatch.setattr("mainspring.apps.up.free_port", lambda: next(offered))
+
+    system = System(Settings(home=tmp_path), nats_port=4222, web_port=8765)
+
+    assert system.monitor_port == 5000
+    assert system.unpromised_port() == 5001

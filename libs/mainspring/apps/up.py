@@ -348,8 +348,11 @@ class System:
         self._env: dict[str, str] = {}
         self.home = settings.home.resolve()
         self.runners = runners
-        self.nats_port = nats_port or free_port()
-        self.monitor_port = free_port()
+        # Ports promised to a part but not yet listened on: free_port() alone could
+        # hand the web page's port to a service started before the page binds it.
+        self._promised_ports: set[int] = {p for p in (nats_port, web_port) if p}
+        self.nats_port = nats_port or self.unpromised_port()
+        self.monitor_port = self.unpromised_port()
         self.web_port = web_port
         self.echo = echo or sys.stderr
         self.policy = policy or RestartPolicy()
@@ -462,7 +465,7 @@ class System:
                 self.start_service(name, name if self.runners == 1 else f"runner-{index + 1}")
         if self.web_port is not None:
             if not port_is_free(self.web_port):
-                self.web_port = free_port()
+                self.web_port = self.unpromised_port()
             command = [sys.executable, "-m", "mainspring", "web", "--port", str(self.web_port)]
             web_env = {**env, "MAINSPRING_NATS_CREDENTIALS": self.credentials_of("client")}
             web = Child("web", command, web_env, logs / "web.log")
@@ -470,11 +473,18 @@ class System:
             self.children.append(web)
         self.write_state("up")
 
+    def unpromised_port(self) -> int:
+        """A free port no other part of this system has been given."""
+        while (port := free_port()) in self._promised_ports:
+            pass
+        self._promised_ports.add(port)
+        return port
+
     def start_service(self, name: str, label: str | None = None) -> Child:
         """Start one service (after start()) as a supervised part named `label`."""
         label = label or name
         # Many processes share one host: each gets its own port, kept across restarts.
-        port = free_port()
+        port = self.unpromised_port()
         child_env = {
             **self._env,
             # The path of its own password, never the password: what a service's
