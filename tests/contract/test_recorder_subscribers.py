@@ -40,21 +40,13 @@ from mainspring_services.recorder.handlers import (
 from mainspring_services.recorder.history import RunHistory, RunQueries
 from mainspring_services.recorder.settings import RecorderSettings
 from tests.contract import fakes
+from tests.messages import a_request
 
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
 
 
 def requested(run_id: str, routine: str = "hello") -> RequestRun:
-    return RequestRun(
-        run_id=run_id,
-        routine=routine,
-        routine_version="d1",
-        entrypoint="hello.py:Hello",
-        run_number=1,
-        source="manual",
-        trigger_kind="manual",
-        requested_at=T0,
-    )
+    return a_request(run_id, routine=routine, requested_at=T0)
 
 
 @dataclass

@@ -12,21 +12,14 @@ from mainspring.contract.permissions import subject_matches
 from mainspring.runtime.bus import stream_config
 from mainspring_services.dispatcher import admission
 from mainspring_services.dispatcher.admission import AdmissionState
+from tests.messages import a_request
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 
 
 def request(run_id: str, limit: int | None = 1) -> RequestRun:
-    return RequestRun(
-        run_id=run_id,
-        routine="serial",
-        routine_version="d1",
-        entrypoint="serial.py:Serial",
-        run_number=1,
-        source="manual",
-        trigger_kind="manual",
-        requested_at=NOW,
-        options=ResolvedRunOptions(max_concurrent=limit),
+    return a_request(
+        run_id, routine="serial", requested_at=NOW, options=ResolvedRunOptions(max_concurrent=limit)
     )
 
 

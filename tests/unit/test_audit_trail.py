@@ -22,6 +22,7 @@ from mainspring_services.recorder import core
 from mainspring_services.recorder.handlers import parse_batch
 from mainspring_services.recorder.history import RunHistory, RunQueries
 from tests.harness import create_postgres_database, drop_postgres_database
+from tests.messages import a_request
 
 T0 = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 
@@ -53,16 +54,7 @@ def entry(entry_id: str, at: datetime, **fields: Any) -> AuditRecorded:
 
 
 def requested(run_id: str, routine: str) -> RequestRun:
-    return RequestRun(
-        run_id=run_id,
-        routine=routine,
-        routine_version="d1",
-        entrypoint="r.py:R",
-        run_number=1,
-        source="manual",
-        trigger_kind="manual",
-        requested_at=T0,
-    )
+    return a_request(run_id, routine=routine, requested_at=T0)
 
 
 def test_an_entry_needs_a_known_action_and_an_aware_time() -> None:

@@ -8,21 +8,15 @@ import pytest
 
 from mainspring.contract.messages import RequestRun
 from mainspring_services.dispatcher import fence
+from tests.messages import a_request
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WINDOW_S = 600.0
 
 
 def request(run_id: str) -> RequestRun:
-    return RequestRun(
-        run_id=run_id,
-        routine="embed",
-        routine_version="v1",
-        entrypoint="embed.py:Embed",
-        run_number=1,
-        source="trigger",
-        trigger_kind="dataset",
-        requested_at=NOW,
+    return a_request(
+        run_id, routine="embed", source="trigger", trigger_kind="dataset", requested_at=NOW
     )
 
 

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from mainspring.contract.messages import RequestRun, TriggerKind
 from mainspring.runtime import metrics
+from tests.messages import a_request
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 
@@ -68,16 +69,8 @@ def test_recycle_reasons_are_categories(sentence: str, reason: str) -> None:
 
 
 def request(kind: TriggerKind, event: dict[str, str]) -> RequestRun:
-    return RequestRun(
-        run_id="r1",
-        run_number=1,
-        routine="a",
-        routine_version="v",
-        entrypoint="a.py:A",
-        trigger_kind=kind,
-        event=event,
-        source="trigger",
-        requested_at=NOW,
+    return a_request(
+        routine="a", trigger_kind=kind, event=event, source="trigger", requested_at=NOW
     )
 
 

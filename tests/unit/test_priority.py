@@ -17,6 +17,7 @@ from mainspring.sdk.routine import ContractError, inspect_contract
 from mainspring.storage.registry import RoutineOptions, routine_options
 from mainspring_services.dispatcher import core, fence
 from mainspring_services.runner import core as runner
+from tests.messages import a_request
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -88,12 +89,9 @@ def test_the_runner_takes_the_queues_high_first_with_a_durable_each() -> None:
 
 
 def request(run_id: str, priority: Any) -> RequestRun:
-    return RequestRun(
-        run_id=run_id,
+    return a_request(
+        run_id,
         routine="embed",
-        routine_version="v1",
-        entrypoint="embed.py:Embed",
-        run_number=1,
         source="trigger",
         trigger_kind="dataset",
         requested_at=NOW,

@@ -25,6 +25,7 @@ from mainspring.storage.records import CursorError, ProgressRecord, RunRecord, o
 from mainspring_services.recorder import core
 from mainspring_services.recorder.history import RunHistory, RunQueries
 from tests.harness import create_postgres_database, drop_postgres_database
+from tests.messages import a_request
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 
@@ -44,17 +45,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 
 def requested(run_id: str, at: datetime, routine: str = "hello", **fields: Any) -> RequestRun:
-    return RequestRun(
-        run_id=run_id,
-        routine=routine,
-        routine_version="d1",
-        entrypoint="hello.py:Hello",
-        run_number=1,
-        source="manual",
-        trigger_kind="manual",
-        requested_at=at,
-        **fields,
-    )
+    return a_request(run_id, routine=routine, requested_at=at, **fields)
 
 
 def count_commits(engine: Engine) -> list[int]:

@@ -19,6 +19,7 @@ from mainspring.runtime.metrics import refusal_reason
 from mainspring.storage.capacity import CapacityCatalog, RunnerCapacity, runner_key
 from mainspring_services.dispatcher import core as dispatch_core
 from mainspring_services.runner import core as runner_core
+from tests.messages import a_request
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 MIB = 2**20
@@ -42,11 +43,9 @@ def entry(
 
 
 def request(memory_mib: int | None, **changes: object) -> RequestRun:
-    return RequestRun(
-        run_id="r-1",
+    return a_request(
+        "r-1",
         routine="train",
-        routine_version="d1",
-        entrypoint="train.py:Train",
         run_number=0,
         source="trigger",
         trigger_kind="completion",

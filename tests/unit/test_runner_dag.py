@@ -12,6 +12,7 @@ import pytest
 
 from mainspring.contract.messages import RequestRun
 from mainspring_services.runner import core
+from tests.messages import a_request
 from tests.unit.test_runner_pool import Harness
 
 PIPELINE = """
@@ -56,14 +57,11 @@ def _bundle(folder: Path, total_body: str) -> Path:
 
 
 def _request(digest: str) -> RequestRun:
-    return RequestRun(
-        run_id=str(uuid.uuid4()),
+    return a_request(
+        str(uuid.uuid4()),
         routine="pipelines:prices",
         routine_version=digest,
         entrypoint="pipeline.py:ns",
-        run_number=1,
-        source="manual",
-        trigger_kind="manual",
         event={"payload": {}},
         requested_at=datetime.now(UTC),
         kind="dag",
