@@ -97,6 +97,8 @@ async def test_runs_start_high_then_normal_then_low_once_the_slot_frees(
         assert [run["id"] for run, p in started if p == priority] == asked
     # Every run started once, on its first delivery.
     assert all(run["attempt"] == 1 for run in runs)
+    # Each run's record says the priority it was taken at.
+    assert [run["priority"] for run in runs] == [p for _, p in submitted]
 
     connection = await nats.connect(deployment.nats.url)
     try:

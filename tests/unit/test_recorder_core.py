@@ -9,9 +9,17 @@ from typing import Any
 import pytest
 
 from mainspring.contract import subjects
-from mainspring.contract.messages import RequestRun
-from mainspring_services.recorder.core import fold, merge, next_status, unattached
+from mainspring.contract.messages import RequestRun, ResolvedRunOptions, SubmitRun
+from mainspring_services.recorder.core import (
+    changes_for_requested,
+    changes_for_submitted,
+    fold,
+    merge,
+    next_status,
+    unattached,
+)
 from mainspring_services.recorder.handlers import event_model
+from tests.messages import a_request
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -191,3 +199,14 @@ def test_only_a_new_run_without_a_routine_is_unattached(
 def test_a_request_held_by_the_dispatcher_is_recorded_like_a_requested_one() -> None:
     assert event_model(subjects.run_held_subject("a/b")) is RequestRun
     assert event_model(subjects.RUN_REQUESTED) is RequestRun
+
+
+def test_a_run_row_keeps_the_priority_it_was_requested_at() -> None:
+    # A submit without --priority leaves it to the routine: the request says which it was.
+    submitted = changes_for_submitted(SubmitRun(request_id="a", routine="r"), T0)
+    request = a_request("a", routine="r", options=ResolvedRunOptions(priority="high"))
+
+    rows = fold({}, [("a", submitted), ("a", changes_for_requested(request))])
+
+    assert submitted["priority"] is None
+    assert rows["a"]["priority"] == "high"

@@ -239,6 +239,7 @@ def print_run(run: dict[str, Any]) -> None:
         "started_at",
         "finished_at",
         "memory_limit",
+        "priority",
         "runner",
         "attempt",
         "invocation",

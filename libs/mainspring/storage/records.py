@@ -67,6 +67,8 @@ class RunRecord(SQLModel, table=True):
     updated_at: datetime | None = _when()
     memory_limit: int | None = None
     timeout_s: float | None = None
+    # high | normal | low: which runs a runner with a free slot took first.
+    priority: str | None = None
     progress: float | None = None
     progress_message: str | None = None
     outputs: dict[str, Any] | None = _json()

@@ -186,6 +186,7 @@ def changes_for_completed(event: RunCompleted) -> dict[str, Any]:
 _OPTION_COLUMNS = {
     "memory_limit",
     "timeout_s",
+    "priority",
     "execution",
     "statistics",
     "previews",
