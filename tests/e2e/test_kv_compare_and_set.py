@@ -86,7 +86,7 @@ async def test_a_frozen_runner_finds_its_run_taken_over_and_leaves_the_claim_alo
         assert not frozen.may_have_lost("r1", claimed_for_s=0.05)  # no look on a quick start
         assert await successor.claim("r1") == "held"
         await asyncio.sleep(0.3)
-        assert await successor.claim("r1") == "claimed"  # taken over once stale
+        assert await successor.claim("r1") == "taken"  # taken over once stale
 
         assert frozen.may_have_lost("r1", claimed_for_s=0.3)
         assert not await frozen.still_held("r1")
@@ -97,6 +97,35 @@ async def test_a_frozen_runner_finds_its_run_taken_over_and_leaves_the_claim_alo
     finally:
         await first_nc.close()
         await second_nc.close()
+
+
+async def test_a_settled_runs_claim_is_never_free_for_a_copy_that_read_no_outcome(
+    deployment: Deployment,
+) -> None:
+    # A copy of the request that read the outcome just before the holder settled it must not
+    # find the claim free: it is left as it was (no write per run), so the copy finds it held
+    # and waits, and once stale takes it over as "taken", which reads the outcome again.
+    holder_nc = await connect(deployment.nats.url, name="runner-a")
+    copy_nc = await connect(deployment.nats.url, name="runner-b")
+    try:
+        config = KeyValueConfig(bucket="claims")
+        holder = RunClaims(
+            await kv.declare_bucket(holder_nc.jetstream(), config), "runner-a", stale_after_s=0.2
+        )
+        copy = RunClaims(
+            await kv.declare_bucket(copy_nc.jetstream(), config), "runner-b", stale_after_s=0.2
+        )
+
+        assert await holder.claim("r1") == "claimed"
+        holder.settled("r1")
+
+        assert await copy.claim("r1") == "held"
+        await asyncio.sleep(0.3)
+        assert await copy.claim("r1") == "taken"
+        assert not await holder.refresh("r1")  # the holder no longer tracks it
+    finally:
+        await holder_nc.close()
+        await copy_nc.close()
 
 
 async def test_crash_loop_counts_kept_in_memory_follow_another_replicas_writes(

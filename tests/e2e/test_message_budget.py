@@ -1,5 +1,5 @@
-"""What one run costs on the bus: a quick manual run stores three messages, not four, and
-writes one fact to the run ledger (its outcome)."""
+"""What one run costs on the bus: a quick manual run stores three messages, not four, writes
+one fact to the run ledger (its outcome) and one to the leases bucket (its claim)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ async def test_a_quick_run_stores_submitted_requested_and_completed_only(
     await client.wait(await client.submit("quick"), timeout=60)  # a warm worker from here on
     before = await stream_messages(client)
     ledger_before = await stream_messages(client, "KV_run_ledger")
+    leases_before = await stream_messages(client, f"KV_{subjects.LEASES_BUCKET}")
     runs = 10
     for _ in range(runs):
         run = await client.wait(await client.submit("quick"), timeout=60)
@@ -60,6 +61,8 @@ async def test_a_quick_run_stores_submitted_requested_and_completed_only(
     assert await stream_messages(client) - before == 3 * runs
     # Delivered once and started at once: the attempt is the delivery count, nothing written.
     assert await stream_messages(client, "KV_run_ledger") - ledger_before == runs
+    # The claim, left to the bucket's TTL once the run settled (no done mark).
+    assert await stream_messages(client, f"KV_{subjects.LEASES_BUCKET}") - leases_before == runs
 
 
 async def test_a_run_still_going_after_the_delay_is_announced_as_running(

@@ -166,7 +166,9 @@ class CancelMarks:
         return False
 
 
-Claim = Literal["claimed", "held", "done"]
+# claimed: a new claim; taken: a stale one taken over; held: another live attempt's; done:
+# marked settled (earlier runners marked a claim done when its attempt settled).
+Claim = Literal["claimed", "taken", "held", "done"]
 
 
 class RunClaims:
@@ -179,6 +181,11 @@ class RunClaims:
     finds it fresh and waits instead of running the code a second time. A claim not refreshed
     for the ack wait belongs to a runner that died or froze, as a redelivery would say: the
     next copy takes it over with compare-and-set, so a run is taken over as soon as before.
+
+    A claim whose attempt settled the run is left as it is, not marked or deleted: a copy
+    reads the outcome beside its claim, and one whose outcome read raced the settle finds
+    the claim held (fresh) and waits, or takes it over once stale and reads the outcome
+    again. The bucket's TTL removes it. Marking it done cost a write per run.
     """
 
     def __init__(self, kv: KeyValue, holder: str, stale_after_s: float) -> None:
@@ -194,13 +201,13 @@ class RunClaims:
         """Claims on the lease bucket (declared with its TTL by `mainspring setup`)."""
         return cls(await js.key_value(subjects.LEASES_BUCKET), holder, stale_after_s)
 
-    def _value(self, done: bool = False) -> bytes:
-        return json.dumps({"holder": self._holder, "at": time.time(), "done": done}).encode()
+    def _value(self) -> bytes:
+        return json.dumps({"holder": self._holder, "at": time.time()}).encode()
 
     async def claim(self, run_id: str) -> Claim:
-        """Take the run's claim: "claimed"; "held" while another live attempt has it; "done"
-        once an attempt settled the run's outcome (its claim is kept, marked, not deleted, so
-        a copy whose outcome read raced the settle cannot then find the claim free)."""
+        """Take the run's claim: "claimed" when new, "taken" when a stale one was taken over
+        (its attempt may have settled the run since this copy read the outcome), "held"
+        while another live attempt has it, "done" when an older runner marked it settled."""
         key = run_claim_key(run_id)
         created = await write_if_unchanged(self._kv, key, self._value(), 0)
         if created is not None:
@@ -215,7 +222,7 @@ class RunClaims:
         if taken is None:
             return "held"
         self._revisions[run_id] = taken
-        return "claimed"
+        return "taken"
 
     def may_have_lost(self, run_id: str, claimed_for_s: float) -> bool:
         """Could another runner have taken the claim over by now? Only once it could have
@@ -241,10 +248,10 @@ class RunClaims:
         self._revisions[run_id] = written
         return True
 
-    async def finish(self, run_id: str) -> None:
-        """Mark the claim done once the run's outcome is settled (the bucket's TTL removes it)."""
+    def settled(self, run_id: str) -> None:
+        """The claim's attempt settled the run: stop tracking it, and leave the key to the
+        bucket's TTL (see the class)."""
         self._revisions.pop(run_id, None)
-        await self._kv.put(run_claim_key(run_id), self._value(done=True))
 
     async def release(self, run_id: str) -> None:
         """Let the next copy of the run's request start (or be refused as settled)."""

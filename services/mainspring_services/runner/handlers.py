@@ -343,8 +343,8 @@ class Runner:
         # first deliveries too: the dispatcher's fence keeps it from publishing a request
         # twice, but a server that lost its consumer state hands a request out again as a
         # first delivery, and a completion published again past the duplicate window
-        # requests its downstream run again; the claim's done mark would answer them only
-        # while the leases bucket keeps it (ARCHITECTURE.md).
+        # requests its downstream run again; the settled attempt's claim would answer them
+        # only while the leases bucket keeps it (ARCHITECTURE.md).
         # Stamped before the claim is asked for: a freeze anywhere after it counts.
         claimed_at = time.monotonic()
         cancelled, settled, claimed, (state, state_revision) = await asyncio.gather(
@@ -353,10 +353,23 @@ class Runner:
             self.claims.claim(request.run_id),
             load_state(self.state_kv, request.routine),
         )
-        if claimed == "done" and settled is None:
-            # Settled between this copy's outcome read and its claim: read it again.
+        if claimed in ("taken", "done") and settled is None:
+            # The claim's last attempt may have settled the run after this copy's outcome
+            # read (it leaves its claim as it was, see RunClaims): read it again.
             settled = await self.ledger.settled(request.run_id)
-        if claimed == "held" or (settled is None and claimed == "done"):
+        ours = claimed in ("claimed", "taken")
+        if settled is not None:
+            log.warning(
+                "run %s of %s already ended %s: not run again",
+                request.run_id,
+                request.routine,
+                settled.status,
+            )
+            if ours:
+                await self.claims.release(request.run_id)
+            await publish_event(self.broker, settled, settled.subject())
+            return None
+        if not ours:
             # Another copy runs now. Not its attempt: this delivery goes uncharged, and this
             # copy returns after the ack wait (refused as settled then, or taken over once
             # the holder stopped refreshing its claim).
@@ -367,19 +380,9 @@ class Runner:
             )
             await self.give_back_uncharged(request, message, self.settings.run_ack_wait_s)
             return None
-        if cancelled and claimed == "claimed":
-            await self.claims.release(request.run_id)
         if cancelled:
+            await self.claims.release(request.run_id)
             await self.complete_cancelled(request)
-            return None
-        if settled is not None:
-            log.warning(
-                "run %s of %s already ended %s: not run again",
-                request.run_id,
-                request.routine,
-                settled.status,
-            )
-            await publish_event(self.broker, settled, settled.subject())
             return None
         return Prepared(attempt, state, state_revision, claimed_at)
 
@@ -747,12 +750,10 @@ class Runner:
         # The slot is free before the completion goes out: the dispatcher requests the next
         # held run on it, which must find the slot free, not wait out a hold here.
         await self.release_lease(request.run_id)
-        # The claim is marked done, never deleted: a copy of the request whose outcome read
+        # The claim stays as it is, never deleted: a copy of the request whose outcome read
         # raced this settle would otherwise find the claim free and run the code again.
-        await asyncio.gather(
-            publish_event(self.broker, settled, settled.subject()),
-            self.claims.finish(request.run_id),
-        )
+        self.claims.settled(request.run_id)
+        await publish_event(self.broker, settled, settled.subject())
         metrics.run_finished(settled.routine, settled.status, started_at, ours.finished_at)
 
     async def cancel(self, run_id: str) -> None:
