@@ -5,7 +5,9 @@
 Starts a nats-server, the dataset watcher and the dispatcher as processes, registers a
 routine on a dataset, then appends one row at a time and times, from the moment the commit
 is in the log: `dataset.appended` on the bus (watcher) and `run.requested` (dispatcher).
-The baseline is a raw nats-py JetStream publish to a subscriber on the same server.
+The baseline is bench.baselines.raw_delivery_latencies: a stored publish to a pull consumer
+on the same server (a run.* subject of its own would not be stored: the bus stream lists
+its run subjects one by one).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
+from bench.baselines import raw_delivery_latencies
 from bench.measure import Summary
 from mainspring.apps.up import free_port, service_command, start_nats_server
 from mainspring.base.settings import Settings
 from mainspring.client import Client
-from mainspring.runtime.bus import connect, set_up_now
+from mainspring.runtime.bus import set_up_now
 from mainspring.storage import datasets
 
 ROUTINE = """
@@ -51,22 +54,6 @@ def arrival_recorder(queue: asyncio.Queue[float]) -> Callable[[Msg], Awaitable[N
 def summary(samples_ms: list[float]) -> str:
     """Median and p99 (or max, below 1,000 samples) of a list of milliseconds."""
     return Summary.of(samples_ms).text()
-
-
-async def baseline(url: str, count: int) -> list[float]:
-    """Raw JetStream: publish with ack, timed until a plain subscriber has the message."""
-    nc = await connect(url, name="bench-baseline")
-    js = nc.jetstream()
-    arrived: asyncio.Queue[float] = asyncio.Queue()
-    sub = await nc.subscribe("run.bench", cb=arrival_recorder(arrived))
-    samples = []
-    for index in range(count):
-        start = time.perf_counter()
-        await js.publish("run.bench", str(index).encode())
-        samples.append((await asyncio.wait_for(arrived.get(), 10) - start) * 1000)
-    await sub.unsubscribe()
-    await nc.close()
-    return samples
 
 
 async def measure(home: Path, url: str, count: int) -> tuple[list[float], list[float], list[float]]:
@@ -126,7 +113,7 @@ def main() -> None:
                 )
 
             async def go() -> tuple[list[float], ...]:
-                raw = await baseline(url, args.appends)
+                raw = await raw_delivery_latencies(url, args.appends)
                 return (raw, *(await measure(home, url, args.appends)))
 
             raw, writes, to_bus, to_dispatcher = asyncio.run(go())
@@ -138,7 +125,7 @@ def main() -> None:
             server.wait(timeout=10)
     base = statistics.median(raw)
     print(f"dataset append latency, {args.appends} single-row appends on a local root")
-    print(f"  baseline: JetStream publish -> subscriber   {summary(raw)}")
+    print(f"  baseline: JetStream publish -> pull consumer  {summary(raw)}")
     print(f"  append commit (write_deltalake)            {summary(writes)}")
     print(
         f"  commit -> dataset.appended (watcher)       {summary(to_bus)}"
