@@ -125,3 +125,26 @@ def test_a_merge_that_only_inserted_is_announced_as_such() -> None:
     append = core.announcement("photos", parse_commit(5, commit_text("WRITE", {}, adds=[1])), 1, 13)
     assert append is not None
     assert not append.inserted_by_merge
+
+
+APPEND_7 = commit_text("WRITE", {"mode": "Append"}, adds=[7])
+
+
+def test_an_append_right_after_a_counted_version_adds_its_rows() -> None:
+    assert core.rows_after((4, 100), parse_commit(5, APPEND_7), 7) == 107
+
+
+@pytest.mark.parametrize(
+    ("previous", "version", "text"),
+    [
+        (None, 5, APPEND_7),  # nothing counted yet (a restart)
+        ((3, 100), 5, APPEND_7),  # a version between them was not counted
+        ((4, 100), 5, commit_text("MERGE", {}, adds=[3], removes=1)),
+        ((4, 100), 5, commit_text("WRITE", {"mode": "Overwrite"}, adds=[3], removes=2)),
+        ((4, 100), 5, commit_text("OPTIMIZE", {}, adds=[9], removes=2, data_change=False)),
+    ],
+)
+def test_rows_are_counted_from_the_table_unless_the_version_only_added_rows(
+    previous: tuple[int, int] | None, version: int, text: str
+) -> None:
+    assert core.rows_after(previous, parse_commit(version, text), 3) is None

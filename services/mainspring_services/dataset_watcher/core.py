@@ -37,6 +37,23 @@ def announcement(
     )
 
 
+def rows_after(previous: tuple[int, int] | None, commit: Commit, added_records: int) -> int | None:
+    """The table's rows after `commit`, from the rows after the version before it, when the
+    commit only added rows; None when they must be counted from the table.
+
+    `previous` is (version, rows). Loading a Delta table at each version replays the log
+    since its last checkpoint (about 15 ms a version 99 commits after one, on this machine),
+    so each append would cost more the longer its table's log; adding costs nothing. Files
+    added with a deletion vector are already net in `added_records`; a version that removes
+    or rearranges files (a delete, a MERGE, OPTIMIZE) is counted from the table.
+    """
+    if previous is None or previous[0] != commit.version - 1:
+        return None
+    if commit.removed_paths or commit.rearranged_files:
+        return None
+    return previous[1] + added_records
+
+
 def is_commit_file(path: str) -> bool:
     """Is this path a version's commit file in some table's _delta_log?"""
     parts = PurePosixPath(path).parts

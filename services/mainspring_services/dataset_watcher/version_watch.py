@@ -52,6 +52,8 @@ class Watcher:
         self.tables: dict[str, DeltaTable] = {}
         # Footer row counts of files without stats: a data file never changes once written.
         self.footer_records: dict[str, dict[str, int]] = {}
+        # Each dataset's (version, rows) last counted, to add an append's rows to.
+        self.row_totals: dict[str, tuple[int, int]] = {}
 
     async def last_seen(self, dataset: str) -> int:
         """The last version processed (survives restarts); -1 for a dataset never seen, so
@@ -85,6 +87,7 @@ class Watcher:
             )
             self.tables.pop(dataset, None)
             self.footer_records.pop(dataset, None)
+            self.row_totals.pop(dataset, None)
             # Seen is reset before the new identity is stored: a crash in between resets again.
             await self.mark_seen(dataset, -1)
         if identity is not None and identity != known_table:
@@ -112,6 +115,14 @@ class Watcher:
             self.tables.pop(dataset, None)
             log.warning("row count of %s at version %s unavailable: %s", dataset, version, exc)
             return None
+
+    def note_rows(self, dataset: str, version: int, records: int | None) -> None:
+        """Remember the rows at a version for the next append to add to; forget them at a
+        version that was not counted (not an append), which the next one counts anew."""
+        if records is None:
+            self.row_totals.pop(dataset, None)
+        else:
+            self.row_totals[dataset] = (version, records)
 
     def read_version(self, dataset: str, version: int) -> tuple[deltalog.Commit, int] | None:
         """A version's commit and the rows it added (footers read when stats are missing),
@@ -146,7 +157,12 @@ class Watcher:
                 commit, added_records = read
                 records = None
                 if commit.kind == "append" or commit.inserts_by_merge:
-                    records = await asyncio.to_thread(self.table_records, dataset, version)
+                    records = core.rows_after(
+                        self.row_totals.get(dataset), commit, added_records
+                    )
+                    if records is None:
+                        records = await asyncio.to_thread(self.table_records, dataset, version)
+                self.note_rows(dataset, version, records)
                 appended = core.announcement(dataset, commit, added_records, records, identity)
                 if appended is not None:
                     # Published before the version is marked seen: a crash in between
