@@ -196,3 +196,20 @@ def test_added_rows_are_record_batches_like_iterating_the_event(tmp_path: Path) 
     assert all(isinstance(batch, pa.RecordBatch) for batch in batches)
     assert [batch.to_pylist() for batch in batches] == [batch.to_pylist() for batch in event]
     assert sorted(row["id"] for batch in batches for row in batch.to_pylist()) == [1, 2, 3]
+
+
+def test_append_returns_its_own_commits_version_among_other_writers(
+    root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datasets.create("photos", "id:int64,text:string", root=root)
+    real_write = datasets.write_deltalake
+
+    def between_two_other_writers(table: DeltaTable, data: pa.Table, **options: object) -> None:
+        other = DeltaTable(f"{root}/photos")
+        real_write(other, pa.Table.from_pydict(rows(100, 1)), mode="append")  # v1
+        real_write(table, data, **options)  # v2: ours, after a conflict-free retry
+        real_write(other, pa.Table.from_pydict(rows(200, 1)), mode="append")  # v3
+
+    monkeypatch.setattr(datasets, "write_deltalake", between_two_other_writers)
+
+    assert datasets.append("photos", rows(0, 1), root=root) == 2
