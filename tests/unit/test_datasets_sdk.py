@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from mainspring.storage import datasets
 from mainspring.storage.datasets import DatasetError
@@ -202,9 +203,9 @@ def test_append_returns_its_own_commits_version_among_other_writers(
     root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     datasets.create("photos", "id:int64,text:string", root=root)
-    real_write = datasets.write_deltalake
+    real_write = write_deltalake
 
-    def between_two_other_writers(table: DeltaTable, data: pa.Table, **options: object) -> None:
+    def between_two_other_writers(table: DeltaTable, data: pa.Table, **options: Any) -> None:
         other = DeltaTable(f"{root}/photos")
         real_write(other, pa.Table.from_pydict(rows(100, 1)), mode="append")  # v1
         real_write(table, data, **options)  # v2: ours, after a conflict-free retry

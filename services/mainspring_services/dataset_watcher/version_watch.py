@@ -157,9 +157,7 @@ class Watcher:
                 commit, added_records = read
                 records = None
                 if commit.kind == "append" or commit.inserts_by_merge:
-                    records = core.rows_after(
-                        self.row_totals.get(dataset), commit, added_records
-                    )
+                    records = core.rows_after(self.row_totals.get(dataset), commit, added_records)
                     if records is None:
                         records = await asyncio.to_thread(self.table_records, dataset, version)
                 self.note_rows(dataset, version, records)
