@@ -105,6 +105,7 @@ def test_the_row_keeps_the_options_flat_and_leaves_isolation_to_the_runner() -> 
         "statistics": False,
         "previews": True,
         "store_artifacts": True,
+        "priority": "normal",
     }
 
 
