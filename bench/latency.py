@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.baselines import raw_delivery_latencies
-from bench.measure import Summary, print_table, ratio, save_results, smoke
+from bench.measure import Summary, commit_time, print_table, ratio, save_results, smoke
 from bench.system import BenchSystem
 from mainspring.client import Client
 from mainspring.contract import subjects
@@ -146,8 +146,7 @@ async def dataset(
     for row in range(count):
 
         def write(value: int = row) -> float:
-            datasets.append(table, {"id": [value]}, root=root)
-            return time.time()
+            return commit_time(root, table, datasets.append(table, {"id": [value]}, root=root))
 
         committed = await asyncio.to_thread(write)
         body = await done.next(routine)

@@ -200,3 +200,13 @@ class ServerCounters:
 def service_role(connection_name: str) -> str:
     """`runner@host:123` -> `runner`; unnamed connections are the benchmark's own."""
     return connection_name.split("@", 1)[0] or "bench"
+
+
+def commit_time(root: str, dataset: str, version: int) -> float:
+    """When a version of a local dataset was committed (its log file's mtime, wall clock).
+
+    Not when `datasets.append` returned: the write goes on after the commit (its state
+    update, a checkpoint every 100 versions) for up to tens of milliseconds, by which time
+    the watcher may have announced the version and a run started.
+    """
+    return (Path(root) / dataset / "_delta_log" / f"{version:020d}.json").stat().st_mtime
