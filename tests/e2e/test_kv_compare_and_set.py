@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from nats.js.api import KeyValueConfig
@@ -69,19 +71,29 @@ async def test_a_stale_revision_loses_and_says_so(deployment: Deployment) -> Non
         await nc.close()
 
 
+@contextlib.asynccontextmanager
+async def two_runners_claims(deployment: Deployment) -> AsyncIterator[tuple[RunClaims, ...]]:
+    """Claims of runner-a and runner-b, each on its own connection to one real bucket, stale
+    after 0.2 s (a claim older than that is what a frozen runner leaves)."""
+    connections = [await connect(deployment.nats.url, name=f"runner-{n}") for n in "ab"]
+    try:
+        config = KeyValueConfig(bucket="claims")
+        yield tuple(
+            [
+                RunClaims(await kv.declare_bucket(nc.jetstream(), config), f"runner-{n}", 0.2)
+                for nc, n in zip(connections, "ab", strict=True)
+            ]
+        )
+    finally:
+        for nc in connections:
+            await nc.close()
+
+
 async def test_a_frozen_runner_finds_its_run_taken_over_and_leaves_the_claim_alone(
     deployment: Deployment,
 ) -> None:
-    # Two runners' claims on one run, on a real bucket; "frozen" is a claim older than the
-    # stale time (0.2 s here), as a runner stopped between its claim and the start leaves it.
-    first_nc = await connect(deployment.nats.url, name="runner-a")
-    second_nc = await connect(deployment.nats.url, name="runner-b")
-    try:
-        bucket_a = await kv.declare_bucket(first_nc.jetstream(), KeyValueConfig(bucket="claims"))
-        bucket_b = await kv.declare_bucket(second_nc.jetstream(), KeyValueConfig(bucket="claims"))
-        frozen = RunClaims(bucket_a, "runner-a", stale_after_s=0.2)
-        successor = RunClaims(bucket_b, "runner-b", stale_after_s=0.2)
-
+    # "Frozen": a runner stopped between its claim and the start.
+    async with two_runners_claims(deployment) as (frozen, successor):
         assert await frozen.claim("r1") == "claimed"
         assert not frozen.may_have_lost("r1", claimed_for_s=0.05)  # no look on a quick start
         assert await successor.claim("r1") == "held"
@@ -94,9 +106,6 @@ async def test_a_frozen_runner_finds_its_run_taken_over_and_leaves_the_claim_alo
         await frozen.release("r1")  # nor deleted
         assert await successor.still_held("r1")
         assert await successor.refresh("r1") is True
-    finally:
-        await first_nc.close()
-        await second_nc.close()
 
 
 async def test_a_settled_runs_claim_is_never_free_for_a_copy_that_read_no_outcome(
@@ -105,17 +114,7 @@ async def test_a_settled_runs_claim_is_never_free_for_a_copy_that_read_no_outcom
     # A copy of the request that read the outcome just before the holder settled it must not
     # find the claim free: it is left as it was (no write per run), so the copy finds it held
     # and waits, and once stale takes it over as "taken", which reads the outcome again.
-    holder_nc = await connect(deployment.nats.url, name="runner-a")
-    copy_nc = await connect(deployment.nats.url, name="runner-b")
-    try:
-        config = KeyValueConfig(bucket="claims")
-        holder = RunClaims(
-            await kv.declare_bucket(holder_nc.jetstream(), config), "runner-a", stale_after_s=0.2
-        )
-        copy = RunClaims(
-            await kv.declare_bucket(copy_nc.jetstream(), config), "runner-b", stale_after_s=0.2
-        )
-
+    async with two_runners_claims(deployment) as (holder, copy):
         assert await holder.claim("r1") == "claimed"
         holder.settled("r1")
 
@@ -123,9 +122,6 @@ async def test_a_settled_runs_claim_is_never_free_for_a_copy_that_read_no_outcom
         await asyncio.sleep(0.3)
         assert await copy.claim("r1") == "taken"
         assert not await holder.refresh("r1")  # the holder no longer tracks it
-    finally:
-        await holder_nc.close()
-        await copy_nc.close()
 
 
 async def test_crash_loop_counts_kept_in_memory_follow_another_replicas_writes(
