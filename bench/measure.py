@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mainspring.storage import deltalog
+
 P99_MIN_SAMPLES = 1000
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -209,4 +211,4 @@ def commit_time(root: str, dataset: str, version: int) -> float:
     update, a checkpoint every 100 versions) for up to tens of milliseconds, by which time
     the watcher may have announced the version and a run started.
     """
-    return (Path(root) / dataset / "_delta_log" / f"{version:020d}.json").stat().st_mtime
+    return Path(deltalog.commit_path(root, dataset, version)).stat().st_mtime

@@ -12,7 +12,7 @@ from mainspring import Routine, on_complete
 from mainspring.apps.cli import build_parser
 from mainspring.apps.ingress import IngressError, run_request
 from mainspring.contract import subjects
-from mainspring.contract.messages import RequestRun, ResolvedRunOptions, RunOptions
+from mainspring.contract.messages import PRIORITIES, RequestRun, ResolvedRunOptions, RunOptions
 from mainspring.sdk.routine import ContractError, inspect_contract
 from mainspring.storage.registry import RoutineOptions, routine_options
 from mainspring_services.dispatcher import core, fence
@@ -81,7 +81,7 @@ def test_each_priority_has_its_subject_and_normal_keeps_run_requested() -> None:
 
 
 def test_the_runner_takes_the_queues_high_first_with_a_durable_each() -> None:
-    assert [p for p, _, _ in subjects.RUN_QUEUES] == list(runner.PRIORITY_ORDER)
+    assert [p for p, _, _ in subjects.RUN_QUEUES] == list(PRIORITIES)
     assert len({name for _, _, name in subjects.RUN_QUEUES}) == 3
     assert (
         dict((p, name) for p, _, name in subjects.RUN_QUEUES)["normal"] == subjects.RUNNER_CONSUMER

@@ -34,6 +34,7 @@ ExecutionType = Literal["background", "in_memory"]
 # Which runs a runner with a free slot takes first: every high-priority run waiting before any
 # normal one, every normal one before any low one. Each has its own request subject.
 Priority = Literal["high", "normal", "low"]
+# Highest first: the order a runner's intake asks the queues in.
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 # What a registry entry runs: a Routine class, or a DAG of plain functions (mainspring.compose).
 DefinitionKind = Literal["routine", "dag"]

@@ -141,8 +141,7 @@ class Dispatcher:
     async def request(self, request: RequestRun, request_subject: str | None = None) -> None:
         """Publish a run's request (deduplicated by run id), by default on the runners' queue
         of its priority."""
-        subject = request_subject or subjects.run_requested_subject(request.options.priority)
-        await publish_event(self.broker, request, subject)
+        await publish_event(self.broker, request, fence.request_subject(request, request_subject))
         log.info(
             "requested run %s of %s (%s)", request.run_id, request.routine, request.trigger_kind
         )

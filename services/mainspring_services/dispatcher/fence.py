@@ -52,13 +52,17 @@ def requested_run_id(headers: Mapping[str, str] | None, body: bytes | None) -> s
     return found if isinstance(found, str) else None
 
 
+def request_subject(request: RequestRun, subject: str | None) -> str:
+    """Where a request is published: `subject`, or (None) the runners' queue of its priority."""
+    return subject or subjects.run_requested_subject(request.options.priority)
+
+
 def by_subject(requests: list[RequestRun], subject: str | None) -> dict[str, set[str]]:
-    """The run ids of a decision's requests by the subject each is published on: `subject`,
-    or (None) the runners' queue of the run's priority."""
+    """The run ids of a decision's requests by the subject each is published on (see
+    request_subject)."""
     found: dict[str, set[str]] = {}
     for request in requests:
-        where = subject or subjects.run_requested_subject(request.options.priority)
-        found.setdefault(where, set()).add(request.run_id)
+        found.setdefault(request_subject(request, subject), set()).add(request.run_id)
     return found
 
 

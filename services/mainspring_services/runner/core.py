@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mainspring.contract.messages import RunPhase
+from mainspring.contract.messages import PRIORITIES, RunPhase
 from mainspring.storage.capacity import RunnerCapacity, mebibytes
 
 MEMORY_EXCEEDED = "memory limit exceeded"
@@ -302,9 +302,6 @@ def interrupted_dag(table: dict[str, Any], error: str | None) -> dict[str, Any]:
     return {**table, "nodes": rows, "status": "failed", "failed_node": failed, "outputs": {}}
 
 
-# The order a runner with free slots takes requests in, highest priority first.
-PRIORITY_ORDER: tuple[str, ...] = ("high", "normal", "low")
-
 BEHIND_HIGHER_PRIORITY = "waiting behind higher-priority runs"
 
 
@@ -333,7 +330,7 @@ def intake_step(
     """
     if free <= 0:
         return IntakeStep("full")
-    for priority in PRIORITY_ORDER:
+    for priority in PRIORITIES:  # highest first
         if held.get(priority, 0) > 0:
             return IntakeStep("start", priority)
         if priority not in emptied:
@@ -343,4 +340,4 @@ def intake_step(
 
 def behind_higher_priority(held_priority: str, started_priority: str) -> bool:
     """Does a request held here wait behind the run just started (of a higher priority)?"""
-    return PRIORITY_ORDER.index(started_priority) < PRIORITY_ORDER.index(held_priority)
+    return PRIORITIES.index(started_priority) < PRIORITIES.index(held_priority)

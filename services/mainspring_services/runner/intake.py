@@ -42,7 +42,7 @@ from nats.js.api import ConsumerConfig
 
 from mainspring.base import tracing
 from mainspring.contract import subjects
-from mainspring.contract.messages import RequestRun
+from mainspring.contract.messages import PRIORITIES, RequestRun
 from mainspring.runtime.service import RETRY_DELAY_S, durable, parse_or_park
 from mainspring_services.runner import core
 from mainspring_services.runner.handlers import Runner
@@ -142,7 +142,7 @@ class Intake:
             priority: PriorityQueue(priority, subject, name)
             for priority, subject, name in subjects.RUN_QUEUES
         }
-        self.held: dict[str, deque[Held]] = {p: deque() for p in core.PRIORITY_ORDER}
+        self.held: dict[str, deque[Held]] = {p: deque() for p in PRIORITIES}
         self.loop: asyncio.Task[None] | None = None
         self.stopping = False
 
